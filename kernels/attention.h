@@ -1,0 +1,79 @@
+#pragma once
+/// Paged attention over a block-structured KV cache (prefill and decode alike).
+#include <cstdint>
+
+#include "kernels/op_context.h"
+
+namespace troupe::kernels {
+
+/// Where each sequence of a flattened batch sits, all arrays on the context's device.
+/// Sequence s owns query rows [query_start[s], query_start[s+1]); its query row j has
+/// absolute position (context_len[s] - n_query_s + j) and attends causally to kv
+/// positions [0, that position]. KV position p of sequence s lives in block
+/// block_tables[s * max_blocks + p / block_size], slot p % block_size.
+struct attention_batch {
+  int n_seqs = 0;
+  int max_blocks = 0;            ///< row stride of block_tables
+  int block_size = 16;
+  tensor_view query_start;       ///< i32 [n_seqs + 1]
+  tensor_view context_len;       ///< i32 [n_seqs]: kv length after this step
+  tensor_view block_tables;      ///< i32 [n_seqs, max_blocks]
+};
+
+namespace cpu {
+/// CPU implementation of kernels::kv_write.
+void kv_write(const op_context& ctx, tensor_view k_cache, tensor_view v_cache, tensor_view k,
+    tensor_view v, tensor_view slots);
+/// CPU implementation of kernels::paged_attention.
+void paged_attention(const op_context& ctx, tensor_view out, tensor_view q, tensor_view k_cache,
+    tensor_view v_cache, const attention_batch& batch, float scale);
+}  // namespace cpu
+
+#ifdef TROUPE_HAVE_CUDA
+namespace cuda {
+/// CUDA implementation of kernels::kv_write.
+void kv_write(const op_context& ctx, tensor_view k_cache, tensor_view v_cache, tensor_view k,
+    tensor_view v, tensor_view slots);
+/// CUDA implementation of kernels::paged_attention.
+void paged_attention(const op_context& ctx, tensor_view out, tensor_view q, tensor_view k_cache,
+    tensor_view v_cache, const attention_batch& batch, float scale);
+}  // namespace cuda
+#endif
+
+/// Writes k, v [m, n_kv_heads, head_dim] into the caches
+/// [n_blocks, block_size, n_kv_heads, head_dim] at slots[r] = block * block_size + offset
+/// (i32 [m]).
+inline void kv_write(const op_context& ctx, tensor_view k_cache, tensor_view v_cache, tensor_view k,
+    tensor_view v, tensor_view slots) {
+  switch (ctx.backend) {
+    case backend_kind::cpu:
+      return cpu::kv_write(ctx, k_cache, v_cache, k, v, slots);
+    case backend_kind::cuda:
+#ifdef TROUPE_HAVE_CUDA
+      return cuda::kv_write(ctx, k_cache, v_cache, k, v, slots);
+#else
+      throw backend_unavailable("kv_write: this build has no CUDA backend");
+#endif
+  }
+  throw backend_unavailable("kv_write: unknown backend");
+}
+
+/// out[m, n_heads, head_dim] = softmax(q kᵀ * scale, causal) v, grouped-query: head h
+/// reads kv head h / (n_heads / n_kv_heads). Each (row, head) is computed independently
+/// of the rest of the batch (batch-invariant).
+inline void paged_attention(const op_context& ctx, tensor_view out, tensor_view q,
+    tensor_view k_cache, tensor_view v_cache, const attention_batch& batch, float scale) {
+  switch (ctx.backend) {
+    case backend_kind::cpu:
+      return cpu::paged_attention(ctx, out, q, k_cache, v_cache, batch, scale);
+    case backend_kind::cuda:
+#ifdef TROUPE_HAVE_CUDA
+      return cuda::paged_attention(ctx, out, q, k_cache, v_cache, batch, scale);
+#else
+      throw backend_unavailable("paged_attention: this build has no CUDA backend");
+#endif
+  }
+  throw backend_unavailable("paged_attention: unknown backend");
+}
+
+}  // namespace troupe::kernels

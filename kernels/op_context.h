@@ -1,0 +1,21 @@
+#pragma once
+/// How an op runs: on which backend, with which execution resources.
+/// Ops are enqueued on the context's stream; none synchronizes with the host
+/// (the CPU backend is synchronous by nature).
+#include "runtime/tensor.h"
+
+namespace troupe::kernels {
+
+/// Execution context handed to every op. Owned by a shard context.
+struct op_context {
+  backend_kind backend = backend_kind::cpu;
+  int n_threads = 1;        ///< CPU worker threads for this shard
+  void* stream = nullptr;   ///< cudaStream_t on the CUDA backend
+};
+
+/// Thrown when an op is called on a backend this build does not include.
+struct backend_unavailable : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace troupe::kernels

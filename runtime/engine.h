@@ -1,0 +1,101 @@
+#pragma once
+/// The single-process inference engine: one model, one shard context, a paged KV
+/// cache and a continuous-batching scheduler. Requests go in; per-token events come
+/// out of step(). Not thread-safe: one driver thread calls it (the replica actor in a
+/// cluster, the CLI in a single process).
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/forward.h"
+#include "runtime/kv_cache.h"
+#include "runtime/sampler.h"
+#include "runtime/scheduler.h"
+#include "runtime/stop_matcher.h"
+
+namespace troupe {
+
+/// Engine sizes and switches.
+struct engine_config {
+  int n_threads = 0;            ///< CPU threads; 0 = all cores
+  int block_size = 16;          ///< tokens per KV block
+  int kv_tokens = 16384;        ///< KV cache capacity in tokens (rounded up to blocks)
+  int max_batch_tokens = 512;   ///< token budget per step (chunked prefill)
+  int max_seqs = 32;            ///< sequences running at once
+  int max_context = 0;          ///< per-sequence limit; 0 = the model's, capped by the cache
+  bool prefix_caching = true;
+  bool record_logits = false;   ///< attach each sampled position's logits to its event (tests)
+};
+
+/// What one request produced in one step.
+struct token_event {
+  seq_id id = 0;
+  int32_t token = -1;            ///< -1 when the event only reports the end (cancel)
+  std::string text;              ///< new text safe to show (never half a character, never a stop string)
+  float logprob = 0.0f;
+  std::vector<token_logprob> top;
+  bool finished = false;
+  finish_reason reason = finish_reason::none;
+  std::vector<float> logits;     ///< [vocab] when record_logits is on
+};
+
+/// Final result of one request (see engine::generate).
+struct generation_result {
+  std::vector<int32_t> prompt_tokens;
+  std::vector<int32_t> tokens;
+  std::string text;
+  finish_reason reason = finish_reason::none;
+  std::vector<float> logprobs;
+  std::vector<std::vector<float>> logits;  ///< per generated token, when record_logits
+};
+
+class engine {
+ public:
+  engine(std::shared_ptr<const model> m, engine_config cfg);
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+
+  /// Queues a request. Throws std::invalid_argument naming the problem (sampling
+  /// values, empty prompt, token ids outside the vocabulary, prompt + max_tokens
+  /// longer than the context).
+  seq_id submit(std::vector<int32_t> prompt, const sampling_params& p);
+  /// Cancels a queued or running request; its blocks are freed at the next step.
+  bool cancel(seq_id id);
+  /// Runs one scheduler iteration and returns its events.
+  std::vector<token_event> step();
+  bool has_work() const { return sched_.has_work(); }
+
+  /// Runs `prompts` together to completion (a convenience for the CLI and tests).
+  std::vector<generation_result> generate(const std::vector<std::vector<int32_t>>& prompts,
+                                          const sampling_params& p);
+
+  const model& get_model() const { return *model_; }
+  const engine_config& config() const { return cfg_; }
+  const block_manager& blocks() const { return blocks_; }
+  const scheduler& sched() const { return sched_; }
+  int max_context() const { return max_context_; }
+
+ private:
+  struct request_state {
+    std::unique_ptr<incremental_decoder> decoder;
+    std::unique_ptr<stop_matcher> stops;
+  };
+  static std::string final_text(request_state& st);
+  batch_input build_batch(const step_plan& plan) const;
+  void emit(sequence& s, const sample_result& r, token_event& ev);
+  std::optional<finish_reason> check_stop(const sequence& s, int32_t tok, token_event& ev);
+
+  std::shared_ptr<const model> model_;
+  engine_config cfg_;
+  int max_context_ = 0;
+  shard_context ctx_;
+  block_manager blocks_;
+  scheduler sched_;
+  std::unordered_map<seq_id, request_state> states_;
+  seq_id next_id_ = 1;
+};
+
+}  // namespace troupe

@@ -1,0 +1,77 @@
+#pragma once
+/// The model forward, written once against the op interface (kernels/*.h), and the
+/// per-shard context that owns everything mutable it touches: KV cache, scratch
+/// activations, the op context (threads or stream).
+#include <cstdint>
+#include <vector>
+
+#include "kernels/op_context.h"
+#include "runtime/model.h"
+
+namespace troupe {
+
+/// One engine step's flattened batch, as the scheduler describes it (host memory).
+struct batch_input {
+  std::vector<int32_t> tokens;        ///< [T] token ids of every scheduled row
+  std::vector<int32_t> positions;     ///< [T] absolute position of each row
+  std::vector<int32_t> slots;         ///< [T] KV slot (block * block_size + offset) of each row
+  std::vector<int32_t> query_start;   ///< [S + 1] first row of each sequence
+  std::vector<int32_t> context_len;   ///< [S] KV length of each sequence after this step
+  std::vector<int32_t> block_tables;  ///< [S, max_blocks]
+  int max_blocks = 0;
+  std::vector<int32_t> logit_rows;    ///< [L] rows whose logits are wanted
+
+  int n_tokens() const { return static_cast<int>(tokens.size()); }
+  int n_seqs() const { return static_cast<int>(context_len.size()); }
+};
+
+/// Sizes of a shard context.
+struct context_params {
+  int n_blocks = 256;         ///< KV blocks per layer
+  int block_size = 16;        ///< tokens per block
+  int max_batch_tokens = 512; ///< rows one step may carry
+  int max_logit_rows = 64;    ///< rows one step may want logits for
+};
+
+/// Mutable per-shard state. Owns KV storage and scratch; never shared between threads.
+class shard_context {
+ public:
+  shard_context(const model& m, const context_params& p, kernels::op_context ops);
+  shard_context(const shard_context&) = delete;
+  shard_context& operator=(const shard_context&) = delete;
+
+  const context_params& params() const { return params_; }
+  const kernels::op_context& ops() const { return ops_; }
+  /// Bytes of KV storage (all layers, K and V).
+  size_t kv_bytes() const;
+
+  /// Runs the model over `b`; returns logits [L, vocab] for b.logit_rows (valid until
+  /// the next call). Throws std::invalid_argument when `b` exceeds the context's sizes.
+  tensor_view forward(const batch_input& b);
+
+ private:
+  void check(const batch_input& b) const;
+  void run_layer(int layer, int n_tokens, const kernels::attention_batch& meta,
+                 tensor_view positions, tensor_view slots);
+  tensor_view rows(const tensor& t, int n) const;
+
+  const model& model_;
+  context_params params_;
+  kernels::op_context ops_;
+  std::vector<tensor> k_cache_;  // per layer [n_blocks, block_size, n_kv_heads, head_dim]
+  std::vector<tensor> v_cache_;  // per layer [n_blocks, block_size, n_kv_heads, head_dim]
+  tensor residual_;              // [max_batch_tokens, hidden]
+  tensor normed_;                // [max_batch_tokens, hidden]
+  tensor delta_;                 // [max_batch_tokens, hidden]
+  tensor q_;                     // [max_batch_tokens, n_heads, head_dim]
+  tensor k_;                     // [max_batch_tokens, n_kv_heads, head_dim]
+  tensor v_;                     // [max_batch_tokens, n_kv_heads, head_dim]
+  tensor attn_;                  // [max_batch_tokens, n_heads, head_dim]
+  tensor gate_;                  // [max_batch_tokens, ffn]
+  tensor up_;                    // [max_batch_tokens, ffn]
+  tensor last_;                  // [max_logit_rows, hidden]
+  tensor last_normed_;           // [max_logit_rows, hidden]
+  tensor logits_;                // [max_logit_rows, vocab]
+};
+
+}  // namespace troupe

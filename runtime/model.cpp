@@ -1,0 +1,49 @@
+#include "runtime/model.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include "kernels/rope.h"
+
+namespace troupe {
+
+std::string resolve_model_path(const std::string& path) {
+  if (path != "default") return path;
+  std::filesystem::path cache;
+  if (const char* c = std::getenv("TROUPE_CACHE"); c && *c) {
+    cache = c;
+  } else {
+    const char* home = std::getenv("HOME");
+    cache = std::filesystem::path(home ? home : "/root") / ".cache" / "troupe";
+  }
+  auto p = cache / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!std::filesystem::exists(p))
+    throw std::runtime_error("the default model is not in the cache (" + p.string() +
+                             "); fetch it with tools/fetch_model.sh");
+  return p.string();
+}
+
+std::shared_ptr<const model> model::load(const std::string& path, const load_options& opt) {
+  return std::make_shared<const model>(load_model(resolve_model_path(path), opt));
+}
+
+model::model(loaded_model&& m)
+    : loaded_(std::move(m)), tokenizer_(loaded_.tokenizer) {
+  const auto& c = loaded_.config;
+  c.validate();
+  auto freqs = kernels::rope_inv_freq(c.head_dim, c.rope_theta, c.scaling);
+  rope_inv_freq_ = tensor({static_cast<int64_t>(freqs.size())}, dtype::f32, backend_kind::cpu);
+  std::memcpy(rope_inv_freq_.f32(), freqs.data(), freqs.size() * sizeof(float));
+  layer_begin_ = 0;
+  layer_end_ = c.n_layers;
+  // Only the loaded layer range is usable; find it from which layers hold weights.
+  while (layer_begin_ < layer_end_ && loaded_.weights.layers[layer_begin_].wq.empty()) ++layer_begin_;
+  while (layer_end_ > layer_begin_ && loaded_.weights.layers[layer_end_ - 1].wq.empty()) --layer_end_;
+}
+
+const tensor& model::output_weight() const {
+  return loaded_.weights.output.empty() ? loaded_.weights.tok_embd : loaded_.weights.output;
+}
+
+}  // namespace troupe

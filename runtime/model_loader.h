@@ -1,0 +1,45 @@
+#pragma once
+/// Loads a model (GGUF file or Hugging Face directory) into the compute type.
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "runtime/model_config.h"
+#include "runtime/model_weights.h"
+#include "runtime/tokenizer_data.h"
+
+namespace troupe {
+
+/// Which part of the model to materialize (a pipeline stage loads only its layers).
+struct load_options {
+  int layer_begin = 0;    ///< first layer to load
+  int layer_end = -1;     ///< one past the last layer; -1 = all
+  bool load_embeddings = true;  ///< tok_embd (first stage, and the last when tied)
+  bool load_head = true;        ///< out_norm + output (last stage)
+};
+
+/// A model as read from disk, weights dequantized to f32 on the host.
+struct loaded_model {
+  model_config config;
+  model_weights weights;
+  tokenizer_data tokenizer;
+  std::string format;                         ///< "gguf" or "safetensors"
+  std::string path;                           ///< the file or directory loaded
+  std::map<std::string, int> tensor_types;    ///< stored type name -> tensor count ("Q4_1": 210, ...)
+  int64_t n_params = 0;                       ///< parameters in the file
+};
+
+/// Loads `path`: a .gguf file, or a directory with config.json + *.safetensors
+/// (+ model.safetensors.index.json) + tokenizer.json (+ tokenizer_config.json).
+/// Throws troupe::load_error naming the file, the key or tensor, and the problem.
+loaded_model load_model(const std::string& path, const load_options& opt = {});
+
+/// Reads only the config and tokenizer (no weights).
+loaded_model load_model_metadata(const std::string& path);
+
+/// Error raised for a malformed, truncated or unsupported model.
+struct load_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace troupe

@@ -1,0 +1,72 @@
+#pragma once
+/// Shared pieces of the engine tests: the default model loaded once per process, the
+/// llama.cpp goldens, and small engine helpers.
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "runtime/engine.h"
+#include "test_support.h"
+
+namespace troupe::test {
+
+/// The default model, loaded once and shared (it is immutable).
+inline std::shared_ptr<const model> shared_default_model() {
+  static std::shared_ptr<const model> m = model::load(default_model());
+  return m;
+}
+
+/// One golden prompt as llama.cpp saw it.
+struct golden_prompt {
+  std::string name;
+  bool chat = false;
+  std::string text;
+  std::vector<int32_t> prompt_tokens;
+  std::vector<int32_t> greedy_tokens;
+  std::vector<std::vector<std::pair<int32_t, float>>> top_logits;  ///< [position][rank]
+};
+
+/// Reads tests/goldens/<file>; fails the test when the file is missing.
+inline std::vector<golden_prompt> read_goldens(const std::string& file) {
+  auto path = goldens_dir() / file;
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("goldens missing: " + path.string() + " (tools/make_goldens.py)");
+  auto j = nlohmann::json::parse(in);
+  std::vector<golden_prompt> out;
+  for (const auto& p : j.at("prompts")) {
+    golden_prompt g;
+    g.name = p.at("name").get<std::string>();
+    g.chat = p.at("chat").get<bool>();
+    g.text = p.at("text").get<std::string>();
+    g.prompt_tokens = p.at("prompt_tokens").get<std::vector<int32_t>>();
+    g.greedy_tokens = p.at("greedy_tokens").get<std::vector<int32_t>>();
+    for (const auto& pos : p.at("top_logits")) {
+      std::vector<std::pair<int32_t, float>> row;
+      for (const auto& e : pos) row.emplace_back(e.at(0).get<int32_t>(), e.at(1).get<float>());
+      g.top_logits.push_back(std::move(row));
+    }
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
+/// Greedy decoding of exactly `n` tokens (EOS ignored), logits recorded.
+inline sampling_params greedy(int n) {
+  sampling_params p;
+  p.temperature = 0.0f;
+  p.max_tokens = n;
+  p.ignore_eos = true;
+  return p;
+}
+
+/// An engine over the shared default model with logits recorded.
+inline std::unique_ptr<engine> make_engine(engine_config cfg = {}) {
+  cfg.record_logits = true;
+  if (cfg.n_threads == 0) cfg.n_threads = 2;
+  if (cfg.kv_tokens == 16384) cfg.kv_tokens = 8192;
+  return std::make_unique<engine>(shared_default_model(), cfg);
+}
+
+}  // namespace troupe::test

@@ -1,0 +1,45 @@
+/// troupe: the command-line entry point.
+#include <boost/program_options/errors.hpp>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "tools/cli/commands.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: troupe <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  generate   generate text from a prompt with a local model\n"
+    "  info       describe a model file (architecture, sizes, tensor types, tokenizer, template)\n"
+    "\n"
+    "Run 'troupe <command> --help' for the options of a command.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  const std::string cmd = args[0];
+  args.erase(args.begin());
+  try {
+    if (cmd == "generate") return troupe::cli::run_generate(args);
+    if (cmd == "info") return troupe::cli::run_info(args);
+    std::cerr << "troupe: unknown command '" << cmd << "'\n\n" << kUsage;
+    return 2;
+  } catch (const troupe::cli::usage_error& e) {
+    std::cerr << "troupe " << cmd << ": " << e.what() << " (see 'troupe " << cmd << " --help')\n";
+    return 2;
+  } catch (const boost::program_options::error& e) {
+    std::cerr << "troupe " << cmd << ": " << e.what() << " (see 'troupe " << cmd << " --help')\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "troupe " << cmd << ": error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Sets troupe up on a fresh Debian/Ubuntu machine, then optionally runs the tests.
+#
+#   tools/setup.sh            install packages, create the venv, build, fetch the default model
+#   tools/setup.sh --test     ... and run the test suite (what CI runs)
+#
+# Environment: TROUPE_CACHE (model cache, default ~/.cache/troupe), TROUPE_BUILD
+# (build folder, default ./build), TROUPE_CUDA (AUTO|ON|OFF, default AUTO),
+# TROUPE_JOBS (parallel build jobs, default: cores).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+mode="${1:-setup}"
+case "$mode" in
+  setup|--test) ;;
+  *) echo "usage: tools/setup.sh [--test]" >&2; exit 2 ;;
+esac
+build="${TROUPE_BUILD:-$root/build}"
+jobs="${TROUPE_JOBS:-$(nproc)}"
+cache="${TROUPE_CACHE:-$HOME/.cache/troupe}"
+
+packages=(build-essential cmake ninja-build pkg-config git ca-certificates python3 python3-venv
+  libcaf-dev libopenblas-dev libpcre2-dev catch2 libyaml-cpp-dev nlohmann-json3-dev
+  libboost-dev libboost-program-options-dev libspdlog-dev libcereal-dev libucx-dev
+  libopenmpi-dev openmpi-bin)
+
+step() { printf '\n== %s\n' "$*"; }
+
+install_packages() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "all ${#packages[@]} Debian packages present"
+    return
+  fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+step "Debian packages"
+install_packages
+
+step "Python venv for the test tools"
+bash tools/venv.sh
+
+step "Build ($build, CUDA ${TROUPE_CUDA:-AUTO})"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTROUPE_CUDA="${TROUPE_CUDA:-AUTO}" >/dev/null
+cmake --build "$build" -j "$jobs"
+
+step "Default model"
+bash tools/fetch_model.sh
+
+if [ "$mode" = "--test" ]; then
+  step "Hugging Face copy of the default model (for the format-agreement tests)"
+  venv="${TROUPE_VENV:-$root/.venv}"
+  hf="$cache/models/SmolLM2-135M-Instruct-hf"
+  if [ ! -f "$hf/model.safetensors.index.json" ]; then
+    "$venv/bin/python" tools/export_hf.py "$cache/models/SmolLM2-135M-Instruct.Q4_1.gguf" "$hf.tmp" --sharded 2
+    rm -rf "$hf" && mv "$hf.tmp" "$hf"
+  fi
+  echo "$hf"
+  step "Tests"
+  ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 900
+fi
