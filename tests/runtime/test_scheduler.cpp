@@ -72,7 +72,7 @@ TEST_CASE("no more sequences run than max_seqs", "[scheduler]") {
 }
 
 TEST_CASE("the newest sequence is preempted when blocks run out, and resumes later", "[scheduler]") {
-  block_manager blocks(4, 4);  // 16 slots
+  block_manager blocks(4, 4, /*prefix_caching=*/false);  // 16 slots, nothing kept after release
   scheduler s(blocks, {64, 8, 64});
   s.add(make_seq(1, 8));
   s.add(make_seq(2, 8));
