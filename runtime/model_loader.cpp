@@ -1,0 +1,430 @@
+#include "runtime/model_loader.h"
+
+#include <algorithm>
+#include <climits>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "runtime/dequant.h"
+#include "runtime/gguf.h"
+#include "runtime/safetensors.h"
+#include "runtime/tokenizer_json.h"
+
+namespace troupe {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// ---------------------------------------------------------------- shared helpers
+
+/// Resolves layer_end = -1 and checks the range against the model.
+std::pair<int, int> layer_range(const load_options& opt, int n_layers, const std::string& path) {
+  const int end = opt.layer_end < 0 ? n_layers : opt.layer_end;
+  if (opt.layer_begin < 0 || opt.layer_begin > end || end > n_layers)
+    throw load_error(path + ": layer range [" + std::to_string(opt.layer_begin) + ", " +
+                     std::to_string(opt.layer_end) + ") is outside the model's " + std::to_string(n_layers) +
+                     " layers");
+  return {opt.layer_begin, end};
+}
+
+void validate_config(const model_config& c, const std::string& path) {
+  try {
+    c.validate();
+  } catch (const std::runtime_error& e) {
+    throw load_error(path + ": " + e.what());
+  }
+}
+
+std::string layer_name(const char* prefix, int layer, const char* suffix) {
+  return prefix + std::to_string(layer) + suffix;
+}
+
+// ---------------------------------------------------------------- GGUF: config
+
+int gguf_dim(const gguf_file& g, const std::string& key, std::optional<int64_t> fallback = std::nullopt) {
+  std::optional<int64_t> v = g.get_int(key);
+  if (!v) v = fallback;
+  if (!v) throw load_error(g.path() + ": missing metadata key '" + key + "'");
+  if (*v <= 0 || *v > INT_MAX)
+    throw load_error(g.path() + ": metadata key '" + key + "' has invalid value " + std::to_string(*v));
+  return static_cast<int>(*v);
+}
+
+/// Llama 3.1 RoPE scaling. GGUF keeps the precomputed per-dimension factors in tensor
+/// rope_freqs.weight rather than the HF parameters; we set kind llama3 and recover the
+/// parameters on a best-effort basis: factor from <arch>.rope.scaling.factor or else the
+/// largest stored factor (the low-frequency dimensions are divided by exactly `factor`),
+/// the original context from <arch>.rope.scaling.original_context_length, and the
+/// low/high frequency factors keep Llama 3.1's values (1 and 4), which GGUF does not store.
+void gguf_rope_scaling(const gguf_file& g, const std::string& arch, model_config& c) {
+  const gguf_tensor_info* freqs = g.find_tensor("rope_freqs.weight");
+  if (!freqs) return;
+  c.scaling.type = rope_scaling::kind::llama3;
+  if (auto f = g.get_float(arch + ".rope.scaling.factor")) {
+    c.scaling.factor = static_cast<float>(*f);
+  } else if (can_dequantize(freqs->type)) {
+    std::vector<float> v(static_cast<size_t>(freqs->numel()));
+    dequantize_rows(freqs->type, freqs->data, v.data(), freqs->rows(), freqs->dims[0]);
+    if (!v.empty()) c.scaling.factor = *std::max_element(v.begin(), v.end());
+  }
+  if (auto o = g.get_int(arch + ".rope.scaling.original_context_length"))
+    c.scaling.original_max_position = static_cast<int>(*o);
+}
+
+model_config gguf_config(const gguf_file& g) {
+  model_config c;
+  const std::string arch = g.get_string("general.architecture").value_or("");
+  if (arch == "llama") c.arch = architecture::llama;
+  else if (arch == "qwen2") c.arch = architecture::qwen2;
+  else if (arch.empty()) throw load_error(g.path() + ": missing metadata key 'general.architecture'");
+  else throw load_error(g.path() + ": unsupported architecture '" + arch + "' (llama and qwen2 are supported)");
+  c.name = g.get_string("general.name").value_or(fs::path(g.path()).stem().string());
+  c.n_layers = gguf_dim(g, arch + ".block_count");
+  c.hidden = gguf_dim(g, arch + ".embedding_length");
+  c.ffn = gguf_dim(g, arch + ".feed_forward_length");
+  c.n_heads = gguf_dim(g, arch + ".attention.head_count");
+  c.n_kv_heads = gguf_dim(g, arch + ".attention.head_count_kv", c.n_heads);
+  c.head_dim = gguf_dim(g, arch + ".attention.key_length", c.hidden / c.n_heads);
+  const int rope_dim = gguf_dim(g, arch + ".rope.dimension_count", c.head_dim);
+  if (rope_dim != c.head_dim)
+    throw load_error(g.path() + ": " + arch + ".rope.dimension_count " + std::to_string(rope_dim) +
+                     " differs from head_dim " + std::to_string(c.head_dim) + " (partial RoPE is not supported)");
+  c.max_context = gguf_dim(g, arch + ".context_length");
+  c.rope_theta = static_cast<float>(g.get_float(arch + ".rope.freq_base").value_or(10000.0));
+  auto eps = g.get_float(arch + ".attention.layer_norm_rms_epsilon");
+  if (!eps) throw load_error(g.path() + ": missing metadata key '" + arch + ".attention.layer_norm_rms_epsilon'");
+  c.rms_eps = static_cast<float>(*eps);
+  std::optional<int64_t> n_tokens;
+  if (const auto* toks = g.get_strings("tokenizer.ggml.tokens")) n_tokens = static_cast<int64_t>(toks->size());
+  c.vocab = gguf_dim(g, arch + ".vocab_size", n_tokens);
+  gguf_rope_scaling(g, arch, c);
+  c.tied_embeddings = g.find_tensor("output.weight") == nullptr;
+  c.attn_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
+  validate_config(c, g.path());
+  return c;
+}
+
+// ---------------------------------------------------------------- GGUF: tokenizer
+
+/// A special-token id, or -1 when absent or outside the vocabulary (llama.cpp also
+/// ignores such ids rather than failing).
+int32_t gguf_token_id(const gguf_file& g, const std::string& key, size_t n_tokens) {
+  auto v = g.get_int(key);
+  if (!v || *v < 0 || static_cast<uint64_t>(*v) >= n_tokens) return -1;
+  return static_cast<int32_t>(*v);
+}
+
+void gguf_eog_ids(const gguf_file& g, tokenizer_data& t) {
+  auto add = [&t](int32_t id) {
+    if (id >= 0 && std::find(t.eog_ids.begin(), t.eog_ids.end(), id) == t.eog_ids.end()) t.eog_ids.push_back(id);
+  };
+  add(t.eos_id);
+  add(gguf_token_id(g, "tokenizer.ggml.eot_token_id", t.tokens.size()));
+  add(gguf_token_id(g, "tokenizer.ggml.eom_token_id", t.tokens.size()));
+  static const char* const eog_texts[] = {"<|eot_id|>",    "<|im_end|>", "<|end_of_text|>",
+                                          "<|endoftext|>", "</s>",       "<|end\u2581of\u2581sentence|>",
+                                          "<end_of_turn>"};
+  for (size_t id = 0; id < t.tokens.size(); ++id) {
+    if (t.types[id] != token_type::control && t.types[id] != token_type::user_defined) continue;
+    for (const char* text : eog_texts)
+      if (t.tokens[id] == text) add(static_cast<int32_t>(id));
+  }
+}
+
+tokenizer_data gguf_tokenizer(const gguf_file& g) {
+  tokenizer_data t;
+  const auto model = g.get_string("tokenizer.ggml.model");
+  if (!model) throw load_error(g.path() + ": missing metadata key 'tokenizer.ggml.model'");
+  if (*model == "gpt2") t.kind = tokenizer_kind::bpe;
+  else if (*model == "llama") t.kind = tokenizer_kind::spm;
+  else throw load_error(g.path() + ": unsupported tokenizer model '" + *model + "' (gpt2 and llama are supported)");
+  const auto* tokens = g.get_strings("tokenizer.ggml.tokens");
+  if (!tokens || tokens->empty()) throw load_error(g.path() + ": missing metadata key 'tokenizer.ggml.tokens'");
+  t.tokens = *tokens;
+  const size_t n = t.tokens.size();
+  if (const auto* scores = g.get_floats("tokenizer.ggml.scores")) {
+    if (scores->size() != n)
+      throw load_error(g.path() + ": tokenizer.ggml.scores has " + std::to_string(scores->size()) +
+                       " entries for " + std::to_string(n) + " tokens");
+    t.scores.assign(scores->begin(), scores->end());
+  }
+  t.types.assign(n, token_type::normal);
+  if (const auto* types = g.get_ints("tokenizer.ggml.token_type")) {
+    if (types->size() != n)
+      throw load_error(g.path() + ": tokenizer.ggml.token_type has " + std::to_string(types->size()) +
+                       " entries for " + std::to_string(n) + " tokens");
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t v = (*types)[i];
+      if (v < 0 || v > static_cast<int64_t>(token_type::byte))
+        throw load_error(g.path() + ": tokenizer.ggml.token_type[" + std::to_string(i) + "] has invalid value " +
+                         std::to_string(v));
+      t.types[i] = static_cast<token_type>(v);
+    }
+  }
+  if (const auto* merges = g.get_strings("tokenizer.ggml.merges")) t.merges = *merges;
+  t.pre = g.get_string("tokenizer.ggml.pre").value_or("default");
+  t.bos_id = gguf_token_id(g, "tokenizer.ggml.bos_token_id", n);
+  t.eos_id = gguf_token_id(g, "tokenizer.ggml.eos_token_id", n);
+  t.unk_id = gguf_token_id(g, "tokenizer.ggml.unknown_token_id", n);
+  t.pad_id = gguf_token_id(g, "tokenizer.ggml.padding_token_id", n);
+  const bool spm = t.kind == tokenizer_kind::spm;
+  t.add_bos = g.get_bool("tokenizer.ggml.add_bos_token").value_or(spm);
+  t.add_eos = g.get_bool("tokenizer.ggml.add_eos_token").value_or(false);
+  t.add_space_prefix = g.get_bool("tokenizer.ggml.add_space_prefix").value_or(spm);
+  t.chat_template = g.get_string("tokenizer.chat_template").value_or("");
+  gguf_eog_ids(g, t);
+  return t;
+}
+
+// ---------------------------------------------------------------- GGUF: weights
+
+/// Dequantizes tensor `name` into an f32 tensor of shape `want` ([out, in] = reversed GGUF dims).
+/// `rope_heads` > 0 undoes the llama interleaved-RoPE row permutation for that many heads.
+tensor gguf_tensor(const gguf_file& g, const std::string& name, const shape_t& want, int rope_heads = 0) {
+  const gguf_tensor_info* ti = g.find_tensor(name);
+  if (!ti) throw load_error(g.path() + ": missing tensor '" + name + "'");
+  shape_t got;
+  got.rank = static_cast<int>(ti->dims.size());
+  for (int k = 0; k < got.rank; ++k) got.dims[static_cast<size_t>(k)] = ti->dims[ti->dims.size() - 1 - k];
+  if (!(got == want))
+    throw load_error(g.path() + ": tensor '" + name + "' has shape " + got.str() + ", expected " + want.str());
+  if (!can_dequantize(ti->type))
+    throw load_error(g.path() + ": tensor '" + name + "' has type " + ggml_type_name(ti->type) +
+                     ", which this loader cannot dequantize");
+  tensor out(want, dtype::f32, backend_kind::cpu);
+  if (rope_heads <= 0) {
+    dequantize_rows(ti->type, ti->data, out.f32(), ti->rows(), ti->dims[0]);
+    return out;
+  }
+  if (ti->rows() % (2 * rope_heads) != 0)
+    throw load_error(g.path() + ": tensor '" + name + "' has " + std::to_string(ti->rows()) +
+                     " rows, not divisible into " + std::to_string(rope_heads) + " heads of even size");
+  std::vector<float> stored(static_cast<size_t>(ti->numel()));
+  dequantize_rows(ti->type, ti->data, stored.data(), ti->rows(), ti->dims[0]);
+  unpermute_rope_rows(stored.data(), out.f32(), ti->rows(), ti->dims[0], rope_heads);
+  return out;
+}
+
+void gguf_layer(const gguf_file& g, const model_config& c, int i, layer_weights& l) {
+  const int64_t h = c.hidden, q = int64_t{c.n_heads} * c.head_dim, kv = int64_t{c.n_kv_heads} * c.head_dim;
+  const bool permuted = c.arch == architecture::llama;
+  auto name = [i](const char* s) { return layer_name("blk.", i, s); };
+  l.attn_norm = gguf_tensor(g, name(".attn_norm.weight"), {h});
+  l.wq = gguf_tensor(g, name(".attn_q.weight"), {q, h}, permuted ? c.n_heads : 0);
+  l.wk = gguf_tensor(g, name(".attn_k.weight"), {kv, h}, permuted ? c.n_kv_heads : 0);
+  l.wv = gguf_tensor(g, name(".attn_v.weight"), {kv, h});
+  if (c.attn_bias) {
+    // llama.cpp's converter permutes q/k biases along with the weights.
+    l.bq = gguf_tensor(g, name(".attn_q.bias"), {q}, permuted ? c.n_heads : 0);
+    l.bk = gguf_tensor(g, name(".attn_k.bias"), {kv}, permuted ? c.n_kv_heads : 0);
+    l.bv = gguf_tensor(g, name(".attn_v.bias"), {kv});
+  }
+  l.wo = gguf_tensor(g, name(".attn_output.weight"), {h, q});
+  l.ffn_norm = gguf_tensor(g, name(".ffn_norm.weight"), {h});
+  l.w_gate = gguf_tensor(g, name(".ffn_gate.weight"), {c.ffn, h});
+  l.w_up = gguf_tensor(g, name(".ffn_up.weight"), {c.ffn, h});
+  l.w_down = gguf_tensor(g, name(".ffn_down.weight"), {h, c.ffn});
+}
+
+void gguf_inventory(const gguf_file& g, loaded_model& m) {
+  for (const auto& ti : g.tensors()) {
+    ++m.tensor_types[ggml_type_name(ti.type)];
+    m.n_params += ti.numel();
+  }
+}
+
+loaded_model load_gguf(const std::string& path, const load_options* opt) {
+  gguf_file g(path);
+  loaded_model m;
+  m.format = "gguf";
+  m.path = path;
+  m.config = gguf_config(g);
+  m.tokenizer = gguf_tokenizer(g);
+  gguf_inventory(g, m);
+  const model_config& c = m.config;
+  if (!opt) return m;
+  const auto [begin, end] = layer_range(*opt, c.n_layers, path);
+  m.weights.layers.resize(static_cast<size_t>(c.n_layers));
+  if (opt->load_embeddings) m.weights.tok_embd = gguf_tensor(g, "token_embd.weight", {c.vocab, c.hidden});
+  for (int i = begin; i < end; ++i) gguf_layer(g, c, i, m.weights.layers[static_cast<size_t>(i)]);
+  if (opt->load_head) {
+    m.weights.out_norm = gguf_tensor(g, "output_norm.weight", {c.hidden});
+    if (!c.tied_embeddings) m.weights.output = gguf_tensor(g, "output.weight", {c.vocab, c.hidden});
+  }
+  return m;
+}
+
+// ---------------------------------------------------------------- HF: config
+
+struct hf_json {
+  const json& j;
+  std::string file;
+
+  const json* find(const char* key) const {
+    auto it = j.find(key);
+    return it == j.end() || it->is_null() ? nullptr : &*it;
+  }
+  int dim(const char* key, std::optional<int> fallback = std::nullopt) const {
+    const json* v = find(key);
+    if (!v) {
+      if (fallback) return *fallback;
+      throw load_error(file + ": missing key '" + key + "'");
+    }
+    if (!v->is_number_integer() || v->get<int64_t>() <= 0 || v->get<int64_t>() > INT_MAX)
+      throw load_error(file + ": key '" + key + "' must be a positive integer, got " + v->dump());
+    return v->get<int>();
+  }
+  float num(const char* key, float fallback) const {
+    const json* v = find(key);
+    if (!v) return fallback;
+    if (!v->is_number()) throw load_error(file + ": key '" + key + "' must be a number, got " + v->dump());
+    return v->get<float>();
+  }
+  bool flag(const char* key, bool fallback) const {
+    const json* v = find(key);
+    if (!v) return fallback;
+    if (!v->is_boolean()) throw load_error(file + ": key '" + key + "' must be true or false, got " + v->dump());
+    return v->get<bool>();
+  }
+  std::string text(const char* key) const {
+    const json* v = find(key);
+    if (!v) throw load_error(file + ": missing key '" + key + "'");
+    if (!v->is_string()) throw load_error(file + ": key '" + key + "' must be a string, got " + v->dump());
+    return v->get<std::string>();
+  }
+};
+
+void hf_rope_scaling(const hf_json& cfg, model_config& c) {
+  const json* rs = cfg.find("rope_scaling");
+  if (!rs) return;
+  if (!rs->is_object()) throw load_error(cfg.file + ": key 'rope_scaling' must be an object");
+  hf_json s{*rs, cfg.file};
+  const std::string type = s.find("rope_type") ? s.text("rope_type") : s.find("type") ? s.text("type") : "";
+  if (type == "default" || type.empty()) return;
+  if (type != "llama3")
+    throw load_error(cfg.file + ": rope_scaling type '" + type + "' is not supported (llama3 is)");
+  c.scaling.type = rope_scaling::kind::llama3;
+  c.scaling.factor = s.num("factor", c.scaling.factor);
+  c.scaling.low_freq_factor = s.num("low_freq_factor", c.scaling.low_freq_factor);
+  c.scaling.high_freq_factor = s.num("high_freq_factor", c.scaling.high_freq_factor);
+  c.scaling.original_max_position = s.dim("original_max_position_embeddings", c.scaling.original_max_position);
+}
+
+model_config hf_config(const std::string& dir) {
+  const std::string file = (fs::path(dir) / "config.json").string();
+  if (!fs::exists(file)) throw load_error(dir + ": missing config.json (" + file + ")");
+  json j;
+  try {
+    std::ifstream in(file);
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    throw load_error(file + ": not valid JSON: " + e.what());
+  }
+  if (!j.is_object()) throw load_error(file + ": not a JSON object");
+  hf_json cfg{j, file};
+  model_config c;
+  const std::string type = cfg.text("model_type");
+  if (type == "llama" || type == "mistral") c.arch = architecture::llama;
+  else if (type == "qwen2") c.arch = architecture::qwen2;
+  else throw load_error(file + ": unsupported architecture '" + type + "' (llama, mistral and qwen2 are supported)");
+  c.name = fs::path(dir).filename().string();
+  if (c.name.empty()) c.name = fs::path(dir).parent_path().filename().string();
+  c.hidden = cfg.dim("hidden_size");
+  c.ffn = cfg.dim("intermediate_size");
+  c.n_layers = cfg.dim("num_hidden_layers");
+  c.n_heads = cfg.dim("num_attention_heads");
+  c.n_kv_heads = cfg.dim("num_key_value_heads", c.n_heads);
+  c.head_dim = cfg.dim("head_dim", c.hidden / c.n_heads);
+  c.vocab = cfg.dim("vocab_size");
+  c.max_context = cfg.dim("max_position_embeddings", 2048);
+  c.rms_eps = cfg.num("rms_norm_eps", 1e-6f);
+  c.rope_theta = cfg.num("rope_theta", 10000.0f);
+  hf_rope_scaling(cfg, c);
+  c.tied_embeddings = cfg.flag("tie_word_embeddings", false);
+  c.attn_bias = c.arch == architecture::qwen2;
+  validate_config(c, file);
+  return c;
+}
+
+// ---------------------------------------------------------------- HF: weights
+
+tensor hf_tensor(const safetensors_set& st, const std::string& name, const shape_t& want) {
+  const safetensors_entry* e = st.find(name);
+  if (!e) throw load_error(st.dir() + ": missing tensor '" + name + "'");
+  const std::string file = st.file_of(name);
+  tensor t = safetensors_to_f32(*e, file);
+  if (!(t.shape() == want))
+    throw load_error(file + ": tensor '" + name + "' has shape " + t.shape().str() + ", expected " + want.str());
+  return t;
+}
+
+void hf_layer(const safetensors_set& st, const model_config& c, int i, layer_weights& l) {
+  const int64_t h = c.hidden, q = int64_t{c.n_heads} * c.head_dim, kv = int64_t{c.n_kv_heads} * c.head_dim;
+  auto name = [i](const char* s) { return layer_name("model.layers.", i, s); };
+  l.attn_norm = hf_tensor(st, name(".input_layernorm.weight"), {h});
+  l.wq = hf_tensor(st, name(".self_attn.q_proj.weight"), {q, h});
+  l.wk = hf_tensor(st, name(".self_attn.k_proj.weight"), {kv, h});
+  l.wv = hf_tensor(st, name(".self_attn.v_proj.weight"), {kv, h});
+  if (c.attn_bias) {
+    l.bq = hf_tensor(st, name(".self_attn.q_proj.bias"), {q});
+    l.bk = hf_tensor(st, name(".self_attn.k_proj.bias"), {kv});
+    l.bv = hf_tensor(st, name(".self_attn.v_proj.bias"), {kv});
+  }
+  l.wo = hf_tensor(st, name(".self_attn.o_proj.weight"), {h, q});
+  l.ffn_norm = hf_tensor(st, name(".post_attention_layernorm.weight"), {h});
+  l.w_gate = hf_tensor(st, name(".mlp.gate_proj.weight"), {c.ffn, h});
+  l.w_up = hf_tensor(st, name(".mlp.up_proj.weight"), {c.ffn, h});
+  l.w_down = hf_tensor(st, name(".mlp.down_proj.weight"), {h, c.ffn});
+}
+
+tokenizer_data hf_tokenizer(const std::string& dir) {
+  const fs::path file = fs::path(dir) / "tokenizer.json";
+  if (!fs::exists(file)) throw load_error(dir + ": missing tokenizer.json (" + file.string() + ")");
+  return load_hf_tokenizer(dir);
+}
+
+loaded_model load_hf(const std::string& dir, const load_options* opt) {
+  loaded_model m;
+  m.format = "safetensors";
+  m.path = dir;
+  m.config = hf_config(dir);
+  m.tokenizer = hf_tokenizer(dir);
+  const safetensors_set st(dir);
+  // The files decide: a checkpoint without lm_head ties it, q/k/v biases are there or not.
+  m.config.tied_embeddings = m.config.tied_embeddings || !st.find("lm_head.weight");
+  m.config.attn_bias = st.find("model.layers.0.self_attn.q_proj.bias") != nullptr;
+  for (const safetensors_entry* e : st.all()) {
+    ++m.tensor_types[e->dtype];
+    m.n_params += e->numel();
+  }
+  const model_config& c = m.config;
+  if (!opt) return m;
+  const auto [begin, end] = layer_range(*opt, c.n_layers, dir);
+  m.weights.layers.resize(static_cast<size_t>(c.n_layers));
+  if (opt->load_embeddings) m.weights.tok_embd = hf_tensor(st, "model.embed_tokens.weight", {c.vocab, c.hidden});
+  for (int i = begin; i < end; ++i) hf_layer(st, c, i, m.weights.layers[static_cast<size_t>(i)]);
+  if (opt->load_head) {
+    m.weights.out_norm = hf_tensor(st, "model.norm.weight", {c.hidden});
+    if (!c.tied_embeddings) m.weights.output = hf_tensor(st, "lm_head.weight", {c.vocab, c.hidden});
+  }
+  return m;
+}
+
+loaded_model load_any(const std::string& path, const load_options* opt) {
+  std::error_code ec;
+  const auto status = fs::status(path, ec);
+  if (ec || !fs::exists(status)) throw load_error(path + ": no such file or directory");
+  if (fs::is_directory(status)) return load_hf(path, opt);
+  return load_gguf(path, opt);
+}
+
+}  // namespace
+
+loaded_model load_model(const std::string& path, const load_options& opt) { return load_any(path, &opt); }
+
+loaded_model load_model_metadata(const std::string& path) { return load_any(path, nullptr); }
+
+}  // namespace troupe
