@@ -10,11 +10,14 @@ using namespace troupe::test;
 namespace {
 
 /// Largest |troupe - llama.cpp| over a golden's top-5 logits at the first positions.
-/// Tolerance: both engines compute in f32 from the same f32 weights; they differ only in
-/// summation order (GEMM blocking, attention, norms). Measured on the goldens the
-/// deviation stays below 2e-3 with a logit scale of ~20; 2e-2 leaves a 10x margin while
-/// still catching any real defect (a wrong RoPE, norm or KV slot moves logits by > 1).
-constexpr float kLogitTolerance = 2e-2f;
+/// Tolerance: both engines compute in f32 from the same f32 weights (llama.cpp with an
+/// f32 KV cache) and differ only in summation order (GEMM blocking, attention, norms).
+/// One f32 dot product over k <= 1536 terms in a different order moves by about
+/// sqrt(k) * 2^-24 * |terms| (~1e-5 relative); 30 residual layers and logits of ~20 bring
+/// that to ~1e-4 at most. Measured: 5.2e-5 over all goldens. 1e-3 keeps a 20x margin and
+/// is still 100x below what a real defect does (a wrong RoPE pair, norm or KV slot moves
+/// the top logits by 0.1 or more).
+constexpr float kLogitTolerance = 1e-3f;
 
 }  // namespace
 
