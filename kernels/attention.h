@@ -29,7 +29,7 @@ void paged_attention(const op_context& ctx, tensor_view out, tensor_view q, tens
     tensor_view v_cache, const attention_batch& batch, float scale);
 }  // namespace cpu
 
-#ifdef TROUPE_HAVE_CUDA
+#ifdef TROUPE_HAVE_CUDA_KERNELS
 namespace cuda {
 /// CUDA implementation of kernels::kv_write.
 void kv_write(const op_context& ctx, tensor_view k_cache, tensor_view v_cache, tensor_view k,
@@ -49,10 +49,10 @@ inline void kv_write(const op_context& ctx, tensor_view k_cache, tensor_view v_c
     case backend_kind::cpu:
       return cpu::kv_write(ctx, k_cache, v_cache, k, v, slots);
     case backend_kind::cuda:
-#ifdef TROUPE_HAVE_CUDA
+#ifdef TROUPE_HAVE_CUDA_KERNELS
       return cuda::kv_write(ctx, k_cache, v_cache, k, v, slots);
 #else
-      throw backend_unavailable("kv_write: this build has no CUDA backend");
+      throw backend_unavailable("kv_write: this build has no CUDA kernels");
 #endif
   }
   throw backend_unavailable("kv_write: unknown backend");
@@ -67,10 +67,10 @@ inline void paged_attention(const op_context& ctx, tensor_view out, tensor_view 
     case backend_kind::cpu:
       return cpu::paged_attention(ctx, out, q, k_cache, v_cache, batch, scale);
     case backend_kind::cuda:
-#ifdef TROUPE_HAVE_CUDA
+#ifdef TROUPE_HAVE_CUDA_KERNELS
       return cuda::paged_attention(ctx, out, q, k_cache, v_cache, batch, scale);
 #else
-      throw backend_unavailable("paged_attention: this build has no CUDA backend");
+      throw backend_unavailable("paged_attention: this build has no CUDA kernels");
 #endif
   }
   throw backend_unavailable("paged_attention: unknown backend");

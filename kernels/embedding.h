@@ -9,7 +9,7 @@ namespace cpu {
 void embedding(const op_context& ctx, tensor_view out, tensor_view table, tensor_view ids);
 }  // namespace cpu
 
-#ifdef TROUPE_HAVE_CUDA
+#ifdef TROUPE_HAVE_CUDA_KERNELS
 namespace cuda {
 /// CUDA implementation of kernels::embedding.
 void embedding(const op_context& ctx, tensor_view out, tensor_view table, tensor_view ids);
@@ -22,10 +22,10 @@ inline void embedding(const op_context& ctx, tensor_view out, tensor_view table,
     case backend_kind::cpu:
       return cpu::embedding(ctx, out, table, ids);
     case backend_kind::cuda:
-#ifdef TROUPE_HAVE_CUDA
+#ifdef TROUPE_HAVE_CUDA_KERNELS
       return cuda::embedding(ctx, out, table, ids);
 #else
-      throw backend_unavailable("embedding: this build has no CUDA backend");
+      throw backend_unavailable("embedding: this build has no CUDA kernels");
 #endif
   }
   throw backend_unavailable("embedding: unknown backend");

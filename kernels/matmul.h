@@ -9,7 +9,7 @@ namespace cpu {
 void matmul(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias);
 }  // namespace cpu
 
-#ifdef TROUPE_HAVE_CUDA
+#ifdef TROUPE_HAVE_CUDA_KERNELS
 namespace cuda {
 /// CUDA implementation of kernels::matmul.
 void matmul(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias);
@@ -24,10 +24,10 @@ inline void matmul(const op_context& ctx, tensor_view out, tensor_view x, tensor
     case backend_kind::cpu:
       return cpu::matmul(ctx, out, x, w, bias);
     case backend_kind::cuda:
-#ifdef TROUPE_HAVE_CUDA
+#ifdef TROUPE_HAVE_CUDA_KERNELS
       return cuda::matmul(ctx, out, x, w, bias);
 #else
-      throw backend_unavailable("matmul: this build has no CUDA backend");
+      throw backend_unavailable("matmul: this build has no CUDA kernels");
 #endif
   }
   throw backend_unavailable("matmul: unknown backend");

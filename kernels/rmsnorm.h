@@ -12,7 +12,7 @@ void add_rmsnorm(const op_context& ctx, tensor_view out, tensor_view residual, t
     tensor_view weight, float eps);
 }  // namespace cpu
 
-#ifdef TROUPE_HAVE_CUDA
+#ifdef TROUPE_HAVE_CUDA_KERNELS
 namespace cuda {
 /// CUDA implementation of kernels::rmsnorm.
 void rmsnorm(const op_context& ctx, tensor_view out, tensor_view x, tensor_view weight, float eps);
@@ -29,10 +29,10 @@ inline void rmsnorm(const op_context& ctx, tensor_view out, tensor_view x, tenso
     case backend_kind::cpu:
       return cpu::rmsnorm(ctx, out, x, weight, eps);
     case backend_kind::cuda:
-#ifdef TROUPE_HAVE_CUDA
+#ifdef TROUPE_HAVE_CUDA_KERNELS
       return cuda::rmsnorm(ctx, out, x, weight, eps);
 #else
-      throw backend_unavailable("rmsnorm: this build has no CUDA backend");
+      throw backend_unavailable("rmsnorm: this build has no CUDA kernels");
 #endif
   }
   throw backend_unavailable("rmsnorm: unknown backend");
@@ -45,10 +45,10 @@ inline void add_rmsnorm(const op_context& ctx, tensor_view out, tensor_view resi
     case backend_kind::cpu:
       return cpu::add_rmsnorm(ctx, out, residual, x, weight, eps);
     case backend_kind::cuda:
-#ifdef TROUPE_HAVE_CUDA
+#ifdef TROUPE_HAVE_CUDA_KERNELS
       return cuda::add_rmsnorm(ctx, out, residual, x, weight, eps);
 #else
-      throw backend_unavailable("add_rmsnorm: this build has no CUDA backend");
+      throw backend_unavailable("add_rmsnorm: this build has no CUDA kernels");
 #endif
   }
   throw backend_unavailable("add_rmsnorm: unknown backend");

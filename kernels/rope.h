@@ -15,7 +15,7 @@ namespace cpu {
 void rope(const op_context& ctx, tensor_view x, tensor_view positions, tensor_view inv_freq);
 }  // namespace cpu
 
-#ifdef TROUPE_HAVE_CUDA
+#ifdef TROUPE_HAVE_CUDA_KERNELS
 namespace cuda {
 /// CUDA implementation of kernels::rope.
 void rope(const op_context& ctx, tensor_view x, tensor_view positions, tensor_view inv_freq);
@@ -30,10 +30,10 @@ inline void rope(const op_context& ctx, tensor_view x, tensor_view positions,
     case backend_kind::cpu:
       return cpu::rope(ctx, x, positions, inv_freq);
     case backend_kind::cuda:
-#ifdef TROUPE_HAVE_CUDA
+#ifdef TROUPE_HAVE_CUDA_KERNELS
       return cuda::rope(ctx, x, positions, inv_freq);
 #else
-      throw backend_unavailable("rope: this build has no CUDA backend");
+      throw backend_unavailable("rope: this build has no CUDA kernels");
 #endif
   }
   throw backend_unavailable("rope: unknown backend");

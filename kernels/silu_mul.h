@@ -9,7 +9,7 @@ namespace cpu {
 void silu_mul(const op_context& ctx, tensor_view out, tensor_view gate, tensor_view up);
 }  // namespace cpu
 
-#ifdef TROUPE_HAVE_CUDA
+#ifdef TROUPE_HAVE_CUDA_KERNELS
 namespace cuda {
 /// CUDA implementation of kernels::silu_mul.
 void silu_mul(const op_context& ctx, tensor_view out, tensor_view gate, tensor_view up);
@@ -22,10 +22,10 @@ inline void silu_mul(const op_context& ctx, tensor_view out, tensor_view gate, t
     case backend_kind::cpu:
       return cpu::silu_mul(ctx, out, gate, up);
     case backend_kind::cuda:
-#ifdef TROUPE_HAVE_CUDA
+#ifdef TROUPE_HAVE_CUDA_KERNELS
       return cuda::silu_mul(ctx, out, gate, up);
 #else
-      throw backend_unavailable("silu_mul: this build has no CUDA backend");
+      throw backend_unavailable("silu_mul: this build has no CUDA kernels");
 #endif
   }
   throw backend_unavailable("silu_mul: unknown backend");

@@ -117,7 +117,7 @@ TEST_CASE("matmul rejects mismatched shapes and types, naming the op and the sha
                       Contains("matmul") && Contains("i32"));
 }
 
-#ifndef TROUPE_HAVE_CUDA
+#ifndef TROUPE_HAVE_CUDA_KERNELS
 TEST_CASE("an op sent to the cuda backend of a CPU-only build throws backend_unavailable",
           "[kernels]") {
   tensor x({1, 4}, dtype::f32, backend_kind::cpu), w({2, 4}, dtype::f32, backend_kind::cpu);
