@@ -1,0 +1,103 @@
+#pragma once
+/// The cluster file: one YAML document that says which model to serve, how to split
+/// it, where the nodes are, and how the server, scheduler and fault tolerance behave.
+/// Every key has a default; docs/configuration.md is the reference.
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace troupe {
+
+/// `model:` — what to serve.
+struct model_section {
+  std::string path = "default";  ///< .gguf, Hugging Face directory, or "default"
+};
+
+/// `parallel:` — how one replica is split, and how many replicas run.
+struct parallel_section {
+  int tensor = 1;                    ///< tensor-parallel ranks per stage
+  int pipeline = 1;                  ///< pipeline stages per replica
+  int replicas = 1;                  ///< model instances
+  std::vector<int> layers_per_stage; ///< optional override; must sum to the layer count
+  bool allow_uneven_heads = false;   ///< split heads 5/4 etc. when `tensor` does not divide them
+};
+
+/// One entry of `nodes:` — a process (usually one per host) and its devices.
+struct node_section {
+  std::string name;                  ///< unique
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;                 ///< CAF port the node agent publishes on
+  std::vector<std::string> devices;  ///< "cpu" (one CPU shard each) or "cuda:N"
+  int threads = 0;                   ///< CPU threads per shard; 0 = cores / shards
+};
+
+/// `head:` — where the supervisor and router listen.
+struct head_section {
+  std::string host = "127.0.0.1";
+  uint16_t port = 7100;
+};
+
+/// `server:` — the HTTP front door.
+struct server_section {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8000;
+  std::vector<std::string> api_keys;
+  int max_queue_requests = 256;
+  int64_t max_queue_tokens = 262144;
+  int64_t max_body_bytes = 4 << 20;
+};
+
+/// `scheduler:` — per replica.
+struct scheduler_section {
+  int max_batch_tokens = 512;
+  int max_seqs = 32;
+  int kv_tokens = 16384;
+  int block_size = 16;
+  int max_context = 0;               ///< 0 = the model's
+  bool prefix_caching = true;
+  int micro_batches = 2;             ///< pipeline micro-batches in flight
+};
+
+/// `fault_tolerance:` — detection and recovery bounds.
+struct fault_tolerance_section {
+  std::chrono::milliseconds heartbeat_interval{100};
+  std::chrono::milliseconds heartbeat_timeout{1000};   ///< a silent peer is dead after this
+  std::chrono::milliseconds collective_timeout{5000};  ///< deadline of one communicator call
+  std::chrono::milliseconds request_wait{30000};       ///< how long a request waits for a replica
+  int max_restarts = 5;                                ///< per node, before it is given up
+  int request_retries = 3;
+};
+
+/// The whole cluster file.
+struct cluster_config {
+  model_section model;
+  parallel_section parallel;
+  head_section head;
+  std::vector<node_section> nodes;
+  server_section server;
+  scheduler_section scheduler;
+  fault_tolerance_section fault_tolerance;
+  std::string source;  ///< file it was read from ("" when built in code)
+};
+
+/// A bad key or value: `path` is the key path ("parallel.tensor", "nodes[1].port").
+struct config_error : std::runtime_error {
+  config_error(const std::string& source, const std::string& path, const std::string& what);
+  std::string path;
+};
+
+/// Parses YAML text. `source` names the file in errors. Unknown keys are errors.
+cluster_config parse_cluster_config(const std::string& yaml_text, const std::string& source = "<string>");
+/// Reads and parses a file (errors name the file).
+cluster_config load_cluster_config(const std::string& path);
+/// Applies "key.path=value" overrides (command-line --set), then re-validates.
+void apply_overrides(cluster_config& c, const std::vector<std::string>& overrides);
+/// Checks values and their consistency (ports, unique names, shards vs devices, ...).
+void validate(const cluster_config& c);
+/// The one-process default: every local device, the default model.
+cluster_config default_cluster_config();
+
+}  // namespace troupe
