@@ -29,8 +29,8 @@ struct parallel_section {
 struct node_section {
   std::string name;                  ///< unique
   std::string host = "127.0.0.1";
-  uint16_t port = 0;                 ///< CAF port the node agent publishes on
-  std::vector<std::string> devices;  ///< "cpu" (one CPU shard each) or "cuda:N"
+  uint16_t port = 0;                 ///< CAF port the node agent publishes on; 0 = any free port
+  std::vector<std::string> devices;  ///< "cpu" (one CPU shard each) or "cuda:N"; the file's default is ["cpu"]
   int threads = 0;                   ///< CPU threads per shard; 0 = cores / shards
 };
 
@@ -84,9 +84,12 @@ struct cluster_config {
 };
 
 /// A bad key or value: `path` is the key path ("parallel.tensor", "nodes[1].port").
+/// what() reads "<source>: <path>: <what>" ("<source>: <what>" when the path is empty,
+/// as for a YAML syntax error, whose text names the line and column).
 struct config_error : std::runtime_error {
+  /// Builds the message from its three parts.
   config_error(const std::string& source, const std::string& path, const std::string& what);
-  std::string path;
+  std::string path;  ///< key path of the bad value; "" for a syntax error
 };
 
 /// Parses YAML text. `source` names the file in errors. Unknown keys are errors.
@@ -97,7 +100,9 @@ cluster_config load_cluster_config(const std::string& path);
 void apply_overrides(cluster_config& c, const std::vector<std::string>& overrides);
 /// Checks values and their consistency (ports, unique names, shards vs devices, ...).
 void validate(const cluster_config& c);
-/// The one-process default: every local device, the default model.
+/// The one-process default: one node "local" on 127.0.0.1 with one CPU device, the default model.
 cluster_config default_cluster_config();
+/// Writes the config as YAML that parse_cluster_config reads back to an equal config.
+std::string to_yaml(const cluster_config& c);
 
 }  // namespace troupe
