@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -40,6 +42,126 @@ void validate_config(const model_config& c, const std::string& path) {
 
 std::string layer_name(const char* prefix, int layer, const char* suffix) {
   return prefix + std::to_string(layer) + suffix;
+}
+
+// ---------------------------------------------------------------- slicing
+
+/// A stored tensor seen as [rows, cols] (a vector is one row), rows contiguous.
+struct stored_matrix {
+  ggml_type type = ggml_type::f32;
+  const uint8_t* data = nullptr;  ///< into the file map
+  int64_t rows = 0;
+  int64_t cols = 0;
+  size_t row_bytes = 0;           ///< stored bytes of one row
+  std::string what;               ///< "<file>: tensor '<name>'", for messages
+};
+
+/// Rows [begin, begin + count) decoded to f32 [count, cols]. `rope_heads` > 0 undoes the
+/// llama interleaved-RoPE row permutation within each of that many whole heads of the slice.
+tensor decode_rows(const stored_matrix& m, int64_t begin, int64_t count, int rope_heads) {
+  tensor out({count, m.cols}, dtype::f32, backend_kind::cpu);
+  const uint8_t* src = m.data + static_cast<size_t>(begin) * m.row_bytes;
+  if (rope_heads <= 0) {
+    dequantize_rows(m.type, src, out.f32(), count, m.cols);
+    return out;
+  }
+  if (count % (2 * rope_heads) != 0)
+    throw load_error(m.what + " has " + std::to_string(count) + " rows, not divisible into " +
+                     std::to_string(rope_heads) + " heads of even size");
+  std::vector<float> stored(static_cast<size_t>(count * m.cols));
+  dequantize_rows(m.type, src, stored.data(), count, m.cols);
+  unpermute_rope_rows(stored.data(), out.f32(), count, m.cols, rope_heads);
+  return out;
+}
+
+/// Columns [begin, begin + count) of every row decoded to f32 [rows, count]; decodes a few
+/// rows at a time, so the scratch stays small whatever the matrix.
+tensor decode_cols(const stored_matrix& m, int64_t begin, int64_t count) {
+  if (begin == 0 && count == m.cols) return decode_rows(m, 0, m.rows, 0);
+  tensor out({m.rows, count}, dtype::f32, backend_kind::cpu);
+  constexpr int64_t chunk = 64;
+  std::vector<float> rows(static_cast<size_t>(std::min(chunk, m.rows) * m.cols));
+  for (int64_t r = 0; r < m.rows; r += chunk) {
+    const int64_t n = std::min(chunk, m.rows - r);
+    dequantize_rows(m.type, m.data + static_cast<size_t>(r) * m.row_bytes, rows.data(), n, m.cols);
+    for (int64_t i = 0; i < n; ++i)
+      std::memcpy(out.f32() + (r + i) * count, rows.data() + i * m.cols + begin,
+                  static_cast<size_t>(count) * sizeof(float));
+  }
+  return out;
+}
+
+/// Elements [begin, begin + count) of a vector (decoded whole: vectors are small), with the
+/// same per-head RoPE un-permutation as decode_rows.
+tensor decode_range(const stored_matrix& m, int64_t begin, int64_t count, int rope_heads) {
+  std::vector<float> all(static_cast<size_t>(m.rows * m.cols));
+  dequantize_rows(m.type, m.data, all.data(), m.rows, m.cols);
+  tensor out({count}, dtype::f32, backend_kind::cpu);
+  if (rope_heads <= 0) {
+    std::memcpy(out.f32(), all.data() + begin, static_cast<size_t>(count) * sizeof(float));
+    return out;
+  }
+  if (count % (2 * rope_heads) != 0)
+    throw load_error(m.what + " has " + std::to_string(count) + " elements, not divisible into " +
+                     std::to_string(rope_heads) + " heads of even size");
+  unpermute_rope_rows(all.data() + begin, out.f32(), count, 1, rope_heads);
+  return out;
+}
+
+/// Format-specific lookup: the stored tensor `name`, checked to have shape `want`.
+using matrix_source = std::function<stored_matrix(const std::string& name, const shape_t& want)>;
+
+/// Tensor name suffixes of one layer in a file format (after "<prefix><layer>").
+struct layer_tensor_names {
+  const char *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *wo, *ffn_norm, *gate, *up, *down;
+};
+
+constexpr layer_tensor_names gguf_names{
+    ".attn_norm.weight", ".attn_q.weight",   ".attn_k.weight", ".attn_v.weight",
+    ".attn_q.bias",      ".attn_k.bias",     ".attn_v.bias",   ".attn_output.weight",
+    ".ffn_norm.weight",  ".ffn_gate.weight", ".ffn_up.weight", ".ffn_down.weight"};
+
+constexpr layer_tensor_names hf_names{
+    ".input_layernorm.weight",  ".self_attn.q_proj.weight", ".self_attn.k_proj.weight",
+    ".self_attn.v_proj.weight", ".self_attn.q_proj.bias",   ".self_attn.k_proj.bias",
+    ".self_attn.v_proj.bias",   ".self_attn.o_proj.weight", ".post_attention_layernorm.weight",
+    ".mlp.gate_proj.weight",    ".mlp.up_proj.weight",      ".mlp.down_proj.weight"};
+
+/// Loads layer `i`'s share for tensor slice `s`: rows of the slice's query / kv heads and MLP
+/// columns, columns of wo and w_down, whole norms. `permuted`: wq/wk (and bq/bk) are stored
+/// permuted for interleaved RoPE (GGUF llama); whole heads are sliced, then un-permuted.
+void load_layer(const matrix_source& src, const char* prefix, const layer_tensor_names& n, const model_config& c,
+                const parallel::tensor_slice& s, bool permuted, int i, layer_weights& l) {
+  const int64_t h = c.hidden, hd = c.head_dim, q = int64_t{c.n_heads} * hd, kv = int64_t{c.n_kv_heads} * hd;
+  const int64_t q0 = s.head_begin * hd, qn = s.n_heads * hd, k0 = s.kv_head_begin * hd, kn = s.n_kv_heads * hd;
+  const int q_rope = permuted ? s.n_heads : 0, k_rope = permuted ? s.n_kv_heads : 0;
+  auto get = [&](const char* suffix, const shape_t& want) { return src(layer_name(prefix, i, suffix), want); };
+  l.attn_norm = decode_range(get(n.attn_norm, {h}), 0, h, 0);
+  l.wq = decode_rows(get(n.wq, {q, h}), q0, qn, q_rope);
+  l.wk = decode_rows(get(n.wk, {kv, h}), k0, kn, k_rope);
+  l.wv = decode_rows(get(n.wv, {kv, h}), k0, kn, 0);
+  if (c.attn_bias) {
+    // llama.cpp's converter permutes q/k biases along with the weights.
+    l.bq = decode_range(get(n.bq, {q}), q0, qn, q_rope);
+    l.bk = decode_range(get(n.bk, {kv}), k0, kn, k_rope);
+    l.bv = decode_range(get(n.bv, {kv}), k0, kn, 0);
+  }
+  l.wo = decode_cols(get(n.wo, {h, q}), q0, qn);
+  l.ffn_norm = decode_range(get(n.ffn_norm, {h}), 0, h, 0);
+  l.w_gate = decode_rows(get(n.gate, {c.ffn, h}), s.ffn_begin, s.ffn_size, 0);
+  l.w_up = decode_rows(get(n.up, {c.ffn, h}), s.ffn_begin, s.ffn_size, 0);
+  l.w_down = decode_cols(get(n.down, {h, c.ffn}), s.ffn_begin, s.ffn_size);
+}
+
+/// The tensor slice `opt` asks for (everything when null); partition_error prefixed with
+/// `path` when it cannot be made.
+parallel::tensor_slice plan_slice(const model_config& c, const load_options* opt, const std::string& path) {
+  try {
+    return opt ? parallel::plan_tensor(c, opt->tp_size, opt->tp_rank, opt->allow_uneven_heads)
+               : parallel::plan_tensor(c, 1, 0);
+  } catch (const parallel::partition_error& e) {
+    throw parallel::partition_error(path + ": " + e.what());
+  }
 }
 
 // ---------------------------------------------------------------- GGUF: config
@@ -181,9 +303,9 @@ tokenizer_data gguf_tokenizer(const gguf_file& g) {
 
 // ---------------------------------------------------------------- GGUF: weights
 
-/// Dequantizes tensor `name` into an f32 tensor of shape `want` ([out, in] = reversed GGUF dims).
-/// `rope_heads` > 0 undoes the llama interleaved-RoPE row permutation for that many heads.
-tensor gguf_tensor(const gguf_file& g, const std::string& name, const shape_t& want, int rope_heads = 0) {
+/// Tensor `name` of a GGUF file, checked to have shape `want` ([out, in] = reversed GGUF dims)
+/// and a type this loader can dequantize.
+stored_matrix gguf_matrix(const gguf_file& g, const std::string& name, const shape_t& want) {
   const gguf_tensor_info* ti = g.find_tensor(name);
   if (!ti) throw load_error(g.path() + ": missing tensor '" + name + "'");
   shape_t got;
@@ -194,39 +316,22 @@ tensor gguf_tensor(const gguf_file& g, const std::string& name, const shape_t& w
   if (!can_dequantize(ti->type))
     throw load_error(g.path() + ": tensor '" + name + "' has type " + ggml_type_name(ti->type) +
                      ", which this loader cannot dequantize");
-  tensor out(want, dtype::f32, backend_kind::cpu);
-  if (rope_heads <= 0) {
-    dequantize_rows(ti->type, ti->data, out.f32(), ti->rows(), ti->dims[0]);
-    return out;
-  }
-  if (ti->rows() % (2 * rope_heads) != 0)
-    throw load_error(g.path() + ": tensor '" + name + "' has " + std::to_string(ti->rows()) +
-                     " rows, not divisible into " + std::to_string(rope_heads) + " heads of even size");
-  std::vector<float> stored(static_cast<size_t>(ti->numel()));
-  dequantize_rows(ti->type, ti->data, stored.data(), ti->rows(), ti->dims[0]);
-  unpermute_rope_rows(stored.data(), out.f32(), ti->rows(), ti->dims[0], rope_heads);
-  return out;
+  stored_matrix m;
+  m.type = ti->type;
+  m.data = static_cast<const uint8_t*>(ti->data);
+  m.rows = ti->rows();
+  m.cols = ti->dims[0];
+  m.row_bytes = ggml_row_bytes(ti->type, ti->dims[0]);
+  m.what = g.path() + ": tensor '" + name + "'";
+  return m;
 }
 
-void gguf_layer(const gguf_file& g, const model_config& c, int i, layer_weights& l) {
-  const int64_t h = c.hidden, q = int64_t{c.n_heads} * c.head_dim, kv = int64_t{c.n_kv_heads} * c.head_dim;
-  const bool permuted = c.arch == architecture::llama;
-  auto name = [i](const char* s) { return layer_name("blk.", i, s); };
-  l.attn_norm = gguf_tensor(g, name(".attn_norm.weight"), {h});
-  l.wq = gguf_tensor(g, name(".attn_q.weight"), {q, h}, permuted ? c.n_heads : 0);
-  l.wk = gguf_tensor(g, name(".attn_k.weight"), {kv, h}, permuted ? c.n_kv_heads : 0);
-  l.wv = gguf_tensor(g, name(".attn_v.weight"), {kv, h});
-  if (c.attn_bias) {
-    // llama.cpp's converter permutes q/k biases along with the weights.
-    l.bq = gguf_tensor(g, name(".attn_q.bias"), {q}, permuted ? c.n_heads : 0);
-    l.bk = gguf_tensor(g, name(".attn_k.bias"), {kv}, permuted ? c.n_kv_heads : 0);
-    l.bv = gguf_tensor(g, name(".attn_v.bias"), {kv});
-  }
-  l.wo = gguf_tensor(g, name(".attn_output.weight"), {h, q});
-  l.ffn_norm = gguf_tensor(g, name(".ffn_norm.weight"), {h});
-  l.w_gate = gguf_tensor(g, name(".ffn_gate.weight"), {c.ffn, h});
-  l.w_up = gguf_tensor(g, name(".ffn_up.weight"), {c.ffn, h});
-  l.w_down = gguf_tensor(g, name(".ffn_down.weight"), {h, c.ffn});
+/// Dequantizes tensor `name` into an f32 tensor of shape `want` ([out, in] = reversed GGUF dims).
+tensor gguf_tensor(const gguf_file& g, const std::string& name, const shape_t& want) {
+  const stored_matrix m = gguf_matrix(g, name, want);
+  tensor out(want, dtype::f32, backend_kind::cpu);
+  dequantize_rows(m.type, m.data, out.f32(), m.rows, m.cols);
+  return out;
 }
 
 void gguf_inventory(const gguf_file& g, loaded_model& m) {
@@ -245,11 +350,17 @@ loaded_model load_gguf(const std::string& path, const load_options* opt) {
   m.tokenizer = gguf_tokenizer(g);
   gguf_inventory(g, m);
   const model_config& c = m.config;
+  m.slice = plan_slice(c, opt, path);
   if (!opt) return m;
   const auto [begin, end] = layer_range(*opt, c.n_layers, path);
   m.weights.layers.resize(static_cast<size_t>(c.n_layers));
   if (opt->load_embeddings) m.weights.tok_embd = gguf_tensor(g, "token_embd.weight", {c.vocab, c.hidden});
-  for (int i = begin; i < end; ++i) gguf_layer(g, c, i, m.weights.layers[static_cast<size_t>(i)]);
+  const matrix_source src = [&g](const std::string& name, const shape_t& want) {
+    return gguf_matrix(g, name, want);
+  };
+  const bool permuted = c.arch == architecture::llama;
+  for (int i = begin; i < end; ++i)
+    load_layer(src, "blk.", gguf_names, c, m.slice, permuted, i, m.weights.layers[static_cast<size_t>(i)]);
   if (opt->load_head) {
     m.weights.out_norm = gguf_tensor(g, "output_norm.weight", {c.hidden});
     if (!c.tied_embeddings) m.weights.output = gguf_tensor(g, "output.weight", {c.vocab, c.hidden});
@@ -361,23 +472,29 @@ tensor hf_tensor(const safetensors_set& st, const std::string& name, const shape
   return t;
 }
 
-void hf_layer(const safetensors_set& st, const model_config& c, int i, layer_weights& l) {
-  const int64_t h = c.hidden, q = int64_t{c.n_heads} * c.head_dim, kv = int64_t{c.n_kv_heads} * c.head_dim;
-  auto name = [i](const char* s) { return layer_name("model.layers.", i, s); };
-  l.attn_norm = hf_tensor(st, name(".input_layernorm.weight"), {h});
-  l.wq = hf_tensor(st, name(".self_attn.q_proj.weight"), {q, h});
-  l.wk = hf_tensor(st, name(".self_attn.k_proj.weight"), {kv, h});
-  l.wv = hf_tensor(st, name(".self_attn.v_proj.weight"), {kv, h});
-  if (c.attn_bias) {
-    l.bq = hf_tensor(st, name(".self_attn.q_proj.bias"), {q});
-    l.bk = hf_tensor(st, name(".self_attn.k_proj.bias"), {kv});
-    l.bv = hf_tensor(st, name(".self_attn.v_proj.bias"), {kv});
-  }
-  l.wo = hf_tensor(st, name(".self_attn.o_proj.weight"), {h, q});
-  l.ffn_norm = hf_tensor(st, name(".post_attention_layernorm.weight"), {h});
-  l.w_gate = hf_tensor(st, name(".mlp.gate_proj.weight"), {c.ffn, h});
-  l.w_up = hf_tensor(st, name(".mlp.up_proj.weight"), {c.ffn, h});
-  l.w_down = hf_tensor(st, name(".mlp.down_proj.weight"), {h, c.ffn});
+/// Tensor `name` of a Hugging Face checkpoint, checked to have shape `want` and a dtype this
+/// loader decodes (F32, F16, BF16).
+stored_matrix hf_matrix(const safetensors_set& st, const std::string& name, const shape_t& want) {
+  const safetensors_entry* e = st.find(name);
+  if (!e) throw load_error(st.dir() + ": missing tensor '" + name + "'");
+  const std::string file = st.file_of(name);
+  stored_matrix m;
+  if (e->dtype == "F32") m.type = ggml_type::f32;
+  else if (e->dtype == "F16") m.type = ggml_type::f16;
+  else if (e->dtype == "BF16") m.type = ggml_type::bf16;
+  else throw load_error(file + ": tensor '" + name + "' has unsupported dtype " + e->dtype + " (F32, F16, BF16)");
+  shape_t got;
+  got.rank = static_cast<int>(std::min<size_t>(e->shape.size(), 4));
+  for (int k = 0; k < got.rank; ++k) got.dims[static_cast<size_t>(k)] = e->shape[static_cast<size_t>(k)];
+  if (e->shape.size() > 4 || !(got == want))
+    throw load_error(file + ": tensor '" + name + "' has shape " + got.str() + (e->shape.size() > 4 ? "..." : "") +
+                     ", expected " + want.str());
+  m.data = e->data;
+  m.cols = e->shape.back();
+  m.rows = e->numel() / m.cols;
+  m.row_bytes = safetensors_dtype_size(e->dtype) * static_cast<size_t>(m.cols);
+  m.what = file + ": tensor '" + name + "'";
+  return m;
 }
 
 tokenizer_data hf_tokenizer(const std::string& dir) {
@@ -401,11 +518,16 @@ loaded_model load_hf(const std::string& dir, const load_options* opt) {
     m.n_params += e->numel();
   }
   const model_config& c = m.config;
+  m.slice = plan_slice(c, opt, dir);
   if (!opt) return m;
   const auto [begin, end] = layer_range(*opt, c.n_layers, dir);
   m.weights.layers.resize(static_cast<size_t>(c.n_layers));
   if (opt->load_embeddings) m.weights.tok_embd = hf_tensor(st, "model.embed_tokens.weight", {c.vocab, c.hidden});
-  for (int i = begin; i < end; ++i) hf_layer(st, c, i, m.weights.layers[static_cast<size_t>(i)]);
+  const matrix_source src = [&st](const std::string& name, const shape_t& want) {
+    return hf_matrix(st, name, want);
+  };
+  for (int i = begin; i < end; ++i)
+    load_layer(src, "model.layers.", hf_names, c, m.slice, false, i, m.weights.layers[static_cast<size_t>(i)]);
   if (opt->load_head) {
     m.weights.out_norm = hf_tensor(st, "model.norm.weight", {c.hidden});
     if (!c.tied_embeddings) m.weights.output = hf_tensor(st, "lm_head.weight", {c.vocab, c.hidden});

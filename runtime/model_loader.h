@@ -4,23 +4,32 @@
 #include <map>
 #include <string>
 
+#include "parallel/partition.h"
 #include "runtime/model_config.h"
 #include "runtime/model_weights.h"
 #include "runtime/tokenizer_data.h"
 
 namespace troupe {
 
-/// Which part of the model to materialize (a pipeline stage loads only its layers).
+/// Which part of the model to materialize (a pipeline stage loads only its layers, a
+/// tensor-parallel rank only its heads and MLP columns of them).
 struct load_options {
   int layer_begin = 0;    ///< first layer to load
   int layer_end = -1;     ///< one past the last layer; -1 = all
   bool load_embeddings = true;  ///< tok_embd (first stage, and the last when tied)
   bool load_head = true;        ///< out_norm + output (last stage)
+  int tp_rank = 0;              ///< this rank of the tensor-parallel group
+  int tp_size = 1;              ///< ranks in the tensor-parallel group (1 = whole layers)
+  bool allow_uneven_heads = false;  ///< allow a tp_size that does not divide the heads (see plan_tensor)
 };
 
-/// A model as read from disk, weights dequantized to f32 on the host.
+/// A model as read from disk, weights dequantized to f32 on the host. With tp_size > 1 each
+/// layer holds only the rank's slice (see `slice`): wq/wk/wv/bq/bk/bv the rows of its query
+/// and kv heads, wo [hidden, slice.n_heads * head_dim], w_gate/w_up [slice.ffn_size, hidden],
+/// w_down [hidden, slice.ffn_size]; norms, embeddings and output stay whole.
 struct loaded_model {
-  model_config config;
+  model_config config;                        ///< the FULL model's config, whatever the slice
+  parallel::tensor_slice slice;               ///< what the layers hold (rank 0 of 1 = everything)
   model_weights weights;
   tokenizer_data tokenizer;
   std::string format;                         ///< "gguf" or "safetensors"

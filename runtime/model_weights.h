@@ -12,7 +12,8 @@
 
 namespace troupe {
 
-/// One transformer block.
+/// One transformer block. Under tensor parallelism a layer holds its rank's slice
+/// (model_loader.h, `slice`): the head and MLP sizes below are then the local ones.
 struct layer_weights {
   tensor attn_norm;  // [hidden]
   tensor wq;         // [n_heads * head_dim, hidden]
