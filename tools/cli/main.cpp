@@ -14,6 +14,8 @@ const char* kUsage =
     "commands:\n"
     "  generate   generate text from a prompt with a local model\n"
     "  info       describe a model file (architecture, sizes, tensor types, tokenizer, template)\n"
+    "  serve      run the head of a cluster and start its local nodes (--config FILE)\n"
+    "  node       run one node of a cluster (--config FILE --name NODE)\n"
     "\n"
     "Run 'troupe <command> --help' for the options of a command.\n";
 
@@ -30,6 +32,8 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "generate") return troupe::cli::run_generate(args);
     if (cmd == "info") return troupe::cli::run_info(args);
+    if (cmd == "serve") return troupe::cli::run_serve(args);
+    if (cmd == "node") return troupe::cli::run_node(args);
     std::cerr << "troupe: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;
   } catch (const troupe::cli::usage_error& e) {

@@ -1,0 +1,109 @@
+#include "actors/node_agent.h"
+
+#include <algorithm>
+
+#include "actors/actor_system_config.h"
+
+namespace troupe {
+
+namespace {
+
+struct node_agent_state {
+  node_agent_options opts;
+  supervisor_actor supervisor;  // set while attached
+  uint64_t generation = 0;      // bumps on attach/stop/loss; stale timers are ignored
+  uint64_t seq = 0;             // heartbeat sequence number
+  static inline const char* name = "troupe.node_agent";
+};
+
+using agent_ptr = node_agent_actor::stateful_pointer<node_agent_state>;
+
+void notify(agent_ptr self, node_event e, const std::string& detail) {
+  if (self->state.opts.on_event) self->state.opts.on_event(e, detail);
+}
+
+/// How long a control request to the head may take before the head counts as gone.
+caf::timespan control_timeout(const fault_tolerance_section& ft) {
+  return caf::timespan{std::max(2 * ft.heartbeat_timeout, std::chrono::milliseconds{1000})};
+}
+
+void on_attach(agent_ptr self, const supervisor_actor& sup) {
+  auto& st = self->state;
+  if (st.supervisor) self->demonitor(st.supervisor.address());
+  st.supervisor = sup;
+  self->monitor(sup);
+  const auto gen = ++st.generation;
+  self->request(sup, control_timeout(st.opts.fault_tolerance), register_atom::value, st.opts.info)
+      .then(
+          [self, gen](caf::ok_atom) {
+            if (gen != self->state.generation) return;
+            notify(self, node_event::registered, "");
+            self->send(self, heartbeat_atom::value, gen);
+          },
+          [self, gen](caf::error& e) {
+            if (gen != self->state.generation) return;
+            const auto what = self->system().render(e);
+            if (e == caf::sec::request_timeout || e == caf::sec::request_receiver_down) {
+              self->state.supervisor = nullptr;
+              ++self->state.generation;
+              notify(self, node_event::head_lost, what);
+            } else {
+              notify(self, node_event::rejected, what);
+            }
+          });
+}
+
+node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_options opts) {
+  self->state.opts = std::move(opts);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (!st.supervisor || st.supervisor.address() != dm.source) return;
+    st.supervisor = nullptr;
+    ++st.generation;
+    notify(self, node_event::head_lost, self->system().render(dm.reason));
+  });
+  return {
+      [self](attach_atom, const supervisor_actor& sup) { on_attach(self, sup); },
+      [self](stop_atom) {
+        // Drain hook: with shards, stop them (finish or hand back their work) first.
+        auto rp = self->make_response_promise<caf::ok_atom>();
+        rp.deliver(caf::ok_atom_v);  // answer before the process starts to exit
+        ++self->state.generation;
+        notify(self, node_event::stop_requested, "");
+        return rp;
+      },
+      [self](unregister_atom) {
+        auto& st = self->state;
+        auto rp = self->make_response_promise<caf::ok_atom>();
+        ++st.generation;
+        if (!st.supervisor) {
+          rp.deliver(caf::ok_atom_v);
+          return rp;
+        }
+        auto sup = st.supervisor;
+        self->demonitor(sup.address());
+        st.supervisor = nullptr;
+        self->request(sup, control_timeout(st.opts.fault_tolerance), unregister_atom::value,
+                      st.opts.info.name)
+            .then([rp](caf::ok_atom) mutable { rp.deliver(caf::ok_atom_v); },
+                  [rp](caf::error&) mutable { rp.deliver(caf::ok_atom_v); });
+        return rp;
+      },
+      [self](status_atom) { return self->state.opts.info; },
+      [self](heartbeat_atom, uint64_t gen) {
+        auto& st = self->state;
+        if (gen != st.generation || !st.supervisor) return;
+        self->send(st.supervisor, heartbeat_atom::value, st.opts.info.name, ++st.seq);
+        self->delayed_send(self, st.opts.fault_tolerance.heartbeat_interval, heartbeat_atom::value,
+                           gen);
+      },
+  };
+}
+
+}  // namespace
+
+node_agent_actor spawn_node_agent(caf::actor_system& sys, node_agent_options opts) {
+  return sys.spawn(node_agent_impl, std::move(opts));
+}
+
+}  // namespace troupe
