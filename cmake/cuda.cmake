@@ -1,6 +1,10 @@
 # Decides whether the CUDA backend is built (TROUPE_CUDA = AUTO | ON | OFF) and
-# sets TROUPE_HAVE_CUDA, TROUPE_CUDA_SOURCES and TROUPE_CUDA_LIBS.
+# sets TROUPE_HAVE_CUDA, TROUPE_CUDA_SOURCES and TROUPE_CUDA_LIBS. With CUDA, NCCL is
+# looked for beside the toolkit: when found, TROUPE_HAVE_NCCL is ON and TROUPE_CUDA_LIBS
+# carries the imported target troupe::nccl (header path, library and the compile
+# definition TROUPE_HAVE_NCCL=1 for everything linking troupe_core).
 set(TROUPE_HAVE_CUDA OFF)
+set(TROUPE_HAVE_NCCL OFF)
 set(TROUPE_CUDA_SOURCES "")
 set(TROUPE_CUDA_LIBS "")
 string(TOUPPER "${TROUPE_CUDA}" _troupe_cuda)
@@ -23,6 +27,22 @@ if(NOT _troupe_cuda STREQUAL "OFF")
     file(GLOB TROUPE_CUDA_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/kernels/cuda/*.cu)
     set(TROUPE_CUDA_LIBS CUDA::cudart CUDA::cublas CUDA::cublasLt)
     message(STATUS "troupe: CUDA backend ON (${CMAKE_CUDA_COMPILER}, sm_${CMAKE_CUDA_ARCHITECTURES})")
+    find_path(TROUPE_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include)
+    find_library(TROUPE_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64)
+    if(TROUPE_NCCL_INCLUDE_DIR AND TROUPE_NCCL_LIBRARY)
+      set(TROUPE_HAVE_NCCL ON)
+      if(NOT TARGET troupe::nccl)
+        add_library(troupe::nccl INTERFACE IMPORTED)
+        set_target_properties(troupe::nccl PROPERTIES
+          INTERFACE_INCLUDE_DIRECTORIES "${TROUPE_NCCL_INCLUDE_DIR}"
+          INTERFACE_LINK_LIBRARIES "${TROUPE_NCCL_LIBRARY}"
+          INTERFACE_COMPILE_DEFINITIONS TROUPE_HAVE_NCCL=1)
+      endif()
+      list(APPEND TROUPE_CUDA_LIBS troupe::nccl)
+      message(STATUS "troupe: NCCL found (${TROUPE_NCCL_LIBRARY})")
+    else()
+      message(STATUS "troupe: NCCL not found: parallel::nccl_communicator is not built")
+    endif()
   elseif(_troupe_cuda STREQUAL "ON")
     message(FATAL_ERROR "TROUPE_CUDA=ON but no CUDA compiler (nvcc) was found")
   else()
