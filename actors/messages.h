@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/shard_worker.h"
+
 namespace troupe {
 
 // -- atoms (at most 10 characters each) ---------------------------------------------------
@@ -27,6 +29,20 @@ using start_atom = caf::atom_constant<caf::atom("start")>;
 using attach_atom = caf::atom_constant<caf::atom("attach")>;
 /// The supervisor's periodic timer: reap children, check heartbeat deadlines.
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+/// Replica -> node agent: spawn a shard for this shard_spec.
+using spawn_shard_atom = caf::atom_constant<caf::atom("spawnshard")>;
+/// Replica -> shard: your communicators' addresses (answered once loaded).
+using addresses_atom = caf::atom_constant<caf::atom("addresses")>;
+/// Replica -> shard: connect to your peers.
+using connect_atom = caf::atom_constant<caf::atom("connect")>;
+/// Replica -> shard: run one step.
+using step_atom = caf::atom_constant<caf::atom("step")>;
+/// Replica -> shard: a peer is gone; fail blocked transfers now.
+using abort_atom = caf::atom_constant<caf::atom("abort")>;
+/// Client -> router / replica: generate for a request; router -> client: its events.
+using generate_atom = caf::atom_constant<caf::atom("generate")>;
+/// Replica -> router -> client: token events of one request.
+using token_atom = caf::atom_constant<caf::atom("token")>;
 
 // -- membership ---------------------------------------------------------------------------
 
@@ -117,11 +133,144 @@ inline std::string format_status_line(const cluster_status& s) {
   return line;
 }
 
+// -- shards and steps (runtime types on the wire) ------------------------------------------
+
+}  // namespace troupe
+
+namespace troupe::parallel {
+
+/// `inspect` for parallel::layer_range (beside the type, for argument-dependent lookup).
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, layer_range& x) {
+  return f(caf::meta::type_name("troupe::layer_range"), x.begin, x.end);
+}
+
+}  // namespace troupe::parallel
+
+namespace troupe {
+
+/// `inspect` for context_params.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, context_params& x) {
+  return f(caf::meta::type_name("troupe::context_params"), x.n_blocks, x.block_size,
+           x.max_batch_tokens, x.max_logit_rows);
+}
+
+/// `inspect` for shard_spec.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, shard_spec& x) {
+  return f(caf::meta::type_name("troupe::shard_spec"), x.model_path, x.stage, x.n_stages, x.layers,
+           x.tp_rank, x.tp_size, x.allow_uneven_heads, x.context, x.threads, x.timeout_ms);
+}
+
+/// `inspect` for shard_addresses.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, shard_addresses& x) {
+  return f(caf::meta::type_name("troupe::shard_addresses"), x.tensor, x.prev, x.next);
+}
+
+/// Where a shard's peers are: replica -> shard with connect_atom.
+struct shard_peers {
+  std::vector<std::vector<char>> tensor_group;  ///< every TP rank's address, by rank
+  std::vector<char> prev;                       ///< the upstream link's other end
+  std::vector<char> next;                       ///< the downstream link's other end
+};
+
+/// `inspect` for shard_peers.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, shard_peers& x) {
+  return f(caf::meta::type_name("troupe::shard_peers"), x.tensor_group, x.prev, x.next);
+}
+
+/// `inspect` for batch_input.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, batch_input& x) {
+  return f(caf::meta::type_name("troupe::batch_input"), x.tokens, x.positions, x.slots,
+           x.query_start, x.context_len, x.block_tables, x.max_blocks, x.logit_rows);
+}
+
+/// `inspect` for sampling_params.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sampling_params& x) {
+  return f(caf::meta::type_name("troupe::sampling_params"), x.temperature, x.top_p, x.top_k, x.min_p,
+           x.repetition_penalty, x.frequency_penalty, x.presence_penalty, x.seed, x.logprobs,
+           x.max_tokens, x.ignore_eos, x.stop, x.stop_token_ids);
+}
+
+/// `inspect` for sample_request.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sample_request& x) {
+  return f(caf::meta::type_name("troupe::sample_request"), x.id, x.params, x.history, x.n_prompt,
+           x.token_index);
+}
+
+/// `inspect` for step_request.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_request& x) {
+  return f(caf::meta::type_name("troupe::step_request"), x.step_id, x.batch, x.samples);
+}
+
+/// `inspect` for token_logprob.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_logprob& x) {
+  return f(caf::meta::type_name("troupe::token_logprob"), x.token, x.logprob);
+}
+
+/// `inspect` for sample_result.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sample_result& x) {
+  return f(caf::meta::type_name("troupe::sample_result"), x.token, x.logprob, x.top);
+}
+
+/// `inspect` for step_output.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_output& x) {
+  return f(caf::meta::type_name("troupe::step_output"), x.step_id, x.samples);
+}
+
+/// A client's request: prompt token ids and how to sample.
+struct generate_request {
+  std::vector<int32_t> prompt;
+  sampling_params params;
+};
+
+/// `inspect` for generate_request.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, generate_request& x) {
+  return f(caf::meta::type_name("troupe::generate_request"), x.prompt, x.params);
+}
+
+/// One token event of a request on the wire (token_event without recorded logits).
+struct token_msg {
+  uint64_t request = 0;          ///< the id the router gave the request
+  int32_t token = -1;            ///< -1 when the event only reports the end
+  std::string text;              ///< new text safe to show
+  float logprob = 0.0f;
+  std::vector<token_logprob> top;
+  bool finished = false;
+  std::string finish_reason;     ///< "stop", "length", "cancelled", "error" when finished
+  std::string error;             ///< why, when finish_reason is "error"
+};
+
+/// `inspect` for token_msg.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_msg& x) {
+  return f(caf::meta::type_name("troupe::token_msg"), x.request, x.token, x.text, x.logprob, x.top,
+           x.finished, x.finish_reason, x.error);
+}
+
 /// Registers every type above with `cfg` (needed for remote sends).
 inline void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<node_info>("troupe::node_info");
   cfg.add_message_type<node_status>("troupe::node_status");  // also vector<node_status>
   cfg.add_message_type<cluster_status>("troupe::cluster_status");
+  cfg.add_message_type<shard_spec>("troupe::shard_spec");
+  cfg.add_message_type<shard_addresses>("troupe::shard_addresses");
+  cfg.add_message_type<shard_peers>("troupe::shard_peers");
+  cfg.add_message_type<step_request>("troupe::step_request");
+  cfg.add_message_type<step_output>("troupe::step_output");
+  cfg.add_message_type<generate_request>("troupe::generate_request");
+  cfg.add_message_type<token_msg>("troupe::token_msg");
 }
 
 }  // namespace troupe

@@ -18,6 +18,12 @@ struct attention_batch {
   tensor_view query_start;       ///< i32 [n_seqs + 1]
   tensor_view context_len;       ///< i32 [n_seqs]: kv length after this step
   tensor_view block_tables;      ///< i32 [n_seqs, max_blocks]
+  /// Grouped-query mapping for a tensor-parallel slice: local query head h reads local kv
+  /// head (q_head_offset + h) / kv_group - kv_head_offset. kv_group 0 = the whole model
+  /// is here: n_heads / n_kv_heads, no offsets.
+  int q_head_offset = 0;
+  int kv_group = 0;
+  int kv_head_offset = 0;
 };
 
 namespace cpu {
@@ -59,7 +65,7 @@ inline void kv_write(const op_context& ctx, tensor_view k_cache, tensor_view v_c
 }
 
 /// out[m, n_heads, head_dim] = softmax(q kᵀ * scale, causal) v, grouped-query: head h
-/// reads kv head h / (n_heads / n_kv_heads). Each (row, head) is computed independently
+/// reads kv head h / (n_heads / n_kv_heads) (see attention_batch for TP slices). Each (row, head) is computed independently
 /// of the rest of the batch (batch-invariant).
 inline void paged_attention(const op_context& ctx, tensor_view out, tensor_view q,
     tensor_view k_cache, tensor_view v_cache, const attention_batch& batch, float scale) {

@@ -41,9 +41,11 @@ engine::engine(std::shared_ptr<const model> m, engine_config cfg)
         return cfg;
       }()),
       max_context_(resolve_context(cfg_, *model_)),
-      ctx_(*model_, make_context_params(cfg_),
-           kernels::op_context{backend_kind::cpu, cfg_.n_threads, nullptr}),
-      blocks_(ctx_.params().n_blocks, cfg_.block_size, cfg_.prefix_caching),
+      ctx_(cfg_.local_execution
+               ? std::make_unique<shard_context>(*model_, make_context_params(cfg_),
+                                                 kernels::op_context{backend_kind::cpu, cfg_.n_threads, nullptr})
+               : nullptr),
+      blocks_(make_context_params(cfg_).n_blocks, cfg_.block_size, cfg_.prefix_caching),
       sched_(blocks_, scheduler_config{cfg_.max_batch_tokens, cfg_.max_seqs, max_context_}) {}
 
 seq_id engine::submit(std::vector<int32_t> prompt, const sampling_params& p) {
@@ -142,36 +144,58 @@ void engine::emit(sequence& s, const sample_result& r, token_event& ev) {
   }
 }
 
-std::vector<token_event> engine::step() {
-  std::vector<token_event> events;
-  step_plan plan = sched_.schedule();
-  if (!plan.empty()) {
-    batch_input b = build_batch(plan);
-    tensor_view logits = ctx_.forward(b);
-    const int vocab = model_->config().vocab;
-    std::vector<int32_t> sampled;
-    std::vector<sample_result> results;
-    std::vector<sequence*> owners;
-    for (const auto& c : plan.chunks) {
-      if (!c.wants_logits) continue;
-      const float* row = logits.f32() + static_cast<size_t>(owners.size()) * static_cast<size_t>(vocab);
-      sequence& s = *c.seq;
-      results.push_back(sample(row, vocab, s.params, s.tokens, s.n_prompt,
-                               static_cast<uint64_t>(s.n_generated())));
-      sampled.push_back(results.back().token);
-      owners.push_back(&s);
+std::optional<pending_step> engine::begin_step(int budget) {
+  step_plan plan = sched_.schedule(budget);
+  if (plan.empty()) return std::nullopt;
+  pending_step p;
+  p.request.step_id = next_step_++;
+  p.request.batch = build_batch(plan);
+  for (const auto& c : plan.chunks) {
+    if (!c.wants_logits) continue;
+    const sequence& s = *c.seq;
+    sample_request r;
+    r.id = s.id;
+    r.params = s.params;
+    r.token_index = static_cast<uint64_t>(s.n_generated());
+    if (needs_history(s.params)) {
+      r.history = s.tokens;
+      r.n_prompt = s.n_prompt;
     }
-    sched_.complete(plan, sampled);
-    for (size_t i = 0; i < owners.size(); ++i) {
-      token_event ev;
-      if (cfg_.record_logits) {
-        const float* row = logits.f32() + i * static_cast<size_t>(vocab);
-        ev.logits.assign(row, row + vocab);
-      }
-      emit(*owners[i], results[i], ev);
-      events.push_back(std::move(ev));
-    }
+    p.request.samples.push_back(std::move(r));
   }
+  p.plan = std::move(plan);
+  return p;
+}
+
+std::vector<token_event> engine::end_step(pending_step& p, const std::vector<sample_result>& samples,
+                                          const float* logits) {
+  if (samples.size() != p.request.samples.size())
+    throw std::logic_error("engine: step " + std::to_string(p.request.step_id) + " wants " +
+                           std::to_string(p.request.samples.size()) + " samples, got " +
+                           std::to_string(samples.size()));
+  std::vector<int32_t> sampled;
+  std::vector<sequence*> owners;
+  for (const auto& c : p.plan.chunks)
+    if (c.wants_logits) owners.push_back(c.seq);
+  for (const auto& r : samples) sampled.push_back(r.token);
+  sched_.complete(p.plan, sampled);
+  std::vector<token_event> events;
+  const size_t vocab = static_cast<size_t>(model_->config().vocab);
+  for (size_t i = 0; i < owners.size(); ++i) {
+    token_event ev;
+    if (cfg_.record_logits && logits) ev.logits.assign(logits + i * vocab, logits + (i + 1) * vocab);
+    emit(*owners[i], samples[i], ev);
+    events.push_back(std::move(ev));
+  }
+  auto ended = take_ended();
+  events.insert(events.end(), std::make_move_iterator(ended.begin()), std::make_move_iterator(ended.end()));
+  return events;
+}
+
+void engine::abandon_step(pending_step& p) { sched_.abandon(p.plan); }
+
+std::vector<token_event> engine::take_ended() {
+  std::vector<token_event> events;
   for (auto& s : sched_.take_finished()) {
     if (s->finish == finish_reason::cancelled) {
       token_event ev;
@@ -183,6 +207,15 @@ std::vector<token_event> engine::step() {
     states_.erase(s->id);
   }
   return events;
+}
+
+std::vector<token_event> engine::step() {
+  if (!ctx_) throw std::logic_error("engine: step() needs local_execution; use begin_step/end_step");
+  auto p = begin_step();
+  if (!p) return take_ended();
+  tensor_view logits = ctx_->forward(p->request.batch);
+  auto samples = sample_rows(logits, p->request.samples, scratch_);
+  return end_step(*p, samples, logits.f32());
 }
 
 std::vector<generation_result> engine::generate(const std::vector<std::vector<int32_t>>& prompts,

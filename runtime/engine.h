@@ -14,6 +14,7 @@
 #include "runtime/kv_cache.h"
 #include "runtime/sampler.h"
 #include "runtime/scheduler.h"
+#include "runtime/step.h"
 #include "runtime/stop_matcher.h"
 
 namespace troupe {
@@ -28,6 +29,7 @@ struct engine_config {
   int max_context = 0;          ///< per-sequence limit; 0 = the model's, capped by the cache
   bool prefix_caching = true;
   bool record_logits = false;   ///< attach each sampled position's logits to its event (tests)
+  bool local_execution = true;  ///< run the forward here; false: shards run it (begin/end_step)
 };
 
 /// What one request produced in one step.
@@ -40,6 +42,12 @@ struct token_event {
   bool finished = false;
   finish_reason reason = finish_reason::none;
   std::vector<float> logits;     ///< [vocab] when record_logits is on
+};
+
+/// A scheduled step waiting for its forward and sampling (see engine::begin_step).
+struct pending_step {
+  step_plan plan;
+  step_request request;
 };
 
 /// Final result of one request (see engine::generate).
@@ -64,8 +72,20 @@ class engine {
   seq_id submit(std::vector<int32_t> prompt, const sampling_params& p);
   /// Cancels a queued or running request; its blocks are freed at the next step.
   bool cancel(seq_id id);
-  /// Runs one scheduler iteration and returns its events.
+  /// Runs one scheduler iteration here (local_execution) and returns its events.
   std::vector<token_event> step();
+
+  /// Schedules a step from the sequences not in flight, within `budget` tokens (0 = the
+  /// configured budget); nullopt when none can run now. Several may be in flight.
+  std::optional<pending_step> begin_step(int budget = 0);
+  /// Completes a step with one sample per logit row (and, optionally, the logits
+  /// [L, vocab] for recording) and returns its events.
+  std::vector<token_event> end_step(pending_step& s, const std::vector<sample_result>& samples,
+                                    const float* logits = nullptr);
+  /// Gives up an in-flight step (its shards failed): its sequences are recomputed later.
+  void abandon_step(pending_step& s);
+  /// Events of sequences that ended outside a step (cancelled while waiting).
+  std::vector<token_event> take_ended();
   bool has_work() const { return sched_.has_work(); }
 
   /// Runs `prompts` together to completion (a convenience for the CLI and tests).
@@ -91,11 +111,13 @@ class engine {
   std::shared_ptr<const model> model_;
   engine_config cfg_;
   int max_context_ = 0;
-  shard_context ctx_;
+  std::unique_ptr<shard_context> ctx_;  ///< null unless local_execution
+  sampler_scratch scratch_;
   block_manager blocks_;
   scheduler sched_;
   std::unordered_map<seq_id, request_state> states_;
   seq_id next_id_ = 1;
+  uint64_t next_step_ = 1;
 };
 
 }  // namespace troupe

@@ -2,11 +2,13 @@
 /// The model forward, written once against the op interface (kernels/*.h), and the
 /// per-shard context that owns everything mutable it touches: KV cache, scratch
 /// activations, the op context (threads or stream).
+#include <chrono>
 #include <cstdint>
 #include <vector>
 
 #include "kernels/attention.h"
 #include "kernels/op_context.h"
+#include "parallel/linear.h"
 #include "runtime/model.h"
 
 namespace troupe {
@@ -34,10 +36,20 @@ struct context_params {
   int max_logit_rows = 64;    ///< rows one step may want logits for
 };
 
+/// How a shard talks to the rest of its replica. All null: the whole model is here.
+struct parallel_env {
+  parallel::communicator* tensor_group = nullptr;  ///< the tensor-parallel ranks of this stage
+  parallel::communicator* prev_stage = nullptr;    ///< link to the same TP rank of the stage before
+  parallel::communicator* next_stage = nullptr;    ///< link to the same TP rank of the stage after
+  std::chrono::milliseconds timeout{5000};         ///< deadline of each transfer
+};
+
 /// Mutable per-shard state. Owns KV storage and scratch; never shared between threads.
 class shard_context {
  public:
-  shard_context(const model& m, const context_params& p, kernels::op_context ops);
+  /// A shard over `m`'s loaded layers and tensor slice; `env` links it to its peers.
+  shard_context(const model& m, const context_params& p, kernels::op_context ops,
+                parallel_env env = {});
   shard_context(const shard_context&) = delete;
   shard_context& operator=(const shard_context&) = delete;
 
@@ -46,30 +58,48 @@ class shard_context {
   /// Bytes of KV storage (all layers, K and V).
   size_t kv_bytes() const;
 
-  /// Runs the model over `b`; returns logits [L, vocab] for b.logit_rows (valid until
-  /// the next call). Throws std::invalid_argument when `b` exceeds the context's sizes.
+  /// Runs this shard's layers over `b`. The first stage embeds the tokens, later stages
+  /// receive the residual stream from the stage before; the last stage returns logits
+  /// [L, vocab] for b.logit_rows (valid until the next call), other stages send the
+  /// residual on and return an empty view. Throws std::invalid_argument when `b` exceeds
+  /// the context's sizes, parallel::comm_error when a peer fails.
   tensor_view forward(const batch_input& b);
+  bool is_first_stage() const;
+  bool is_last_stage() const;
 
  private:
   void check(const batch_input& b) const;
   void run_layer(int layer, int n_tokens, const kernels::attention_batch& meta,
                  tensor_view positions, tensor_view slots);
   tensor_view rows(const tensor& t, int n) const;
+  std::chrono::steady_clock::time_point deadline() const;
+
+  /// One transformer block's projections, split as this shard's tensor slice says.
+  struct layer_linears {
+    parallel::column_parallel_linear q, k, v, gate, up;
+    parallel::row_parallel_linear o, down;
+  };
 
   const model& model_;
   context_params params_;
   kernels::op_context ops_;
-  std::vector<tensor> k_cache_;  // per layer [n_blocks, block_size, n_kv_heads, head_dim]
-  std::vector<tensor> v_cache_;  // per layer [n_blocks, block_size, n_kv_heads, head_dim]
+  parallel_env env_;
+  int n_heads_ = 0;     ///< query heads on this shard
+  int n_kv_heads_ = 0;  ///< kv heads on this shard
+  int ffn_ = 0;         ///< MLP columns on this shard
+  std::vector<layer_linears> linears_;  ///< per loaded layer, from layer_begin
+  tensor empty_;                        ///< "no bias" for the gate and up projections
+  std::vector<tensor> k_cache_;  // per layer [n_blocks, block_size, n_kv_heads_, head_dim]
+  std::vector<tensor> v_cache_;  // per layer [n_blocks, block_size, n_kv_heads_, head_dim]
   tensor residual_;              // [max_batch_tokens, hidden]
   tensor normed_;                // [max_batch_tokens, hidden]
   tensor delta_;                 // [max_batch_tokens, hidden]
-  tensor q_;                     // [max_batch_tokens, n_heads, head_dim]
-  tensor k_;                     // [max_batch_tokens, n_kv_heads, head_dim]
-  tensor v_;                     // [max_batch_tokens, n_kv_heads, head_dim]
-  tensor attn_;                  // [max_batch_tokens, n_heads, head_dim]
-  tensor gate_;                  // [max_batch_tokens, ffn]
-  tensor up_;                    // [max_batch_tokens, ffn]
+  tensor q_;                     // [max_batch_tokens, n_heads_, head_dim]
+  tensor k_;                     // [max_batch_tokens, n_kv_heads_, head_dim]
+  tensor v_;                     // [max_batch_tokens, n_kv_heads_, head_dim]
+  tensor attn_;                  // [max_batch_tokens, n_heads_, head_dim]
+  tensor gate_;                  // [max_batch_tokens, ffn_]
+  tensor up_;                    // [max_batch_tokens, ffn_]
   tensor last_;                  // [max_logit_rows, hidden]
   tensor last_normed_;           // [max_logit_rows, hidden]
   tensor logits_;                // [max_logit_rows, vocab]

@@ -25,6 +25,8 @@ class model {
   /// The output projection: `output`, or the token embeddings when tied.
   const tensor& output_weight() const;
   const tensor& rope_inv_freq() const { return rope_inv_freq_; }  // [head_dim / 2]
+  /// The tensor-parallel slice the layers hold (rank 0 of 1: the whole model).
+  const parallel::tensor_slice& slice() const { return loaded_.slice; }
   int layer_begin() const { return layer_begin_; }
   int layer_end() const { return layer_end_; }
 

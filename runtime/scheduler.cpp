@@ -42,9 +42,13 @@ bool scheduler::cancel(seq_id id) {
 }
 
 void scheduler::drop_cancelled() {
-  for (seq_id id : cancel_requests_)
-    if (find(id)) finish(id, finish_reason::cancelled);
-  cancel_requests_.clear();
+  std::vector<seq_id> later;  // in-flight sequences are released when their step completes
+  for (seq_id id : cancel_requests_) {
+    sequence* s = find(id);
+    if (s && s->in_flight) later.push_back(id);
+    else if (s) finish(id, finish_reason::cancelled);
+  }
+  cancel_requests_.swap(later);
 }
 
 void scheduler::release(sequence* s) {
@@ -77,11 +81,16 @@ void scheduler::preempt(sequence* s, step_plan& plan) {
 bool scheduler::schedule_running(step_plan& plan, int& budget) {
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     sequence* s = running_[i].get();
+    if (s->in_flight) {
+      ++i;
+      continue;
+    }
     const int remaining = static_cast<int>(s->tokens.size()) - s->n_computed;
     const int len = std::min(remaining, budget);
     bool self_preempted = false;
     while (!blocks_.reserve(s->id, s->n_computed + len)) {
-      sequence* victim = running_.back().get();
+      sequence* victim = newest_idle();
+      if (victim == nullptr) return false;  // everyone else is in flight: wait for them
       if (victim == s && running_.size() == 1) {
         // Alone and still out of blocks: the cache cannot hold this sequence.
         finish(s->id, finish_reason::length);
@@ -94,12 +103,23 @@ bool scheduler::schedule_running(step_plan& plan, int& budget) {
       }
     }
     if (self_preempted) continue;
-    plan.chunks.push_back({s, s->n_computed, len, s->n_computed + len == static_cast<int>(s->tokens.size())});
-    plan.n_tokens += len;
-    budget -= len;
+    add_chunk(plan, s, len, budget);
     ++i;
   }
   return true;
+}
+
+sequence* scheduler::newest_idle() {
+  for (auto it = running_.rbegin(); it != running_.rend(); ++it)
+    if (!(*it)->in_flight) return it->get();
+  return nullptr;
+}
+
+void scheduler::add_chunk(step_plan& plan, sequence* s, int len, int& budget) {
+  plan.chunks.push_back({s, s->n_computed, len, s->n_computed + len == static_cast<int>(s->tokens.size())});
+  plan.n_tokens += len;
+  budget -= len;
+  s->in_flight = true;
 }
 
 void scheduler::admit_waiting(step_plan& plan, int& budget) {
@@ -112,18 +132,16 @@ void scheduler::admit_waiting(step_plan& plan, int& budget) {
       release(s);
       break;
     }
-    plan.chunks.push_back({s, s->n_computed, len, s->n_computed + len == static_cast<int>(s->tokens.size())});
-    plan.n_tokens += len;
-    budget -= len;
+    add_chunk(plan, s, len, budget);
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
 }
 
-step_plan scheduler::schedule() {
+step_plan scheduler::schedule(int budget) {
   drop_cancelled();
   step_plan plan;
-  int budget = cfg_.max_batch_tokens;
+  if (budget <= 0 || budget > cfg_.max_batch_tokens) budget = cfg_.max_batch_tokens;
   schedule_running(plan, budget);
   // Preempted sequences wait until the running ones have room again.
   if (plan.preempted.empty()) admit_waiting(plan, budget);
@@ -134,12 +152,25 @@ void scheduler::complete(const step_plan& plan, const std::vector<int32_t>& samp
   size_t j = 0;
   for (const auto& c : plan.chunks) {
     sequence* s = c.seq;
+    s->in_flight = false;
     s->n_computed = c.start + c.len;
     blocks_.commit(s->id, s->tokens, s->n_computed);
     if (c.wants_logits) {
       if (j >= sampled.size()) throw std::logic_error("scheduler: fewer sampled tokens than chunks wanting logits");
       s->tokens.push_back(sampled[j++]);
     }
+  }
+}
+
+void scheduler::abandon(const step_plan& plan) {
+  for (const auto& c : plan.chunks) {
+    sequence* s = c.seq;
+    s->in_flight = false;
+    auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == s; });
+    if (it == running_.end()) continue;
+    release(s);
+    waiting_.push_front(std::move(*it));
+    running_.erase(it);
   }
 }
 

@@ -27,6 +27,7 @@ struct sequence {
   sampling_params params;
   int n_computed = 0;           ///< tokens whose KV is in the cache
   int n_preemptions = 0;
+  bool in_flight = false;       ///< part of a step not completed yet (pipeline micro-batches)
   finish_reason finish = finish_reason::none;
 
   int n_generated() const { return static_cast<int>(tokens.size()) - n_prompt; }
@@ -63,11 +64,16 @@ class scheduler {
   void add(std::unique_ptr<sequence> s);
   /// Marks the sequence cancelled; it is released at the next schedule(). False if unknown.
   bool cancel(seq_id id);
-  /// Builds the next step.
-  step_plan schedule();
-  /// After a step: records the computed KV, appends each sampled token (one per chunk
-  /// that wanted logits, in chunk order). Sequences that reach a limit are finished.
+  /// Builds the next step from the sequences not already in flight, within `budget`
+  /// tokens (0 = max_batch_tokens). Several plans may be in flight at once (pipeline
+  /// micro-batches); each must be completed with complete().
+  step_plan schedule(int budget = 0);
+  /// After a step: records the computed KV and appends each sampled token (one per chunk
+  /// that wanted logits, in chunk order).
   void complete(const step_plan& plan, const std::vector<int32_t>& sampled);
+  /// Abandons an in-flight plan (its step failed): its sequences lose their KV and are
+  /// queued again to be recomputed.
+  void abandon(const step_plan& plan);
   /// Ends a sequence (stop condition found by the caller) and frees its blocks.
   void finish(seq_id id, finish_reason why);
   /// Takes finished sequences out of the scheduler.
@@ -82,6 +88,8 @@ class scheduler {
   bool schedule_running(step_plan& plan, int& budget);
   void admit_waiting(step_plan& plan, int& budget);
   void preempt(sequence* s, step_plan& plan);
+  sequence* newest_idle();
+  void add_chunk(step_plan& plan, sequence* s, int len, int& budget);
   void release(sequence* s);
   void drop_cancelled();
   sequence* find(seq_id id);

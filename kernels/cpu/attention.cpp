@@ -169,14 +169,20 @@ void paged_attention(const op_context& ctx, tensor_view out, tensor_view q, tens
   p.n_kv_heads = k_cache.shape[2];
   require(k_cache.shape[3] == p.head_dim, op,
           "q " + q.shape.str() + " and k_cache " + k_cache.shape.str() + " disagree on head_dim");
-  require(p.n_kv_heads > 0 && p.n_heads % p.n_kv_heads == 0, op,
+  require(p.n_kv_heads > 0 && (batch.kv_group > 0 || p.n_heads % p.n_kv_heads == 0), op,
           "q " + q.shape.str() + ": n_heads is not a multiple of k_cache " + k_cache.shape.str() +
               "'s n_kv_heads");
+  const int64_t group = batch.kv_group > 0 ? batch.kv_group : p.n_heads / p.n_kv_heads;
+  auto kv_of = [&](int64_t h) { return (batch.q_head_offset + h) / group - batch.kv_head_offset; };
+  require(kv_of(0) >= 0 && kv_of(p.n_heads - 1) < p.n_kv_heads, op,
+          "query heads [" + std::to_string(batch.q_head_offset) + ", " +
+              std::to_string(batch.q_head_offset + p.n_heads) + ") map outside the " +
+              std::to_string(p.n_kv_heads) + " kv heads from " + std::to_string(batch.kv_head_offset));
   check_batch(batch, p);
   const int32_t* qs = batch.query_start.i32();
   const int32_t* cl = batch.context_len.i32();
   const int32_t* bt = batch.block_tables.i32();
-  const int64_t group = p.n_heads / p.n_kv_heads, items = p.m * p.n_heads;
+  const int64_t items = p.m * p.n_heads;
   const int threads = team_size(ctx);
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
@@ -188,7 +194,7 @@ void paged_attention(const op_context& ctx, tensor_view out, tensor_view q, tens
       const int64_t n_query = qs[s + 1] - qs[s];
       const int64_t pos = cl[s] - n_query + (r - qs[s]);
       attend_one(out.f32() + it * p.head_dim, q.f32() + it * p.head_dim, k_cache.f32(),
-                 v_cache.f32(), bt + static_cast<int64_t>(s) * batch.max_blocks, pos, h / group, p,
+                 v_cache.f32(), bt + static_cast<int64_t>(s) * batch.max_blocks, pos, kv_of(h), p,
                  scale, scores.data());
     }
   }

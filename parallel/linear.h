@@ -1,0 +1,43 @@
+#pragma once
+/// Tensor-parallel linear layers (Megatron/vLLM style). They own their collectives:
+/// the model forward calls forward() and never talks to a communicator itself.
+#include <chrono>
+
+#include "kernels/op_context.h"
+#include "runtime/tensor.h"
+
+namespace troupe::parallel {
+
+class communicator;
+
+/// y = x·Wᵀ (+ b) where this rank holds a slice of W's output rows: it computes its own
+/// output columns; no communication (q/k/v, gate and up projections).
+class column_parallel_linear {
+ public:
+  /// `weight` [n_local, k] and `bias` [n_local] (may be empty) must outlive the layer.
+  column_parallel_linear(const tensor& weight, const tensor& bias);
+  /// out[m, n_local] = x[m, k] · weightᵀ + bias.
+  void forward(const kernels::op_context& ctx, tensor_view out, tensor_view x) const;
+
+ private:
+  const tensor& weight_;  // [n_local, k]
+  const tensor& bias_;    // [n_local] or empty
+};
+
+/// y = x·Wᵀ where this rank holds a slice of W's input columns and of x's features: each
+/// rank multiplies its slice, then the group all-reduces the partial sums (the attention
+/// output and MLP down projections). With no group (tensor 1) it is a plain matmul.
+class row_parallel_linear {
+ public:
+  /// `weight` [n, k_local]; `group` may be null; every all-reduce gets `timeout`.
+  row_parallel_linear(const tensor& weight, communicator* group, std::chrono::milliseconds timeout);
+  /// out[m, n] = Σ_ranks x_rank[m, k_local] · weight_rankᵀ.
+  void forward(const kernels::op_context& ctx, tensor_view out, tensor_view x) const;
+
+ private:
+  const tensor& weight_;  // [n, k_local]
+  communicator* group_;
+  std::chrono::milliseconds timeout_;
+};
+
+}  // namespace troupe::parallel

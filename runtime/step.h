@@ -1,0 +1,37 @@
+#pragma once
+/// One engine step as it travels from the scheduler to whoever runs the forward: a
+/// local shard context, or the shards of a replica (actors). Small by design: token
+/// ids, positions, block tables and sampling requests, never activations.
+#include <cstdint>
+#include <vector>
+
+#include "runtime/forward.h"
+#include "runtime/kv_cache.h"
+#include "runtime/sampler.h"
+
+namespace troupe {
+
+/// What to sample for one logit row of a step.
+struct sample_request {
+  seq_id id = 0;
+  sampling_params params;
+  std::vector<int32_t> history;  ///< prompt + generated tokens; empty when no penalty needs them
+  int n_prompt = 0;              ///< prompt tokens at the front of `history`
+  uint64_t token_index = 0;      ///< index of the token being generated
+};
+
+/// A step's forward input and its sampling requests (in logit-row order).
+struct step_request {
+  uint64_t step_id = 0;
+  batch_input batch;
+  std::vector<sample_request> samples;
+};
+
+/// Samples one token per row of `logits` [L, vocab] (L == requests.size()).
+std::vector<sample_result> sample_rows(tensor_view logits, const std::vector<sample_request>& requests,
+                                       sampler_scratch& scratch);
+
+/// True when `p` has a penalty that reads the token history.
+bool needs_history(const sampling_params& p);
+
+}  // namespace troupe
