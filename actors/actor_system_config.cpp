@@ -4,12 +4,14 @@
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include "actors/messages.h"
+#include "actors/shard.h"
 
 namespace troupe {
 
 system_config::system_config(const fault_tolerance_section& ft, size_t worker_threads) {
   load<caf::io::middleman>();
   troupe::add_message_types(*this);
+  troupe::add_shard_types(*this);
   set("middleman.app-identifiers", std::vector<std::string>{app_identifier});
   set("middleman.heartbeat-interval", caf::timespan{ft.heartbeat_interval});
   set("middleman.connection-timeout", caf::timespan{ft.heartbeat_timeout});

@@ -8,8 +8,15 @@ namespace troupe {
 
 namespace {
 
+/// A shard this agent spawned and still monitors.
+struct local_shard {
+  shard_actor handle;
+  std::string name;  // "shard s0r1"
+};
+
 struct node_agent_state {
   node_agent_options opts;
+  std::vector<local_shard> shards;  // alive shards spawned here
   supervisor_actor supervisor;  // set while attached
   uint64_t generation = 0;      // bumps on attach/stop/loss; stale timers are ignored
   uint64_t seq = 0;             // heartbeat sequence number
@@ -25,6 +32,44 @@ void notify(agent_ptr self, node_event e, const std::string& detail) {
 /// How long a control request to the head may take before the head counts as gone.
 caf::timespan control_timeout(const fault_tolerance_section& ft) {
   return caf::timespan{std::max(2 * ft.heartbeat_timeout, std::chrono::milliseconds{1000})};
+}
+
+/// Spawns a shard for `spec`, monitors it and logs its progress lines.
+shard_actor spawn_local_shard(agent_ptr self, const shard_spec& spec) {
+  const auto name = shard_name(spec);
+  auto progress = [name](const std::string& what) {
+    if (what.rfind("failed", 0) == 0)
+      logger()->error("{}: {}", name, what);
+    else
+      logger()->info("{}: {}", name, what);
+  };
+  auto shard = spawn_shard(self->system(), spec, std::move(progress));
+  self->monitor(shard);
+  self->state.shards.push_back(local_shard{shard, name});
+  return shard;
+}
+
+/// Removes a shard that went down; returns false when `source` is not one of ours.
+bool on_shard_down(agent_ptr self, const caf::down_msg& dm) {
+  auto& shards = self->state.shards;
+  auto it = std::find_if(shards.begin(), shards.end(),
+                         [&](const local_shard& s) { return s.handle.address() == dm.source; });
+  if (it == shards.end()) return false;
+  if (dm.reason == caf::exit_reason::user_shutdown)
+    logger()->info("{}: stopped", it->name);
+  else
+    logger()->warn("{}: down: {}", it->name, self->system().render(dm.reason));
+  shards.erase(it);
+  return true;
+}
+
+/// Sends every shard of this node exit(user_shutdown) and forgets them.
+void stop_shards(agent_ptr self) {
+  for (auto& s : self->state.shards) {
+    self->demonitor(s.handle.address());
+    self->send_exit(s.handle, caf::exit_reason::user_shutdown);
+  }
+  self->state.shards.clear();
 }
 
 void on_attach(agent_ptr self, const supervisor_actor& sup) {
@@ -56,6 +101,7 @@ void on_attach(agent_ptr self, const supervisor_actor& sup) {
 node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_options opts) {
   self->state.opts = std::move(opts);
   self->set_down_handler([self](caf::down_msg& dm) {
+    if (on_shard_down(self, dm)) return;
     auto& st = self->state;
     if (!st.supervisor || st.supervisor.address() != dm.source) return;
     st.supervisor = nullptr;
@@ -65,7 +111,7 @@ node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_optio
   return {
       [self](attach_atom, const supervisor_actor& sup) { on_attach(self, sup); },
       [self](stop_atom) {
-        // Drain hook: with shards, stop them (finish or hand back their work) first.
+        stop_shards(self);  // their replicas see them go down and fail their steps
         auto rp = self->make_response_promise<caf::ok_atom>();
         rp.deliver(caf::ok_atom_v);  // answer before the process starts to exit
         ++self->state.generation;
@@ -97,6 +143,7 @@ node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_optio
         self->delayed_send(self, st.opts.fault_tolerance.heartbeat_interval, heartbeat_atom::value,
                            gen);
       },
+      [self](spawn_shard_atom, const shard_spec& spec) { return spawn_local_shard(self, spec); },
   };
 }
 

@@ -3,16 +3,15 @@
 /// registers with the supervisor (name, pid, devices), sends heartbeats every
 /// `fault_tolerance.heartbeat_interval`, and stops when the supervisor says so.
 ///
-/// Shards come with the shard actor (the lead): the agent will gain
-///   `caf::replies_to<spawn_shard_atom, shard_spec>::with<shard_actor>`
-/// which spawns a detached shard actor on one of `node_info::devices`, monitors it and
-/// reports it to the supervisor; `stop_atom` will then drain the shards before answering.
-/// Until then this interface has no shard messages.
+/// It also spawns this node's shards (`spawn_shard_atom`), monitors them, logs their
+/// progress ("shard s0r1: loading", "... loaded", "... connected", "... failed: why") and
+/// stops them (exit reason user_shutdown) on `stop_atom` before answering.
 #include <caf/all.hpp>
 #include <functional>
 #include <string>
 
 #include "actors/messages.h"
+#include "actors/shard.h"
 #include "actors/supervisor.h"
 #include "cluster-config/cluster_config.h"
 
@@ -29,7 +28,9 @@ using node_agent_actor = caf::typed_actor<
     /// This node's registration record.
     caf::replies_to<status_atom>::with<node_info>,
     /// Internal timer: send the next heartbeat if `generation` is still current.
-    caf::reacts_to<heartbeat_atom, uint64_t>>;
+    caf::reacts_to<heartbeat_atom, uint64_t>,
+    /// From a replica (or the head's placement): spawn a shard on this node and return it.
+    caf::replies_to<spawn_shard_atom, shard_spec>::with<shard_actor>>;
 
 /// What the agent reports to the process that runs it (called on an actor thread).
 enum class node_event {
