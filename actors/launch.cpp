@@ -14,6 +14,7 @@
 #include <cstring>
 #include <deque>
 #include <stdexcept>
+#include <atomic>
 #include <thread>
 
 #include "actors/actor_system_config.h"
@@ -428,10 +429,32 @@ int run_head(const head_options& o) {
   logger()->info("supervisor listening on {} ({} node(s) in {})", endpoint(head.host, *port),
                  o.config.nodes.size(), o.config_path);
   caf::anon_send(sup, start_atom::value);
+  std::atomic<bool> stopping{false};
+  head_context ctx{sys, caf::actor_cast<caf::actor>(sup), {}, stopping};
+  std::atomic<bool> main_done{false};
+  int exit_code = 0;
+  std::thread main_thread;
+  if (o.main)
+    main_thread = std::thread([&] {
+      try {
+        if (auto rc = o.main(ctx)) {
+          exit_code = *rc;
+          main_done = true;
+        }
+      } catch (const std::exception& e) {
+        if (stopping) return;  // interrupted by the shutdown it was waiting on: not an error
+        logger()->error("{}", e.what());
+        exit_code = 1;
+        main_done = true;
+      }
+    });
   int sig = 0;
-  while ((sig = sigs.wait(std::chrono::milliseconds{200})) == 0) {
+  while ((sig = sigs.wait(std::chrono::milliseconds{50})) == 0 && !main_done) {
   }
-  logger()->info("received {}: shutting down", strsignal(sig));
+  if (sig != 0) logger()->info("received {}: shutting down", strsignal(sig));
+  stopping = true;
+  if (main_thread.joinable()) main_thread.join();
+  for (auto& a : ctx.keep_alive) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   sys.middleman().unpublish(sup, *port);
   {
     caf::scoped_actor self{sys};
@@ -445,7 +468,7 @@ int run_head(const head_options& o) {
   for (const auto& ex : launcher->stop_all(std::chrono::milliseconds{2000}))
     logger()->info("node {} (pid {}) {}", ex.name, ex.pid, ex.description);
   logger()->info("head stopped");
-  return 0;
+  return exit_code;
 }
 
 int run_node(const node_options& o) {

@@ -12,6 +12,9 @@
 #include <string>
 #include <vector>
 
+#include <atomic>
+#include <caf/all.hpp>
+
 #include "cluster-config/cluster_config.h"
 
 namespace troupe {
@@ -107,12 +110,24 @@ const node_section& node_for_rank(const cluster_config& c, const launcher_rank& 
 /// The node called `name`; throws std::runtime_error listing the node names otherwise.
 const node_section& find_node_section(const cluster_config& c, const std::string& name);
 
+/// What the head's main function gets: the running system and the supervisor.
+struct head_context {
+  caf::actor_system& system;
+  caf::actor supervisor;                ///< the supervisor (actor_cast to supervisor_actor)
+  std::vector<caf::actor> keep_alive;   ///< actors that must live until the head stops
+  const std::atomic<bool>& stopping;    ///< set when a signal asks the head to stop
+};
+
 /// `troupe serve`: the head process.
 struct head_options {
   cluster_config config;               ///< validated cluster file
   std::string config_path;             ///< its path (passed to launched nodes)
   std::vector<std::string> overrides;  ///< --set values (passed to launched nodes)
   bool launch_local_nodes = true;      ///< false under mpirun/srun (ranks are the nodes)
+  /// Runs on its own thread once the supervisor is published and the nodes start (the
+  /// data plane: placement, replicas, requests). Returning a value stops the head with
+  /// that exit code; nullopt keeps it serving until SIGINT/SIGTERM. Null: control plane only.
+  std::function<std::optional<int>(head_context&)> main;
 };
 
 /// Runs the head until SIGINT/SIGTERM: publishes the supervisor on head.host:head.port,

@@ -29,6 +29,8 @@ using start_atom = caf::atom_constant<caf::atom("start")>;
 using attach_atom = caf::atom_constant<caf::atom("attach")>;
 /// The supervisor's periodic timer: reap children, check heartbeat deadlines.
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+/// Head -> supervisor: the registered node agents (for placing shards).
+using agents_atom = caf::atom_constant<caf::atom("agents")>;
 /// Replica -> node agent: spawn a shard for this shard_spec.
 using spawn_shard_atom = caf::atom_constant<caf::atom("spawnshard")>;
 /// Replica -> shard: your communicators' addresses (answered once loaded).

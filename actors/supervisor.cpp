@@ -170,7 +170,6 @@ caf::result<caf::ok_atom> on_register(sup_ptr self, node_info& info) {
   } else {
     logger()->info("node {} registered (pid {}, devices [{}])", info.name, info.pid, devices);
   }
-  // Per-shard progress (connecting, loading, ready) is logged here once shards exist.
   logger()->info("node {} ready", info.name);
   log_status(self);
   return caf::ok_atom_v;
@@ -284,6 +283,16 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
         if (m && m->status.state == node_state::registered) m->last_seen = steady::now();
       },
       [self](status_atom) { return snapshot(self->state); },
+      [self](agents_atom) {
+        std::vector<std::string> names;
+        std::vector<caf::actor> agents;
+        for (const auto& m : self->state.members)
+          if (m.status.state == node_state::registered && m.agent) {
+            names.push_back(m.spec.name);
+            agents.push_back(caf::actor_cast<caf::actor>(m.agent));
+          }
+        return std::make_tuple(std::move(names), std::move(agents));
+      },
       [self](start_atom) {
         auto& st = self->state;
         if (st.started) return;

@@ -29,6 +29,8 @@ using supervisor_actor = caf::typed_actor<
     caf::reacts_to<heartbeat_atom, std::string, uint64_t>,
     /// The membership table.
     caf::replies_to<status_atom>::with<cluster_status>,
+    /// The registered nodes' names and agents (caf::actor of node_agent_actor), for placement.
+    caf::replies_to<agents_atom>::with<std::vector<std::string>, std::vector<caf::actor>>,
     /// Launches the local node processes (once; send it after publishing).
     caf::reacts_to<start_atom>,
     /// Stops accepting registrations, stops every registered node (reverse start order)

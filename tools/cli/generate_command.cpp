@@ -2,6 +2,8 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "actors/launch.h"
+#include "actors/placement.h"
 #include "runtime/chat_template.h"
 #include "runtime/engine.h"
 #include "tools/cli/commands.h"
@@ -14,6 +16,8 @@ namespace {
 
 struct generate_options {
   std::string model = "default";
+  std::string config;
+  std::vector<std::string> overrides;
   std::string prompt;
   std::string system;
   bool chat = false;
@@ -33,6 +37,10 @@ po::options_description describe(generate_options& o) {
       ("help,h", "show this help")
       ("model,m", po::value(&o.model)->default_value(o.model),
        "model: a .gguf file, a Hugging Face directory, or 'default' (SmolLM2-135M-Instruct)")
+      ("config,c", po::value(&o.config),
+       "run through a cluster (router -> replica -> shards) started from this cluster file;\n"
+       "the model comes from its model.path")
+      ("set", po::value(&o.overrides)->composing(), "override a key of the cluster file (repeatable)")
       ("prompt,p", po::value(&o.prompt)->required(), "the prompt text")
       ("chat", po::bool_switch(&o.chat), "wrap the prompt as a user message in the model's chat template")
       ("system", po::value(&o.system), "system message (with --chat)")
@@ -65,6 +73,68 @@ std::vector<int32_t> encode_prompt(const model& m, const generate_options& o) {
   return tok.encode(apply_chat_template(tok.data(), msgs, true), true, true);
 }
 
+/// What came back for the request, and how to print it.
+struct generated {
+  std::vector<int32_t> tokens;
+  std::string text;
+  std::string finish_reason;
+
+  void add(const generate_options& o, int32_t token, const std::string& delta, const std::string& why) {
+    if (token >= 0) tokens.push_back(token);
+    text += delta;
+    if (o.output == "text") std::cout << delta << std::flush;
+    if (!why.empty()) finish_reason = why;
+  }
+  void print(const generate_options& o, const std::vector<int32_t>& prompt) const {
+    if (o.output == "text") {
+      std::cout << "\n";
+      return;
+    }
+    nlohmann::json j = {{"prompt_tokens", prompt}, {"tokens", tokens}, {"text", text},
+                        {"finish_reason", finish_reason}};
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  }
+};
+
+/// Starts the cluster of `o.config` with this process as its head, sends the request
+/// through a replica, prints the answer and stops the cluster.
+int generate_on_cluster(const generate_options& o) {
+  head_options h;
+  h.config = load_cluster(o.config, o.overrides);
+  h.config_path = o.config;
+  h.overrides = o.overrides;
+  h.main = [&o, cfg = h.config](head_context& ctx) -> std::optional<int> {
+    load_options meta_only;
+    meta_only.layer_end = 0;
+    meta_only.load_embeddings = false;
+    meta_only.load_head = false;
+    auto meta = model::load(cfg.model.path, meta_only);
+    auto prompt = encode_prompt(*meta, o);
+    auto plane = bring_up_replicas(ctx.system, ctx.supervisor, cfg, meta, std::chrono::minutes(5),
+                                   ctx.stopping);
+    for (auto& a : plane.actors()) ctx.keep_alive.push_back(a);
+    caf::scoped_actor self{ctx.system};
+    self->send(plane.router, generate_atom::value, uint64_t{1}, generate_request{prompt, o.sampling},
+               caf::actor_cast<caf::actor>(self));
+    generated g;
+    std::string error;
+    bool done = false;
+    while (!done && !ctx.stopping) {
+      self->receive(
+          [&](token_atom, token_msg& m) {
+            if (m.finish_reason == "error") error = m.error;
+            g.add(o, m.token, m.text, m.finished ? m.finish_reason : "");
+            done = m.finished;
+          },
+          caf::after(std::chrono::seconds(60)) >> [&] { error = "no answer from the replica in 60 s"; done = true; });
+    }
+    if (!error.empty()) throw std::runtime_error(error);
+    g.print(o, prompt);
+    return 0;
+  };
+  return run_head(h);
+}
+
 }  // namespace
 
 int run_generate(const std::vector<std::string>& args) {
@@ -87,39 +157,27 @@ int run_generate(const std::vector<std::string>& args) {
     throw usage_error(e.what());
   }
 
+  if (!o.config.empty()) return generate_on_cluster(o);
   auto m = model::load(o.model);
   engine_config cfg;
   cfg.n_threads = o.threads;
   cfg.kv_tokens = o.kv_tokens;
   engine eng(m, cfg);
   auto prompt = encode_prompt(*m, o);
-  nlohmann::json result = {{"prompt_tokens", prompt}};
   seq_id id;
   try {
     id = eng.submit(prompt, o.sampling);
   } catch (const std::invalid_argument& e) {
     throw std::runtime_error(e.what());
   }
-  std::vector<int32_t> tokens;
-  std::string text;
-  finish_reason why = finish_reason::none;
+  generated g;
   while (eng.has_work()) {
     for (auto& ev : eng.step()) {
       if (ev.id != id) continue;
-      if (ev.token >= 0) tokens.push_back(ev.token);
-      text += ev.text;
-      if (o.output == "text") std::cout << ev.text << std::flush;
-      if (ev.finished) why = ev.reason;
+      g.add(o, ev.token, ev.text, ev.finished ? finish_reason_name(ev.reason) : "");
     }
   }
-  if (o.output == "text") {
-    std::cout << "\n";
-  } else {
-    result["tokens"] = tokens;
-    result["text"] = text;
-    result["finish_reason"] = finish_reason_name(why);
-    std::cout << result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-  }
+  g.print(o, prompt);
   return 0;
 }
 

@@ -2,7 +2,9 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "actors/actor_system_config.h"
 #include "actors/launch.h"
+#include "actors/placement.h"
 #include "cluster-config/cluster_config.h"
 #include "tools/cli/commands.h"
 
@@ -71,6 +73,18 @@ int run_serve(const std::vector<std::string>& args) {
   h.config_path = o.config;
   h.overrides = o.overrides;
   h.launch_local_nodes = !(rank && rank->size > 1);
+  h.main = [cfg = h.config](head_context& ctx) -> std::optional<int> {
+    load_options meta_only;
+    meta_only.layer_end = 0;
+    meta_only.load_embeddings = false;
+    meta_only.load_head = false;
+    auto meta = model::load(cfg.model.path, meta_only);
+    auto plane = bring_up_replicas(ctx.system, ctx.supervisor, cfg, meta, std::chrono::minutes(10),
+                                   ctx.stopping);
+    for (auto& a : plane.actors()) ctx.keep_alive.push_back(a);
+    logger()->info("serving: {} replica(s) of {}", plane.replicas.size(), cfg.model.path);
+    return std::nullopt;
+  };
   return run_head(h);
 }
 

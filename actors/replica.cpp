@@ -1,0 +1,254 @@
+#include "actors/replica.h"
+
+#include <map>
+#include <unordered_map>
+
+#include "actors/actor_system_config.h"
+
+namespace troupe {
+
+engine_config replica_engine_config(const scheduler_section& s) {
+  engine_config e;
+  e.block_size = s.block_size;
+  e.kv_tokens = s.kv_tokens;
+  e.max_batch_tokens = s.max_batch_tokens;
+  e.max_seqs = s.max_seqs;
+  e.max_context = s.max_context;
+  e.prefix_caching = s.prefix_caching;
+  e.local_execution = false;
+  return e;
+}
+
+context_params replica_context_params(const scheduler_section& s) {
+  context_params p;
+  p.block_size = s.block_size;
+  p.n_blocks = (s.kv_tokens + s.block_size - 1) / s.block_size;
+  p.max_batch_tokens = s.max_batch_tokens;
+  p.max_logit_rows = s.max_seqs;
+  return p;
+}
+
+namespace {
+
+/// A step sent to the shards and not answered by all of them yet.
+struct flight {
+  pending_step step;
+  size_t waiting = 0;
+  std::vector<sample_result> samples;
+};
+
+/// Who asked for a sequence.
+struct client_ref {
+  uint64_t request = 0;
+  caf::actor client;
+};
+
+struct replica_state {
+  replica_options opts;
+  std::unique_ptr<engine> eng;
+  std::vector<shard_actor> shards;       // index = stage * tensor + rank
+  bool ready = false;
+  uint64_t generation = 0;               // bumps on every (re)connect and failure
+  std::map<uint64_t, flight> flights;    // by step id
+  std::unordered_map<seq_id, client_ref> clients;
+  std::unordered_map<uint64_t, seq_id> by_request;
+  replica_status status;
+  static inline const char* name = "troupe.replica";
+};
+
+using replica_ptr = replica_actor::stateful_pointer<replica_state>;
+
+caf::timespan step_timeout(const replica_state& st) {
+  return caf::timespan{st.opts.config.fault_tolerance.collective_timeout + std::chrono::seconds(1)};
+}
+
+size_t sampling_shard(const replica_state& st) {
+  const auto& par = st.opts.config.parallel;
+  return static_cast<size_t>((par.pipeline - 1) * par.tensor);
+}
+
+void fail(replica_ptr self, const std::string& why);
+
+void dispatch(replica_ptr self, std::vector<token_event>& events) {
+  auto& st = self->state;
+  for (auto& ev : events) {
+    auto it = st.clients.find(ev.id);
+    if (it == st.clients.end()) continue;
+    token_msg m;
+    m.request = it->second.request;
+    m.token = ev.token;
+    m.text = std::move(ev.text);
+    m.logprob = ev.logprob;
+    m.top = std::move(ev.top);
+    m.finished = ev.finished;
+    m.finish_reason = finish_reason_name(ev.reason);
+    caf::anon_send(it->second.client, token_atom::value, std::move(m));
+    if (ev.finished) {
+      st.by_request.erase(it->second.request);
+      st.clients.erase(it);
+    }
+  }
+}
+
+void kick(replica_ptr self);
+
+void on_step_output(replica_ptr self, uint64_t gen, uint64_t step_id, size_t shard, step_output& out) {
+  auto& st = self->state;
+  if (gen != st.generation) return;
+  auto it = st.flights.find(step_id);
+  if (it == st.flights.end()) return;
+  if (shard == sampling_shard(st)) it->second.samples = std::move(out.samples);
+  if (--it->second.waiting > 0) return;
+  auto events = st.eng->end_step(it->second.step, it->second.samples);
+  st.flights.erase(it);
+  st.status.steps++;
+  dispatch(self, events);
+  kick(self);
+}
+
+void kick(replica_ptr self) {
+  auto& st = self->state;
+  const size_t max_flights = static_cast<size_t>(std::max(1, st.opts.config.scheduler.micro_batches));
+  while (st.ready && st.flights.size() < max_flights) {
+    auto p = st.eng->begin_step();
+    if (!p) break;
+    const uint64_t id = p->request.step_id, gen = st.generation;
+    auto& f = st.flights[id];
+    f.step = std::move(*p);
+    f.waiting = st.shards.size();
+    for (size_t i = 0; i < st.shards.size(); ++i)
+      self->request(st.shards[i], step_timeout(st), step_atom::value, f.step.request)
+          .then([self, gen, id, i](step_output& out) { on_step_output(self, gen, id, i, out); },
+                [self, gen, i](caf::error& e) {
+                  if (gen == self->state.generation)
+                    fail(self, "shard " + std::to_string(i) + ": " + self->system().render(e));
+                });
+  }
+  auto ended = st.eng->take_ended();
+  dispatch(self, ended);
+}
+
+void fail(replica_ptr self, const std::string& why) {
+  auto& st = self->state;
+  st.generation++;
+  st.status.failures++;
+  for (auto& s : st.shards) self->send(s, abort_atom::value);
+  for (auto& [id, f] : st.flights) st.eng->abandon_step(f.step);
+  st.flights.clear();
+  const bool was_ready = st.ready;
+  st.ready = false;
+  logger()->warn("replica {}: {}{}", st.opts.index, why, was_ready ? "; waiting for new shards" : "");
+  if (st.opts.on_state) st.opts.on_state(st.opts.index, false, why);
+}
+
+/// Connects the communicators of every shard: gathers addresses, then sends peers.
+void connect_shards(replica_ptr self) {
+  auto& st = self->state;
+  const uint64_t gen = ++st.generation;
+  const auto n = st.shards.size();
+  auto addrs = std::make_shared<std::vector<shard_addresses>>(n);
+  auto left = std::make_shared<size_t>(n);
+  const caf::timespan load_timeout = std::chrono::minutes(10);
+  for (size_t i = 0; i < n; ++i)
+    self->request(st.shards[i], load_timeout, addresses_atom::value)
+        .then(
+            [self, gen, i, addrs, left](shard_addresses& a) {
+              auto& st = self->state;
+              if (gen != st.generation) return;
+              (*addrs)[i] = std::move(a);
+              if (--*left > 0) return;
+              const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
+              auto connected = std::make_shared<size_t>(st.shards.size());
+              for (int s = 0; s < pp; ++s)
+                for (int r = 0; r < tp; ++r) {
+                  shard_peers peers;
+                  for (int q = 0; q < tp; ++q) peers.tensor_group.push_back((*addrs)[static_cast<size_t>(s * tp + q)].tensor);
+                  if (s > 0) peers.prev = (*addrs)[static_cast<size_t>((s - 1) * tp + r)].next;
+                  if (s + 1 < pp) peers.next = (*addrs)[static_cast<size_t>((s + 1) * tp + r)].prev;
+                  const size_t idx = static_cast<size_t>(s * tp + r);
+                  self->request(st.shards[idx], caf::timespan{std::chrono::seconds(60)}, connect_atom::value, peers)
+                      .then(
+                          [self, gen, connected](caf::ok_atom) {
+                            auto& st = self->state;
+                            if (gen != st.generation || --*connected > 0) return;
+                            st.ready = true;
+                            logger()->info("replica {}: ready ({} shards)", st.opts.index, st.shards.size());
+                            if (st.opts.on_state) st.opts.on_state(st.opts.index, true, "");
+                            kick(self);
+                          },
+                          [self, gen, idx](caf::error& e) {
+                            if (gen == self->state.generation)
+                              fail(self, "shard " + std::to_string(idx) + " connect: " + self->system().render(e));
+                          });
+                }
+            },
+            [self, gen, i](caf::error& e) {
+              if (gen == self->state.generation)
+                fail(self, "shard " + std::to_string(i) + " load: " + self->system().render(e));
+            });
+}
+
+void adopt_shards(replica_ptr self, std::vector<shard_actor> shards) {
+  auto& st = self->state;
+  for (auto& s : st.shards) self->demonitor(s.address());
+  st.shards = std::move(shards);
+  for (auto& s : st.shards) self->monitor(s);
+  connect_shards(self);
+}
+
+void on_generate(replica_ptr self, uint64_t id, generate_request& req, const caf::actor& client) {
+  auto& st = self->state;
+  try {
+    const seq_id seq = st.eng->submit(std::move(req.prompt), req.params);
+    st.clients[seq] = {id, client};
+    st.by_request[id] = seq;
+    kick(self);
+  } catch (const std::exception& e) {
+    token_msg m;
+    m.request = id;
+    m.finished = true;
+    m.finish_reason = "error";
+    m.error = e.what();
+    caf::anon_send(client, token_atom::value, std::move(m));
+  }
+}
+
+replica_actor::behavior_type replica_impl(replica_ptr self, replica_options opts) {
+  auto& st = self->state;
+  st.opts = std::move(opts);
+  st.status.index = st.opts.index;
+  st.eng = std::make_unique<engine>(st.opts.meta, replica_engine_config(st.opts.config.scheduler));
+  self->set_down_handler([self](caf::down_msg& dm) {
+    for (size_t i = 0; i < self->state.shards.size(); ++i)
+      if (self->state.shards[i].address() == dm.source) {
+        fail(self, "shard " + std::to_string(i) + " is down: " + self->system().render(dm.reason));
+        return;
+      }
+  });
+  adopt_shards(self, std::move(st.opts.shards));
+  return {
+      [self](generate_atom, uint64_t id, generate_request& req, const caf::actor& client) {
+        on_generate(self, id, req, client);
+      },
+      [self](cancel_atom, uint64_t id) {
+        auto it = self->state.by_request.find(id);
+        if (it != self->state.by_request.end()) self->state.eng->cancel(it->second);
+        kick(self);
+      },
+      [self](status_atom) {
+        auto s = self->state.status;
+        s.ready = self->state.ready;
+        s.requests = static_cast<int32_t>(self->state.clients.size());
+        return s;
+      },
+      [self](rebuild_atom, std::vector<shard_actor>& shards) { adopt_shards(self, std::move(shards)); },
+  };
+}
+
+}  // namespace
+
+replica_actor spawn_replica(caf::actor_system& sys, replica_options opts) {
+  return sys.spawn(replica_impl, std::move(opts));
+}
+
+}  // namespace troupe

@@ -1,0 +1,79 @@
+#pragma once
+/// The replica actor: the scheduler of one model instance (a tensor x pipeline group of
+/// shards). It runs an engine with local_execution off: it schedules a step, sends it to
+/// every shard of the group, completes it with the sampling shard's answer and streams
+/// each request's tokens to the request's client. Up to `scheduler.micro_batches` steps
+/// (disjoint sets of sequences) are in flight, so pipeline stages overlap.
+///
+/// When a shard fails (down, or a step error) the replica aborts the other shards'
+/// transfers, gives its in-flight steps back to the scheduler (their sequences are
+/// recomputed later: requests survive) and reports itself not ready until
+/// `rebuild_atom` hands it a fresh set of shards.
+#include <caf/all.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/messages.h"
+#include "actors/shard.h"
+#include "runtime/engine.h"
+#include "cluster-config/cluster_config.h"
+
+namespace troupe {
+
+/// The replica's state as the router and the supervisor see it.
+struct replica_status {
+  int32_t index = 0;
+  bool ready = false;         ///< every shard loaded and connected
+  int32_t requests = 0;       ///< running + waiting requests
+  int64_t steps = 0;          ///< steps completed
+  int32_t failures = 0;       ///< shard failures seen
+};
+
+/// `inspect` for replica_status.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_status& x) {
+  return f(caf::meta::type_name("troupe::replica_status"), x.index, x.ready, x.requests, x.steps,
+           x.failures);
+}
+
+/// Asks the replica to adopt a new set of shards (after a failure).
+using rebuild_atom = caf::atom_constant<caf::atom("rebuild")>;
+/// Cancels a request (the client went away).
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+/// The replica tells its owner it became ready or failed.
+using ready_atom = caf::atom_constant<caf::atom("ready")>;
+
+/// The replica's typed interface.
+using replica_actor = caf::typed_actor<
+    /// Request `id` for `client` (a caf::actor that receives token_atom, token_msg).
+    caf::reacts_to<generate_atom, uint64_t, generate_request, caf::actor>,
+    caf::reacts_to<cancel_atom, uint64_t>,
+    caf::replies_to<status_atom>::with<replica_status>,
+    /// New shards, index = stage * tensor + rank; the replica connects them and resumes.
+    caf::reacts_to<rebuild_atom, std::vector<shard_actor>>>;
+
+/// How a replica is set up.
+struct replica_options {
+  int index = 0;
+  cluster_config config;
+  std::shared_ptr<const model> meta;  ///< tokenizer and config (no weights needed)
+  std::vector<shard_actor> shards;    ///< index = stage * tensor + rank
+  /// Told (on an actor thread) when the replica becomes ready (true) or fails (false).
+  std::function<void(int index, bool ready, const std::string& why)> on_state;
+};
+
+/// Spawns a replica; it connects its shards and reports ready through `on_state`.
+replica_actor spawn_replica(caf::actor_system& sys, replica_options opts);
+
+}  // namespace troupe
+
+namespace troupe {
+
+/// The engine settings of a replica, from the cluster file's scheduler section.
+engine_config replica_engine_config(const scheduler_section& s);
+/// The shard context every shard of a replica needs to match that engine.
+context_params replica_context_params(const scheduler_section& s);
+
+}  // namespace troupe

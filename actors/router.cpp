@@ -1,0 +1,141 @@
+#include "actors/router.h"
+
+#include <deque>
+#include <unordered_map>
+
+namespace troupe {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+/// A request as the router tracks it.
+struct route {
+  caf::actor client;
+  uint64_t client_id = 0;
+  int replica = -1;               ///< -1 while waiting for a ready replica
+  generate_request request;       ///< kept until it finishes (for resumption)
+  std::vector<int32_t> emitted;   ///< tokens the client has received
+  clock_type::time_point since;
+};
+
+struct router_state {
+  std::vector<replica_actor> replicas;
+  std::vector<bool> ready;
+  std::vector<int> load;          ///< requests in flight per replica
+  std::unordered_map<uint64_t, route> routes;  ///< by router id
+  std::deque<uint64_t> waiting;   ///< router ids without a replica, oldest first
+  std::chrono::milliseconds request_wait{30000};
+  uint64_t next_id = 1;
+  static inline const char* name = "troupe.router";
+};
+
+using router_ptr = router_actor::stateful_pointer<router_state>;
+
+int pick(const router_state& st) {
+  int best = -1;
+  for (size_t i = 0; i < st.replicas.size(); ++i)
+    if (st.ready[i] && (best < 0 || st.load[i] < st.load[static_cast<size_t>(best)])) best = static_cast<int>(i);
+  return best;
+}
+
+void fail_request(router_ptr self, uint64_t id, const std::string& why) {
+  auto it = self->state.routes.find(id);
+  if (it == self->state.routes.end()) return;
+  token_msg m;
+  m.request = it->second.client_id;
+  m.finished = true;
+  m.finish_reason = "error";
+  m.error = why;
+  caf::anon_send(it->second.client, token_atom::value, std::move(m));
+  self->state.routes.erase(it);
+}
+
+void dispatch_waiting(router_ptr self) {
+  auto& st = self->state;
+  while (!st.waiting.empty()) {
+    const int r = pick(st);
+    if (r < 0) return;
+    const uint64_t id = st.waiting.front();
+    st.waiting.pop_front();
+    auto it = st.routes.find(id);
+    if (it == st.routes.end()) continue;
+    it->second.replica = r;
+    st.load[static_cast<size_t>(r)]++;
+    self->send(st.replicas[static_cast<size_t>(r)], generate_atom::value, id, it->second.request,
+               caf::actor_cast<caf::actor>(self));
+  }
+}
+
+void on_token(router_ptr self, token_msg& m) {
+  auto& st = self->state;
+  auto it = st.routes.find(m.request);
+  if (it == st.routes.end()) return;
+  auto& r = it->second;
+  if (m.token >= 0) r.emitted.push_back(m.token);
+  const bool finished = m.finished;
+  m.request = r.client_id;
+  caf::anon_send(r.client, token_atom::value, std::move(m));
+  if (finished) {
+    if (r.replica >= 0) st.load[static_cast<size_t>(r.replica)]--;
+    st.routes.erase(it);
+  }
+}
+
+router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_actor> replicas,
+                                        std::chrono::milliseconds request_wait) {
+  auto& st = self->state;
+  st.replicas = std::move(replicas);
+  st.ready.assign(st.replicas.size(), false);
+  st.load.assign(st.replicas.size(), 0);
+  st.request_wait = request_wait;
+  self->send(self, sweep_atom::value);
+  // Replicas that became ready before anyone told this router: ask them.
+  for (size_t i = 0; i < st.replicas.size(); ++i)
+    self->request(st.replicas[i], std::chrono::seconds(5), status_atom::value)
+        .then([self, i](const replica_status& s) {
+          if (!s.ready) return;
+          self->state.ready[i] = true;
+          dispatch_waiting(self);
+        }, [](caf::error&) {});
+  return {
+      [self](generate_atom, uint64_t client_id, generate_request& req, const caf::actor& client) {
+        auto& st = self->state;
+        const uint64_t id = st.next_id++;
+        st.routes[id] = route{client, client_id, -1, std::move(req), {}, clock_type::now()};
+        st.waiting.push_back(id);
+        dispatch_waiting(self);
+      },
+      [self](token_atom, token_msg& m) { on_token(self, m); },
+      [self](ready_atom, int32_t index, bool ok) {
+        auto& st = self->state;
+        if (index < 0 || static_cast<size_t>(index) >= st.ready.size()) return;
+        st.ready[static_cast<size_t>(index)] = ok;
+        // Requests of a failed replica stay with it: its scheduler keeps them and
+        // recomputes them once the replica is rebuilt (migration is a later issue).
+        dispatch_waiting(self);
+      },
+      [self](sweep_atom) {
+        auto& st = self->state;
+        const auto now = clock_type::now();
+        while (!st.waiting.empty()) {
+          auto it = st.routes.find(st.waiting.front());
+          if (it != st.routes.end() && now - it->second.since < st.request_wait) break;
+          const uint64_t id = st.waiting.front();
+          st.waiting.pop_front();
+          fail_request(self, id, "no replica became ready within " +
+                                     std::to_string(st.request_wait.count()) + " ms");
+        }
+        self->delayed_send(self, std::chrono::milliseconds(100), sweep_atom::value);
+      },
+  };
+}
+
+}  // namespace
+
+router_actor spawn_router(caf::actor_system& sys, std::vector<replica_actor> replicas,
+                          std::chrono::milliseconds request_wait) {
+  return sys.spawn(router_impl, std::move(replicas), request_wait);
+}
+
+}  // namespace troupe

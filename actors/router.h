@@ -1,0 +1,30 @@
+#pragma once
+/// The router: the single front of a cluster's replicas. It picks a replica for each
+/// request (the ready one with the fewest requests in flight), relays the replica's
+/// token events to the request's client, and records each request's progress (tokens
+/// already sent), which is what request migration (a later issue) resumes from.
+/// Requests that arrive while no replica is ready wait up to
+/// fault_tolerance.request_wait, then get a clean error.
+#include <caf/all.hpp>
+
+#include "actors/messages.h"
+#include "actors/replica.h"
+
+namespace troupe {
+
+/// The router's typed interface.
+using router_actor = caf::typed_actor<
+    /// A client's request `id` (the client's own numbering); events go to `client`.
+    caf::reacts_to<generate_atom, uint64_t, generate_request, caf::actor>,
+    /// Token events from a replica (addressed with the router's request id).
+    caf::reacts_to<token_atom, token_msg>,
+    /// A replica became ready (true) or failed (false).
+    caf::reacts_to<ready_atom, int32_t, bool>,
+    /// Internal timer: fail requests that waited too long for a replica.
+    caf::reacts_to<sweep_atom>>;
+
+/// Spawns a router over `replicas` (index i = replica i), none ready yet.
+router_actor spawn_router(caf::actor_system& sys, std::vector<replica_actor> replicas,
+                          std::chrono::milliseconds request_wait);
+
+}  // namespace troupe
