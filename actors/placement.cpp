@@ -64,9 +64,14 @@ std::map<std::string, node_agent_actor> wait_for_nodes(caf::scoped_actor& self, 
             },
             [](caf::error&) {});
     if (agents.size() == c.nodes.size()) return agents;
-    if (clock_type::now() > deadline)
+    if (clock_type::now() > deadline) {
+      std::string missing;
+      for (const auto& n : c.nodes)
+        if (!agents.count(n.name)) missing += (missing.empty() ? "" : ", ") + n.name + " (" + endpoint(n.host, n.port) + ")";
       throw std::runtime_error("placement: only " + std::to_string(agents.size()) + " of " +
-                               std::to_string(c.nodes.size()) + " nodes registered in time");
+                               std::to_string(c.nodes.size()) + " nodes registered in time; never registered: " +
+                               missing);
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   throw std::runtime_error("placement: the head is stopping");
@@ -75,15 +80,104 @@ std::map<std::string, node_agent_actor> wait_for_nodes(caf::scoped_actor& self, 
 }  // namespace
 
 std::vector<caf::actor> data_plane::actors() const {
-  std::vector<caf::actor> a{caf::actor_cast<caf::actor>(router)};
+  std::vector<caf::actor> a{caf::actor_cast<caf::actor>(router), manager};
   for (const auto& r : replicas) a.push_back(caf::actor_cast<caf::actor>(r));
   return a;
 }
 
+namespace {
+
+/// Keeps the replicas whole: when one fails, it waits until every node of the replica's
+/// slots is registered again (the supervisor restarts lost node processes), spawns a
+/// fresh set of shards through the node agents and hands them to the replica.
+using manager_actor = caf::typed_actor<caf::reacts_to<ready_atom, int32_t, bool>, caf::reacts_to<sweep_atom>>;
+
+struct manager_state {
+  cluster_config config;
+  model_config model;
+  supervisor_actor supervisor;
+  std::vector<shard_slot> slots;
+  std::vector<replica_actor> replicas;
+  std::vector<std::vector<shard_actor>> shards;  ///< per replica, slot order
+  caf::actor router;
+  std::map<int32_t, bool> pending;                 ///< failed replicas -> rebuild in progress
+  std::shared_ptr<std::atomic<int>> ready_count;  ///< shared with bring_up_replicas
+  static inline const char* name = "troupe.replica_manager";
+};
+
+using manager_ptr = manager_actor::stateful_pointer<manager_state>;
+
+void rebuild(manager_ptr self, int32_t replica, const std::map<std::string, node_agent_actor>& agents) {
+  auto& st = self->state;
+  st.pending[replica] = true;
+  for (auto& old : st.shards[static_cast<size_t>(replica)]) caf::anon_send_exit(old, caf::exit_reason::user_shutdown);
+  std::vector<shard_slot> mine;
+  for (const auto& s : st.slots)
+    if (s.replica == replica) mine.push_back(s);
+  auto fresh = std::make_shared<std::vector<shard_actor>>(mine.size());
+  auto left = std::make_shared<size_t>(mine.size());
+  logger()->info("replica {}: spawning {} new shard(s)", replica, mine.size());
+  for (size_t i = 0; i < mine.size(); ++i)
+    self->request(agents.at(mine[i].node), std::chrono::seconds(30), spawn_shard_atom::value,
+                  make_shard_spec(st.config, st.model, mine[i]))
+        .then(
+            [self, replica, fresh, left, i](shard_actor& s) {
+              (*fresh)[i] = s;
+              if (--*left > 0) return;
+              self->state.shards[static_cast<size_t>(replica)] = *fresh;
+              self->send(self->state.replicas[static_cast<size_t>(replica)], rebuild_atom::value, *fresh);
+            },
+            [self, replica](caf::error& e) {
+              logger()->warn("replica {}: respawning a shard failed ({}); retrying", replica,
+                             self->system().render(e));
+              self->state.pending[replica] = false;  // the next sweep tries again
+            });
+}
+
+manager_actor::behavior_type manager_impl(manager_ptr self, manager_state init) {
+  self->state = std::move(init);
+  return {
+      [self](ready_atom, int32_t replica, bool ok) {
+        auto& st = self->state;
+        caf::anon_send(st.router, ready_atom::value, replica, ok);
+        if (ok) {
+          if (st.ready_count) ++*st.ready_count;
+          st.pending.erase(replica);
+          return;
+        }
+        if (!st.pending.count(replica)) {
+          st.pending[replica] = false;
+          self->send(self, sweep_atom::value);
+        }
+      },
+      [self](sweep_atom) {
+        auto& st = self->state;
+        if (st.pending.empty()) return;
+        self->request(st.supervisor, std::chrono::seconds(2), agents_atom::value)
+            .then(
+                [self](std::vector<std::string>& names, std::vector<caf::actor>& handles) {
+                  std::map<std::string, node_agent_actor> agents;
+                  for (size_t i = 0; i < names.size(); ++i)
+                    agents[names[i]] = caf::actor_cast<node_agent_actor>(handles[i]);
+                  for (auto& [replica, in_progress] : self->state.pending) {
+                    if (in_progress) continue;
+                    bool all_up = true;
+                    for (const auto& s : self->state.slots)
+                      if (s.replica == replica && !agents.count(s.node)) all_up = false;
+                    if (all_up) rebuild(self, replica, agents);
+                  }
+                },
+                [](caf::error&) {});
+        self->delayed_send(self, std::chrono::milliseconds(100), sweep_atom::value);
+      },
+  };
+}
+
+}  // namespace
+
 data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& supervisor,
-                                             const cluster_config& c, std::shared_ptr<const model> meta,
-                                             std::chrono::milliseconds timeout,
-                                             const std::atomic<bool>& stopping) {
+                             const cluster_config& c, std::shared_ptr<const model> meta,
+                             std::chrono::milliseconds timeout, const std::atomic<bool>& stopping) {
   const auto deadline = clock_type::now() + timeout;
   caf::scoped_actor self{sys};
   auto agents = wait_for_nodes(self, supervisor, c, deadline, stopping);
@@ -99,37 +193,53 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
                                             ": " + sys.render(e));
                  });
   }
-  auto ready = std::make_shared<std::atomic<int>>(0);
-  // Replicas report state changes to the router, which is spawned after them.
-  struct router_box {
+  // Replicas report state changes to the manager, which is spawned after them (a box
+  // hands them its handle), and which forwards them to the router.
+  struct manager_box {
     std::mutex mutex;
-    caf::actor router;
+    caf::actor manager;
+    std::vector<std::pair<int, bool>> early;  ///< changes before the manager existed
   };
-  auto box = std::make_shared<router_box>();
+  auto box = std::make_shared<manager_box>();
+  auto ready = std::make_shared<std::atomic<int>>(0);
   data_plane plane;
-  auto& replicas = plane.replicas;
   for (int r = 0; r < c.parallel.replicas; ++r) {
     replica_options o;
     o.index = r;
     o.config = c;
     o.meta = meta;
     o.shards = shards[static_cast<size_t>(r)];
-    o.on_state = [ready, box](int index, bool ok, const std::string&) {
-      if (ok) ++*ready;
+    o.on_state = [box](int index, bool ok, const std::string&) {
       std::lock_guard<std::mutex> lock(box->mutex);
-      if (box->router) caf::anon_send(box->router, ready_atom::value, static_cast<int32_t>(index), ok);
+      if (box->manager)
+        caf::anon_send(box->manager, ready_atom::value, static_cast<int32_t>(index), ok);
+      else
+        box->early.emplace_back(index, ok);
     };
-    replicas.push_back(spawn_replica(sys, std::move(o)));
+    plane.replicas.push_back(spawn_replica(sys, std::move(o)));
   }
-  plane.router = spawn_router(sys, replicas, c.fault_tolerance.request_wait);
+  plane.router = spawn_router(sys, plane.replicas, c.fault_tolerance.request_wait);
+  manager_state ms;
+  ms.config = c;
+  ms.model = meta->config();
+  ms.supervisor = caf::actor_cast<supervisor_actor>(supervisor);
+  ms.slots = slots;
+  ms.replicas = plane.replicas;
+  ms.shards = shards;
+  ms.router = caf::actor_cast<caf::actor>(plane.router);
+  ms.ready_count = ready;
+  auto manager = sys.spawn(manager_impl, std::move(ms));
+  plane.manager = caf::actor_cast<caf::actor>(manager);
   {
     std::lock_guard<std::mutex> lock(box->mutex);
-    box->router = caf::actor_cast<caf::actor>(plane.router);
+    box->manager = plane.manager;
+    for (auto [index, ok] : box->early) caf::anon_send(box->manager, ready_atom::value, static_cast<int32_t>(index), ok);
   }
   while (*ready == 0 && !stopping) {
     if (clock_type::now() > deadline) throw std::runtime_error("placement: no replica became ready in time");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  plane.ready = ready;
   return plane;
 }
 

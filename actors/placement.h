@@ -35,6 +35,8 @@ shard_spec make_shard_spec(const cluster_config& c, const model_config& m, const
 struct data_plane {
   std::vector<replica_actor> replicas;
   router_actor router;
+  caf::actor manager;                    ///< respawns a failed replica's shards
+  std::shared_ptr<std::atomic<int>> ready;  ///< replica ready transitions so far
   /// Every actor above, for head_context::keep_alive.
   std::vector<caf::actor> actors() const;
 };

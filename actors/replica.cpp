@@ -135,6 +135,7 @@ void fail(replica_ptr self, const std::string& why) {
   for (auto& s : st.shards) self->send(s, abort_atom::value);
   for (auto& [id, f] : st.flights) st.eng->abandon_step(f.step);
   st.flights.clear();
+  st.eng->kv_lost();  // the shards that held the KV cache are being replaced
   const bool was_ready = st.ready;
   st.ready = false;
   logger()->warn("replica {}: {}{}", st.opts.index, why, was_ready ? "; waiting for new shards" : "");

@@ -84,6 +84,9 @@ class engine {
                                     const float* logits = nullptr);
   /// Gives up an in-flight step (its shards failed): its sequences are recomputed later.
   void abandon_step(pending_step& s);
+  /// The shards' KV cache is gone (they were replaced): every running sequence is
+  /// recomputed from its tokens and no cached prefix is reused. Call after abandon_step.
+  void kv_lost() { sched_.reset(); }
   /// Events of sequences that ended outside a step (cancelled while waiting).
   std::vector<token_event> take_ended();
   bool has_work() const { return sched_.has_work(); }

@@ -134,6 +134,12 @@ void block_manager::unpublish(int32_t b) {
   }
 }
 
+void block_manager::forget_cached() {
+  for (int32_t b = 0; b < n_blocks_; ++b)
+    if (blocks_[static_cast<size_t>(b)].published) unpublish(b);
+  for (auto& [id, s] : seqs_) s.chain_broken = true;  // their earlier levels are gone
+}
+
 void block_manager::publish_block(seq_info& s, int32_t b, uint64_t h, const int32_t* toks) {
   block_info& info = blocks_[static_cast<size_t>(b)];
   info.published = true;

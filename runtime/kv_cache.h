@@ -50,6 +50,11 @@ class block_manager {
   /// needed); its other blocks return to the free list.
   void end_sequence(seq_id id);
 
+  /// The KV storage behind the blocks was lost (its shards were replaced): forget every
+  /// cached prefix so nothing is reused from it. Live sequences keep their blocks; their
+  /// owners must recompute them (scheduler::reset).
+  void forget_cached();
+
   /// The sequence's block ids, in position order.
   const std::vector<int32_t>& block_table(seq_id id) const;
   bool has_sequence(seq_id id) const;

@@ -174,6 +174,18 @@ void scheduler::abandon(const step_plan& plan) {
   }
 }
 
+void scheduler::reset() {
+  while (!running_.empty()) {
+    sequence* s = running_.back().get();
+    release(s);
+    s->in_flight = false;
+    s->n_preemptions++;
+    waiting_.push_front(std::move(running_.back()));
+    running_.pop_back();
+  }
+  blocks_.forget_cached();
+}
+
 std::vector<std::unique_ptr<sequence>> scheduler::take_finished() {
   std::vector<std::unique_ptr<sequence>> out;
   out.swap(finished_);

@@ -74,6 +74,10 @@ class scheduler {
   /// Abandons an in-flight plan (its step failed): its sequences lose their KV and are
   /// queued again to be recomputed.
   void abandon(const step_plan& plan);
+  /// The KV storage was lost: every running sequence goes back to the front of the
+  /// queue (in admission order) to be recomputed from its tokens. Call after abandoning
+  /// the plans in flight.
+  void reset();
   /// Ends a sequence (stop condition found by the caller) and frees its blocks.
   void finish(seq_id id, finish_reason why);
   /// Takes finished sequences out of the scheduler.

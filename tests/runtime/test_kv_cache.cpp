@@ -561,3 +561,18 @@ TEST_CASE("a seeded random mix of begin, reserve, commit and end keeps every inv
   REQUIRE(reused > 100);                    // the mix really exercised sharing
   REQUIRE(m.stats().evicted_blocks > 100);  // and eviction
 }
+
+TEST_CASE("forget_cached drops every cached prefix block and keeps live tables", "[kv]") {
+  block_manager m(8, 4);
+  std::vector<int32_t> toks{1, 2, 3, 4, 5, 6, 7, 8, 9};
+  m.begin_sequence(1, toks);
+  REQUIRE(m.reserve(1, 9));
+  m.commit(1, toks, 9);
+  m.end_sequence(1);  // two published blocks stay cached
+  m.begin_sequence(2, {42, 43, 44, 45, 46});
+  REQUIRE(m.reserve(2, 5));
+  m.forget_cached();
+  CHECK(m.n_available() == 8 - 2);
+  CHECK(m.block_table(2).size() == 2);
+  CHECK(m.begin_sequence(3, toks) == 0);  // the old prefix is not found any more
+}

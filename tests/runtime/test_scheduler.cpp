@@ -121,3 +121,25 @@ TEST_CASE("a sequence that cannot fit the whole cache finishes with length", "[s
   CHECK(done[0]->finish == finish_reason::length);
   CHECK(blocks.n_used() == 0);
 }
+
+TEST_CASE("after the KV storage is lost every running sequence is recomputed and no prefix is reused",
+          "[scheduler]") {
+  block_manager blocks(32, 4);
+  scheduler s(blocks, {64, 8, 64});
+  s.add(make_seq(1, 9));
+  s.add(make_seq(2, 6));
+  run(s, s.schedule());  // both prefilled; full blocks published in the prefix table
+  CHECK(blocks.n_used() > 0);
+  s.reset();
+  CHECK(blocks.n_used() == 0);
+  CHECK(s.n_running() == 0);
+  CHECK(s.n_waiting() == 2);
+  const auto reused_before = blocks.stats().reused_blocks;
+  auto plan = s.schedule();
+  REQUIRE(plan.chunks.size() == 2);
+  CHECK(plan.chunks[0].seq->id == 1);  // admission order kept
+  CHECK(plan.chunks[0].start == 0);    // nothing cached survives
+  CHECK(plan.chunks[0].len == 10);     // prompt + the sampled token
+  CHECK(plan.chunks[1].start == 0);
+  CHECK(blocks.stats().reused_blocks == reused_before);
+}
