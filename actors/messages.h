@@ -31,6 +31,8 @@ using attach_atom = caf::atom_constant<caf::atom("attach")>;
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 /// Head -> supervisor: the registered node agents (for placing shards).
 using agents_atom = caf::atom_constant<caf::atom("agents")>;
+/// Head main -> supervisor: the router (once serving); client -> supervisor: ask for it.
+using router_atom = caf::atom_constant<caf::atom("router")>;
 /// Replica -> node agent: spawn a shard for this shard_spec.
 using spawn_shard_atom = caf::atom_constant<caf::atom("spawnshard")>;
 /// Replica -> shard: your communicators' addresses (answered once loaded).

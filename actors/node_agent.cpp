@@ -122,6 +122,7 @@ node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_optio
         auto& st = self->state;
         auto rp = self->make_response_promise<caf::ok_atom>();
         ++st.generation;
+        stop_shards(self);  // the process is leaving: its shards must not outlive the agent
         if (!st.supervisor) {
           rp.deliver(caf::ok_atom_v);
           return rp;

@@ -118,7 +118,7 @@ void rebuild(manager_ptr self, int32_t replica, const std::map<std::string, node
   auto left = std::make_shared<size_t>(mine.size());
   logger()->info("replica {}: spawning {} new shard(s)", replica, mine.size());
   for (size_t i = 0; i < mine.size(); ++i)
-    self->request(agents.at(mine[i].node), std::chrono::seconds(30), spawn_shard_atom::value,
+    self->request(agents.at(mine[i].node), std::chrono::seconds(3), spawn_shard_atom::value,
                   make_shard_spec(st.config, st.model, mine[i]))
         .then(
             [self, replica, fresh, left, i](shard_actor& s) {
@@ -147,7 +147,10 @@ manager_actor::behavior_type manager_impl(manager_ptr self, manager_state init) 
         }
         if (!st.pending.count(replica)) {
           st.pending[replica] = false;
-          self->send(self, sweep_atom::value);
+          // Give the supervisor a moment to see a lost node first, so the rebuild does
+          // not ask a dead node agent (a remote request to it waits for its timeout).
+          self->delayed_send(self, std::max(std::chrono::milliseconds(200), st.config.fault_tolerance.heartbeat_interval),
+                             sweep_atom::value);
         }
       },
       [self](sweep_atom) {

@@ -39,6 +39,7 @@ struct member {
 struct supervisor_state {
   supervisor_options opts;
   std::vector<member> members;  // cluster-file order
+  caf::actor router;  // set by the head's main once the data plane serves
   bool started = false;
   bool stopping = false;
   int next_order = 0;
@@ -304,6 +305,18 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
         self->send(self, sweep_atom::value);
       },
       [self](stop_atom) { return on_stop(self); },
+      [self](router_atom, caf::actor& router) {
+        self->state.router = std::move(router);
+        logger()->info("router set: the cluster is serving");
+      },
+      [self](router_atom) -> caf::result<caf::actor> {
+        if (self->state.stopping)
+          return caf::make_error(caf::sec::invalid_argument, "the head is shutting down");
+        if (!self->state.router)
+          return caf::make_error(caf::sec::unavailable_or_would_block,
+                                 "the cluster is not serving yet");
+        return self->state.router;
+      },
       [self](sweep_atom) { on_sweep(self); },
   };
 }

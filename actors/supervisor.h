@@ -3,7 +3,8 @@
 /// cluster file places on this host, takes registrations from node agents, monitors each
 /// one (CAF monitor on the remote actor, with the middleman heartbeat of
 /// actors/actor_system_config.h), detects loss, restarts the processes it started, and
-/// answers `status_atom` with the membership table.
+/// answers `status_atom` with the membership table. Clients outside the head find the
+/// router through it (`router_atom`): the supervisor is the head's only published actor.
 ///
 /// Later (the lead): placement, replicas and shards; `register_atom` is where a node's
 /// devices enter placement, and the down handler is where re-placement starts.
@@ -36,6 +37,11 @@ using supervisor_actor = caf::typed_actor<
     /// Stops accepting registrations, stops every registered node (reverse start order)
     /// and answers when all answered or the stop deadline passed.
     caf::replies_to<stop_atom>::with<caf::ok_atom>,
+    /// The head's main sets the router (caf::actor of router_actor) once the data plane is up.
+    caf::reacts_to<router_atom, caf::actor>,
+    /// The router, for clients; fails with sec::unavailable_or_would_block ("the cluster is
+    /// not serving yet") until it is set.
+    caf::replies_to<router_atom>::with<caf::actor>,
     /// Internal timer: reaps exited children and checks heartbeat deadlines.
     caf::reacts_to<sweep_atom>>;
 

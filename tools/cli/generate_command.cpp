@@ -1,11 +1,16 @@
 #include <boost/program_options.hpp>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
+#include "actors/actor_system_config.h"
 #include "actors/launch.h"
 #include "actors/placement.h"
+#include "actors/supervisor.h"
 #include "runtime/chat_template.h"
 #include "runtime/engine.h"
+#include "tools/cli/cluster_checks.h"
 #include "tools/cli/commands.h"
 
 namespace po = boost::program_options;
@@ -17,6 +22,7 @@ namespace {
 struct generate_options {
   std::string model = "default";
   std::string config;
+  std::string head;
   std::vector<std::string> overrides;
   std::string prompt;
   std::string system;
@@ -41,6 +47,9 @@ po::options_description describe(generate_options& o) {
        "run through a cluster (router -> replica -> shards) started from this cluster file;\n"
        "the model comes from its model.path")
       ("set", po::value(&o.overrides)->composing(), "override a key of the cluster file (repeatable)")
+      ("head", po::value(&o.head),
+       "send the request to the running cluster whose head (troupe serve) listens on HOST:PORT;\n"
+       "--model names the tokenizer's model (the cluster's)")
       ("prompt,p", po::value(&o.prompt)->required(), "the prompt text")
       ("chat", po::bool_switch(&o.chat), "wrap the prompt as a user message in the model's chat template")
       ("system", po::value(&o.system), "system message (with --chat)")
@@ -96,20 +105,48 @@ struct generated {
   }
 };
 
+/// Receives the token events of the request sent from `self` until it finishes and adds
+/// them to `g`. Returns "" or why the request failed. `stop` ends the wait early; a
+/// down_msg (the router's node was lost, when monitored) names `peer`.
+std::string receive_answer(caf::scoped_actor& self, const generate_options& o, generated& g,
+                           const std::function<bool()>& stop, const std::string& peer) {
+  const auto idle_limit = std::chrono::seconds(60);
+  auto last_event = std::chrono::steady_clock::now();
+  std::string error;
+  bool done = false;
+  while (!done && !stop()) {
+    self->receive(
+        [&](token_atom, token_msg& m) {
+          last_event = std::chrono::steady_clock::now();
+          if (m.finish_reason == "error") error = m.error;
+          g.add(o, m.token, m.text, m.finished ? m.finish_reason : "");
+          done = m.finished;
+        },
+        [&](caf::down_msg& dm) {
+          error = "lost " + peer + " while generating: " + self->system().render(dm.reason);
+          done = true;
+        },
+        caf::after(std::chrono::milliseconds(200)) >> [&] {
+          if (std::chrono::steady_clock::now() - last_event < idle_limit) return;
+          error = "no answer from " + peer + " in 60 s";
+          done = true;
+        });
+  }
+  return error;
+}
+
 /// Starts the cluster of `o.config` with this process as its head, sends the request
-/// through a replica, prints the answer and stops the cluster.
+/// through a replica, prints the answer and stops the cluster. The partition is checked
+/// against the model before any process starts.
 int generate_on_cluster(const generate_options& o) {
   head_options h;
   h.config = load_cluster(o.config, o.overrides);
   h.config_path = o.config;
   h.overrides = o.overrides;
-  h.main = [&o, cfg = h.config](head_context& ctx) -> std::optional<int> {
-    load_options meta_only;
-    meta_only.layer_end = 0;
-    meta_only.load_embeddings = false;
-    meta_only.load_head = false;
-    auto meta = model::load(cfg.model.path, meta_only);
-    auto prompt = encode_prompt(*meta, o);
+  auto meta = load_checked_metadata(h.config);
+  auto prompt = encode_prompt(*meta, o);
+  h.main = [&o, meta, prompt, cfg = h.config](head_context& ctx) -> std::optional<int> {
+    wait_for_registration(ctx.system, ctx.supervisor, cfg, cfg.fault_tolerance.request_wait, ctx.stopping);
     auto plane = bring_up_replicas(ctx.system, ctx.supervisor, cfg, meta, std::chrono::minutes(5),
                                    ctx.stopping);
     for (auto& a : plane.actors()) ctx.keep_alive.push_back(a);
@@ -117,22 +154,115 @@ int generate_on_cluster(const generate_options& o) {
     self->send(plane.router, generate_atom::value, uint64_t{1}, generate_request{prompt, o.sampling},
                caf::actor_cast<caf::actor>(self));
     generated g;
-    std::string error;
-    bool done = false;
-    while (!done && !ctx.stopping) {
-      self->receive(
-          [&](token_atom, token_msg& m) {
-            if (m.finish_reason == "error") error = m.error;
-            g.add(o, m.token, m.text, m.finished ? m.finish_reason : "");
-            done = m.finished;
-          },
-          caf::after(std::chrono::seconds(60)) >> [&] { error = "no answer from the replica in 60 s"; done = true; });
-    }
+    auto error = receive_answer(self, o, g, [&ctx] { return ctx.stopping.load(); }, "the replica");
     if (!error.empty()) throw std::runtime_error(error);
     g.print(o, prompt);
     return 0;
   };
   return run_head(h);
+}
+
+/// A parsed --head value.
+struct head_address {
+  std::string host;
+  uint16_t port = 0;
+};
+
+/// "HOST:PORT" ("[::1]:7100" for IPv6); throws usage_error naming the value otherwise.
+head_address parse_head(const std::string& text) {
+  const auto bad = [&text](const std::string& why) {
+    return usage_error("--head must be HOST:PORT (e.g. 127.0.0.1:7100), got '" + text + "': " + why);
+  };
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos) throw bad("no ':' before the port");
+  head_address a;
+  a.host = text.substr(0, colon);
+  if (a.host.size() >= 2 && a.host.front() == '[' && a.host.back() == ']') a.host = a.host.substr(1, a.host.size() - 2);
+  if (a.host.empty()) throw bad("the host is empty");
+  const auto port = text.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos)
+    throw bad("the port '" + port + "' is not a number");
+  const long value = std::stol(port);
+  if (value < 1 || value > 65535) throw bad("the port " + port + " is not in 1..65535");
+  a.port = static_cast<uint16_t>(value);
+  return a;
+}
+
+/// Connects to the supervisor at `a`, retrying for a few seconds (a head started just
+/// before this client may not listen yet). Throws naming host:port.
+supervisor_actor connect_to_head(caf::actor_system& sys, const head_address& a) {
+  const auto wait = std::chrono::seconds(5);
+  const auto begin = std::chrono::steady_clock::now();
+  auto backoff = std::chrono::milliseconds(50);
+  for (;;) {
+    auto sup = sys.middleman().remote_actor<supervisor_actor>(a.host, a.port);
+    if (sup) return *sup;
+    const auto spent = std::chrono::steady_clock::now() - begin;
+    if (sup.error() == caf::sec::unexpected_actor_messaging_interface)
+      throw std::runtime_error("the actor at " + endpoint(a.host, a.port) +
+                               " is not the supervisor of this troupe version (its interface differs)");
+    if (spent + backoff > wait)
+      throw std::runtime_error(
+          "head unreachable at " + endpoint(a.host, a.port) + " (tried for " +
+          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(spent).count()) +
+          " ms): " + sys.render(sup.error()));
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+  }
+}
+
+/// Asks the supervisor for the router, retrying up to `wait` while the cluster is not
+/// serving yet (its data plane is still coming up).
+caf::actor wait_for_router(caf::scoped_actor& self, const supervisor_actor& sup, const std::string& where,
+                           std::chrono::seconds wait) {
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    caf::actor router;
+    caf::error err;
+    self->request(sup, std::chrono::seconds(5), router_atom::value)
+        .receive([&](caf::actor& r) { router = std::move(r); }, [&](caf::error& e) { err = std::move(e); });
+    if (router) return router;
+    const bool not_yet = err == caf::sec::unavailable_or_would_block;
+    if (!not_yet || std::chrono::steady_clock::now() > deadline)
+      throw std::runtime_error("the head at " + where + (not_yet ? " was still not serving after " +
+                                                                      std::to_string(wait.count()) + " s"
+                                                                : " gave no router") +
+                               ": " + self->system().render(err));
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
+
+/// Sends the request to the running cluster at `o.head` (troupe serve) and prints the
+/// answer. The prompt is tokenized here with `o.model`'s tokenizer.
+int generate_on_head(const generate_options& o) {
+  if (!o.config.empty()) throw usage_error("--head and --config cannot be combined");
+  if (!o.overrides.empty()) throw usage_error("--set needs --config");
+  const auto address = parse_head(o.head);
+  const auto where = endpoint(address.host, address.port);
+  load_options meta_only;
+  meta_only.layer_end = 0;
+  meta_only.load_embeddings = false;
+  meta_only.load_head = false;
+  auto meta = model::load(o.model, meta_only);
+  auto prompt = encode_prompt(*meta, o);
+  // Default heartbeats (the head drops silent peers), but a lenient connection timeout:
+  // the head's heartbeat interval may be longer than the default timeout; a head that
+  // stops answering is caught by receive_answer's idle limit.
+  fault_tolerance_section ft;
+  ft.heartbeat_timeout = std::chrono::seconds(30);
+  system_config cfg(ft, 2);
+  caf::actor_system sys{cfg};
+  auto sup = connect_to_head(sys, address);
+  caf::scoped_actor self{sys};
+  auto router = wait_for_router(self, sup, where, std::chrono::seconds(60));
+  self->monitor(router);
+  self->send(router, generate_atom::value, uint64_t{1}, generate_request{prompt, o.sampling},
+             caf::actor_cast<caf::actor>(self));
+  generated g;
+  auto error = receive_answer(self, o, g, [] { return false; }, "the head at " + where);
+  if (!error.empty()) throw std::runtime_error(error);
+  g.print(o, prompt);
+  return 0;
 }
 
 }  // namespace
@@ -157,6 +287,7 @@ int run_generate(const std::vector<std::string>& args) {
     throw usage_error(e.what());
   }
 
+  if (vm.count("head")) return generate_on_head(o);
   if (!o.config.empty()) return generate_on_cluster(o);
   auto m = model::load(o.model);
   engine_config cfg;

@@ -5,7 +5,9 @@
 #include "actors/actor_system_config.h"
 #include "actors/launch.h"
 #include "actors/placement.h"
+#include "actors/supervisor.h"
 #include "cluster-config/cluster_config.h"
+#include "tools/cli/cluster_checks.h"
 #include "tools/cli/commands.h"
 
 namespace po = boost::program_options;
@@ -68,20 +70,19 @@ int run_serve(const std::vector<std::string>& args) {
     return run_node(n);
   }
   if (rank && rank->size > 1) check_launcher_size(config, *rank);
+  auto meta = load_checked_metadata(config);
   head_options h;
   h.config = std::move(config);
   h.config_path = o.config;
   h.overrides = o.overrides;
   h.launch_local_nodes = !(rank && rank->size > 1);
-  h.main = [cfg = h.config](head_context& ctx) -> std::optional<int> {
-    load_options meta_only;
-    meta_only.layer_end = 0;
-    meta_only.load_embeddings = false;
-    meta_only.load_head = false;
-    auto meta = model::load(cfg.model.path, meta_only);
+  h.main = [cfg = h.config, meta](head_context& ctx) -> std::optional<int> {
     auto plane = bring_up_replicas(ctx.system, ctx.supervisor, cfg, meta, std::chrono::minutes(10),
                                    ctx.stopping);
     for (auto& a : plane.actors()) ctx.keep_alive.push_back(a);
+    // Clients (troupe generate --head) find the router through the published supervisor.
+    caf::anon_send(caf::actor_cast<supervisor_actor>(ctx.supervisor), router_atom::value,
+                   caf::actor_cast<caf::actor>(plane.router));
     logger()->info("serving: {} replica(s) of {}", plane.replicas.size(), cfg.model.path);
     return std::nullopt;
   };
