@@ -28,6 +28,14 @@ std::shared_ptr<const model> model::load(const std::string& path, const load_opt
   return std::make_shared<const model>(load_model(resolve_model_path(path), opt));
 }
 
+std::shared_ptr<const model> model::load_metadata(const std::string& path) {
+  load_options none;
+  none.layer_end = 0;
+  none.load_embeddings = false;
+  none.load_head = false;
+  return load(path, none);
+}
+
 model::model(loaded_model&& m)
     : loaded_(std::move(m)), tokenizer_(loaded_.tokenizer) {
   const auto& c = loaded_.config;

@@ -14,6 +14,8 @@ class model {
  public:
   /// Loads `path` ("default" = the default model in the cache) onto the host.
   static std::shared_ptr<const model> load(const std::string& path, const load_options& opt = {});
+  /// Loads config and tokenizer only, no layers (a head's replica needs no weights).
+  static std::shared_ptr<const model> load_metadata(const std::string& path);
   explicit model(loaded_model&& m);
   model(const model&) = delete;
   model& operator=(const model&) = delete;

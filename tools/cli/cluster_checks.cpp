@@ -49,11 +49,7 @@ void check_partition(const cluster_config& c, const model_config& m) {
 }
 
 std::shared_ptr<const model> load_checked_metadata(const cluster_config& c) {
-  load_options meta_only;
-  meta_only.layer_end = 0;
-  meta_only.load_embeddings = false;
-  meta_only.load_head = false;
-  auto meta = model::load(c.model.path, meta_only);
+  auto meta = model::load_metadata(c.model.path);
   check_partition(c, meta->config());
   return meta;
 }

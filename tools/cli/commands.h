@@ -5,9 +5,17 @@
 #include <string>
 #include <vector>
 
+#include <boost/program_options.hpp>
+
 #include "cluster-config/cluster_config.h"
 
 namespace troupe::cli {
+
+/// Parses `args` against `desc` into `vm`. Prints the help and returns false for
+/// --help; throws boost's errors (main turns them into usage errors) otherwise.
+bool parse_command_line(const std::vector<std::string>& args,
+                        const boost::program_options::options_description& desc,
+                        boost::program_options::variables_map& vm);
 
 int run_generate(const std::vector<std::string>& args);
 int run_info(const std::vector<std::string>& args);

@@ -239,11 +239,7 @@ int generate_on_head(const generate_options& o) {
   if (!o.overrides.empty()) throw usage_error("--set needs --config");
   const auto address = parse_head(o.head);
   const auto where = endpoint(address.host, address.port);
-  load_options meta_only;
-  meta_only.layer_end = 0;
-  meta_only.load_embeddings = false;
-  meta_only.load_head = false;
-  auto meta = model::load(o.model, meta_only);
+  auto meta = model::load_metadata(o.model);
   auto prompt = encode_prompt(*meta, o);
   // Default heartbeats (the head drops silent peers), but a lenient connection timeout:
   // the head's heartbeat interval may be longer than the default timeout; a head that
@@ -271,12 +267,7 @@ int run_generate(const std::vector<std::string>& args) {
   generate_options o;
   auto desc = describe(o);
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc;
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_command_line(args, desc, vm)) return 0;
   if (o.output != "text" && o.output != "json")
     throw usage_error("--output must be 'text' or 'json', got '" + o.output + "'");
   if (o.threads < 0) throw usage_error("--threads must be >= 0");

@@ -57,12 +57,7 @@ int run_info(const std::vector<std::string>& args) {
       "model,m", po::value(&model_path)->required(),
       "model: a .gguf file, a Hugging Face directory, or 'default'");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(opts).run(), vm);
-  if (vm.count("help")) {
-    std::cout << opts;
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_command_line(args, opts, vm)) return 0;
   print_info(load_model_metadata(resolve_model_path(model_path)));
   return 0;
 }

@@ -1,10 +1,27 @@
 /// troupe: the command-line entry point.
-#include <boost/program_options/errors.hpp>
+#include <boost/program_options.hpp>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "tools/cli/commands.h"
+
+namespace troupe::cli {
+
+bool parse_command_line(const std::vector<std::string>& args,
+                        const boost::program_options::options_description& desc,
+                        boost::program_options::variables_map& vm) {
+  namespace po = boost::program_options;
+  po::store(po::command_line_parser(args).options(desc).run(), vm);
+  if (vm.count("help")) {
+    std::cout << desc;
+    return false;
+  }
+  po::notify(vm);
+  return true;
+}
+
+}  // namespace troupe::cli
 
 namespace {
 

@@ -40,12 +40,7 @@ int run_node(const std::vector<std::string>& args) {
   node_command_options o;
   auto desc = describe(o);
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc;
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_command_line(args, desc, vm)) return 0;
   node_options n;
   n.config = load_cluster(o.config, o.overrides);
   n.name = o.name;

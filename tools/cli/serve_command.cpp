@@ -53,12 +53,7 @@ int run_serve(const std::vector<std::string>& args) {
   serve_options o;
   auto desc = describe(o);
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc;
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_command_line(args, desc, vm)) return 0;
   auto config = load_cluster(o.config, o.overrides);
   const auto rank = detect_launcher_rank([](const char* k) { return std::getenv(k); });
   if (rank && rank->size > 1 && rank->rank > 0) {
