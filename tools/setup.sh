@@ -65,5 +65,14 @@ if [ "$mode" = "--test" ]; then
   fi
   echo "$hf"
   step "Tests"
+  # Every Catch2 test case must be its own ctest entry: a name CMake cannot carry in a
+  # list (brackets, semicolons) would silently merge cases into one entry that runs none.
+  catch_count=$("$build/bin/troupe_tests" --list-test-names-only | grep -c .)
+  ctest_count=$(ctest --test-dir "$build" -N | sed -n 's/^Total Tests: //p')
+  if [ "$catch_count" != "$ctest_count" ]; then
+    echo "setup: ctest lists $ctest_count tests but troupe_tests has $catch_count test cases;" \
+         "a test name with [ ] or ; breaks catch_discover_tests" >&2
+    exit 1
+  fi
   ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 900
 fi

@@ -77,7 +77,7 @@ TEST_CASE("rope_inv_freq rejects an odd head_dim", "[kernels]") {
                       Catch::Matchers::Contains("head_dim 7"));
 }
 
-TEST_CASE("rope rotates each pair (i, i + d/2) by pos * inv_freq[i]", "[kernels]") {
+TEST_CASE("rope rotates each pair (i, i + d/2) by pos times its inverse frequency", "[kernels]") {
   std::mt19937 rng(21);
   for (int64_t head_dim : {64, 6}) {
     for (int64_t heads : {9, 3}) {

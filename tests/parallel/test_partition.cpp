@@ -171,7 +171,7 @@ TEST_CASE("tensor 2 on 9 heads is rejected naming both numbers unless uneven hea
                                               Contains("parallel.allow_uneven_heads") && Contains("5/4"));
 }
 
-TEST_CASE("tensor 2 with uneven heads allowed splits 5/4 with kv ranges [0,2) and [1,3)", "[partition]") {
+TEST_CASE("tensor 2 with uneven heads allowed splits 5/4 with kv ranges 0-1 and 1-2", "[partition]") {
   const auto c = smollm2();
   const auto a = plan_tensor(c, 2, 0, true), b = plan_tensor(c, 2, 1, true);
   CHECK(a.head_begin == 0);

@@ -115,7 +115,7 @@ TEST_CASE("each of 3 tensor ranks of the GGUF model holds exact rows and columns
   }
 }
 
-TEST_CASE("2 uneven tensor ranks hold 5 and 4 heads with kv heads [0,2) and [1,3) of the full load",
+TEST_CASE("2 uneven tensor ranks hold 5 and 4 heads with kv heads 0-1 and 1-2 of the full load",
           "[loader][tp][slow]") {
   const auto full = load_model(test::default_model(), layers(0, 2));
   const auto a = load_model(test::default_model(), layers(0, 2, 0, 2, true));

@@ -35,7 +35,7 @@ TEST_CASE("Philox4x32-10 reproduces Random123's known-answer vectors", "[sampler
   }
 }
 
-TEST_CASE("uniform01 is a pure function of seed and token index and lies in [0, 1)", "[sampler]") {
+TEST_CASE("uniform01 is a pure function of seed and token index and lies in 0 to 1", "[sampler]") {
   for (uint64_t i = 0; i < 1000; ++i) {
     const float u = troupe::uniform01(42, i);
     REQUIRE(u >= 0.0f);
@@ -55,7 +55,7 @@ TEST_CASE("uniform01 uses the high words of the seed, the token index and the su
   CHECK(base != troupe::uniform01(7, 3, uint64_t{1} << 32));
 }
 
-TEST_CASE("uniform01 over consecutive token indices is spread evenly over [0, 1)", "[sampler]") {
+TEST_CASE("uniform01 over consecutive token indices is spread evenly over 0 to 1", "[sampler]") {
   constexpr int n = 100000;
   constexpr int bins = 10;
   int count[bins] = {};

@@ -78,7 +78,7 @@ TEST_CASE("a byte-level tokenizer.json loads vocab, merges and added tokens", "[
   CHECK(t.encode("hello<|end|>", true, true) == std::vector<int32_t>{259, 256, 257, 259});
 }
 
-TEST_CASE("merges given as [a, b] pairs load like \"a b\" strings", "[tokenizer]") {
+TEST_CASE("merges given as pairs load like space-separated strings", "[tokenizer]") {
   const auto d = troupe::load_hf_tokenizer(write_dir("tj_pairs", byte_level(split_then_bytelevel(k_qwen2_regex), k_merges_pairs)).string());
   CHECK(d.merges == std::vector<std::string>{"h e", "l l", "ll o"});
   CHECK(d.pre == "qwen2");
