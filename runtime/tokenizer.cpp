@@ -70,6 +70,20 @@ bool apply_merge(std::vector<symbol>& syms, const bigram& b) {
   return true;
 }
 
+/// Merges adjacent symbols best-first until no candidate is left. `try_add(l, r)` pushes
+/// the bigram (l, r) onto `q` when it may merge (BPE: by rank, SPM: by score).
+template <class TryAdd>
+void merge_all(std::vector<symbol>& syms, bigram_queue& q, TryAdd&& try_add) {
+  for (size_t i = 1; i < syms.size(); ++i) try_add(static_cast<int>(i) - 1, static_cast<int>(i));
+  while (!q.empty()) {
+    const bigram b = q.top();
+    q.pop();
+    if (!apply_merge(syms, b)) continue;
+    try_add(syms[b.left].prev, b.left);
+    try_add(b.left, syms[b.left].next);
+  }
+}
+
 }  // namespace
 
 tokenizer::tokenizer(tokenizer_data d) : data_(std::move(d)) {
@@ -257,14 +271,7 @@ void tokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) con
     const int rank = merge_rank(w.substr(syms[l].start, syms[l].len), w.substr(syms[r].start, syms[r].len));
     if (rank >= 0) q.push({l, r, static_cast<double>(rank), syms[l].len + syms[r].len});
   };
-  for (size_t i = 1; i < syms.size(); ++i) try_add(static_cast<int>(i) - 1, static_cast<int>(i));
-  while (!q.empty()) {
-    const bigram b = q.top();
-    q.pop();
-    if (!apply_merge(syms, b)) continue;
-    try_add(syms[b.left].prev, b.left);
-    try_add(b.left, syms[b.left].next);
-  }
+  merge_all(syms, q, try_add);
   for (int i = syms.empty() ? -1 : 0; i >= 0; i = syms[i].next) {
     const auto text = w.substr(syms[i].start, syms[i].len);
     const int32_t id = find_token(text);
@@ -303,14 +310,7 @@ void tokenizer::encode_spm(std::string_view raw, std::vector<int32_t>& out) cons
     if (id < 0) return;
     q.push({l, r, -static_cast<double>(data_.scores[id]), s.size()});
   };
-  for (size_t i = 1; i < syms.size(); ++i) try_add(static_cast<int>(i) - 1, static_cast<int>(i));
-  while (!q.empty()) {
-    const bigram b = q.top();
-    q.pop();
-    if (!apply_merge(syms, b)) continue;
-    try_add(syms[b.left].prev, b.left);
-    try_add(b.left, syms[b.left].next);
-  }
+  merge_all(syms, q, try_add);
   // Merges only form vocabulary tokens, so a final symbol that is not a token is a
   // single character: it falls back to byte tokens (or unk).
   for (int i = syms.empty() ? -1 : 0; i >= 0; i = syms[i].next) {
