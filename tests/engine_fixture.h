@@ -65,7 +65,7 @@ inline sampling_params greedy(int n) {
 inline std::unique_ptr<engine> make_engine(engine_config cfg = {}) {
   cfg.record_logits = true;
   if (cfg.n_threads == 0) cfg.n_threads = 2;
-  if (cfg.kv_tokens == 16384) cfg.kv_tokens = 8192;
+  if (cfg.kv_tokens == engine_config{}.kv_tokens) cfg.kv_tokens = 8192;  // smaller than the default
   return std::make_unique<engine>(shared_default_model(), cfg);
 }
 
