@@ -22,7 +22,7 @@ cache="${TROUPE_CACHE:-$HOME/.cache/troupe}"
 packages=(build-essential cmake ninja-build pkg-config git ca-certificates python3 python3-venv
   libcaf-dev libopenblas-dev libpcre2-dev catch2 libyaml-cpp-dev nlohmann-json3-dev
   libboost-dev libboost-program-options-dev libspdlog-dev libcereal-dev libucx-dev
-  libopenmpi-dev openmpi-bin)
+  libopenmpi-dev openmpi-bin prometheus)
 
 step() { printf '\n== %s\n' "$*"; }
 

@@ -1,0 +1,67 @@
+#include "actors/troupe_metrics.h"
+
+namespace troupe {
+
+troupe_metrics::troupe_metrics(metrics::registry& r)
+    : requests(r.counter_family("troupe_requests_total",
+                                "HTTP requests answered, by endpoint and HTTP status code.",
+                                {"endpoint", "status"})),
+      queue_requests(r.gauge_family("troupe_queue_requests",
+                                    "Requests admitted by the gateway and not finished yet.")
+                         .with()),
+      queue_tokens(r.gauge_family("troupe_queue_tokens",
+                                  "Prompt tokens plus max_tokens of the requests admitted and not finished.")
+                       .with()),
+      client_disconnects(r.counter_family("troupe_client_disconnects_total",
+                                          "Clients that disconnected before their request finished.")
+                             .with()),
+      time_to_first_token(r.histogram_family("troupe_time_to_first_token_seconds",
+                                             "Time from admission to the first generated token.",
+                                             metrics::latency_buckets())
+                              .with()),
+      inter_token_latency(r.histogram_family("troupe_inter_token_latency_seconds",
+                                             "Time between two consecutive generated tokens of a request.",
+                                             metrics::latency_buckets())
+                              .with()),
+      e2e_latency(r.histogram_family("troupe_e2e_request_latency_seconds",
+                                     "Time from admission to the last token of a request.",
+                                     metrics::latency_buckets())
+                      .with()),
+      prompt_tokens(r.histogram_family("troupe_request_prompt_tokens", "Prompt tokens per finished request.",
+                                       metrics::token_buckets())
+                        .with()),
+      generation_tokens(r.histogram_family("troupe_request_generation_tokens",
+                                           "Generated tokens per finished request.", metrics::token_buckets())
+                            .with()),
+      prompt_tokens_total(
+          r.counter_family("troupe_prompt_tokens_total", "Prompt tokens of every finished request.").with()),
+      generation_tokens_total(
+          r.counter_family("troupe_generation_tokens_total", "Tokens generated for every request.").with()),
+      running_sequences(r.gauge_family("troupe_running_sequences",
+                                       "Sequences in the running batch of a replica.", {"replica"})),
+      waiting_sequences(r.gauge_family("troupe_waiting_sequences",
+                                       "Sequences waiting for KV-cache space or a batch slot in a replica.",
+                                       {"replica"})),
+      kv_cache_usage(r.gauge_family("troupe_kv_cache_usage_ratio",
+                                    "KV-cache blocks held by live sequences divided by all blocks (0..1).",
+                                    {"replica"})),
+      prefix_cache_queries(r.counter_family("troupe_prefix_cache_queries_total",
+                                            "Prompt tokens looked up in the prefix cache.", {"replica"})),
+      prefix_cache_hits(r.counter_family("troupe_prefix_cache_hits_total",
+                                         "Prompt tokens found in the prefix cache.", {"replica"})),
+      replica_ready(r.gauge_family("troupe_replica_ready",
+                                   "1 when every shard of the replica is up and it takes requests, else 0.",
+                                   {"replica"})),
+      shard_up(r.gauge_family("troupe_shard_up", "1 when the shard is alive, else 0.",
+                              {"replica", "stage", "rank"})),
+      shard_failures(r.counter_family("troupe_shard_failures_total", "Shard failures detected, per replica.",
+                                      {"replica"})),
+      replica_recoveries(r.counter_family("troupe_replica_recoveries_total",
+                                          "Replica recoveries completed (restart, move or re-plan).",
+                                          {"replica"})),
+      node_up(r.gauge_family("troupe_node_up", "1 when the node agent is registered and alive, else 0.",
+                             {"node"})),
+      node_restarts(r.counter_family("troupe_node_restarts_total",
+                                     "Times a node re-registered after being lost.", {"node"})) {}
+
+}  // namespace troupe

@@ -1,0 +1,58 @@
+#pragma once
+/// The named set of metrics troupe's head process exports on /metrics (docs/metrics.md).
+#include "actors/metrics.h"
+
+namespace troupe {
+
+/// Every metric troupe exports (docs/metrics.md), registered on one registry.
+struct troupe_metrics {
+  /// Registers every family on `r` (which must outlive this object).
+  explicit troupe_metrics(metrics::registry& r);
+
+  /// troupe_requests_total{endpoint,status} (status = HTTP code as text); gateway.
+  metrics::family<metrics::counter>& requests;
+  /// troupe_queue_requests: requests admitted and not finished; gateway.
+  metrics::gauge& queue_requests;
+  /// troupe_queue_tokens: prompt + max_tokens of admitted requests; gateway.
+  metrics::gauge& queue_tokens;
+  /// troupe_client_disconnects_total: clients that went away before the end; gateway.
+  metrics::counter& client_disconnects;
+  /// troupe_time_to_first_token_seconds; router.
+  metrics::histogram& time_to_first_token;
+  /// troupe_inter_token_latency_seconds; router.
+  metrics::histogram& inter_token_latency;
+  /// troupe_e2e_request_latency_seconds; router.
+  metrics::histogram& e2e_latency;
+  /// troupe_request_prompt_tokens; router.
+  metrics::histogram& prompt_tokens;
+  /// troupe_request_generation_tokens; router.
+  metrics::histogram& generation_tokens;
+  /// troupe_prompt_tokens_total; router.
+  metrics::counter& prompt_tokens_total;
+  /// troupe_generation_tokens_total; router.
+  metrics::counter& generation_tokens_total;
+  /// troupe_running_sequences{replica}; replica.
+  metrics::family<metrics::gauge>& running_sequences;
+  /// troupe_waiting_sequences{replica}; replica.
+  metrics::family<metrics::gauge>& waiting_sequences;
+  /// troupe_kv_cache_usage_ratio{replica}: blocks held by live sequences / total; replica.
+  metrics::family<metrics::gauge>& kv_cache_usage;
+  /// troupe_prefix_cache_queries_total{replica}: prompt tokens looked up; replica.
+  metrics::family<metrics::counter>& prefix_cache_queries;
+  /// troupe_prefix_cache_hits_total{replica}: prompt tokens found cached; replica.
+  metrics::family<metrics::counter>& prefix_cache_hits;
+  /// troupe_replica_ready{replica}: 1/0; supervisor.
+  metrics::family<metrics::gauge>& replica_ready;
+  /// troupe_shard_up{replica,stage,rank}: 1/0; supervisor.
+  metrics::family<metrics::gauge>& shard_up;
+  /// troupe_shard_failures_total{replica}; supervisor.
+  metrics::family<metrics::counter>& shard_failures;
+  /// troupe_replica_recoveries_total{replica}; supervisor.
+  metrics::family<metrics::counter>& replica_recoveries;
+  /// troupe_node_up{node}: 1/0; supervisor.
+  metrics::family<metrics::gauge>& node_up;
+  /// troupe_node_restarts_total{node}; supervisor.
+  metrics::family<metrics::counter>& node_restarts;
+};
+
+}  // namespace troupe
