@@ -21,11 +21,23 @@ if(NOT _troupe_cuda STREQUAL "OFF")
     if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
       set(CMAKE_CUDA_ARCHITECTURES 90)
     endif()
+    if(NOT DEFINED CMAKE_CUDA_STANDARD)
+      set(CMAKE_CUDA_STANDARD 17)
+      set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    endif()
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
     set(TROUPE_HAVE_CUDA ON)
     file(GLOB TROUPE_CUDA_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/kernels/cuda/*.cu)
     set(TROUPE_CUDA_LIBS CUDA::cudart CUDA::cublas CUDA::cublasLt)
+    # Every op has a CUDA implementation (kernels/cuda/<op>.cu): the op headers dispatch
+    # to it. The definition reaches troupe_core itself and everything that links it.
+    if(NOT TARGET troupe::cuda_kernels)
+      add_library(troupe::cuda_kernels INTERFACE IMPORTED)
+      set_target_properties(troupe::cuda_kernels PROPERTIES
+        INTERFACE_COMPILE_DEFINITIONS TROUPE_HAVE_CUDA_KERNELS=1)
+    endif()
+    list(APPEND TROUPE_CUDA_LIBS troupe::cuda_kernels)
     message(STATUS "troupe: CUDA backend ON (${CMAKE_CUDA_COMPILER}, sm_${CMAKE_CUDA_ARCHITECTURES})")
     find_path(TROUPE_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include)
     find_library(TROUPE_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64)
@@ -51,7 +63,6 @@ if(NOT _troupe_cuda STREQUAL "OFF")
 else()
   message(STATUS "troupe: CUDA backend OFF (TROUPE_CUDA=OFF)")
 endif()
-# The per-op CUDA kernels (kernels/cuda/<op>.cu) arrive with the CUDA backend issue;
-# until every op has one, the op headers dispatch to CUDA only when
-# TROUPE_HAVE_CUDA_KERNELS is defined, and a CUDA tensor given to an op throws
-# backend_unavailable. Device memory (kernels/cuda/device_memory.cu) is built now.
+# With the CUDA backend, TROUPE_HAVE_CUDA_KERNELS is defined (through troupe::cuda_kernels)
+# and the op headers dispatch CUDA tensors to kernels/cuda/<op>.cu; without it a CUDA
+# context given to an op throws backend_unavailable.

@@ -1,0 +1,145 @@
+#pragma once
+/// Helpers shared by the CUDA kernels (internal): element conversion, argument checks,
+/// CUDA error checks that name the op, and a dtype dispatch.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/cpu/op_checks.h"
+#include "kernels/op_context.h"
+
+namespace troupe::kernels::cuda {
+
+using cpu::require;
+using cpu::require_rank;
+using cpu::require_shape;
+
+/// Loads one element as float.
+__device__ __forceinline__ float to_f32(float v) { return v; }
+/// Loads one element as float.
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+/// Loads one element as float.
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+/// Converts a float to the element type T (round to nearest even).
+template <class T>
+__device__ __forceinline__ T from_f32(float v);
+template <>
+__device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+/// Throws std::runtime_error("<op>: <what>: <CUDA error>") unless err is cudaSuccess.
+inline void check_cuda(cudaError_t err, const char* op, const char* what) {
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string(op) + ": " + what + ": " + cudaGetErrorName(err) + " (" +
+                             cudaGetErrorString(err) + ")");
+}
+
+/// Checks the launch just made (cudaGetLastError) and names the kernel in the error.
+inline void check_launch(const char* op, const char* kernel) {
+  check_cuda(cudaGetLastError(), op, (std::string("launch of ") + kernel).c_str());
+}
+
+/// The stream of `ctx`.
+inline cudaStream_t stream_of(const op_context& ctx) {
+  return static_cast<cudaStream_t>(ctx.stream);
+}
+
+/// Checks that `ctx` runs on the CUDA backend.
+inline void require_cuda_ctx(const char* op, const op_context& ctx) {
+  require(ctx.backend == backend_kind::cuda, op,
+          std::string("the op context runs on ") + backend_name(ctx.backend) + ", not on cuda");
+}
+
+/// True for the element types the CUDA kernels compute in (f32, f16, bf16).
+inline bool is_float_type(dtype t) { return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16; }
+
+/// Checks that `t` lives on the CUDA device and has data.
+inline void require_device(const char* op, const char* name, const tensor_view& t) {
+  require(t.where == backend_kind::cuda, op,
+          std::string(name) + " lives on " + backend_name(t.where) + ", not on cuda");
+  require(t.data != nullptr || t.numel() == 0, op, std::string(name) + " has no data");
+}
+
+/// Checks that `t` is a device tensor of type `type`.
+inline void require_device(const char* op, const char* name, const tensor_view& t, dtype type) {
+  require_device(op, name, t);
+  require(t.type == type, op,
+          std::string(name) + " is " + dtype_name(t.type) + ", expected " + dtype_name(type));
+}
+
+/// Checks that `t` is a device tensor of a float type (f32, f16 or bf16).
+inline void require_device_float(const char* op, const char* name, const tensor_view& t) {
+  require_device(op, name, t);
+  require(is_float_type(t.type), op,
+          std::string(name) + " is " + dtype_name(t.type) + ", expected f32, f16 or bf16");
+}
+
+/// Checks that `t` has the same element type as `ref` (named `ref_name`).
+inline void require_same_type(const char* op, const char* name, const tensor_view& t,
+                              const char* ref_name, const tensor_view& ref) {
+  require(t.type == ref.type, op,
+          std::string(name) + " is " + dtype_name(t.type) + " but " + ref_name + " is " +
+              dtype_name(ref.type) + ": they must match");
+}
+
+/// A type tag for dispatch_float.
+template <class T>
+struct type_tag {
+  using type = T;
+};
+
+/// Calls f(type_tag<T>{}) with T the CUDA element type of `t` (float, __half, __nv_bfloat16).
+template <class F>
+void dispatch_float(dtype t, const char* op, F&& f) {
+  switch (t) {
+    case dtype::f32: return f(type_tag<float>{});
+    case dtype::f16: return f(type_tag<__half>{});
+    case dtype::bf16: return f(type_tag<__nv_bfloat16>{});
+    case dtype::i32: break;
+  }
+  throw std::invalid_argument(std::string(op) + ": " + dtype_name(t) +
+                              " is not a float type (f32, f16 or bf16)");
+}
+
+/// Blocks of `threads` that cover `n` elements, capped for grid-stride loops.
+inline unsigned grid_for(int64_t n, int threads) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 8 ? 65535 * 8 : blocks));
+}
+
+/// Sum of `v` over the block (blockDim.x a multiple of 32, at most 1024); every thread gets
+/// it. `scratch` holds 32 floats of shared memory; the reduction order is fixed.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < n_warps ? scratch[lane] : 0.0f;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+/// Max of `v` over the block (same contract as block_sum).
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < n_warps ? scratch[lane] : -INFINITY;
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+}  // namespace troupe::kernels::cuda

@@ -1,0 +1,252 @@
+// CUDA matmul through cuBLASLt: out[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]).
+//
+// Types: x and w are both f32, f16 or bf16; out is x's type or f32; bias is out's type or
+// f32. Products accumulate in fp32 (CUBLAS_COMPUTE_32F: no TF32 for f32 inputs). In
+// cuBLASLt's column-major terms this is the "TN" GEMM D[n, m] = Aᵀ · B with A = w (k x n,
+// ld k) and B = x (k x m, ld k), D = out (n x m, ld n).
+//
+// Caches (process lifetime, behind one mutex): one cuBLASLt handle per device, one 32 MiB
+// workspace per (device, stream) (a workspace must not be shared by concurrent streams),
+// and one plan (descriptors and the heuristic's algorithm) per (device, shape, types,
+// pointer alignment). After the first call of a shape no allocation or heuristic query
+// happens, so a warmed-up step can be captured in a CUDA graph.
+//
+// A shape cuBLASLt has no algorithm for falls back to a plain fp32-accumulating kernel.
+//
+// Batch invariance: cuBLASLt picks its algorithm per shape, so unlike the CPU kernel a row
+// computed in a batch of m rows may differ in the last bits from the same row alone.
+#include <cublasLt.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/matmul.h"
+
+namespace troupe::kernels::cuda {
+namespace {
+
+constexpr size_t workspace_bytes = 32u << 20;
+
+/// Throws std::runtime_error naming the op, the step and the cuBLAS status.
+void check_blas(cublasStatus_t st, const char* what) {
+  if (st != CUBLAS_STATUS_SUCCESS)
+    throw std::runtime_error(std::string("matmul: ") + what + ": cuBLAS status " +
+                             std::to_string(static_cast<int>(st)) + " (" +
+                             cublasLtGetStatusString(st) + ")");
+}
+
+cudaDataType_t blas_type(dtype t) {
+  switch (t) {
+    case dtype::f32: return CUDA_R_32F;
+    case dtype::f16: return CUDA_R_16F;
+    case dtype::bf16: return CUDA_R_16BF;
+    case dtype::i32: break;
+  }
+  throw std::invalid_argument("matmul: i32 is not a matmul type");
+}
+
+/// Largest power of two (at most 256) dividing the address.
+uint32_t alignment_of(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  uint32_t al = 256;
+  while (al > 1 && a % al != 0) al /= 2;
+  return al;
+}
+
+/// The descriptors and algorithm of one GEMM shape.
+struct plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool fallback = false;  ///< no cuBLASLt algorithm: fallback_gemm_kernel computes it
+};
+
+using plan_key = std::tuple<int, int64_t, int64_t, int64_t, int, int, uint32_t, uint32_t, uint32_t>;
+
+/// The process-wide cuBLASLt state (never destroyed: it may outlive the CUDA context).
+struct blas_cache {
+  std::mutex mu;
+  std::map<int, cublasLtHandle_t> handles;                  // device -> handle
+  std::map<std::pair<int, cudaStream_t>, void*> workspaces;  // (device, stream) -> 32 MiB
+  std::map<plan_key, std::unique_ptr<plan>> plans;
+};
+
+blas_cache& cache() {
+  static blas_cache* c = new blas_cache();
+  return *c;
+}
+
+cublasLtHandle_t handle_for(blas_cache& c, int device) {
+  auto it = c.handles.find(device);
+  if (it != c.handles.end()) return it->second;
+  cublasLtHandle_t h = nullptr;
+  check_blas(cublasLtCreate(&h), "cublasLtCreate");
+  c.handles.emplace(device, h);
+  return h;
+}
+
+void* workspace_for(blas_cache& c, int device, cudaStream_t stream) {
+  auto key = std::make_pair(device, stream);
+  auto it = c.workspaces.find(key);
+  if (it != c.workspaces.end()) return it->second;
+  void* ws = nullptr;
+  check_cuda(cudaMalloc(&ws, workspace_bytes), "matmul", "allocating the cuBLASLt workspace");
+  c.workspaces.emplace(key, ws);
+  return ws;
+}
+
+/// Builds the descriptors of a shape and asks the heuristic for its best algorithm.
+std::unique_ptr<plan> make_plan(cublasLtHandle_t h, int64_t m, int64_t n, int64_t k, dtype in,
+                                dtype out, const uint32_t align[3]) {
+  auto p = std::make_unique<plan>();
+  check_blas(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "descriptor");
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  check_blas(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
+             "transa");
+  check_blas(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
+             "transb");
+  check_blas(cublasLtMatrixLayoutCreate(&p->a, blas_type(in), k, n, k), "layout of w");
+  check_blas(cublasLtMatrixLayoutCreate(&p->b, blas_type(in), k, m, k), "layout of x");
+  check_blas(cublasLtMatrixLayoutCreate(&p->d, blas_type(out), n, m, n), "layout of out");
+  cublasLtMatmulPreference_t pref = nullptr;
+  check_blas(cublasLtMatmulPreferenceCreate(&pref), "preference");
+  const size_t ws = workspace_bytes;
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align[0],
+                                       sizeof align[0]);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align[1],
+                                       sizeof align[1]);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align[2],
+                                       sizeof align[2]);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align[2],
+                                       sizeof align[2]);
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(h, p->desc, p->a, p->b, p->d, p->d, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  p->fallback = st != CUBLAS_STATUS_SUCCESS || found == 0;
+  if (!p->fallback) p->algo = result.algo;
+  return p;
+}
+
+/// The GEMM for shapes cuBLASLt has no algorithm for (such as odd leading dimensions):
+/// one thread per output element, k in order, fp32 accumulation.
+template <class T, class TO>
+__global__ void fallback_gemm_kernel(TO* out, const T* x, const T* w, int64_t m, int64_t n,
+                                     int64_t k) {
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < m * n;
+       e += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = e / n, c = e % n;
+    const T* xr = x + r * k;
+    const T* wr = w + c * k;
+    float acc = 0.0f;
+    for (int64_t i = 0; i < k; ++i) acc = fmaf(to_f32(xr[i]), to_f32(wr[i]), acc);
+    out[e] = from_f32<TO>(acc);
+  }
+}
+
+void fallback_gemm(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, int64_t m,
+                   int64_t n, int64_t k) {
+  dispatch_float(x.type, "matmul", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* xs = static_cast<const T*>(x.data);
+    const T* ws = static_cast<const T*>(w.data);
+    const unsigned grid = grid_for(m * n, 256);
+    if (out.type == dtype::f32)
+      fallback_gemm_kernel<T, float><<<grid, 256, 0, stream_of(ctx)>>>(out.f32(), xs, ws, m, n, k);
+    else
+      fallback_gemm_kernel<T, T><<<grid, 256, 0, stream_of(ctx)>>>(static_cast<T*>(out.data), xs, ws,
+                                                                   m, n, k);
+  });
+  check_launch("matmul", "fallback_gemm_kernel");
+}
+
+/// out[r, c] += bias[c] (in float, stored in out's type).
+template <class TO, class TB>
+__global__ void bias_kernel(TO* out, const TB* bias, int64_t m, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < m * n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    out[i] = from_f32<TO>(to_f32(out[i]) + to_f32(bias[i % n]));
+}
+
+void add_bias(const op_context& ctx, tensor_view out, tensor_view bias, int64_t m, int64_t n) {
+  dispatch_float(out.type, "matmul", [&](auto tag) {
+    using TO = typename decltype(tag)::type;
+    TO* o = static_cast<TO*>(out.data);
+    if (bias.type == dtype::f32)
+      bias_kernel<TO, float><<<grid_for(m * n, 256), 256, 0, stream_of(ctx)>>>(o, bias.f32(), m, n);
+    else
+      bias_kernel<TO, TO><<<grid_for(m * n, 256), 256, 0, stream_of(ctx)>>>(
+          o, static_cast<const TO*>(bias.data), m, n);
+  });
+  check_launch("matmul", "bias_kernel");
+}
+
+void check(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias) {
+  const char* op = "matmul";
+  require_cuda_ctx(op, ctx);
+  require_device_float(op, "x", x);
+  require_device(op, "w", w);
+  require_device(op, "out", out);
+  require_same_type(op, "w", w, "x", x);
+  require(out.type == x.type || out.type == dtype::f32, op,
+          std::string("out is ") + dtype_name(out.type) + ", expected f32 or " + dtype_name(x.type));
+  require_rank(op, "x", x, 2);
+  require_rank(op, "w", w, 2);
+  require(x.shape[1] == w.shape[1], op,
+          "x " + x.shape.str() + " and w " + w.shape.str() + " disagree on k");
+  require_shape(op, "out", out, shape_t{x.shape[0], w.shape[0]});
+  if (!bias.empty()) {
+    require_device(op, "bias", bias);
+    require(bias.type == out.type || bias.type == dtype::f32, op,
+            std::string("bias is ") + dtype_name(bias.type) + ", expected f32 or " +
+                dtype_name(out.type));
+    require_shape(op, "bias", bias, shape_t{w.shape[0]});
+  }
+}
+
+}  // namespace
+
+void matmul(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias) {
+  check(ctx, out, x, w, bias);
+  const int64_t m = x.shape[0], k = x.shape[1], n = w.shape[0];
+  if (m == 0 || n == 0) return;
+  cudaStream_t stream = stream_of(ctx);
+  if (k == 0) {
+    check_cuda(cudaMemsetAsync(out.data, 0, static_cast<size_t>(m * n) * dtype_size(out.type), stream),
+               "matmul", "zeroing out for k = 0");
+  } else {
+    int device = 0;
+    check_cuda(cudaGetDevice(&device), "matmul", "cudaGetDevice");
+    const uint32_t align[3] = {alignment_of(w.data), alignment_of(x.data), alignment_of(out.data)};
+    blas_cache& c = cache();
+    cublasLtHandle_t h;
+    void* ws;
+    const plan* p;
+    {
+      std::lock_guard<std::mutex> lock(c.mu);
+      h = handle_for(c, device);
+      ws = workspace_for(c, device, stream);
+      const plan_key key{device, m, n, k, static_cast<int>(x.type), static_cast<int>(out.type),
+                         align[0], align[1], align[2]};
+      auto it = c.plans.find(key);
+      if (it == c.plans.end())
+        it = c.plans.emplace(key, make_plan(h, m, n, k, x.type, out.type, align)).first;
+      p = it->second.get();
+    }
+    const float alpha = 1.0f, beta = 0.0f;
+    if (p->fallback)
+      fallback_gemm(ctx, out, x, w, m, n, k);
+    else
+        check_blas(cublasLtMatmul(h, p->desc, &alpha, w.data, p->a, x.data, p->b, &beta, out.data,
+                                p->d, out.data, p->d, &p->algo, ws, workspace_bytes, stream),
+                 "cublasLtMatmul");
+  }
+  if (!bias.empty()) add_bias(ctx, out, bias, m, n);
+}
+
+}  // namespace troupe::kernels::cuda

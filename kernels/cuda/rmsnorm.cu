@@ -1,0 +1,94 @@
+// CUDA RMSNorm, plain and fused with the residual add: one block per row; the sum of
+// squares in float through a fixed-order block reduction, then, as the CPU reference,
+// out = (x * (1 / sqrt(mean + eps))) * weight. The weight is f32 or the activations' type.
+#include "kernels/cuda/common.cuh"
+#include "kernels/rmsnorm.h"
+
+namespace troupe::kernels::cuda {
+namespace {
+
+/// Normalizes row blockIdx.x of x into out; with `residual`, first stores
+/// residual += x (rounded to T) and normalizes that sum.
+template <class T, class W>
+__global__ void rmsnorm_kernel(T* out, T* residual, const T* x, const W* weight, int64_t d,
+                               float eps) {
+  __shared__ float scratch[32];
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * d;
+  T* src = residual ? residual + base : const_cast<T*>(x + base);
+  float sq = 0.0f;
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+    float v;
+    if (residual) {
+      const T sum = from_f32<T>(to_f32(src[i]) + to_f32(x[base + i]));
+      src[i] = sum;
+      v = to_f32(sum);
+    } else {
+      v = to_f32(src[i]);
+    }
+    sq += v * v;
+  }
+  const float total = block_sum(sq, scratch);
+  const float scale = 1.0f / sqrtf(total / static_cast<float>(d) + eps);
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+    const float y = to_f32(src[i]) * scale;
+    out[base + i] = from_f32<T>(y * to_f32(weight[i]));
+  }
+}
+
+/// Checks out, x (named x_name) and weight of an [m, d] norm on the device.
+void check(const char* op, const op_context& ctx, tensor_view out, tensor_view x,
+           const char* x_name, tensor_view weight) {
+  require_cuda_ctx(op, ctx);
+  require_device_float(op, x_name, x);
+  require_device(op, "out", out);
+  require_device_float(op, "weight", weight);
+  require_same_type(op, "out", out, x_name, x);
+  require(weight.type == dtype::f32 || weight.type == x.type, op,
+          std::string("weight is ") + dtype_name(weight.type) + ", expected f32 or " +
+              dtype_name(x.type) + " (the type of " + x_name + ")");
+  require_rank(op, x_name, x, 2);
+  require(x.shape[1] > 0, op, std::string(x_name) + " " + x.shape.str() + " has empty rows");
+  require(x.shape[0] <= 2147483647, op, std::string(x_name) + " " + x.shape.str() + " has too many rows");
+  require_shape(op, "out", out, x.shape);
+  require_shape(op, "weight", weight, shape_t{x.shape[1]});
+}
+
+/// Launches rmsnorm_kernel for every row (residual may be null).
+void launch(const char* op, const op_context& ctx, tensor_view out, void* residual, tensor_view x,
+            tensor_view weight, float eps) {
+  const int64_t m = x.shape[0], d = x.shape[1];
+  if (m == 0) return;
+  const int threads = d <= 4096 ? 256 : 1024;
+  dispatch_float(x.type, op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T* o = static_cast<T*>(out.data);
+    T* r = static_cast<T*>(residual);
+    const T* xs = static_cast<const T*>(x.data);
+    const unsigned grid = static_cast<unsigned>(m);
+    if (weight.type == dtype::f32)
+      rmsnorm_kernel<T, float><<<grid, threads, 0, stream_of(ctx)>>>(o, r, xs, weight.f32(), d, eps);
+    else
+      rmsnorm_kernel<T, T><<<grid, threads, 0, stream_of(ctx)>>>(
+          o, r, xs, static_cast<const T*>(weight.data), d, eps);
+  });
+  check_launch(op, "rmsnorm_kernel");
+}
+
+}  // namespace
+
+void rmsnorm(const op_context& ctx, tensor_view out, tensor_view x, tensor_view weight, float eps) {
+  check("rmsnorm", ctx, out, x, "x", weight);
+  launch("rmsnorm", ctx, out, nullptr, x, weight, eps);
+}
+
+void add_rmsnorm(const op_context& ctx, tensor_view out, tensor_view residual, tensor_view x,
+                 tensor_view weight, float eps) {
+  const char* op = "add_rmsnorm";
+  check(op, ctx, out, residual, "residual", weight);
+  require_device(op, "x", x);
+  require_same_type(op, "x", x, "residual", residual);
+  require_shape(op, "x", x, residual.shape);
+  launch(op, ctx, out, residual.data, x, weight, eps);
+}
+
+}  // namespace troupe::kernels::cuda

@@ -1,0 +1,78 @@
+#pragma once
+/// Logits processing on the device: greedy argmax and temperature / top-k / top-p / min-p
+/// sampling per row, with the same counter-based draw as the host sampler.
+#include <cstdint>
+#include <vector>
+
+#include "kernels/op_context.h"
+
+namespace troupe::kernels {
+
+/// Sampling parameters of one logits row (sampling_params' sampling fields, see
+/// runtime/sampler.h; penalties are applied to the logits beforehand).
+struct sample_row {
+  float temperature = 1.0f;  ///< [0, 100]; below greedy_temperature: argmax
+  float top_p = 1.0f;        ///< (0, 1]
+  int top_k = 0;             ///< 0 or -1: off
+  float min_p = 0.0f;        ///< [0, 1]
+  uint64_t seed = 0;         ///< request seed
+  uint64_t token_index = 0;  ///< index of the token being generated
+};
+
+namespace cpu {
+/// CPU implementation of kernels::argmax.
+void argmax(const op_context& ctx, tensor_view tokens, tensor_view logits);
+/// CPU implementation of kernels::sample.
+void sample(const op_context& ctx, tensor_view tokens, tensor_view logits,
+            const std::vector<sample_row>& rows);
+}  // namespace cpu
+
+#ifdef TROUPE_HAVE_CUDA_KERNELS
+namespace cuda {
+/// CUDA implementation of kernels::argmax.
+void argmax(const op_context& ctx, tensor_view tokens, tensor_view logits);
+/// CUDA implementation of kernels::sample.
+void sample(const op_context& ctx, tensor_view tokens, tensor_view logits,
+            const std::vector<sample_row>& rows);
+}  // namespace cuda
+#endif
+
+/// tokens[r] (i32 [m]) = the index of the largest logits[r, :] (f32 [m, vocab]), ties to
+/// the lowest index.
+inline void argmax(const op_context& ctx, tensor_view tokens, tensor_view logits) {
+  switch (ctx.backend) {
+    case backend_kind::cpu:
+      return cpu::argmax(ctx, tokens, logits);
+    case backend_kind::cuda:
+#ifdef TROUPE_HAVE_CUDA_KERNELS
+      return cuda::argmax(ctx, tokens, logits);
+#else
+      throw backend_unavailable("argmax: this build has no CUDA kernels");
+#endif
+  }
+  throw backend_unavailable("argmax: unknown backend");
+}
+
+/// tokens[r] (i32 [m]) = the token troupe::sample() (runtime/sampler.h) draws from
+/// logits[r, :] (f32 [m, vocab]) with rows[r]'s parameters and no penalties: the draw is
+/// uniform01(seed, token_index) over the kept candidates in descending-logit order. Logits
+/// must be finite or -inf with at least one finite per row (the CPU checks; the device
+/// does not). rows is host memory; the CUDA path copies it to the device on the stream.
+/// On the GPU the candidate masses are summed in another order than on the CPU, so the two
+/// can differ only when a cutoff falls within float rounding of a boundary.
+inline void sample(const op_context& ctx, tensor_view tokens, tensor_view logits,
+                   const std::vector<sample_row>& rows) {
+  switch (ctx.backend) {
+    case backend_kind::cpu:
+      return cpu::sample(ctx, tokens, logits, rows);
+    case backend_kind::cuda:
+#ifdef TROUPE_HAVE_CUDA_KERNELS
+      return cuda::sample(ctx, tokens, logits, rows);
+#else
+      throw backend_unavailable("sample: this build has no CUDA kernels");
+#endif
+  }
+  throw backend_unavailable("sample: unknown backend");
+}
+
+}  // namespace troupe::kernels
