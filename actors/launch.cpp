@@ -418,6 +418,7 @@ int run_head(const head_options& o) {
   so.config_path = o.config_path;
   so.overrides = o.overrides;
   so.launch_local_nodes = o.launch_local_nodes;
+  so.metrics = o.metrics;
   so.launcher = std::make_shared<process_launcher>();
   so.stop_wait = std::max(o.config.fault_tolerance.heartbeat_timeout, std::chrono::milliseconds{2000});
   auto launcher = so.launcher;

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <caf/all.hpp>
 
+#include "actors/troupe_metrics.h"
 #include "cluster-config/cluster_config.h"
 
 namespace troupe {
@@ -124,6 +125,7 @@ struct head_options {
   std::string config_path;             ///< its path (passed to launched nodes)
   std::vector<std::string> overrides;  ///< --set values (passed to launched nodes)
   bool launch_local_nodes = true;      ///< false under mpirun/srun (ranks are the nodes)
+  std::shared_ptr<troupe_metrics> metrics;  ///< node up/restarts go here (null = nowhere)
   /// Runs on its own thread once the supervisor is published and the nodes start (the
   /// data plane: placement, replicas, requests). Returning a value stops the head with
   /// that exit code; nullopt keeps it serving until SIGINT/SIGTERM. Null: control plane only.

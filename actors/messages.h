@@ -164,7 +164,7 @@ typename Inspector::result_type inspect(Inspector& f, context_params& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shard_spec& x) {
   return f(caf::meta::type_name("troupe::shard_spec"), x.model_path, x.stage, x.n_stages, x.layers,
-           x.tp_rank, x.tp_size, x.allow_uneven_heads, x.context, x.threads, x.timeout_ms);
+           x.tp_rank, x.tp_size, x.allow_uneven_heads, x.context, x.threads, x.timeout_ms, x.stage_timeout_ms);
 }
 
 /// `inspect` for shard_addresses.
@@ -229,19 +229,23 @@ typename Inspector::result_type inspect(Inspector& f, sample_result& x) {
 /// `inspect` for step_output.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_output& x) {
-  return f(caf::meta::type_name("troupe::step_output"), x.step_id, x.samples);
+  return f(caf::meta::type_name("troupe::step_output"), x.step_id, x.samples, x.busy_us, x.comm_us);
 }
 
 /// A client's request: prompt token ids and how to sample.
 struct generate_request {
   std::vector<int32_t> prompt;
   sampling_params params;
+  /// [n] tokens the client already received (a migrated request resumes after them;
+  /// empty for a new request). The replica replays them into its detokenizer and stop
+  /// matcher, so the text already sent is not sent again.
+  std::vector<int32_t> emitted{};
 };
 
 /// `inspect` for generate_request.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, generate_request& x) {
-  return f(caf::meta::type_name("troupe::generate_request"), x.prompt, x.params);
+  return f(caf::meta::type_name("troupe::generate_request"), x.prompt, x.params, x.emitted);
 }
 
 /// One token event of a request on the wire (token_event without recorded logits).
@@ -263,6 +267,52 @@ typename Inspector::result_type inspect(Inspector& f, token_msg& x) {
            x.finished, x.finish_reason, x.error);
 }
 
+// -- replicas and the router -----------------------------------------------------------
+
+/// The replica's state as the router and the supervisor see it.
+struct replica_status {
+  int32_t index = 0;
+  bool ready = false;         ///< every shard loaded and connected
+  int32_t requests = 0;       ///< running + waiting requests
+  int64_t steps = 0;          ///< steps completed
+  int32_t failures = 0;       ///< shard failures seen
+  // Runtime overhead of decode steps (every row one new token), summed over those steps:
+  int64_t decode_steps = 0;      ///< decode steps completed
+  int64_t decode_wall_us = 0;    ///< step sent to the shards -> last shard's answer received
+  int64_t decode_kernel_us = 0;  ///< per step: sum over stages of the slowest rank's compute
+  int64_t decode_busy_us = 0;    ///< per step: the longest time any shard spent running it
+  int64_t step_messages = 0;     ///< actor messages of those steps (a request and a reply per shard)
+};
+
+/// `inspect` for replica_status.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_status& x) {
+  return f(caf::meta::type_name("troupe::replica_status"), x.index, x.ready, x.requests, x.steps,
+           x.failures, x.decode_steps, x.decode_wall_us, x.decode_kernel_us, x.decode_busy_us,
+           x.step_messages);
+}
+
+/// Asks the replica to adopt a new set of shards (after a failure).
+using rebuild_atom = caf::atom_constant<caf::atom("rebuild")>;
+/// Cancels a request (the client went away).
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+/// The replica tells its owner it became ready or failed.
+using ready_atom = caf::atom_constant<caf::atom("ready")>;
+
+/// What the router knows of its replicas and requests (the answer to status_atom).
+struct router_status {
+  int32_t replicas = 0;  ///< replicas it routes to
+  int32_t ready = 0;     ///< complete replicas ready to serve
+  int32_t waiting = 0;   ///< requests waiting for a ready replica
+  int32_t running = 0;   ///< requests handed to a replica and not finished
+};
+
+/// `inspect` for router_status.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, router_status& x) {
+  return f(caf::meta::type_name("troupe::router_status"), x.replicas, x.ready, x.waiting, x.running);
+}
+
 /// Registers every type above with `cfg` (needed for remote sends).
 inline void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<node_info>("troupe::node_info");
@@ -275,6 +325,8 @@ inline void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<step_output>("troupe::step_output");
   cfg.add_message_type<generate_request>("troupe::generate_request");
   cfg.add_message_type<token_msg>("troupe::token_msg");
+  cfg.add_message_type<replica_status>("troupe::replica_status");
+  cfg.add_message_type<router_status>("troupe::router_status");
 }
 
 }  // namespace troupe

@@ -1,6 +1,7 @@
 #include "actors/placement.h"
 
 #include <map>
+#include <set>
 #include <mutex>
 #include <thread>
 
@@ -42,6 +43,7 @@ shard_spec make_shard_spec(const cluster_config& c, const model_config& m, const
   for (const auto& n : c.nodes)
     if (n.name == slot.node) s.threads = n.threads > 0 ? n.threads : 1;
   s.timeout_ms = c.fault_tolerance.collective_timeout.count();
+  s.stage_timeout_ms = c.fault_tolerance.step_timeout.count();
   return s;
 }
 
@@ -134,6 +136,47 @@ void rebuild(manager_ptr self, int32_t replica, const std::map<std::string, node
             });
 }
 
+/// Moves the slots of `replica` whose node is gone for good (state lost: given up, or
+/// not the head's to restart) onto free devices of registered nodes: devices that no
+/// slot of any replica uses. Slots keep their replica, stage and rank.
+void replace_lost(manager_state& st, int32_t replica, const cluster_status& cs,
+                  const std::map<std::string, node_agent_actor>& agents) {
+  for (auto& slot : st.slots) {
+    if (slot.replica != replica || agents.count(slot.node)) continue;
+    const auto* n = find_node(cs, slot.node);
+    if (!n || n->state != node_state::lost) continue;  // restarting: wait for it
+    for (const auto& node : st.config.nodes) {
+      if (!agents.count(node.name)) continue;
+      std::multiset<std::string> free(node.devices.begin(), node.devices.end());
+      for (const auto& other : st.slots)
+        if (other.node == node.name) {
+          auto it = free.find(other.device);
+          if (it != free.end()) free.erase(it);
+        }
+      if (free.empty()) continue;
+      logger()->info("replica {}: shard s{}r{} moves from lost node {} to node {} ({})", replica, slot.stage,
+                     slot.rank, slot.node, node.name, *free.begin());
+      slot.node = node.name;
+      slot.device = *free.begin();
+      break;
+    }
+  }
+}
+
+/// One sweep over the failed replicas: re-place shards of nodes lost for good, then
+/// rebuild each replica whose nodes are all registered.
+void sweep_failed(manager_ptr self, const cluster_status& cs, std::map<std::string, node_agent_actor> agents) {
+  auto& st = self->state;
+  for (auto& [replica, in_progress] : st.pending) {
+    if (in_progress) continue;
+    replace_lost(st, replica, cs, agents);
+    bool all_up = true;
+    for (const auto& s : st.slots)
+      if (s.replica == replica && !agents.count(s.node)) all_up = false;
+    if (all_up) rebuild(self, replica, agents);
+  }
+}
+
 manager_actor::behavior_type manager_impl(manager_ptr self, manager_state init) {
   self->state = std::move(init);
   return {
@@ -156,19 +199,18 @@ manager_actor::behavior_type manager_impl(manager_ptr self, manager_state init) 
       [self](sweep_atom) {
         auto& st = self->state;
         if (st.pending.empty()) return;
-        self->request(st.supervisor, std::chrono::seconds(2), agents_atom::value)
+        self->request(st.supervisor, std::chrono::seconds(2), status_atom::value)
             .then(
-                [self](std::vector<std::string>& names, std::vector<caf::actor>& handles) {
-                  std::map<std::string, node_agent_actor> agents;
-                  for (size_t i = 0; i < names.size(); ++i)
-                    agents[names[i]] = caf::actor_cast<node_agent_actor>(handles[i]);
-                  for (auto& [replica, in_progress] : self->state.pending) {
-                    if (in_progress) continue;
-                    bool all_up = true;
-                    for (const auto& s : self->state.slots)
-                      if (s.replica == replica && !agents.count(s.node)) all_up = false;
-                    if (all_up) rebuild(self, replica, agents);
-                  }
+                [self](cluster_status& cs) {
+                  self->request(self->state.supervisor, std::chrono::seconds(2), agents_atom::value)
+                      .then(
+                          [self, cs](std::vector<std::string>& names, std::vector<caf::actor>& handles) {
+                            std::map<std::string, node_agent_actor> agents;
+                            for (size_t i = 0; i < names.size(); ++i)
+                              agents[names[i]] = caf::actor_cast<node_agent_actor>(handles[i]);
+                            sweep_failed(self, cs, std::move(agents));
+                          },
+                          [](caf::error&) {});
                 },
                 [](caf::error&) {});
         self->delayed_send(self, std::chrono::milliseconds(100), sweep_atom::value);
@@ -180,7 +222,8 @@ manager_actor::behavior_type manager_impl(manager_ptr self, manager_state init) 
 
 data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& supervisor,
                              const cluster_config& c, std::shared_ptr<const model> meta,
-                             std::chrono::milliseconds timeout, const std::atomic<bool>& stopping) {
+                             std::chrono::milliseconds timeout, const std::atomic<bool>& stopping,
+                             std::shared_ptr<troupe_metrics> metrics) {
   const auto deadline = clock_type::now() + timeout;
   caf::scoped_actor self{sys};
   auto agents = wait_for_nodes(self, supervisor, c, deadline, stopping);
@@ -212,6 +255,7 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
     o.config = c;
     o.meta = meta;
     o.shards = shards[static_cast<size_t>(r)];
+    o.metrics = metrics;
     o.on_state = [box](int index, bool ok, const std::string&) {
       std::lock_guard<std::mutex> lock(box->mutex);
       if (box->manager)
@@ -221,7 +265,8 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
     };
     plane.replicas.push_back(spawn_replica(sys, std::move(o)));
   }
-  plane.router = spawn_router(sys, plane.replicas, c.fault_tolerance.request_wait);
+  plane.router = spawn_router(sys, plane.replicas, c.fault_tolerance.request_wait,
+                              c.fault_tolerance.request_retries);
   manager_state ms;
   ms.config = c;
   ms.model = meta->config();

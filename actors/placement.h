@@ -48,6 +48,7 @@ struct data_plane {
 data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& supervisor,
                                              const cluster_config& c, std::shared_ptr<const model> meta,
                                              std::chrono::milliseconds timeout,
-                                             const std::atomic<bool>& stopping);
+                                             const std::atomic<bool>& stopping,
+                                             std::shared_ptr<troupe_metrics> metrics = nullptr);
 
 }  // namespace troupe

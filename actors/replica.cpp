@@ -35,6 +35,8 @@ struct flight {
   pending_step step;
   size_t waiting = 0;
   std::vector<sample_result> samples;
+  std::chrono::steady_clock::time_point sent;  ///< when the step went to the shards
+  std::vector<step_output> outputs;            ///< per shard: its timings (samples moved out)
 };
 
 /// Who asked for a sequence.
@@ -53,13 +55,15 @@ struct replica_state {
   std::unordered_map<seq_id, client_ref> clients;
   std::unordered_map<uint64_t, seq_id> by_request;
   replica_status status;
+  block_stats reported;                  // prefix-cache counters already added to metrics
+  bool failed_before = false;            // a failure happened since the last ready
   static inline const char* name = "troupe.replica";
 };
 
 using replica_ptr = replica_actor::stateful_pointer<replica_state>;
 
 caf::timespan step_timeout(const replica_state& st) {
-  return caf::timespan{st.opts.config.fault_tolerance.collective_timeout + std::chrono::seconds(1)};
+  return caf::timespan{st.opts.config.fault_tolerance.step_timeout + std::chrono::seconds(1)};
 }
 
 size_t sampling_shard(const replica_state& st) {
@@ -67,7 +71,7 @@ size_t sampling_shard(const replica_state& st) {
   return static_cast<size_t>((par.pipeline - 1) * par.tensor);
 }
 
-void fail(replica_ptr self, const std::string& why);
+void fail(replica_ptr self, const std::string& why, int shard = -1);
 
 void dispatch(replica_ptr self, std::vector<token_event>& events) {
   auto& st = self->state;
@@ -92,18 +96,81 @@ void dispatch(replica_ptr self, std::vector<token_event>& events) {
 
 void kick(replica_ptr self);
 
+/// Adds a finished decode step (every row one new token) to the overhead counters: the
+/// kernel time of a step is the sum over stages of the slowest rank's time outside the
+/// communicators; the rest of the replica's wall time is the runtime's: communicator
+/// transfers and waits (inside the shards' busy time) and actor messaging and scheduling
+/// (the wall time beyond the longest busy shard).
+void account_step(replica_state& st, const flight& f) {
+  const auto& b = f.step.request.batch;
+  if (b.tokens.size() != b.logit_rows.size()) return;
+  const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
+  int64_t kernel = 0, busy = 0;
+  for (int s = 0; s < pp; ++s) {
+    int64_t k = 0;
+    for (int r = 0; r < tp; ++r) {
+      const auto& o = f.outputs[static_cast<size_t>(s * tp + r)];
+      k = std::max(k, o.busy_us - o.comm_us);
+      busy = std::max(busy, o.busy_us);
+    }
+    kernel += k;
+  }
+  auto& t = st.status;
+  t.decode_steps++;
+  t.decode_wall_us += std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::steady_clock::now() - f.sent).count();
+  t.decode_kernel_us += kernel;
+  t.decode_busy_us += busy;
+  t.step_messages += 2 * static_cast<int64_t>(f.outputs.size());
+}
+
+/// Publishes the scheduler's and the KV cache's state (after every step and request change).
+void report(replica_state& st) {
+  if (!st.opts.metrics) return;
+  auto& m = *st.opts.metrics;
+  const metrics::label_values r{std::to_string(st.opts.index)};
+  const auto& sched = st.eng->sched();
+  const auto& blocks = st.eng->blocks();
+  m.running_sequences.with(r).set(sched.n_running());
+  m.waiting_sequences.with(r).set(sched.n_waiting());
+  m.kv_cache_usage.with(r).set(blocks.n_blocks() > 0 ? double(blocks.n_used()) / blocks.n_blocks() : 0.0);
+  const auto& now = blocks.stats();
+  m.prefix_cache_queries.with(r).inc(double(now.queried_tokens - st.reported.queried_tokens));
+  m.prefix_cache_hits.with(r).inc(double(now.reused_tokens - st.reported.reused_tokens));
+  st.reported = now;
+}
+
+/// Publishes readiness and every shard's up/down state; `down` = the failed shard or -1.
+void report_shards(replica_state& st, bool ready, int down) {
+  if (!st.opts.metrics) return;
+  auto& m = *st.opts.metrics;
+  const std::string r = std::to_string(st.opts.index);
+  m.replica_ready.with({r}).set(ready ? 1 : 0);
+  const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
+  for (int s = 0; s < pp; ++s)
+    for (int k = 0; k < tp; ++k) {
+      const int i = s * tp + k;
+      auto& g = m.shard_up.with({r, std::to_string(s), std::to_string(k)});
+      if (ready) g.set(1);
+      else if (i == down) g.set(0);
+    }
+}
+
 void on_step_output(replica_ptr self, uint64_t gen, uint64_t step_id, size_t shard, step_output& out) {
   auto& st = self->state;
   if (gen != st.generation) return;
   auto it = st.flights.find(step_id);
   if (it == st.flights.end()) return;
   if (shard == sampling_shard(st)) it->second.samples = std::move(out.samples);
+  it->second.outputs[shard] = std::move(out);
   if (--it->second.waiting > 0) return;
+  account_step(st, it->second);
   auto events = st.eng->end_step(it->second.step, it->second.samples);
   st.flights.erase(it);
   st.status.steps++;
   dispatch(self, events);
   kick(self);
+  report(st);
 }
 
 void kick(replica_ptr self) {
@@ -116,19 +183,21 @@ void kick(replica_ptr self) {
     auto& f = st.flights[id];
     f.step = std::move(*p);
     f.waiting = st.shards.size();
+    f.outputs.resize(st.shards.size());
+    f.sent = std::chrono::steady_clock::now();
     for (size_t i = 0; i < st.shards.size(); ++i)
       self->request(st.shards[i], step_timeout(st), step_atom::value, f.step.request)
           .then([self, gen, id, i](step_output& out) { on_step_output(self, gen, id, i, out); },
                 [self, gen, i](caf::error& e) {
                   if (gen == self->state.generation)
-                    fail(self, "shard " + std::to_string(i) + ": " + self->system().render(e));
+                    fail(self, "shard " + std::to_string(i) + ": " + self->system().render(e), static_cast<int>(i));
                 });
   }
   auto ended = st.eng->take_ended();
   dispatch(self, ended);
 }
 
-void fail(replica_ptr self, const std::string& why) {
+void fail(replica_ptr self, const std::string& why, int shard) {
   auto& st = self->state;
   st.generation++;
   st.status.failures++;
@@ -139,6 +208,9 @@ void fail(replica_ptr self, const std::string& why) {
   const bool was_ready = st.ready;
   st.ready = false;
   logger()->warn("replica {}: {}{}", st.opts.index, why, was_ready ? "; waiting for new shards" : "");
+  st.failed_before = true;
+  if (st.opts.metrics) st.opts.metrics->shard_failures.with({std::to_string(st.opts.index)}).inc();
+  report_shards(st, false, shard);
   if (st.opts.on_state) st.opts.on_state(st.opts.index, false, why);
 }
 
@@ -174,18 +246,23 @@ void connect_shards(replica_ptr self) {
                             if (gen != st.generation || --*connected > 0) return;
                             st.ready = true;
                             logger()->info("replica {}: ready ({} shards)", st.opts.index, st.shards.size());
+                            if (st.failed_before && st.opts.metrics)
+                              st.opts.metrics->replica_recoveries.with({std::to_string(st.opts.index)}).inc();
+                            st.failed_before = false;
+                            report_shards(st, true, -1);
                             if (st.opts.on_state) st.opts.on_state(st.opts.index, true, "");
                             kick(self);
                           },
                           [self, gen, idx](caf::error& e) {
                             if (gen == self->state.generation)
-                              fail(self, "shard " + std::to_string(idx) + " connect: " + self->system().render(e));
+                              fail(self, "shard " + std::to_string(idx) + " connect: " + self->system().render(e),
+                                   static_cast<int>(idx));
                           });
                 }
             },
             [self, gen, i](caf::error& e) {
               if (gen == self->state.generation)
-                fail(self, "shard " + std::to_string(i) + " load: " + self->system().render(e));
+                fail(self, "shard " + std::to_string(i) + " load: " + self->system().render(e), static_cast<int>(i));
             });
 }
 
@@ -200,10 +277,11 @@ void adopt_shards(replica_ptr self, std::vector<shard_actor> shards) {
 void on_generate(replica_ptr self, uint64_t id, generate_request& req, const caf::actor& client) {
   auto& st = self->state;
   try {
-    const seq_id seq = st.eng->submit(std::move(req.prompt), req.params);
+    const seq_id seq = st.eng->submit(std::move(req.prompt), req.params, resume_point{std::move(req.emitted)});
     st.clients[seq] = {id, client};
     st.by_request[id] = seq;
     kick(self);
+    report(st);
   } catch (const std::exception& e) {
     token_msg m;
     m.request = id;
@@ -222,7 +300,8 @@ replica_actor::behavior_type replica_impl(replica_ptr self, replica_options opts
   self->set_down_handler([self](caf::down_msg& dm) {
     for (size_t i = 0; i < self->state.shards.size(); ++i)
       if (self->state.shards[i].address() == dm.source) {
-        fail(self, "shard " + std::to_string(i) + " is down: " + self->system().render(dm.reason));
+        fail(self, "shard " + std::to_string(i) + " is down: " + self->system().render(dm.reason),
+             static_cast<int>(i));
         return;
       }
   });
@@ -235,6 +314,7 @@ replica_actor::behavior_type replica_impl(replica_ptr self, replica_options opts
         auto it = self->state.by_request.find(id);
         if (it != self->state.by_request.end()) self->state.eng->cancel(it->second);
         kick(self);
+        report(self->state);
       },
       [self](status_atom) {
         auto s = self->state.status;

@@ -17,33 +17,11 @@
 
 #include "actors/messages.h"
 #include "actors/shard.h"
+#include "actors/troupe_metrics.h"
 #include "runtime/engine.h"
 #include "cluster-config/cluster_config.h"
 
 namespace troupe {
-
-/// The replica's state as the router and the supervisor see it.
-struct replica_status {
-  int32_t index = 0;
-  bool ready = false;         ///< every shard loaded and connected
-  int32_t requests = 0;       ///< running + waiting requests
-  int64_t steps = 0;          ///< steps completed
-  int32_t failures = 0;       ///< shard failures seen
-};
-
-/// `inspect` for replica_status.
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, replica_status& x) {
-  return f(caf::meta::type_name("troupe::replica_status"), x.index, x.ready, x.requests, x.steps,
-           x.failures);
-}
-
-/// Asks the replica to adopt a new set of shards (after a failure).
-using rebuild_atom = caf::atom_constant<caf::atom("rebuild")>;
-/// Cancels a request (the client went away).
-using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
-/// The replica tells its owner it became ready or failed.
-using ready_atom = caf::atom_constant<caf::atom("ready")>;
 
 /// The replica's typed interface.
 using replica_actor = caf::typed_actor<
@@ -60,6 +38,8 @@ struct replica_options {
   cluster_config config;
   std::shared_ptr<const model> meta;  ///< tokenizer and config (no weights needed)
   std::vector<shard_actor> shards;    ///< index = stage * tensor + rank
+  /// Where to report sequences, KV usage, prefix hits, readiness (null = nowhere).
+  std::shared_ptr<troupe_metrics> metrics;
   /// Told (on an actor thread) when the replica becomes ready (true) or fails (false).
   std::function<void(int index, bool ready, const std::string& why)> on_state;
 };

@@ -1,7 +1,10 @@
 #include "actors/router.h"
 
+#include <algorithm>
 #include <deque>
 #include <unordered_map>
+
+#include "actors/actor_system_config.h"
 
 namespace troupe {
 
@@ -16,7 +19,8 @@ struct route {
   int replica = -1;               ///< -1 while waiting for a ready replica
   generate_request request;       ///< kept until it finishes (for resumption)
   std::vector<int32_t> emitted;   ///< tokens the client has received
-  clock_type::time_point since;
+  clock_type::time_point since;   ///< when it last started waiting for a replica
+  int retries = 0;                ///< times it moved off a failed replica
 };
 
 struct router_state {
@@ -26,6 +30,7 @@ struct router_state {
   std::unordered_map<uint64_t, route> routes;  ///< by router id
   std::deque<uint64_t> waiting;   ///< router ids without a replica, oldest first
   std::chrono::milliseconds request_wait{30000};
+  int request_retries = 3;        ///< moves allowed per request
   uint64_t next_id = 1;
   static inline const char* name = "troupe.router";
 };
@@ -62,6 +67,9 @@ void dispatch_waiting(router_ptr self) {
     if (it == st.routes.end()) continue;
     it->second.replica = r;
     st.load[static_cast<size_t>(r)]++;
+    if (it->second.retries > 0)
+      logger()->info("router: request {} resumes on replica {} after {} tokens", it->second.client_id, r,
+                     it->second.emitted.size());
     self->send(st.replicas[static_cast<size_t>(r)], generate_atom::value, id, it->second.request,
                caf::actor_cast<caf::actor>(self));
   }
@@ -82,13 +90,71 @@ void on_token(router_ptr self, token_msg& m) {
   }
 }
 
+/// Replica `index` failed: each of its requests gets a new router id (so late events of
+/// the old one are dropped), is cancelled there (a rebuilt replica does not continue it)
+/// and waits, ahead of new requests, for a ready replica to resume it after the tokens
+/// its client already has. A request that ran out of retries ends with an error.
+void migrate(router_ptr self, int index) {
+  auto& st = self->state;
+  std::vector<uint64_t> moved;
+  for (const auto& [id, r] : st.routes)
+    if (r.replica == index) moved.push_back(id);
+  std::sort(moved.begin(), moved.end());
+  std::vector<uint64_t> requeue;
+  for (uint64_t old_id : moved) {
+    auto node = st.routes.extract(old_id);
+    route& r = node.mapped();
+    self->send(st.replicas[static_cast<size_t>(index)], cancel_atom::value, old_id);
+    st.load[static_cast<size_t>(index)]--;
+    const uint64_t id = st.next_id++;
+    r.replica = -1;
+    r.retries++;
+    r.since = clock_type::now();
+    r.request.emitted = r.emitted;
+    logger()->info("router: request {} moves off failed replica {} after {} tokens (retry {} of {})", r.client_id,
+                   index, r.emitted.size(), r.retries, st.request_retries);
+    const bool give_up = r.retries > st.request_retries;
+    const int retries = r.retries;
+    st.routes.emplace(id, std::move(r));
+    if (give_up)
+      fail_request(self, id, "replica " + std::to_string(index) + " failed and the request already moved " +
+                                 std::to_string(retries - 1) + " times (fault_tolerance.request_retries = " +
+                                 std::to_string(st.request_retries) + ")");
+    else
+      requeue.push_back(id);
+  }
+  st.waiting.insert(st.waiting.begin(), requeue.begin(), requeue.end());
+}
+
+/// The client's request `client_id`: waiting ones end here, running ones at their replica
+/// (which answers with a "cancelled" event that on_token relays).
+void cancel(router_ptr self, uint64_t client_id, const caf::actor& client) {
+  auto& st = self->state;
+  for (auto& [id, r] : st.routes) {
+    if (r.client_id != client_id || r.client != client) continue;
+    if (r.replica >= 0) {
+      self->send(st.replicas[static_cast<size_t>(r.replica)], cancel_atom::value, id);
+      return;
+    }
+    token_msg m;
+    m.request = client_id;
+    m.finished = true;
+    m.finish_reason = "cancelled";
+    caf::anon_send(client, token_atom::value, std::move(m));
+    st.waiting.erase(std::remove(st.waiting.begin(), st.waiting.end(), id), st.waiting.end());
+    st.routes.erase(id);
+    return;
+  }
+}
+
 router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_actor> replicas,
-                                        std::chrono::milliseconds request_wait) {
+                                        std::chrono::milliseconds request_wait, int request_retries) {
   auto& st = self->state;
   st.replicas = std::move(replicas);
   st.ready.assign(st.replicas.size(), false);
   st.load.assign(st.replicas.size(), 0);
   st.request_wait = request_wait;
+  st.request_retries = request_retries;
   self->send(self, sweep_atom::value);
   // Replicas that became ready before anyone told this router: ask them.
   for (size_t i = 0; i < st.replicas.size(); ++i)
@@ -102,17 +168,26 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
       [self](generate_atom, uint64_t client_id, generate_request& req, const caf::actor& client) {
         auto& st = self->state;
         const uint64_t id = st.next_id++;
-        st.routes[id] = route{client, client_id, -1, std::move(req), {}, clock_type::now()};
+        st.routes[id] = route{client, client_id, -1, std::move(req), {}, clock_type::now(), 0};
         st.waiting.push_back(id);
         dispatch_waiting(self);
       },
       [self](token_atom, token_msg& m) { on_token(self, m); },
+      [self](cancel_atom, uint64_t client_id, const caf::actor& client) { cancel(self, client_id, client); },
+      [self](status_atom) {
+        const auto& st = self->state;
+        router_status s;
+        s.replicas = static_cast<int32_t>(st.replicas.size());
+        for (bool r : st.ready) s.ready += r ? 1 : 0;
+        s.waiting = static_cast<int32_t>(st.waiting.size());
+        s.running = static_cast<int32_t>(st.routes.size()) - s.waiting;
+        return s;
+      },
       [self](ready_atom, int32_t index, bool ok) {
         auto& st = self->state;
         if (index < 0 || static_cast<size_t>(index) >= st.ready.size()) return;
         st.ready[static_cast<size_t>(index)] = ok;
-        // Requests of a failed replica stay with it: its scheduler keeps them and
-        // recomputes them once the replica is rebuilt (migration is a later issue).
+        if (!ok) migrate(self, index);
         dispatch_waiting(self);
       },
       [self](sweep_atom) {
@@ -134,8 +209,8 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
 }  // namespace
 
 router_actor spawn_router(caf::actor_system& sys, std::vector<replica_actor> replicas,
-                          std::chrono::milliseconds request_wait) {
-  return sys.spawn(router_impl, std::move(replicas), request_wait);
+                          std::chrono::milliseconds request_wait, int request_retries) {
+  return sys.spawn(router_impl, std::move(replicas), request_wait, request_retries);
 }
 
 }  // namespace troupe

@@ -2,9 +2,11 @@
 /// The router: the single front of a cluster's replicas. It picks a replica for each
 /// request (the ready one with the fewest requests in flight), relays the replica's
 /// token events to the request's client, and records each request's progress (tokens
-/// already sent), which is what request migration (a later issue) resumes from.
-/// Requests that arrive while no replica is ready wait up to
-/// fault_tolerance.request_wait, then get a clean error.
+/// already sent). When a replica fails, its requests move at once to another ready
+/// replica (or wait for the first one ready, the rebuilt one included) and resume after
+/// the tokens already sent, at most fault_tolerance.request_retries times each.
+/// Requests that wait for a ready replica longer than fault_tolerance.request_wait get a
+/// clean error.
 #include <caf/all.hpp>
 
 #include "actors/messages.h"
@@ -16,6 +18,11 @@ namespace troupe {
 using router_actor = caf::typed_actor<
     /// A client's request `id` (the client's own numbering); events go to `client`.
     caf::reacts_to<generate_atom, uint64_t, generate_request, caf::actor>,
+    /// The client `client` gives up its request `id` (it went away): the replica frees
+    /// its KV blocks; the client gets a last event "cancelled" unless it had finished.
+    caf::reacts_to<cancel_atom, uint64_t, caf::actor>,
+    /// Readiness and load, for /ready and admission control.
+    caf::replies_to<status_atom>::with<router_status>,
     /// Token events from a replica (addressed with the router's request id).
     caf::reacts_to<token_atom, token_msg>,
     /// A replica became ready (true) or failed (false).
@@ -23,8 +30,9 @@ using router_actor = caf::typed_actor<
     /// Internal timer: fail requests that waited too long for a replica.
     caf::reacts_to<sweep_atom>>;
 
-/// Spawns a router over `replicas` (index i = replica i), none ready yet.
+/// Spawns a router over `replicas` (index i = replica i), none ready yet; a request moves
+/// off a failed replica at most `request_retries` times.
 router_actor spawn_router(caf::actor_system& sys, std::vector<replica_actor> replicas,
-                          std::chrono::milliseconds request_wait);
+                          std::chrono::milliseconds request_wait, int request_retries = 3);
 
 }  // namespace troupe

@@ -108,6 +108,7 @@ void restart_or_give_up(sup_ptr self, member& m) {
     return;
   }
   m.status.restarts += 1;
+  if (st.opts.metrics) st.opts.metrics->node_restarts.with({m.spec.name}).inc();
   m.status.state = node_state::restarting;
   logger()->info("node {} restarting (restart {} of {})", m.spec.name, m.status.restarts,
                  max_restarts);
@@ -123,6 +124,7 @@ void on_lost(sup_ptr self, member& m, const std::string& reason) {
     m.agent = nullptr;
   }
   if (m.status.state != node_state::restarting) m.lost_at = now;
+  if (self->state.opts.metrics) self->state.opts.metrics->node_up.with({m.spec.name}).set(0);
   m.status.lost_at_unix_ms = unix_ms_now();
   m.status.last_error = reason;
   m.status.recover_ms = -1;
@@ -160,6 +162,7 @@ caf::result<caf::ok_atom> on_register(sup_ptr self, node_info& info) {
   m->agent = agent;
   m->status.pid = info.pid;
   m->status.state = node_state::registered;
+  if (st.opts.metrics) st.opts.metrics->node_up.with({m->spec.name}).set(1);
   m->last_seen = now;
   if (!m->local) m->order = st.next_order++;
   std::string devices;

@@ -55,6 +55,7 @@ struct supervisor_options {
   std::string executable;                     ///< program to launch ("" = /proc/self/exe)
   std::chrono::milliseconds sweep_interval{50};  ///< reap / deadline check period
   std::chrono::milliseconds stop_wait{3000};  ///< how long `stop_atom` waits for nodes
+  std::shared_ptr<troupe_metrics> metrics;    ///< node up/restarts go here (null = nowhere)
 };
 
 /// Spawns the supervisor. It launches nothing until it receives `start_atom`.

@@ -2,6 +2,8 @@
 // overrides and YAML output. docs/configuration.md is the reference for the schema.
 #include "cluster-config/cluster_config.h"
 
+#include "runtime/model.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -258,11 +260,13 @@ void read_nodes(const reader& r, const YAML::Node& list, std::vector<node_sectio
 
 void read_server(section s, server_section& v) {
   s.get("host", v.host);
-  s.get_port("port", v.port);
+  s.get_port("port", v.port, true);
+  s.get("model_name", v.model_name);
   s.get("api_keys", v.api_keys);
   s.get("max_queue_requests", v.max_queue_requests);
   s.get("max_queue_tokens", v.max_queue_tokens);
   s.get("max_body_bytes", v.max_body_bytes);
+  s.get("max_n", v.max_n);
   s.finish();
 }
 
@@ -281,6 +285,7 @@ void read_fault_tolerance(section s, fault_tolerance_section& v) {
   s.get("heartbeat_interval", v.heartbeat_interval);
   s.get("heartbeat_timeout", v.heartbeat_timeout);
   s.get("collective_timeout", v.collective_timeout);
+  s.get("step_timeout", v.step_timeout);
   s.get("request_wait", v.request_wait);
   s.get("max_restarts", v.max_restarts);
   s.get("request_retries", v.request_retries);
@@ -384,7 +389,6 @@ void check_server(const checker& k, const cluster_config& c) {
   k.require(!c.head.host.empty(), "head.host", "must not be empty");
   k.at_least(c.head.port, 1, "head.port");
   k.require(!s.host.empty(), "server.host", "must not be empty");
-  k.at_least(s.port, 1, "server.port");
   k.require(!(host_key(s.host) == host_key(c.head.host) && s.port == c.head.port), "server.port",
             std::to_string(s.port) + " is also the head's port (head.port)");
   for (std::size_t i = 0; i < s.api_keys.size(); ++i)
@@ -392,6 +396,7 @@ void check_server(const checker& k, const cluster_config& c) {
   k.at_least(s.max_queue_requests, 1, "server.max_queue_requests");
   k.at_least(s.max_queue_tokens, 1, "server.max_queue_tokens");
   k.at_least(s.max_body_bytes, 1, "server.max_body_bytes");
+  k.at_least(s.max_n, 1, "server.max_n");
 }
 
 void check_scheduler(const checker& k, const scheduler_section& s) {
@@ -412,6 +417,9 @@ void check_fault_tolerance(const checker& k, const fault_tolerance_section& f) {
   k.positive_ms(f.heartbeat_interval, "fault_tolerance.heartbeat_interval");
   k.positive_ms(f.heartbeat_timeout, "fault_tolerance.heartbeat_timeout");
   k.positive_ms(f.collective_timeout, "fault_tolerance.collective_timeout");
+  k.require(f.step_timeout >= f.collective_timeout, "fault_tolerance.step_timeout",
+            "must be at least collective_timeout (" + std::to_string(f.step_timeout.count()) + "ms < " +
+                std::to_string(f.collective_timeout.count()) + "ms)");
   k.positive_ms(f.request_wait, "fault_tolerance.request_wait");
   k.require(f.heartbeat_interval < f.heartbeat_timeout, "fault_tolerance.heartbeat_interval",
             "must be shorter than heartbeat_timeout (" + std::to_string(f.heartbeat_interval.count()) +
@@ -498,7 +506,7 @@ void set_at(YAML::Node root, const std::vector<path_step>& steps, const YAML::No
   }
 }
 
-std::string load_error(const YAML::Exception& e) {
+std::string yaml_load_error(const YAML::Exception& e) {
   if (e.mark.is_null()) return "YAML error: " + e.msg;
   return "line " + std::to_string(e.mark.line + 1) + ", column " + std::to_string(e.mark.column + 1) +
          ": YAML syntax error: " + e.msg;
@@ -529,13 +537,13 @@ cluster_config parse_cluster_config(const std::string& yaml_text, const std::str
   try {
     root = YAML::Load(yaml_text);
   } catch (const YAML::Exception& e) {
-    throw config_error(source, "", load_error(e));
+    throw config_error(source, "", yaml_load_error(e));
   }
   cluster_config c;
   try {
     c = read_tree(root, reader(source, true));
   } catch (const YAML::Exception& e) {
-    throw config_error(source, "", load_error(e));
+    throw config_error(source, "", yaml_load_error(e));
   }
   c.source = source;
   validate(c);
@@ -628,12 +636,13 @@ std::string to_yaml(const cluster_config& c) {
   out << YAML::EndSeq;
   const auto& s = c.server;
   out << YAML::Key << "server" << YAML::Value << YAML::BeginMap << YAML::Key << "host" << YAML::Value
-      << YAML::DoubleQuoted << s.host << YAML::Key << "port" << YAML::Value << s.port << YAML::Key << "api_keys"
+      << YAML::DoubleQuoted << s.host << YAML::Key << "port" << YAML::Value << s.port << YAML::Key << "model_name"
+      << YAML::Value << YAML::DoubleQuoted << s.model_name << YAML::Key << "api_keys"
       << YAML::Value;
   emit_string_list(out, s.api_keys);
   out << YAML::Key << "max_queue_requests" << YAML::Value << s.max_queue_requests << YAML::Key
       << "max_queue_tokens" << YAML::Value << s.max_queue_tokens << YAML::Key << "max_body_bytes" << YAML::Value
-      << s.max_body_bytes << YAML::EndMap;
+      << s.max_body_bytes << YAML::Key << "max_n" << YAML::Value << s.max_n << YAML::EndMap;
   const auto& q = c.scheduler;
   out << YAML::Key << "scheduler" << YAML::Value << YAML::BeginMap << YAML::Key << "max_batch_tokens"
       << YAML::Value << q.max_batch_tokens << YAML::Key << "max_seqs" << YAML::Value << q.max_seqs << YAML::Key
@@ -645,11 +654,32 @@ std::string to_yaml(const cluster_config& c) {
   out << YAML::Key << "fault_tolerance" << YAML::Value << YAML::BeginMap << YAML::Key << "heartbeat_interval"
       << YAML::Value << ms(f.heartbeat_interval) << YAML::Key << "heartbeat_timeout" << YAML::Value
       << ms(f.heartbeat_timeout) << YAML::Key << "collective_timeout" << YAML::Value << ms(f.collective_timeout)
-      << YAML::Key << "request_wait" << YAML::Value << ms(f.request_wait) << YAML::Key << "max_restarts"
+      << YAML::Key << "step_timeout" << YAML::Value << ms(f.step_timeout) << YAML::Key << "request_wait" << YAML::Value << ms(f.request_wait) << YAML::Key << "max_restarts"
       << YAML::Value << f.max_restarts << YAML::Key << "request_retries" << YAML::Value << f.request_retries
       << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace troupe
+
+namespace troupe {
+
+std::string served_model_name(const cluster_config& c) {
+  if (!c.server.model_name.empty()) return c.server.model_name;
+  std::string path = c.model.path;
+  try {
+    path = resolve_model_path(path);
+  } catch (const std::exception&) {
+    // The default model is not fetched: name it by its key ("default").
+  }
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const auto slash = path.find_last_of('/');
+  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  const std::string ext = ".gguf";
+  if (name.size() > ext.size() && name.compare(name.size() - ext.size(), ext.size(), ext) == 0)
+    name.resize(name.size() - ext.size());
+  return name;
 }
 
 }  // namespace troupe

@@ -43,11 +43,13 @@ struct head_section {
 /// `server:` — the HTTP front door.
 struct server_section {
   std::string host = "127.0.0.1";
-  uint16_t port = 8000;
+  uint16_t port = 8000;               ///< 0 = any free port (the head logs the one it got)
+  std::string model_name;             ///< the name clients use; "" = served_model_name's default
   std::vector<std::string> api_keys;
   int max_queue_requests = 256;
   int64_t max_queue_tokens = 262144;
   int64_t max_body_bytes = 4 << 20;
+  int max_n = 16;                     ///< most choices (`n`) one request may ask for
 };
 
 /// `scheduler:` — per replica.
@@ -66,6 +68,10 @@ struct fault_tolerance_section {
   std::chrono::milliseconds heartbeat_interval{100};
   std::chrono::milliseconds heartbeat_timeout{1000};   ///< a silent peer is dead after this
   std::chrono::milliseconds collective_timeout{5000};  ///< deadline of one communicator call
+  /// Deadline of one scheduler step at a shard (and of a pipeline stage's wait for the
+  /// stage before it, which includes that stage's compute). Dead shards are found by
+  /// monitors and heartbeats long before; this only bounds a shard that hangs.
+  std::chrono::milliseconds step_timeout{120000};
   std::chrono::milliseconds request_wait{30000};       ///< how long a request waits for a replica
   int max_restarts = 5;                                ///< per node, before it is given up
   int request_retries = 3;
@@ -102,6 +108,9 @@ void apply_overrides(cluster_config& c, const std::vector<std::string>& override
 void validate(const cluster_config& c);
 /// The one-process default: one node "local" on 127.0.0.1 with one CPU device, the default model.
 cluster_config default_cluster_config();
+/// The model name the HTTP API serves: server.model_name, or else the model file's (or
+/// directory's) name without .gguf ("SmolLM2-135M-Instruct.Q4_1" for "default").
+std::string served_model_name(const cluster_config& c);
 /// Writes the config as YAML that parse_cluster_config reads back to an equal config.
 std::string to_yaml(const cluster_config& c);
 

@@ -472,6 +472,7 @@ void ucx_communicator::fail_and_drain(std::vector<pending>& ops, comm_errc code,
 }
 
 void ucx_communicator::send(tensor_view buf, int peer, deadline d) {
+  const busy_scope timing(*this);
   check_call("send", buf, peer);
   std::vector<pending> ops;
   const uint64_t seq = send_seq_[static_cast<size_t>(peer)]++;
@@ -481,6 +482,7 @@ void ucx_communicator::send(tensor_view buf, int peer, deadline d) {
 }
 
 void ucx_communicator::recv(tensor_view buf, int peer, deadline d) {
+  const busy_scope timing(*this);
   check_call("recv", buf, peer);
   std::vector<pending> ops;
   const uint64_t seq = recv_seq_[static_cast<size_t>(peer)]++;
@@ -490,6 +492,7 @@ void ucx_communicator::recv(tensor_view buf, int peer, deadline d) {
 }
 
 void ucx_communicator::all_gather(tensor_view in, tensor_view out, deadline d) {
+  const busy_scope timing(*this);
   check_call("all_gather", in, -1);
   check_call("all_gather", out, -1);
   if (in.type != out.type)
@@ -519,6 +522,7 @@ void ucx_communicator::all_gather(tensor_view in, tensor_view out, deadline d) {
 }
 
 void ucx_communicator::all_reduce(tensor_view buf, deadline d) {
+  const busy_scope timing(*this);
   check_call("all_reduce", buf, -1);
   if (buf.type != dtype::f32)
     throw comm_error(comm_errc::invalid, "all_reduce", -1,

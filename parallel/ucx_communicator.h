@@ -55,6 +55,10 @@ class ucx_communicator final : public communicator {
   void recv(tensor_view buf, int peer, deadline d) override;
   void abort() noexcept override;
   bool aborted() const noexcept override { return aborted_.load(std::memory_order_acquire); }
+  /// Total time spent inside all_reduce / all_gather / send / recv (waiting included).
+  std::chrono::nanoseconds busy_time() const { return busy_; }
+  /// Calls of all_reduce / all_gather / send / recv made so far.
+  int64_t calls() const { return calls_; }
 
   /// Byte size from which all_reduce switches from all-to-all to reduce-scatter + all-gather
   /// (both give the same bits: each element is summed in rank order either way).
@@ -68,6 +72,17 @@ class ucx_communicator final : public communicator {
     bool is_send = false;       ///< send (else receive)
     size_t expected_bytes = 0;  ///< bytes a receive must get
   };
+  /// Adds the time from its construction to its destruction to busy_ (and counts a call).
+  struct busy_scope {
+    explicit busy_scope(ucx_communicator& c) : c_(c), t0_(std::chrono::steady_clock::now()) {}
+    ~busy_scope() { c_.busy_ += std::chrono::steady_clock::now() - t0_; c_.calls_++; }
+    busy_scope(const busy_scope&) = delete;
+    busy_scope& operator=(const busy_scope&) = delete;
+    ucx_communicator& c_;
+    std::chrono::steady_clock::time_point t0_;
+  };
+  std::chrono::nanoseconds busy_{0};
+  int64_t calls_ = 0;
   /// What the endpoint error handler needs to find its peer.
   struct ep_context {
     ucx_communicator* self = nullptr;

@@ -49,6 +49,10 @@ engine::engine(std::shared_ptr<const model> m, engine_config cfg)
       sched_(blocks_, scheduler_config{cfg_.max_batch_tokens, cfg_.max_seqs, max_context_}) {}
 
 seq_id engine::submit(std::vector<int32_t> prompt, const sampling_params& p) {
+  return submit(std::move(prompt), p, resume_point{});
+}
+
+seq_id engine::submit(std::vector<int32_t> prompt, const sampling_params& p, const resume_point& from) {
   validate(p);
   if (prompt.empty()) throw std::invalid_argument("prompt is empty: at least one token is needed");
   const int vocab = model_->config().vocab;
@@ -57,6 +61,15 @@ seq_id engine::submit(std::vector<int32_t> prompt, const sampling_params& p) {
       throw std::invalid_argument("prompt token " + std::to_string(i) + " has id " +
                                   std::to_string(prompt[i]) + ", outside the vocabulary [0, " +
                                   std::to_string(vocab) + ")");
+  for (size_t i = 0; i < from.emitted.size(); ++i)
+    if (from.emitted[i] < 0 || from.emitted[i] >= vocab)
+      throw std::invalid_argument("resumed request: emitted token " + std::to_string(i) + " has id " +
+                                  std::to_string(from.emitted[i]) + ", outside the vocabulary [0, " +
+                                  std::to_string(vocab) + ")");
+  if (static_cast<int64_t>(from.emitted.size()) >= p.max_tokens)
+    throw std::invalid_argument("resumed request: " + std::to_string(from.emitted.size()) +
+                                " tokens were already emitted, max_tokens is " + std::to_string(p.max_tokens) +
+                                ": nothing is left to generate");
   const int64_t need = static_cast<int64_t>(prompt.size()) + p.max_tokens;
   if (need > max_context_)
     throw std::invalid_argument("the context holds " + std::to_string(max_context_) +
@@ -67,10 +80,15 @@ seq_id engine::submit(std::vector<int32_t> prompt, const sampling_params& p) {
   s->id = next_id_++;
   s->n_prompt = static_cast<int>(prompt.size());
   s->tokens = std::move(prompt);
+  s->tokens.insert(s->tokens.end(), from.emitted.begin(), from.emitted.end());
   s->params = p;
   request_state st;
   st.decoder = std::make_unique<incremental_decoder>(model_->tokenizer());
   st.stops = std::make_unique<stop_matcher>(p.stop);
+  // Replaying the emitted tokens leaves the decoder (incomplete characters) and the stop
+  // matcher (a held-back partial stop string) as they were; the text they release now
+  // was sent already.
+  for (int32_t t : from.emitted) st.stops->push(st.decoder->push(t));
   states_.emplace(s->id, std::move(st));
   const seq_id id = s->id;
   sched_.add(std::move(s));

@@ -44,6 +44,14 @@ struct token_event {
   std::vector<float> logits;     ///< [vocab] when record_logits is on
 };
 
+/// Where a request resumes (request migration): the tokens its client already received.
+/// The resumed sequence counts them as generated output (token index, max_tokens,
+/// penalties and stop checks see them), and its detokenizer and stop matcher are primed
+/// with them, so the events continue the stream with no gap and no duplicate text.
+struct resume_point {
+  std::vector<int32_t> emitted;  ///< [n] tokens already sent, in order
+};
+
 /// A scheduled step waiting for its forward and sampling (see engine::begin_step).
 struct pending_step {
   step_plan plan;
@@ -70,6 +78,10 @@ class engine {
   /// values, empty prompt, token ids outside the vocabulary, prompt + max_tokens
   /// longer than the context).
   seq_id submit(std::vector<int32_t> prompt, const sampling_params& p);
+  /// Queues a request that resumes after `from.emitted` (see resume_point). Throws
+  /// std::invalid_argument as submit does, and when an emitted token is outside the
+  /// vocabulary or the emitted tokens already reach max_tokens.
+  seq_id submit(std::vector<int32_t> prompt, const sampling_params& p, const resume_point& from);
   /// Cancels a queued or running request; its blocks are freed at the next step.
   bool cancel(seq_id id);
   /// Runs one scheduler iteration here (local_execution) and returns its events.

@@ -138,14 +138,14 @@ tensor_view shard_context::forward(const batch_input& b) {
   if (is_first_stage()) {
     k::embedding(ops_, rows(residual_, t), w.tok_embd.view(), host_i32(b.tokens, {t}));
   } else {
-    env_.prev_stage->recv(rows(residual_, t), 1 - env_.prev_stage->rank(), deadline());
+    env_.prev_stage->recv(rows(residual_, t), 1 - env_.prev_stage->rank(), stage_deadline());
   }
   k::rmsnorm(ops_, rows(normed_, t), rows(residual_, t),
              w.layers[static_cast<size_t>(model_.layer_begin())].attn_norm.view(), c.rms_eps);
   for (int l = model_.layer_begin(); l < model_.layer_end(); ++l) run_layer(l, t, meta, positions, slots);
   k::add_inplace(ops_, rows(residual_, t), rows(delta_, t));
   if (!is_last_stage()) {
-    env_.next_stage->send(rows(residual_, t), 1 - env_.next_stage->rank(), deadline());
+    env_.next_stage->send(rows(residual_, t), 1 - env_.next_stage->rank(), stage_deadline());
     return {};
   }
 
@@ -157,8 +157,8 @@ tensor_view shard_context::forward(const batch_input& b) {
   return rows(logits_, l_rows);
 }
 
-std::chrono::steady_clock::time_point shard_context::deadline() const {
-  return std::chrono::steady_clock::now() + env_.timeout;
+std::chrono::steady_clock::time_point shard_context::stage_deadline() const {
+  return std::chrono::steady_clock::now() + env_.stage_timeout;
 }
 
 void shard_context::run_layer(int l, int t, const k::attention_batch& meta, tensor_view positions,

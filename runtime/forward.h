@@ -41,7 +41,10 @@ struct parallel_env {
   parallel::communicator* tensor_group = nullptr;  ///< the tensor-parallel ranks of this stage
   parallel::communicator* prev_stage = nullptr;    ///< link to the same TP rank of the stage before
   parallel::communicator* next_stage = nullptr;    ///< link to the same TP rank of the stage after
-  std::chrono::milliseconds timeout{5000};         ///< deadline of each transfer
+  std::chrono::milliseconds timeout{5000};         ///< deadline of each tensor-parallel collective
+  /// Deadline of each send/recv between stages: a wait that includes the other stage's
+  /// compute of the whole step, so much longer than `timeout`.
+  std::chrono::milliseconds stage_timeout{120000};
 };
 
 /// Mutable per-shard state. Owns KV storage and scratch; never shared between threads.
@@ -72,7 +75,7 @@ class shard_context {
   void run_layer(int layer, int n_tokens, const kernels::attention_batch& meta,
                  tensor_view positions, tensor_view slots);
   tensor_view rows(const tensor& t, int n) const;
-  std::chrono::steady_clock::time_point deadline() const;
+  std::chrono::steady_clock::time_point stage_deadline() const;
 
   /// One transformer block's projections, split as this shard's tensor slice says.
   struct layer_linears {

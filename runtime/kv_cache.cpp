@@ -162,6 +162,7 @@ int block_manager::begin_sequence(seq_id id, const std::vector<int32_t>& tokens)
     throw std::invalid_argument("block_manager::begin_sequence: " + seq_name(id) +
                                 " has an empty prompt");
   seq_info s;
+  stats_.queried_tokens += static_cast<int64_t>(tokens.size());
   if (prefix_caching_) {
     const size_t max_adopt = (tokens.size() - 1) / static_cast<size_t>(block_size_);
     uint64_t h = 0;

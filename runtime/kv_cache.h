@@ -17,6 +17,7 @@ struct block_stats {
   int64_t reused_blocks = 0;    ///< blocks adopted from the prefix table, total
   int64_t reused_tokens = 0;    ///< tokens skipped thanks to reuse, total
   int64_t evicted_blocks = 0;   ///< cached blocks recycled for new data, total
+  int64_t queried_tokens = 0;   ///< tokens of sequences started (looked up in the prefix table), total
 };
 
 /// Hands out KV blocks to sequences. Not thread-safe: owned by one scheduler.

@@ -54,6 +54,7 @@ void shard_worker::connect(const std::vector<std::vector<char>>& tensor_group, c
   env.prev_stage = prev_.get();
   env.next_stage = next_.get();
   env.timeout = std::chrono::milliseconds(spec_.timeout_ms);
+  env.stage_timeout = std::chrono::milliseconds(spec_.stage_timeout_ms);
   ctx_ = std::make_unique<shard_context>(*model_, spec_.context,
                                          kernels::op_context{backend_kind::cpu, spec_.threads, nullptr}, env);
 }
@@ -62,11 +63,23 @@ bool shard_worker::samples() const { return spec_.stage == spec_.n_stages - 1 &&
 
 step_output shard_worker::run(const step_request& r) {
   if (!ctx_) throw std::logic_error("shard_worker: run() before connect()");
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto comm0 = comm_time();
   step_output out;
   out.step_id = r.step_id;
   tensor_view logits = ctx_->forward(r.batch);
   if (samples()) out.samples = sample_rows(logits, r.samples, scratch_);
+  const auto us = [](auto d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); };
+  out.busy_us = us(std::chrono::steady_clock::now() - t0);
+  out.comm_us = us(comm_time() - comm0);
   return out;
+}
+
+std::chrono::nanoseconds shard_worker::comm_time() const {
+  std::chrono::nanoseconds t{0};
+  for (const auto* c : {tensor_.get(), prev_.get(), next_.get()})
+    if (c) t += c->busy_time();
+  return t;
 }
 
 void shard_worker::abort() noexcept {

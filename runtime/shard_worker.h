@@ -28,7 +28,8 @@ struct shard_spec {
   bool allow_uneven_heads = false;
   context_params context;
   int threads = 1;                  ///< CPU threads for the kernels
-  int64_t timeout_ms = 5000;        ///< deadline of each transfer
+  int64_t timeout_ms = 5000;        ///< deadline of each tensor-parallel collective
+  int64_t stage_timeout_ms = 120000;  ///< deadline of each send/recv between pipeline stages
 };
 
 /// The addresses a shard publishes so its peers can connect (empty where no link).
@@ -42,6 +43,8 @@ struct shard_addresses {
 struct step_output {
   uint64_t step_id = 0;
   std::vector<sample_result> samples;
+  int64_t busy_us = 0;  ///< time this shard spent in run() (forward + sampling)
+  int64_t comm_us = 0;  ///< of that, time inside communicator calls (transfers and waits)
 };
 
 class shard_worker {
@@ -67,6 +70,9 @@ class shard_worker {
   void abort() noexcept;
 
  private:
+  /// Time spent inside the communicators so far.
+  std::chrono::nanoseconds comm_time() const;
+
   shard_spec spec_;
   std::shared_ptr<const model> model_;
   std::unique_ptr<parallel::ucx_communicator> tensor_;  ///< null when tp_size == 1

@@ -1,5 +1,12 @@
 #pragma once
 /// Paths shared by the tests: the source tree, the goldens and the default model.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
@@ -33,6 +40,45 @@ inline std::filesystem::path scratch_dir(const std::string& name) {
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p;
+}
+
+/// Whether a TCP listener could bind 127.0.0.1:`port` now.
+inline bool port_is_free(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+/// `n` (at most 16) consecutive ports on 127.0.0.1 for one test process: a block of 16
+/// in 20000..31999 (below Linux's ephemeral range) that no other test process holds (an
+/// flock on /tmp/troupe-test-ports/<block>, kept until this process exits) and whose
+/// ports were free when checked. Returns the first port.
+inline int reserve_ports(int n) {
+  if (n < 1 || n > 16) throw std::invalid_argument("reserve_ports: n must be in 1..16");
+  const std::filesystem::path dir = "/tmp/troupe-test-ports";
+  std::filesystem::create_directories(dir);
+  constexpr int first = 20000, blocks = 750;
+  const int start = static_cast<int>(::getpid()) % blocks;
+  for (int i = 0; i < blocks; ++i) {
+    const int block = (start + i) % blocks, base = first + block * 16;
+    const int fd = ::open((dir / std::to_string(block)).c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0666);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);
+      continue;
+    }
+    bool free = true;
+    for (int p = base; p < base + n && free; ++p) free = port_is_free(p);
+    if (free) return base;  // fd stays open: the block is ours until exit
+    ::close(fd);
+  }
+  throw std::runtime_error("reserve_ports: no free block of 16 ports in 20000..31999");
 }
 
 }  // namespace troupe::test

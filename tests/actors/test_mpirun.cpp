@@ -15,7 +15,10 @@ namespace {
 
 const char* const kPrompt = "The capital of France is";
 
-int base_port() { return 24000 + static_cast<int>(getpid() % 500) * 8; }
+int base_port() {
+  static const int base = reserve_ports(8);
+  return base;
+}
 
 /// --set flags that put pipeline2.yaml's head on `port` and its nodes on the next two.
 std::vector<std::string> port_overrides(int port) {

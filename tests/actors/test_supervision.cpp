@@ -23,8 +23,8 @@ namespace {
 using namespace troupe;
 using namespace std::chrono_literals;
 
-/// Ports per test: 20000 + pid % 20000 + offset, so parallel runs rarely collide.
-uint16_t test_port(int offset) { return static_cast<uint16_t>(20000 + getpid() % 20000 + offset); }
+/// A block of 10 ports of its own (head, nodes, server at +9) for one test.
+uint16_t test_port(int) { return static_cast<uint16_t>(troupe::test::reserve_ports(10)); }
 
 std::string troupe_binary() { return (troupe::test::binary_dir() / "bin" / "troupe").string(); }
 

@@ -6,6 +6,8 @@
 #include <array>
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "cluster-config/cluster_config.h"
@@ -48,27 +50,46 @@ std::string port_overrides(const std::string& example, int base) {
   return s;
 }
 
-int base_port(int slot) { return 21000 + (getpid() % 200) * 40 + slot * 8; }
+int base_port(int) { return reserve_ports(8); }
 
+/// Every golden prompt, run together through `example`, gives the single engine's tokens.
 void check_topology(const std::string& example, int slot) {
   auto goldens = read_goldens("smollm2_f32.json");
   auto eng = make_engine();
-  for (size_t i : {size_t{0}, size_t{13}}) {  // a chat prompt and a plain one
-    const auto& g = goldens[i];
-    auto expected = eng->generate({g.prompt_tokens}, greedy(12));
-    // The CLI tokenizes its --prompt itself; pass the golden's exact text without chat wrapping.
-    std::string quoted;
-    for (char ch : g.text) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-    auto r = run_troupe("generate --config " + (source_dir() / "cluster-config" / "examples" / example).string() +
-                            port_overrides(example, base_port(slot)) + " --prompt '" + quoted +
-                            "' --temperature 0 --ignore-eos --max-tokens 12 --output json",
-                        example + std::to_string(i));
-    INFO(example << " prompt " << g.name << "\n" << r.log);
-    REQUIRE(r.code == 0);
-    auto j = nlohmann::json::parse(r.out);
-    CHECK(j.at("prompt_tokens").get<std::vector<int32_t>>() == g.prompt_tokens);
-    CHECK(j.at("tokens").get<std::vector<int32_t>>() == expected[0].tokens);
+  std::vector<std::vector<int32_t>> prompts;
+  // The CLI tokenizes each prompt itself: pass the golden's exact text, one JSON line each.
+  const auto file = scratch_dir("topology-prompts-" + example) / "prompts.jsonl";
+  {
+    std::ofstream out(file);
+    for (const auto& g : goldens) {
+      prompts.push_back(g.prompt_tokens);
+      out << nlohmann::json{{"prompt", g.text}}.dump() << "\n";
+    }
   }
+  auto expected = eng->generate(prompts, greedy(12));
+  auto r = run_troupe("generate --config " + (source_dir() / "cluster-config" / "examples" / example).string() +
+                          port_overrides(example, base_port(slot)) + " --prompt-file " + file.string() +
+                          " --temperature 0 --ignore-eos --max-tokens 12 --output json",
+                      example);
+  INFO(example << "\n" << r.log);
+  REQUIRE(r.code == 0);
+  std::istringstream lines(r.out);
+  std::string line;
+  size_t i = 0;
+  for (; std::getline(lines, line) && i < goldens.size(); ++i) {
+    INFO("prompt " << goldens[i].name);
+    auto j = nlohmann::json::parse(line);
+    CHECK(j.at("prompt_tokens").get<std::vector<int32_t>>() == goldens[i].prompt_tokens);
+    CHECK(j.at("tokens").get<std::vector<int32_t>>() == expected[i].tokens);
+    if (i + 1 < goldens.size()) continue;
+    // The last answer carries every replica's step counters (tools/bench_overhead.sh).
+    for (const auto& r : j.at("replicas")) {
+      CHECK(r.at("steps").get<int64_t>() > 0);
+      CHECK(r.at("decode_kernel_us").get<int64_t>() <= r.at("decode_wall_us").get<int64_t>());
+      CHECK(r.at("step_messages").get<int64_t>() % 2 == 0);
+    }
+  }
+  CHECK(i == goldens.size());
 }
 
 }  // namespace

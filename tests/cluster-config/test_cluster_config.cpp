@@ -258,6 +258,14 @@ TEST_CASE("a heartbeat interval not shorter than the timeout is rejected", "[con
   CHECK(parse_error("fault_tolerance: {max_restarts: -1}").path == "fault_tolerance.max_restarts");
 }
 
+TEST_CASE("a step timeout shorter than the collective timeout is rejected", "[config]") {
+  config_error e = parse_error("fault_tolerance: {collective_timeout: 10s, step_timeout: 5s}");
+  CHECK(e.path == "fault_tolerance.step_timeout");
+  CHECK_THAT(e.what(), Contains("must be at least collective_timeout"));
+  CHECK(parse_cluster_config("fault_tolerance: {step_timeout: 3m}").fault_tolerance.step_timeout ==
+        std::chrono::minutes(3));
+}
+
 TEST_CASE("a bad duration string is rejected with its path", "[config]") {
   for (const char* bad : {"fast", "10 sec", "1.5ms", "s", "1..2s", "-5s"}) {
     INFO(bad);

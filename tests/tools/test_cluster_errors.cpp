@@ -14,7 +14,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-int base_port() { return 28000 + static_cast<int>(getpid() % 500) * 8; }
+int base_port() {
+  static const int base = reserve_ports(8);
+  return base;
+}
 
 std::string example(const std::string& name) {
   return (source_dir() / "cluster-config" / "examples" / name).string();

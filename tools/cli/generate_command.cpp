@@ -1,10 +1,13 @@
 #include <boost/program_options.hpp>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <unordered_map>
 
 #include "actors/actor_system_config.h"
+#include "actors/client.h"
 #include "actors/launch.h"
 #include "actors/placement.h"
 #include "actors/supervisor.h"
@@ -25,6 +28,7 @@ struct generate_options {
   std::string head;
   std::vector<std::string> overrides;
   std::string prompt;
+  std::string prompt_file;
   std::string system;
   bool chat = false;
   std::string output = "text";
@@ -50,7 +54,10 @@ po::options_description describe(generate_options& o) {
       ("head", po::value(&o.head),
        "send the request to the running cluster whose head (troupe serve) listens on HOST:PORT;\n"
        "--model names the tokenizer's model (the cluster's)")
-      ("prompt,p", po::value(&o.prompt)->required(), "the prompt text")
+      ("prompt,p", po::value(&o.prompt), "the prompt text")
+      ("prompt-file", po::value(&o.prompt_file),
+       "many prompts, run together: a JSON-lines file, one {\"prompt\": \"...\"} (or one JSON string)\n"
+       "per line; answers are printed in file order (with --output json, one object per line)")
       ("chat", po::bool_switch(&o.chat), "wrap the prompt as a user message in the model's chat template")
       ("system", po::value(&o.system), "system message (with --chat)")
       ("max-tokens,n", po::value(&s.max_tokens)->default_value(s.max_tokens), "tokens to generate at most")
@@ -70,16 +77,47 @@ po::options_description describe(generate_options& o) {
   return d;
 }
 
-std::vector<int32_t> encode_prompt(const model& m, const generate_options& o) {
+std::vector<int32_t> encode_prompt(const model& m, const generate_options& o, const std::string& text) {
   const auto& tok = m.tokenizer();
   if (!o.chat) {
     if (!o.system.empty()) throw usage_error("--system needs --chat");
-    return tok.encode(o.prompt, true, true);
+    return tok.encode(text, true, true);
   }
   std::vector<chat_message> msgs;
   if (!o.system.empty()) msgs.push_back({"system", o.system});
-  msgs.push_back({"user", o.prompt});
+  msgs.push_back({"user", text});
   return tok.encode(apply_chat_template(tok.data(), msgs, true), true, true);
+}
+
+/// The prompt texts: --prompt, or every line of --prompt-file (errors name file and line).
+std::vector<std::string> prompt_texts(const generate_options& o) {
+  if (o.prompt_file.empty()) return {o.prompt};
+  std::ifstream in(o.prompt_file);
+  if (!in) throw usage_error("--prompt-file: cannot open '" + o.prompt_file + "'");
+  std::vector<std::string> texts;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const auto where = o.prompt_file + ":" + std::to_string(n);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      throw usage_error(where + ": not JSON: " + e.what());
+    }
+    if (j.is_object() && j.contains("prompt")) j = j["prompt"];
+    if (!j.is_string()) throw usage_error(where + ": expected a JSON string or an object with a string \"prompt\"");
+    texts.push_back(j.get<std::string>());
+  }
+  if (texts.empty()) throw usage_error("--prompt-file: '" + o.prompt_file + "' has no prompts");
+  return texts;
+}
+
+/// Every prompt, tokenized.
+std::vector<std::vector<int32_t>> encode_prompts(const model& m, const generate_options& o) {
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& text : prompt_texts(o)) prompts.push_back(encode_prompt(m, o, text));
+  return prompts;
 }
 
 /// What came back for the request, and how to print it.
@@ -88,39 +126,54 @@ struct generated {
   std::string text;
   std::string finish_reason;
 
+  bool stream = true;        ///< print text as it arrives (one prompt, --output text)
+
   void add(const generate_options& o, int32_t token, const std::string& delta, const std::string& why) {
     if (token >= 0) tokens.push_back(token);
     text += delta;
-    if (o.output == "text") std::cout << delta << std::flush;
+    if (o.output == "text" && stream) std::cout << delta << std::flush;
     if (!why.empty()) finish_reason = why;
   }
+  nlohmann::json replicas;  ///< per replica: its step counters (--config runs only)
+
   void print(const generate_options& o, const std::vector<int32_t>& prompt) const {
     if (o.output == "text") {
-      std::cout << "\n";
+      std::cout << (stream ? "" : text) << "\n";
       return;
     }
     nlohmann::json j = {{"prompt_tokens", prompt}, {"tokens", tokens}, {"text", text},
                         {"finish_reason", finish_reason}};
+    if (!replicas.is_null()) j["replicas"] = replicas;
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   }
 };
 
-/// Receives the token events of the request sent from `self` until it finishes and adds
-/// them to `g`. Returns "" or why the request failed. `stop` ends the wait early; a
-/// down_msg (the router's node was lost, when monitored) names `peer`.
-std::string receive_answer(caf::scoped_actor& self, const generate_options& o, generated& g,
-                           const std::function<bool()>& stop, const std::string& peer) {
+/// Sends every prompt from `self` to `router` (request i + 1 = prompt i).
+void send_prompts(caf::scoped_actor& self, const caf::actor& router, const generate_options& o,
+                  const std::vector<std::vector<int32_t>>& prompts) {
+  for (size_t i = 0; i < prompts.size(); ++i)
+    self->send(router, generate_atom::value, uint64_t{i + 1}, generate_request{prompts[i], o.sampling},
+               caf::actor_cast<caf::actor>(self));
+}
+
+/// Receives the token events of the requests sent by send_prompts until all finish and
+/// adds them to `gs` (one per prompt). Returns "" or why a request failed. `stop` ends
+/// the wait early; a down_msg (the router's node was lost, when monitored) names `peer`.
+std::string receive_answers(caf::scoped_actor& self, const generate_options& o, std::vector<generated>& gs,
+                            const std::function<bool()>& stop, const std::string& peer) {
   const auto idle_limit = std::chrono::seconds(60);
   auto last_event = std::chrono::steady_clock::now();
   std::string error;
+  size_t open = gs.size();
   bool done = false;
   while (!done && !stop()) {
     self->receive(
         [&](token_atom, token_msg& m) {
           last_event = std::chrono::steady_clock::now();
+          if (m.request < 1 || m.request > gs.size()) return;
           if (m.finish_reason == "error") error = m.error;
-          g.add(o, m.token, m.text, m.finished ? m.finish_reason : "");
-          done = m.finished;
+          gs[m.request - 1].add(o, m.token, m.text, m.finished ? m.finish_reason : "");
+          if (m.finished) done = --open == 0 || !error.empty();
         },
         [&](caf::down_msg& dm) {
           error = "lost " + peer + " while generating: " + self->system().render(dm.reason);
@@ -135,6 +188,35 @@ std::string receive_answer(caf::scoped_actor& self, const generate_options& o, g
   return error;
 }
 
+/// One empty answer per prompt; text streams only when there is one prompt.
+std::vector<generated> answers_for(const std::vector<std::vector<int32_t>>& prompts) {
+  std::vector<generated> gs(prompts.size());
+  for (auto& g : gs) g.stream = prompts.size() == 1;
+  return gs;
+}
+
+/// Prints every answer in prompt order.
+void print_all(const generate_options& o, const std::vector<generated>& gs,
+               const std::vector<std::vector<int32_t>>& prompts) {
+  for (size_t i = 0; i < gs.size(); ++i) gs[i].print(o, prompts[i]);
+}
+
+/// Each replica's step counters as JSON (the runtime-overhead benchmark reads them).
+nlohmann::json replica_counters(caf::scoped_actor& self, const std::vector<replica_actor>& replicas) {
+  auto out = nlohmann::json::array();
+  for (const auto& r : replicas)
+    self->request(r, std::chrono::seconds(5), status_atom::value)
+        .receive(
+            [&](const replica_status& s) {
+              out.push_back({{"index", s.index}, {"steps", s.steps}, {"failures", s.failures},
+                             {"decode_steps", s.decode_steps}, {"decode_wall_us", s.decode_wall_us},
+                             {"decode_kernel_us", s.decode_kernel_us}, {"decode_busy_us", s.decode_busy_us},
+                             {"step_messages", s.step_messages}});
+            },
+            [&](caf::error&) { out.push_back(nullptr); });
+  return out;
+}
+
 /// Starts the cluster of `o.config` with this process as its head, sends the request
 /// through a replica, prints the answer and stops the cluster. The partition is checked
 /// against the model before any process starts.
@@ -144,19 +226,19 @@ int generate_on_cluster(const generate_options& o) {
   h.config_path = o.config;
   h.overrides = o.overrides;
   auto meta = load_checked_metadata(h.config);
-  auto prompt = encode_prompt(*meta, o);
-  h.main = [&o, meta, prompt, cfg = h.config](head_context& ctx) -> std::optional<int> {
+  auto prompts = encode_prompts(*meta, o);
+  h.main = [&o, meta, prompts, cfg = h.config](head_context& ctx) -> std::optional<int> {
     wait_for_registration(ctx.system, ctx.supervisor, cfg, cfg.fault_tolerance.request_wait, ctx.stopping);
     auto plane = bring_up_replicas(ctx.system, ctx.supervisor, cfg, meta, std::chrono::minutes(5),
                                    ctx.stopping);
     for (auto& a : plane.actors()) ctx.keep_alive.push_back(a);
     caf::scoped_actor self{ctx.system};
-    self->send(plane.router, generate_atom::value, uint64_t{1}, generate_request{prompt, o.sampling},
-               caf::actor_cast<caf::actor>(self));
-    generated g;
-    auto error = receive_answer(self, o, g, [&ctx] { return ctx.stopping.load(); }, "the replica");
+    send_prompts(self, caf::actor_cast<caf::actor>(plane.router), o, prompts);
+    auto gs = answers_for(prompts);
+    auto error = receive_answers(self, o, gs, [&ctx] { return ctx.stopping.load(); }, "the replica");
     if (!error.empty()) throw std::runtime_error(error);
-    g.print(o, prompt);
+    gs.back().replicas = replica_counters(self, plane.replicas);
+    print_all(o, gs, prompts);
     return 0;
   };
   return run_head(h);
@@ -188,50 +270,6 @@ head_address parse_head(const std::string& text) {
   return a;
 }
 
-/// Connects to the supervisor at `a`, retrying for a few seconds (a head started just
-/// before this client may not listen yet). Throws naming host:port.
-supervisor_actor connect_to_head(caf::actor_system& sys, const head_address& a) {
-  const auto wait = std::chrono::seconds(5);
-  const auto begin = std::chrono::steady_clock::now();
-  auto backoff = std::chrono::milliseconds(50);
-  for (;;) {
-    auto sup = sys.middleman().remote_actor<supervisor_actor>(a.host, a.port);
-    if (sup) return *sup;
-    const auto spent = std::chrono::steady_clock::now() - begin;
-    if (sup.error() == caf::sec::unexpected_actor_messaging_interface)
-      throw std::runtime_error("the actor at " + endpoint(a.host, a.port) +
-                               " is not the supervisor of this troupe version (its interface differs)");
-    if (spent + backoff > wait)
-      throw std::runtime_error(
-          "head unreachable at " + endpoint(a.host, a.port) + " (tried for " +
-          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(spent).count()) +
-          " ms): " + sys.render(sup.error()));
-    std::this_thread::sleep_for(backoff);
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
-  }
-}
-
-/// Asks the supervisor for the router, retrying up to `wait` while the cluster is not
-/// serving yet (its data plane is still coming up).
-caf::actor wait_for_router(caf::scoped_actor& self, const supervisor_actor& sup, const std::string& where,
-                           std::chrono::seconds wait) {
-  const auto deadline = std::chrono::steady_clock::now() + wait;
-  for (;;) {
-    caf::actor router;
-    caf::error err;
-    self->request(sup, std::chrono::seconds(5), router_atom::value)
-        .receive([&](caf::actor& r) { router = std::move(r); }, [&](caf::error& e) { err = std::move(e); });
-    if (router) return router;
-    const bool not_yet = err == caf::sec::unavailable_or_would_block;
-    if (!not_yet || std::chrono::steady_clock::now() > deadline)
-      throw std::runtime_error("the head at " + where + (not_yet ? " was still not serving after " +
-                                                                      std::to_string(wait.count()) + " s"
-                                                                : " gave no router") +
-                               ": " + self->system().render(err));
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
-  }
-}
-
 /// Sends the request to the running cluster at `o.head` (troupe serve) and prints the
 /// answer. The prompt is tokenized here with `o.model`'s tokenizer.
 int generate_on_head(const generate_options& o) {
@@ -240,24 +278,25 @@ int generate_on_head(const generate_options& o) {
   const auto address = parse_head(o.head);
   const auto where = endpoint(address.host, address.port);
   auto meta = model::load_metadata(o.model);
-  auto prompt = encode_prompt(*meta, o);
+  auto prompts = encode_prompts(*meta, o);
   // Default heartbeats (the head drops silent peers), but a lenient connection timeout:
   // the head's heartbeat interval may be longer than the default timeout; a head that
-  // stops answering is caught by receive_answer's idle limit.
+  // stops answering is caught by receive_answers' idle limit.
   fault_tolerance_section ft;
   ft.heartbeat_timeout = std::chrono::seconds(30);
   system_config cfg(ft, 2);
   caf::actor_system sys{cfg};
-  auto sup = connect_to_head(sys, address);
+  client_options co;
+  co.host = address.host;
+  co.port = address.port;
+  auto router = connect_to_cluster(sys, co);
   caf::scoped_actor self{sys};
-  auto router = wait_for_router(self, sup, where, std::chrono::seconds(60));
   self->monitor(router);
-  self->send(router, generate_atom::value, uint64_t{1}, generate_request{prompt, o.sampling},
-             caf::actor_cast<caf::actor>(self));
-  generated g;
-  auto error = receive_answer(self, o, g, [] { return false; }, "the head at " + where);
+  send_prompts(self, router, o, prompts);
+  auto gs = answers_for(prompts);
+  auto error = receive_answers(self, o, gs, [] { return false; }, "the head at " + where);
   if (!error.empty()) throw std::runtime_error(error);
-  g.print(o, prompt);
+  print_all(o, gs, prompts);
   return 0;
 }
 
@@ -278,6 +317,8 @@ int run_generate(const std::vector<std::string>& args) {
     throw usage_error(e.what());
   }
 
+  if (vm.count("prompt") == vm.count("prompt-file"))
+    throw usage_error("give the prompt with exactly one of --prompt and --prompt-file");
   if (vm.count("head")) return generate_on_head(o);
   if (!o.config.empty()) return generate_on_cluster(o);
   auto m = model::load(o.model);
@@ -285,21 +326,24 @@ int run_generate(const std::vector<std::string>& args) {
   cfg.n_threads = o.threads;
   cfg.kv_tokens = o.kv_tokens;
   engine eng(m, cfg);
-  auto prompt = encode_prompt(*m, o);
-  seq_id id;
-  try {
-    id = eng.submit(prompt, o.sampling);
-  } catch (const std::invalid_argument& e) {
-    throw std::runtime_error(e.what());
-  }
-  generated g;
-  while (eng.has_work()) {
-    for (auto& ev : eng.step()) {
-      if (ev.id != id) continue;
-      g.add(o, ev.token, ev.text, ev.finished ? finish_reason_name(ev.reason) : "");
+  auto prompts = encode_prompts(*m, o);
+  std::unordered_map<seq_id, size_t> index;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    try {
+      index[eng.submit(prompts[i], o.sampling)] = i;
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error(e.what());
     }
   }
-  g.print(o, prompt);
+  auto gs = answers_for(prompts);
+  while (eng.has_work()) {
+    for (auto& ev : eng.step()) {
+      auto it = index.find(ev.id);
+      if (it == index.end()) continue;
+      gs[it->second].add(o, ev.token, ev.text, ev.finished ? finish_reason_name(ev.reason) : "");
+    }
+  }
+  print_all(o, gs, prompts);
   return 0;
 }
 

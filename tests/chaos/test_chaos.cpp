@@ -1,0 +1,138 @@
+// Process-level chaos scenarios: a serving cluster runs many concurrent seeded requests
+// while one chosen node is killed (kill -9) or frozen (SIGSTOP, past the heartbeat
+// deadline) at a chosen time. Every scenario asserts 0 failed requests, outputs identical
+// to the fault-free run, detection and serving-again times within bounds, and no
+// leftover processes. The whole set: `troupe_tests "[chaos]"`; the CI subset:
+// `troupe_tests "[chaos-ci]"` (docs/reliability.md).
+#include "chaos/cluster_run.h"
+
+using namespace troupe;
+using namespace troupe::test;
+using namespace troupe::test::chaos;
+using std::chrono::milliseconds;
+
+namespace {
+
+enum class fault { kill9, sigstop };
+
+/// The two-replica cluster file.
+const std::string& replicas2_config() {
+  static const std::string path = "cluster-config/examples/replicas2.yaml";
+  return path;
+}
+
+/// One seeded scenario.
+struct scenario {
+  std::string config;               ///< cluster file under the source tree
+  std::vector<std::string> nodes;   ///< its node names, in file order
+  std::string victim;               ///< the node the fault hits
+  fault what = fault::kill9;
+  milliseconds at{2000};            ///< time from the clients' start to the fault
+  size_t requests = 8;              ///< concurrent requests (one client each half, greedy and seeded)
+  uint64_t seed = 1;
+  int max_tokens = 64;
+  std::string extra;                ///< --set flags for the cluster
+};
+
+/// What a scenario measured.
+struct outcome {
+  milliseconds detection{0};  ///< fault -> the router moves the first request off the failed replica
+  milliseconds serving{0};    ///< fault -> the first moved request resumes on a ready replica
+};
+
+std::string label(const scenario& s) {
+  return s.victim + (s.what == fault::kill9 ? " kill -9" : " SIGSTOP") + " at " + std::to_string(s.at.count()) + " ms";
+}
+
+/// Runs `s` and checks its invariants; returns its timings.
+outcome run_scenario(const scenario& s, const std::string& dir_name) {
+  const auto prompts = fault_prompts(s.requests / 2);
+  const auto greedy_p = fault_sampling(0.0f, s.seed, s.max_tokens), seeded_p = fault_sampling(0.8f, s.seed, s.max_tokens);
+  const auto greedy_expected = fault_free(prompts, greedy_p), seeded_expected = fault_free(prompts, seeded_p);
+  serve_cluster cluster(s.config, s.nodes, dir_name, s.extra, s.config == replicas2_config() ? 2 : 1);
+  const auto file = write_prompts(cluster.dir() / "prompts.jsonl", prompts);
+  const pid_t greedy_client = spawn_troupe("generate" + cluster.head_flag() + " --prompt-file " + file.string() +
+                                               sampling_flags(greedy_p),
+                                           cluster.dir() / "greedy.json", cluster.dir() / "greedy.log");
+  const pid_t seeded_client = spawn_troupe("generate" + cluster.head_flag() + " --prompt-file " + file.string() +
+                                               sampling_flags(seeded_p),
+                                           cluster.dir() / "seeded.json", cluster.dir() / "seeded.log");
+  std::this_thread::sleep_for(s.at);
+  const pid_t victim = node_pid(read_text(cluster.log()), s.victim);
+  REQUIRE(victim > 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(kill(victim, s.what == fault::kill9 ? SIGKILL : SIGSTOP) == 0);
+  const auto detected = wait_for_count(cluster.log(), "moves off failed replica", 1, std::chrono::seconds(30));
+  const auto resumed = wait_for_count(cluster.log(), "resumes on replica", 1, std::chrono::seconds(60));
+
+  auto greedy_status = wait_exit(greedy_client, std::chrono::seconds(300));
+  auto seeded_status = wait_exit(seeded_client, std::chrono::seconds(300));
+  INFO(label(s) << "\n" << read_text(cluster.log()) << read_text(cluster.dir() / "greedy.log")
+                << read_text(cluster.dir() / "seeded.log"));
+  REQUIRE(detected);
+  REQUIRE(resumed);
+  REQUIRE(greedy_status);
+  REQUIRE(seeded_status);
+  CHECK(*greedy_status == 0);
+  CHECK(*seeded_status == 0);
+  const auto greedy_answers = read_answers(cluster.dir() / "greedy.json");
+  const auto seeded_answers = read_answers(cluster.dir() / "seeded.json");
+  REQUIRE(greedy_answers.size() == prompts.size());
+  REQUIRE(seeded_answers.size() == prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    INFO("prompt " << i);
+    CHECK(greedy_answers[i].finish_reason == "length");
+    CHECK(seeded_answers[i].finish_reason == "length");
+    CHECK(greedy_answers[i].tokens == greedy_expected[i]);
+    CHECK(seeded_answers[i].tokens == seeded_expected[i]);
+  }
+  CHECK(cluster.stop());
+  CHECK(cluster.processes().empty());
+  if (s.what == fault::sigstop) kill(victim, SIGKILL);  // never left frozen, even when the head did not reap it
+  outcome o;
+  o.detection = std::chrono::duration_cast<milliseconds>(*detected - t0);
+  o.serving = std::chrono::duration_cast<milliseconds>(*resumed - t0);
+  std::printf("chaos: %s: detection %lld ms, serving again %lld ms\n", label(s).c_str(),
+              static_cast<long long>(o.detection.count()), static_cast<long long>(o.serving.count()));
+  return o;
+}
+
+const std::string replicas2 = replicas2_config();
+const std::string tp2pp2 = "cluster-config/examples/tensor2_pipeline2.yaml";
+const std::vector<std::string> replicas2_nodes = {"replica0", "replica1"};
+const std::vector<std::string> tp2pp2_nodes = {"stage0-a", "stage0-b", "stage1-a", "stage1-b"};
+
+}  // namespace
+
+TEST_CASE("replicas 2: kill -9 of a replica node mid-stream loses no request and changes no token",
+          "[chaos][chaos-ci][slow]") {
+  scenario s{replicas2, replicas2_nodes, "replica0", fault::kill9, milliseconds(2000), 8, 11, 64, ""};
+  const auto o = run_scenario(s, "chaos-replicas2-kill0");
+  CHECK(o.detection <= milliseconds(1000));
+  CHECK(o.serving <= milliseconds(5000));
+}
+
+TEST_CASE("replicas 2: kill -9 of the other replica node later in the stream loses no request", "[chaos][slow]") {
+  scenario s{replicas2, replicas2_nodes, "replica1", fault::kill9, milliseconds(4000), 12, 23, 96, ""};
+  const auto o = run_scenario(s, "chaos-replicas2-kill1");
+  CHECK(o.detection <= milliseconds(1000));
+  CHECK(o.serving <= milliseconds(5000));
+}
+
+TEST_CASE("replicas 2: a node frozen by SIGSTOP past the heartbeat deadline is handled like a loss",
+          "[chaos][slow]") {
+  scenario s{replicas2,   replicas2_nodes, "replica0", fault::sigstop, milliseconds(2000), 8, 31, 64,
+             " --set fault_tolerance.heartbeat_timeout=1s"};
+  const auto o = run_scenario(s, "chaos-replicas2-stop0");
+  // A frozen process sends nothing: it is found by the missing heartbeats (1 s here).
+  CHECK(o.detection <= milliseconds(2000));
+  CHECK(o.serving <= milliseconds(5000));
+}
+
+TEST_CASE("tensor 2 x pipeline 2: kill -9 of a stage-1 node loses no request and changes no token",
+          "[chaos][slow]") {
+  scenario s{tp2pp2, tp2pp2_nodes, "stage1-b", fault::kill9, milliseconds(3000), 8, 41, 48, ""};
+  const auto o = run_scenario(s, "chaos-tp2pp2-kill-stage1b");
+  CHECK(o.detection <= milliseconds(1000));
+  CHECK(o.serving <= milliseconds(5000));
+}
