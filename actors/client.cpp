@@ -1,0 +1,229 @@
+#include "actors/client.h"
+
+#include <map>
+#include <thread>
+#include <unordered_map>
+
+#include "actors/actor_system_config.h"
+#include "actors/supervisor.h"
+#include "runtime/chat_template.h"
+
+namespace troupe {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+/// Connects to the supervisor at host:port, retrying with backoff until `deadline`.
+supervisor_actor connect_to_head(caf::actor_system& sys, const client_options& o, clock_type::time_point deadline) {
+  const auto begin = clock_type::now();
+  auto backoff = std::chrono::milliseconds(50);
+  for (;;) {
+    auto sup = sys.middleman().remote_actor<supervisor_actor>(o.host, o.port);
+    if (sup) return *sup;
+    if (sup.error() == caf::sec::unexpected_actor_messaging_interface)
+      throw std::runtime_error("the actor at " + endpoint(o.host, o.port) +
+                               " is not the supervisor of this troupe version (its interface differs)");
+    if (clock_type::now() + backoff > deadline)
+      throw std::runtime_error(
+          "head unreachable at " + endpoint(o.host, o.port) + " (tried for " +
+          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - begin).count()) +
+          " ms): " + sys.render(sup.error()));
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+  }
+}
+
+/// A request the client actor relays.
+struct relay {
+  caf::actor receiver;
+  uint64_t id = 0;  ///< the receiver's id
+};
+
+struct client_state {
+  caf::actor router;
+  uint64_t next = 1;
+  std::unordered_map<uint64_t, relay> relays;  ///< by the id the router knows
+  static inline const char* name = "troupe.client";
+};
+
+using client_ptr = client_actor::stateful_pointer<client_state>;
+
+/// The router-side id of the receiver's request `id`; 0 when unknown.
+uint64_t find_relay(const client_state& st, const caf::actor& receiver, uint64_t id) {
+  for (const auto& [rid, r] : st.relays)
+    if (r.id == id && r.receiver == receiver) return rid;
+  return 0;
+}
+
+void end_all(client_ptr self, const std::string& why) {
+  for (auto& [rid, r] : self->state.relays) {
+    token_msg m;
+    m.request = r.id;
+    m.finished = true;
+    m.finish_reason = "error";
+    m.error = why;
+    caf::anon_send(r.receiver, token_atom::value, std::move(m));
+  }
+  self->state.relays.clear();
+}
+
+client_actor::behavior_type client_impl(client_ptr self, caf::actor router) {
+  self->state.router = router;
+  self->monitor(router);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (dm.source == st.router.address()) {
+      end_all(self, "lost the cluster's router: " + self->system().render(dm.reason));
+      return;
+    }
+    for (auto it = st.relays.begin(); it != st.relays.end();) {
+      if (it->second.receiver.address() == dm.source) {
+        caf::anon_send(st.router, cancel_atom::value, it->first,
+                   caf::actor_cast<caf::actor>(self));
+        it = st.relays.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  });
+  return {
+      [self](generate_atom, uint64_t id, generate_request& req, const caf::actor& receiver) {
+        auto& st = self->state;
+        const uint64_t rid = st.next++;
+        st.relays[rid] = relay{receiver, id};
+        self->monitor(receiver);
+        caf::anon_send(st.router, generate_atom::value, rid, std::move(req), caf::actor_cast<caf::actor>(self));
+      },
+      [self](cancel_atom, uint64_t id, const caf::actor& receiver) {
+        const uint64_t rid = find_relay(self->state, receiver, id);
+        if (rid != 0)
+          caf::anon_send(self->state.router, cancel_atom::value, rid, caf::actor_cast<caf::actor>(self));
+      },
+      [self](token_atom, token_msg& m) {
+        auto& st = self->state;
+        auto it = st.relays.find(m.request);
+        if (it == st.relays.end()) return;
+        const bool finished = m.finished;
+        m.request = it->second.id;
+        caf::anon_send(it->second.receiver, token_atom::value, std::move(m));
+        if (finished) st.relays.erase(it);
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor connect_to_cluster(caf::actor_system& sys, const client_options& o) {
+  auto sup = connect_to_head(sys, o, clock_type::now() + o.connect_timeout);
+  const auto deadline = clock_type::now() + o.serve_timeout;
+  const auto where = endpoint(o.host, o.port);
+  caf::scoped_actor self{sys};
+  for (;;) {
+    caf::actor router;
+    caf::error err;
+    self->request(sup, std::chrono::seconds(5), router_atom::value)
+        .receive([&](caf::actor& r) { router = std::move(r); }, [&](caf::error& e) { err = std::move(e); });
+    if (router) return router;
+    const bool not_yet = err == caf::sec::unavailable_or_would_block;
+    if (!not_yet || clock_type::now() > deadline)
+      throw std::runtime_error("the head at " + where +
+                               (not_yet ? " was still not serving after " +
+                                              std::to_string(o.serve_timeout.count() / 1000) + " s"
+                                        : " gave no router") +
+                               ": " + sys.render(err));
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
+
+client_actor spawn_client(caf::actor_system& sys, caf::actor router) {
+  return sys.spawn(client_impl, std::move(router));
+}
+
+struct blocking_client::impl {
+  client_options opts;
+  std::shared_ptr<const model> meta;
+  std::unique_ptr<system_config> cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  client_actor client;
+
+  explicit impl(client_options o) : opts(std::move(o)) {
+    meta = model::load_metadata(opts.model);
+    // Default heartbeats, but a lenient connection timeout: a head whose heartbeat
+    // interval is longer than ours is not dropped; a silent one hits idle_timeout.
+    fault_tolerance_section ft;
+    ft.heartbeat_timeout = std::max(opts.idle_timeout, std::chrono::milliseconds(30000));
+    cfg = std::make_unique<system_config>(ft, 2);
+    sys = std::make_unique<caf::actor_system>(*cfg);
+    client = spawn_client(*sys, connect_to_cluster(*sys, opts));
+  }
+
+  ~impl() {
+    caf::anon_send_exit(client, caf::exit_reason::user_shutdown);
+    client = nullptr;
+  }
+
+  /// Submits every prompt and collects the answers (ids = index + 1).
+  std::vector<client_result> run(const std::vector<std::vector<int32_t>>& prompts, const sampling_params& p,
+                                 const std::function<void(const token_msg&)>& on_token) {
+    caf::scoped_actor self{*sys};
+    std::vector<client_result> out(prompts.size());
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      out[i].prompt_tokens = prompts[i];
+      self->send(client, generate_atom::value, uint64_t{i + 1}, generate_request{prompts[i], p},
+                 caf::actor_cast<caf::actor>(self));
+    }
+    size_t open = prompts.size();
+    std::string error;
+    auto last = clock_type::now();
+    while (open > 0 && error.empty()) {
+      self->receive(
+          [&](token_atom, token_msg& m) {
+            last = clock_type::now();
+            if (m.request < 1 || m.request > out.size()) return;
+            if (on_token) on_token(m);
+            auto& r = out[m.request - 1];
+            if (m.token >= 0) r.tokens.push_back(m.token);
+            r.text += m.text;
+            if (!m.finished) return;
+            r.finish_reason = m.finish_reason;
+            if (m.finish_reason == "error") error = m.error.empty() ? "the request failed" : m.error;
+            --open;
+          },
+          caf::after(std::chrono::milliseconds(200)) >> [&] {
+            if (clock_type::now() - last > opts.idle_timeout)
+              error = "no answer from the cluster at " + endpoint(opts.host, opts.port) + " in " +
+                      std::to_string(opts.idle_timeout.count()) + " ms";
+          });
+    }
+    if (!error.empty()) {
+      for (size_t i = 0; i < out.size(); ++i)
+        if (out[i].finish_reason.empty())
+          self->send(client, cancel_atom::value, uint64_t{i + 1}, caf::actor_cast<caf::actor>(self));
+      throw std::runtime_error(error);
+    }
+    return out;
+  }
+};
+
+blocking_client::blocking_client(client_options o) : impl_(std::make_unique<impl>(std::move(o))) {}
+
+blocking_client::~blocking_client() = default;
+
+std::vector<int32_t> blocking_client::encode(const std::string& prompt, bool chat) const {
+  const auto& tok = impl_->meta->tokenizer();
+  if (!chat) return tok.encode(prompt, true, true);
+  return tok.encode(apply_chat_template(tok.data(), {{"user", prompt}}, true), true, true);
+}
+
+client_result blocking_client::generate(const std::string& prompt, const sampling_params& p, bool chat,
+                                        const std::function<void(const token_msg&)>& on_token) {
+  return impl_->run({encode(prompt, chat)}, p, on_token).front();
+}
+
+std::vector<client_result> blocking_client::generate_all(const std::vector<std::vector<int32_t>>& prompts,
+                                                         const sampling_params& p) {
+  return impl_->run(prompts, p, {});
+}
+
+}  // namespace troupe

@@ -1,0 +1,90 @@
+#pragma once
+/// troupe's embedded client API: a C++ program with its own CAF actor system connects to
+/// a local or remote troupe cluster (the head that `troupe serve` runs), submits
+/// requests and receives each request's tokens as messages. `blocking_client` wraps it
+/// for programs that do not use actors.
+///
+/// Actor API: `connect_to_cluster` finds the cluster's router; `spawn_client` puts a
+/// client actor in front of it. Send the client actor
+/// `(generate_atom, uint64_t id, generate_request, caf::actor receiver)`; the receiver
+/// gets `(token_atom, token_msg)` events with `request == id`, the last one with
+/// `finished == true`. `(cancel_atom, id, receiver)` gives a request up. When a receiver
+/// terminates, its unfinished requests are cancelled (their KV blocks are freed).
+#include <caf/all.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/messages.h"
+#include "runtime/model.h"
+
+namespace troupe {
+
+/// Where the cluster is and how long to wait for it.
+struct client_options {
+  std::string host = "127.0.0.1";  ///< the head's host (head.host of the cluster file)
+  uint16_t port = 7100;            ///< the head's port (head.port)
+  /// How long to retry reaching the head (it may be starting).
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};
+  /// How long to wait, once connected, for the cluster to serve (its replicas loading).
+  std::chrono::milliseconds serve_timeout{std::chrono::seconds(60)};
+  /// Longest silence from the cluster while a request runs before giving up.
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(60)};
+  /// The cluster's model (path or "default"), for the tokenizer and chat template.
+  std::string model = "default";
+};
+
+/// Connects to the head at `o.host:o.port` (retrying up to `o.connect_timeout`) and
+/// returns the cluster's router once it serves (waiting up to `o.serve_timeout`). Throws std::runtime_error naming the
+/// address and the reason.
+caf::actor connect_to_cluster(caf::actor_system& sys, const client_options& o);
+
+/// The client actor's typed interface.
+using client_actor = caf::typed_actor<
+    /// Submit request `id`; its events go to the receiver.
+    caf::reacts_to<generate_atom, uint64_t, generate_request, caf::actor>,
+    /// Give request `id` of the receiver up.
+    caf::reacts_to<cancel_atom, uint64_t, caf::actor>,
+    /// Events from the router (internal: relayed to the receivers).
+    caf::reacts_to<token_atom, token_msg>>;
+
+/// Spawns a client actor in front of `router` (from connect_to_cluster).
+client_actor spawn_client(caf::actor_system& sys, caf::actor router);
+
+/// One finished request.
+struct client_result {
+  std::vector<int32_t> prompt_tokens;  ///< the prompt as the model saw it
+  std::vector<int32_t> tokens;         ///< generated token ids
+  std::string text;                    ///< generated text
+  std::string finish_reason;           ///< "stop", "length", "cancelled"
+};
+
+/// A blocking client with an actor system of its own. Thread-compatible: one call at a
+/// time per object. Errors (cluster unreachable, request refused, cluster silent past
+/// the idle timeout) are thrown as std::runtime_error.
+class blocking_client {
+ public:
+  /// Connects to the cluster (see connect_to_cluster) and loads the model's tokenizer.
+  explicit blocking_client(client_options o);
+  ~blocking_client();
+  blocking_client(const blocking_client&) = delete;
+  blocking_client& operator=(const blocking_client&) = delete;
+
+  /// Generates for `prompt` (wrapped in the model's chat template when `chat`);
+  /// `on_token` sees every event as it arrives.
+  client_result generate(const std::string& prompt, const sampling_params& p, bool chat = false,
+                         const std::function<void(const token_msg&)>& on_token = {});
+  /// Generates for every prompt at once (the cluster batches them); results in order.
+  std::vector<client_result> generate_all(const std::vector<std::vector<int32_t>>& prompts,
+                                          const sampling_params& p);
+  /// The tokenizer's encoding of `prompt` (chat template applied when `chat`).
+  std::vector<int32_t> encode(const std::string& prompt, bool chat) const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace troupe
