@@ -17,19 +17,19 @@ struct troupe_metrics {
   metrics::gauge& queue_tokens;
   /// troupe_client_disconnects_total: clients that went away before the end; gateway.
   metrics::counter& client_disconnects;
-  /// troupe_time_to_first_token_seconds; router.
+  /// troupe_time_to_first_token_seconds; gateway (per choice that ends in stop or length).
   metrics::histogram& time_to_first_token;
-  /// troupe_inter_token_latency_seconds; router.
+  /// troupe_inter_token_latency_seconds; gateway (per choice that ends in stop or length).
   metrics::histogram& inter_token_latency;
-  /// troupe_e2e_request_latency_seconds; router.
+  /// troupe_e2e_request_latency_seconds; gateway (per choice that ends in stop or length).
   metrics::histogram& e2e_latency;
-  /// troupe_request_prompt_tokens; router.
+  /// troupe_request_prompt_tokens; gateway (per choice that ends in stop or length).
   metrics::histogram& prompt_tokens;
-  /// troupe_request_generation_tokens; router.
+  /// troupe_request_generation_tokens; gateway (per choice that ends in stop or length).
   metrics::histogram& generation_tokens;
-  /// troupe_prompt_tokens_total; router.
+  /// troupe_prompt_tokens_total; gateway (per choice that ends in stop or length).
   metrics::counter& prompt_tokens_total;
-  /// troupe_generation_tokens_total; router.
+  /// troupe_generation_tokens_total; gateway (per choice that ends in stop or length).
   metrics::counter& generation_tokens_total;
   /// troupe_running_sequences{replica}; replica.
   metrics::family<metrics::gauge>& running_sequences;

@@ -1,8 +1,13 @@
 #include <boost/program_options.hpp>
+#include <unistd.h>
+
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <thread>
 
 #include "actors/actor_system_config.h"
+#include "actors/http_gateway.h"
 #include "actors/launch.h"
 #include "actors/placement.h"
 #include "actors/supervisor.h"
@@ -19,6 +24,7 @@ namespace {
 struct serve_options {
   std::string config;
   std::vector<std::string> overrides;
+  std::vector<std::string> api_keys;
 };
 
 po::options_description describe(serve_options& o) {
@@ -31,10 +37,31 @@ po::options_description describe(serve_options& o) {
       "The job must have exactly (number of nodes + 1) processes.\n\noptions");
   d.add_options()
       ("help,h", "show this help")
-      ("config,c", po::value(&o.config)->required(), "cluster file (YAML)")
+      ("config,c", po::value(&o.config),
+       "cluster file (YAML); without one: the default model on one local CPU node\n"
+       "(cluster-config/examples/single.yaml's layout, written to a temporary file)")
       ("set", po::value(&o.overrides)->composing(),
-       "override a key of the cluster file, e.g. --set fault_tolerance.max_restarts=2 (repeatable)");
+       "override a key of the cluster file, e.g. --set fault_tolerance.max_restarts=2 (repeatable);\n"
+       "the HTTP API listens on server.host:server.port (--set server.port=0: any free port)")
+      ("api-key", po::value(&o.api_keys)->composing(),
+       "accept this bearer key on the HTTP API (repeatable; added to server.api_keys)");
   return d;
+}
+
+/// The gateway's settings for the cluster `c` serving `meta`.
+gateway_options gateway_settings(const cluster_config& c, std::shared_ptr<const model> meta,
+                                 std::shared_ptr<metrics::registry> registry,
+                                 std::shared_ptr<troupe_metrics> metrics) {
+  gateway_options g;
+  g.server = c.server;
+  g.model_name = served_model_name(c);
+  const auto& s = c.scheduler;
+  const int capacity = ((s.kv_tokens + s.block_size - 1) / s.block_size) * s.block_size;
+  g.max_context = std::min(s.max_context > 0 ? s.max_context : meta->config().max_context, capacity);
+  g.served = std::move(meta);
+  g.registry = std::move(registry);
+  g.metrics = std::move(metrics);
+  return g;
 }
 
 }  // namespace
@@ -49,11 +76,25 @@ cluster_config load_cluster(const std::string& path, const std::vector<std::stri
   return c;
 }
 
+/// Writes the default cluster file (one local CPU node, the default model) where the
+/// node processes can read it, and returns its path.
+std::string write_default_cluster_file() {
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string path = std::string(tmp && *tmp ? tmp : "/tmp") + "/troupe-default-" +
+                           std::to_string(::getpid()) + ".yaml";
+  std::ofstream out(path);
+  out << to_yaml(default_cluster_config());
+  if (!out) throw std::runtime_error("cannot write the default cluster file " + path);
+  return path;
+}
+
 int run_serve(const std::vector<std::string>& args) {
   serve_options o;
   auto desc = describe(o);
   po::variables_map vm;
   if (!parse_command_line(args, desc, vm)) return 0;
+  const bool temporary_file = o.config.empty();
+  if (temporary_file) o.config = write_default_cluster_file();
   auto config = load_cluster(o.config, o.overrides);
   const auto rank = detect_launcher_rank([](const char* k) { return std::getenv(k); });
   if (rank && rank->size > 1 && rank->rank > 0) {
@@ -65,23 +106,37 @@ int run_serve(const std::vector<std::string>& args) {
     return run_node(n);
   }
   if (rank && rank->size > 1) check_launcher_size(config, *rank);
+  config.server.api_keys.insert(config.server.api_keys.end(), o.api_keys.begin(), o.api_keys.end());
   auto meta = load_checked_metadata(config);
+  auto registry = std::make_shared<metrics::registry>();
+  auto metrics = std::make_shared<troupe_metrics>(*registry);
   head_options h;
   h.config = std::move(config);
   h.config_path = o.config;
   h.overrides = o.overrides;
   h.launch_local_nodes = !(rank && rank->size > 1);
-  h.main = [cfg = h.config, meta](head_context& ctx) -> std::optional<int> {
+  h.metrics = metrics;
+  h.main = [cfg = h.config, meta, registry, metrics](head_context& ctx) -> std::optional<int> {
+    // The gateway answers /health at once and /ready with 503 until a replica is ready.
+    http_gateway gateway(ctx.system, gateway_settings(cfg, meta, registry, metrics));
+    gateway.start();
     auto plane = bring_up_replicas(ctx.system, ctx.supervisor, cfg, meta, std::chrono::minutes(10),
-                                   ctx.stopping);
+                                   ctx.stopping, metrics);
     for (auto& a : plane.actors()) ctx.keep_alive.push_back(a);
     // Clients (troupe generate --head) find the router through the published supervisor.
     caf::anon_send(caf::actor_cast<supervisor_actor>(ctx.supervisor), router_atom::value,
                    caf::actor_cast<caf::actor>(plane.router));
-    logger()->info("serving: {} replica(s) of {}", plane.replicas.size(), cfg.model.path);
+    gateway.set_router(plane.router);
+    logger()->info("serving: {} replica(s) of {} as '{}'", plane.replicas.size(), cfg.model.path,
+                   served_model_name(cfg));
+    while (!ctx.stopping) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    gateway.drain(std::chrono::seconds(5));
+    gateway.stop();
     return std::nullopt;
   };
-  return run_head(h);
+  const int rc = run_head(h);
+  if (temporary_file) std::remove(o.config.c_str());
+  return rc;
 }
 
 }  // namespace troupe::cli
