@@ -55,24 +55,24 @@ pid_t spawn_troupe(const std::string& args, const std::filesystem::path& out, co
                           err.string() + ".sh");
 }
 
-}  // namespace
-
-TEST_CASE("under troupe serve a killed stage node is replaced and a later request gets the right tokens",
-          "[recovery][slow]") {
+/// Under `troupe serve --config example`, kill -9 of node `victim` while a client's
+/// request streams: the request ends with the fault-free tokens, the head restarted the
+/// node, and a later request from a new client gets the single engine's tokens.
+void check_serve_recovery(const std::string& example, const std::string& victim_node) {
   const auto expected_story = fault_free(story, 160), expected_later = fault_free(later, 16);
   const int base = reserve_ports(4);
-  const auto dir = scratch_dir("serve-recovery");
+  const auto dir = scratch_dir("serve-recovery-" + example);
   const std::string ports = " --set head.port=" + std::to_string(base) + " --set nodes[0].port=" +
                             std::to_string(base + 1) + " --set nodes[1].port=" + std::to_string(base + 2) +
                             " --set server.port=0";
   const std::string head = " --head 127.0.0.1:" + std::to_string(base);
-  const pid_t serve = spawn_troupe("serve --config " + (source_dir() / "cluster-config/examples/pipeline2.yaml").string() + ports,
+  const pid_t serve = spawn_troupe("serve --config " + (source_dir() / "cluster-config/examples" / example).string() + ports,
                                    dir / "serve.out", dir / "serve.log");
   REQUIRE(wait_for_log(dir / "serve.log", "serving:", serve, std::chrono::seconds(120)));
 
   const pid_t client = spawn_troupe("generate" + head + generate_args(story, 160), dir / "story.json", dir / "story.log");
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  const pid_t victim = node_pid(read_text(dir / "serve.log"), "stage1");
+  const pid_t victim = node_pid(read_text(dir / "serve.log"), victim_node);
   REQUIRE(victim > 0);
   REQUIRE(kill(victim, SIGKILL) == 0);
 
@@ -82,7 +82,7 @@ TEST_CASE("under troupe serve a killed stage node is replaced and a later reques
   REQUIRE(WIFEXITED(*status));
   CHECK(WEXITSTATUS(*status) == 0);
   CHECK(answer_tokens(dir / "story.json") == expected_story);
-  CHECK(read_text(dir / "serve.log").find("node stage1 restarting") != std::string::npos);
+  CHECK(read_text(dir / "serve.log").find("node " + victim_node + " restarting") != std::string::npos);
 
   auto r = run_troupe("generate" + head + generate_args(later, 16), dir / "later.log");
   REQUIRE(r.code == 0);
@@ -93,6 +93,18 @@ TEST_CASE("under troupe serve a killed stage node is replaced and a later reques
   auto stopped = wait_exit(serve, std::chrono::seconds(30));
   REQUIRE(stopped);
   CHECK(WIFEXITED(*stopped));
+}
+
+}  // namespace
+
+TEST_CASE("under troupe serve a killed stage node is replaced and a later request gets the right tokens",
+          "[recovery][slow]") {
+  check_serve_recovery("pipeline2.yaml", "stage1");
+}
+
+TEST_CASE("under troupe serve a killed tensor rank node is replaced and a later request gets the right tokens",
+          "[recovery][slow]") {
+  check_serve_recovery("tensor2.yaml", "tp1");
 }
 
 TEST_CASE("a lost node the head may not restart has its shards moved to a spare node", "[recovery][slow]") {
