@@ -79,6 +79,58 @@ std::map<std::string, node_agent_actor> wait_for_nodes(caf::scoped_actor& self, 
   throw std::runtime_error("placement: the head is stopping");
 }
 
+/// Asks each slot's node agent for its shard and waits until every one answered, one
+/// failed, or `stopping` is set: the head's main thread stays interruptible even when a
+/// node dies meanwhile (a request to a dead node is only answered by its timeout).
+/// Returns the shards per replica, in slot order.
+std::vector<std::vector<shard_actor>> spawn_all_shards(caf::actor_system& sys,
+                                                       const std::map<std::string, node_agent_actor>& agents,
+                                                       const cluster_config& c, const model_config& m,
+                                                       const std::vector<shard_slot>& slots,
+                                                       const std::atomic<bool>& stopping) {
+  struct answers {
+    std::mutex mutex;
+    std::vector<shard_actor> shards;  ///< by slot
+    size_t left = 0;
+    std::string error;
+  };
+  auto a = std::make_shared<answers>();
+  a->shards.resize(slots.size());
+  a->left = slots.size();
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const auto& slot = slots[i];
+    const std::string what = "placement: node " + slot.node + " could not spawn shard s" +
+                             std::to_string(slot.stage) + "r" + std::to_string(slot.rank) + ": ";
+    sys.spawn([a, i, what, agent = agents.at(slot.node), spec = make_shard_spec(c, m, slot)](
+                  caf::event_based_actor* self) {
+      self->request(agent, std::chrono::seconds(30), spawn_shard_atom::value, spec)
+          .then(
+              [a, i](shard_actor& s) {
+                std::lock_guard<std::mutex> lock(a->mutex);
+                a->shards[i] = std::move(s);
+                a->left--;
+              },
+              [a, what, self](caf::error& e) {
+                std::lock_guard<std::mutex> lock(a->mutex);
+                if (a->error.empty()) a->error = what + self->system().render(e);
+                a->left--;
+              });
+    });
+  }
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(a->mutex);
+      if (!a->error.empty()) throw std::runtime_error(a->error);
+      if (a->left == 0) break;
+    }
+    if (stopping) throw std::runtime_error("placement: the head is stopping");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::vector<std::vector<shard_actor>> shards(static_cast<size_t>(c.parallel.replicas));
+  for (size_t i = 0; i < slots.size(); ++i) shards[static_cast<size_t>(slots[i].replica)].push_back(a->shards[i]);
+  return shards;
+}
+
 }  // namespace
 
 std::vector<caf::actor> data_plane::actors() const {
@@ -228,17 +280,7 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
   caf::scoped_actor self{sys};
   auto agents = wait_for_nodes(self, supervisor, c, deadline, stopping);
   const auto slots = plan_placement(c);
-  std::vector<std::vector<shard_actor>> shards(static_cast<size_t>(c.parallel.replicas));
-  for (const auto& slot : slots) {
-    auto spec = make_shard_spec(c, meta->config(), slot);
-    self->request(agents.at(slot.node), std::chrono::seconds(30), spawn_shard_atom::value, spec)
-        .receive([&](shard_actor& s) { shards[static_cast<size_t>(slot.replica)].push_back(s); },
-                 [&](caf::error& e) {
-                   throw std::runtime_error("placement: node " + slot.node + " could not spawn shard s" +
-                                            std::to_string(slot.stage) + "r" + std::to_string(slot.rank) +
-                                            ": " + sys.render(e));
-                 });
-  }
+  auto shards = spawn_all_shards(sys, agents, c, meta->config(), slots, stopping);
   // Replicas report state changes to the manager, which is spawned after them (a box
   // hands them its handle), and which forwards them to the router.
   struct manager_box {
