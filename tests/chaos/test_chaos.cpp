@@ -112,7 +112,7 @@ TEST_CASE("replicas 2: kill -9 of a replica node mid-stream loses no request and
   CHECK(o.serving <= milliseconds(5000));
 }
 
-TEST_CASE("replicas 2: kill -9 of the other replica node later in the stream loses no request", "[chaos][slow]") {
+TEST_CASE("replicas 2: kill -9 of the other replica node later in the stream loses no request", "[.][chaos][slow]") {
   scenario s{replicas2, replicas2_nodes, "replica1", fault::kill9, milliseconds(4000), 12, 23, 96, ""};
   const auto o = run_scenario(s, "chaos-replicas2-kill1");
   CHECK(o.detection <= milliseconds(1000));
@@ -120,7 +120,7 @@ TEST_CASE("replicas 2: kill -9 of the other replica node later in the stream los
 }
 
 TEST_CASE("replicas 2: a node frozen by SIGSTOP past the heartbeat deadline is handled like a loss",
-          "[chaos][slow]") {
+          "[.][chaos][slow]") {
   scenario s{replicas2,   replicas2_nodes, "replica0", fault::sigstop, milliseconds(2000), 8, 31, 64,
              " --set fault_tolerance.heartbeat_timeout=1s"};
   const auto o = run_scenario(s, "chaos-replicas2-stop0");
@@ -130,7 +130,7 @@ TEST_CASE("replicas 2: a node frozen by SIGSTOP past the heartbeat deadline is h
 }
 
 TEST_CASE("tensor 2 x pipeline 2: kill -9 of a stage-1 node loses no request and changes no token",
-          "[chaos][slow]") {
+          "[.][chaos][slow]") {
   scenario s{tp2pp2, tp2pp2_nodes, "stage1-b", fault::kill9, milliseconds(3000), 8, 41, 48, ""};
   const auto o = run_scenario(s, "chaos-tp2pp2-kill-stage1b");
   CHECK(o.detection <= milliseconds(1000));
