@@ -97,11 +97,12 @@ std::vector<std::vector<shard_actor>> spawn_all_shards(caf::actor_system& sys,
   auto a = std::make_shared<answers>();
   a->shards.resize(slots.size());
   a->left = slots.size();
+  std::vector<caf::actor> askers;  // one per slot; stopped early so none outlives the head
   for (size_t i = 0; i < slots.size(); ++i) {
     const auto& slot = slots[i];
     const std::string what = "placement: node " + slot.node + " could not spawn shard s" +
                              std::to_string(slot.stage) + "r" + std::to_string(slot.rank) + ": ";
-    sys.spawn([a, i, what, agent = agents.at(slot.node), spec = make_shard_spec(c, m, slot)](
+    askers.push_back(sys.spawn([a, i, what, agent = agents.at(slot.node), spec = make_shard_spec(c, m, slot)](
                   caf::event_based_actor* self) {
       self->request(agent, std::chrono::seconds(30), spawn_shard_atom::value, spec)
           .then(
@@ -115,15 +116,19 @@ std::vector<std::vector<shard_actor>> spawn_all_shards(caf::actor_system& sys,
                 if (a->error.empty()) a->error = what + self->system().render(e);
                 a->left--;
               });
-    });
+    }));
   }
+  const auto give_up = [&askers](const std::string& why) {
+    for (auto& asker : askers) caf::anon_send_exit(asker, caf::exit_reason::user_shutdown);
+    return std::runtime_error(why);
+  };
   for (;;) {
     {
       std::lock_guard<std::mutex> lock(a->mutex);
-      if (!a->error.empty()) throw std::runtime_error(a->error);
+      if (!a->error.empty()) throw give_up(a->error);
       if (a->left == 0) break;
     }
-    if (stopping) throw std::runtime_error("placement: the head is stopping");
+    if (stopping) throw give_up("placement: the head is stopping");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   std::vector<std::vector<shard_actor>> shards(static_cast<size_t>(c.parallel.replicas));
