@@ -23,7 +23,9 @@ int base_port() {
 /// --set flags that put pipeline2.yaml's head on `port` and its nodes on the next two.
 std::vector<std::string> port_overrides(int port) {
   return {"--set", "head.port=" + std::to_string(port), "--set", "nodes[0].port=" + std::to_string(port + 1),
-          "--set", "nodes[1].port=" + std::to_string(port + 2)};
+          "--set", "nodes[1].port=" + std::to_string(port + 2),
+          // The HTTP gateway on any free port: tests run side by side.
+          "--set", "server.port=0"};
 }
 
 std::string pipeline2() { return (source_dir() / "cluster-config" / "examples" / "pipeline2.yaml").string(); }

@@ -83,11 +83,14 @@ void check_topology(const std::string& example, int slot) {
     CHECK(j.at("tokens").get<std::vector<int32_t>>() == expected[i].tokens);
     if (i + 1 < goldens.size()) continue;
     // The last answer carries every replica's step counters (tools/bench_overhead.sh).
+    // (A replica that became ready after every prompt was routed ran no step.)
+    int64_t steps = 0;
     for (const auto& r : j.at("replicas")) {
-      CHECK(r.at("steps").get<int64_t>() > 0);
+      steps += r.at("steps").get<int64_t>();
       CHECK(r.at("decode_kernel_us").get<int64_t>() <= r.at("decode_wall_us").get<int64_t>());
       CHECK(r.at("step_messages").get<int64_t>() % 2 == 0);
     }
+    CHECK(steps > 0);
   }
   CHECK(i == goldens.size());
 }
