@@ -3,41 +3,23 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <catch2/catch.hpp>
-#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "cluster-config/cluster_config.h"
 #include "engine_fixture.h"
+#include "tools/troupe_process.h"
 
 using namespace troupe;
 using namespace troupe::test;
 
 namespace {
 
-struct cli_result {
-  int code = -1;
-  std::string out;  ///< stdout only (the head logs on stderr, kept in `log`)
-  std::string log;
-};
-
-cli_result run_troupe(const std::string& args, const std::string& tag) {
-  auto log = scratch_dir("topology-" + tag) / "head.log";
-  std::string cmd = (binary_dir() / "bin" / "troupe").string() + " " + args + " 2>" + log.string();
-  cli_result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(log);
-  r.log.assign(std::istreambuf_iterator<char>(in), {});
-  return r;
+/// Runs `troupe <args>`; the head's log (stderr) goes to a scratch folder named by `tag`.
+cli_result run_topology(const std::string& args, const std::string& tag) {
+  return run_troupe(args, scratch_dir("topology-" + tag) / "head.log");
 }
 
 /// --set flags that move the head and every node to ports of their own (tests run in
@@ -67,11 +49,11 @@ void check_topology(const std::string& example, int slot) {
     }
   }
   auto expected = eng->generate(prompts, greedy(12));
-  auto r = run_troupe("generate --config " + (source_dir() / "cluster-config" / "examples" / example).string() +
+  auto r = run_topology("generate --config " + (source_dir() / "cluster-config" / "examples" / example).string() +
                           port_overrides(example, base_port(slot)) + " --prompt-file " + file.string() +
                           " --temperature 0 --ignore-eos --max-tokens 12 --output json",
                       example);
-  INFO(example << "\n" << r.log);
+  INFO(example << "\n" << r.err);
   REQUIRE(r.code == 0);
   std::istringstream lines(r.out);
   std::string line;

@@ -28,19 +28,8 @@ std::string venv_python() {
 
 /// Runs `tools/loadgen.py <args>` to completion: exit code, stdout and stderr.
 cli_result run_loadgen(const std::string& args, const fs::path& dir) {
-  const auto err_file = dir / "loadgen.err";
-  const std::string cmd = venv_python() + " " + (source_dir() / "tools" / "loadgen.py").string() + " " + args +
-                          " 2>" + err_file.string();
-  cli_result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = read_text(err_file);
-  return r;
+  return run_command(venv_python() + " " + (source_dir() / "tools" / "loadgen.py").string() + " " + args,
+                     dir / "loadgen.err");
 }
 
 bool contains(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }

@@ -41,9 +41,9 @@ inline std::string read_text(const std::filesystem::path& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-/// Runs `troupe <args>` (shell syntax) to completion; stderr goes through `err_file`.
-inline cli_result run_troupe(const std::string& args, const std::filesystem::path& err_file) {
-  const std::string cmd = troupe_exe() + " " + args + " 2>" + err_file.string();
+/// Runs the shell command `cmd` to completion; stderr goes through `err_file`.
+inline cli_result run_command(const std::string& cmd_line, const std::filesystem::path& err_file) {
+  const std::string cmd = cmd_line + " 2>" + err_file.string();
   cli_result r;
   FILE* p = popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);
@@ -54,6 +54,11 @@ inline cli_result run_troupe(const std::string& args, const std::filesystem::pat
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   r.err = read_text(err_file);
   return r;
+}
+
+/// Runs `troupe <args>` (shell syntax) to completion; stderr goes through `err_file`.
+inline cli_result run_troupe(const std::string& args, const std::filesystem::path& err_file) {
+  return run_command(troupe_exe() + " " + args, err_file);
 }
 
 /// Starts `argv` (argv[0] a path) in a new process group with stdout and stderr
