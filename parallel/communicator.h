@@ -80,6 +80,14 @@ class communicator {
   virtual void send(tensor_view buf, int peer, deadline d) = 0;
   /// Receives exactly `buf`'s bytes from `peer` into `buf`.
   virtual void recv(tensor_view buf, int peer, deadline d) = 0;
+  /// Deferred mode (device communicators): every call only enqueues its transfer on the
+  /// communicator's stream and returns; synchronize() then waits for all of them, so a whole
+  /// forward (and a CUDA graph capture of it) runs without a host round trip. Returns whether
+  /// the communicator supports the mode asked for (host communicators: only `false`).
+  virtual bool set_deferred(bool on) { return !on; }
+  /// Deferred mode: waits until every enqueued transfer is done, with the same deadline,
+  /// abort and peer-failure semantics as a blocking call. No-op otherwise.
+  virtual void synchronize(deadline d) {}
   /// Makes pending and later calls throw comm_error(aborted). Idempotent, any thread.
   virtual void abort() noexcept = 0;
   /// Whether abort() was called.

@@ -153,7 +153,22 @@ void nccl_communicator::enqueued(ncclResult_t r, const char* op, int peer, deadl
     abort_locked();
     throw comm_error(classify(r), op, peer, "enqueueing failed: " + nccl_text(r));
   }
-  wait(op, peer, d);
+  if (!deferred_) return wait(op, peer, d);
+  if (r != ncclInProgress) return;
+  // A non-blocking communicator may still be setting the call up (lazy connections): wait
+  // for that, not for the transfer.
+  std::lock_guard<std::mutex> lock(comm_mutex_);
+  if (!comm_) throw comm_error(comm_errc::aborted, op, peer, "aborted while enqueueing");
+  const ncclResult_t state = poll_state(comm_, d);
+  if (state == ncclSuccess) return;
+  abort_locked();
+  throw comm_error(state == ncclInProgress ? comm_errc::timeout : classify(state), op, peer,
+                   "enqueueing did not complete: " + nccl_text(state));
+}
+
+void nccl_communicator::synchronize(deadline d) {
+  if (aborted()) throw comm_error(comm_errc::aborted, "synchronize", -1, "the communicator was aborted");
+  wait("synchronize", -1, d);
 }
 
 void nccl_communicator::wait(const char* op, int peer, deadline d) {

@@ -42,6 +42,12 @@ class nccl_communicator final : public communicator {
   void all_gather(tensor_view in, tensor_view out, deadline d) override;
   void send(tensor_view buf, int peer, deadline d) override;
   void recv(tensor_view buf, int peer, deadline d) override;
+  /// Deferred mode is supported: transfers only enqueue, synchronize() waits.
+  bool set_deferred(bool on) override {
+    deferred_ = on;
+    return true;
+  }
+  void synchronize(deadline d) override;
   /// Calls ncclCommAbort once (any thread); pending and later calls throw comm_error(aborted).
   void abort() noexcept override;
   bool aborted() const noexcept override { return aborted_.load(std::memory_order_acquire); }
@@ -59,6 +65,7 @@ class nccl_communicator final : public communicator {
   ncclComm_t comm_ = nullptr;         ///< owned; null once aborted or destroyed
   mutable std::mutex comm_mutex_;     ///< guards comm_ against abort() from other threads
   std::atomic<bool> aborted_{false};  ///< set by abort() and by a timeout
+  bool deferred_ = false;             ///< calls only enqueue (set_deferred)
 };
 
 }  // namespace troupe::parallel

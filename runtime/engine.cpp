@@ -23,6 +23,7 @@ context_params make_context_params(const engine_config& c) {
   p.n_blocks = (c.kv_tokens + c.block_size - 1) / c.block_size;
   p.max_batch_tokens = c.max_batch_tokens;
   p.max_logit_rows = c.max_seqs;
+  p.cuda_graphs = c.cuda_graphs;
   return p;
 }
 
@@ -43,7 +44,7 @@ engine::engine(std::shared_ptr<const model> m, engine_config cfg)
       max_context_(resolve_context(cfg_, *model_)),
       ctx_(cfg_.local_execution
                ? std::make_unique<shard_context>(*model_, make_context_params(cfg_),
-                                                 kernels::op_context{backend_kind::cpu, cfg_.n_threads, nullptr})
+                                                 kernels::op_context{model_->device().backend, cfg_.n_threads, nullptr})
                : nullptr),
       blocks_(make_context_params(cfg_).n_blocks, cfg_.block_size, cfg_.prefix_caching),
       sched_(blocks_, scheduler_config{cfg_.max_batch_tokens, cfg_.max_seqs, max_context_}) {}
@@ -232,8 +233,9 @@ std::vector<token_event> engine::step() {
   auto p = begin_step();
   if (!p) return take_ended();
   tensor_view logits = ctx_->forward(p->request.batch);
-  auto samples = sample_rows(logits, p->request.samples, scratch_);
-  return end_step(*p, samples, logits.f32());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(10);
+  auto samples = sampler_.run(*ctx_, logits, p->request.samples, deadline, cfg_.record_logits);
+  return end_step(*p, samples, sampler_.host_logits());
 }
 
 std::vector<generation_result> engine::generate(const std::vector<std::vector<int32_t>>& prompts,

@@ -30,6 +30,7 @@ struct engine_config {
   bool prefix_caching = true;
   bool record_logits = false;   ///< attach each sampled position's logits to its event (tests)
   bool local_execution = true;  ///< run the forward here; false: shards run it (begin/end_step)
+  bool cuda_graphs = true;      ///< CUDA: replay decode steps from captured graphs
 };
 
 /// What one request produced in one step.
@@ -99,6 +100,9 @@ class engine {
   /// The shards' KV cache is gone (they were replaced): every running sequence is
   /// recomputed from its tokens and no cached prefix is reused. Call after abandon_step.
   void kv_lost() { sched_.reset(); }
+  /// The shards hold only `n_blocks` KV blocks (sized from their free device memory): the
+  /// scheduler uses no more. See block_manager::limit_blocks.
+  void limit_kv_blocks(int n_blocks) { blocks_.limit_blocks(n_blocks); }
   /// Events of sequences that ended outside a step (cancelled while waiting).
   std::vector<token_event> take_ended();
   bool has_work() const { return sched_.has_work(); }
@@ -110,6 +114,8 @@ class engine {
   const model& get_model() const { return *model_; }
   const engine_config& config() const { return cfg_; }
   const block_manager& blocks() const { return blocks_; }
+  /// The local shard context (null without local_execution).
+  const shard_context* context() const { return ctx_.get(); }
   const scheduler& sched() const { return sched_; }
   int max_context() const { return max_context_; }
 
@@ -127,7 +133,7 @@ class engine {
   engine_config cfg_;
   int max_context_ = 0;
   std::unique_ptr<shard_context> ctx_;  ///< null unless local_execution
-  sampler_scratch scratch_;
+  step_sampler sampler_;  ///< samples the local context's logits
   block_manager blocks_;
   scheduler sched_;
   std::unordered_map<seq_id, request_state> states_;

@@ -4,11 +4,15 @@
 /// activations, the op context (threads or stream).
 #include <chrono>
 #include <cstdint>
+#include <map>
+#include <set>
+#include <utility>
 #include <vector>
 
 #include "kernels/attention.h"
 #include "kernels/op_context.h"
 #include "parallel/linear.h"
+#include "runtime/device.h"
 #include "runtime/model.h"
 
 namespace troupe {
@@ -34,6 +38,9 @@ struct context_params {
   int block_size = 16;        ///< tokens per block
   int max_batch_tokens = 512; ///< rows one step may carry
   int max_logit_rows = 64;    ///< rows one step may want logits for
+  /// CUDA: replay decode steps (one token per sequence) from CUDA graphs captured per
+  /// padded batch size and context bucket.
+  bool cuda_graphs = true;
 };
 
 /// How a shard talks to the rest of its replica. All null: the whole model is here.
@@ -47,10 +54,15 @@ struct parallel_env {
   std::chrono::milliseconds stage_timeout{120000};
 };
 
-/// Mutable per-shard state. Owns KV storage and scratch; never shared between threads.
+/// Mutable per-shard state. Owns KV storage, scratch, the device-side step metadata and
+/// (unless given one) its stream; never shared between threads. On CUDA the activations and
+/// the KV cache have the weights' type (bf16 or f16), logits are f32, and the forward only
+/// enqueues: finish() waits for it.
 class shard_context {
  public:
-  /// A shard over `m`'s loaded layers and tensor slice; `env` links it to its peers.
+  /// A shard over `m`'s loaded layers and tensor slice; `env` links it to its peers. On CUDA
+  /// `ops.stream` is the stream to enqueue on (the communicators' too); null: the context
+  /// makes its own on the model's device.
   shard_context(const model& m, const context_params& p, kernels::op_context ops,
                 parallel_env env = {});
   shard_context(const shard_context&) = delete;
@@ -63,15 +75,33 @@ class shard_context {
 
   /// Runs this shard's layers over `b`. The first stage embeds the tokens, later stages
   /// receive the residual stream from the stage before; the last stage returns logits
-  /// [L, vocab] for b.logit_rows (valid until the next call), other stages send the
-  /// residual on and return an empty view. Throws std::invalid_argument when `b` exceeds
-  /// the context's sizes, parallel::comm_error when a peer fails.
+  /// [L, vocab] f32 for b.logit_rows on the context's device (valid until the next call),
+  /// other stages send the residual on and return an empty view. Throws
+  /// std::invalid_argument when `b` exceeds the context's sizes, parallel::comm_error when a
+  /// peer fails. On CUDA the work is only enqueued: call finish() before reading the logits.
   tensor_view forward(const batch_input& b);
+  /// Waits until the enqueued work is done (no-op on the CPU). Throws parallel::comm_error
+  /// (the communicators are aborted) when it is not done by `d` or a peer failed.
+  void finish(std::chrono::steady_clock::time_point d);
   bool is_first_stage() const;
   bool is_last_stage() const;
+  /// Decode steps replayed from a captured graph, and graphs captured, so far.
+  int64_t graph_replays() const { return graph_replays_; }
+  int64_t graphs_captured() const { return static_cast<int64_t>(graphs_.size()); }
 
  private:
+  /// Where one step's index arrays are (host vectors on the CPU, the device copy on CUDA).
+  struct step_views {
+    tensor_view tokens, positions, slots, logit_rows;  // i32 [T], [T], [T], [L]
+    kernels::attention_batch meta;
+  };
   void check(const batch_input& b) const;
+  step_views host_views(const batch_input& b) const;
+  step_views upload(const batch_input& b);
+  void compute(const step_views& v, int n_tokens, int n_logits);
+  tensor_view forward_graph(const batch_input& b);
+  bool graph_eligible(const batch_input& b) const;
+  batch_input padded(const batch_input& b, int rows, int max_blocks) const;
   void run_layer(int layer, int n_tokens, const kernels::attention_batch& meta,
                  tensor_view positions, tensor_view slots);
   tensor_view rows(const tensor& t, int n) const;
@@ -85,15 +115,20 @@ class shard_context {
 
   const model& model_;
   context_params params_;
+  device_stream own_stream_;  ///< the stream when the caller gave none (CUDA)
   kernels::op_context ops_;
   parallel_env env_;
+  bool on_device_ = false;  ///< CUDA backend: metadata uploaded, work enqueued
+  bool use_graphs_ = false;  ///< decode steps replay CUDA graphs
+  dtype act_ = dtype::f32;  ///< activation and KV type (the weights')
   int n_heads_ = 0;     ///< query heads on this shard
   int n_kv_heads_ = 0;  ///< kv heads on this shard
   int ffn_ = 0;         ///< MLP columns on this shard
+  int pad_block_ = -1;  ///< CUDA: the extra KV block padding rows of a graph batch write to
   std::vector<layer_linears> linears_;  ///< per loaded layer, from layer_begin
   tensor empty_;                        ///< "no bias" for the gate and up projections
-  std::vector<tensor> k_cache_;  // per layer [n_blocks, block_size, n_kv_heads_, head_dim]
-  std::vector<tensor> v_cache_;  // per layer [n_blocks, block_size, n_kv_heads_, head_dim]
+  std::vector<tensor> k_cache_;  // per layer [n_blocks (+1 pad on CUDA), block_size, n_kv_heads_, head_dim]
+  std::vector<tensor> v_cache_;  // per layer [n_blocks (+1 pad on CUDA), block_size, n_kv_heads_, head_dim]
   tensor residual_;              // [max_batch_tokens, hidden]
   tensor normed_;                // [max_batch_tokens, hidden]
   tensor delta_;                 // [max_batch_tokens, hidden]
@@ -105,7 +140,12 @@ class shard_context {
   tensor up_;                    // [max_batch_tokens, ffn_]
   tensor last_;                  // [max_logit_rows, hidden]
   tensor last_normed_;           // [max_logit_rows, hidden]
-  tensor logits_;                // [max_logit_rows, vocab]
+  tensor logits_;                // [max_logit_rows, vocab] f32
+  tensor meta_;                  // [meta capacity] i32 on the device: one step's index arrays
+  pinned_buffer meta_host_;      // staging of meta_ (same size)
+  std::map<std::pair<int, int>, device_graph> graphs_;  ///< (rows, max_blocks) -> decode graph
+  std::set<std::pair<int, int>> warmed_;                ///< shapes run once eagerly (then captured)
+  int64_t graph_replays_ = 0;
 };
 
 }  // namespace troupe

@@ -1,5 +1,7 @@
 #include "runtime/kv_cache.h"
 
+#include <algorithm>
+
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -132,6 +134,21 @@ void block_manager::unpublish(int32_t b) {
     evictable_.erase(evictable_pos_[static_cast<size_t>(b)]);
     free_list_.push_back(b);
   }
+}
+
+void block_manager::limit_blocks(int n) {
+  if (n <= 0 || n > n_blocks_)
+    throw std::invalid_argument("block_manager: cannot limit " + std::to_string(n_blocks_) + " blocks to " +
+                                std::to_string(n));
+  for (int32_t b = n; b < n_blocks_; ++b)
+    if (blocks_[static_cast<size_t>(b)].ref_count > 0)
+      throw std::logic_error("block_manager: block " + std::to_string(b) + " is in use: cannot limit the cache to " +
+                             std::to_string(n) + " blocks");
+  for (int32_t b = n; b < n_blocks_; ++b)
+    if (blocks_[static_cast<size_t>(b)].published) unpublish(b);
+  free_list_.erase(std::remove_if(free_list_.begin(), free_list_.end(), [n](int32_t b) { return b >= n; }),
+                   free_list_.end());
+  n_blocks_ = n;
 }
 
 void block_manager::forget_cached() {

@@ -56,6 +56,10 @@ class block_manager {
   /// owners must recompute them (scheduler::reset).
   void forget_cached();
 
+  /// Uses only blocks [0, n) from now on (the shards' memory holds fewer than configured).
+  /// Throws std::logic_error when a live sequence holds a block at or past n.
+  void limit_blocks(int n);
+
   /// The sequence's block ids, in position order.
   const std::vector<int32_t>& block_table(seq_id id) const;
   bool has_sequence(seq_id id) const;

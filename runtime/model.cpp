@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "kernels/rope.h"
+#include "runtime/device.h"
 
 namespace troupe {
 
@@ -41,13 +42,23 @@ model::model(loaded_model&& m)
   const auto& c = loaded_.config;
   c.validate();
   auto freqs = kernels::rope_inv_freq(c.head_dim, c.rope_theta, c.scaling);
-  rope_inv_freq_ = tensor({static_cast<int64_t>(freqs.size())}, dtype::f32, backend_kind::cpu);
-  std::memcpy(rope_inv_freq_.f32(), freqs.data(), freqs.size() * sizeof(float));
+  const device_ref& dev = loaded_.device;
+  rope_inv_freq_ = tensor({static_cast<int64_t>(freqs.size())}, dtype::f32, dev.backend);
+  use_device(dev);
+  device_stream s(dev);
+  copy_bytes(rope_inv_freq_.view().data, freqs.data(), freqs.size() * sizeof(float), dev.backend, s.get());
+  s.synchronize();
   layer_begin_ = 0;
   layer_end_ = c.n_layers;
   // Only the loaded layer range is usable; find it from which layers hold weights.
   while (layer_begin_ < layer_end_ && loaded_.weights.layers[layer_begin_].wq.empty()) ++layer_begin_;
   while (layer_end_ > layer_begin_ && loaded_.weights.layers[layer_end_ - 1].wq.empty()) --layer_end_;
+}
+
+dtype model::weight_type() const {
+  for (const auto& l : loaded_.weights.layers)
+    if (!l.wq.empty()) return l.wq.type();
+  return loaded_.weights.tok_embd.empty() ? dtype::f32 : loaded_.weights.tok_embd.type();
 }
 
 const tensor& model::output_weight() const {

@@ -27,6 +27,10 @@ class model {
   /// The output projection: `output`, or the token embeddings when tied.
   const tensor& output_weight() const;
   const tensor& rope_inv_freq() const { return rope_inv_freq_; }  // [head_dim / 2]
+  /// Where the weights live.
+  const device_ref& device() const { return loaded_.device; }
+  /// The element type of the layer weights (the activations' type in the forward).
+  dtype weight_type() const;
   /// The tensor-parallel slice the layers hold (rank 0 of 1: the whole model).
   const parallel::tensor_slice& slice() const { return loaded_.slice; }
   int layer_begin() const { return layer_begin_; }

@@ -13,6 +13,7 @@
 #include "runtime/gguf.h"
 #include "runtime/safetensors.h"
 #include "runtime/tokenizer_json.h"
+#include "runtime/utf8.h"
 
 namespace troupe {
 namespace fs = std::filesystem;
@@ -409,9 +410,17 @@ struct hf_json {
 };
 
 void hf_rope_scaling(const hf_json& cfg, model_config& c) {
+  // transformers >= 5 writes rope_parameters ({"rope_type", "rope_theta", factor...}) where
+  // older versions wrote rope_theta and rope_scaling.
   const json* rs = cfg.find("rope_scaling");
+  const char* key = "rope_scaling";
+  if (!rs) {
+    rs = cfg.find("rope_parameters");
+    key = "rope_parameters";
+  }
   if (!rs) return;
-  if (!rs->is_object()) throw load_error(cfg.file + ": key 'rope_scaling' must be an object");
+  if (!rs->is_object()) throw load_error(cfg.file + ": key '" + key + "' must be an object");
+  if (!cfg.find("rope_theta")) c.rope_theta = hf_json{*rs, cfg.file}.num("rope_theta", c.rope_theta);
   hf_json s{*rs, cfg.file};
   const std::string type = s.find("rope_type") ? s.text("rope_type") : s.find("type") ? s.text("type") : "";
   if (type == "default" || type.empty()) return;
@@ -543,9 +552,56 @@ loaded_model load_any(const std::string& path, const load_options* opt) {
   return load_gguf(path, opt);
 }
 
+/// A byte-level tokenizer (256 byte tokens, no merges, eos = 0) for a `random` model that
+/// comes without tokenizer.json: prompts are then bytes, generated ids above 255 print as nothing.
+tokenizer_data byte_tokenizer() {
+  tokenizer_data t;
+  t.kind = tokenizer_kind::bpe;
+  for (int b = 0; b < 256; ++b) {
+    t.tokens.push_back(utf8::byte_to_unicode(static_cast<uint8_t>(b)));
+    t.types.push_back(token_type::normal);
+  }
+  t.eos_id = 0;
+  t.eog_ids = {0};
+  return t;
+}
+
+/// The `random` format: config (+ tokenizer) from `path` (a directory or its config.json).
+loaded_model load_random(const std::string& path, const load_options& opt) {
+  const std::string dir = fs::is_directory(path) ? path : fs::path(path).parent_path().string();
+  loaded_model m;
+  m.format = "random";
+  m.path = dir;
+  m.config = hf_config(dir);
+  m.tokenizer = fs::exists(fs::path(dir) / "tokenizer.json") ? hf_tokenizer(dir) : byte_tokenizer();
+  m.slice = plan_slice(m.config, &opt, dir);
+  make_random_weights(m, opt);
+  return m;
+}
+
+/// Whether `opt` asks for no weights at all (config and tokenizer only).
+bool metadata_only(const load_options& opt) {
+  return opt.layer_end == 0 && !opt.load_embeddings && !opt.load_head;
+}
+
+/// A directory with config.json and no safetensors: a model for the `random` format.
+bool weightless_dir(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_directory(path, ec) || !fs::exists(fs::path(path) / "config.json", ec)) return false;
+  for (const auto& e : fs::directory_iterator(path, ec))
+    if (e.path().extension() == ".safetensors") return false;
+  return true;
+}
+
 }  // namespace
 
-loaded_model load_model(const std::string& path, const load_options& opt) { return load_any(path, &opt); }
+loaded_model load_model(const std::string& path, const load_options& opt) {
+  if (opt.random_weights || (metadata_only(opt) && weightless_dir(path))) return load_random(path, opt);
+  loaded_model m = load_any(path, &opt);
+  if (!(opt.device == device_ref{}) || opt.weight_type != dtype::f32)
+    place_weights(m, opt.device, opt.weight_type, opt.progress);
+  return m;
+}
 
 loaded_model load_model_metadata(const std::string& path) { return load_any(path, nullptr); }
 

@@ -1,10 +1,12 @@
 #pragma once
 /// Loads a model (GGUF file or Hugging Face directory) into the compute type.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 
 #include "parallel/partition.h"
+#include "runtime/device.h"
 #include "runtime/model_config.h"
 #include "runtime/model_weights.h"
 #include "runtime/tokenizer_data.h"
@@ -21,6 +23,15 @@ struct load_options {
   int tp_rank = 0;              ///< this rank of the tensor-parallel group
   int tp_size = 1;              ///< ranks in the tensor-parallel group (1 = whole layers)
   bool allow_uneven_heads = false;  ///< allow a tp_size that does not divide the heads (see plan_tensor)
+  device_ref device;            ///< where the weights go (the CPU: host memory)
+  dtype weight_type = dtype::f32;  ///< their element type there (f32 on the CPU; bf16 or f16 on CUDA)
+  /// The `random` load format (vLLM's dummy weights): shapes from config.json alone (plus
+  /// tokenizer.json), values from kernels::fill_random made on the device itself, so
+  /// shapes too large to write to disk can be run. Norm weights are 1.
+  bool random_weights = false;
+  uint64_t random_seed = 0;     ///< seed of the random weights
+  /// Called with progress lines ("weights 40% (3.2 GB)") while weights are placed.
+  std::function<void(const std::string&)> progress;
 };
 
 /// A model as read from disk, weights dequantized to f32 on the host. With tp_size > 1 each
@@ -36,7 +47,18 @@ struct loaded_model {
   std::string path;                           ///< the file or directory loaded
   std::map<std::string, int> tensor_types;    ///< stored type name -> tensor count ("Q4_1": 210, ...)
   int64_t n_params = 0;                       ///< parameters in the file
+  device_ref device;                          ///< where the weights live
 };
+
+/// Moves every weight of `m` to `device` as `type` (from host f32), in chunks through
+/// pinned staging memory, freeing the host copy tensor by tensor. No-op when they are
+/// already there in that type.
+void place_weights(loaded_model& m, const device_ref& device, dtype type,
+                   const std::function<void(const std::string&)>& progress = {});
+
+/// Fills `m.weights` (config and slice already set) with the random weights `opt` asks
+/// for, made directly on opt.device.
+void make_random_weights(loaded_model& m, const load_options& opt);
 
 /// Loads `path`: a .gguf file, or a directory with config.json + *.safetensors
 /// (+ model.safetensors.index.json) + tokenizer.json (+ tokenizer_config.json).

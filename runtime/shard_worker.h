@@ -9,13 +9,15 @@
 #include <vector>
 
 #include "parallel/partition.h"
+#include "runtime/device.h"
 #include "runtime/step.h"
 
 namespace troupe {
 
 namespace parallel {
+class communicator;
 class ucx_communicator;
-}
+}  // namespace parallel
 
 /// Where a shard sits in its replica and how big it is.
 struct shard_spec {
@@ -28,6 +30,10 @@ struct shard_spec {
   bool allow_uneven_heads = false;
   context_params context;
   int threads = 1;                  ///< CPU threads for the kernels
+  std::string device = "cpu";       ///< "cpu" or "cuda:N": where the weights and the work go
+  std::string weight_type = "bf16"; ///< on CUDA: "bf16" or "f16" (the CPU computes in f32)
+  bool random_weights = false;      ///< the `random` load format (model_path holds config.json)
+  double kv_fraction = 0.9;         ///< on CUDA: share of the free memory after loading the KV cache may take
   int64_t timeout_ms = 5000;        ///< deadline of each tensor-parallel collective
   int64_t stage_timeout_ms = 120000;  ///< deadline of each send/recv between pipeline stages
 };
@@ -37,6 +43,7 @@ struct shard_addresses {
   std::vector<char> tensor;  ///< its rank in the TP group
   std::vector<char> prev;    ///< its end of the link to the stage before
   std::vector<char> next;    ///< its end of the link to the stage after
+  int kv_blocks = 0;         ///< KV blocks its device memory holds (kv_capacity_blocks), 0 on the CPU
 };
 
 /// What one step produced on this shard (samples only on the sampling shard).
@@ -62,6 +69,19 @@ class shard_worker {
   /// `prev` / `next` = the peer end of each pipeline link (empty where none).
   void connect(const std::vector<std::vector<char>>& tensor_group, const std::vector<char>& prev,
                const std::vector<char>& next, std::chrono::steady_clock::time_point deadline);
+  /// KV blocks that fit in `fraction` of the device memory free now, after the weights and
+  /// before the context's scratch (which is estimated and kept out). The CPU: spec's count.
+  int kv_capacity_blocks(double fraction) const;
+  /// Sets the KV cache size (blocks) the context gets at connect().
+  void set_kv_blocks(int n_blocks) { spec_.context.n_blocks = n_blocks; }
+  /// The last step's logits on the host [L, vocab], when the sampling shard brought them
+  /// there (a row asked for logprobs or penalties); else null.
+  const float* host_logits() const { return sampler_.host_logits(); }
+  /// Bytes of weights one decode step reads on this shard (every layer matrix and norm,
+  /// the output projection; not the embedding table, of which it reads a row).
+  size_t weight_bytes() const;
+  /// The shard context (after connect()).
+  const shard_context* context() const { return ctx_.get(); }
   /// Runs the forward for `r`; the last stage's TP rank 0 also samples.
   step_output run(const step_request& r);
   /// Whether this shard answers with samples.
@@ -72,14 +92,24 @@ class shard_worker {
  private:
   /// Time spent inside the communicators so far.
   std::chrono::nanoseconds comm_time() const;
+  /// CUDA: joins the NCCL groups (tensor group, links to the stages before and after).
+  void connect_device(const std::vector<std::vector<char>>& tensor_group, const std::vector<char>& prev,
+                      std::chrono::steady_clock::time_point deadline);
 
   shard_spec spec_;
+  device_ref device_;
   std::shared_ptr<const model> model_;
-  std::unique_ptr<parallel::ucx_communicator> tensor_;  ///< null when tp_size == 1
-  std::unique_ptr<parallel::ucx_communicator> prev_;    ///< null on the first stage
-  std::unique_ptr<parallel::ucx_communicator> next_;    ///< null on the last stage
+  device_stream stream_;  ///< CUDA: the stream of the forward and of the NCCL transfers
+  std::unique_ptr<parallel::ucx_communicator> tensor_;  ///< CPU: null when tp_size == 1
+  std::unique_ptr<parallel::ucx_communicator> prev_;    ///< CPU: null on the first stage
+  std::unique_ptr<parallel::ucx_communicator> next_;    ///< CPU: null on the last stage
+  std::vector<char> tensor_id_;  ///< CUDA: the NCCL id this rank offers its tensor group (rank 0's is used)
+  std::vector<char> next_id_;    ///< CUDA: the NCCL id of the link to the next stage (this end makes it)
+  std::unique_ptr<parallel::communicator> tensor_dev_;  ///< CUDA: NCCL tensor group
+  std::unique_ptr<parallel::communicator> prev_dev_;    ///< CUDA: NCCL link to the stage before
+  std::unique_ptr<parallel::communicator> next_dev_;    ///< CUDA: NCCL link to the stage after
   std::unique_ptr<shard_context> ctx_;
-  sampler_scratch scratch_;
+  step_sampler sampler_;
 };
 
 }  // namespace troupe

@@ -34,4 +34,28 @@ std::vector<sample_result> sample_rows(tensor_view logits, const std::vector<sam
 /// True when `p` has a penalty that reads the token history.
 bool needs_history(const sampling_params& p);
 
+/// Samples a step's logits wherever they live. On the CPU: sample_rows. On CUDA: on the
+/// device (kernels::argmax / kernels::sample) when no row needs penalties or logprobs, so
+/// only the token ids come back; otherwise on the host from a copy of the logits. Owns the
+/// buffers that takes; one per shard context.
+class step_sampler {
+ public:
+  /// Finishes `ctx`'s step (waiting until `d`, see shard_context::finish) and samples one
+  /// token per row of `logits` [L, vocab] f32. `keep_logits`: also bring the logits to the
+  /// host (see host_logits()).
+  std::vector<sample_result> run(shard_context& ctx, tensor_view logits, const std::vector<sample_request>& requests,
+                                 std::chrono::steady_clock::time_point d, bool keep_logits = false);
+  /// The last run's logits [L, vocab] on the host, when it brought them there; else null.
+  const float* host_logits() const { return host_logits_; }
+
+ private:
+  bool device_can_sample(const std::vector<sample_request>& requests) const;
+
+  sampler_scratch scratch_;
+  tensor tokens_;              // [rows] i32 on the device
+  pinned_buffer tokens_host_;  // [rows] i32
+  pinned_buffer logits_host_;  // [L, vocab] f32
+  const float* host_logits_ = nullptr;
+};
+
 }  // namespace troupe

@@ -374,6 +374,9 @@ incremental_decoder::incremental_decoder(const tokenizer& t, bool include_specia
 
 std::string incremental_decoder::push(int32_t id) {
   if (!include_special_ && tok_->is_special(id)) return {};
+  // Embedding rows past the tokenizer's vocabulary (padding, as Qwen2.5's 152064 rows for
+  // 151665 tokens) have no text: a model that samples one prints nothing for it.
+  if (id >= tok_->vocab_size()) return {};
   std::string piece = tok_->token_bytes(id);
   if (piece.empty()) return {};
   if (first_) {

@@ -1,0 +1,493 @@
+/// troupe_gpu: one tensor × pipeline replica on the local GPUs, in one process (a thread per
+/// shard: the same shard_worker, engine and scheduler the actors drive), for the
+/// transformers agreement check and the GPU benchmark (tools/gpu/check.sh).
+///
+///   troupe_gpu logits   --model DIR --tokens FILE --out DIR     teacher-forced logits
+///   troupe_gpu generate --model DIR --tokens FILE --out FILE    greedy tokens
+///   troupe_gpu bench    --model DIR [--random]                  decode / prefill table (JSON)
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <exception>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "kernels/matmul.h"
+#include "runtime/engine.h"
+#include "runtime/shard_worker.h"
+
+namespace po = boost::program_options;
+using json = nlohmann::json;
+using namespace troupe;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+struct options {
+  std::string mode, model, tokens, out, weight_type = "bf16";
+  bool random = false, graphs = true;
+  int tp = 1, pp = 1, first_device = 0, max_tokens = 64, max_batch_tokens = 2048, max_seqs = 256;
+  double kv_fraction = 0.85;
+  std::vector<int> batches{1, 16, 64, 256}, prompt_lens{1024, 2048};
+  int gen = 64, decode_prompt = 128;
+};
+
+double ms_since(clock_type::time_point t0) {
+  return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+/// A thread that runs one shard's steps when told to.
+class shard_thread {
+ public:
+  explicit shard_thread(shard_worker& w) : worker_(w), thread_([this] { loop(); }) {}
+  ~shard_thread() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  /// Starts `f` on this shard's thread.
+  void post(std::function<void(shard_worker&)> f) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      task_ = std::move(f);
+      done_ = false;
+      error_ = nullptr;
+    }
+    cv_.notify_all();
+  }
+  /// Waits for the posted task; rethrows its exception.
+  void wait() {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [this] { return done_; });
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> l(mu_);
+    while (true) {
+      cv_.wait(l, [this] { return quit_ || task_; });
+      if (quit_) return;
+      auto f = std::move(task_);
+      task_ = nullptr;
+      l.unlock();
+      std::exception_ptr err;
+      try {
+        f(worker_);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      l.lock();
+      error_ = err;
+      done_ = true;
+      cv_.notify_all();
+    }
+  }
+  shard_worker& worker_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::function<void(shard_worker&)> task_;
+  bool done_ = true, quit_ = false;
+  std::exception_ptr error_;
+  std::thread thread_;
+};
+
+/// The config and tokenizer of `o.model` without weights (either load format).
+std::shared_ptr<const model> metadata_model(const options& o) {
+  if (!o.random) return model::load_metadata(o.model);
+  load_options none;
+  none.random_weights = true;
+  none.layer_end = 0;
+  none.load_embeddings = false;
+  none.load_head = false;
+  return model::load(o.model, none);
+}
+
+/// The shards of one replica on GPUs first_device .. first_device + tp * pp - 1.
+class gpu_replica {
+ public:
+  explicit gpu_replica(const options& o) {
+    auto meta = metadata_model(o);
+    const auto ranges = parallel::plan_pipeline(meta->config(), o.pp);
+    for (int s = 0; s < o.pp; ++s)
+      for (int r = 0; r < o.tp; ++r) {
+        shard_spec sp;
+        sp.model_path = o.model;
+        sp.stage = s;
+        sp.n_stages = o.pp;
+        sp.layers = ranges[static_cast<size_t>(s)];
+        sp.tp_rank = r;
+        sp.tp_size = o.tp;
+        sp.device = "cuda:" + std::to_string(o.first_device + s * o.tp + r);
+        sp.weight_type = o.weight_type;
+        sp.random_weights = o.random;
+        sp.context.block_size = 16;
+        sp.context.max_batch_tokens = o.max_batch_tokens;
+        sp.context.max_logit_rows = std::max(o.max_seqs, 512);
+        sp.context.cuda_graphs = o.graphs;
+        sp.timeout_ms = 60000;
+        sp.stage_timeout_ms = 120000;
+        specs_.push_back(sp);
+      }
+    meta_ = std::move(meta);
+    workers_.resize(specs_.size());
+    const auto t0 = clock_type::now();
+    parallel_each([&](size_t i) {
+      workers_[i] = std::make_unique<shard_worker>(specs_[i], [i](const std::string& m) {
+        std::fprintf(stderr, "shard %zu: %s\n", i, m.c_str());
+      });
+    });
+    load_ms_ = ms_since(t0);
+    int blocks = 1 << 30;
+    for (auto& w : workers_) blocks = std::min(blocks, w->kv_capacity_blocks(o.kv_fraction));
+    n_blocks_ = blocks;
+    for (auto& w : workers_) w->set_kv_blocks(blocks);
+    std::vector<shard_addresses> addr;
+    for (auto& w : workers_) addr.push_back(w->addresses());
+    const auto deadline = clock_type::now() + std::chrono::seconds(120);
+    for (size_t i = 0; i < workers_.size(); ++i) threads_.push_back(std::make_unique<shard_thread>(*workers_[i]));
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      const int s = static_cast<int>(i) / o.tp;
+      std::vector<std::vector<char>> group;
+      for (int r = 0; r < o.tp; ++r) group.push_back(addr[static_cast<size_t>(s * o.tp + r)].tensor);
+      const std::vector<char> prev = s > 0 ? addr[i - static_cast<size_t>(o.tp)].next : std::vector<char>{};
+      threads_[i]->post([group, prev, deadline](shard_worker& w) { w.connect(group, prev, {}, deadline); });
+    }
+    for (auto& t : threads_) t->wait();
+    sampler_ = workers_.size() - static_cast<size_t>(o.tp);  // last stage, rank 0
+  }
+
+  /// Runs one step on every shard; returns the sampling shard's output.
+  step_output run(const step_request& r) {
+    if (threads_.size() == 1) return workers_[0]->run(r);
+    step_output out;
+    for (size_t i = 0; i < threads_.size(); ++i)
+      threads_[i]->post([&r, &out, i, this](shard_worker& w) {
+        auto o = w.run(r);
+        if (i == sampler_) out = std::move(o);
+      });
+    for (auto& t : threads_) t->wait();
+    return out;
+  }
+
+  const model& meta() const { return *meta_; }
+  const shard_worker& sampling_worker() const { return *workers_[sampler_]; }
+  int n_blocks() const { return n_blocks_; }
+  double load_ms() const { return load_ms_; }
+  /// Bytes of weights on the most loaded GPU.
+  size_t max_weight_bytes() const {
+    size_t m = 0;
+    for (auto& w : workers_) m = std::max(m, w->weight_bytes());
+    return m;
+  }
+
+ private:
+  template <class F>
+  void parallel_each(F f) {
+    std::vector<std::thread> ts;
+    std::vector<std::exception_ptr> errs(specs_.size());
+    for (size_t i = 0; i < specs_.size(); ++i)
+      ts.emplace_back([&, i] {
+        try {
+          f(i);
+        } catch (...) {
+          errs[i] = std::current_exception();
+        }
+      });
+    for (auto& t : ts) t.join();
+    for (auto& e : errs)
+      if (e) std::rethrow_exception(e);
+  }
+
+  std::shared_ptr<const model> meta_;
+  std::vector<shard_spec> specs_;
+  std::vector<std::unique_ptr<shard_worker>> workers_;
+  std::vector<std::unique_ptr<shard_thread>> threads_;
+  size_t sampler_ = 0;
+  int n_blocks_ = 0;
+  double load_ms_ = 0;
+};
+
+}  // namespace
+
+namespace {
+
+/// Prompts from a JSON file: {"prompts": [[ids...], ...]}.
+std::vector<std::vector<int32_t>> read_prompts(const std::string& file) {
+  std::ifstream in(file);
+  if (!in) throw std::runtime_error(file + ": cannot open");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    throw std::runtime_error(file + ": not valid JSON: " + e.what());
+  }
+  if (!j.contains("prompts") || !j["prompts"].is_array()) throw std::runtime_error(file + ": needs a \"prompts\" array");
+  return j["prompts"].get<std::vector<std::vector<int32_t>>>();
+}
+
+/// Teacher-forced logits: each prompt in one prefill step with a logit row per position,
+/// written as raw f32 [n, vocab] to OUT/logits_<i>.bin, plus OUT/argmax.json.
+void run_logits(gpu_replica& r, const options& o) {
+  const auto prompts = read_prompts(o.tokens);
+  const int vocab = r.meta().config().vocab;
+  json argmax = json::array();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& p = prompts[i];
+    const int n = static_cast<int>(p.size());
+    if (n > o.max_batch_tokens || n > 512) throw std::runtime_error("prompt " + std::to_string(i) + " is too long");
+    step_request req;
+    req.step_id = i + 1;
+    auto& b = req.batch;
+    b.tokens = p;
+    const int bs = 16, nb = (n + bs - 1) / bs;
+    for (int t = 0; t < n; ++t) {
+      b.positions.push_back(t);
+      b.slots.push_back(t);  // blocks 0.. in order
+      b.logit_rows.push_back(t);
+      sample_request s;
+      s.params.temperature = 0;
+      s.params.logprobs = 1;  // makes the sampling shard bring the logits to the host
+      req.samples.push_back(s);
+    }
+    b.query_start = {0, n};
+    b.context_len = {n};
+    b.max_blocks = nb;
+    for (int k = 0; k < nb; ++k) b.block_tables.push_back(k);
+    r.run(req);
+    const float* logits = r.sampling_worker().host_logits();
+    if (!logits) throw std::runtime_error("the sampling shard kept no host logits");
+    std::ofstream f(o.out + "/logits_" + std::to_string(i) + ".bin", std::ios::binary);
+    f.write(reinterpret_cast<const char*>(logits), static_cast<std::streamsize>(sizeof(float) * n * vocab));
+    json am = json::array();
+    for (int t = 0; t < n; ++t) {
+      const float* row = logits + static_cast<size_t>(t) * vocab;
+      am.push_back(std::max_element(row, row + vocab) - row);
+    }
+    argmax.push_back(am);
+  }
+  std::ofstream(o.out + "/argmax.json") << json{{"argmax", argmax}, {"vocab", vocab}}.dump() << "\n";
+}
+
+/// Per-step wall times of one engine run.
+struct run_times {
+  std::vector<std::vector<int32_t>> tokens;  ///< generated, per prompt
+  std::vector<double> decode_ms;             ///< steps where every sequence decodes one token
+  double first_step_ms = 0;
+};
+
+run_times run_engine(gpu_replica& r, const options& o, const std::vector<std::vector<int32_t>>& prompts,
+                     int max_tokens) {
+  engine_config ec;
+  ec.block_size = 16;
+  ec.kv_tokens = r.n_blocks() * 16;
+  ec.max_batch_tokens = o.max_batch_tokens;
+  ec.max_seqs = std::max<int>(static_cast<int>(prompts.size()), 1);
+  ec.prefix_caching = false;
+  ec.local_execution = false;
+  engine e(std::shared_ptr<const model>(&r.meta(), [](const model*) {}), ec);
+  sampling_params p;
+  p.temperature = 0;
+  p.max_tokens = max_tokens;
+  p.ignore_eos = true;
+  std::map<seq_id, size_t> index;
+  run_times out;
+  out.tokens.resize(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) index[e.submit(prompts[i], p)] = i;
+  uint64_t step = 0;
+  while (e.has_work()) {
+    auto ps = e.begin_step();
+    if (!ps) {
+      e.take_ended();
+      continue;
+    }
+    ps->request.step_id = ++step;
+    const bool decode = ps->plan.n_tokens == static_cast<int>(ps->plan.chunks.size());
+    const auto t0 = clock_type::now();
+    auto so = r.run(ps->request);
+    auto events = e.end_step(*ps, so.samples);
+    const double ms = ms_since(t0);
+    if (step == 1) out.first_step_ms = ms;
+    if (decode && step > 1) out.decode_ms.push_back(ms);
+    for (auto& ev : events)
+      if (ev.token >= 0) out.tokens[index.at(ev.id)].push_back(ev.token);
+  }
+  return out;
+}
+
+void run_generate(gpu_replica& r, const options& o) {
+  const auto prompts = read_prompts(o.tokens);
+  auto t = run_engine(r, o, prompts, o.max_tokens);
+  std::ofstream(o.out) << json{{"tokens", t.tokens}}.dump() << "\n";
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::vector<int32_t> random_prompt(int n, int vocab, uint32_t salt) {
+  std::vector<int32_t> p(static_cast<size_t>(n));
+  uint32_t x = 2463534242u + salt * 7919u;
+  for (auto& t : p) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    t = static_cast<int32_t>(x % static_cast<uint32_t>(std::min(vocab, 32000)));
+  }
+  return p;
+}
+
+/// Device-to-device copy rate (bytes read + written per second) of a 1 GiB buffer.
+double copy_rate(const device_ref& d) {
+  use_device(d);
+  device_stream s(d);
+  const int64_t n = int64_t{1} << 28;  // f32 elements = 1 GiB
+  tensor a({n}, dtype::f32, backend_kind::cuda), b({n}, dtype::f32, backend_kind::cuda);
+  const size_t bytes = static_cast<size_t>(n) * 4;
+  copy_bytes(b.view().data, a.view().data, bytes, backend_kind::cuda, s.get());
+  s.synchronize();
+  const int reps = 20;
+  const auto t0 = clock_type::now();
+  for (int i = 0; i < reps; ++i) copy_bytes(b.view().data, a.view().data, bytes, backend_kind::cuda, s.get());
+  s.synchronize();
+  return 2.0 * static_cast<double>(bytes) * reps / (ms_since(t0) / 1e3);
+}
+
+/// bf16 matrix rate (FLOP/s) of one large cuBLASLt GEMM.
+double gemm_rate(const device_ref& d) {
+  use_device(d);
+  device_stream s(d);
+  const int64_t n = 8192;
+  tensor x({n, n}, dtype::bf16, backend_kind::cuda), w({n, n}, dtype::bf16, backend_kind::cuda),
+      y({n, n}, dtype::bf16, backend_kind::cuda);
+  const kernels::op_context ctx{backend_kind::cuda, 1, s.get()};
+  kernels::matmul(ctx, y.view(), x.view(), w.view(), {});
+  s.synchronize();
+  const int reps = 20;
+  const auto t0 = clock_type::now();
+  for (int i = 0; i < reps; ++i) kernels::matmul(ctx, y.view(), x.view(), w.view(), {});
+  s.synchronize();
+  return 2.0 * n * n * n * reps / (ms_since(t0) / 1e3);
+}
+
+void run_bench(gpu_replica& r, const options& o) {
+  const auto& c = r.meta().config();
+  const device_ref d{backend_kind::cuda, o.first_device};
+  json j;
+  j["tp"] = o.tp;
+  j["pp"] = o.pp;
+  j["model"] = c.name;
+  j["layers"] = c.n_layers;
+  j["weight_type"] = o.weight_type;
+  j["load_ms"] = r.load_ms();
+  j["kv_blocks"] = r.n_blocks();
+  j["cuda_graphs"] = o.graphs;
+  const double bw = copy_rate(d), flops = gemm_rate(d);
+  j["copy_rate_GBps"] = bw / 1e9;
+  j["gemm_TFLOPs"] = flops / 1e12;
+  const double bytes = static_cast<double>(r.max_weight_bytes());
+  j["weight_GB_per_gpu"] = bytes / 1e9;
+  j["roofline_ms"] = bytes / bw * 1e3;
+  json decode = json::array();
+  for (int b : o.batches) {
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < b; ++i) prompts.push_back(random_prompt(o.decode_prompt, c.vocab, static_cast<uint32_t>(i)));
+    run_engine(r, o, prompts, 4);  // warm-up: plans, workspaces, graphs of this size
+    auto t = run_engine(r, o, prompts, o.gen);
+    const double ms = median(t.decode_ms);
+    json row{{"batch", b}, {"ms_per_step", ms}, {"tokens_per_s", ms > 0 ? b * 1e3 / ms : 0.0}};
+    if (b == 1) row["roofline_fraction"] = ms > 0 ? (bytes / bw * 1e3) / ms : 0.0;
+    decode.push_back(row);
+    std::fprintf(stderr, "decode batch %d: %.3f ms/step\n", b, ms);
+  }
+  j["decode"] = decode;
+  json prefill = json::array();
+  const double params_per_token = 2.0 * static_cast<double>(r.max_weight_bytes()) / 2.0 * o.tp * o.pp;
+  for (int n : o.prompt_lens) {
+    if (n > o.max_batch_tokens) continue;
+    const auto prompt = random_prompt(n, c.vocab, 99);
+    run_engine(r, o, {prompt}, 1);
+    auto t = run_engine(r, o, {prompt}, 1);
+    // 2 FLOPs per weight per token, plus causal attention: 2 * 2 * n^2/2 * heads * head_dim per layer.
+    const double attn = 2.0 * n * n * c.n_heads * c.head_dim * c.n_layers;
+    const double work = params_per_token * n + attn;
+    const double ideal_ms = work / (flops * o.tp * o.pp) * 1e3;
+    prefill.push_back({{"prompt", n}, {"ttft_ms", t.first_step_ms}, {"matrix_rate_fraction", ideal_ms / t.first_step_ms}});
+    std::fprintf(stderr, "prefill %d: %.2f ms\n", n, t.first_step_ms);
+  }
+  j["prefill"] = prefill;
+  std::cout << j.dump() << std::endl;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options o;
+  po::options_description desc("troupe_gpu MODE [options]; MODE = logits | generate | bench");
+  std::string batches, prompt_lens;
+  desc.add_options()("help,h", "this help")("mode", po::value(&o.mode)->required(), "logits, generate or bench")(
+      "model", po::value(&o.model)->required(), "Hugging Face model directory (config.json for --random)")(
+      "random", po::bool_switch(&o.random), "the random load format: weights made on the GPUs")(
+      "tp", po::value(&o.tp)->default_value(1), "tensor-parallel size")(
+      "pp", po::value(&o.pp)->default_value(1), "pipeline stages")(
+      "first-device", po::value(&o.first_device)->default_value(0), "first CUDA device")(
+      "dtype", po::value(&o.weight_type)->default_value("bf16"), "bf16 or f16")(
+      "tokens", po::value(&o.tokens), "JSON file {\"prompts\": [[ids]]} (logits, generate)")(
+      "out", po::value(&o.out), "output directory (logits) or file (generate)")(
+      "max-tokens", po::value(&o.max_tokens)->default_value(64), "tokens to generate (generate)")(
+      "max-batch-tokens", po::value(&o.max_batch_tokens)->default_value(2048), "token budget per step")(
+      "kv-fraction", po::value(&o.kv_fraction)->default_value(0.85), "share of free memory for the KV cache")(
+      "no-graphs", "replay no CUDA graphs")("batches", po::value(&batches), "decode batch sizes, e.g. 1,16,64,256")(
+      "prompt-lens", po::value(&prompt_lens), "prefill lengths, e.g. 1024,2048")(
+      "gen", po::value(&o.gen)->default_value(64), "decode steps per batch (bench)");
+  po::positional_options_description pos;
+  pos.add("mode", 1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).positional(pos).run(), vm);
+    if (vm.count("help")) {
+      std::cout << desc << "\n";
+      return 0;
+    }
+    po::notify(vm);
+    o.graphs = !vm.count("no-graphs");
+    auto list = [](const std::string& s) {
+      std::vector<int> v;
+      std::stringstream ss(s);
+      for (std::string x; std::getline(ss, x, ',');) v.push_back(std::stoi(x));
+      return v;
+    };
+    if (!batches.empty()) o.batches = list(batches);
+    if (!prompt_lens.empty()) o.prompt_lens = list(prompt_lens);
+    if (o.mode != "logits" && o.mode != "generate" && o.mode != "bench")
+      throw std::invalid_argument("mode must be logits, generate or bench, not '" + o.mode + "'");
+    if ((o.mode == "logits" || o.mode == "generate") && (o.tokens.empty() || o.out.empty()))
+      throw std::invalid_argument(o.mode + " needs --tokens and --out");
+    if (cuda_device_count() < o.first_device + o.tp * o.pp)
+      throw std::invalid_argument("tp " + std::to_string(o.tp) + " x pp " + std::to_string(o.pp) + " needs " +
+                                  std::to_string(o.first_device + o.tp * o.pp) + " GPUs; this machine has " +
+                                  std::to_string(cuda_device_count()));
+  } catch (const std::exception& e) {
+    std::cerr << "troupe_gpu: " << e.what() << "\n";
+    return 2;
+  }
+  try {
+    gpu_replica r(o);
+    if (o.mode == "logits") run_logits(r, o);
+    if (o.mode == "generate") run_generate(r, o);
+    if (o.mode == "bench") run_bench(r, o);
+  } catch (const std::exception& e) {
+    std::cerr << "troupe_gpu: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The GPU machine's one command (docs/benchmarks.md, "GPU"): CUDA kernel and forward tests,
+# the transformers agreement (Llama-3.1-8B shape, 4 layers, at tensor 1, tensor 2 and
+# pipeline 2), and the benchmark table (Llama-3.1-8B shape with random weights at tensor 1,
+# 2 and 4, Llama-3.1-70B shape at tensor 4 when 4 GPUs are there, transformers' eager
+# generate as the baseline), all in one device call. Run from the repository root there,
+# with the bundle made here:
+#   here:   tools/gpu/bundle.sh            (builds troupe_gpu + troupe_cuda_tests with CUDA, bundles .gpu/)
+#   device: bash tools/gpu/check.sh        (carry .gpu; results under $OUT)
+# Options (environment): CHECK_PARTS="tests agreement bench hf" (default all), GEN (64).
+set -uo pipefail
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+out="${OUT:-/tmp/troupe-gpu}"
+mkdir -p "$out"
+parts="${CHECK_PARTS:-tests agreement bench hf}"
+gen="${GEN:-64}"
+bin=.gpu/bin
+tok=.gpu/hf/tokenizer.json
+log="$out/check.log"
+n_gpus=$(nvidia-smi -L | wc -l)
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1 | tee "$out/card.txt"
+status=0
+has() { [[ " $parts " == *" $1 "* ]]; }
+
+if has tests; then
+  echo "== CUDA tests (each case on its own, 120 s at most)" | tee -a "$log"
+  : > "$out/tests.txt"
+  "$bin/troupe_cuda_tests" --list-test-names-only | grep -v -e "^$" -e "test cases" > /tmp/cuda_tests.txt
+  passed=0; failed=0
+  while read -r name; do
+    t0=$(date +%s%N)
+    timeout 120 "$bin/troupe_cuda_tests" "$name" > /tmp/case.out 2>&1; rc=$?
+    ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    if [ $rc -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; tail -30 /tmp/case.out >> "$log"; fi
+    printf "%s\t%6d ms\t%s\n" "$([ $rc -eq 0 ] && echo pass || echo "FAIL($rc)")" "$ms" "$name" | tee -a "$log" "$out/tests.txt"
+  done < /tmp/cuda_tests.txt
+  echo "CUDA tests: $passed passed, $failed failed" | tee -a "$log" "$out/tests.txt"
+fi
+if has agreement; then
+  echo "== transformers agreement" | tee -a "$log"
+  python3 tools/gpu/make_model.py --shape llama3-8b --layers 4 --weights --out /tmp/l8b4 --tokenizer "$tok" >> "$log" 2>&1
+  topo="tp1,pp2"; [ "$n_gpus" -ge 2 ] && topo="tp1,tp2,pp2"
+  python3 tools/gpu/agreement.py --model /tmp/l8b4 --troupe "$bin/troupe_gpu" --topologies "$topo" \
+    --gen "$gen" --out "$out/agreement.json" 2>>"$log" | tee -a "$log" || status=1
+fi
+if has bench; then
+  echo "== benchmark" | tee -a "$log"
+  python3 tools/gpu/make_model.py --shape llama3-8b --out /tmp/l8b --tokenizer "$tok" >> "$log" 2>&1
+  : > "$out/bench.jsonl"
+  for tp in 1 2 4; do
+    [ "$n_gpus" -ge "$tp" ] || continue
+    "$bin/troupe_gpu" bench --random --model /tmp/l8b --tp "$tp" --gen "$gen" 2>>"$log" | tee -a "$out/bench.jsonl" || status=1
+  done
+  if [ "$n_gpus" -ge 4 ]; then
+    python3 tools/gpu/make_model.py --shape llama3-70b --out /tmp/l70b --tokenizer "$tok" >> "$log" 2>&1
+    "$bin/troupe_gpu" bench --random --model /tmp/l70b --tp 4 --batches 1,16,64 --prompt-lens 1024 --gen "$gen" \
+      2>>"$log" | tee -a "$out/bench.jsonl" || status=1
+  fi
+fi
+if has hf; then
+  echo "== transformers baseline" | tee -a "$log"
+  [ -f /tmp/l8b/config.json ] || python3 tools/gpu/make_model.py --shape llama3-8b --out /tmp/l8b >> "$log" 2>&1
+  python3 tools/gpu/hf_bench.py --config /tmp/l8b --gen 32 2>>"$log" | tee "$out/hf.json" || status=1
+fi
+python3 tools/gpu/table.py "$out" | tee "$out/table.md"
+exit $status
