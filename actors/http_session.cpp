@@ -1,6 +1,7 @@
 #include "actors/http_session.h"
 
 #include "actors/actor_system_config.h"
+#include "actors/supervisor.h"
 #include "runtime/model.h"
 
 namespace troupe::http {
@@ -16,7 +17,7 @@ const char* json_type = "application/json";
 /// The metrics label of a request path (unknown paths share one label).
 std::string endpoint_label(const std::string& path) {
   static const char* known[] = {"/v1/completions", "/v1/chat/completions", "/v1/models",
-                                "/health", "/ready", "/metrics"};
+                                "/health", "/ready", "/metrics", "/admin/drain", "/admin/nodes"};
   for (const char* k : known)
     if (path == k) return k;
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models";
@@ -28,6 +29,56 @@ bool is_disconnect(const beast::error_code& ec) {
          ec == net::error::connection_reset || ec == net::error::broken_pipe ||
          ec == beast::error::timeout || ec == net::error::operation_aborted ||
          ec == net::error::bad_descriptor || ec == net::error::not_connected;
+}
+
+// -- admin endpoints (graceful drain) -----------------------------------------------------
+
+/// How long an admin request waits for the supervisor.
+constexpr auto admin_timeout = std::chrono::seconds(5);
+
+nlohmann::json node_json(const node_view& v) {
+  return {{"name", v.name},         {"state", v.state},       {"pid", v.pid},       {"replicas", v.replicas},
+          {"replace", v.replace},   {"migrated", v.migrated}, {"detail", v.detail}};
+}
+
+/// The body of POST /admin/drain: {"node": "<name>", "replace": false}; api_error 400
+/// naming the field otherwise.
+std::pair<std::string, bool> parse_drain_body(const std::string& body) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(body);
+  } catch (const std::exception& e) {
+    throw api_error(400, std::string("the body is not valid JSON: ") + e.what());
+  }
+  if (!j.is_object()) throw api_error(400, "the body must be a JSON object like {\"node\": \"<name>\"}");
+  for (const auto& [key, value] : j.items())
+    if (key != "node" && key != "replace")
+      throw api_error(400, "unknown field '" + key + "' (fields: node, replace)", key);
+  if (!j.contains("node")) throw api_error(400, "missing field 'node' (the node to drain)", "node");
+  if (!j["node"].is_string() || j["node"].get<std::string>().empty())
+    throw api_error(400, "field 'node' must be a non-empty string", "node");
+  bool replace = false;
+  if (j.contains("replace")) {
+    if (!j["replace"].is_boolean()) throw api_error(400, "field 'replace' must be true or false", "replace");
+    replace = j["replace"].get<bool>();
+  }
+  return {j["node"].get<std::string>(), replace};
+}
+
+/// Asks the head's supervisor (from the actor system's registry) with `msg...` and calls
+/// `done` with the answer, or `fail` with an api_error, on an actor thread.
+template <class Answer, class... Ts>
+void ask_supervisor(caf::actor_system& sys, std::function<void(Answer&)> done,
+                    std::function<void(const api_error&)> fail, Ts... msg) {
+  auto sup = sys.registry().get<supervisor_actor>(supervisor_registry_name);
+  if (!sup) return fail(api_error(503, "no supervisor in this process: the admin API needs a head"));
+  sys.spawn([=](caf::event_based_actor* self) {
+    self->request(sup, admin_timeout, msg...)
+        .then([done](Answer& a) { done(a); },
+              [fail, self](caf::error& e) {
+                fail(api_error(503, "the supervisor did not answer: " + self->system().render(e)));
+              });
+  });
 }
 
 }  // namespace
@@ -225,6 +276,7 @@ void session::route(const bhttp::request<bhttp::string_body>& req) {
     need(get, "GET");
     return respond(bhttp::status::ok, core_->opts.registry->render(), "text/plain; version=0.0.4; charset=utf-8");
   }
+  if (path == "/admin/drain" || path == "/admin/nodes") return admin(req, path);
   const bool completions = path == "/v1/completions", chat = path == "/v1/chat/completions";
   const bool models = path == "/v1/models" || path.rfind("/v1/models/", 0) == 0;
   if (!completions && !chat && !models) throw api_error(404, "no such endpoint: " + path, "", "not_found");
@@ -247,6 +299,44 @@ void session::route(const bhttp::request<bhttp::string_body>& req) {
   start_generation(req);
 }
 
+void session::admin(const bhttp::request<bhttp::string_body>& req, const std::string& path) {
+  if (!authorized(req))
+    throw api_error(401,
+                    req[bhttp::field::authorization].empty()
+                        ? "missing API key: send the header 'Authorization: Bearer <key>'"
+                        : "incorrect API key provided",
+                    "", "invalid_api_key", "invalid_request_error");
+  auto self = shared_from_this();
+  std::function<void(const api_error&)> fail = [self](const api_error& e) {
+    net::post(self->stream_.get_executor(), [self, e] { self->respond_error(e); });
+  };
+  auto answer = [self](bhttp::status status, nlohmann::json j) {
+    net::post(self->stream_.get_executor(),
+              [self, status, body = j.dump()] { self->respond(status, body, json_type); });
+  };
+  auto& sys = core_->bridge.home_system();
+  if (path == "/admin/nodes") {
+    if (req.method() != bhttp::verb::get)
+      throw api_error(405, "method " + std::string(req.method_string()) + " is not allowed on " + path + " (use GET)");
+    std::function<void(std::vector<node_view>&)> done = [answer](std::vector<node_view>& nodes) {
+      auto list = nlohmann::json::array();
+      for (const auto& n : nodes) list.push_back(node_json(n));
+      auto body = nlohmann::json::object();
+      body["nodes"] = std::move(list);
+      answer(bhttp::status::ok, std::move(body));
+    };
+    return ask_supervisor<std::vector<node_view>>(sys, done, fail, nodes_atom::value);
+  }
+  if (req.method() != bhttp::verb::post)
+    throw api_error(405, "method " + std::string(req.method_string()) + " is not allowed on " + path + " (use POST)");
+  const auto [node, replace] = parse_drain_body(req.body());
+  std::function<void(drain_reply&)> done = [answer, fail](drain_reply& r) {
+    if (r.code != 202) return fail(api_error(r.code, r.error, r.code == 400 ? "node" : ""));
+    answer(bhttp::status::accepted, {{"status", "draining"}, {"node", node_json(r.node)}});
+  };
+  ask_supervisor<drain_reply>(sys, done, fail, drain_atom::value, node, replace);
+}
+
 void session::count_request(int status) {
   core_->metrics().requests.with({endpoint_, std::to_string(status)}).inc();
 }
@@ -259,7 +349,9 @@ void session::respond(bhttp::status status, std::string body, const std::string&
   res->set(bhttp::field::content_type, content_type);
   if (!retry_after.empty()) res->set(bhttp::field::retry_after, retry_after);
   if (status == bhttp::status::method_not_allowed)
-    res->set(bhttp::field::allow, endpoint_ == "/v1/completions" || endpoint_ == "/v1/chat/completions" ? "POST" : "GET");
+    res->set(bhttp::field::allow, endpoint_ == "/v1/completions" || endpoint_ == "/v1/chat/completions" || endpoint_ == "/admin/drain"
+                                             ? "POST"
+                                             : "GET");
   res->body() = std::move(body);
   res->keep_alive(keep_alive_ && !close);
   res->prepare_payload();

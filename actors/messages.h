@@ -157,20 +157,21 @@ namespace troupe {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, context_params& x) {
   return f(caf::meta::type_name("troupe::context_params"), x.n_blocks, x.block_size,
-           x.max_batch_tokens, x.max_logit_rows);
+           x.max_batch_tokens, x.max_logit_rows, x.cuda_graphs);
 }
 
 /// `inspect` for shard_spec.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shard_spec& x) {
   return f(caf::meta::type_name("troupe::shard_spec"), x.model_path, x.stage, x.n_stages, x.layers,
-           x.tp_rank, x.tp_size, x.allow_uneven_heads, x.context, x.threads, x.timeout_ms, x.stage_timeout_ms);
+           x.tp_rank, x.tp_size, x.allow_uneven_heads, x.context, x.threads, x.timeout_ms, x.stage_timeout_ms,
+           x.device, x.weight_type, x.random_weights, x.kv_fraction);
 }
 
 /// `inspect` for shard_addresses.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shard_addresses& x) {
-  return f(caf::meta::type_name("troupe::shard_addresses"), x.tensor, x.prev, x.next);
+  return f(caf::meta::type_name("troupe::shard_addresses"), x.tensor, x.prev, x.next, x.kv_blocks);
 }
 
 /// Where a shard's peers are: replica -> shard with connect_atom.
@@ -178,12 +179,13 @@ struct shard_peers {
   std::vector<std::vector<char>> tensor_group;  ///< every TP rank's address, by rank
   std::vector<char> prev;                       ///< the upstream link's other end
   std::vector<char> next;                       ///< the downstream link's other end
+  int kv_blocks = 0;                            ///< KV blocks to allocate (0: the spec's count)
 };
 
 /// `inspect` for shard_peers.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shard_peers& x) {
-  return f(caf::meta::type_name("troupe::shard_peers"), x.tensor_group, x.prev, x.next);
+  return f(caf::meta::type_name("troupe::shard_peers"), x.tensor_group, x.prev, x.next, x.kv_blocks);
 }
 
 /// `inspect` for batch_input.
@@ -313,6 +315,44 @@ typename Inspector::result_type inspect(Inspector& f, router_status& x) {
   return f(caf::meta::type_name("troupe::router_status"), x.replicas, x.ready, x.waiting, x.running);
 }
 
+// -- graceful drain (issue 6, item 4) ------------------------------------------------------
+
+/// Operator -> supervisor: drain a node; supervisor -> router: stop giving replicas new work.
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+/// Operator -> supervisor: every node with its operator-facing state.
+using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
+
+/// One node as an operator sees it (GET /admin/nodes, troupe drain).
+struct node_view {
+  std::string name;               ///< the node's name in the cluster file
+  std::string state;              ///< "starting", "ready", "draining", "drained", "lost", "stopped"
+  int32_t pid = 0;                ///< current process id (0 = none known)
+  std::vector<int32_t> replicas;  ///< replicas with a shard on this node (initial placement)
+  bool replace = false;           ///< the drain asked to move its shards to free devices
+  int32_t migrated = -1;          ///< drained: requests moved at the drain deadline (-1 = not drained)
+  std::string detail;             ///< drain progress or why it was last lost ("" = nothing to say)
+};
+
+/// `inspect` for node_view.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_view& x) {
+  return f(caf::meta::type_name("troupe::node_view"), x.name, x.state, x.pid, x.replicas, x.replace,
+           x.migrated, x.detail);
+}
+
+/// The supervisor's answer to `drain_atom, node, replace`.
+struct drain_reply {
+  int32_t code = 202;  ///< HTTP-style: 202 accepted, 400 unknown node, 409 already draining or not ready
+  std::string error;   ///< why, when code != 202
+  node_view node;      ///< the node after the request (empty name for an unknown node)
+};
+
+/// `inspect` for drain_reply.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, drain_reply& x) {
+  return f(caf::meta::type_name("troupe::drain_reply"), x.code, x.error, x.node);
+}
+
 /// Registers every type above with `cfg` (needed for remote sends).
 inline void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<node_info>("troupe::node_info");
@@ -327,6 +367,30 @@ inline void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<token_msg>("troupe::token_msg");
   cfg.add_message_type<replica_status>("troupe::replica_status");
   cfg.add_message_type<router_status>("troupe::router_status");
+  cfg.add_message_type<node_view>("troupe::node_view");
+  cfg.add_message_type<std::vector<node_view>>("std::vector<troupe::node_view>");
+  cfg.add_message_type<drain_reply>("troupe::drain_reply");
 }
+
+}  // namespace troupe
+
+// -- elastic capacity (issue 6 item 2: re-planning a replica over the devices left) -------
+
+namespace troupe {
+
+/// The replica manager hands a replica shards of a new shape (tensor, pipeline): a
+/// re-plan over fewer devices, or the file's plan again when capacity comes back.
+using replan_atom = caf::atom_constant<caf::atom("replan")>;
+
+}  // namespace troupe
+
+// -- network chaos: fencing (issue 6 item 5: no split brain after a partition) -----------
+
+namespace troupe {
+
+/// Supervisor -> node agent, with the sequence number of the heartbeat it answers and the
+/// reason: the head no longer counts this agent as the registered incarnation of its node
+/// (declared lost, or replaced): stop every shard and register again from scratch.
+using fence_atom = caf::atom_constant<caf::atom("fence")>;
 
 }  // namespace troupe

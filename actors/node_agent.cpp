@@ -20,6 +20,7 @@ struct node_agent_state {
   supervisor_actor supervisor;  // set while attached
   uint64_t generation = 0;      // bumps on attach/stop/loss; stale timers are ignored
   uint64_t seq = 0;             // heartbeat sequence number
+  uint64_t attach_seq = 0;      // `seq` when the current registration began (fencing)
   static inline const char* name = "troupe.node_agent";
 };
 
@@ -72,8 +73,19 @@ void stop_shards(agent_ptr self) {
   self->state.shards.clear();
 }
 
+/// Fencing: the head has failed this node's shards (it lost or fenced the node), so they
+/// must never serve again; stops them all and logs why.
+void fence_shards(agent_ptr self, const std::string& why) {
+  if (self->state.shards.empty()) return;
+  logger()->warn("fenced ({}): stopping {} shard(s) of the previous registration", why,
+                 self->state.shards.size());
+  stop_shards(self);
+}
+
 void on_attach(agent_ptr self, const supervisor_actor& sup) {
   auto& st = self->state;
+  fence_shards(self, "registering afresh");
+  st.attach_seq = st.seq;
   if (st.supervisor) self->demonitor(st.supervisor.address());
   st.supervisor = sup;
   self->monitor(sup);
@@ -89,6 +101,7 @@ void on_attach(agent_ptr self, const supervisor_actor& sup) {
             if (gen != self->state.generation) return;
             const auto what = self->system().render(e);
             if (e == caf::sec::request_timeout || e == caf::sec::request_receiver_down) {
+              fence_shards(self, "the head did not answer the registration");
               self->state.supervisor = nullptr;
               ++self->state.generation;
               notify(self, node_event::head_lost, what);
@@ -106,6 +119,7 @@ node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_optio
     if (!st.supervisor || st.supervisor.address() != dm.source) return;
     st.supervisor = nullptr;
     ++st.generation;
+    fence_shards(self, "lost the head: " + self->system().render(dm.reason));
     notify(self, node_event::head_lost, self->system().render(dm.reason));
   });
   return {
@@ -145,6 +159,15 @@ node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_optio
                            gen);
       },
       [self](spawn_shard_atom, const shard_spec& spec) { return spawn_local_shard(self, spec); },
+      [self](fence_atom, uint64_t seq, const std::string& why) {
+        auto& st = self->state;
+        if (seq <= st.attach_seq || !st.supervisor) return;  // an earlier registration's fence
+        fence_shards(self, "fenced by the head: " + why);
+        self->demonitor(st.supervisor.address());
+        st.supervisor = nullptr;
+        ++st.generation;
+        notify(self, node_event::head_lost, "fenced by the head: " + why);
+      },
   };
 }
 

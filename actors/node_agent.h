@@ -3,6 +3,12 @@
 /// registers with the supervisor (name, pid, devices), sends heartbeats every
 /// `fault_tolerance.heartbeat_interval`, and stops when the supervisor says so.
 ///
+/// Fencing (no split brain after a partition): when the agent loses the head, or the head
+/// fences it (`fence_atom`: it was declared lost while still connected), it stops every
+/// shard at once ("fenced: stopping N shard(s) ..."): the head has failed those shards and
+/// moved their requests, so they must never serve again; the node then registers afresh
+/// and gets new shards.
+///
 /// It also spawns this node's shards (`spawn_shard_atom`), monitors them, logs their
 /// progress ("shard s0r1: loading", "... loaded", "... connected", "... failed: why") and
 /// stops them (exit reason user_shutdown) on `stop_atom` before answering.
@@ -30,7 +36,11 @@ using node_agent_actor = caf::typed_actor<
     /// Internal timer: send the next heartbeat if `generation` is still current.
     caf::reacts_to<heartbeat_atom, uint64_t>,
     /// From a replica (or the head's placement): spawn a shard on this node and return it.
-    caf::replies_to<spawn_shard_atom, shard_spec>::with<shard_actor>>;
+    caf::replies_to<spawn_shard_atom, shard_spec>::with<shard_actor>,
+    /// From the supervisor (network chaos: fencing), answering the heartbeat with this
+    /// sequence number: this agent is not the registered incarnation of its node any more;
+    /// stop every shard and register again. Ignored when it fences an earlier registration.
+    caf::reacts_to<fence_atom, uint64_t, std::string>>;
 
 /// What the agent reports to the process that runs it (called on an actor thread).
 enum class node_event {

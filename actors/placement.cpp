@@ -1,12 +1,15 @@
 #include "actors/placement.h"
 
+#include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 #include <mutex>
 #include <thread>
 
 #include "actors/actor_system_config.h"
 #include "actors/node_agent.h"
+#include "actors/replan.h"
 #include "actors/supervisor.h"
 
 namespace troupe {
@@ -44,6 +47,10 @@ shard_spec make_shard_spec(const cluster_config& c, const model_config& m, const
     if (n.name == slot.node) s.threads = n.threads > 0 ? n.threads : 1;
   s.timeout_ms = c.fault_tolerance.collective_timeout.count();
   s.stage_timeout_ms = c.fault_tolerance.step_timeout.count();
+  s.device = slot.device;
+  s.weight_type = c.model.dtype;
+  s.random_weights = c.model.load_format == "random";
+  s.kv_fraction = c.scheduler.kv_fraction;
   return s;
 }
 
@@ -146,49 +153,117 @@ std::vector<caf::actor> data_plane::actors() const {
 
 namespace {
 
-/// Keeps the replicas whole: when one fails, it waits until every node of the replica's
-/// slots is registered again (the supervisor restarts lost node processes), spawns a
-/// fresh set of shards through the node agents and hands them to the replica.
+/// Keeps the replicas whole, and at the best capacity the live devices allow. When a
+/// replica fails it waits until every node of the replica's slots is registered again
+/// (the supervisor restarts lost node processes), spawns a fresh set of shards through
+/// the node agents and hands them to the replica. A node lost for good has its shards
+/// moved to free devices; when there are none, the replica is re-planned over the
+/// devices left (a smaller tensor x pipeline shape, replan.h) or, with none left,
+/// retired. While a replica runs below the file's plan, the manager keeps checking the
+/// registered nodes and re-plans it back up as soon as the devices return.
 using manager_actor = caf::typed_actor<caf::reacts_to<ready_atom, int32_t, bool>, caf::reacts_to<sweep_atom>>;
 
 struct manager_state {
   cluster_config config;
   model_config model;
   supervisor_actor supervisor;
-  std::vector<shard_slot> slots;
+  std::vector<shard_slot> slots;     ///< current placement, every replica
+  std::vector<shard_slot> original;  ///< the cluster file's placement
+  std::vector<replica_plan> plans;   ///< per replica: current shape ({0, 0} = retired)
+  std::vector<bool> ready;           ///< per replica: last reported state
   std::vector<replica_actor> replicas;
   std::vector<std::vector<shard_actor>> shards;  ///< per replica, slot order
   caf::actor router;
   std::map<int32_t, bool> pending;                 ///< failed replicas -> rebuild in progress
+  std::map<int32_t, clock_type::time_point> not_before;  ///< first sweep of a failed replica
+  std::map<int32_t, clock_type::time_point> down_since;  ///< failure or re-plan start, for the log
+  bool sweeping = false;                          ///< a sweep timer is running
   std::shared_ptr<std::atomic<int>> ready_count;  ///< shared with bring_up_replicas
+  std::shared_ptr<troupe_metrics> metrics;        ///< capacity gauges (null = nowhere)
   static inline const char* name = "troupe.replica_manager";
 };
 
 using manager_ptr = manager_actor::stateful_pointer<manager_state>;
 
-void rebuild(manager_ptr self, int32_t replica, const std::map<std::string, node_agent_actor>& agents) {
+/// Whether `replica` was retired (no plan fitted the devices left).
+bool retired(const manager_state& st, int32_t replica) { return st.plans[static_cast<size_t>(replica)].shards() == 0; }
+
+/// Whether some replica runs below the file's plan (re-planned smaller, or retired).
+bool degraded(const manager_state& st) {
+  for (const auto& p : st.plans)
+    if (p.shards() < full_plan(st.config).shards()) return true;
+  return false;
+}
+
+/// Publishes and logs the capacity: replicas ready (at the full plan) and devices in use.
+void publish_capacity(manager_state& st) {
+  const auto full = full_plan(st.config);
+  int ready = 0, at_full = 0, in_use = 0;
+  for (size_t r = 0; r < st.plans.size(); ++r) {
+    in_use += st.plans[r].shards();
+    if (!st.ready[r]) continue;
+    ++ready;
+    if (st.plans[r] == full) ++at_full;
+  }
+  const int planned = st.config.parallel.replicas;
+  logger()->info("capacity: {} of {} replicas ready ({} at the full plan), {} of {} devices in use", ready, planned,
+                 at_full, in_use, planned * full.shards());
+  if (!st.metrics) return;
+  st.metrics->capacity_replicas.with({"planned"}).set(planned);
+  st.metrics->capacity_replicas.with({"ready"}).set(ready);
+  st.metrics->capacity_replicas.with({"full"}).set(at_full);
+  st.metrics->capacity_devices.with({"planned"}).set(planned * full.shards());
+  st.metrics->capacity_devices.with({"in_use"}).set(in_use);
+}
+
+/// Replaces the shards of `replica` with fresh ones on `slots` (shape `plan`): stops the
+/// old shards (a serving replica fails, and the router moves its requests), spawns the new
+/// ones through the node agents and hands them to the replica with the new shape.
+void rebuild(manager_ptr self, int32_t replica, const std::map<std::string, node_agent_actor>& agents,
+             const replica_plan& plan, const std::vector<shard_slot>& slots) {
   auto& st = self->state;
+  const auto r = static_cast<size_t>(replica);
   st.pending[replica] = true;
-  for (auto& old : st.shards[static_cast<size_t>(replica)]) caf::anon_send_exit(old, caf::exit_reason::user_shutdown);
-  std::vector<shard_slot> mine;
-  for (const auto& s : st.slots)
-    if (s.replica == replica) mine.push_back(s);
-  auto fresh = std::make_shared<std::vector<shard_actor>>(mine.size());
-  auto left = std::make_shared<size_t>(mine.size());
-  logger()->info("replica {}: spawning {} new shard(s)", replica, mine.size());
-  for (size_t i = 0; i < mine.size(); ++i)
-    self->request(agents.at(mine[i].node), std::chrono::seconds(3), spawn_shard_atom::value,
-                  make_shard_spec(st.config, st.model, mine[i]))
+  for (auto& old : st.shards[r]) caf::anon_send_exit(old, caf::exit_reason::user_shutdown);
+  st.shards[r].clear();
+  st.slots.erase(std::remove_if(st.slots.begin(), st.slots.end(), [&](const shard_slot& s) { return s.replica == replica; }),
+                 st.slots.end());
+  st.slots.insert(st.slots.end(), slots.begin(), slots.end());
+  st.plans[r] = plan;
+  st.ready[r] = false;  // a serving replica goes down for the switch
+  publish_capacity(st);
+  struct spawning {
+    std::vector<shard_actor> fresh;
+    size_t left = 0;
+    bool failed = false;
+  };
+  auto sp = std::make_shared<spawning>();
+  sp->fresh.resize(slots.size());
+  sp->left = slots.size();
+  logger()->info("replica {}: spawning {} new shard(s) ({})", replica, slots.size(), describe(plan));
+  const auto plan_config = config_for_plan(st.config, plan);
+  for (size_t i = 0; i < slots.size(); ++i)
+    self->request(agents.at(slots[i].node), std::chrono::seconds(3), spawn_shard_atom::value,
+                  make_shard_spec(plan_config, st.model, slots[i]))
         .then(
-            [self, replica, fresh, left, i](shard_actor& s) {
-              (*fresh)[i] = s;
-              if (--*left > 0) return;
-              self->state.shards[static_cast<size_t>(replica)] = *fresh;
-              self->send(self->state.replicas[static_cast<size_t>(replica)], rebuild_atom::value, *fresh);
+            [self, replica, plan, sp, i](shard_actor& s) {
+              if (sp->failed) {
+                caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+                return;
+              }
+              sp->fresh[i] = s;
+              if (--sp->left > 0) return;
+              self->state.shards[static_cast<size_t>(replica)] = sp->fresh;
+              self->send(self->state.replicas[static_cast<size_t>(replica)], replan_atom::value, sp->fresh,
+                         static_cast<int32_t>(plan.tensor), static_cast<int32_t>(plan.pipeline));
             },
-            [self, replica](caf::error& e) {
+            [self, replica, sp](caf::error& e) {
               logger()->warn("replica {}: respawning a shard failed ({}); retrying", replica,
                              self->system().render(e));
+              if (sp->failed) return;
+              sp->failed = true;
+              for (auto& s : sp->fresh)
+                if (s) caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
               self->state.pending[replica] = false;  // the next sweep tries again
             });
 }
@@ -220,52 +295,152 @@ void replace_lost(manager_state& st, int32_t replica, const cluster_status& cs,
   }
 }
 
-/// One sweep over the failed replicas: re-place shards of nodes lost for good, then
-/// rebuild each replica whose nodes are all registered.
-void sweep_failed(manager_ptr self, const cluster_status& cs, std::map<std::string, node_agent_actor> agents) {
+/// The slots of `replica` in the current placement.
+std::vector<shard_slot> slots_of(const manager_state& st, int32_t replica) {
+  std::vector<shard_slot> mine;
+  for (const auto& s : st.slots)
+    if (s.replica == replica) mine.push_back(s);
+  return mine;
+}
+
+/// The best plan for `replica` over the devices it may take now, with its slots.
+std::optional<std::pair<replica_plan, std::vector<shard_slot>>> best_plan(
+    const manager_state& st, int32_t replica, const std::map<std::string, node_agent_actor>& agents) {
+  std::vector<std::string> registered;
+  for (const auto& a : agents) registered.push_back(a.first);
+  const auto devices = devices_for_replica(st.config, replica, st.slots, st.original, registered);
+  const auto plan = plan_for_devices(st.model, full_plan(st.config), st.config.parallel.allow_uneven_heads,
+                                     static_cast<int>(devices.size()));
+  if (!plan) return std::nullopt;
+  return std::make_pair(*plan, slots_for_plan(replica, *plan, devices));
+}
+
+std::string slot_list(const std::vector<shard_slot>& slots) {
+  std::string out;
+  for (const auto& s : slots)
+    out += (out.empty() ? "" : ", ") + ("s" + std::to_string(s.stage) + "r" + std::to_string(s.rank)) + " on " +
+           s.node + " (" + s.device + ")";
+  return out;
+}
+
+/// A failed replica some of whose nodes are gone for good and whose shards found no free
+/// device: re-plans it over the devices left, or retires it when no plan fits.
+void replan_or_retire(manager_ptr self, int32_t replica, const std::map<std::string, node_agent_actor>& agents) {
   auto& st = self->state;
-  for (auto& [replica, in_progress] : st.pending) {
-    if (in_progress) continue;
+  const auto r = static_cast<size_t>(replica);
+  auto best = best_plan(st, replica, agents);
+  if (!best) {
+    logger()->warn("replica {}: retired: no plan of the model fits the devices left (capacity returns when its "
+                   "nodes register again)", replica);
+    for (auto& old : st.shards[r]) caf::anon_send_exit(old, caf::exit_reason::user_shutdown);
+    st.shards[r].clear();
+    st.slots.erase(std::remove_if(st.slots.begin(), st.slots.end(), [&](const shard_slot& s) { return s.replica == replica; }),
+                   st.slots.end());
+    st.plans[r] = {0, 0};
+    st.pending.erase(replica);
+    publish_capacity(st);
+    return;
+  }
+  logger()->warn("replica {}: re-planned from {} to {} over the devices left: {}", replica, describe(st.plans[r]),
+                 describe(best->first), slot_list(best->second));
+  rebuild(self, replica, agents, best->first, best->second);
+}
+
+/// One sweep over the failed replicas: re-place shards of nodes lost for good, rebuild
+/// each replica whose nodes are all registered, and re-plan those that cannot be whole.
+void sweep_failed(manager_ptr self, const cluster_status& cs, const std::map<std::string, node_agent_actor>& agents) {
+  auto& st = self->state;
+  const auto now = clock_type::now();
+  std::vector<int32_t> todo;
+  for (const auto& [replica, in_progress] : st.pending)
+    if (!in_progress && !retired(st, replica) && now >= st.not_before[replica]) todo.push_back(replica);
+  for (const int32_t replica : todo) {
     replace_lost(st, replica, cs, agents);
-    bool all_up = true;
-    for (const auto& s : st.slots)
-      if (s.replica == replica && !agents.count(s.node)) all_up = false;
-    if (all_up) rebuild(self, replica, agents);
+    bool all_up = true, waiting = false;
+    for (const auto& s : st.slots) {
+      if (s.replica != replica || agents.count(s.node)) continue;
+      all_up = false;
+      const auto* n = find_node(cs, s.node);
+      if (!n || n->state != node_state::lost) waiting = true;  // restarting, or drained (stopped): wait
+    }
+    if (all_up)
+      rebuild(self, replica, agents, st.plans[static_cast<size_t>(replica)], slots_of(st, replica));
+    else if (!waiting)
+      replan_or_retire(self, replica, agents);
+  }
+}
+
+/// Replicas below the file's plan that are not being rebuilt (serving smaller, or
+/// retired) grow back when the registered nodes offer more devices.
+void sweep_degraded(manager_ptr self, const std::map<std::string, node_agent_actor>& agents) {
+  auto& st = self->state;
+  for (int32_t replica = 0; replica < static_cast<int32_t>(st.plans.size()); ++replica) {
+    const auto r = static_cast<size_t>(replica);
+    if (st.pending.count(replica) || st.plans[r].shards() >= full_plan(st.config).shards()) continue;
+    auto best = best_plan(st, replica, agents);
+    if (!best || best->first.shards() <= st.plans[r].shards()) continue;
+    logger()->info("replica {}: capacity returns: re-planned from {} to {} on {}", replica, describe(st.plans[r]),
+                   describe(best->first), slot_list(best->second));
+    st.down_since[replica] = clock_type::now();
+    rebuild(self, replica, agents, best->first, best->second);
+  }
+}
+
+/// A replica reported ready (`ok`) or failed: tells the router, tracks pending rebuilds.
+void on_replica_state(manager_ptr self, int32_t replica, bool ok) {
+  auto& st = self->state;
+  caf::anon_send(st.router, ready_atom::value, replica, ok);
+  if (replica < 0 || replica >= static_cast<int32_t>(st.plans.size())) return;
+  st.ready[static_cast<size_t>(replica)] = ok;
+  publish_capacity(st);
+  if (ok) {
+    if (st.ready_count) ++*st.ready_count;
+    st.pending.erase(replica);
+    auto since = st.down_since.find(replica);
+    if (since != st.down_since.end()) {
+      logger()->info("replica {}: serving with {} {} ms after it went down", replica,
+                     describe(st.plans[static_cast<size_t>(replica)]),
+                     std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - since->second).count());
+      st.down_since.erase(since);
+    }
+    return;
+  }
+  if (st.pending.count(replica) || retired(st, replica)) return;
+  st.pending[replica] = false;
+  st.down_since.emplace(replica, clock_type::now());
+  // Give the supervisor a moment to see a lost node first, so the rebuild does not ask a
+  // dead node agent (a remote request to it waits for its timeout).
+  const auto delay = std::max(std::chrono::milliseconds(200), st.config.fault_tolerance.heartbeat_interval);
+  st.not_before[replica] = clock_type::now() + delay;
+  if (!st.sweeping) {
+    st.sweeping = true;
+    self->delayed_send(self, delay, sweep_atom::value);
   }
 }
 
 manager_actor::behavior_type manager_impl(manager_ptr self, manager_state init) {
   self->state = std::move(init);
+  publish_capacity(self->state);
   return {
-      [self](ready_atom, int32_t replica, bool ok) {
-        auto& st = self->state;
-        caf::anon_send(st.router, ready_atom::value, replica, ok);
-        if (ok) {
-          if (st.ready_count) ++*st.ready_count;
-          st.pending.erase(replica);
-          return;
-        }
-        if (!st.pending.count(replica)) {
-          st.pending[replica] = false;
-          // Give the supervisor a moment to see a lost node first, so the rebuild does
-          // not ask a dead node agent (a remote request to it waits for its timeout).
-          self->delayed_send(self, std::max(std::chrono::milliseconds(200), st.config.fault_tolerance.heartbeat_interval),
-                             sweep_atom::value);
-        }
-      },
+      [self](ready_atom, int32_t replica, bool ok) { on_replica_state(self, replica, ok); },
       [self](sweep_atom) {
         auto& st = self->state;
-        if (st.pending.empty()) return;
+        if (st.pending.empty() && !degraded(st)) {
+          st.sweeping = false;
+          return;
+        }
         self->request(st.supervisor, std::chrono::seconds(2), status_atom::value)
             .then(
                 [self](cluster_status& cs) {
                   self->request(self->state.supervisor, std::chrono::seconds(2), agents_atom::value)
                       .then(
                           [self, cs](std::vector<std::string>& names, std::vector<caf::actor>& handles) {
+                            if (cs.stopping) return;
                             std::map<std::string, node_agent_actor> agents;
                             for (size_t i = 0; i < names.size(); ++i)
                               agents[names[i]] = caf::actor_cast<node_agent_actor>(handles[i]);
-                            sweep_failed(self, cs, std::move(agents));
+                            sweep_failed(self, cs, agents);
+                            sweep_degraded(self, agents);
                           },
                           [](caf::error&) {});
                 },
@@ -319,6 +494,10 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
   ms.model = meta->config();
   ms.supervisor = caf::actor_cast<supervisor_actor>(supervisor);
   ms.slots = slots;
+  ms.original = slots;
+  ms.plans.assign(static_cast<size_t>(c.parallel.replicas), full_plan(c));
+  ms.ready.assign(static_cast<size_t>(c.parallel.replicas), false);
+  ms.metrics = metrics;
   ms.replicas = plane.replicas;
   ms.shards = shards;
   ms.router = caf::actor_cast<caf::actor>(plane.router);

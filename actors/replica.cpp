@@ -214,6 +214,22 @@ void fail(replica_ptr self, const std::string& why, int shard) {
   if (st.opts.on_state) st.opts.on_state(st.opts.index, false, why);
 }
 
+/// The KV blocks every shard allocates: the configured count, or fewer when some GPU shard's
+/// memory holds fewer (then the scheduler is limited to them too); 0 = the configured count.
+int fit_kv_cache(replica_state& st, const std::vector<shard_addresses>& addrs) {
+  const int configured = replica_context_params(st.opts.config.scheduler).n_blocks;
+  int fits = configured;
+  for (const auto& a : addrs)
+    if (a.kv_blocks > 0) fits = std::min(fits, a.kv_blocks);
+  if (fits == configured && fits <= st.eng->blocks().n_blocks()) return 0;
+  if (fits < st.eng->blocks().n_blocks()) {
+    logger()->info("replica {}: the GPUs hold {} KV blocks of the {} configured (scheduler.kv_fraction)",
+                   st.opts.index, fits, configured);
+    st.eng->limit_kv_blocks(fits);
+  }
+  return st.eng->blocks().n_blocks();
+}
+
 /// Connects the communicators of every shard: gathers addresses, then sends peers.
 void connect_shards(replica_ptr self) {
   auto& st = self->state;
@@ -231,6 +247,13 @@ void connect_shards(replica_ptr self) {
               (*addrs)[i] = std::move(a);
               if (--*left > 0) return;
               const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
+              int kv_blocks = 0;
+              try {
+                kv_blocks = fit_kv_cache(st, *addrs);
+              } catch (const std::exception& e) {
+                fail(self, std::string("KV cache: ") + e.what(), -1);
+                return;
+              }
               auto connected = std::make_shared<size_t>(st.shards.size());
               for (int s = 0; s < pp; ++s)
                 for (int r = 0; r < tp; ++r) {
@@ -238,6 +261,7 @@ void connect_shards(replica_ptr self) {
                   for (int q = 0; q < tp; ++q) peers.tensor_group.push_back((*addrs)[static_cast<size_t>(s * tp + q)].tensor);
                   if (s > 0) peers.prev = (*addrs)[static_cast<size_t>((s - 1) * tp + r)].next;
                   if (s + 1 < pp) peers.next = (*addrs)[static_cast<size_t>((s + 1) * tp + r)].prev;
+                  peers.kv_blocks = kv_blocks;
                   const size_t idx = static_cast<size_t>(s * tp + r);
                   self->request(st.shards[idx], caf::timespan{std::chrono::seconds(60)}, connect_atom::value, peers)
                       .then(
@@ -323,6 +347,14 @@ replica_actor::behavior_type replica_impl(replica_ptr self, replica_options opts
         return s;
       },
       [self](rebuild_atom, std::vector<shard_actor>& shards) { adopt_shards(self, std::move(shards)); },
+      [self](replan_atom, std::vector<shard_actor>& shards, int32_t tensor, int32_t pipeline) {
+        auto& st = self->state;
+        if (st.ready || !st.flights.empty())
+          fail(self, "re-planned to tensor " + std::to_string(tensor) + " x pipeline " + std::to_string(pipeline));
+        st.opts.config.parallel.tensor = tensor;
+        st.opts.config.parallel.pipeline = pipeline;
+        adopt_shards(self, std::move(shards));
+      },
   };
 }
 

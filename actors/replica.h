@@ -30,7 +30,10 @@ using replica_actor = caf::typed_actor<
     caf::reacts_to<cancel_atom, uint64_t>,
     caf::replies_to<status_atom>::with<replica_status>,
     /// New shards, index = stage * tensor + rank; the replica connects them and resumes.
-    caf::reacts_to<rebuild_atom, std::vector<shard_actor>>>;
+    caf::reacts_to<rebuild_atom, std::vector<shard_actor>>,
+    /// New shards of a new shape (tensor, pipeline), index = stage * tensor + rank: a
+    /// serving replica first gives its requests back (as on a failure), then adopts them.
+    caf::reacts_to<replan_atom, std::vector<shard_actor>, int32_t, int32_t>>;
 
 /// How a replica is set up.
 struct replica_options {

@@ -21,11 +21,23 @@ struct route {
   std::vector<int32_t> emitted;   ///< tokens the client has received
   clock_type::time_point since;   ///< when it last started waiting for a replica
   int retries = 0;                ///< times it moved off a failed replica
+  int drain_moves = 0;            ///< times it moved off a draining replica (not retries)
+};
+
+/// A graceful drain waiting for its replicas to hold no request.
+struct drain_wait {
+  std::vector<int32_t> replicas;
+  clock_type::time_point deadline;  ///< requests still running then move elsewhere
+  caf::typed_response_promise<int32_t> promise;  ///< answered with `moved`
+  int32_t moved = 0;
+  bool deadline_passed = false;
 };
 
 struct router_state {
   std::vector<replica_actor> replicas;
   std::vector<bool> ready;
+  std::vector<bool> draining;     ///< no new requests (graceful drain)
+  std::vector<drain_wait> drains; ///< drains not answered yet
   std::vector<int> load;          ///< requests in flight per replica
   std::unordered_map<uint64_t, route> routes;  ///< by router id
   std::deque<uint64_t> waiting;   ///< router ids without a replica, oldest first
@@ -40,7 +52,7 @@ using router_ptr = router_actor::stateful_pointer<router_state>;
 int pick(const router_state& st) {
   int best = -1;
   for (size_t i = 0; i < st.replicas.size(); ++i)
-    if (st.ready[i] && (best < 0 || st.load[i] < st.load[static_cast<size_t>(best)])) best = static_cast<int>(i);
+    if (st.ready[i] && !st.draining[i] && (best < 0 || st.load[i] < st.load[static_cast<size_t>(best)])) best = static_cast<int>(i);
   return best;
 }
 
@@ -67,13 +79,15 @@ void dispatch_waiting(router_ptr self) {
     if (it == st.routes.end()) continue;
     it->second.replica = r;
     st.load[static_cast<size_t>(r)]++;
-    if (it->second.retries > 0)
+    if (it->second.retries > 0 || it->second.drain_moves > 0)
       logger()->info("router: request {} resumes on replica {} after {} tokens", it->second.client_id, r,
                      it->second.emitted.size());
     self->send(st.replicas[static_cast<size_t>(r)], generate_atom::value, id, it->second.request,
                caf::actor_cast<caf::actor>(self));
   }
 }
+
+void check_drains(router_ptr self);
 
 void on_token(router_ptr self, token_msg& m) {
   auto& st = self->state;
@@ -87,14 +101,16 @@ void on_token(router_ptr self, token_msg& m) {
   if (finished) {
     if (r.replica >= 0) st.load[static_cast<size_t>(r.replica)]--;
     st.routes.erase(it);
+    if (!st.drains.empty()) check_drains(self);
   }
 }
 
-/// Replica `index` failed: each of its requests gets a new router id (so late events of
-/// the old one are dropped), is cancelled there (a rebuilt replica does not continue it)
-/// and waits, ahead of new requests, for a ready replica to resume it after the tokens
-/// its client already has. A request that ran out of retries ends with an error.
-void migrate(router_ptr self, int index) {
+/// Replica `index` failed (or `drain`: its drain deadline passed): each of its requests
+/// gets a new router id (so late events of the old one are dropped), is cancelled there (a
+/// rebuilt replica does not continue it) and waits, ahead of new requests, for a ready
+/// replica to resume it after the tokens its client already has. A request that ran out
+/// of retries ends with an error (a drain move is not a retry). Returns the requests moved.
+int migrate(router_ptr self, int index, bool drain = false) {
   auto& st = self->state;
   std::vector<uint64_t> moved;
   for (const auto& [id, r] : st.routes)
@@ -108,12 +124,16 @@ void migrate(router_ptr self, int index) {
     st.load[static_cast<size_t>(index)]--;
     const uint64_t id = st.next_id++;
     r.replica = -1;
-    r.retries++;
+    (drain ? r.drain_moves : r.retries)++;
     r.since = clock_type::now();
     r.request.emitted = r.emitted;
-    logger()->info("router: request {} moves off failed replica {} after {} tokens (retry {} of {})", r.client_id,
-                   index, r.emitted.size(), r.retries, st.request_retries);
-    const bool give_up = r.retries > st.request_retries;
+    if (drain)
+      logger()->info("router: request {} moves off draining replica {} after {} tokens", r.client_id, index,
+                     r.emitted.size());
+    else
+      logger()->info("router: request {} moves off failed replica {} after {} tokens (retry {} of {})",
+                     r.client_id, index, r.emitted.size(), r.retries, st.request_retries);
+    const bool give_up = !drain && r.retries > st.request_retries;
     const int retries = r.retries;
     st.routes.emplace(id, std::move(r));
     if (give_up)
@@ -124,6 +144,53 @@ void migrate(router_ptr self, int index) {
       requeue.push_back(id);
   }
   st.waiting.insert(st.waiting.begin(), requeue.begin(), requeue.end());
+  return static_cast<int>(moved.size());
+}
+
+/// Answers the drains whose replicas hold no request; first moves the requests of those
+/// whose deadline passed.
+void check_drains(router_ptr self) {
+  auto& st = self->state;
+  const auto now = clock_type::now();
+  for (auto& d : st.drains)
+    if (!d.deadline_passed && now >= d.deadline) {
+      d.deadline_passed = true;
+      for (int32_t r : d.replicas) {
+        if (st.load[static_cast<size_t>(r)] == 0) continue;
+        logger()->info("router: drain deadline of replica {} passed with {} request(s) running", r,
+                       st.load[static_cast<size_t>(r)]);
+        d.moved += migrate(self, r, true);
+      }
+      dispatch_waiting(self);
+    }
+  for (auto it = st.drains.begin(); it != st.drains.end();) {
+    const bool idle = std::all_of(it->replicas.begin(), it->replicas.end(),
+                                  [&](int32_t r) { return st.load[static_cast<size_t>(r)] == 0; });
+    if (!idle) {
+      ++it;
+      continue;
+    }
+    logger()->info("router: drained replica(s) hold no request ({} moved)", it->moved);
+    it->promise.deliver(it->moved);
+    it = st.drains.erase(it);
+  }
+}
+
+/// Starts draining `replicas` (answered by check_drains once they hold no request).
+caf::result<int32_t> start_drain(router_ptr self, const std::vector<int32_t>& replicas, caf::timespan deadline) {
+  auto& st = self->state;
+  for (int32_t r : replicas)
+    if (r < 0 || static_cast<size_t>(r) >= st.replicas.size())
+      return caf::make_error(caf::sec::invalid_argument, "drain: no replica " + std::to_string(r) + " (the router has " +
+                                                             std::to_string(st.replicas.size()) + ")");
+  for (int32_t r : replicas) {
+    st.draining[static_cast<size_t>(r)] = true;
+    logger()->info("router: replica {} draining: no new requests, {} running", r, st.load[static_cast<size_t>(r)]);
+  }
+  auto rp = self->make_response_promise<int32_t>();
+  st.drains.push_back(drain_wait{replicas, clock_type::now() + deadline, rp, 0, false});
+  check_drains(self);
+  return rp;
 }
 
 /// The client's request `client_id`: waiting ones end here, running ones at their replica
@@ -152,6 +219,7 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
   auto& st = self->state;
   st.replicas = std::move(replicas);
   st.ready.assign(st.replicas.size(), false);
+  st.draining.assign(st.replicas.size(), false);
   st.load.assign(st.replicas.size(), 0);
   st.request_wait = request_wait;
   st.request_retries = request_retries;
@@ -178,7 +246,7 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
         const auto& st = self->state;
         router_status s;
         s.replicas = static_cast<int32_t>(st.replicas.size());
-        for (bool r : st.ready) s.ready += r ? 1 : 0;
+        for (size_t i = 0; i < st.ready.size(); ++i) s.ready += st.ready[i] && !st.draining[i] ? 1 : 0;
         s.waiting = static_cast<int32_t>(st.waiting.size());
         s.running = static_cast<int32_t>(st.routes.size()) - s.waiting;
         return s;
@@ -187,8 +255,10 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
         auto& st = self->state;
         if (index < 0 || static_cast<size_t>(index) >= st.ready.size()) return;
         st.ready[static_cast<size_t>(index)] = ok;
+        st.draining[static_cast<size_t>(index)] = false;  // failed, or rebuilt: a drain ends here
         if (!ok) migrate(self, index);
         dispatch_waiting(self);
+        if (!st.drains.empty()) check_drains(self);
       },
       [self](sweep_atom) {
         auto& st = self->state;
@@ -201,7 +271,11 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
           fail_request(self, id, "no replica became ready within " +
                                      std::to_string(st.request_wait.count()) + " ms");
         }
+        if (!st.drains.empty()) check_drains(self);
         self->delayed_send(self, std::chrono::milliseconds(100), sweep_atom::value);
+      },
+      [self](drain_atom, const std::vector<int32_t>& replicas, caf::timespan deadline) {
+        return start_drain(self, replicas, deadline);
       },
   };
 }

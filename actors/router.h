@@ -6,7 +6,8 @@
 /// replica (or wait for the first one ready, the rebuilt one included) and resume after
 /// the tokens already sent, at most fault_tolerance.request_retries times each.
 /// Requests that wait for a ready replica longer than fault_tolerance.request_wait get a
-/// clean error.
+/// clean error. A draining replica (graceful drain) gets no new request and does not count
+/// as ready.
 #include <caf/all.hpp>
 
 #include "actors/messages.h"
@@ -28,7 +29,12 @@ using router_actor = caf::typed_actor<
     /// A replica became ready (true) or failed (false).
     caf::reacts_to<ready_atom, int32_t, bool>,
     /// Internal timer: fail requests that waited too long for a replica.
-    caf::reacts_to<sweep_atom>>;
+    caf::reacts_to<sweep_atom>,
+    /// Graceful drain: the replicas get no new request from now on (until their next
+    /// ready/failed transition); the answer (the number of requests moved) comes once they
+    /// hold none. Requests still running at the deadline (a duration) move to other
+    /// replicas like a failure's, without counting against request_retries.
+    caf::replies_to<drain_atom, std::vector<int32_t>, caf::timespan>::with<int32_t>>;
 
 /// Spawns a router over `replicas` (index i = replica i), none ready yet; a request moves
 /// off a failed replica at most `request_retries` times.

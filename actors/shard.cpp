@@ -157,6 +157,7 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
         reply(step_done_atom::value, job.id, std::move(out));
       } else {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(spec_.timeout_ms);
+        if (job.peers.kv_blocks > 0) worker_->set_kv_blocks(job.peers.kv_blocks);
         worker_->connect(job.peers.tensor_group, job.peers.prev, job.peers.next, deadline);
         report("connected");
         reply(connected_atom::value, job.id);

@@ -8,6 +8,7 @@
 
 #include "actors/actor_system_config.h"
 #include "actors/node_agent.h"
+#include "actors/placement.h"
 
 namespace troupe {
 
@@ -36,8 +37,18 @@ struct member {
   int order = 0;               // start (or registration) order, for reverse-order stop
 };
 
+/// A graceful drain of one node, kept until the node registers again.
+struct drain_record {
+  bool done = false;              // drained: its process was asked to stop
+  bool replace = false;           // its shards may move to free devices
+  std::vector<int32_t> replicas;  // replicas with a shard on the node
+  int32_t migrated = -1;          // requests moved at the deadline (once done)
+  std::string detail;             // progress, for operators
+};
+
 struct supervisor_state {
   supervisor_options opts;
+  std::map<std::string, drain_record> drains;  // by node name
   std::vector<member> members;  // cluster-file order
   caf::actor router;  // set by the head's main once the data plane serves
   bool started = false;
@@ -57,8 +68,11 @@ cluster_status snapshot(const supervisor_state& st) {
   return s;
 }
 
+void update_node_gauges(const supervisor_state& st);
+
 void log_status(sup_ptr self) {
   logger()->info("status: {}", format_status_line(snapshot(self->state)));
+  update_node_gauges(self->state);
 }
 
 member* find_member(supervisor_state& st, const std::string& name) {
@@ -138,6 +152,24 @@ void on_lost(sup_ptr self, member& m, const std::string& reason) {
   log_status(self);
 }
 
+/// Network chaos (fencing): a heartbeat from an agent that is not `m`'s registered
+/// incarnation (the head declared the node lost while its connection lived on, or another
+/// process took its place). That agent's shards were failed and their requests moved: it
+/// is told to stop them and register afresh, so it never serves stale work.
+void fence_stale(sup_ptr self, member& m, uint64_t seq) {
+  if (m.status.state != node_state::lost && m.status.state != node_state::restarting &&
+      m.status.state != node_state::registered)
+    return;  // starting (not registered yet) or stopped on purpose: nothing to fence
+  if (self->state.drains.count(m.spec.name)) return;  // leaving on purpose: it is being stopped
+  auto agent = caf::actor_cast<node_agent_actor>(self->current_sender());
+  if (!agent) return;
+  const auto why = "node " + m.spec.name + " is " +
+                   (m.status.state == node_state::registered ? "registered by another process"
+                                                             : "declared lost");
+  logger()->warn("fencing a stale agent of node {} ({})", m.spec.name, why);
+  self->send(agent, fence_atom::value, seq, why);
+}
+
 caf::result<caf::ok_atom> on_register(sup_ptr self, node_info& info) {
   auto& st = self->state;
   if (st.stopping)
@@ -162,6 +194,7 @@ caf::result<caf::ok_atom> on_register(sup_ptr self, node_info& info) {
   m->agent = agent;
   m->status.pid = info.pid;
   m->status.state = node_state::registered;
+  if (st.drains.erase(info.name) > 0) logger()->info("drain: node {} is back: its replicas serve again", info.name);
   if (st.opts.metrics) st.opts.metrics->node_up.with({m->spec.name}).set(1);
   m->last_seen = now;
   if (!m->local) m->order = st.next_order++;
@@ -249,6 +282,123 @@ void on_sweep(sup_ptr self) {
   self->delayed_send(self, st.opts.sweep_interval, sweep_atom::value);
 }
 
+// -- graceful drain ------------------------------------------------------------------------
+
+/// Replicas with a shard on `node` in the cluster file's placement.
+std::vector<int32_t> replicas_on(const cluster_config& c, const std::string& node) {
+  std::vector<int32_t> out;
+  for (const auto& slot : plan_placement(c))
+    if (slot.node == node && std::find(out.begin(), out.end(), slot.replica) == out.end())
+      out.push_back(slot.replica);
+  return out;
+}
+
+node_view view_of(const supervisor_state& st, const member& m) {
+  node_view v;
+  v.name = m.spec.name;
+  v.pid = m.status.pid;
+  v.replicas = replicas_on(st.opts.config, m.spec.name);
+  v.detail = m.status.last_error;
+  switch (m.status.state) {
+    case node_state::starting: v.state = "starting"; break;
+    case node_state::registered: v.state = "ready"; break;
+    case node_state::lost:
+    case node_state::restarting: v.state = "lost"; break;
+    case node_state::stopped: v.state = "stopped"; break;
+  }
+  auto d = st.drains.find(m.spec.name);
+  if (d != st.drains.end()) {
+    v.state = d->second.done ? "drained" : "draining";
+    v.replace = d->second.replace;
+    v.migrated = d->second.migrated;
+    v.detail = d->second.detail;
+  }
+  return v;
+}
+
+/// troupe_nodes{state}: how many nodes are in each operator-facing state.
+void update_node_gauges(const supervisor_state& st) {
+  if (!st.opts.metrics) return;
+  std::map<std::string, int> counts{{"starting", 0}, {"ready", 0}, {"draining", 0},
+                                    {"drained", 0},  {"lost", 0},  {"stopped", 0}};
+  for (const auto& m : st.members) counts[view_of(st, m).state]++;
+  for (const auto& [state, n] : counts) st.opts.metrics->nodes.with({state}).set(n);
+}
+
+/// The router answered a drain of `name` (`moved` requests moved, or `error`): the node
+/// leaves without counting as lost, then its process is asked to stop.
+void finish_drain(sup_ptr self, const std::string& name, int32_t moved, const std::string& error) {
+  auto& st = self->state;
+  auto d = st.drains.find(name);
+  auto* m = find_member(st, name);
+  if (d == st.drains.end() || !m || d->second.done) return;  // registered again meanwhile
+  if (m->status.state != node_state::registered || !m->agent) {
+    logger()->warn("drain: node {} was lost while draining; the drain ends there", name);
+    st.drains.erase(d);
+    log_status(self);
+    return;
+  }
+  if (!error.empty())
+    logger()->warn("drain: node {}: the router did not confirm the drain ({}); stopping the node anyway", name, error);
+  auto& rec = d->second;
+  rec.done = true;
+  rec.migrated = std::max(moved, 0);
+  rec.detail = std::to_string(rec.migrated) + " request(s) moved to other replicas at the drain deadline";
+  auto agent = m->agent;
+  self->demonitor(agent.address());  // its disconnection is no loss
+  m->agent = nullptr;
+  m->status.state = rec.replace ? node_state::lost : node_state::stopped;
+  if (rec.replace) m->status.last_error = "drained with replace: its shards may move to free devices";
+  if (st.opts.metrics) st.opts.metrics->node_up.with({name}).set(0);
+  logger()->info("drain: node {} drained ({} request(s) moved); stopping it", name, rec.migrated);
+  self->request(agent, st.opts.stop_wait, stop_atom::value)
+      .then([name](caf::ok_atom) { logger()->info("drain: node {} stopped", name); },
+            [self, name](caf::error& e) {
+              logger()->warn("drain: node {} did not confirm the stop: {}", name, self->system().render(e));
+            });
+  log_status(self);
+}
+
+/// `drain_atom`: checks the request, marks the node draining and asks the router to drain
+/// its replicas; finish_drain continues when the router answers.
+drain_reply on_drain(sup_ptr self, const std::string& name, bool replace) {
+  auto& st = self->state;
+  drain_reply r;
+  auto* m = find_member(st, name);
+  if (!m) {
+    r.code = 400;
+    r.error = "node: unknown node '" + name + "' (nodes: " + member_names(st) + ")";
+    return r;
+  }
+  r.node = view_of(st, *m);
+  r.code = 409;
+  if (st.drains.count(name))
+    r.error = "node '" + name + "' is already " + r.node.state;
+  else if (st.stopping)
+    r.error = "the head is shutting down";
+  else if (m->status.state != node_state::registered || !m->agent)
+    r.error = "node '" + name + "' is not ready (state " + r.node.state + "): only a ready node can be drained";
+  else if (!st.router)
+    r.error = "the cluster is not serving yet";
+  if (!r.error.empty()) return r;
+  r.code = 202;
+  auto& d = st.drains[name];
+  d.replace = replace;
+  d.replicas = r.node.replicas;
+  const auto timeout = st.opts.config.fault_tolerance.drain_timeout;
+  d.detail = "no new requests; in-flight requests finish or move after " + std::to_string(timeout.count()) +
+             " ms (fault_tolerance.drain_timeout)";
+  logger()->info("drain: node {} draining ({} replica(s), replace {}): {}", name, d.replicas.size(), replace,
+                 d.detail);
+  self->request(caf::actor_cast<router_actor>(st.router), timeout + std::chrono::seconds(30), drain_atom::value,
+                d.replicas, caf::timespan{timeout})
+      .then([self, name](int32_t moved) { finish_drain(self, name, moved, ""); },
+            [self, name](caf::error& e) { finish_drain(self, name, -1, self->system().render(e)); });
+  log_status(self);
+  r.node = view_of(st, *m);
+  return r;
+}
+
 supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options opts) {
   auto& st = self->state;
   st.opts = std::move(opts);
@@ -260,6 +410,7 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
     m.status.launched = m.local;
     st.members.push_back(std::move(m));
   }
+  self->system().registry().put(supervisor_registry_name, self);
   self->set_down_handler([self](caf::down_msg& dm) {
     for (auto& m : self->state.members)
       if (m.agent && m.agent.address() == dm.source) {
@@ -282,9 +433,14 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
         log_status(self);
         return caf::ok_atom_v;
       },
-      [self](heartbeat_atom, const std::string& name, uint64_t) {
+      [self](heartbeat_atom, const std::string& name, uint64_t seq) {
         auto* m = find_member(self->state, name);
-        if (m && m->status.state == node_state::registered) m->last_seen = steady::now();
+        if (!m) return;
+        const auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+        if (m->status.state == node_state::registered && m->agent && m->agent.address() == sender)
+          m->last_seen = steady::now();
+        else
+          fence_stale(self, *m, seq);
       },
       [self](status_atom) { return snapshot(self->state); },
       [self](agents_atom) {
@@ -321,6 +477,12 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
         return self->state.router;
       },
       [self](sweep_atom) { on_sweep(self); },
+      [self](drain_atom, const std::string& name, bool replace) { return on_drain(self, name, replace); },
+      [self](nodes_atom) {
+        std::vector<node_view> out;
+        for (const auto& m : self->state.members) out.push_back(view_of(self->state, m));
+        return out;
+      },
   };
 }
 

@@ -43,7 +43,19 @@ using supervisor_actor = caf::typed_actor<
     /// not serving yet") until it is set.
     caf::replies_to<router_atom>::with<caf::actor>,
     /// Internal timer: reaps exited children and checks heartbeat deadlines.
-    caf::reacts_to<sweep_atom>>;
+    caf::reacts_to<sweep_atom>,
+    /// Graceful drain of node `name`: its replicas take no new request, their requests
+    /// finish (or move to other replicas at fault_tolerance.drain_timeout), then the node
+    /// stops; not a failure (no restart). With `replace`, the replica manager may move its
+    /// shards to free devices; without, its replicas wait for the node to register again.
+    /// Answered at once (drain_reply::code 202, or 400/409 with the reason).
+    caf::replies_to<drain_atom, std::string, bool>::with<drain_reply>,
+    /// Every node as an operator sees it, in cluster-file order.
+    caf::replies_to<nodes_atom>::with<std::vector<node_view>>>;
+
+/// The name the supervisor registers itself under in its actor system's registry (the
+/// head's HTTP gateway finds it there for the admin endpoints).
+constexpr caf::atom_value supervisor_registry_name = caf::atom("supervisor");
 
 /// How the supervisor is set up.
 struct supervisor_options {

@@ -62,6 +62,15 @@ troupe_metrics::troupe_metrics(metrics::registry& r)
       node_up(r.gauge_family("troupe_node_up", "1 when the node agent is registered and alive, else 0.",
                              {"node"})),
       node_restarts(r.counter_family("troupe_node_restarts_total",
-                                     "Times a node re-registered after being lost.", {"node"})) {}
+                                     "Times a node re-registered after being lost.", {"node"})),
+      capacity_replicas(r.gauge_family("troupe_capacity_replicas",
+                                       "Replicas planned by the cluster file, ready, and ready with the file's full plan.",
+                                       {"state"})),
+      capacity_devices(r.gauge_family("troupe_capacity_devices",
+                                      "Devices (shards) the cluster file plans, and those the current placement uses.",
+                                      {"state"})),
+      nodes(r.gauge_family("troupe_nodes",
+                           "Nodes per state: starting, ready, draining, drained, lost (or restarting), stopped.",
+                           {"state"})) {}
 
 }  // namespace troupe

@@ -53,6 +53,14 @@ struct troupe_metrics {
   metrics::family<metrics::gauge>& node_up;
   /// troupe_node_restarts_total{node}; supervisor.
   metrics::family<metrics::counter>& node_restarts;
+  /// troupe_capacity_replicas{state}: replicas "planned" (cluster file), "ready", and
+  /// "full" (ready with the file's tensor x pipeline plan); replica manager.
+  metrics::family<metrics::gauge>& capacity_replicas;
+  /// troupe_capacity_devices{state}: devices "planned" (shards of the file's plan) and
+  /// "in_use" (shards of the current plans, re-planned or retired replicas included); replica manager.
+  metrics::family<metrics::gauge>& capacity_devices;
+  /// troupe_nodes{state}: nodes per state (starting, ready, draining, drained, lost, stopped); supervisor.
+  metrics::family<metrics::gauge>& nodes;
 };
 
 }  // namespace troupe

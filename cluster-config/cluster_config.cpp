@@ -127,6 +127,9 @@ class reader {
   void read(const YAML::Node& n, const std::string& path, int64_t& out) const {
     out = integer(n, path, INT64_MIN, INT64_MAX, "an integer");
   }
+  void read(const YAML::Node& n, const std::string& path, double& out) const {
+    if (!n.IsScalar() || !YAML::convert<double>::decode(n, out)) fail(n, path, "expected a number, got " + describe(n));
+  }
   void read(const YAML::Node& n, const std::string& path, bool& out) const {
     if (!n.IsScalar() || !YAML::convert<bool>::decode(n, out))
       fail(n, path, "expected true or false, got " + describe(n));
@@ -215,6 +218,8 @@ class section {
 
 void read_model(section s, model_section& m) {
   s.get("path", m.path);
+  s.get("dtype", m.dtype);
+  s.get("load_format", m.load_format);
   s.finish();
 }
 
@@ -274,6 +279,7 @@ void read_scheduler(section s, scheduler_section& v) {
   s.get("max_batch_tokens", v.max_batch_tokens);
   s.get("max_seqs", v.max_seqs);
   s.get("kv_tokens", v.kv_tokens);
+  s.get("kv_fraction", v.kv_fraction);
   s.get("block_size", v.block_size);
   s.get("max_context", v.max_context);
   s.get("prefix_caching", v.prefix_caching);
@@ -289,6 +295,7 @@ void read_fault_tolerance(section s, fault_tolerance_section& v) {
   s.get("request_wait", v.request_wait);
   s.get("max_restarts", v.max_restarts);
   s.get("request_retries", v.request_retries);
+  s.get("drain_timeout", v.drain_timeout);
   s.finish();
 }
 
@@ -409,6 +416,8 @@ void check_scheduler(const checker& k, const scheduler_section& s) {
   k.require(s.kv_tokens >= s.block_size, "scheduler.kv_tokens",
             "must hold at least one block (block_size " + std::to_string(s.block_size) + "), got " +
                 std::to_string(s.kv_tokens));
+  k.require(s.kv_fraction > 0 && s.kv_fraction <= 1, "scheduler.kv_fraction",
+            "must be in (0, 1], got " + std::to_string(s.kv_fraction));
   k.at_least(s.max_context, 0, "scheduler.max_context");
   k.at_least(s.micro_batches, 1, "scheduler.micro_batches");
 }
@@ -426,6 +435,7 @@ void check_fault_tolerance(const checker& k, const fault_tolerance_section& f) {
                 "ms >= " + std::to_string(f.heartbeat_timeout.count()) + "ms)");
   k.at_least(f.max_restarts, 0, "fault_tolerance.max_restarts");
   k.at_least(f.request_retries, 0, "fault_tolerance.request_retries");
+  k.positive_ms(f.drain_timeout, "fault_tolerance.drain_timeout");
 }
 
 // ---- overrides ----------------------------------------------------------------------
@@ -595,6 +605,10 @@ void apply_overrides(cluster_config& c, const std::vector<std::string>& override
 void validate(const cluster_config& c) {
   const checker k{c.source.empty() ? "<config>" : c.source};
   k.require(!c.model.path.empty(), "model.path", "must not be empty (use \"default\" for the default model)");
+  k.require(c.model.dtype == "bf16" || c.model.dtype == "f16", "model.dtype",
+            "must be bf16 or f16 (the GPU compute type), got \"" + c.model.dtype + "\"");
+  k.require(c.model.load_format == "auto" || c.model.load_format == "random", "model.load_format",
+            "must be auto or random, got \"" + c.model.load_format + "\"");
   check_parallel(k, c.parallel);
   check_server(k, c);
   check_nodes(k, c);
@@ -617,7 +631,9 @@ std::string to_yaml(const cluster_config& c) {
   const auto& p = c.parallel;
   out << YAML::BeginMap;
   out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "path" << YAML::Value << YAML::DoubleQuoted << c.model.path << YAML::EndMap;
+  out << YAML::Key << "path" << YAML::Value << YAML::DoubleQuoted << c.model.path << YAML::Key << "dtype"
+      << YAML::Value << c.model.dtype << YAML::Key << "load_format" << YAML::Value << c.model.load_format
+      << YAML::EndMap;
   out << YAML::Key << "parallel" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "tensor" << YAML::Value << p.tensor << YAML::Key << "pipeline" << YAML::Value << p.pipeline
       << YAML::Key << "replicas" << YAML::Value << p.replicas << YAML::Key << "layers_per_stage" << YAML::Value
@@ -646,7 +662,8 @@ std::string to_yaml(const cluster_config& c) {
   const auto& q = c.scheduler;
   out << YAML::Key << "scheduler" << YAML::Value << YAML::BeginMap << YAML::Key << "max_batch_tokens"
       << YAML::Value << q.max_batch_tokens << YAML::Key << "max_seqs" << YAML::Value << q.max_seqs << YAML::Key
-      << "kv_tokens" << YAML::Value << q.kv_tokens << YAML::Key << "block_size" << YAML::Value << q.block_size
+      << "kv_tokens" << YAML::Value << q.kv_tokens << YAML::Key << "kv_fraction" << YAML::Value << q.kv_fraction
+      << YAML::Key << "block_size" << YAML::Value << q.block_size
       << YAML::Key << "max_context" << YAML::Value << q.max_context << YAML::Key << "prefix_caching"
       << YAML::Value << q.prefix_caching << YAML::Key << "micro_batches" << YAML::Value << q.micro_batches
       << YAML::EndMap;
@@ -656,7 +673,7 @@ std::string to_yaml(const cluster_config& c) {
       << ms(f.heartbeat_timeout) << YAML::Key << "collective_timeout" << YAML::Value << ms(f.collective_timeout)
       << YAML::Key << "step_timeout" << YAML::Value << ms(f.step_timeout) << YAML::Key << "request_wait" << YAML::Value << ms(f.request_wait) << YAML::Key << "max_restarts"
       << YAML::Value << f.max_restarts << YAML::Key << "request_retries" << YAML::Value << f.request_retries
-      << YAML::EndMap;
+      << YAML::Key << "drain_timeout" << YAML::Value << ms(f.drain_timeout) << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -14,6 +14,8 @@ namespace troupe {
 /// `model:` — what to serve.
 struct model_section {
   std::string path = "default";  ///< .gguf, Hugging Face directory, or "default"
+  std::string dtype = "bf16";    ///< weights and activations on GPUs: bf16 or f16 (the CPU computes in f32)
+  std::string load_format = "auto";  ///< auto (by path) or random (config.json only; weights made on the devices)
 };
 
 /// `parallel:` — how one replica is split, and how many replicas run.
@@ -57,6 +59,7 @@ struct scheduler_section {
   int max_batch_tokens = 512;
   int max_seqs = 32;
   int kv_tokens = 16384;
+  double kv_fraction = 0.9;          ///< GPU shards: share of the free memory after loading that KV may take
   int block_size = 16;
   int max_context = 0;               ///< 0 = the model's
   bool prefix_caching = true;
@@ -75,6 +78,9 @@ struct fault_tolerance_section {
   std::chrono::milliseconds request_wait{30000};       ///< how long a request waits for a replica
   int max_restarts = 5;                                ///< per node, before it is given up
   int request_retries = 3;
+  /// How long a drained node's in-flight requests may run before they migrate to another
+  /// replica (graceful drain).
+  std::chrono::milliseconds drain_timeout{30000};
 };
 
 /// The whole cluster file.

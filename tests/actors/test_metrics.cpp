@@ -86,13 +86,18 @@ void populate(troupe_metrics& m) {
   }
   m.node_up.with({"node \"a\"\\b\nc"}).set(1);
   m.node_restarts.with({"node \"a\"\\b\nc"}).inc();
+  m.capacity_replicas.with({"ready"}).set(2);
+  m.capacity_devices.with({"in_use"}).set(3);
+  m.nodes.with({"draining"}).set(1);
 }
 
 const std::vector<std::string> documented_families = {
+    "troupe_capacity_devices",           "troupe_capacity_replicas",
     "troupe_client_disconnects_total",   "troupe_e2e_request_latency_seconds",
     "troupe_generation_tokens_total",    "troupe_inter_token_latency_seconds",
     "troupe_kv_cache_usage_ratio",       "troupe_node_restarts_total",
-    "troupe_node_up",                    "troupe_prefix_cache_hits_total",
+    "troupe_node_up",                    "troupe_nodes",
+    "troupe_prefix_cache_hits_total",
     "troupe_prefix_cache_queries_total", "troupe_prompt_tokens_total",
     "troupe_queue_requests",             "troupe_queue_tokens",
     "troupe_replica_ready",              "troupe_replica_recoveries_total",

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
@@ -31,6 +32,30 @@ inline std::vector<std::string> fault_prompts(size_t n) {
       "Write a letter to a pen pal.",        "How do bees make honey?"};
   std::vector<std::string> out;
   for (size_t i = 0; i < n; ++i) out.push_back(base[i % base.size()] + (i < base.size() ? "" : " Part " + std::to_string(i) + "."));
+  return out;
+}
+
+/// `n` (at most 200) prompts that share little: ten forms over twenty subjects, every
+/// (form, subject) pair at most once (the acceptance run's 200 streams).
+inline std::vector<std::string> varied_prompts(size_t n) {
+  static const std::vector<std::string> forms = {
+      "Write a haiku about {}.",       "Explain {} to a child.",         "Give three facts about {}.",
+      "Tell a short story about {}.",  "Why do people love {}?",         "Describe {} in one paragraph.",
+      "What is the history of {}?",    "List the pros and cons of {}.",  "Compose a limerick on {}.",
+      "Summarize {} for a newspaper."};
+  static const std::vector<std::string> subjects = {
+      "a lighthouse keeper", "the moon",        "volcanoes",         "a chess match",     "bread baking",
+      "the Roman empire",    "honey bees",      "a jazz band",       "glaciers",          "a robot gardener",
+      "the stock market",    "origami",         "a desert caravan",  "quantum computers", "coral reefs",
+      "a night train",       "medieval castles", "the water cycle",  "a lost kitten",     "solar panels"};
+  std::vector<std::string> out;
+  for (size_t i = 0; i < n; ++i) {
+    const size_t form = i % forms.size(), round = i / forms.size();
+    const auto& subject = subjects[(13 * round + form) % subjects.size()];
+    auto text = forms[form];
+    text.replace(text.find("{}"), 2, subject);
+    out.push_back(round < subjects.size() ? text : text + " (" + std::to_string(i) + ")");
+  }
   return out;
 }
 
@@ -64,6 +89,18 @@ inline std::vector<std::vector<int32_t>> fault_free(const std::vector<std::strin
   std::vector<std::vector<int32_t>> out;
   for (auto& r : eng.generate(encoded, p)) out.push_back(r.tokens);
   return out;
+}
+
+/// fault_free, computed once per (prompts, sampling) in this test process: scenarios that
+/// repeat over several victims share one reference run.
+inline const std::vector<std::vector<int32_t>>& cached_fault_free(const std::vector<std::string>& prompts,
+                                                                  const sampling_params& p) {
+  static std::map<std::string, std::vector<std::vector<int32_t>>> cache;
+  std::string key = sampling_flags(p);
+  for (const auto& t : prompts) key += "\n" + t;
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, fault_free(prompts, p)).first;
+  return it->second;
 }
 
 /// Writes `prompts` as a --prompt-file (one JSON string a line).

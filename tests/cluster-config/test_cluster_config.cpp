@@ -90,7 +90,8 @@ TEST_CASE("every example cluster file loads and validates", "[config]") {
                                           {"pipeline2.yaml", 1, 2, 1, 2},
                                           {"tensor2.yaml", 2, 1, 1, 2},
                                           {"tensor2_pipeline2.yaml", 2, 2, 1, 4},
-                                          {"replicas2.yaml", 1, 1, 2, 2}};
+                                          {"replicas2.yaml", 1, 1, 2, 2},
+                                          {"gpu-tensor2.yaml", 2, 1, 1, 2}};
   for (const auto& e : examples) {
     INFO(e.file);
     cluster_config c = load_cluster_config(example(e.file));
@@ -104,6 +105,11 @@ TEST_CASE("every example cluster file loads and validates", "[config]") {
     CHECK_NOTHROW(validate(c));
   }
   CHECK(load_cluster_config(example("tensor2.yaml")).parallel.allow_uneven_heads);
+  const cluster_config gpu = load_cluster_config(example("gpu-tensor2.yaml"));
+  CHECK(gpu.model.load_format == "random");
+  CHECK(gpu.model.dtype == "bf16");
+  CHECK(gpu.scheduler.kv_fraction == 0.85);
+  CHECK(gpu.nodes[1].devices == std::vector<std::string>{"cuda:1"});
   CHECK(load_cluster_config(example("pipeline2.yaml")).parallel.layers_per_stage == std::vector<int>{15, 15});
 }
 
@@ -433,4 +439,12 @@ TEST_CASE("to_yaml writes a config that reads back equal", "[config]") {
   CHECK(back.server.api_keys == std::vector<std::string>{"k"});
   CHECK(back.fault_tolerance.request_wait == std::chrono::milliseconds(1234));
   CHECK(back.parallel.allow_uneven_heads);
+}
+
+TEST_CASE("a bad model dtype, load format or KV fraction is rejected naming the key", "[config]") {
+  auto with = [](const std::string& yaml) { return parse_cluster_config(yaml, "bad.yaml"); };
+  CHECK_THROWS_WITH(with("model: {dtype: f8}\n"), Catch::Contains("model.dtype") && Catch::Contains("bf16 or f16"));
+  CHECK_THROWS_WITH(with("model: {load_format: dummy}\n"), Catch::Contains("model.load_format"));
+  CHECK_THROWS_WITH(with("scheduler: {kv_fraction: 1.5}\n"), Catch::Contains("scheduler.kv_fraction"));
+  CHECK_THROWS_WITH(with("scheduler: {kv_fraction: lots}\n"), Catch::Contains("expected a number"));
 }

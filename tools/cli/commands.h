@@ -23,6 +23,8 @@ int run_info(const std::vector<std::string>& args);
 int run_serve(const std::vector<std::string>& args);
 /// `troupe node`: one node process.
 int run_node(const std::vector<std::string>& args);
+/// `troupe drain`: graceful drain of a node of a running cluster.
+int run_drain(const std::vector<std::string>& args);
 
 /// Loads a cluster file and applies `--set` overrides; the result is validated.
 cluster_config load_cluster(const std::string& path, const std::vector<std::string>& overrides);
