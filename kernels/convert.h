@@ -4,12 +4,7 @@
 #include <cstdint>
 
 #include "kernels/op_context.h"
-
-#ifdef __CUDACC__
-#define TROUPE_HOST_DEVICE __host__ __device__
-#else
-#define TROUPE_HOST_DEVICE
-#endif
+#include "runtime/rng.h"  // TROUPE_HOST_DEVICE
 
 namespace troupe::kernels {
 

@@ -5,6 +5,7 @@
 ///   troupe_gpu logits   --model DIR --tokens FILE --out DIR     teacher-forced logits
 ///   troupe_gpu generate --model DIR --tokens FILE --out FILE    greedy tokens
 ///   troupe_gpu bench    --model DIR [--random]                  decode / prefill table (JSON)
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <condition_variable>
@@ -12,8 +13,10 @@
 #include <exception>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "kernels/matmul.h"
