@@ -57,8 +57,8 @@ node_state state_of(caf::actor_system& sys, const supervisor_actor& sup) {
 
 }  // namespace
 
-TEST_CASE("an agent the head declared lost while still connected is fenced and registers afresh; "
-          "a stale fence is ignored",
+TEST_CASE("an agent the head declared lost while still connected is fenced and registers afresh, "
+          "and a stale fence is ignored",
           "[chaos][fencing]") {
   auto config = default_cluster_config();
   config.nodes.front().name = "n0";
