@@ -240,6 +240,15 @@ void session::handle() {
   }
 }
 
+void session::require_api_key(const bhttp::request<bhttp::string_body>& req) const {
+  if (!authorized(req))
+    throw api_error(401,
+                    req[bhttp::field::authorization].empty()
+                        ? "missing API key: send the header 'Authorization: Bearer <key>'"
+                        : "incorrect API key provided",
+                    "", "invalid_api_key", "invalid_request_error");
+}
+
 bool session::authorized(const bhttp::request<bhttp::string_body>& req) const {
   const auto& keys = core_->opts.server.api_keys;
   if (keys.empty()) return true;
@@ -280,12 +289,7 @@ void session::route(const bhttp::request<bhttp::string_body>& req) {
   const bool completions = path == "/v1/completions", chat = path == "/v1/chat/completions";
   const bool models = path == "/v1/models" || path.rfind("/v1/models/", 0) == 0;
   if (!completions && !chat && !models) throw api_error(404, "no such endpoint: " + path, "", "not_found");
-  if (!authorized(req))
-    throw api_error(401,
-                    req[bhttp::field::authorization].empty()
-                        ? "missing API key: send the header 'Authorization: Bearer <key>'"
-                        : "incorrect API key provided",
-                    "", "invalid_api_key", "invalid_request_error");
+  require_api_key(req);
   if (models) {
     need(get, "GET");
     if (path == "/v1/models")
@@ -300,12 +304,7 @@ void session::route(const bhttp::request<bhttp::string_body>& req) {
 }
 
 void session::admin(const bhttp::request<bhttp::string_body>& req, const std::string& path) {
-  if (!authorized(req))
-    throw api_error(401,
-                    req[bhttp::field::authorization].empty()
-                        ? "missing API key: send the header 'Authorization: Bearer <key>'"
-                        : "incorrect API key provided",
-                    "", "invalid_api_key", "invalid_request_error");
+  require_api_key(req);
   auto self = shared_from_this();
   std::function<void(const api_error&)> fail = [self](const api_error& e) {
     net::post(self->stream_.get_executor(), [self, e] { self->respond_error(e); });

@@ -135,6 +135,8 @@ class session : public std::enable_shared_from_this<session> {
   void handle();
   void route(const bhttp::request<bhttp::string_body>& req);
   bool authorized(const bhttp::request<bhttp::string_body>& req) const;
+  /// Throws the OpenAI-style 401 unless `req` carries a configured API key (or none is set).
+  void require_api_key(const bhttp::request<bhttp::string_body>& req) const;
   void admin(const bhttp::request<bhttp::string_body>& req, const std::string& path);  // graceful drain
   void respond(bhttp::status status, std::string body, const std::string& content_type,
                bool close = false, const std::string& retry_after = "");

@@ -74,7 +74,7 @@ int cuda_device_count() noexcept {
 #endif
 }
 
-device_stream::device_stream(const device_ref& d) : device_(d) {
+device_stream::device_stream(const device_ref& d) {
   switch (d.backend) {
     case backend_kind::cpu: return;
     case backend_kind::cuda:
@@ -89,14 +89,13 @@ device_stream::device_stream(const device_ref& d) : device_(d) {
 }
 
 device_stream::device_stream(device_stream&& o) noexcept
-    : device_(o.device_), stream_(std::exchange(o.stream_, nullptr)) {}
+    : stream_(std::exchange(o.stream_, nullptr)) {}
 
 device_stream& device_stream::operator=(device_stream&& o) noexcept {
   if (this != &o) {
 #ifdef TROUPE_HAVE_CUDA
     if (stream_) cuda::stream_destroy(stream_);
 #endif
-    device_ = o.device_;
     stream_ = std::exchange(o.stream_, nullptr);
   }
   return *this;

@@ -42,14 +42,12 @@ class device_stream {
 
   /// The native handle (cudaStream_t), null on the CPU.
   void* get() const { return stream_; }
-  const device_ref& device() const { return device_; }
   /// Whether all enqueued work has finished (true on the CPU); throws on a stream error.
   bool done() const;
   /// Waits for all enqueued work.
   void synchronize() const;
 
  private:
-  device_ref device_;
   void* stream_ = nullptr;
 };
 

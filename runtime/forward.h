@@ -85,9 +85,8 @@ class shard_context {
   void finish(std::chrono::steady_clock::time_point d);
   bool is_first_stage() const;
   bool is_last_stage() const;
-  /// Decode steps replayed from a captured graph, and graphs captured, so far.
+  /// Decode steps replayed from a captured graph so far.
   int64_t graph_replays() const { return graph_replays_; }
-  int64_t graphs_captured() const { return static_cast<int64_t>(graphs_.size()); }
 
  private:
   /// Where one step's index arrays are (host vectors on the CPU, the device copy on CUDA).

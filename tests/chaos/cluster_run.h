@@ -128,6 +128,19 @@ inline std::vector<answer> read_answers(const std::filesystem::path& path) {
   return out;
 }
 
+/// Checks a client's `generate --output json` file against the fault-free tokens, prompt by
+/// prompt (no duplicate, gap or changed token); `full_length`: every answer ran to max_tokens.
+inline void check_answers(const std::filesystem::path& file, const std::vector<std::vector<int32_t>>& expected,
+                          bool full_length = false) {
+  const auto got = read_answers(file);
+  REQUIRE(got.size() == expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    INFO(file.filename().string() << " prompt " << i);
+    if (full_length) CHECK(got[i].finish_reason == "length");
+    CHECK(got[i].tokens == expected[i]);
+  }
+}
+
 /// The pid of node `name` from the head's last "node NAME starting (pid N" line; 0 if none.
 inline pid_t node_pid(const std::string& log, const std::string& name) {
   const std::regex re("node " + name + R"( starting \(pid (\d+))");
