@@ -157,7 +157,7 @@ namespace troupe {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, context_params& x) {
   return f(caf::meta::type_name("troupe::context_params"), x.n_blocks, x.block_size,
-           x.max_batch_tokens, x.max_logit_rows, x.cuda_graphs);
+           x.max_batch_tokens, x.max_logit_rows, x.cuda_graphs, x.keep_stage_inputs);
 }
 
 /// `inspect` for shard_spec.
@@ -171,7 +171,7 @@ typename Inspector::result_type inspect(Inspector& f, shard_spec& x) {
 /// `inspect` for shard_addresses.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shard_addresses& x) {
-  return f(caf::meta::type_name("troupe::shard_addresses"), x.tensor, x.prev, x.next, x.kv_blocks);
+  return f(caf::meta::type_name("troupe::shard_addresses"), x.tensor, x.prev, x.next, x.kv_blocks, x.kv_rows);
 }
 
 /// Where a shard's peers are: replica -> shard with connect_atom.
@@ -180,12 +180,15 @@ struct shard_peers {
   std::vector<char> prev;                       ///< the upstream link's other end
   std::vector<char> next;                       ///< the downstream link's other end
   int kv_blocks = 0;                            ///< KV blocks to allocate (0: the spec's count)
+  /// Stage-local recovery: keep the KV cache of the context this shard already has (only the
+  /// communicators are new); false: a fresh context.
+  bool keep_kv = false;
 };
 
 /// `inspect` for shard_peers.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shard_peers& x) {
-  return f(caf::meta::type_name("troupe::shard_peers"), x.tensor_group, x.prev, x.next, x.kv_blocks);
+  return f(caf::meta::type_name("troupe::shard_peers"), x.tensor_group, x.prev, x.next, x.kv_blocks, x.keep_kv);
 }
 
 /// `inspect` for batch_input.
@@ -213,7 +216,7 @@ typename Inspector::result_type inspect(Inspector& f, sample_request& x) {
 /// `inspect` for step_request.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_request& x) {
-  return f(caf::meta::type_name("troupe::step_request"), x.step_id, x.batch, x.samples);
+  return f(caf::meta::type_name("troupe::step_request"), x.step_id, x.batch, x.samples, x.replay_stage);
 }
 
 /// `inspect` for token_logprob.
@@ -231,7 +234,8 @@ typename Inspector::result_type inspect(Inspector& f, sample_result& x) {
 /// `inspect` for step_output.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_output& x) {
-  return f(caf::meta::type_name("troupe::step_output"), x.step_id, x.samples, x.busy_us, x.comm_us);
+  return f(caf::meta::type_name("troupe::step_output"), x.step_id, x.samples, x.busy_us, x.comm_us,
+           x.kv_rows);
 }
 
 /// A client's request: prompt token ids and how to sample.
@@ -284,6 +288,14 @@ struct replica_status {
   int64_t decode_kernel_us = 0;  ///< per step: sum over stages of the slowest rank's compute
   int64_t decode_busy_us = 0;    ///< per step: the longest time any shard spent running it
   int64_t step_messages = 0;     ///< actor messages of those steps (a request and a reply per shard)
+  // Stage-local recovery (fault_tolerance.stage_recovery), summed over recoveries:
+  int32_t stage_recoveries = 0;  ///< recoveries that rebuilt only the failed stages' KV
+  int64_t replayed_tokens = 0;   ///< KV rows replayed into restarted stages
+  int64_t kept_kv_rows = 0;      ///< KV rows the surviving stages kept (not recomputed)
+  /// KV rows the surviving shards wrote between their failure and the end of the replay:
+  /// 0 when their KV was left untouched.
+  int64_t survivor_kv_writes = 0;
+  int64_t last_replay_us = 0;    ///< the last recovery's replay: first replay step sent -> last answered
 };
 
 /// `inspect` for replica_status.
@@ -291,7 +303,8 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, replica_status& x) {
   return f(caf::meta::type_name("troupe::replica_status"), x.index, x.ready, x.requests, x.steps,
            x.failures, x.decode_steps, x.decode_wall_us, x.decode_kernel_us, x.decode_busy_us,
-           x.step_messages);
+           x.step_messages, x.stage_recoveries, x.replayed_tokens, x.kept_kv_rows, x.survivor_kv_writes,
+           x.last_replay_us);
 }
 
 /// Asks the replica to adopt a new set of shards (after a failure).
@@ -392,5 +405,29 @@ namespace troupe {
 /// reason: the head no longer counts this agent as the registered incarnation of its node
 /// (declared lost, or replaced): stop every shard and register again from scratch.
 using fence_atom = caf::atom_constant<caf::atom("fence")>;
+
+}  // namespace troupe
+
+// -- stage-local recovery (issue 6 item 3: a restarted stage rebuilds only its own KV) -------
+
+namespace troupe {
+
+/// Replica -> surviving shard: the peers are being replaced; make fresh communicator
+/// endpoints, keep the weights and the KV cache, answer the new addresses.
+using relink_atom = caf::atom_constant<caf::atom("relink")>;
+/// Replica manager -> router, with the replica: it is recovering stage-locally; send it no
+/// new request but leave its requests where they are (a later failure moves them).
+using hold_atom = caf::atom_constant<caf::atom("hold")>;
+
+}  // namespace troupe
+
+// -- autoscaling (issue 6 item 2: replicas scale up and down with load) -------------------
+
+namespace troupe {
+
+/// Autoscaler -> replica manager, with the target number of active replicas: replicas
+/// above it are parked (drained, shards stopped, devices freed), parked ones restored
+/// below it. The manager answers the replicas the devices allow (those not retired).
+using scale_atom = caf::atom_constant<caf::atom("scale")>;
 
 }  // namespace troupe

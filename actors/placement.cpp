@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "actors/actor_system_config.h"
+#include "actors/autoscaler.h"
 #include "actors/node_agent.h"
 #include "actors/replan.h"
 #include "actors/supervisor.h"
@@ -43,6 +44,7 @@ shard_spec make_shard_spec(const cluster_config& c, const model_config& m, const
   s.tp_size = c.parallel.tensor;
   s.allow_uneven_heads = c.parallel.allow_uneven_heads;
   s.context = replica_context_params(c.scheduler);
+  s.context.keep_stage_inputs = c.fault_tolerance.stage_recovery && c.parallel.pipeline > 1;
   for (const auto& n : c.nodes)
     if (n.name == slot.node) s.threads = n.threads > 0 ? n.threads : 1;
   s.timeout_ms = c.fault_tolerance.collective_timeout.count();
@@ -148,6 +150,7 @@ std::vector<std::vector<shard_actor>> spawn_all_shards(caf::actor_system& sys,
 std::vector<caf::actor> data_plane::actors() const {
   std::vector<caf::actor> a{caf::actor_cast<caf::actor>(router), manager};
   for (const auto& r : replicas) a.push_back(caf::actor_cast<caf::actor>(r));
+  if (autoscaler) a.push_back(autoscaler);
   return a;
 }
 
@@ -161,7 +164,9 @@ namespace {
 /// devices left (a smaller tensor x pipeline shape, replan.h) or, with none left,
 /// retired. While a replica runs below the file's plan, the manager keeps checking the
 /// registered nodes and re-plans it back up as soon as the devices return.
-using manager_actor = caf::typed_actor<caf::reacts_to<ready_atom, int32_t, bool>, caf::reacts_to<sweep_atom>>;
+using manager_actor = caf::typed_actor<caf::reacts_to<ready_atom, int32_t, bool>, caf::reacts_to<sweep_atom>,
+                                       caf::replies_to<scale_atom, int32_t>::with<int32_t>,
+                                       caf::reacts_to<hold_atom, int32_t>>;
 
 struct manager_state {
   cluster_config config;
@@ -180,6 +185,13 @@ struct manager_state {
   bool sweeping = false;                          ///< a sweep timer is running
   std::shared_ptr<std::atomic<int>> ready_count;  ///< shared with bring_up_replicas
   std::shared_ptr<troupe_metrics> metrics;        ///< capacity gauges (null = nowhere)
+  std::set<int32_t> parked;   ///< autoscaling: replicas parked (shards stopped, devices free)
+  std::set<int32_t> parking;  ///< autoscaling: replicas draining before they are parked
+  int32_t scale_target = -1;  ///< autoscaling: the autoscaler's last target (-1 = none yet)
+  bool restoring = false;     ///< autoscaling: an agents request for restores is in flight
+  bool restore_blocked = false;  ///< autoscaling: the last restore found no devices (logged once)
+  std::set<int32_t> stage_local;          ///< replicas in a stage-local recovery (their live shards stay)
+  std::set<caf::actor_addr> dead_shards;  ///< shards seen down (monitored since spawned)
   static inline const char* name = "troupe.replica_manager";
 };
 
@@ -190,8 +202,8 @@ bool retired(const manager_state& st, int32_t replica) { return st.plans[static_
 
 /// Whether some replica runs below the file's plan (re-planned smaller, or retired).
 bool degraded(const manager_state& st) {
-  for (const auto& p : st.plans)
-    if (p.shards() < full_plan(st.config).shards()) return true;
+  for (size_t r = 0; r < st.plans.size(); ++r)
+    if (!st.parked.count(static_cast<int32_t>(r)) && st.plans[r].shards() < full_plan(st.config).shards()) return true;
   return false;
 }
 
@@ -224,7 +236,18 @@ void rebuild(manager_ptr self, int32_t replica, const std::map<std::string, node
   auto& st = self->state;
   const auto r = static_cast<size_t>(replica);
   st.pending[replica] = true;
-  for (auto& old : st.shards[r]) caf::anon_send_exit(old, caf::exit_reason::user_shutdown);
+  // Stage-local recovery: the shards still alive stay (the replica keeps their KV cache).
+  const bool local = st.stage_local.count(replica) && plan == st.plans[r] && st.shards[r].size() == slots.size();
+  std::vector<shard_actor> kept(slots.size());
+  for (size_t i = 0; i < st.shards[r].size(); ++i) {
+    auto& old = st.shards[r][i];
+    if (!old) continue;
+    if (local && !st.dead_shards.count(old.address()))
+      kept[i] = old;
+    else
+      caf::anon_send_exit(old, caf::exit_reason::user_shutdown);
+    st.dead_shards.erase(old.address());
+  }
   st.shards[r].clear();
   st.slots.erase(std::remove_if(st.slots.begin(), st.slots.end(), [&](const shard_slot& s) { return s.replica == replica; }),
                  st.slots.end());
@@ -238,34 +261,47 @@ void rebuild(manager_ptr self, int32_t replica, const std::map<std::string, node
     bool failed = false;
   };
   auto sp = std::make_shared<spawning>();
-  sp->fresh.resize(slots.size());
-  sp->left = slots.size();
-  logger()->info("replica {}: spawning {} new shard(s) ({})", replica, slots.size(), describe(plan));
+  sp->fresh = kept;
+  sp->left = static_cast<size_t>(std::count(kept.begin(), kept.end(), shard_actor{}));
+  logger()->info("replica {}: spawning {} new shard(s) ({}){}", replica, sp->left, describe(plan),
+                 local ? "; the live ones stay (stage-local recovery)" : "");
+  // Hands the complete set to the replica: the same shape keeps reused shards' KV cache.
+  auto hand_over = [self, replica, plan, local](const std::vector<shard_actor>& fresh) {
+    self->state.shards[static_cast<size_t>(replica)] = fresh;
+    auto& target = self->state.replicas[static_cast<size_t>(replica)];
+    if (local)
+      self->send(target, rebuild_atom::value, fresh);
+    else
+      self->send(target, replan_atom::value, fresh, static_cast<int32_t>(plan.tensor),
+                 static_cast<int32_t>(plan.pipeline));
+  };
+  if (sp->left == 0) hand_over(sp->fresh);
   const auto plan_config = config_for_plan(st.config, plan);
-  for (size_t i = 0; i < slots.size(); ++i)
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (kept[i]) continue;
     self->request(agents.at(slots[i].node), std::chrono::seconds(3), spawn_shard_atom::value,
                   make_shard_spec(plan_config, st.model, slots[i]))
         .then(
-            [self, replica, plan, sp, i](shard_actor& s) {
+            [self, sp, i, hand_over](shard_actor& s) {
               if (sp->failed) {
                 caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
                 return;
               }
+              self->monitor(s);
               sp->fresh[i] = s;
-              if (--sp->left > 0) return;
-              self->state.shards[static_cast<size_t>(replica)] = sp->fresh;
-              self->send(self->state.replicas[static_cast<size_t>(replica)], replan_atom::value, sp->fresh,
-                         static_cast<int32_t>(plan.tensor), static_cast<int32_t>(plan.pipeline));
+              if (--sp->left == 0) hand_over(sp->fresh);
             },
-            [self, replica, sp](caf::error& e) {
+            [self, replica, sp, kept](caf::error& e) {
               logger()->warn("replica {}: respawning a shard failed ({}); retrying", replica,
                              self->system().render(e));
               if (sp->failed) return;
               sp->failed = true;
-              for (auto& s : sp->fresh)
-                if (s) caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+              for (size_t k = 0; k < sp->fresh.size(); ++k)
+                if (sp->fresh[k] && !kept[k]) caf::anon_send_exit(sp->fresh[k], caf::exit_reason::user_shutdown);
+              self->state.shards[static_cast<size_t>(replica)] = kept;  // the live ones stay for the next try
               self->state.pending[replica] = false;  // the next sweep tries again
             });
+  }
 }
 
 /// Moves the slots of `replica` whose node is gone for good (state lost: given up, or
@@ -376,7 +412,8 @@ void sweep_degraded(manager_ptr self, const std::map<std::string, node_agent_act
   auto& st = self->state;
   for (int32_t replica = 0; replica < static_cast<int32_t>(st.plans.size()); ++replica) {
     const auto r = static_cast<size_t>(replica);
-    if (st.pending.count(replica) || st.plans[r].shards() >= full_plan(st.config).shards()) continue;
+    if (st.pending.count(replica) || st.parked.count(replica) || st.plans[r].shards() >= full_plan(st.config).shards())
+      continue;
     auto best = best_plan(st, replica, agents);
     if (!best || best->first.shards() <= st.plans[r].shards()) continue;
     logger()->info("replica {}: capacity returns: re-planned from {} to {} on {}", replica, describe(st.plans[r]),
@@ -386,11 +423,39 @@ void sweep_degraded(manager_ptr self, const std::map<std::string, node_agent_act
   }
 }
 
+/// Queues `replica` for the next sweeps (a rebuild once its nodes are registered).
+void schedule_rebuild(manager_ptr self, int32_t replica) {
+  auto& st = self->state;
+  st.pending[replica] = false;
+  st.down_since.emplace(replica, clock_type::now());
+  // Give the supervisor a moment to see a lost node first, so the rebuild does not ask a
+  // dead node agent (a remote request to it waits for its timeout).
+  const auto delay = std::max(std::chrono::milliseconds(200), st.config.fault_tolerance.heartbeat_interval);
+  st.not_before[replica] = clock_type::now() + delay;
+  if (!st.sweeping) {
+    st.sweeping = true;
+    self->delayed_send(self, delay, sweep_atom::value);
+  }
+}
+
+/// A replica started a stage-local recovery: the router holds its requests there, and the
+/// rebuild replaces only its dead shards.
+void on_replica_hold(manager_ptr self, int32_t replica) {
+  auto& st = self->state;
+  if (replica < 0 || replica >= static_cast<int32_t>(st.plans.size())) return;
+  caf::anon_send(st.router, hold_atom::value, replica);
+  st.ready[static_cast<size_t>(replica)] = false;
+  publish_capacity(st);
+  st.stage_local.insert(replica);
+  if (!st.pending.count(replica) && !retired(st, replica)) schedule_rebuild(self, replica);
+}
+
 /// A replica reported ready (`ok`) or failed: tells the router, tracks pending rebuilds.
 void on_replica_state(manager_ptr self, int32_t replica, bool ok) {
   auto& st = self->state;
   caf::anon_send(st.router, ready_atom::value, replica, ok);
   if (replica < 0 || replica >= static_cast<int32_t>(st.plans.size())) return;
+  st.stage_local.erase(replica);  // ready, or it gave the recovery up: shards are replaced as usual
   st.ready[static_cast<size_t>(replica)] = ok;
   publish_capacity(st);
   if (ok) {
@@ -406,23 +471,130 @@ void on_replica_state(manager_ptr self, int32_t replica, bool ok) {
     return;
   }
   if (st.pending.count(replica) || retired(st, replica)) return;
-  st.pending[replica] = false;
-  st.down_since.emplace(replica, clock_type::now());
-  // Give the supervisor a moment to see a lost node first, so the rebuild does not ask a
-  // dead node agent (a remote request to it waits for its timeout).
-  const auto delay = std::max(std::chrono::milliseconds(200), st.config.fault_tolerance.heartbeat_interval);
-  st.not_before[replica] = clock_type::now() + delay;
-  if (!st.sweeping) {
-    st.sweeping = true;
-    self->delayed_send(self, delay, sweep_atom::value);
+  schedule_rebuild(self, replica);
+}
+
+// ---- autoscaling: parking the replicas above the autoscaler's target, restoring them ----
+
+/// Replicas that count towards the autoscaler's target: neither parked (nor being
+/// parked) nor retired by a failure.
+std::vector<int32_t> active_replicas(const manager_state& st) {
+  std::vector<int32_t> out;
+  for (int32_t r = 0; r < static_cast<int32_t>(st.plans.size()); ++r)
+    if (!st.parked.count(r) && !st.parking.count(r) && !retired(st, r)) out.push_back(r);
+  return out;
+}
+
+/// The drain of `replica` ended (`moved` requests moved at the deadline; -1: the router
+/// did not answer): stops its shards and frees its devices, unless it failed meanwhile
+/// (its rebuild runs; the autoscaler's next target parks it once it serves again).
+void finish_parking(manager_ptr self, int32_t replica, int32_t moved) {
+  auto& st = self->state;
+  st.parking.erase(replica);
+  if (st.pending.count(replica) || retired(st, replica)) {
+    logger()->info("replica {}: autoscale: not parked (it failed while draining)", replica);
+    return;
   }
+  const auto r = static_cast<size_t>(replica);
+  for (auto& old : st.shards[r]) caf::anon_send_exit(old, caf::exit_reason::user_shutdown);
+  st.shards[r].clear();
+  st.slots.erase(std::remove_if(st.slots.begin(), st.slots.end(), [&](const shard_slot& s) { return s.replica == replica; }),
+                 st.slots.end());
+  st.plans[r] = {0, 0};  // with `parked`: neither rebuilt (retired) nor grown back (sweep_degraded)
+  st.ready[r] = false;
+  st.parked.insert(replica);
+  logger()->info("replica {}: autoscale: parked ({} request(s) moved at the drain deadline); its devices are free",
+                 replica, std::max(0, moved));
+  publish_capacity(st);
+}
+
+/// Drains `replica` through the router (fault_tolerance.drain_timeout), then parks it.
+void park(manager_ptr self, int32_t replica) {
+  auto& st = self->state;
+  st.parking.insert(replica);
+  const auto deadline = st.config.fault_tolerance.drain_timeout;
+  logger()->info("replica {}: autoscale: parking: draining (at most {} ms), then stopping its shards", replica,
+                 deadline.count());
+  self->request(caf::actor_cast<router_actor>(st.router), deadline + std::chrono::seconds(10), drain_atom::value,
+                std::vector<int32_t>{replica}, caf::timespan{deadline})
+      .then([self, replica](int32_t moved) { finish_parking(self, replica, moved); },
+            [self, replica](caf::error& e) {
+              logger()->warn("replica {}: autoscale: drain failed ({}); parking it anyway", replica,
+                             self->system().render(e));
+              finish_parking(self, replica, -1);
+            });
+}
+
+/// Restores parked replicas, lowest index first, until the active ones reach the target:
+/// each on its original slots when they are free, else on the best plan of the free devices.
+void restore_parked(manager_ptr self, const std::map<std::string, node_agent_actor>& agents) {
+  auto& st = self->state;
+  auto need = st.scale_target - static_cast<int32_t>(active_replicas(st).size());
+  for (auto it = st.parked.begin(); it != st.parked.end() && need > 0;) {
+    const int32_t replica = *it;
+    auto best = best_plan(st, replica, agents);
+    if (!best) {
+      if (!st.restore_blocked)
+        logger()->warn("replica {}: autoscale: cannot restore it: no plan of the model fits the free devices", replica);
+      st.restore_blocked = true;
+      ++it;
+      continue;
+    }
+    st.restore_blocked = false;
+    it = st.parked.erase(it);
+    --need;
+    logger()->info("replica {}: autoscale: restoring it ({}) on {}", replica, describe(best->first),
+                   slot_list(best->second));
+    st.down_since[replica] = clock_type::now();
+    rebuild(self, replica, agents, best->first, best->second);
+    if (!st.sweeping) {  // a failed spawn is retried by sweep_failed
+      st.sweeping = true;
+      self->send(self, sweep_atom::value);
+    }
+  }
+}
+
+/// The autoscaler's target of active replicas (at least 1): parks the highest-index
+/// serving replicas above it, restores parked ones below it. Answers the replicas the
+/// devices allow (parked ones included, retired ones not).
+int32_t on_scale(manager_ptr self, int32_t target) {
+  auto& st = self->state;
+  st.scale_target = std::max<int32_t>(1, target);
+  const auto active = active_replicas(st);
+  auto excess = static_cast<int32_t>(active.size()) - st.scale_target;
+  for (auto it = active.rbegin(); it != active.rend() && excess > 0; ++it)
+    if (st.ready[static_cast<size_t>(*it)] && !st.pending.count(*it)) {
+      park(self, *it);
+      --excess;
+    }
+  if (excess < 0 && !st.parked.empty() && !st.restoring) {
+    st.restoring = true;
+    self->request(st.supervisor, std::chrono::seconds(2), agents_atom::value)
+        .then(
+            [self](std::vector<std::string>& names, std::vector<caf::actor>& handles) {
+              self->state.restoring = false;
+              std::map<std::string, node_agent_actor> agents;
+              for (size_t i = 0; i < names.size(); ++i) agents[names[i]] = caf::actor_cast<node_agent_actor>(handles[i]);
+              restore_parked(self, agents);
+            },
+            [self](caf::error&) { self->state.restoring = false; });
+  }
+  int32_t available = 0;
+  for (int32_t r = 0; r < static_cast<int32_t>(st.plans.size()); ++r)
+    if (!retired(st, r) || st.parked.count(r)) ++available;
+  return available;
 }
 
 manager_actor::behavior_type manager_impl(manager_ptr self, manager_state init) {
   self->state = std::move(init);
   publish_capacity(self->state);
+  for (const auto& group : self->state.shards)
+    for (const auto& s : group) self->monitor(s);
+  self->set_down_handler([self](caf::down_msg& dm) { self->state.dead_shards.insert(dm.source); });
   return {
       [self](ready_atom, int32_t replica, bool ok) { on_replica_state(self, replica, ok); },
+      [self](hold_atom, int32_t replica) { on_replica_hold(self, replica); },
+      [self](scale_atom, int32_t target) { return on_scale(self, target); },
       [self](sweep_atom) {
         auto& st = self->state;
         if (st.pending.empty() && !degraded(st)) {
@@ -485,6 +657,10 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
       else
         box->early.emplace_back(index, ok);
     };
+    o.on_recovering = [box](int index) {
+      std::lock_guard<std::mutex> lock(box->mutex);
+      if (box->manager) caf::anon_send(box->manager, hold_atom::value, static_cast<int32_t>(index));
+    };
     plane.replicas.push_back(spawn_replica(sys, std::move(o)));
   }
   plane.router = spawn_router(sys, plane.replicas, c.fault_tolerance.request_wait,
@@ -514,6 +690,8 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   plane.ready = ready;
+  if (c.autoscale.enabled)
+    plane.autoscaler = spawn_autoscaler(sys, autoscaler_options{c, plane.router, plane.manager, metrics});
   return plane;
 }
 

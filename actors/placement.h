@@ -37,6 +37,7 @@ struct data_plane {
   router_actor router;
   caf::actor manager;                    ///< respawns a failed replica's shards
   std::shared_ptr<std::atomic<int>> ready;  ///< replica ready transitions so far
+  caf::actor autoscaler;                 ///< null unless autoscale.enabled
   /// Every actor above, for head_context::keep_alive.
   std::vector<caf::actor> actors() const;
 };

@@ -1,6 +1,7 @@
 #include "actors/replica.h"
 
 #include <map>
+#include <set>
 #include <unordered_map>
 
 #include "actors/actor_system_config.h"
@@ -57,6 +58,12 @@ struct replica_state {
   replica_status status;
   block_stats reported;                  // prefix-cache counters already added to metrics
   bool failed_before = false;            // a failure happened since the last ready
+  // Stage-local recovery (fault_tolerance.stage_recovery):
+  bool recovering = false;               // holding the requests and the KV cache for new shards
+  uint64_t recovery = 0;                 // which recovery the deadline timer belongs to
+  std::set<int> failed_stages;           // stages with a failed shard since the recovery began
+  std::vector<bool> reused;              // per shard: the handle survived the last adopt_shards
+  std::vector<int64_t> kv_rows;          // per shard: KV rows written, as last reported
   static inline const char* name = "troupe.replica";
 };
 
@@ -161,6 +168,7 @@ void on_step_output(replica_ptr self, uint64_t gen, uint64_t step_id, size_t sha
   if (gen != st.generation) return;
   auto it = st.flights.find(step_id);
   if (it == st.flights.end()) return;
+  if (shard < st.kv_rows.size()) st.kv_rows[shard] = out.kv_rows;
   if (shard == sampling_shard(st)) it->second.samples = std::move(out.samples);
   it->second.outputs[shard] = std::move(out);
   if (--it->second.waiting > 0) return;
@@ -197,21 +205,54 @@ void kick(replica_ptr self) {
   dispatch(self, ended);
 }
 
+/// Whether a failure of `shard` may be repaired stage-locally: a pipeline whose KV cache
+/// the other stages still hold (the replica was serving, or is recovering already).
+bool stage_local(const replica_state& st, int shard) {
+  const auto& c = st.opts.config;
+  return c.fault_tolerance.stage_recovery && c.parallel.pipeline > 1 && shard >= 0 && (st.ready || st.recovering);
+}
+
+/// Ends a stage-local recovery that cannot finish: the KV cache counts as lost and the
+/// requests go back to the router to move (as on any failure).
+void give_up_recovery(replica_ptr self, const std::string& why) {
+  auto& st = self->state;
+  if (!st.recovering) return;
+  st.recovering = false;
+  st.generation++;
+  st.eng->kv_lost();
+  logger()->warn("replica {}: stage-local recovery given up: {}", st.opts.index, why);
+  if (st.opts.on_state) st.opts.on_state(st.opts.index, false, why);
+}
+
 void fail(replica_ptr self, const std::string& why, int shard) {
   auto& st = self->state;
+  const bool local = stage_local(st, shard);
   st.generation++;
   st.status.failures++;
   for (auto& s : st.shards) self->send(s, abort_atom::value);
-  for (auto& [id, f] : st.flights) st.eng->abandon_step(f.step);
+  for (auto& [id, f] : st.flights) local ? st.eng->hold_step(f.step) : st.eng->abandon_step(f.step);
   st.flights.clear();
-  st.eng->kv_lost();  // the shards that held the KV cache are being replaced
   const bool was_ready = st.ready;
   st.ready = false;
-  logger()->warn("replica {}: {}{}", st.opts.index, why, was_ready ? "; waiting for new shards" : "");
   st.failed_before = true;
   if (st.opts.metrics) st.opts.metrics->shard_failures.with({std::to_string(st.opts.index)}).inc();
   report_shards(st, false, shard);
-  if (st.opts.on_state) st.opts.on_state(st.opts.index, false, why);
+  if (!local) {
+    st.recovering = false;
+    st.eng->kv_lost();  // the shards that held the KV cache are being replaced
+    logger()->warn("replica {}: {}{}", st.opts.index, why, was_ready ? "; waiting for new shards" : "");
+    if (st.opts.on_state) st.opts.on_state(st.opts.index, false, why);
+    return;
+  }
+  const int stage = shard / st.opts.config.parallel.tensor;
+  st.failed_stages.insert(stage);
+  logger()->warn("replica {}: {}; stage-local recovery of stage {}: requests and the other stages' KV cache "
+                 "stay, waiting for new shards", st.opts.index, why, stage);
+  if (st.recovering) return;
+  st.recovering = true;
+  const uint64_t id = ++st.recovery;
+  self->delayed_send(self, st.opts.config.fault_tolerance.stage_recovery_timeout, hold_atom::value, id);
+  if (st.opts.on_recovering) st.opts.on_recovering(st.opts.index);
 }
 
 /// The KV blocks every shard allocates: the configured count, or fewer when some GPU shard's
@@ -230,7 +271,157 @@ int fit_kv_cache(replica_state& st, const std::vector<shard_addresses>& addrs) {
   return st.eng->blocks().n_blocks();
 }
 
-/// Connects the communicators of every shard: gathers addresses, then sends peers.
+/// Every shard is connected (and restarted stages replayed): the replica serves again.
+void become_ready(replica_ptr self) {
+  auto& st = self->state;
+  st.ready = true;
+  st.recovering = false;
+  st.failed_stages.clear();
+  logger()->info("replica {}: ready ({} shards)", st.opts.index, st.shards.size());
+  if (st.failed_before && st.opts.metrics) st.opts.metrics->replica_recoveries.with({std::to_string(st.opts.index)}).inc();
+  st.failed_before = false;
+  report_shards(st, true, -1);
+  if (st.opts.on_state) st.opts.on_state(st.opts.index, true, "");
+  kick(self);
+}
+
+/// The stages a stage-local recovery rebuilds: those that failed or got a new shard.
+std::set<int> replay_stages(const replica_state& st) {
+  std::set<int> stages = st.failed_stages;
+  const int tp = st.opts.config.parallel.tensor;
+  for (size_t i = 0; i < st.reused.size(); ++i)
+    if (!st.reused[i]) stages.insert(static_cast<int>(i) / tp);
+  return stages;
+}
+
+/// Counts a finished replay: the restarted stages got `tokens` KV rows each, the others kept
+/// theirs; `relinked` = each shard's KV row count when it was relinked.
+void account_replay(replica_ptr self, const std::set<int>& stages, int64_t tokens, const std::vector<int64_t>& relinked,
+                    std::chrono::steady_clock::time_point t0) {
+  auto& st = self->state;
+  const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
+  int64_t survivor_writes = 0;
+  for (size_t i = 0; i < st.shards.size(); ++i)
+    if (!stages.count(static_cast<int>(i) / tp) && st.reused[i]) survivor_writes += st.kv_rows[i] - relinked[i];
+  const int64_t kept = tokens * (pp - static_cast<int>(stages.size()));
+  auto& t = st.status;
+  t.stage_recoveries++;
+  t.replayed_tokens += tokens * static_cast<int64_t>(stages.size());
+  t.kept_kv_rows += kept;
+  t.survivor_kv_writes += survivor_writes;
+  t.last_replay_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+  std::string list;
+  for (int s : stages) list += (list.empty() ? "" : ",") + std::to_string(s);
+  logger()->info("replica {}: stage-local recovery: stage(s) {} rebuilt from {} token(s) in {} ms; the other {} "
+                 "stage(s) kept their KV cache ({} row(s) each, {} written during the recovery)",
+                 st.opts.index, list, tokens, t.last_replay_us / 1000, pp - static_cast<int>(stages.size()), tokens,
+                 survivor_writes);
+  if (!st.opts.metrics) return;
+  const metrics::label_values r{std::to_string(st.opts.index)};
+  auto& m = *st.opts.metrics;
+  m.stage_recoveries.with(r).inc();
+  m.stage_replay_tokens.with(r).inc(double(tokens * static_cast<int64_t>(stages.size())));
+  m.stage_kept_kv_tokens.with(r).inc(double(kept));
+  m.stage_survivor_kv_writes.with(r).inc(double(survivor_writes));
+}
+
+/// Rebuilds the KV cache of the restarted `stages` (in order) from the running sequences'
+/// computed tokens, then serves again. Every shard gets every replay step (those not
+/// involved answer at once, with their KV row count).
+void start_replay(replica_ptr self, uint64_t gen, std::set<int> stages, std::vector<int64_t> relinked) {
+  auto& st = self->state;
+  int64_t tokens = 0;
+  const auto steps = st.eng->replay_steps(tokens);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto left = std::make_shared<size_t>(steps.size() * stages.size() * st.shards.size());
+  if (*left == 0) {
+    account_replay(self, stages, 0, relinked, t0);
+    become_ready(self);
+    return;
+  }
+  for (int stage : stages)
+    for (auto r : steps) {
+      r.replay_stage = stage;
+      for (size_t i = 0; i < st.shards.size(); ++i)
+        self->request(st.shards[i], step_timeout(st), step_atom::value, r)
+            .then(
+                [self, gen, i, left, stages, tokens, relinked, t0](step_output& out) {
+                  auto& st = self->state;
+                  if (gen != st.generation) return;
+                  st.kv_rows[i] = out.kv_rows;
+                  if (--*left > 0) return;
+                  account_replay(self, stages, tokens, relinked, t0);
+                  become_ready(self);
+                },
+                [self, gen, i](caf::error& e) {
+                  if (gen == self->state.generation)
+                    fail(self, "shard " + std::to_string(i) + " replay: " + self->system().render(e),
+                         static_cast<int>(i));
+                });
+    }
+}
+
+/// Sends every shard its peers; `local`: a stage-local recovery (reused shards keep their
+/// KV cache, then the restarted stages replay).
+void connect_peers(replica_ptr self, uint64_t gen, const std::vector<shard_addresses>& addrs, int kv_blocks,
+                   bool local) {
+  auto& st = self->state;
+  const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
+  auto connected = std::make_shared<size_t>(st.shards.size());
+  std::vector<int64_t> relinked(addrs.size());
+  for (size_t i = 0; i < addrs.size(); ++i) relinked[i] = addrs[i].kv_rows;
+  for (int s = 0; s < pp; ++s)
+    for (int r = 0; r < tp; ++r) {
+      shard_peers peers;
+      for (int q = 0; q < tp; ++q) peers.tensor_group.push_back(addrs[static_cast<size_t>(s * tp + q)].tensor);
+      if (s > 0) peers.prev = addrs[static_cast<size_t>((s - 1) * tp + r)].next;
+      if (s + 1 < pp) peers.next = addrs[static_cast<size_t>((s + 1) * tp + r)].prev;
+      const size_t idx = static_cast<size_t>(s * tp + r);
+      peers.kv_blocks = kv_blocks;
+      peers.keep_kv = local && st.reused[idx];
+      self->request(st.shards[idx], caf::timespan{std::chrono::seconds(60)}, connect_atom::value, peers)
+          .then(
+              [self, gen, connected, local, relinked](caf::ok_atom) {
+                auto& st = self->state;
+                if (gen != st.generation || --*connected > 0) return;
+                if (local)
+                  start_replay(self, gen, replay_stages(st), relinked);
+                else
+                  become_ready(self);
+              },
+              [self, gen, idx](caf::error& e) {
+                if (gen == self->state.generation)
+                  fail(self, "shard " + std::to_string(idx) + " connect: " + self->system().render(e),
+                       static_cast<int>(idx));
+              });
+    }
+}
+
+/// All addresses are in: sizes the KV cache and connects (see connect_peers).
+void on_addresses(replica_ptr self, uint64_t gen, const std::vector<shard_addresses>& addrs) {
+  auto& st = self->state;
+  const bool local = st.recovering;
+  if (local) {
+    for (size_t i = 0; i < addrs.size(); ++i)
+      if (!st.reused[i] && addrs[i].kv_blocks > 0 && addrs[i].kv_blocks < st.eng->blocks().n_blocks()) {
+        give_up_recovery(self, "a new shard holds fewer KV blocks than the cache it rejoins");
+        return;  // generation moved on: the manager's next rebuild starts over
+      }
+    connect_peers(self, gen, addrs, st.eng->blocks().n_blocks(), true);
+    return;
+  }
+  int kv_blocks = 0;
+  try {
+    kv_blocks = fit_kv_cache(st, addrs);
+  } catch (const std::exception& e) {
+    fail(self, std::string("KV cache: ") + e.what(), -1);
+    return;
+  }
+  connect_peers(self, gen, addrs, kv_blocks, false);
+}
+
+/// Connects the communicators of every shard: gathers addresses (new shards once loaded,
+/// reused ones from fresh endpoints: relink_atom), then sends peers.
 void connect_shards(replica_ptr self) {
   auto& st = self->state;
   const uint64_t gen = ++st.generation;
@@ -238,63 +429,35 @@ void connect_shards(replica_ptr self) {
   auto addrs = std::make_shared<std::vector<shard_addresses>>(n);
   auto left = std::make_shared<size_t>(n);
   const caf::timespan load_timeout = std::chrono::minutes(10);
-  for (size_t i = 0; i < n; ++i)
-    self->request(st.shards[i], load_timeout, addresses_atom::value)
-        .then(
-            [self, gen, i, addrs, left](shard_addresses& a) {
-              auto& st = self->state;
-              if (gen != st.generation) return;
-              (*addrs)[i] = std::move(a);
-              if (--*left > 0) return;
-              const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
-              int kv_blocks = 0;
-              try {
-                kv_blocks = fit_kv_cache(st, *addrs);
-              } catch (const std::exception& e) {
-                fail(self, std::string("KV cache: ") + e.what(), -1);
-                return;
-              }
-              auto connected = std::make_shared<size_t>(st.shards.size());
-              for (int s = 0; s < pp; ++s)
-                for (int r = 0; r < tp; ++r) {
-                  shard_peers peers;
-                  for (int q = 0; q < tp; ++q) peers.tensor_group.push_back((*addrs)[static_cast<size_t>(s * tp + q)].tensor);
-                  if (s > 0) peers.prev = (*addrs)[static_cast<size_t>((s - 1) * tp + r)].next;
-                  if (s + 1 < pp) peers.next = (*addrs)[static_cast<size_t>((s + 1) * tp + r)].prev;
-                  peers.kv_blocks = kv_blocks;
-                  const size_t idx = static_cast<size_t>(s * tp + r);
-                  self->request(st.shards[idx], caf::timespan{std::chrono::seconds(60)}, connect_atom::value, peers)
-                      .then(
-                          [self, gen, connected](caf::ok_atom) {
-                            auto& st = self->state;
-                            if (gen != st.generation || --*connected > 0) return;
-                            st.ready = true;
-                            logger()->info("replica {}: ready ({} shards)", st.opts.index, st.shards.size());
-                            if (st.failed_before && st.opts.metrics)
-                              st.opts.metrics->replica_recoveries.with({std::to_string(st.opts.index)}).inc();
-                            st.failed_before = false;
-                            report_shards(st, true, -1);
-                            if (st.opts.on_state) st.opts.on_state(st.opts.index, true, "");
-                            kick(self);
-                          },
-                          [self, gen, idx](caf::error& e) {
-                            if (gen == self->state.generation)
-                              fail(self, "shard " + std::to_string(idx) + " connect: " + self->system().render(e),
-                                   static_cast<int>(idx));
-                          });
-                }
-            },
-            [self, gen, i](caf::error& e) {
-              if (gen == self->state.generation)
-                fail(self, "shard " + std::to_string(i) + " load: " + self->system().render(e), static_cast<int>(i));
-            });
+  for (size_t i = 0; i < n; ++i) {
+    auto on_address = [self, gen, i, addrs, left](shard_addresses& a) {
+      auto& st = self->state;
+      if (gen != st.generation) return;
+      (*addrs)[i] = std::move(a);
+      if (--*left == 0) on_addresses(self, gen, *addrs);
+    };
+    auto on_error = [self, gen, i](caf::error& e) {
+      if (gen == self->state.generation)
+        fail(self, "shard " + std::to_string(i) + " load: " + self->system().render(e), static_cast<int>(i));
+    };
+    if (st.reused[i])
+      self->request(st.shards[i], caf::timespan{std::chrono::seconds(60)}, relink_atom::value).then(on_address, on_error);
+    else
+      self->request(st.shards[i], load_timeout, addresses_atom::value).then(on_address, on_error);
+  }
 }
 
 void adopt_shards(replica_ptr self, std::vector<shard_actor> shards) {
   auto& st = self->state;
+  st.reused.assign(shards.size(), false);
+  if (shards.size() == st.shards.size())
+    for (size_t i = 0; i < shards.size(); ++i) st.reused[i] = shards[i].address() == st.shards[i].address();
   for (auto& s : st.shards) self->demonitor(s.address());
   st.shards = std::move(shards);
+  st.kv_rows.assign(st.shards.size(), 0);
   for (auto& s : st.shards) self->monitor(s);
+  if (st.recovering && static_cast<int>(replay_stages(st).size()) >= st.opts.config.parallel.pipeline)
+    give_up_recovery(self, "every stage has a new shard");
   connect_shards(self);
 }
 
@@ -347,8 +510,16 @@ replica_actor::behavior_type replica_impl(replica_ptr self, replica_options opts
         return s;
       },
       [self](rebuild_atom, std::vector<shard_actor>& shards) { adopt_shards(self, std::move(shards)); },
+      [self](hold_atom, uint64_t recovery) {
+        auto& st = self->state;
+        if (st.recovering && recovery == st.recovery)
+          give_up_recovery(self, "not done within fault_tolerance.stage_recovery_timeout (" +
+                                     std::to_string(st.opts.config.fault_tolerance.stage_recovery_timeout.count()) +
+                                     " ms)");
+      },
       [self](replan_atom, std::vector<shard_actor>& shards, int32_t tensor, int32_t pipeline) {
         auto& st = self->state;
+        give_up_recovery(self, "the replica is re-planned");
         if (st.ready || !st.flights.empty())
           fail(self, "re-planned to tensor " + std::to_string(tensor) + " x pipeline " + std::to_string(pipeline));
         st.opts.config.parallel.tensor = tensor;

@@ -9,6 +9,14 @@
 /// transfers, gives its in-flight steps back to the scheduler (their sequences are
 /// recomputed later: requests survive) and reports itself not ready until
 /// `rebuild_atom` hands it a fresh set of shards.
+///
+/// Stage-local recovery (pipeline > 1, fault_tolerance.stage_recovery): a serving replica
+/// keeps its requests and its KV block tables instead. `rebuild_atom` then may reuse the
+/// surviving shards (same handles): they get fresh communicator endpoints (relink_atom)
+/// and keep their KV cache; only the stages with a failed or new shard rebuild theirs, by
+/// replay steps fed from the inputs the stage before kept. Past
+/// fault_tolerance.stage_recovery_timeout, or when every stage is new, it falls back to
+/// the full recomputation.
 #include <caf/all.hpp>
 #include <functional>
 #include <memory>
@@ -31,6 +39,8 @@ using replica_actor = caf::typed_actor<
     caf::replies_to<status_atom>::with<replica_status>,
     /// New shards, index = stage * tensor + rank; the replica connects them and resumes.
     caf::reacts_to<rebuild_atom, std::vector<shard_actor>>,
+    /// Internal timer of a stage-local recovery (its number): give up when still recovering.
+    caf::reacts_to<hold_atom, uint64_t>,
     /// New shards of a new shape (tensor, pipeline), index = stage * tensor + rank: a
     /// serving replica first gives its requests back (as on a failure), then adopts them.
     caf::reacts_to<replan_atom, std::vector<shard_actor>, int32_t, int32_t>>;
@@ -45,6 +55,10 @@ struct replica_options {
   std::shared_ptr<troupe_metrics> metrics;
   /// Told (on an actor thread) when the replica becomes ready (true) or fails (false).
   std::function<void(int index, bool ready, const std::string& why)> on_state;
+  /// Told (on an actor thread) when a shard failure starts a stage-local recovery: the
+  /// replica keeps its requests and waits for new shards of the failed stages (a later
+  /// on_state(false) means it gave up and its requests should move).
+  std::function<void(int index)> on_recovering;
 };
 
 /// Spawns a replica; it connects its shards and reports ready through `on_state`.

@@ -260,6 +260,12 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
         dispatch_waiting(self);
         if (!st.drains.empty()) check_drains(self);
       },
+      [self](hold_atom, int32_t index) {
+        auto& st = self->state;
+        if (index < 0 || static_cast<size_t>(index) >= st.ready.size()) return;
+        st.ready[static_cast<size_t>(index)] = false;
+        logger()->info("router: replica {} recovers stage-locally; its requests stay there", index);
+      },
       [self](sweep_atom) {
         auto& st = self->state;
         const auto now = clock_type::now();

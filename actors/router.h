@@ -28,6 +28,9 @@ using router_actor = caf::typed_actor<
     caf::reacts_to<token_atom, token_msg>,
     /// A replica became ready (true) or failed (false).
     caf::reacts_to<ready_atom, int32_t, bool>,
+    /// A replica recovers stage-locally: no new request goes there, its requests stay
+    /// (they move only if it reports failed later).
+    caf::reacts_to<hold_atom, int32_t>,
     /// Internal timer: fail requests that waited too long for a replica.
     caf::reacts_to<sweep_atom>,
     /// Graceful drain: the replicas get no new request from now on (until their next

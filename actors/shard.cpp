@@ -34,12 +34,17 @@ using job_failed_atom = caf::atom_constant<caf::atom("shjobfail")>;  // uint64_t
 
 using progress_fn = std::function<void(const std::string&)>;
 
-/// One queued job: a connect or a step.
+using relinked_atom = caf::atom_constant<caf::atom("shrelinked")>;  // uint64_t job, shard_addresses
+
+/// What a queued job does.
+enum class job_kind { connect, step, relink };
+
+/// One queued job: a connect, a step or a relink.
 struct shard_job {
   uint64_t id = 0;
-  bool is_step = false;
-  shard_peers peers;   // when !is_step
-  step_request step;   // when is_step
+  job_kind kind = job_kind::connect;
+  shard_peers peers;   // connect
+  step_request step;   // step
 };
 
 /// The worker thread and its queue. Shared by the actor's state and the thread itself,
@@ -149,21 +154,29 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
   }
 
   void run(shard_job& job) {
-    const std::string what =
-        job.is_step ? "step " + std::to_string(job.step.step_id) : std::string("connect");
+    const std::string what = job.kind == job_kind::step      ? "step " + std::to_string(job.step.step_id)
+                             : job.kind == job_kind::relink ? std::string("relink")
+                                                            : std::string("connect");
     try {
-      if (job.is_step) {
+      if (job.kind == job_kind::step) {
         auto out = worker_->run(job.step);
         reply(step_done_atom::value, job.id, std::move(out));
+      } else if (job.kind == job_kind::relink) {
+        shard_addresses a;
+        {
+          std::lock_guard<std::mutex> lock(mx_);  // abort() reads the communicators relink replaces
+          a = worker_->relink();
+        }
+        reply(relinked_atom::value, job.id, std::move(a));
       } else {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(spec_.timeout_ms);
-        if (job.peers.kv_blocks > 0) worker_->set_kv_blocks(job.peers.kv_blocks);
-        worker_->connect(job.peers.tensor_group, job.peers.prev, job.peers.next, deadline);
+        if (job.peers.kv_blocks > 0 && !job.peers.keep_kv) worker_->set_kv_blocks(job.peers.kv_blocks);
+        worker_->connect(job.peers.tensor_group, job.peers.prev, job.peers.next, deadline, job.peers.keep_kv);
         report("connected");
         reply(connected_atom::value, job.id);
       }
     } catch (const std::exception& e) {
-      if (!job.is_step) report("failed: connect: " + std::string(e.what()));
+      if (job.kind == job_kind::connect) report("failed: connect: " + std::string(e.what()));
       reply(job_failed_atom::value, job.id,
             caf::make_error(caf::sec::runtime_error, name_ + ": " + what + " failed: " + e.what()));
     }
@@ -208,6 +221,7 @@ struct shard_state {
   std::vector<caf::typed_response_promise<shard_addresses>> waiting;  // addresses before loaded
   std::map<uint64_t, caf::typed_response_promise<caf::ok_atom>> connects;
   std::map<uint64_t, caf::typed_response_promise<step_output>> steps;
+  std::map<uint64_t, caf::typed_response_promise<shard_addresses>> relinks;
   uint64_t next_job = 0;
   caf::behavior completions;  // the private completion messages (see the top of this file)
 
@@ -216,9 +230,11 @@ struct shard_state {
     for (auto& rp : waiting) rp.deliver(e);
     for (auto& [id, rp] : connects) rp.deliver(e);
     for (auto& [id, rp] : steps) rp.deliver(e);
+    for (auto& [id, rp] : relinks) rp.deliver(e);
     waiting.clear();
     connects.clear();
     steps.clear();
+    relinks.clear();
   }
 
   ~shard_state() {
@@ -261,6 +277,13 @@ caf::behavior completion_behavior(shard_ptr self) {
           st.steps.erase(it);
         }
       },
+      [self](relinked_atom, uint64_t id, shard_addresses& a) {
+        auto& st = self->state;
+        if (auto it = st.relinks.find(id); it != st.relinks.end()) {
+          it->second.deliver(std::move(a));
+          st.relinks.erase(it);
+        }
+      },
       [self](job_failed_atom, uint64_t id, caf::error& e) {
         auto& st = self->state;
         if (auto it = st.connects.find(id); it != st.connects.end()) {
@@ -269,6 +292,9 @@ caf::behavior completion_behavior(shard_ptr self) {
         } else if (auto is = st.steps.find(id); is != st.steps.end()) {
           is->second.deliver(e);
           st.steps.erase(is);
+        } else if (auto ir = st.relinks.find(id); ir != st.relinks.end()) {
+          ir->second.deliver(e);
+          st.relinks.erase(ir);
         }
       },
   };
@@ -310,10 +336,21 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_spec spec, progress_
         if (st.phase == load_phase::failed) return st.load_error;
         shard_job job;
         job.id = ++st.next_job;
-        job.is_step = true;
+        job.kind = job_kind::step;
         job.step = std::move(r);
         auto rp = self->make_response_promise<step_output>();
         st.steps.emplace(job.id, rp);
+        st.runner->post(std::move(job));
+        return rp;
+      },
+      [self](relink_atom) -> caf::result<shard_addresses> {
+        auto& st = self->state;
+        if (st.phase == load_phase::failed) return st.load_error;
+        shard_job job;
+        job.id = ++st.next_job;
+        job.kind = job_kind::relink;
+        auto rp = self->make_response_promise<shard_addresses>();
+        st.relinks.emplace(job.id, rp);
         st.runner->post(std::move(job));
         return rp;
       },

@@ -22,7 +22,10 @@ using shard_actor = caf::typed_actor<
     /// Runs one step (forward, and sampling on the sampling shard), in arrival order.
     caf::replies_to<step_atom, step_request>::with<step_output>,
     /// A peer is gone: fail blocked and later transfers at once. Idempotent.
-    caf::reacts_to<abort_atom>>;
+    caf::reacts_to<abort_atom>,
+    /// Stage-local recovery: fresh communicator endpoints, weights and KV cache kept;
+    /// answered with the new addresses (then connect_atom with keep_kv).
+    caf::replies_to<relink_atom>::with<shard_addresses>>;
 
 /// Spawns a shard that starts loading `spec` at once on its own thread. `progress` is
 /// called from that thread with "loading", "loaded", "connected" or "failed: why"; it must

@@ -59,6 +59,17 @@ troupe_metrics::troupe_metrics(metrics::registry& r)
       replica_recoveries(r.counter_family("troupe_replica_recoveries_total",
                                           "Replica recoveries completed (restart, move or re-plan).",
                                           {"replica"})),
+      stage_recoveries(r.counter_family("troupe_stage_recoveries_total",
+                                        "Stage-local recoveries: only the restarted stages rebuilt their KV cache.",
+                                        {"replica"})),
+      stage_replay_tokens(r.counter_family("troupe_stage_replay_tokens_total",
+                                           "KV rows replayed into restarted pipeline stages.", {"replica"})),
+      stage_kept_kv_tokens(r.counter_family("troupe_stage_kept_kv_tokens_total",
+                                            "KV rows the surviving stages kept through stage-local recoveries.",
+                                            {"replica"})),
+      stage_survivor_kv_writes(r.counter_family(
+          "troupe_stage_survivor_kv_writes_total",
+          "KV rows surviving shards wrote during stage-local recoveries (0: their cache was untouched).", {"replica"})),
       node_up(r.gauge_family("troupe_node_up", "1 when the node agent is registered and alive, else 0.",
                              {"node"})),
       node_restarts(r.counter_family("troupe_node_restarts_total",
@@ -71,6 +82,12 @@ troupe_metrics::troupe_metrics(metrics::registry& r)
                                       {"state"})),
       nodes(r.gauge_family("troupe_nodes",
                            "Nodes per state: starting, ready, draining, drained, lost (or restarting), stopped.",
-                           {"state"})) {}
+                           {"state"})),
+      autoscale_target(r.gauge_family("troupe_autoscale_target_replicas",
+                                      "Active replicas the autoscaler wants (the others are parked).")
+                           .with()),
+      autoscale_decisions(r.counter_family("troupe_autoscale_decisions_total",
+                                           "Autoscaling decisions: one more replica (up) or one fewer (down).",
+                                           {"direction"})) {}
 
 }  // namespace troupe

@@ -49,6 +49,15 @@ struct troupe_metrics {
   metrics::family<metrics::counter>& shard_failures;
   /// troupe_replica_recoveries_total{replica}; supervisor.
   metrics::family<metrics::counter>& replica_recoveries;
+  /// troupe_stage_recoveries_total{replica}: stage-local recoveries (only restarted stages rebuilt).
+  metrics::family<metrics::counter>& stage_recoveries;
+  /// troupe_stage_replay_tokens_total{replica}: KV rows replayed into restarted stages.
+  metrics::family<metrics::counter>& stage_replay_tokens;
+  /// troupe_stage_kept_kv_tokens_total{replica}: KV rows surviving stages kept through recoveries.
+  metrics::family<metrics::counter>& stage_kept_kv_tokens;
+  /// troupe_stage_survivor_kv_writes_total{replica}: KV rows surviving shards wrote during
+  /// recoveries (0 when their cache was left untouched).
+  metrics::family<metrics::counter>& stage_survivor_kv_writes;
   /// troupe_node_up{node}: 1/0; supervisor.
   metrics::family<metrics::gauge>& node_up;
   /// troupe_node_restarts_total{node}; supervisor.
@@ -61,6 +70,10 @@ struct troupe_metrics {
   metrics::family<metrics::gauge>& capacity_devices;
   /// troupe_nodes{state}: nodes per state (starting, ready, draining, drained, lost, stopped); supervisor.
   metrics::family<metrics::gauge>& nodes;
+  /// troupe_autoscale_target_replicas: the active replicas the autoscaler wants; autoscaler.
+  metrics::gauge& autoscale_target;
+  /// troupe_autoscale_decisions_total{direction}: scaling decisions, "up" or "down"; autoscaler.
+  metrics::family<metrics::counter>& autoscale_decisions;
 };
 
 }  // namespace troupe

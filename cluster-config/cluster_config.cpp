@@ -296,6 +296,21 @@ void read_fault_tolerance(section s, fault_tolerance_section& v) {
   s.get("max_restarts", v.max_restarts);
   s.get("request_retries", v.request_retries);
   s.get("drain_timeout", v.drain_timeout);
+  s.get("stage_recovery", v.stage_recovery);
+  s.get("stage_recovery_timeout", v.stage_recovery_timeout);
+  s.finish();
+}
+
+void read_autoscale(section s, autoscale_section& v) {
+  s.get("enabled", v.enabled);
+  s.get("min_replicas", v.min_replicas);
+  s.get("max_replicas", v.max_replicas);
+  s.get("interval", v.interval);
+  s.get("scale_up_queue", v.scale_up_queue);
+  s.get("scale_up_kv", v.scale_up_kv);
+  s.get("scale_down_load", v.scale_down_load);
+  s.get("scale_down_after", v.scale_down_after);
+  s.get("cooldown", v.cooldown);
   s.finish();
 }
 
@@ -310,6 +325,7 @@ cluster_config read_tree(const YAML::Node& root, const reader& r) {
   read_server(section(r, top.child("server"), "server"), c.server);
   read_scheduler(section(r, top.child("scheduler"), "scheduler"), c.scheduler);
   read_fault_tolerance(section(r, top.child("fault_tolerance"), "fault_tolerance"), c.fault_tolerance);
+  read_autoscale(section(r, top.child("autoscale"), "autoscale"), c.autoscale);
   top.finish();
   return c;
 }
@@ -436,6 +452,33 @@ void check_fault_tolerance(const checker& k, const fault_tolerance_section& f) {
   k.at_least(f.max_restarts, 0, "fault_tolerance.max_restarts");
   k.at_least(f.request_retries, 0, "fault_tolerance.request_retries");
   k.positive_ms(f.drain_timeout, "fault_tolerance.drain_timeout");
+  k.positive_ms(f.stage_recovery_timeout, "fault_tolerance.stage_recovery_timeout");
+}
+
+void check_autoscale(const checker& k, const autoscale_section& a, const parallel_section& p) {
+  const std::string replicas = "parallel.replicas (" + std::to_string(p.replicas) + ")";
+  k.at_least(a.min_replicas, 1, "autoscale.min_replicas");
+  k.require(a.min_replicas <= p.replicas, "autoscale.min_replicas",
+            "must be at most " + replicas + ", got " + std::to_string(a.min_replicas));
+  k.at_least(a.max_replicas, 0, "autoscale.max_replicas");
+  k.require(a.max_replicas <= p.replicas, "autoscale.max_replicas",
+            "must be at most " + replicas + ": the devices in the file bound it, got " +
+                std::to_string(a.max_replicas));
+  k.require(a.max_replicas == 0 || a.max_replicas >= a.min_replicas, "autoscale.max_replicas",
+            "must be 0 (parallel.replicas) or at least min_replicas (" + std::to_string(a.min_replicas) +
+                "), got " + std::to_string(a.max_replicas));
+  k.positive_ms(a.interval, "autoscale.interval");
+  k.require(a.scale_up_queue > 0, "autoscale.scale_up_queue",
+            "must be > 0, got " + std::to_string(a.scale_up_queue));
+  k.require(a.scale_up_kv > 0 && a.scale_up_kv <= 1, "autoscale.scale_up_kv",
+            "must be in (0, 1], got " + std::to_string(a.scale_up_kv));
+  k.require(a.scale_down_load >= 0 && a.scale_down_load < a.scale_up_queue, "autoscale.scale_down_load",
+            "must be >= 0 and below scale_up_queue (" + std::to_string(a.scale_up_queue) + "), got " +
+                std::to_string(a.scale_down_load));
+  k.require(a.scale_down_after.count() >= 0, "autoscale.scale_down_after",
+            "must not be negative, got " + std::to_string(a.scale_down_after.count()) + "ms");
+  k.require(a.cooldown.count() >= 0, "autoscale.cooldown",
+            "must not be negative, got " + std::to_string(a.cooldown.count()) + "ms");
 }
 
 // ---- overrides ----------------------------------------------------------------------
@@ -614,6 +657,7 @@ void validate(const cluster_config& c) {
   check_nodes(k, c);
   check_scheduler(k, c.scheduler);
   check_fault_tolerance(k, c.fault_tolerance);
+  check_autoscale(k, c.autoscale, c.parallel);
 }
 
 cluster_config default_cluster_config() {
@@ -673,7 +717,17 @@ std::string to_yaml(const cluster_config& c) {
       << ms(f.heartbeat_timeout) << YAML::Key << "collective_timeout" << YAML::Value << ms(f.collective_timeout)
       << YAML::Key << "step_timeout" << YAML::Value << ms(f.step_timeout) << YAML::Key << "request_wait" << YAML::Value << ms(f.request_wait) << YAML::Key << "max_restarts"
       << YAML::Value << f.max_restarts << YAML::Key << "request_retries" << YAML::Value << f.request_retries
-      << YAML::Key << "drain_timeout" << YAML::Value << ms(f.drain_timeout) << YAML::EndMap;
+      << YAML::Key << "drain_timeout" << YAML::Value << ms(f.drain_timeout) << YAML::Key << "stage_recovery"
+      << YAML::Value << f.stage_recovery << YAML::Key << "stage_recovery_timeout" << YAML::Value
+      << ms(f.stage_recovery_timeout) << YAML::EndMap;
+  const auto& a = c.autoscale;
+  out << YAML::Key << "autoscale" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value
+      << a.enabled << YAML::Key << "min_replicas" << YAML::Value << a.min_replicas << YAML::Key << "max_replicas"
+      << YAML::Value << a.max_replicas << YAML::Key << "interval" << YAML::Value << ms(a.interval) << YAML::Key
+      << "scale_up_queue" << YAML::Value << a.scale_up_queue << YAML::Key << "scale_up_kv" << YAML::Value
+      << a.scale_up_kv << YAML::Key << "scale_down_load" << YAML::Value << a.scale_down_load << YAML::Key
+      << "scale_down_after" << YAML::Value << ms(a.scale_down_after) << YAML::Key << "cooldown" << YAML::Value
+      << ms(a.cooldown) << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -81,6 +81,32 @@ struct fault_tolerance_section {
   /// How long a drained node's in-flight requests may run before they migrate to another
   /// replica (graceful drain).
   std::chrono::milliseconds drain_timeout{30000};
+  /// Stage-local recovery (pipeline > 1): when shards of some stages fail, the replica keeps
+  /// its requests and the other stages' KV cache, waits for new shards of the failed stages
+  /// and rebuilds only their KV by replaying the inputs the stage before kept.
+  bool stage_recovery = true;
+  /// How long a replica holds its requests for stage-local recovery before it gives them to
+  /// the router to move (as on any failure) and recomputes everything.
+  std::chrono::milliseconds stage_recovery_timeout{10000};
+};
+
+/// `autoscale:` — replicas scale up and down with load, within parallel.replicas.
+/// Replicas above the target are parked (drained, shards stopped, devices freed) and
+/// restored when the load rises again.
+struct autoscale_section {
+  bool enabled = false;
+  int min_replicas = 1;               ///< fewest active replicas
+  int max_replicas = 0;               ///< most active replicas; 0 = parallel.replicas
+  std::chrono::milliseconds interval{1000};  ///< how often the load is sampled
+  /// Waiting requests per serving replica above which one more replica is wanted.
+  double scale_up_queue = 4;
+  /// Mean KV-cache usage (0..1) of the serving replicas above which one more replica is wanted.
+  double scale_up_kv = 0.9;
+  /// Running + waiting requests per serving replica below which the load is low.
+  double scale_down_load = 0.25;
+  /// How long the load must stay low before one replica is parked.
+  std::chrono::milliseconds scale_down_after{60000};
+  std::chrono::milliseconds cooldown{30000};  ///< least time between two scaling decisions
 };
 
 /// The whole cluster file.
@@ -92,6 +118,7 @@ struct cluster_config {
   server_section server;
   scheduler_section scheduler;
   fault_tolerance_section fault_tolerance;
+  autoscale_section autoscale;
   std::string source;  ///< file it was read from ("" when built in code)
 };
 

@@ -123,6 +123,34 @@ batch_input engine::build_batch(const step_plan& plan) const {
   return b;
 }
 
+std::vector<step_request> engine::replay_steps(int64_t& tokens) {
+  blocks_.forget_cached();
+  tokens = 0;
+  std::vector<step_request> out;
+  step_plan plan;
+  const auto flush = [&] {
+    if (plan.chunks.empty()) return;
+    step_request r;
+    r.step_id = next_step_++;
+    r.batch = build_batch(plan);
+    out.push_back(std::move(r));
+    plan = step_plan{};
+  };
+  for (const auto& s : sched_.running()) {
+    int start = 0;
+    while (start < s->n_computed) {
+      if (plan.n_tokens == cfg_.max_batch_tokens) flush();
+      const int len = std::min(s->n_computed - start, cfg_.max_batch_tokens - plan.n_tokens);
+      plan.chunks.push_back({s.get(), start, len, false});
+      plan.n_tokens += len;
+      tokens += len;
+      start += len;
+    }
+  }
+  flush();
+  return out;
+}
+
 /// Text still held back by the decoder and the stop matcher when a request ends.
 std::string engine::final_text(request_state& st) {
   std::string t = st.stops->push(st.decoder->flush());

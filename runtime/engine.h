@@ -97,6 +97,15 @@ class engine {
                                     const float* logits = nullptr);
   /// Gives up an in-flight step (its shards failed): its sequences are recomputed later.
   void abandon_step(pending_step& s);
+  /// Stage-local recovery: gives back an in-flight step whose shards failed while most
+  /// stages keep their KV cache: its sequences keep their blocks and run the step's tokens
+  /// again later (scheduler::rollback).
+  void hold_step(pending_step& s) { sched_.rollback(s.plan); }
+  /// Stage-local recovery: the steps that rebuild restarted stages' KV cache from every
+  /// running sequence's computed tokens, in order, at most max_batch_tokens rows each
+  /// (replay_stage still -1: the caller sets it). Forgets every cached prefix no running
+  /// sequence holds (the restarted stage lost them). `tokens` gets the rows in all.
+  std::vector<step_request> replay_steps(int64_t& tokens);
   /// The shards' KV cache is gone (they were replaced): every running sequence is
   /// recomputed from its tokens and no cached prefix is reused. Call after abandon_step.
   void kv_lost() { sched_.reset(); }

@@ -13,6 +13,7 @@
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
+#include "kernels/scatter_rows.h"
 #include "kernels/silu_mul.h"
 #include "parallel/communicator.h"
 
@@ -74,14 +75,11 @@ shard_context::shard_context(const model& m, const context_params& p, k::op_cont
   k_cache_.resize(static_cast<size_t>(c.n_layers));
   v_cache_.resize(static_cast<size_t>(c.n_layers));
   for (int l = m.layer_begin(); l < m.layer_end(); ++l) {
-    const auto& lw = m.weights().layers[static_cast<size_t>(l)];
     shape_t kv{p.n_blocks + (on_device_ ? 1 : 0), p.block_size, n_kv_heads_, hd};
     k_cache_[static_cast<size_t>(l)] = tensor(kv, act_, be);
     v_cache_[static_cast<size_t>(l)] = tensor(kv, act_, be);
-    linears_.push_back(layer_linears{
-        {lw.wq, lw.bq}, {lw.wk, lw.bk}, {lw.wv, lw.bv}, {lw.w_gate, empty_}, {lw.w_up, empty_},
-        {lw.wo, env.tensor_group, env.timeout}, {lw.w_down, env.tensor_group, env.timeout}});
   }
+  make_linears();
   residual_ = tensor({t, c.hidden}, act_, be);
   normed_ = tensor({t, c.hidden}, act_, be);
   delta_ = tensor({t, c.hidden}, act_, be);
@@ -96,6 +94,8 @@ shard_context::shard_context(const model& m, const context_params& p, k::op_cont
     last_normed_ = tensor({p.max_logit_rows, c.hidden}, act_, be);
     logits_ = tensor({p.max_logit_rows, c.vocab}, dtype::f32, be);
   }
+  if (p.keep_stage_inputs && !is_last_stage())
+    sent_ = tensor({static_cast<int64_t>(p.n_blocks + (on_device_ ? 1 : 0)) * p.block_size, c.hidden}, act_, be);
   bool linked = false;
   if (on_device_)
     for (auto* comm : {env.tensor_group, env.prev_stage, env.next_stage})
@@ -107,6 +107,62 @@ shard_context::shard_context(const model& m, const context_params& p, k::op_cont
   // Decode steps that all-reduce or send over NCCL run eagerly: capturing them into graphs
   // hung on the GPU machine (non-blocking NCCL communicators), see docs/benchmarks.md.
   use_graphs_ = on_device_ && p.cuda_graphs && !linked;
+}
+
+void shard_context::make_linears() {
+  linears_.clear();
+  for (int l = model_.layer_begin(); l < model_.layer_end(); ++l) {
+    const auto& lw = model_.weights().layers[static_cast<size_t>(l)];
+    linears_.push_back(layer_linears{
+        {lw.wq, lw.bq}, {lw.wk, lw.bk}, {lw.wv, lw.bv}, {lw.w_gate, empty_}, {lw.w_up, empty_},
+        {lw.wo, env_.tensor_group, env_.timeout}, {lw.w_down, env_.tensor_group, env_.timeout}});
+  }
+}
+
+void shard_context::set_env(parallel_env env) {
+  if (on_device_)
+    for (auto* comm : {env.tensor_group, env.prev_stage, env.next_stage})
+      if (comm && !comm->set_deferred(true))
+        throw std::invalid_argument("shard context: a CUDA shard needs device communicators (NCCL)");
+  if (!is_first_stage() && !env.prev_stage) throw std::invalid_argument("shard context: relinked without the stage before");
+  if (!is_last_stage() && !env.next_stage) throw std::invalid_argument("shard context: relinked without the stage after");
+  env_ = env;
+  make_linears();
+}
+
+void shard_context::replay_send(const batch_input& b) {
+  if (sent_.empty())
+    throw std::logic_error("shard context: this stage kept no inputs for the next (context_params.keep_stage_inputs)");
+  check(b);
+  const int t = b.n_tokens();
+  step_views v = on_device_ ? upload(b) : host_views(b);
+  k::embedding(ops_, rows(residual_, t), sent_.view(), v.slots);
+  env_.next_stage->send(rows(residual_, t), 1 - env_.next_stage->rank(), stage_deadline());
+}
+
+void shard_context::replay_compute(const batch_input& b) {
+  check(b);
+  step_views v = on_device_ ? upload(b) : host_views(b);
+  v.meta.n_seqs = b.n_seqs();
+  v.meta.max_blocks = b.max_blocks;
+  kv_rows_ += b.n_tokens();
+  compute(v, b.n_tokens(), 0, false);
+}
+
+uint64_t shard_context::kv_checksum(const std::vector<int32_t>& slots) const {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  std::vector<unsigned char> row;
+  for (int l = model_.layer_begin(); l < model_.layer_end(); ++l)
+    for (const tensor* cache : {&k_cache_[static_cast<size_t>(l)], &v_cache_[static_cast<size_t>(l)]}) {
+      const size_t row_bytes = cache->bytes() / static_cast<size_t>(cache->shape()[0] * cache->shape()[1]);
+      row.resize(row_bytes);
+      for (int32_t slot : slots) {
+        const auto* src = static_cast<const unsigned char*>(cache->view().data) + static_cast<size_t>(slot) * row_bytes;
+        copy_bytes(row.data(), src, row_bytes, ops_.backend, ops_.stream);
+        for (unsigned char byte : row) h = (h ^ byte) * 1099511628211ull;
+      }
+    }
+  return h;
 }
 
 bool shard_context::is_first_stage() const { return model_.layer_begin() == 0; }
@@ -200,6 +256,7 @@ shard_context::step_views shard_context::upload(const batch_input& b) {
 tensor_view shard_context::forward(const batch_input& b) {
   check(b);
   const int l_rows = static_cast<int>(b.logit_rows.size());
+  kv_rows_ += b.n_tokens();
   if (use_graphs_ && graph_eligible(b)) return forward_graph(b);
   step_views v = on_device_ ? upload(b) : host_views(b);
   v.meta.n_seqs = b.n_seqs();
@@ -285,7 +342,7 @@ tensor_view shard_context::forward_graph(const batch_input& b) {
   return rows(logits_, static_cast<int>(b.logit_rows.size()));
 }
 
-void shard_context::compute(const step_views& v, int t, int l_rows) {
+void shard_context::compute(const step_views& v, int t, int l_rows, bool send) {
   const auto& c = model_.config();
   const auto& w = model_.weights();
   const auto& slice = model_.slice();
@@ -305,9 +362,11 @@ void shard_context::compute(const step_views& v, int t, int l_rows) {
   for (int l = model_.layer_begin(); l < model_.layer_end(); ++l) run_layer(l, t, meta, v.positions, v.slots);
   k::add_inplace(ops_, rows(residual_, t), rows(delta_, t));
   if (!is_last_stage()) {
-    env_.next_stage->send(rows(residual_, t), 1 - env_.next_stage->rank(), stage_deadline());
+    if (!sent_.empty()) k::scatter_rows(ops_, sent_.view(), rows(residual_, t), v.slots);
+    if (send) env_.next_stage->send(rows(residual_, t), 1 - env_.next_stage->rank(), stage_deadline());
     return;
   }
+  if (!send) return;
   if (l_rows == 0) return;
   k::embedding(ops_, rows(last_, l_rows), rows(residual_, t), v.logit_rows);
   k::rmsnorm(ops_, rows(last_normed_, l_rows), rows(last_, l_rows), w.out_norm.view(), c.rms_eps);

@@ -41,6 +41,9 @@ struct context_params {
   /// CUDA: replay decode steps (one token per sequence) from CUDA graphs captured per
   /// padded batch size and context bucket.
   bool cuda_graphs = true;
+  /// Stage-local recovery: a stage with a next stage keeps every residual row it sends,
+  /// by KV slot, so a restarted next stage can rebuild its KV cache (replay_send).
+  bool keep_stage_inputs = false;
 };
 
 /// How a shard talks to the rest of its replica. All null: the whole model is here.
@@ -88,6 +91,23 @@ class shard_context {
   /// Decode steps replayed from a captured graph so far.
   int64_t graph_replays() const { return graph_replays_; }
 
+  // -- stage-local recovery --------------------------------------------------------------
+  /// Relinks the context to new communicators (its peers were replaced); the KV cache and
+  /// the kept stage inputs stay. The old communicators may be destroyed afterwards.
+  void set_env(parallel_env env);
+  /// Replay, stage before the restarted one: sends the residual rows it kept for `b`'s
+  /// slots to the next stage, computing nothing. Throws std::logic_error when this stage
+  /// keeps no inputs (context_params.keep_stage_inputs) or has no next stage.
+  void replay_send(const batch_input& b);
+  /// Replay, restarted stage: runs its layers over `b` (receiving the residual from the
+  /// stage before, or embedding the tokens on the first stage) to rebuild its KV cache;
+  /// keeps its own outputs for the stage after but sends nothing and computes no logits.
+  void replay_compute(const batch_input& b);
+  /// KV rows written since the context was made (one per batch row: every layer's K and V).
+  int64_t kv_rows_written() const { return kv_rows_; }
+  /// A hash of the K and V rows at `slots` in every layer (tests: a kept cache is untouched).
+  uint64_t kv_checksum(const std::vector<int32_t>& slots) const;
+
  private:
   /// Where one step's index arrays are (host vectors on the CPU, the device copy on CUDA).
   struct step_views {
@@ -97,7 +117,8 @@ class shard_context {
   void check(const batch_input& b) const;
   step_views host_views(const batch_input& b) const;
   step_views upload(const batch_input& b);
-  void compute(const step_views& v, int n_tokens, int n_logits);
+  void compute(const step_views& v, int n_tokens, int n_logits, bool send = true);
+  void make_linears();
   tensor_view forward_graph(const batch_input& b);
   bool graph_eligible(const batch_input& b) const;
   batch_input padded(const batch_input& b, int rows, int max_blocks) const;
@@ -140,11 +161,13 @@ class shard_context {
   tensor last_;                  // [max_logit_rows, hidden]
   tensor last_normed_;           // [max_logit_rows, hidden]
   tensor logits_;                // [max_logit_rows, vocab] f32
+  tensor sent_;                  // [kv slots (n_blocks (+1 pad on CUDA) * block_size), hidden]: rows sent on, by slot
   tensor meta_;                  // [meta capacity] i32 on the device: one step's index arrays
   pinned_buffer meta_host_;      // staging of meta_ (same size)
   std::map<std::pair<int, int>, device_graph> graphs_;  ///< (rows, max_blocks) -> decode graph
   std::set<std::pair<int, int>> warmed_;                ///< shapes run once eagerly (then captured)
   int64_t graph_replays_ = 0;
+  int64_t kv_rows_ = 0;
 };
 
 }  // namespace troupe

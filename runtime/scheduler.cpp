@@ -174,6 +174,10 @@ void scheduler::abandon(const step_plan& plan) {
   }
 }
 
+void scheduler::rollback(const step_plan& plan) {
+  for (const auto& c : plan.chunks) c.seq->in_flight = false;  // n_computed moves only in complete()
+}
+
 void scheduler::reset() {
   while (!running_.empty()) {
     sequence* s = running_.back().get();

@@ -74,6 +74,10 @@ class scheduler {
   /// Abandons an in-flight plan (its step failed): its sequences lose their KV and are
   /// queued again to be recomputed.
   void abandon(const step_plan& plan);
+  /// Gives back an in-flight plan whose step failed while the KV of its sequences'
+  /// computed tokens survives (stage-local recovery): they stay running with their blocks
+  /// and their chunks are scheduled again.
+  void rollback(const step_plan& plan);
   /// The KV storage was lost: every running sequence goes back to the front of the
   /// queue (in admission order) to be recomputed from its tokens. Call after abandoning
   /// the plans in flight.
@@ -85,6 +89,8 @@ class scheduler {
 
   bool has_work() const { return !running_.empty() || !waiting_.empty(); }
   int n_running() const { return static_cast<int>(running_.size()); }
+  /// The running sequences, in admission order.
+  const std::vector<std::unique_ptr<sequence>>& running() const { return running_; }
   int n_waiting() const { return static_cast<int>(waiting_.size()); }
   const scheduler_config& config() const { return cfg_; }
 

@@ -41,9 +41,17 @@ shard_worker::shard_worker(const shard_spec& spec, const std::function<void(cons
   load_options opt = options_for(spec, device_);
   opt.progress = progress;
   model_ = model::load(spec.model_path, opt);
+#ifdef TROUPE_HAVE_NCCL
+  if (device_.backend == backend_kind::cuda) stream_ = device_stream(device_);
+#endif
+  make_endpoints();
+  if (progress) progress("loaded");
+}
+
+void shard_worker::make_endpoints() {
+  const auto& spec = spec_;
   if (device_.backend == backend_kind::cuda) {
 #ifdef TROUPE_HAVE_NCCL
-    stream_ = device_stream(device_);
     if (spec.tp_size > 1) tensor_id_ = parallel::nccl_communicator::nccl_unique_id();
     if (spec.stage + 1 < spec.n_stages) next_id_ = parallel::nccl_communicator::nccl_unique_id();
 #else
@@ -54,7 +62,18 @@ shard_worker::shard_worker(const shard_spec& spec, const std::function<void(cons
     if (spec.stage > 0) prev_ = std::make_unique<parallel::ucx_communicator>(1, 2);
     if (spec.stage + 1 < spec.n_stages) next_ = std::make_unique<parallel::ucx_communicator>(0, 2);
   }
-  if (progress) progress("loaded");
+}
+
+shard_addresses shard_worker::relink() {
+  abort();  // nothing may still wait on the old links
+  for (auto* c : {&tensor_dev_, &prev_dev_, &next_dev_})
+    if (*c) retired_.push_back(std::move(*c));
+  for (auto* c : {&tensor_, &prev_, &next_})
+    if (*c) retired_.push_back(std::unique_ptr<parallel::communicator>(c->release()));
+  make_endpoints();
+  auto a = addresses();
+  if (ctx_) a.kv_rows = ctx_->kv_rows_written();
+  return a;
 }
 
 shard_worker::~shard_worker() {
@@ -102,7 +121,8 @@ void shard_worker::connect_device(const std::vector<std::vector<char>>& tensor_g
 }
 
 void shard_worker::connect(const std::vector<std::vector<char>>& tensor_group, const std::vector<char>& prev,
-                           const std::vector<char>& next, std::chrono::steady_clock::time_point deadline) {
+                           const std::vector<char>& next, std::chrono::steady_clock::time_point deadline,
+                           bool keep_kv) {
   parallel_env env;
   if (device_.backend == backend_kind::cuda) {
     connect_device(tensor_group, prev, deadline);
@@ -120,8 +140,14 @@ void shard_worker::connect(const std::vector<std::vector<char>>& tensor_group, c
   }
   env.timeout = std::chrono::milliseconds(spec_.timeout_ms);
   env.stage_timeout = std::chrono::milliseconds(spec_.stage_timeout_ms);
-  ctx_ = std::make_unique<shard_context>(*model_, spec_.context,
-                                         kernels::op_context{device_.backend, spec_.threads, stream_.get()}, env);
+  if (keep_kv && ctx_) {
+    ctx_->set_env(env);
+  } else {
+    ctx_.reset();  // before the communicators it may point at
+    ctx_ = std::make_unique<shard_context>(*model_, spec_.context,
+                                           kernels::op_context{device_.backend, spec_.threads, stream_.get()}, env);
+  }
+  retired_.clear();
 }
 
 int shard_worker::kv_capacity_blocks(double fraction) const {
@@ -163,16 +189,32 @@ step_output shard_worker::run(const step_request& r) {
   const auto comm0 = comm_time();
   step_output out;
   out.step_id = r.step_id;
-  tensor_view logits = ctx_->forward(r.batch);
   const auto deadline = t0 + std::chrono::milliseconds(spec_.stage_timeout_ms);
-  if (samples())
-    out.samples = sampler_.run(*ctx_, logits, r.samples, deadline);
-  else
+  if (r.replay_stage >= 0) {
+    replay(r);
     ctx_->finish(deadline);
+  } else {
+    tensor_view logits = ctx_->forward(r.batch);
+    if (samples())
+      out.samples = sampler_.run(*ctx_, logits, r.samples, deadline);
+    else
+      ctx_->finish(deadline);
+  }
+  out.kv_rows = ctx_->kv_rows_written();
   const auto us = [](auto d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); };
   out.busy_us = us(std::chrono::steady_clock::now() - t0);
   out.comm_us = us(comm_time() - comm0);
   return out;
+}
+
+void shard_worker::replay(const step_request& r) {
+  if (r.replay_stage >= spec_.n_stages)
+    throw std::invalid_argument("shard: replay of stage " + std::to_string(r.replay_stage) + " in a pipeline of " +
+                                std::to_string(spec_.n_stages));
+  if (spec_.stage == r.replay_stage)
+    ctx_->replay_compute(r.batch);
+  else if (spec_.stage + 1 == r.replay_stage)
+    ctx_->replay_send(r.batch);
 }
 
 std::chrono::nanoseconds shard_worker::comm_time() const {

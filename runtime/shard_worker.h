@@ -44,6 +44,7 @@ struct shard_addresses {
   std::vector<char> prev;    ///< its end of the link to the stage before
   std::vector<char> next;    ///< its end of the link to the stage after
   int kv_blocks = 0;         ///< KV blocks its device memory holds (kv_capacity_blocks), 0 on the CPU
+  int64_t kv_rows = 0;       ///< KV rows its context has written so far (relink: the kept cache's count)
 };
 
 /// What one step produced on this shard (samples only on the sampling shard).
@@ -52,6 +53,7 @@ struct step_output {
   std::vector<sample_result> samples;
   int64_t busy_us = 0;  ///< time this shard spent in run() (forward + sampling)
   int64_t comm_us = 0;  ///< of that, time inside communicator calls (transfers and waits)
+  int64_t kv_rows = 0;  ///< KV rows this shard has written since it loaded (each row: every layer's K and V)
 };
 
 class shard_worker {
@@ -67,8 +69,15 @@ class shard_worker {
   shard_addresses addresses() const;
   /// Connects the communicators: `tensor_group` = every TP rank's address (by rank),
   /// `prev` / `next` = the peer end of each pipeline link (empty where none).
+  /// `keep_kv`: keep the context made by an earlier connect() (its KV cache and kept stage
+  /// inputs), only relinking it; otherwise a fresh context.
   void connect(const std::vector<std::vector<char>>& tensor_group, const std::vector<char>& prev,
-               const std::vector<char>& next, std::chrono::steady_clock::time_point deadline);
+               const std::vector<char>& next, std::chrono::steady_clock::time_point deadline,
+               bool keep_kv = false);
+  /// Stage-local recovery: fresh communicator endpoints (the old ones were aborted, their
+  /// peers replaced), to be connected by connect(..., keep_kv = true); the weights and the
+  /// context stay. Returns the new addresses.
+  shard_addresses relink();
   /// KV blocks that fit in `fraction` of the device memory free now, after the weights and
   /// before the context's scratch (which is estimated and kept out). The CPU: spec's count.
   int kv_capacity_blocks(double fraction) const;
@@ -95,6 +104,10 @@ class shard_worker {
   /// CUDA: joins the NCCL groups (tensor group, links to the stages before and after).
   void connect_device(const std::vector<std::vector<char>>& tensor_group, const std::vector<char>& prev,
                       std::chrono::steady_clock::time_point deadline);
+  /// Makes this shard's communicator endpoints (CPU: UCX workers; CUDA: NCCL ids).
+  void make_endpoints();
+  /// Runs a stage-local recovery replay step (see step_request::replay_stage).
+  void replay(const step_request& r);
 
   shard_spec spec_;
   device_ref device_;
@@ -109,6 +122,8 @@ class shard_worker {
   std::unique_ptr<parallel::communicator> prev_dev_;    ///< CUDA: NCCL link to the stage before
   std::unique_ptr<parallel::communicator> next_dev_;    ///< CUDA: NCCL link to the stage after
   std::unique_ptr<shard_context> ctx_;
+  /// Communicators replaced by relink(), kept until connect() moves the context off them.
+  std::vector<std::unique_ptr<parallel::communicator>> retired_;
   step_sampler sampler_;
 };
 

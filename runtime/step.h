@@ -25,6 +25,10 @@ struct step_request {
   uint64_t step_id = 0;
   batch_input batch;
   std::vector<sample_request> samples;
+  /// Stage-local recovery: >= 0 makes this a replay that rebuilds the KV cache of stage
+  /// `replay_stage` only (the stage before sends the inputs it kept; no other stage works,
+  /// nothing is sampled). -1: a normal step.
+  int32_t replay_stage = -1;
 };
 
 /// Samples one token per row of `logits` [L, vocab] (L == requests.size()).

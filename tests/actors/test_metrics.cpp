@@ -92,6 +92,7 @@ void populate(troupe_metrics& m) {
 }
 
 const std::vector<std::string> documented_families = {
+    "troupe_autoscale_decisions_total", "troupe_autoscale_target_replicas",
     "troupe_capacity_devices",           "troupe_capacity_replicas",
     "troupe_client_disconnects_total",   "troupe_e2e_request_latency_seconds",
     "troupe_generation_tokens_total",    "troupe_inter_token_latency_seconds",
@@ -104,6 +105,8 @@ const std::vector<std::string> documented_families = {
     "troupe_request_generation_tokens",  "troupe_request_prompt_tokens",
     "troupe_requests_total",             "troupe_running_sequences",
     "troupe_shard_failures_total",       "troupe_shard_up",
+    "troupe_stage_kept_kv_tokens_total", "troupe_stage_recoveries_total",
+    "troupe_stage_replay_tokens_total",  "troupe_stage_survivor_kv_writes_total",
     "troupe_time_to_first_token_seconds", "troupe_waiting_sequences"};
 
 }  // namespace

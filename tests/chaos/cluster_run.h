@@ -175,6 +175,34 @@ inline std::optional<std::chrono::steady_clock::time_point> wait_for_count(const
   return std::nullopt;
 }
 
+/// Waits until one of `texts` is in `log`; returns when (nullopt after `timeout`).
+inline std::optional<std::chrono::steady_clock::time_point> wait_for_any(const std::filesystem::path& log,
+                                                                          const std::vector<std::string>& texts,
+                                                                          std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const auto text = read_text(log);
+    for (const auto& t : texts)
+      if (text.find(t) != std::string::npos) return std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return std::nullopt;
+}
+
+/// Log lines of the head that show a failure was handled: the router moving a request off
+/// a failed replica, or holding it there for a stage-local recovery.
+inline const std::vector<std::string>& detection_marks() {
+  static const std::vector<std::string> m{"moves off failed replica", "recovers stage-locally"};
+  return m;
+}
+
+/// Log lines of the head that show serving again after a failure: a moved request
+/// resuming, or a stage-local recovery finished.
+inline const std::vector<std::string>& serving_marks() {
+  static const std::vector<std::string> m{"resumes on replica", "stage-local recovery: stage"};
+  return m;
+}
+
 /// A `troupe serve` over a cluster file, on reserved ports, stopped (SIGTERM) at the end.
 class serve_cluster {
  public:

@@ -159,8 +159,8 @@ net_outcome run_net_scenario(const net_scenario& s, const std::string& dir_name)
     std::this_thread::sleep_for(s.cut_at);
     const auto t0 = std::chrono::steady_clock::now();
     lab.cut(s.victim);
-    const auto detected = wait_for_count(cluster.log(), "moves off failed replica", 1, std::chrono::seconds(30));
-    const auto resumed = wait_for_count(cluster.log(), "resumes on replica", 1, std::chrono::seconds(60));
+    const auto detected = wait_for_any(cluster.log(), detection_marks(), std::chrono::seconds(30));
+    const auto resumed = wait_for_any(cluster.log(), serving_marks(), std::chrono::seconds(60));
     INFO(read_text(cluster.log()));
     REQUIRE(detected);
     REQUIRE(resumed);
