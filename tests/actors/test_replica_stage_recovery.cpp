@@ -68,7 +68,7 @@ run_result serve_with_kill(bool stage_recovery, int victim, size_t after) {
   auto replica = spawn_replica(sys, o);
   const auto p = prompts();
   for (size_t i = 0; i < p.size(); ++i)
-    self->send(replica, generate_atom::value, uint64_t{i}, generate_request{p[i], test::greedy(40)},
+    self->send(replica, generate_atom::value, uint64_t{i}, generate_request{p[i], test::greedy(24)},
                caf::actor_cast<caf::actor>(self));
   run_result out;
   out.tokens.resize(p.size());
@@ -113,8 +113,8 @@ run_result serve_with_kill(bool stage_recovery, int victim, size_t after) {
 TEST_CASE("a replica rebuilds only the killed stage's KV cache and every request ends with the fault-free tokens",
           "[actors][stage-recovery][slow]") {
   const auto p = prompts();
-  const auto expected = test::make_engine()->generate(p, test::greedy(40));
-  const auto got = serve_with_kill(true, 1, 30);
+  const auto expected = test::make_engine()->generate(p, test::greedy(24));
+  const auto got = serve_with_kill(true, 1, 20);
   CHECK(got.recovering == 1);
   CHECK(got.failed == 0);
   CHECK(got.status.stage_recoveries == 1);
@@ -130,8 +130,8 @@ TEST_CASE("a replica rebuilds only the killed stage's KV cache and every request
 TEST_CASE("without stage_recovery the same kill recomputes every stage and still ends with the fault-free tokens",
           "[actors][stage-recovery][slow]") {
   const auto p = prompts();
-  const auto expected = test::make_engine()->generate(p, test::greedy(40));
-  const auto got = serve_with_kill(false, 1, 30);
+  const auto expected = test::make_engine()->generate(p, test::greedy(24));
+  const auto got = serve_with_kill(false, 1, 20);
   CHECK(got.recovering == 0);
   CHECK(got.failed >= 1);
   CHECK(got.status.stage_recoveries == 0);

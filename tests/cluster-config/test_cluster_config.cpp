@@ -91,7 +91,8 @@ TEST_CASE("every example cluster file loads and validates", "[config]") {
                                           {"tensor2.yaml", 2, 1, 1, 2},
                                           {"tensor2_pipeline2.yaml", 2, 2, 1, 4},
                                           {"replicas2.yaml", 1, 1, 2, 2},
-                                          {"gpu-tensor2.yaml", 2, 1, 1, 2}};
+                                          {"gpu-tensor2.yaml", 2, 1, 1, 2},
+                                          {"gpu-pipeline2.yaml", 1, 2, 1, 2}};
   for (const auto& e : examples) {
     INFO(e.file);
     cluster_config c = load_cluster_config(example(e.file));
