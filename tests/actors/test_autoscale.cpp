@@ -1,51 +1,14 @@
 // Autoscaling end to end (issue 6, item 2): a real replicas2 cluster with autoscale on
 // parks its second replica when idle, restores it under a burst of requests, and every
 // request gets the fault-free tokens.
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <regex>
-
 #include "chaos/cluster_run.h"
+#include "chaos/gateway_client.h"
 
 using namespace troupe;
 using namespace troupe::test;
 using namespace troupe::test::chaos;
 
 namespace {
-
-namespace beast = boost::beast;
-namespace bhttp = boost::beast::http;
-namespace net = boost::asio;
-
-/// The body of GET `target` on the gateway at 127.0.0.1:`port`.
-std::string http_get(uint16_t port, const std::string& target) {
-  net::io_context ioc;
-  beast::tcp_stream s(ioc);
-  s.connect(net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
-  s.expires_after(std::chrono::seconds(30));
-  bhttp::request<bhttp::string_body> req{bhttp::verb::get, target, 11};
-  req.set(bhttp::field::host, "127.0.0.1");
-  bhttp::write(s, req);
-  beast::flat_buffer buf;
-  bhttp::response<bhttp::string_body> res;
-  bhttp::read(s, buf, res);
-  return res.body();
-}
-
-/// The gateway's port from the head's "http: listening on HOST:PORT" line (0 = none).
-uint16_t gateway_port(const std::string& log) {
-  std::smatch m;
-  if (!std::regex_search(log, m, std::regex(R"(http: listening on [0-9.]+:(\d+))"))) return 0;
-  return static_cast<uint16_t>(std::stoi(m[1]));
-}
-
-/// The value of `series` (name and labels, as rendered) in a /metrics text; -1 when absent.
-double metric_value(const std::string& text, const std::string& series) {
-  const auto at = text.find("\n" + series + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(text.substr(at + series.size() + 2));
-}
 
 /// Short windows so that the whole cycle fits in a test: a 200 ms sample, 2 s of idleness
 /// parks a replica, one request waiting per serving replica asks for another; two

@@ -2,14 +2,10 @@
 // and moves its requests at the drain deadline; a real replicas2 cluster drains a node
 // while streaming requests run: every request finishes with the fault-free tokens, the
 // node exits 0, /ready stays true, later requests succeed, bad drain requests are refused.
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <regex>
-
 #include "actors/actor_system_config.h"
 #include "actors/router.h"
 #include "chaos/cluster_run.h"
+#include "chaos/gateway_client.h"
 
 using namespace troupe;
 using namespace troupe::test;
@@ -17,9 +13,7 @@ using namespace troupe::test::chaos;
 
 namespace {
 
-namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
-namespace net = boost::asio;
 
 const std::string replicas2 = "cluster-config/examples/replicas2.yaml";
 
@@ -65,43 +59,6 @@ router_status router_state(caf::scoped_actor& self, const router_actor& router) 
   self->request(router, std::chrono::seconds(5), status_atom::value)
       .receive([&](router_status& s) { out = s; }, [](caf::error&) { FAIL("the router did not answer status"); });
   return out;
-}
-
-/// One HTTP exchange with the gateway.
-struct http_reply {
-  int status = 0;
-  std::string body;
-};
-
-http_reply http_call(uint16_t port, bhttp::verb method, const std::string& target, const std::string& body = "") {
-  net::io_context ioc;
-  beast::tcp_stream s(ioc);
-  s.connect(net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
-  s.expires_after(std::chrono::seconds(30));
-  bhttp::request<bhttp::string_body> req{method, target, 11};
-  req.set(bhttp::field::host, "127.0.0.1");
-  if (!body.empty()) req.set(bhttp::field::content_type, "application/json");
-  req.body() = body;
-  req.prepare_payload();
-  bhttp::write(s, req);
-  beast::flat_buffer buf;
-  bhttp::response<bhttp::string_body> res;
-  bhttp::read(s, buf, res);
-  return {static_cast<int>(res.result_int()), res.body()};
-}
-
-/// The gateway's port from the head's "http: listening on HOST:PORT" line (0 = none).
-uint16_t gateway_port(const std::string& log) {
-  std::smatch m;
-  if (!std::regex_search(log, m, std::regex(R"(http: listening on [0-9.]+:(\d+))"))) return 0;
-  return static_cast<uint16_t>(std::stoi(m[1]));
-}
-
-/// The value of `series` (name and labels, as rendered) in a /metrics text; -1 when absent.
-double metric_value(const std::string& text, const std::string& series) {
-  const auto at = text.find("\n" + series + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(text.substr(at + series.size() + 2));
 }
 
 /// The state of node `name` in a GET /admin/nodes body ("" when absent).

@@ -2,10 +2,9 @@
 // and, over real processes, a four-node cluster that loses a node for good (no free
 // device to move to), keeps serving with a smaller replica, and gets its full plan back
 // when the node is started again by hand.
-#include <regex>
-
 #include "actors/replan.h"
 #include "chaos/cluster_run.h"
+#include "chaos/gateway_client.h"
 
 using namespace troupe;
 using namespace troupe::test;
@@ -25,23 +24,11 @@ cluster_config four_nodes() {
   return c;
 }
 
-/// The value of the series `series` (name and labels as rendered) in a /metrics text; -1 if absent.
-double metric_value(const std::string& text, const std::string& series) {
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
-  return -1;
-}
-
 /// The head's /metrics text (its HTTP port from the "http: listening on" log line).
 std::string scrape(const serve_cluster& cluster) {
-  std::smatch m;
-  const auto log = read_text(cluster.log());
-  const std::regex re(R"(http: listening on [0-9.]+:(\d+))");
-  REQUIRE(std::regex_search(log, m, re));
-  const auto r = run_command("curl -s http://127.0.0.1:" + m[1].str() + "/metrics", cluster.dir() / "curl.log");
-  REQUIRE(r.code == 0);
-  return r.out;
+  const auto port = gateway_port(read_text(cluster.log()));
+  REQUIRE(port > 0);
+  return http_get(port, "/metrics");
 }
 
 /// Polls /metrics until `series` equals `value` (or `timeout`); true when it did.
