@@ -496,6 +496,7 @@ void finish_parking(manager_ptr self, int32_t replica, int32_t moved) {
     return;
   }
   const auto r = static_cast<size_t>(replica);
+  self->send(st.replicas[r], stop_atom::value);  // before the shards go: not a failure
   for (auto& old : st.shards[r]) caf::anon_send_exit(old, caf::exit_reason::user_shutdown);
   st.shards[r].clear();
   st.slots.erase(std::remove_if(st.slots.begin(), st.slots.end(), [&](const shard_slot& s) { return s.replica == replica; }),

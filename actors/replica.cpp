@@ -147,7 +147,11 @@ void report(replica_state& st) {
   st.reported = now;
 }
 
-/// Publishes readiness and every shard's up/down state; `down` = the failed shard or -1.
+/// `down` of report_shards: every shard is down (stopped on purpose).
+constexpr int all_shards = -2;
+
+/// Publishes readiness and every shard's up/down state; `down` = the failed shard, -1 (none)
+/// or all_shards.
 void report_shards(replica_state& st, bool ready, int down) {
   if (!st.opts.metrics) return;
   auto& m = *st.opts.metrics;
@@ -159,7 +163,7 @@ void report_shards(replica_state& st, bool ready, int down) {
       const int i = s * tp + k;
       auto& g = m.shard_up.with({r, std::to_string(s), std::to_string(k)});
       if (ready) g.set(1);
-      else if (i == down) g.set(0);
+      else if (i == down || down == all_shards) g.set(0);
     }
 }
 
@@ -516,6 +520,19 @@ replica_actor::behavior_type replica_impl(replica_ptr self, replica_options opts
           give_up_recovery(self, "not done within fault_tolerance.stage_recovery_timeout (" +
                                      std::to_string(st.opts.config.fault_tolerance.stage_recovery_timeout.count()) +
                                      " ms)");
+      },
+      [self](stop_atom) {
+        auto& st = self->state;
+        st.generation++;  // answers of the old shards are stale
+        st.recovering = false;
+        for (auto& s : st.shards) self->demonitor(s.address());
+        for (auto& [id, f] : st.flights) st.eng->abandon_step(f.step);
+        st.flights.clear();
+        st.eng->kv_lost();
+        st.shards.clear();
+        st.ready = false;
+        report_shards(st, false, all_shards);
+        logger()->info("replica {}: its shards are stopped on purpose (parked); waiting for new ones", st.opts.index);
       },
       [self](replan_atom, std::vector<shard_actor>& shards, int32_t tensor, int32_t pipeline) {
         auto& st = self->state;

@@ -41,6 +41,9 @@ using replica_actor = caf::typed_actor<
     caf::reacts_to<rebuild_atom, std::vector<shard_actor>>,
     /// Internal timer of a stage-local recovery (its number): give up when still recovering.
     caf::reacts_to<hold_atom, uint64_t>,
+    /// The manager stops this replica's shards on purpose (autoscaling parks it after a
+    /// drain): let them go without counting a failure; the replica waits for new shards.
+    caf::reacts_to<stop_atom>,
     /// New shards of a new shape (tensor, pipeline), index = stage * tensor + rank: a
     /// serving replica first gives its requests back (as on a failure), then adopts them.
     caf::reacts_to<replan_atom, std::vector<shard_actor>, int32_t, int32_t>>;

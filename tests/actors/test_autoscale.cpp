@@ -79,6 +79,9 @@ TEST_CASE("an idle replicas2 cluster parks a replica and a burst of requests bri
   CHECK(log.find("replica 1: autoscale: restoring it (tensor 1 x pipeline 1) on s0r0 on replica1 (cpu)") !=
         std::string::npos);
   CHECK(log.find("moves off failed replica") == std::string::npos);
+  CHECK(log.find("replica 1: its shards are stopped on purpose (parked)") != std::string::npos);
+  CHECK(log.find("replica 1: shard 0 is down") == std::string::npos);  // a park is not a failure
+  CHECK(metric_value(metrics, R"(troupe_shard_failures_total{replica="1"})") <= 0);
   CHECK(log.find("node replica1 lost") == std::string::npos);
   const auto ms = [](auto d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
   WARN("autoscale cycle: parked " << ms(parked_at - begin) << " ms after start, restored "
