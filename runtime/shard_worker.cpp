@@ -156,7 +156,9 @@ int shard_worker::kv_capacity_blocks(double fraction) const {
   const auto& sl = model_->slice();
   const size_t el = dtype_size(model_->weight_type());
   const int layers = model_->layer_end() - model_->layer_begin();
-  const size_t block_bytes = 2 * static_cast<size_t>(layers) * spec_.context.block_size * sl.n_kv_heads * c.head_dim * el;
+  size_t block_bytes = 2 * static_cast<size_t>(layers) * spec_.context.block_size * sl.n_kv_heads * c.head_dim * el;
+  if (spec_.context.keep_stage_inputs && spec_.stage + 1 < spec_.n_stages)
+    block_bytes += static_cast<size_t>(spec_.context.block_size) * c.hidden * el;  // the kept stage inputs (sent_)
   const size_t t = static_cast<size_t>(spec_.context.max_batch_tokens);
   const size_t q = static_cast<size_t>(sl.n_heads) * c.head_dim, kv = static_cast<size_t>(sl.n_kv_heads) * c.head_dim;
   const size_t scratch = t * (3 * static_cast<size_t>(c.hidden) + 2 * q + 2 * kv + 2 * sl.ffn_size) * el +

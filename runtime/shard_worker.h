@@ -79,7 +79,8 @@ class shard_worker {
   /// context stay. Returns the new addresses.
   shard_addresses relink();
   /// KV blocks that fit in `fraction` of the device memory free now, after the weights and
-  /// before the context's scratch (which is estimated and kept out). The CPU: spec's count.
+  /// before the context's scratch (which is estimated and kept out); a block counts its K and V
+  /// in every layer and, when the stage keeps its inputs for the next, their rows. The CPU: spec's count.
   int kv_capacity_blocks(double fraction) const;
   /// Sets the KV cache size (blocks) the context gets at connect().
   void set_kv_blocks(int n_blocks) { spec_.context.n_blocks = n_blocks; }
