@@ -8,6 +8,7 @@
 
 #include "engine_fixture.h"
 #include "runtime/shard_worker.h"
+#include "tools/bench/replica_harness.h"
 
 using namespace troupe;
 using namespace troupe::test;
@@ -16,62 +17,18 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-/// Builds and connects the shards of one replica of `tp` x `pp`.
-std::vector<std::unique_ptr<shard_worker>> make_replica(int tp, int pp, const context_params& ctx) {
-  auto meta = load_model_metadata(default_model());
-  auto stages = parallel::plan_pipeline(meta.config, pp);
-  std::vector<std::unique_ptr<shard_worker>> shards;  // index = stage * tp + rank
-  for (int s = 0; s < pp; ++s)
-    for (int r = 0; r < tp; ++r) {
-      shard_spec spec;
-      spec.model_path = default_model();
-      spec.stage = s;
-      spec.n_stages = pp;
-      spec.layers = stages[static_cast<size_t>(s)];
-      spec.tp_rank = r;
-      spec.tp_size = tp;
-      spec.allow_uneven_heads = true;
-      spec.context = ctx;
-      shards.push_back(std::make_unique<shard_worker>(spec));
-    }
-  std::vector<std::future<void>> fs;
-  for (int s = 0; s < pp; ++s)
-    for (int r = 0; r < tp; ++r) {
-      std::vector<std::vector<char>> group;
-      for (int q = 0; q < tp; ++q) group.push_back(shards[static_cast<size_t>(s * tp + q)]->addresses().tensor);
-      std::vector<char> prev, next;
-      if (s > 0) prev = shards[static_cast<size_t>((s - 1) * tp + r)]->addresses().next;
-      if (s + 1 < pp) next = shards[static_cast<size_t>((s + 1) * tp + r)]->addresses().prev;
-      auto* w = shards[static_cast<size_t>(s * tp + r)].get();
-      fs.push_back(std::async(std::launch::async, [w, group, prev, next] {
-        w->connect(group, prev, next, clock_type::now() + std::chrono::seconds(20));
-      }));
-    }
-  for (auto& f : fs) f.get();
-  return shards;
-}
-
-/// Runs the engine's steps on the shards until every request is done.
-std::vector<generation_result> drive(engine& e, std::vector<std::unique_ptr<shard_worker>>& shards,
+/// Runs the engine's steps on the replica until every request is done.
+std::vector<generation_result> drive(engine& e, bench::local_replica& rep,
                                      const std::vector<std::vector<int32_t>>& prompts, const sampling_params& p) {
   std::vector<generation_result> out(prompts.size());
   std::map<seq_id, size_t> index;
   for (size_t i = 0; i < prompts.size(); ++i) index[e.submit(prompts[i], p)] = i;
-  while (e.has_work()) {
-    auto step = e.begin_step();
-    REQUIRE(step);
-    std::vector<std::future<step_output>> fs;
-    for (auto& w : shards) fs.push_back(std::async(std::launch::async, [&w, &step] { return w->run(step->request); }));
-    std::vector<sample_result> samples;
-    for (size_t i = 0; i < fs.size(); ++i) {
-      auto o = fs[i].get();
-      if (shards[i]->samples()) samples = o.samples;
-    }
-    for (auto& ev : e.end_step(*step, samples)) {
-      auto& r = out[index.at(ev.id)];
-      if (ev.token >= 0) r.tokens.push_back(ev.token);
-      r.text += ev.text;
-    }
+  std::vector<token_event> events;
+  while (e.has_work()) REQUIRE(rep.step(e, &events));
+  for (auto& ev : events) {
+    auto& r = out[index.at(ev.id)];
+    if (ev.token >= 0) r.tokens.push_back(ev.token);
+    r.text += ev.text;
   }
   return out;
 }
@@ -90,11 +47,12 @@ TEST_CASE("tensor 2 x pipeline 2 shard workers reproduce the single engine's gre
   ctx.block_size = cfg.block_size;
   ctx.max_batch_tokens = cfg.max_batch_tokens;
   ctx.max_logit_rows = cfg.max_seqs;
-  auto shards = make_replica(2, 2, ctx);
+  bench::local_replica rep(default_model(), 2, 2, ctx);
+  rep.connect();
   auto goldens = read_goldens("smollm2_f32.json");
   std::vector<std::vector<int32_t>> prompts;
   for (size_t i = 0; i < 6; ++i) prompts.push_back(goldens[i].prompt_tokens);
-  auto split = drive(sched, shards, prompts, greedy(16));
+  auto split = drive(sched, rep, prompts, greedy(16));
   auto local = make_engine();
   auto whole = local->generate(prompts, greedy(16));
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -109,7 +67,8 @@ TEST_CASE("an aborted shard worker fails its transfers at once instead of hangin
   ctx.n_blocks = 16;
   ctx.max_batch_tokens = 64;
   ctx.max_logit_rows = 4;
-  auto shards = make_replica(1, 2, ctx);
+  bench::local_replica rep(default_model(), 1, 2, ctx);
+  rep.connect();
   step_request r;
   r.step_id = 1;
   r.batch.tokens = {1, 2, 3};
@@ -120,10 +79,10 @@ TEST_CASE("an aborted shard worker fails its transfers at once instead of hangin
   r.batch.max_blocks = 1;
   r.batch.block_tables = {0};
   // Stage 1 waits for stage 0's activations, which never come: abort releases it.
-  auto waiting = std::async(std::launch::async, [&] { return shards[1]->run(r); });
+  auto waiting = std::async(std::launch::async, [&] { return rep.shard(1, 0).run(r); });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   auto t0 = clock_type::now();
-  shards[1]->abort();
+  rep.shard(1, 0).abort();
   REQUIRE_THROWS_AS(waiting.get(), parallel::comm_error);
   CHECK(clock_type::now() - t0 < std::chrono::milliseconds(500));
 }
