@@ -4,7 +4,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include "actors/messages.h"
-#include "actors/shard.h"
+#include "actors/serving/shard.h"
 
 namespace troupe {
 

@@ -5,8 +5,8 @@
 #include <unordered_map>
 
 #include "actors/actor_system_config.h"
-#include "actors/supervisor.h"
-#include "runtime/chat_template.h"
+#include "actors/cluster/supervisor.h"
+#include "runtime/text/chat_template.h"
 
 namespace troupe {
 

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "actors/messages.h"
-#include "runtime/model.h"
+#include "runtime/model/model.h"
 
 namespace troupe {
 

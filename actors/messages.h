@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/shard_worker.h"
+#include "runtime/engine/shard_worker.h"
 
 namespace troupe {
 

@@ -2,7 +2,7 @@
 // overrides and YAML output. docs/configuration.md is the reference for the schema.
 #include "cluster-config/cluster_config.h"
 
-#include "runtime/model.h"
+#include "runtime/model/model.h"
 
 #include <yaml-cpp/yaml.h>
 

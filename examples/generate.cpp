@@ -2,8 +2,8 @@
 ///   build/bin/example_generate "What is the capital of France?"
 #include <iostream>
 
-#include "runtime/chat_template.h"
-#include "runtime/engine.h"
+#include "runtime/text/chat_template.h"
+#include "runtime/engine/engine.h"
 
 int main(int argc, char** argv) {
   const std::string question = argc > 1 ? argv[1] : "What is the capital of France?";

@@ -4,7 +4,7 @@
 #include <cstdint>
 
 #include "kernels/op_context.h"
-#include "runtime/rng.h"  // TROUPE_HOST_DEVICE
+#include "kernels/base/rng.h"  // TROUPE_HOST_DEVICE
 
 namespace troupe::kernels {
 

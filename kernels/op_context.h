@@ -2,7 +2,7 @@
 /// How an op runs: on which backend, with which execution resources.
 /// Ops are enqueued on the context's stream; none synchronizes with the host
 /// (the CPU backend is synchronous by nature).
-#include "runtime/tensor.h"
+#include "kernels/base/tensor.h"
 
 namespace troupe::kernels {
 

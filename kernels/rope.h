@@ -3,9 +3,17 @@
 #include <vector>
 
 #include "kernels/op_context.h"
-#include "runtime/model_config.h"
 
 namespace troupe::kernels {
+
+/// RoPE frequency scaling (plain parameters; a model's config carries one).
+struct rope_scaling {
+  enum class kind : uint8_t { none, llama3 } type = kind::none;  ///< which scaling
+  float factor = 1.0f;                 ///< llama3: overall factor
+  float low_freq_factor = 1.0f;        ///< llama3: low-frequency bound
+  float high_freq_factor = 4.0f;       ///< llama3: high-frequency bound
+  int original_max_position = 8192;    ///< llama3: trained context before scaling
+};
 
 /// Per-pair inverse frequencies [head_dim/2], with `llama3` scaling applied when configured.
 std::vector<float> rope_inv_freq(int head_dim, float theta, const rope_scaling& scaling);

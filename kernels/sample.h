@@ -2,14 +2,18 @@
 /// Logits processing on the device: greedy argmax and temperature / top-k / top-p / min-p
 /// sampling per row, with the same counter-based draw as the host sampler.
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "kernels/op_context.h"
 
 namespace troupe::kernels {
 
+/// Temperatures below this sample greedily (as vLLM does): dividing by them would overflow.
+constexpr float greedy_temperature = 1e-5f;
+
 /// Sampling parameters of one logits row (sampling_params' sampling fields, see
-/// runtime/sampler.h; penalties are applied to the logits beforehand).
+/// runtime/engine/sampler.h; penalties are applied to the logits beforehand).
 struct sample_row {
   float temperature = 1.0f;  ///< [0, 100]; below greedy_temperature: argmax
   float top_p = 1.0f;        ///< (0, 1]
@@ -20,6 +24,27 @@ struct sample_row {
 };
 
 namespace cpu {
+/// Reusable work buffers of sample_host (one per sampling thread; no state between calls).
+struct sample_scratch {
+  std::vector<float> weights;   // [vocab] exp((logit - max) / temperature)
+  std::vector<uint64_t> keys;   // [<= vocab] candidates: (order-mapped logit << 32) | token id
+};
+
+/// One row's draw: the token, its log-probability and the top-N alternatives.
+struct row_sample {
+  int32_t token = 0;                             ///< the sampled token
+  float logprob = 0.0f;                          ///< log-softmax of the logits (before temperature)
+  std::vector<std::pair<int32_t, float>> top;    ///< [n_top] (token, logprob), descending, ties by id
+};
+
+/// Draws one token from x[vocab] (host memory, penalties already applied) with row's
+/// parameters: greedy below greedy_temperature, else temperature, top-k, min-p, top-p and
+/// the inverse-CDF draw at uniform01(seed, token_index); plus the n_top best logprobs. The
+/// result is a pure function of (x, row, n_top). Throws std::invalid_argument naming the
+/// first NaN or +inf logit, or when every logit is -inf.
+row_sample sample_host(const float* x, int vocab, const sample_row& row, int n_top,
+                       sample_scratch& scratch);
+
 /// CPU implementation of kernels::argmax.
 void argmax(const op_context& ctx, tensor_view tokens, tensor_view logits);
 /// CPU implementation of kernels::sample.
@@ -53,7 +78,7 @@ inline void argmax(const op_context& ctx, tensor_view tokens, tensor_view logits
   throw backend_unavailable("argmax: unknown backend");
 }
 
-/// tokens[r] (i32 [m]) = the token troupe::sample() (runtime/sampler.h) draws from
+/// tokens[r] (i32 [m]) = the token troupe::sample() (runtime/engine/sampler.h) draws from
 /// logits[r, :] (f32 [m, vocab]) with rows[r]'s parameters and no penalties: the draw is
 /// uniform01(seed, token_index) over the kept candidates in descending-logit order. Logits
 /// must be finite or -inf with at least one finite per row (the CPU checks; the device

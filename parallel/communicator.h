@@ -4,7 +4,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "runtime/tensor.h"
+#include "kernels/base/tensor.h"
 
 namespace troupe::parallel {
 

@@ -4,7 +4,7 @@
 #include <chrono>
 
 #include "kernels/op_context.h"
-#include "runtime/tensor.h"
+#include "kernels/base/tensor.h"
 
 namespace troupe::parallel {
 

@@ -103,7 +103,7 @@ std::pair<int, int> even_split(int n, int parts, int rank) {
 }
 
 /// Checks tp and rank against the model; throws partition_error naming the numbers.
-void check_tensor_request(const model_config& c, int tp, int rank, bool allow_uneven) {
+void check_tensor_request(const model_shape& c, int tp, int rank, bool allow_uneven) {
   if (tp < 1) throw partition_error("tensor parallel size must be at least 1, got " + str(tp));
   if (rank < 0 || rank >= tp)
     throw partition_error("tensor rank " + str(rank) + " is outside [0, " + str(tp) + ")");
@@ -131,7 +131,7 @@ void check_tensor_request(const model_config& c, int tp, int rank, bool allow_un
 
 }  // namespace
 
-int64_t layer_params(const model_config& c) {
+int64_t layer_params(const model_shape& c) {
   const int64_t h = c.hidden, q = int64_t{c.n_heads} * c.head_dim, kv = int64_t{c.n_kv_heads} * c.head_dim;
   int64_t n = 2 * h;                 // attn_norm, ffn_norm
   n += q * h + 2 * kv * h + h * q;   // wq, wk, wv, wo
@@ -140,7 +140,7 @@ int64_t layer_params(const model_config& c) {
   return n;
 }
 
-std::vector<layer_range> plan_pipeline(const model_config& c, int n_stages, const std::vector<int>& layers_per_stage) {
+std::vector<layer_range> plan_pipeline(const model_shape& c, int n_stages, const std::vector<int>& layers_per_stage) {
   if (n_stages < 1) throw partition_error("pipeline stage count must be at least 1, got " + str(n_stages));
   if (n_stages > c.n_layers)
     throw partition_error("cannot split the " + str(c.n_layers) + " layers of '" + c.name + "' into " +
@@ -163,7 +163,7 @@ std::vector<layer_range> plan_pipeline(const model_config& c, int n_stages, cons
   return plan;
 }
 
-tensor_slice plan_tensor(const model_config& c, int tp, int rank, bool allow_uneven) {
+tensor_slice plan_tensor(const model_shape& c, int tp, int rank, bool allow_uneven) {
   check_tensor_request(c, tp, rank, allow_uneven);
   tensor_slice s;
   s.rank = rank;

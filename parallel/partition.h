@@ -2,9 +2,26 @@
 /// Partition plans: layers to pipeline stages, heads and MLP columns to tensor-parallel ranks.
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
-#include "runtime/model_config.h"
+namespace troupe {
+
+/// The shape of a decoder-only transformer as far as partition plans need it (a model's
+/// config, runtime/model/model_config.h, is one).
+struct model_shape {
+  std::string name;      ///< for messages
+  int n_layers = 0;      ///< transformer blocks
+  int hidden = 0;        ///< d_model
+  int n_heads = 0;       ///< query heads
+  int n_kv_heads = 0;    ///< key/value heads
+  int head_dim = 0;      ///< usually hidden / n_heads
+  int ffn = 0;           ///< MLP intermediate size
+  int vocab = 0;         ///< vocabulary size
+  bool attn_bias = false;  ///< q/k/v projections have biases (qwen2)
+};
+
+}  // namespace troupe
 
 namespace troupe::parallel {
 
@@ -22,7 +39,7 @@ struct layer_range {
 };
 
 /// Parameters of one transformer block of `c` (norms, attention with biases, MLP).
-int64_t layer_params(const model_config& c);
+int64_t layer_params(const model_shape& c);
 
 /// Layers to pipeline stages, balanced by parameter count: token embeddings weigh on the
 /// first stage and the final norm + output projection (even when tied: it is computed there)
@@ -30,7 +47,7 @@ int64_t layer_params(const model_config& c);
 /// can. `layers_per_stage`, when not empty, overrides (must have n_stages entries, each >= 1,
 /// summing to n_layers). Throws partition_error when n_stages < 1 or > n_layers, or for a bad
 /// override (the message names the problem).
-std::vector<layer_range> plan_pipeline(const model_config& c, int n_stages,
+std::vector<layer_range> plan_pipeline(const model_shape& c, int n_stages,
                                        const std::vector<int>& layers_per_stage = {});
 
 /// What one tensor-parallel rank holds.
@@ -55,6 +72,6 @@ struct tensor_slice {
 /// ranks get one more) and each rank stores the contiguous range of kv heads its query heads
 /// use (a kv head straddling two ranks is stored on both). MLP columns are split as evenly
 /// as possible in contiguous ranges. Requires 1 <= tp <= n_heads, tp <= ffn, 0 <= rank < tp.
-tensor_slice plan_tensor(const model_config& c, int tp, int rank, bool allow_uneven = false);
+tensor_slice plan_tensor(const model_shape& c, int tp, int rank, bool allow_uneven = false);
 
 }  // namespace troupe::parallel

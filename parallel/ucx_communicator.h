@@ -65,6 +65,9 @@ class ucx_communicator final : public communicator {
   static constexpr size_t large_all_reduce_bytes = 64 * 1024;
 
  private:
+  static constexpr uint64_t kind_p2p = 0;         ///< tag kind of send / recv
+  static constexpr uint64_t kind_collective = 1;  ///< tag kind of all_gather / all_reduce
+  static constexpr uint64_t kind_hello = 2;       ///< tag kind of the connect handshake
   /// One outstanding UCX request of the current call.
   struct pending {
     void* req = nullptr;        ///< UCX request; null once completed and released

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "kernels/cpu/op_checks.h"
-#include "runtime/dequant.h"
+#include "kernels/base/dequant.h"
 
 namespace troupe::kernels::cpu {
 

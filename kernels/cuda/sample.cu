@@ -1,6 +1,6 @@
 // CUDA logits processing: argmax and sampling, one block of 1024 threads per row.
 //
-// The sampler follows runtime/sampler.cpp step by step without sorting the vocabulary.
+// The sampler follows runtime/engine/sampler.cpp step by step without sorting the vocabulary.
 // Candidates are ranked by the same 64-bit key (descending logit, ties by ascending id);
 // every cut is a "first key at which a running mass crosses a target" query, answered by
 // a radix select over the key, 8 bits a pass from the top: each pass histograms the mass
@@ -17,13 +17,13 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/sample.h"
-#include "runtime/rng.h"
+#include "kernels/base/rng.h"
 
 namespace troupe::kernels::cuda {
 namespace {
 
 constexpr int threads = 1024;
-constexpr float greedy_below = 1e-5f;  // runtime/sampler.h's greedy_temperature
+constexpr float greedy_below = 1e-5f;  // runtime/engine/sampler.h's greedy_temperature
 constexpr uint64_t no_bound = ~uint64_t{0};
 
 /// The rank key of (logit, id): ascending key = descending logit, ties by ascending id.

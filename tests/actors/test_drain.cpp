@@ -3,7 +3,7 @@
 // while streaming requests run: every request finishes with the fault-free tokens, the
 // node exits 0, /ready stays true, later requests succeed, bad drain requests are refused.
 #include "actors/actor_system_config.h"
-#include "actors/router.h"
+#include "actors/serving/router.h"
 #include "chaos/cluster_run.h"
 #include "chaos/gateway_client.h"
 

@@ -1,5 +1,5 @@
 #pragma once
-/// Helpers of the process-level fault tests (tests/actors/test_migration.cpp and the
+/// Helpers of the process-level fault tests (tests/actors/serving/test_migration.cpp and the
 /// chaos scenarios): a `troupe serve` cluster, clients that run many prompts at once
 /// through `troupe generate --head`, fault-free references from the single engine, and
 /// the head log's node pids and timestamps.

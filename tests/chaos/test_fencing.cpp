@@ -13,8 +13,8 @@
 
 #include "actors/actor_system_config.h"
 #include "actors/messages.h"
-#include "actors/node_agent.h"
-#include "actors/supervisor.h"
+#include "actors/cluster/node_agent.h"
+#include "actors/cluster/supervisor.h"
 
 using namespace troupe;
 using namespace std::chrono_literals;

@@ -7,7 +7,7 @@
 
 #include "kernels/convert.h"
 #include "kernels/kernel_test_util.h"
-#include "runtime/dequant.h"
+#include "kernels/base/dequant.h"
 
 using namespace troupe;
 using namespace troupe::test;

@@ -1,7 +1,7 @@
 #pragma once
 /// One replica's data path in one process, without actors: shard workers of a tensor x
 /// pipeline group on threads, joined by real UCX links, driven by a scheduling-only engine.
-/// Shared by the stage-local recovery test (tests/runtime/test_stage_recovery.cpp) and its
+/// Shared by the stage-local recovery test (tests/runtime/engine/test_stage_recovery.cpp) and its
 /// benchmark (tools/bench/troupe_recovery_bench.cpp).
 #include <chrono>
 #include <future>
@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "runtime/engine.h"
-#include "runtime/model_loader.h"
-#include "runtime/shard_worker.h"
+#include "runtime/engine/engine.h"
+#include "runtime/model/model_loader.h"
+#include "runtime/engine/shard_worker.h"
 
 namespace troupe::bench {
 

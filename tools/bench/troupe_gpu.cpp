@@ -20,8 +20,8 @@
 #include <thread>
 
 #include "kernels/matmul.h"
-#include "runtime/engine.h"
-#include "runtime/shard_worker.h"
+#include "runtime/engine/engine.h"
+#include "runtime/engine/shard_worker.h"
 
 namespace po = boost::program_options;
 using json = nlohmann::json;

@@ -3,8 +3,8 @@
 #include <thread>
 
 #include "actors/actor_system_config.h"
-#include "actors/launch.h"
-#include "actors/supervisor.h"
+#include "actors/cluster/launch.h"
+#include "actors/cluster/supervisor.h"
 #include "parallel/partition.h"
 
 namespace troupe::cli {

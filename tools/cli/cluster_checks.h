@@ -8,7 +8,7 @@
 #include <memory>
 
 #include "cluster-config/cluster_config.h"
-#include "runtime/model.h"
+#include "runtime/model/model.h"
 
 namespace troupe::cli {
 

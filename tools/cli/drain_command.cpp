@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "actors/actor_system_config.h"
-#include "actors/supervisor.h"
+#include "actors/cluster/supervisor.h"
 #include "tools/cli/commands.h"
 
 namespace po = boost::program_options;

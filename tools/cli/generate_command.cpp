@@ -8,11 +8,11 @@
 
 #include "actors/actor_system_config.h"
 #include "actors/client.h"
-#include "actors/launch.h"
-#include "actors/placement.h"
-#include "actors/supervisor.h"
-#include "runtime/chat_template.h"
-#include "runtime/engine.h"
+#include "actors/cluster/launch.h"
+#include "actors/cluster/placement.h"
+#include "actors/cluster/supervisor.h"
+#include "runtime/text/chat_template.h"
+#include "runtime/engine/engine.h"
 #include "tools/cli/cluster_checks.h"
 #include "tools/cli/commands.h"
 

@@ -1,8 +1,8 @@
 #include <boost/program_options.hpp>
 #include <iostream>
 
-#include "runtime/chat_template.h"
-#include "runtime/model.h"
+#include "runtime/text/chat_template.h"
+#include "runtime/model/model.h"
 #include "tools/cli/commands.h"
 
 namespace po = boost::program_options;

@@ -1,7 +1,7 @@
 #include <boost/program_options.hpp>
 #include <iostream>
 
-#include "actors/launch.h"
+#include "actors/cluster/launch.h"
 #include "cluster-config/cluster_config.h"
 #include "tools/cli/commands.h"
 

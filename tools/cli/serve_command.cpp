@@ -7,10 +7,10 @@
 #include <thread>
 
 #include "actors/actor_system_config.h"
-#include "actors/http_gateway.h"
-#include "actors/launch.h"
-#include "actors/placement.h"
-#include "actors/supervisor.h"
+#include "actors/gateway/http_gateway.h"
+#include "actors/cluster/launch.h"
+#include "actors/cluster/placement.h"
+#include "actors/cluster/supervisor.h"
 #include "cluster-config/cluster_config.h"
 #include "tools/cli/cluster_checks.h"
 #include "tools/cli/commands.h"

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "kernels/op_context.h"
-#include "runtime/tensor.h"
+#include "kernels/base/tensor.h"
 
 namespace troupe::test {
 

@@ -8,7 +8,7 @@
 #include "cuda_test_util.h"
 #include "kernels/kernel_test_util.h"
 #include "kernels/sample.h"
-#include "runtime/sampler.h"
+#include "runtime/engine/sampler.h"
 
 using namespace troupe;
 using namespace troupe::test;

@@ -1,0 +1,63 @@
+#pragma once
+/// The node agent: one per node process. It is published on the node's host:port,
+/// registers with the supervisor (name, pid, devices), sends heartbeats every
+/// `fault_tolerance.heartbeat_interval`, and stops when the supervisor says so.
+///
+/// Fencing (no split brain after a partition): when the agent loses the head, or the head
+/// fences it (`fence_atom`: it was declared lost while still connected), it stops every
+/// shard at once ("fenced: stopping N shard(s) ..."): the head has failed those shards and
+/// moved their requests, so they must never serve again; the node then registers afresh
+/// and gets new shards.
+///
+/// It also spawns this node's shards (`spawn_shard_atom`), monitors them, logs their
+/// progress ("shard s0r1: loading", "... loaded", "... connected", "... failed: why") and
+/// stops them (exit reason user_shutdown) on `stop_atom` before answering.
+#include <caf/all.hpp>
+#include <functional>
+#include <string>
+
+#include "actors/messages.h"
+#include "actors/serving/shard.h"
+#include "actors/cluster/supervisor.h"
+#include "cluster-config/cluster_config.h"
+
+namespace troupe {
+
+/// The node agent's typed interface.
+using node_agent_actor = caf::typed_actor<
+    /// From the node's main thread: register with this (connected) supervisor.
+    caf::reacts_to<attach_atom, supervisor_actor>,
+    /// From the supervisor: stop (drain hook) and let the process exit.
+    caf::replies_to<stop_atom>::with<caf::ok_atom>,
+    /// From the node's main thread: unregister from the supervisor (SIGTERM path).
+    caf::replies_to<unregister_atom>::with<caf::ok_atom>,
+    /// This node's registration record.
+    caf::replies_to<status_atom>::with<node_info>,
+    /// Internal timer: send the next heartbeat if `generation` is still current.
+    caf::reacts_to<heartbeat_atom, uint64_t>,
+    /// From a replica (or the head's placement): spawn a shard on this node and return it.
+    caf::replies_to<spawn_shard_atom, shard_spec>::with<shard_actor>,
+    /// From the supervisor (network chaos: fencing), answering the heartbeat with this
+    /// sequence number: this agent is not the registered incarnation of its node any more;
+    /// stop every shard and register again. Ignored when it fences an earlier registration.
+    caf::reacts_to<fence_atom, uint64_t, std::string>>;
+
+/// What the agent reports to the process that runs it (called on an actor thread).
+enum class node_event {
+  registered,      ///< the supervisor accepted the registration
+  rejected,        ///< the supervisor refused it (detail says why); the process should exit
+  head_lost,       ///< the supervisor went down; reconnect or exit
+  stop_requested,  ///< the supervisor asked this node to stop
+};
+
+/// How a node agent is set up.
+struct node_agent_options {
+  node_info info;                   ///< what it registers
+  fault_tolerance_section fault_tolerance;  ///< heartbeat interval, request timeouts
+  std::function<void(node_event, const std::string& detail)> on_event;  ///< must be thread-safe
+};
+
+/// Spawns a node agent; it is idle until `attach_atom`.
+node_agent_actor spawn_node_agent(caf::actor_system& sys, node_agent_options opts);
+
+}  // namespace troupe

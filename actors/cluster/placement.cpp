@@ -1,0 +1,225 @@
+#include "actors/cluster/placement.h"
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
+#include <mutex>
+#include <thread>
+
+#include "actors/actor_system_config.h"
+#include "actors/cluster/autoscaler.h"
+#include "actors/cluster/node_agent.h"
+#include "actors/cluster/replica_manager.h"
+#include "actors/cluster/supervisor.h"
+
+namespace troupe {
+
+std::vector<shard_slot> plan_placement(const cluster_config& c) {
+  std::vector<std::pair<std::string, std::string>> devices;
+  for (const auto& n : c.nodes)
+    for (const auto& d : n.devices) devices.emplace_back(n.name, d);
+  std::vector<shard_slot> slots;
+  size_t next = 0;
+  for (int r = 0; r < c.parallel.replicas; ++r)
+    for (int s = 0; s < c.parallel.pipeline; ++s)
+      for (int t = 0; t < c.parallel.tensor; ++t) {
+        if (next >= devices.size())
+          throw std::runtime_error("placement: the cluster needs more devices than its nodes list (" +
+                                   std::to_string(devices.size()) + ")");
+        slots.push_back({r, s, t, devices[next].first, devices[next].second});
+        ++next;
+      }
+  return slots;
+}
+
+shard_spec make_shard_spec(const cluster_config& c, const model_config& m, const shard_slot& slot) {
+  const auto stages = parallel::plan_pipeline(m, c.parallel.pipeline, c.parallel.layers_per_stage);
+  shard_spec s;
+  s.model_path = c.model.path;
+  s.stage = slot.stage;
+  s.n_stages = c.parallel.pipeline;
+  s.layers = stages[static_cast<size_t>(slot.stage)];
+  s.tp_rank = slot.rank;
+  s.tp_size = c.parallel.tensor;
+  s.allow_uneven_heads = c.parallel.allow_uneven_heads;
+  s.context = replica_context_params(c.scheduler);
+  s.context.keep_stage_inputs = c.fault_tolerance.stage_recovery && c.parallel.pipeline > 1;
+  for (const auto& n : c.nodes)
+    if (n.name == slot.node) s.threads = n.threads > 0 ? n.threads : 1;
+  s.timeout_ms = c.fault_tolerance.collective_timeout.count();
+  s.stage_timeout_ms = c.fault_tolerance.step_timeout.count();
+  s.device = slot.device;
+  s.weight_type = c.model.dtype;
+  s.random_weights = c.model.load_format == "random";
+  s.kv_fraction = c.scheduler.kv_fraction;
+  return s;
+}
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+/// Waits until every node of `c` is registered; returns name -> agent.
+std::map<std::string, node_agent_actor> wait_for_nodes(caf::scoped_actor& self, const caf::actor& sup,
+                                                       const cluster_config& c, clock_type::time_point deadline,
+                                                       const std::atomic<bool>& stopping) {
+  auto typed = caf::actor_cast<supervisor_actor>(sup);
+  while (!stopping) {
+    std::map<std::string, node_agent_actor> agents;
+    self->request(typed, std::chrono::seconds(2), agents_atom::value)
+        .receive(
+            [&](std::vector<std::string>& names, std::vector<caf::actor>& handles) {
+              for (size_t i = 0; i < names.size(); ++i)
+                agents[names[i]] = caf::actor_cast<node_agent_actor>(handles[i]);
+            },
+            [](caf::error&) {});
+    if (agents.size() == c.nodes.size()) return agents;
+    if (clock_type::now() > deadline) {
+      std::string missing;
+      for (const auto& n : c.nodes)
+        if (!agents.count(n.name)) missing += (missing.empty() ? "" : ", ") + n.name + " (" + endpoint(n.host, n.port) + ")";
+      throw std::runtime_error("placement: only " + std::to_string(agents.size()) + " of " +
+                               std::to_string(c.nodes.size()) + " nodes registered in time; never registered: " +
+                               missing);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  throw std::runtime_error("placement: the head is stopping");
+}
+
+/// Asks each slot's node agent for its shard and waits until every one answered, one
+/// failed, or `stopping` is set: the head's main thread stays interruptible even when a
+/// node dies meanwhile (a request to a dead node is only answered by its timeout).
+/// Returns the shards per replica, in slot order.
+std::vector<std::vector<shard_actor>> spawn_all_shards(caf::actor_system& sys,
+                                                       const std::map<std::string, node_agent_actor>& agents,
+                                                       const cluster_config& c, const model_config& m,
+                                                       const std::vector<shard_slot>& slots,
+                                                       const std::atomic<bool>& stopping) {
+  struct answers {
+    std::mutex mutex;
+    std::vector<shard_actor> shards;  ///< by slot
+    size_t left = 0;
+    std::string error;
+  };
+  auto a = std::make_shared<answers>();
+  a->shards.resize(slots.size());
+  a->left = slots.size();
+  std::vector<caf::actor> askers;  // one per slot; stopped early so none outlives the head
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const auto& slot = slots[i];
+    const std::string what = "placement: node " + slot.node + " could not spawn shard s" +
+                             std::to_string(slot.stage) + "r" + std::to_string(slot.rank) + ": ";
+    askers.push_back(sys.spawn([a, i, what, agent = agents.at(slot.node), spec = make_shard_spec(c, m, slot)](
+                  caf::event_based_actor* self) {
+      self->request(agent, std::chrono::seconds(30), spawn_shard_atom::value, spec)
+          .then(
+              [a, i](shard_actor& s) {
+                std::lock_guard<std::mutex> lock(a->mutex);
+                a->shards[i] = std::move(s);
+                a->left--;
+              },
+              [a, what, self](caf::error& e) {
+                std::lock_guard<std::mutex> lock(a->mutex);
+                if (a->error.empty()) a->error = what + self->system().render(e);
+                a->left--;
+              });
+    }));
+  }
+  const auto give_up = [&askers](const std::string& why) {
+    for (auto& asker : askers) caf::anon_send_exit(asker, caf::exit_reason::user_shutdown);
+    return std::runtime_error(why);
+  };
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(a->mutex);
+      if (!a->error.empty()) throw give_up(a->error);
+      if (a->left == 0) break;
+    }
+    if (stopping) throw give_up("placement: the head is stopping");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::vector<std::vector<shard_actor>> shards(static_cast<size_t>(c.parallel.replicas));
+  for (size_t i = 0; i < slots.size(); ++i) shards[static_cast<size_t>(slots[i].replica)].push_back(a->shards[i]);
+  return shards;
+}
+
+}  // namespace
+
+std::vector<caf::actor> data_plane::actors() const {
+  std::vector<caf::actor> a{caf::actor_cast<caf::actor>(router), manager};
+  for (const auto& r : replicas) a.push_back(caf::actor_cast<caf::actor>(r));
+  if (autoscaler) a.push_back(autoscaler);
+  return a;
+}
+
+
+data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& supervisor,
+                             const cluster_config& c, std::shared_ptr<const model> meta,
+                             std::chrono::milliseconds timeout, const std::atomic<bool>& stopping,
+                             std::shared_ptr<troupe_metrics> metrics) {
+  const auto deadline = clock_type::now() + timeout;
+  caf::scoped_actor self{sys};
+  auto agents = wait_for_nodes(self, supervisor, c, deadline, stopping);
+  const auto slots = plan_placement(c);
+  auto shards = spawn_all_shards(sys, agents, c, meta->config(), slots, stopping);
+  // Replicas report state changes to the manager, which is spawned after them (a box
+  // hands them its handle), and which forwards them to the router.
+  struct manager_box {
+    std::mutex mutex;
+    caf::actor manager;
+    std::vector<std::pair<int, bool>> early;  ///< changes before the manager existed
+  };
+  auto box = std::make_shared<manager_box>();
+  auto ready = std::make_shared<std::atomic<int>>(0);
+  data_plane plane;
+  for (int r = 0; r < c.parallel.replicas; ++r) {
+    replica_options o;
+    o.index = r;
+    o.config = c;
+    o.meta = meta;
+    o.shards = shards[static_cast<size_t>(r)];
+    o.metrics = metrics;
+    o.on_state = [box](int index, bool ok, const std::string&) {
+      std::lock_guard<std::mutex> lock(box->mutex);
+      if (box->manager)
+        caf::anon_send(box->manager, ready_atom::value, static_cast<int32_t>(index), ok);
+      else
+        box->early.emplace_back(index, ok);
+    };
+    o.on_recovering = [box](int index) {
+      std::lock_guard<std::mutex> lock(box->mutex);
+      if (box->manager) caf::anon_send(box->manager, hold_atom::value, static_cast<int32_t>(index));
+    };
+    plane.replicas.push_back(spawn_replica(sys, std::move(o)));
+  }
+  plane.router = spawn_router(sys, plane.replicas, c.fault_tolerance.request_wait,
+                              c.fault_tolerance.request_retries);
+  replica_manager_options mo;
+  mo.config = c;
+  mo.model = meta->config();
+  mo.supervisor = caf::actor_cast<supervisor_actor>(supervisor);
+  mo.slots = slots;
+  mo.replicas = plane.replicas;
+  mo.shards = shards;
+  mo.router = caf::actor_cast<caf::actor>(plane.router);
+  mo.ready_count = ready;
+  mo.metrics = metrics;
+  plane.manager = spawn_replica_manager(sys, std::move(mo));
+  {
+    std::lock_guard<std::mutex> lock(box->mutex);
+    box->manager = plane.manager;
+    for (auto [index, ok] : box->early) caf::anon_send(box->manager, ready_atom::value, static_cast<int32_t>(index), ok);
+  }
+  while (*ready == 0 && !stopping) {
+    if (clock_type::now() > deadline) throw std::runtime_error("placement: no replica became ready in time");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  plane.ready = ready;
+  if (c.autoscale.enabled)
+    plane.autoscaler = spawn_autoscaler(sys, autoscaler_options{c, plane.router, plane.manager, metrics});
+  return plane;
+}
+
+}  // namespace troupe

@@ -1,0 +1,32 @@
+#pragma once
+/// The replica manager: the head's actor that keeps every replica whole. It respawns a
+/// failed replica's shards through the node agents, moves shards of nodes lost for good to
+/// free devices, re-plans a replica over the devices left (or retires it), grows it back
+/// when devices return, and parks and restores replicas for the autoscaler.
+#include <atomic>
+#include <memory>
+#include <vector>
+
+#include "actors/cluster/placement.h"
+#include "actors/cluster/supervisor.h"
+
+namespace troupe {
+
+/// What the manager starts from: the cluster file's placement and the live data plane.
+struct replica_manager_options {
+  cluster_config config;                          ///< the cluster file
+  model_config model;                             ///< the served model's shape
+  supervisor_actor supervisor;                    ///< membership (registered nodes)
+  std::vector<shard_slot> slots;                  ///< the cluster file's placement
+  std::vector<replica_actor> replicas;            ///< every replica, by index
+  std::vector<std::vector<shard_actor>> shards;   ///< per replica, slot order
+  caf::actor router;                              ///< told of every replica state change
+  std::shared_ptr<std::atomic<int>> ready_count;  ///< counts replica ready transitions
+  std::shared_ptr<troupe_metrics> metrics;        ///< capacity gauges (null = nowhere)
+};
+
+/// Spawns the manager. It takes ready_atom (replica, ok) and hold_atom (replica) from the
+/// replicas, and replies to scale_atom (target) with the replicas it will keep active.
+caf::actor spawn_replica_manager(caf::actor_system& sys, replica_manager_options o);
+
+}  // namespace troupe

@@ -1,0 +1,508 @@
+#include "actors/cluster/supervisor.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <functional>
+#include <map>
+
+#include "actors/actor_system_config.h"
+#include "actors/cluster/node_agent.h"
+#include "actors/cluster/placement.h"
+
+namespace troupe {
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+int64_t ms_between(steady::time_point a, steady::time_point b) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
+}
+
+int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+/// One node as the supervisor tracks it.
+struct member {
+  node_section spec;
+  node_status status;
+  bool local = false;          // on this host and launched by the head
+  node_agent_actor agent;      // set while registered
+  steady::time_point last_seen;
+  steady::time_point lost_at;  // first loss of the current outage
+  int order = 0;               // start (or registration) order, for reverse-order stop
+};
+
+/// A graceful drain of one node, kept until the node registers again.
+struct drain_record {
+  bool done = false;              // drained: its process was asked to stop
+  bool replace = false;           // its shards may move to free devices
+  std::vector<int32_t> replicas;  // replicas with a shard on the node
+  int32_t migrated = -1;          // requests moved at the deadline (once done)
+  std::string detail;             // progress, for operators
+};
+
+struct supervisor_state {
+  supervisor_options opts;
+  std::map<std::string, drain_record> drains;  // by node name
+  std::vector<member> members;  // cluster-file order
+  caf::actor router;  // set by the head's main once the data plane serves
+  bool started = false;
+  bool stopping = false;
+  int next_order = 0;
+  /// Nodes asked to stop that have not answered: name -> completion ("stopped", ...).
+  std::map<std::string, std::function<void(const std::string&)>> stop_waiters;
+  static inline const char* name = "troupe.supervisor";
+};
+
+using sup_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
+
+cluster_status snapshot(const supervisor_state& st) {
+  cluster_status s;
+  s.stopping = st.stopping;
+  for (const auto& m : st.members) s.nodes.push_back(m.status);
+  return s;
+}
+
+void update_node_gauges(const supervisor_state& st);
+
+void log_status(sup_ptr self) {
+  logger()->info("status: {}", format_status_line(snapshot(self->state)));
+  update_node_gauges(self->state);
+}
+
+member* find_member(supervisor_state& st, const std::string& name) {
+  for (auto& m : st.members)
+    if (m.spec.name == name) return &m;
+  return nullptr;
+}
+
+std::string member_names(const supervisor_state& st) {
+  std::string names;
+  for (const auto& m : st.members) names += (names.empty() ? "" : ", ") + m.spec.name;
+  return names;
+}
+
+/// Starts the process of `m`; false (state lost, error logged) when it cannot.
+bool launch(sup_ptr self, member& m) {
+  auto& st = self->state;
+  try {
+    auto pid = st.opts.launcher->start(m.spec.name, node_command_line(st.opts, m.spec.name));
+    m.status.pid = static_cast<int32_t>(pid);
+    m.order = st.next_order++;
+    logger()->info("node {} starting (pid {}, {})", m.spec.name, pid,
+                   endpoint(m.spec.host, m.spec.port));
+    return true;
+  } catch (const std::exception& e) {
+    logger()->error("node {}: cannot start its process: {}", m.spec.name, e.what());
+    m.status.state = node_state::lost;
+    m.status.last_error = e.what();
+    return false;
+  }
+}
+
+/// Restarts `m` when the head owns its process and restarts are left; else marks it lost.
+void restart_or_give_up(sup_ptr self, member& m) {
+  auto& st = self->state;
+  const int max_restarts = st.opts.config.fault_tolerance.max_restarts;
+  if (m.local && m.status.pid > 0) st.opts.launcher->kill_and_wait(m.status.pid);
+  if (!m.local || st.stopping) {
+    m.status.state = node_state::lost;
+    return;
+  }
+  if (m.status.restarts >= max_restarts) {
+    logger()->error("node {} given up after {} restarts (fault_tolerance.max_restarts)",
+                    m.spec.name, m.status.restarts);
+    m.status.state = node_state::lost;
+    m.status.pid = 0;
+    return;
+  }
+  m.status.restarts += 1;
+  if (st.opts.metrics) st.opts.metrics->node_restarts.with({m.spec.name}).inc();
+  m.status.state = node_state::restarting;
+  logger()->info("node {} restarting (restart {} of {})", m.spec.name, m.status.restarts,
+                 max_restarts);
+  launch(self, m);
+}
+
+/// A registered node went down, or a launched process died before registering.
+void on_lost(sup_ptr self, member& m, const std::string& reason) {
+  const auto now = steady::now();
+  const bool was_registered = m.status.state == node_state::registered;
+  if (m.agent) {
+    self->demonitor(m.agent.address());
+    m.agent = nullptr;
+  }
+  if (m.status.state != node_state::restarting) m.lost_at = now;
+  if (self->state.opts.metrics) self->state.opts.metrics->node_up.with({m.spec.name}).set(0);
+  m.status.lost_at_unix_ms = unix_ms_now();
+  m.status.last_error = reason;
+  m.status.recover_ms = -1;
+  if (was_registered) {
+    m.status.detect_ms = ms_between(m.last_seen, now);
+    logger()->warn("node {} lost after {} ms ({})", m.spec.name, m.status.detect_ms, reason);
+  } else {
+    logger()->warn("node {} failed before registering ({})", m.spec.name, reason);
+  }
+  restart_or_give_up(self, m);
+  log_status(self);
+}
+
+/// Network chaos (fencing): a heartbeat from an agent that is not `m`'s registered
+/// incarnation (the head declared the node lost while its connection lived on, or another
+/// process took its place). That agent's shards were failed and their requests moved: it
+/// is told to stop them and register afresh, so it never serves stale work.
+void fence_stale(sup_ptr self, member& m, uint64_t seq) {
+  if (m.status.state != node_state::lost && m.status.state != node_state::restarting &&
+      m.status.state != node_state::registered)
+    return;  // starting (not registered yet) or stopped on purpose: nothing to fence
+  if (self->state.drains.count(m.spec.name)) return;  // leaving on purpose: it is being stopped
+  auto agent = caf::actor_cast<node_agent_actor>(self->current_sender());
+  if (!agent) return;
+  const auto why = "node " + m.spec.name + " is " +
+                   (m.status.state == node_state::registered ? "registered by another process"
+                                                             : "declared lost");
+  logger()->warn("fencing a stale agent of node {} ({})", m.spec.name, why);
+  self->send(agent, fence_atom::value, seq, why);
+}
+
+caf::result<caf::ok_atom> on_register(sup_ptr self, node_info& info) {
+  auto& st = self->state;
+  if (st.stopping)
+    return caf::make_error(caf::sec::invalid_argument, "the head is shutting down");
+  auto* m = find_member(st, info.name);
+  if (!m)
+    return caf::make_error(caf::sec::invalid_argument,
+                           "unknown node '" + info.name + "' (nodes: " + member_names(st) + ")");
+  if (m->status.state == node_state::registered && m->agent)
+    return caf::make_error(caf::sec::invalid_argument,
+                           "node '" + info.name + "' is already registered (pid " +
+                               std::to_string(m->status.pid) + ")");
+  auto agent = caf::actor_cast<node_agent_actor>(self->current_sender());
+  if (!agent) return caf::make_error(caf::sec::invalid_argument, "registration without a sender");
+  if (m->local && m->status.pid != 0 && m->status.pid != info.pid)
+    logger()->warn("node {} registered from pid {}, but the head launched pid {}", info.name,
+                   info.pid, m->status.pid);
+  const auto now = steady::now();
+  const bool recovering =
+      m->status.state == node_state::restarting || m->status.state == node_state::lost;
+  self->monitor(agent);
+  m->agent = agent;
+  m->status.pid = info.pid;
+  m->status.state = node_state::registered;
+  if (st.drains.erase(info.name) > 0) logger()->info("drain: node {} is back: its replicas serve again", info.name);
+  if (st.opts.metrics) st.opts.metrics->node_up.with({m->spec.name}).set(1);
+  m->last_seen = now;
+  if (!m->local) m->order = st.next_order++;
+  std::string devices;
+  for (const auto& d : info.devices) devices += (devices.empty() ? "" : ",") + d;
+  if (recovering && m->status.lost_at_unix_ms >= 0) {
+    m->status.recover_ms = ms_between(m->lost_at, now);
+    logger()->info("node {} registered (pid {}, devices [{}]) {} ms after the loss", info.name,
+                   info.pid, devices, m->status.recover_ms);
+  } else {
+    logger()->info("node {} registered (pid {}, devices [{}])", info.name, info.pid, devices);
+  }
+  logger()->info("node {} ready", info.name);
+  log_status(self);
+  return caf::ok_atom_v;
+}
+
+/// Completes the stop of node `name` (its answer, an error, or its disconnection).
+void finish_stop(sup_ptr self, const std::string& name, const std::string& how) {
+  auto it = self->state.stop_waiters.find(name);
+  if (it == self->state.stop_waiters.end()) return;
+  auto done = it->second;
+  done(how);
+}
+
+caf::typed_response_promise<caf::ok_atom> on_stop(sup_ptr self) {
+  auto& st = self->state;
+  auto rp = self->make_response_promise<caf::ok_atom>();
+  st.stopping = true;
+  std::vector<member*> live;
+  for (auto& m : st.members)
+    if (m.status.state == node_state::registered && m.agent) live.push_back(&m);
+  std::sort(live.begin(), live.end(), [](member* a, member* b) { return a->order > b->order; });
+  logger()->info("stopping {} registered node(s)", live.size());
+  if (live.empty()) {
+    rp.deliver(caf::ok_atom_v);
+    return rp;
+  }
+  auto pending = std::make_shared<size_t>(live.size());
+  for (auto* m : live) {
+    auto name = m->spec.name;
+    st.stop_waiters[name] = [self, rp, pending, name](const std::string& how) mutable {
+      if (self->state.stop_waiters.erase(name) == 0) return;
+      if (auto* mm = find_member(self->state, name)) {
+        if (mm->agent) self->demonitor(mm->agent.address());
+        mm->agent = nullptr;
+        mm->status.state = node_state::stopped;
+      }
+      logger()->info("node {} {}", name, how);
+      if (--*pending == 0) {
+        log_status(self);
+        rp.deliver(caf::ok_atom_v);
+      }
+    };
+    self->request(m->agent, st.opts.stop_wait, stop_atom::value)
+        .then([self, name](caf::ok_atom) { finish_stop(self, name, "stopped"); },
+              [self, name](caf::error& e) {
+                finish_stop(self, name, "did not confirm the stop: " + self->system().render(e));
+              });
+  }
+  return rp;
+}
+
+void on_sweep(sup_ptr self) {
+  auto& st = self->state;
+  if (st.opts.launcher) {
+    for (const auto& ex : st.opts.launcher->reap()) {
+      member* m = nullptr;
+      for (auto& cand : st.members)
+        if (cand.local && cand.status.pid == ex.pid) m = &cand;
+      if (!m) continue;
+      if (m->status.state == node_state::starting || m->status.state == node_state::restarting) {
+        m->status.pid = 0;
+        on_lost(self, *m, "process " + ex.description);
+      } else {
+        logger()->info("node {} process {} {}", ex.name, ex.pid, ex.description);
+      }
+    }
+  }
+  const auto now = steady::now();
+  const auto timeout = st.opts.config.fault_tolerance.heartbeat_timeout;
+  for (auto& m : st.members)
+    if (m.status.state == node_state::registered && now - m.last_seen > timeout)
+      on_lost(self, m, "no heartbeat for " + std::to_string(ms_between(m.last_seen, now)) + " ms");
+  self->delayed_send(self, st.opts.sweep_interval, sweep_atom::value);
+}
+
+// -- graceful drain ------------------------------------------------------------------------
+
+/// Replicas with a shard on `node` in the cluster file's placement.
+std::vector<int32_t> replicas_on(const cluster_config& c, const std::string& node) {
+  std::vector<int32_t> out;
+  for (const auto& slot : plan_placement(c))
+    if (slot.node == node && std::find(out.begin(), out.end(), slot.replica) == out.end())
+      out.push_back(slot.replica);
+  return out;
+}
+
+node_view view_of(const supervisor_state& st, const member& m) {
+  node_view v;
+  v.name = m.spec.name;
+  v.pid = m.status.pid;
+  v.replicas = replicas_on(st.opts.config, m.spec.name);
+  v.detail = m.status.last_error;
+  switch (m.status.state) {
+    case node_state::starting: v.state = "starting"; break;
+    case node_state::registered: v.state = "ready"; break;
+    case node_state::lost:
+    case node_state::restarting: v.state = "lost"; break;
+    case node_state::stopped: v.state = "stopped"; break;
+  }
+  auto d = st.drains.find(m.spec.name);
+  if (d != st.drains.end()) {
+    v.state = d->second.done ? "drained" : "draining";
+    v.replace = d->second.replace;
+    v.migrated = d->second.migrated;
+    v.detail = d->second.detail;
+  }
+  return v;
+}
+
+/// troupe_nodes{state}: how many nodes are in each operator-facing state.
+void update_node_gauges(const supervisor_state& st) {
+  if (!st.opts.metrics) return;
+  std::map<std::string, int> counts{{"starting", 0}, {"ready", 0}, {"draining", 0},
+                                    {"drained", 0},  {"lost", 0},  {"stopped", 0}};
+  for (const auto& m : st.members) counts[view_of(st, m).state]++;
+  for (const auto& [state, n] : counts) st.opts.metrics->nodes.with({state}).set(n);
+}
+
+/// The router answered a drain of `name` (`moved` requests moved, or `error`): the node
+/// leaves without counting as lost, then its process is asked to stop.
+void finish_drain(sup_ptr self, const std::string& name, int32_t moved, const std::string& error) {
+  auto& st = self->state;
+  auto d = st.drains.find(name);
+  auto* m = find_member(st, name);
+  if (d == st.drains.end() || !m || d->second.done) return;  // registered again meanwhile
+  if (m->status.state != node_state::registered || !m->agent) {
+    logger()->warn("drain: node {} was lost while draining; the drain ends there", name);
+    st.drains.erase(d);
+    log_status(self);
+    return;
+  }
+  if (!error.empty())
+    logger()->warn("drain: node {}: the router did not confirm the drain ({}); stopping the node anyway", name, error);
+  auto& rec = d->second;
+  rec.done = true;
+  rec.migrated = std::max(moved, 0);
+  rec.detail = std::to_string(rec.migrated) + " request(s) moved to other replicas at the drain deadline";
+  auto agent = m->agent;
+  self->demonitor(agent.address());  // its disconnection is no loss
+  m->agent = nullptr;
+  m->status.state = rec.replace ? node_state::lost : node_state::stopped;
+  if (rec.replace) m->status.last_error = "drained with replace: its shards may move to free devices";
+  if (st.opts.metrics) st.opts.metrics->node_up.with({name}).set(0);
+  logger()->info("drain: node {} drained ({} request(s) moved); stopping it", name, rec.migrated);
+  self->request(agent, st.opts.stop_wait, stop_atom::value)
+      .then([name](caf::ok_atom) { logger()->info("drain: node {} stopped", name); },
+            [self, name](caf::error& e) {
+              logger()->warn("drain: node {} did not confirm the stop: {}", name, self->system().render(e));
+            });
+  log_status(self);
+}
+
+/// `drain_atom`: checks the request, marks the node draining and asks the router to drain
+/// its replicas; finish_drain continues when the router answers.
+drain_reply on_drain(sup_ptr self, const std::string& name, bool replace) {
+  auto& st = self->state;
+  drain_reply r;
+  auto* m = find_member(st, name);
+  if (!m) {
+    r.code = 400;
+    r.error = "node: unknown node '" + name + "' (nodes: " + member_names(st) + ")";
+    return r;
+  }
+  r.node = view_of(st, *m);
+  r.code = 409;
+  if (st.drains.count(name))
+    r.error = "node '" + name + "' is already " + r.node.state;
+  else if (st.stopping)
+    r.error = "the head is shutting down";
+  else if (m->status.state != node_state::registered || !m->agent)
+    r.error = "node '" + name + "' is not ready (state " + r.node.state + "): only a ready node can be drained";
+  else if (!st.router)
+    r.error = "the cluster is not serving yet";
+  if (!r.error.empty()) return r;
+  r.code = 202;
+  auto& d = st.drains[name];
+  d.replace = replace;
+  d.replicas = r.node.replicas;
+  const auto timeout = st.opts.config.fault_tolerance.drain_timeout;
+  d.detail = "no new requests; in-flight requests finish or move after " + std::to_string(timeout.count()) +
+             " ms (fault_tolerance.drain_timeout)";
+  logger()->info("drain: node {} draining ({} replica(s), replace {}): {}", name, d.replicas.size(), replace,
+                 d.detail);
+  self->request(caf::actor_cast<router_actor>(st.router), timeout + std::chrono::seconds(30), drain_atom::value,
+                d.replicas, caf::timespan{timeout})
+      .then([self, name](int32_t moved) { finish_drain(self, name, moved, ""); },
+            [self, name](caf::error& e) { finish_drain(self, name, -1, self->system().render(e)); });
+  log_status(self);
+  r.node = view_of(st, *m);
+  return r;
+}
+
+supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options opts) {
+  auto& st = self->state;
+  st.opts = std::move(opts);
+  for (const auto& n : st.opts.config.nodes) {
+    member m;
+    m.spec = n;
+    m.status.name = n.name;
+    m.local = st.opts.launch_local_nodes && st.opts.launcher && is_local_host(n.host);
+    m.status.launched = m.local;
+    st.members.push_back(std::move(m));
+  }
+  self->system().registry().put(supervisor_registry_name, self);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    for (auto& m : self->state.members)
+      if (m.agent && m.agent.address() == dm.source) {
+        if (self->state.stop_waiters.count(m.spec.name))
+          finish_stop(self, m.spec.name, "disconnected while stopping");
+        else if (m.status.state == node_state::registered)
+          on_lost(self, m, self->system().render(dm.reason));
+        return;
+      }
+  });
+  return {
+      [self](register_atom, node_info& info) { return on_register(self, info); },
+      [self](unregister_atom, const std::string& name) -> caf::result<caf::ok_atom> {
+        auto* m = find_member(self->state, name);
+        if (!m) return caf::make_error(caf::sec::invalid_argument, "unknown node '" + name + "'");
+        if (m->agent) self->demonitor(m->agent.address());
+        m->agent = nullptr;
+        m->status.state = node_state::stopped;
+        logger()->info("node {} unregistered", name);
+        log_status(self);
+        return caf::ok_atom_v;
+      },
+      [self](heartbeat_atom, const std::string& name, uint64_t seq) {
+        auto* m = find_member(self->state, name);
+        if (!m) return;
+        const auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+        if (m->status.state == node_state::registered && m->agent && m->agent.address() == sender)
+          m->last_seen = steady::now();
+        else
+          fence_stale(self, *m, seq);
+      },
+      [self](status_atom) { return snapshot(self->state); },
+      [self](agents_atom) {
+        std::vector<std::string> names;
+        std::vector<caf::actor> agents;
+        for (const auto& m : self->state.members)
+          if (m.status.state == node_state::registered && m.agent) {
+            names.push_back(m.spec.name);
+            agents.push_back(caf::actor_cast<caf::actor>(m.agent));
+          }
+        return std::make_tuple(std::move(names), std::move(agents));
+      },
+      [self](start_atom) {
+        auto& st = self->state;
+        if (st.started) return;
+        st.started = true;
+        for (auto& m : st.members)
+          if (m.local) launch(self, m);
+        logger()->info("waiting for {} node(s) to register", st.members.size());
+        log_status(self);
+        self->send(self, sweep_atom::value);
+      },
+      [self](stop_atom) { return on_stop(self); },
+      [self](router_atom, caf::actor& router) {
+        self->state.router = std::move(router);
+        logger()->info("router set: the cluster is serving");
+      },
+      [self](router_atom) -> caf::result<caf::actor> {
+        if (self->state.stopping)
+          return caf::make_error(caf::sec::invalid_argument, "the head is shutting down");
+        if (!self->state.router)
+          return caf::make_error(caf::sec::unavailable_or_would_block,
+                                 "the cluster is not serving yet");
+        return self->state.router;
+      },
+      [self](sweep_atom) { on_sweep(self); },
+      [self](drain_atom, const std::string& name, bool replace) { return on_drain(self, name, replace); },
+      [self](nodes_atom) {
+        std::vector<node_view> out;
+        for (const auto& m : self->state.members) out.push_back(view_of(self->state, m));
+        return out;
+      },
+  };
+}
+
+}  // namespace
+
+std::vector<std::string> node_command_line(const supervisor_options& opts, const std::string& name) {
+  if (opts.config_path.empty())
+    throw std::runtime_error("node " + name +
+                             ": nodes can only be launched from a cluster file (--config)");
+  std::vector<std::string> argv{opts.executable.empty() ? self_executable() : opts.executable,
+                                "node", "--config", opts.config_path, "--name", name};
+  for (const auto& kv : opts.overrides) {
+    argv.push_back("--set");
+    argv.push_back(kv);
+  }
+  return argv;
+}
+
+supervisor_actor spawn_supervisor(caf::actor_system& sys, supervisor_options opts) {
+  return sys.spawn(supervisor_impl, std::move(opts));
+}
+
+}  // namespace troupe

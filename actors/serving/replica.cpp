@@ -1,0 +1,555 @@
+#include "actors/serving/replica.h"
+
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include "actors/actor_system_config.h"
+
+namespace troupe {
+
+engine_config replica_engine_config(const scheduler_section& s) {
+  engine_config e;
+  e.block_size = s.block_size;
+  e.kv_tokens = s.kv_tokens;
+  e.max_batch_tokens = s.max_batch_tokens;
+  e.max_seqs = s.max_seqs;
+  e.max_context = s.max_context;
+  e.prefix_caching = s.prefix_caching;
+  e.local_execution = false;
+  return e;
+}
+
+context_params replica_context_params(const scheduler_section& s) {
+  context_params p;
+  p.block_size = s.block_size;
+  p.n_blocks = (s.kv_tokens + s.block_size - 1) / s.block_size;
+  p.max_batch_tokens = s.max_batch_tokens;
+  p.max_logit_rows = s.max_seqs;
+  return p;
+}
+
+namespace {
+
+/// A step sent to the shards and not answered by all of them yet.
+struct flight {
+  pending_step step;
+  size_t waiting = 0;
+  std::vector<sample_result> samples;
+  std::chrono::steady_clock::time_point sent;  ///< when the step went to the shards
+  std::vector<step_output> outputs;            ///< per shard: its timings (samples moved out)
+};
+
+/// Who asked for a sequence.
+struct client_ref {
+  uint64_t request = 0;
+  caf::actor client;
+};
+
+struct replica_state {
+  replica_options opts;
+  std::unique_ptr<engine> eng;
+  std::vector<shard_actor> shards;       // index = stage * tensor + rank
+  bool ready = false;
+  uint64_t generation = 0;               // bumps on every (re)connect and failure
+  std::map<uint64_t, flight> flights;    // by step id
+  std::unordered_map<seq_id, client_ref> clients;
+  std::unordered_map<uint64_t, seq_id> by_request;
+  replica_status status;
+  block_stats reported;                  // prefix-cache counters already added to metrics
+  bool failed_before = false;            // a failure happened since the last ready
+  // Stage-local recovery (fault_tolerance.stage_recovery):
+  bool recovering = false;               // holding the requests and the KV cache for new shards
+  uint64_t recovery = 0;                 // which recovery the deadline timer belongs to
+  std::set<int> failed_stages;           // stages with a failed shard since the recovery began
+  std::vector<bool> reused;              // per shard: the handle survived the last adopt_shards
+  std::vector<int64_t> kv_rows;          // per shard: KV rows written, as last reported
+  static inline const char* name = "troupe.replica";
+};
+
+using replica_ptr = replica_actor::stateful_pointer<replica_state>;
+
+caf::timespan step_timeout(const replica_state& st) {
+  return caf::timespan{st.opts.config.fault_tolerance.step_timeout + std::chrono::seconds(1)};
+}
+
+size_t sampling_shard(const replica_state& st) {
+  const auto& par = st.opts.config.parallel;
+  return static_cast<size_t>((par.pipeline - 1) * par.tensor);
+}
+
+void fail(replica_ptr self, const std::string& why, int shard = -1);
+
+void dispatch(replica_ptr self, std::vector<token_event>& events) {
+  auto& st = self->state;
+  for (auto& ev : events) {
+    auto it = st.clients.find(ev.id);
+    if (it == st.clients.end()) continue;
+    token_msg m;
+    m.request = it->second.request;
+    m.token = ev.token;
+    m.text = std::move(ev.text);
+    m.logprob = ev.logprob;
+    m.top = std::move(ev.top);
+    m.finished = ev.finished;
+    m.finish_reason = finish_reason_name(ev.reason);
+    caf::anon_send(it->second.client, token_atom::value, std::move(m));
+    if (ev.finished) {
+      st.by_request.erase(it->second.request);
+      st.clients.erase(it);
+    }
+  }
+}
+
+void kick(replica_ptr self);
+
+/// Adds a finished decode step (every row one new token) to the overhead counters: the
+/// kernel time of a step is the sum over stages of the slowest rank's time outside the
+/// communicators; the rest of the replica's wall time is the runtime's: communicator
+/// transfers and waits (inside the shards' busy time) and actor messaging and scheduling
+/// (the wall time beyond the longest busy shard).
+void account_step(replica_state& st, const flight& f) {
+  const auto& b = f.step.request.batch;
+  if (b.tokens.size() != b.logit_rows.size()) return;
+  const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
+  int64_t kernel = 0, busy = 0;
+  for (int s = 0; s < pp; ++s) {
+    int64_t k = 0;
+    for (int r = 0; r < tp; ++r) {
+      const auto& o = f.outputs[static_cast<size_t>(s * tp + r)];
+      k = std::max(k, o.busy_us - o.comm_us);
+      busy = std::max(busy, o.busy_us);
+    }
+    kernel += k;
+  }
+  auto& t = st.status;
+  t.decode_steps++;
+  t.decode_wall_us += std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::steady_clock::now() - f.sent).count();
+  t.decode_kernel_us += kernel;
+  t.decode_busy_us += busy;
+  t.step_messages += 2 * static_cast<int64_t>(f.outputs.size());
+}
+
+/// Publishes the scheduler's and the KV cache's state (after every step and request change).
+void report(replica_state& st) {
+  if (!st.opts.metrics) return;
+  auto& m = *st.opts.metrics;
+  const metrics::label_values r{std::to_string(st.opts.index)};
+  const auto& sched = st.eng->sched();
+  const auto& blocks = st.eng->blocks();
+  m.running_sequences.with(r).set(sched.n_running());
+  m.waiting_sequences.with(r).set(sched.n_waiting());
+  m.kv_cache_usage.with(r).set(blocks.n_blocks() > 0 ? double(blocks.n_used()) / blocks.n_blocks() : 0.0);
+  const auto& now = blocks.stats();
+  m.prefix_cache_queries.with(r).inc(double(now.queried_tokens - st.reported.queried_tokens));
+  m.prefix_cache_hits.with(r).inc(double(now.reused_tokens - st.reported.reused_tokens));
+  st.reported = now;
+}
+
+/// `down` of report_shards: every shard is down (stopped on purpose).
+constexpr int all_shards = -2;
+
+/// Publishes readiness and every shard's up/down state; `down` = the failed shard, -1 (none)
+/// or all_shards.
+void report_shards(replica_state& st, bool ready, int down) {
+  if (!st.opts.metrics) return;
+  auto& m = *st.opts.metrics;
+  const std::string r = std::to_string(st.opts.index);
+  m.replica_ready.with({r}).set(ready ? 1 : 0);
+  const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
+  for (int s = 0; s < pp; ++s)
+    for (int k = 0; k < tp; ++k) {
+      const int i = s * tp + k;
+      auto& g = m.shard_up.with({r, std::to_string(s), std::to_string(k)});
+      if (ready) g.set(1);
+      else if (i == down || down == all_shards) g.set(0);
+    }
+}
+
+void on_step_output(replica_ptr self, uint64_t gen, uint64_t step_id, size_t shard, step_output& out) {
+  auto& st = self->state;
+  if (gen != st.generation) return;
+  auto it = st.flights.find(step_id);
+  if (it == st.flights.end()) return;
+  if (shard < st.kv_rows.size()) st.kv_rows[shard] = out.kv_rows;
+  if (shard == sampling_shard(st)) it->second.samples = std::move(out.samples);
+  it->second.outputs[shard] = std::move(out);
+  if (--it->second.waiting > 0) return;
+  account_step(st, it->second);
+  auto events = st.eng->end_step(it->second.step, it->second.samples);
+  st.flights.erase(it);
+  st.status.steps++;
+  dispatch(self, events);
+  kick(self);
+  report(st);
+}
+
+void kick(replica_ptr self) {
+  auto& st = self->state;
+  const size_t max_flights = static_cast<size_t>(std::max(1, st.opts.config.scheduler.micro_batches));
+  while (st.ready && st.flights.size() < max_flights) {
+    auto p = st.eng->begin_step();
+    if (!p) break;
+    const uint64_t id = p->request.step_id, gen = st.generation;
+    auto& f = st.flights[id];
+    f.step = std::move(*p);
+    f.waiting = st.shards.size();
+    f.outputs.resize(st.shards.size());
+    f.sent = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < st.shards.size(); ++i)
+      self->request(st.shards[i], step_timeout(st), step_atom::value, f.step.request)
+          .then([self, gen, id, i](step_output& out) { on_step_output(self, gen, id, i, out); },
+                [self, gen, i](caf::error& e) {
+                  if (gen == self->state.generation)
+                    fail(self, "shard " + std::to_string(i) + ": " + self->system().render(e), static_cast<int>(i));
+                });
+  }
+  auto ended = st.eng->take_ended();
+  dispatch(self, ended);
+}
+
+/// Whether a failure of `shard` may be repaired stage-locally: a pipeline whose KV cache
+/// the other stages still hold (the replica was serving, or is recovering already).
+bool stage_local(const replica_state& st, int shard) {
+  const auto& c = st.opts.config;
+  return c.fault_tolerance.stage_recovery && c.parallel.pipeline > 1 && shard >= 0 && (st.ready || st.recovering);
+}
+
+/// Ends a stage-local recovery that cannot finish: the KV cache counts as lost and the
+/// requests go back to the router to move (as on any failure).
+void give_up_recovery(replica_ptr self, const std::string& why) {
+  auto& st = self->state;
+  if (!st.recovering) return;
+  st.recovering = false;
+  st.generation++;
+  st.eng->kv_lost();
+  logger()->warn("replica {}: stage-local recovery given up: {}", st.opts.index, why);
+  if (st.opts.on_state) st.opts.on_state(st.opts.index, false, why);
+}
+
+void fail(replica_ptr self, const std::string& why, int shard) {
+  auto& st = self->state;
+  const bool local = stage_local(st, shard);
+  st.generation++;
+  st.status.failures++;
+  for (auto& s : st.shards) self->send(s, abort_atom::value);
+  for (auto& [id, f] : st.flights) local ? st.eng->hold_step(f.step) : st.eng->abandon_step(f.step);
+  st.flights.clear();
+  const bool was_ready = st.ready;
+  st.ready = false;
+  st.failed_before = true;
+  if (st.opts.metrics) st.opts.metrics->shard_failures.with({std::to_string(st.opts.index)}).inc();
+  report_shards(st, false, shard);
+  if (!local) {
+    st.recovering = false;
+    st.eng->kv_lost();  // the shards that held the KV cache are being replaced
+    logger()->warn("replica {}: {}{}", st.opts.index, why, was_ready ? "; waiting for new shards" : "");
+    if (st.opts.on_state) st.opts.on_state(st.opts.index, false, why);
+    return;
+  }
+  const int stage = shard / st.opts.config.parallel.tensor;
+  st.failed_stages.insert(stage);
+  logger()->warn("replica {}: {}; stage-local recovery of stage {}: requests and the other stages' KV cache "
+                 "stay, waiting for new shards", st.opts.index, why, stage);
+  if (st.recovering) return;
+  st.recovering = true;
+  const uint64_t id = ++st.recovery;
+  self->delayed_send(self, st.opts.config.fault_tolerance.stage_recovery_timeout, hold_atom::value, id);
+  if (st.opts.on_recovering) st.opts.on_recovering(st.opts.index);
+}
+
+/// The KV blocks every shard allocates: the configured count, or fewer when some GPU shard's
+/// memory holds fewer (then the scheduler is limited to them too); 0 = the configured count.
+int fit_kv_cache(replica_state& st, const std::vector<shard_addresses>& addrs) {
+  const int configured = replica_context_params(st.opts.config.scheduler).n_blocks;
+  int fits = configured;
+  for (const auto& a : addrs)
+    if (a.kv_blocks > 0) fits = std::min(fits, a.kv_blocks);
+  if (fits == configured && fits <= st.eng->blocks().n_blocks()) return 0;
+  if (fits < st.eng->blocks().n_blocks()) {
+    logger()->info("replica {}: the GPUs hold {} KV blocks of the {} configured (scheduler.kv_fraction)",
+                   st.opts.index, fits, configured);
+    st.eng->limit_kv_blocks(fits);
+  }
+  return st.eng->blocks().n_blocks();
+}
+
+/// Every shard is connected (and restarted stages replayed): the replica serves again.
+void become_ready(replica_ptr self) {
+  auto& st = self->state;
+  st.ready = true;
+  st.recovering = false;
+  st.failed_stages.clear();
+  logger()->info("replica {}: ready ({} shards)", st.opts.index, st.shards.size());
+  if (st.failed_before && st.opts.metrics) st.opts.metrics->replica_recoveries.with({std::to_string(st.opts.index)}).inc();
+  st.failed_before = false;
+  report_shards(st, true, -1);
+  if (st.opts.on_state) st.opts.on_state(st.opts.index, true, "");
+  kick(self);
+}
+
+/// The stages a stage-local recovery rebuilds: those that failed or got a new shard.
+std::set<int> replay_stages(const replica_state& st) {
+  std::set<int> stages = st.failed_stages;
+  const int tp = st.opts.config.parallel.tensor;
+  for (size_t i = 0; i < st.reused.size(); ++i)
+    if (!st.reused[i]) stages.insert(static_cast<int>(i) / tp);
+  return stages;
+}
+
+/// Counts a finished replay: the restarted stages got `tokens` KV rows each, the others kept
+/// theirs; `relinked` = each shard's KV row count when it was relinked.
+void account_replay(replica_ptr self, const std::set<int>& stages, int64_t tokens, const std::vector<int64_t>& relinked,
+                    std::chrono::steady_clock::time_point t0) {
+  auto& st = self->state;
+  const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
+  int64_t survivor_writes = 0;
+  for (size_t i = 0; i < st.shards.size(); ++i)
+    if (!stages.count(static_cast<int>(i) / tp) && st.reused[i]) survivor_writes += st.kv_rows[i] - relinked[i];
+  const int64_t kept = tokens * (pp - static_cast<int>(stages.size()));
+  auto& t = st.status;
+  t.stage_recoveries++;
+  t.replayed_tokens += tokens * static_cast<int64_t>(stages.size());
+  t.kept_kv_rows += kept;
+  t.survivor_kv_writes += survivor_writes;
+  t.last_replay_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+  std::string list;
+  for (int s : stages) list += (list.empty() ? "" : ",") + std::to_string(s);
+  logger()->info("replica {}: stage-local recovery: stage(s) {} rebuilt from {} token(s) in {} ms; the other {} "
+                 "stage(s) kept their KV cache ({} row(s) each, {} written during the recovery)",
+                 st.opts.index, list, tokens, t.last_replay_us / 1000, pp - static_cast<int>(stages.size()), tokens,
+                 survivor_writes);
+  if (!st.opts.metrics) return;
+  const metrics::label_values r{std::to_string(st.opts.index)};
+  auto& m = *st.opts.metrics;
+  m.stage_recoveries.with(r).inc();
+  m.stage_replay_tokens.with(r).inc(double(tokens * static_cast<int64_t>(stages.size())));
+  m.stage_kept_kv_tokens.with(r).inc(double(kept));
+  m.stage_survivor_kv_writes.with(r).inc(double(survivor_writes));
+}
+
+/// Rebuilds the KV cache of the restarted `stages` (in order) from the running sequences'
+/// computed tokens, then serves again. Every shard gets every replay step (those not
+/// involved answer at once, with their KV row count).
+void start_replay(replica_ptr self, uint64_t gen, std::set<int> stages, std::vector<int64_t> relinked) {
+  auto& st = self->state;
+  int64_t tokens = 0;
+  const auto steps = st.eng->replay_steps(tokens);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto left = std::make_shared<size_t>(steps.size() * stages.size() * st.shards.size());
+  if (*left == 0) {
+    account_replay(self, stages, 0, relinked, t0);
+    become_ready(self);
+    return;
+  }
+  for (int stage : stages)
+    for (auto r : steps) {
+      r.replay_stage = stage;
+      for (size_t i = 0; i < st.shards.size(); ++i)
+        self->request(st.shards[i], step_timeout(st), step_atom::value, r)
+            .then(
+                [self, gen, i, left, stages, tokens, relinked, t0](step_output& out) {
+                  auto& st = self->state;
+                  if (gen != st.generation) return;
+                  st.kv_rows[i] = out.kv_rows;
+                  if (--*left > 0) return;
+                  account_replay(self, stages, tokens, relinked, t0);
+                  become_ready(self);
+                },
+                [self, gen, i](caf::error& e) {
+                  if (gen == self->state.generation)
+                    fail(self, "shard " + std::to_string(i) + " replay: " + self->system().render(e),
+                         static_cast<int>(i));
+                });
+    }
+}
+
+/// Sends every shard its peers; `local`: a stage-local recovery (reused shards keep their
+/// KV cache, then the restarted stages replay).
+void connect_peers(replica_ptr self, uint64_t gen, const std::vector<shard_addresses>& addrs, int kv_blocks,
+                   bool local) {
+  auto& st = self->state;
+  const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
+  auto connected = std::make_shared<size_t>(st.shards.size());
+  std::vector<int64_t> relinked(addrs.size());
+  for (size_t i = 0; i < addrs.size(); ++i) relinked[i] = addrs[i].kv_rows;
+  for (int s = 0; s < pp; ++s)
+    for (int r = 0; r < tp; ++r) {
+      shard_peers peers;
+      for (int q = 0; q < tp; ++q) peers.tensor_group.push_back(addrs[static_cast<size_t>(s * tp + q)].tensor);
+      if (s > 0) peers.prev = addrs[static_cast<size_t>((s - 1) * tp + r)].next;
+      if (s + 1 < pp) peers.next = addrs[static_cast<size_t>((s + 1) * tp + r)].prev;
+      const size_t idx = static_cast<size_t>(s * tp + r);
+      peers.kv_blocks = kv_blocks;
+      peers.keep_kv = local && st.reused[idx];
+      self->request(st.shards[idx], caf::timespan{std::chrono::seconds(60)}, connect_atom::value, peers)
+          .then(
+              [self, gen, connected, local, relinked](caf::ok_atom) {
+                auto& st = self->state;
+                if (gen != st.generation || --*connected > 0) return;
+                if (local)
+                  start_replay(self, gen, replay_stages(st), relinked);
+                else
+                  become_ready(self);
+              },
+              [self, gen, idx](caf::error& e) {
+                if (gen == self->state.generation)
+                  fail(self, "shard " + std::to_string(idx) + " connect: " + self->system().render(e),
+                       static_cast<int>(idx));
+              });
+    }
+}
+
+/// All addresses are in: sizes the KV cache and connects (see connect_peers).
+void on_addresses(replica_ptr self, uint64_t gen, const std::vector<shard_addresses>& addrs) {
+  auto& st = self->state;
+  const bool local = st.recovering;
+  if (local) {
+    for (size_t i = 0; i < addrs.size(); ++i)
+      if (!st.reused[i] && addrs[i].kv_blocks > 0 && addrs[i].kv_blocks < st.eng->blocks().n_blocks()) {
+        give_up_recovery(self, "a new shard holds fewer KV blocks than the cache it rejoins");
+        return;  // generation moved on: the manager's next rebuild starts over
+      }
+    connect_peers(self, gen, addrs, st.eng->blocks().n_blocks(), true);
+    return;
+  }
+  int kv_blocks = 0;
+  try {
+    kv_blocks = fit_kv_cache(st, addrs);
+  } catch (const std::exception& e) {
+    fail(self, std::string("KV cache: ") + e.what(), -1);
+    return;
+  }
+  connect_peers(self, gen, addrs, kv_blocks, false);
+}
+
+/// Connects the communicators of every shard: gathers addresses (new shards once loaded,
+/// reused ones from fresh endpoints: relink_atom), then sends peers.
+void connect_shards(replica_ptr self) {
+  auto& st = self->state;
+  const uint64_t gen = ++st.generation;
+  const auto n = st.shards.size();
+  auto addrs = std::make_shared<std::vector<shard_addresses>>(n);
+  auto left = std::make_shared<size_t>(n);
+  const caf::timespan load_timeout = std::chrono::minutes(10);
+  for (size_t i = 0; i < n; ++i) {
+    auto on_address = [self, gen, i, addrs, left](shard_addresses& a) {
+      auto& st = self->state;
+      if (gen != st.generation) return;
+      (*addrs)[i] = std::move(a);
+      if (--*left == 0) on_addresses(self, gen, *addrs);
+    };
+    auto on_error = [self, gen, i](caf::error& e) {
+      if (gen == self->state.generation)
+        fail(self, "shard " + std::to_string(i) + " load: " + self->system().render(e), static_cast<int>(i));
+    };
+    if (st.reused[i])
+      self->request(st.shards[i], caf::timespan{std::chrono::seconds(60)}, relink_atom::value).then(on_address, on_error);
+    else
+      self->request(st.shards[i], load_timeout, addresses_atom::value).then(on_address, on_error);
+  }
+}
+
+void adopt_shards(replica_ptr self, std::vector<shard_actor> shards) {
+  auto& st = self->state;
+  st.reused.assign(shards.size(), false);
+  if (shards.size() == st.shards.size())
+    for (size_t i = 0; i < shards.size(); ++i) st.reused[i] = shards[i].address() == st.shards[i].address();
+  for (auto& s : st.shards) self->demonitor(s.address());
+  st.shards = std::move(shards);
+  st.kv_rows.assign(st.shards.size(), 0);
+  for (auto& s : st.shards) self->monitor(s);
+  if (st.recovering && static_cast<int>(replay_stages(st).size()) >= st.opts.config.parallel.pipeline)
+    give_up_recovery(self, "every stage has a new shard");
+  connect_shards(self);
+}
+
+void on_generate(replica_ptr self, uint64_t id, generate_request& req, const caf::actor& client) {
+  auto& st = self->state;
+  try {
+    const seq_id seq = st.eng->submit(std::move(req.prompt), req.params, resume_point{std::move(req.emitted)});
+    st.clients[seq] = {id, client};
+    st.by_request[id] = seq;
+    kick(self);
+    report(st);
+  } catch (const std::exception& e) {
+    token_msg m;
+    m.request = id;
+    m.finished = true;
+    m.finish_reason = "error";
+    m.error = e.what();
+    caf::anon_send(client, token_atom::value, std::move(m));
+  }
+}
+
+replica_actor::behavior_type replica_impl(replica_ptr self, replica_options opts) {
+  auto& st = self->state;
+  st.opts = std::move(opts);
+  st.status.index = st.opts.index;
+  st.eng = std::make_unique<engine>(st.opts.meta, replica_engine_config(st.opts.config.scheduler));
+  self->set_down_handler([self](caf::down_msg& dm) {
+    for (size_t i = 0; i < self->state.shards.size(); ++i)
+      if (self->state.shards[i].address() == dm.source) {
+        fail(self, "shard " + std::to_string(i) + " is down: " + self->system().render(dm.reason),
+             static_cast<int>(i));
+        return;
+      }
+  });
+  adopt_shards(self, std::move(st.opts.shards));
+  return {
+      [self](generate_atom, uint64_t id, generate_request& req, const caf::actor& client) {
+        on_generate(self, id, req, client);
+      },
+      [self](cancel_atom, uint64_t id) {
+        auto it = self->state.by_request.find(id);
+        if (it != self->state.by_request.end()) self->state.eng->cancel(it->second);
+        kick(self);
+        report(self->state);
+      },
+      [self](status_atom) {
+        auto s = self->state.status;
+        s.ready = self->state.ready;
+        s.requests = static_cast<int32_t>(self->state.clients.size());
+        return s;
+      },
+      [self](rebuild_atom, std::vector<shard_actor>& shards) { adopt_shards(self, std::move(shards)); },
+      [self](hold_atom, uint64_t recovery) {
+        auto& st = self->state;
+        if (st.recovering && recovery == st.recovery)
+          give_up_recovery(self, "not done within fault_tolerance.stage_recovery_timeout (" +
+                                     std::to_string(st.opts.config.fault_tolerance.stage_recovery_timeout.count()) +
+                                     " ms)");
+      },
+      [self](stop_atom) {
+        auto& st = self->state;
+        st.generation++;  // answers of the old shards are stale
+        st.recovering = false;
+        for (auto& s : st.shards) self->demonitor(s.address());
+        for (auto& [id, f] : st.flights) st.eng->abandon_step(f.step);
+        st.flights.clear();
+        st.eng->kv_lost();
+        st.shards.clear();
+        st.ready = false;
+        report_shards(st, false, all_shards);
+        logger()->info("replica {}: its shards are stopped on purpose (parked); waiting for new ones", st.opts.index);
+      },
+      [self](replan_atom, std::vector<shard_actor>& shards, int32_t tensor, int32_t pipeline) {
+        auto& st = self->state;
+        give_up_recovery(self, "the replica is re-planned");
+        if (st.ready || !st.flights.empty())
+          fail(self, "re-planned to tensor " + std::to_string(tensor) + " x pipeline " + std::to_string(pipeline));
+        st.opts.config.parallel.tensor = tensor;
+        st.opts.config.parallel.pipeline = pipeline;
+        adopt_shards(self, std::move(shards));
+      },
+  };
+}
+
+}  // namespace
+
+replica_actor spawn_replica(caf::actor_system& sys, replica_options opts) {
+  return sys.spawn(replica_impl, std::move(opts));
+}
+
+}  // namespace troupe

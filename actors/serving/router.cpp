@@ -1,0 +1,296 @@
+#include "actors/serving/router.h"
+
+#include <algorithm>
+#include <deque>
+#include <unordered_map>
+
+#include "actors/actor_system_config.h"
+
+namespace troupe {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+/// A request as the router tracks it.
+struct route {
+  caf::actor client;
+  uint64_t client_id = 0;
+  int replica = -1;               ///< -1 while waiting for a ready replica
+  generate_request request;       ///< kept until it finishes (for resumption)
+  std::vector<int32_t> emitted;   ///< tokens the client has received
+  clock_type::time_point since;   ///< when it last started waiting for a replica
+  int retries = 0;                ///< times it moved off a failed replica
+  int drain_moves = 0;            ///< times it moved off a draining replica (not retries)
+};
+
+/// A graceful drain waiting for its replicas to hold no request.
+struct drain_wait {
+  std::vector<int32_t> replicas;
+  clock_type::time_point deadline;  ///< requests still running then move elsewhere
+  caf::typed_response_promise<int32_t> promise;  ///< answered with `moved`
+  int32_t moved = 0;
+  bool deadline_passed = false;
+};
+
+struct router_state {
+  std::vector<replica_actor> replicas;
+  std::vector<bool> ready;
+  std::vector<bool> draining;     ///< no new requests (graceful drain)
+  std::vector<drain_wait> drains; ///< drains not answered yet
+  std::vector<int> load;          ///< requests in flight per replica
+  std::unordered_map<uint64_t, route> routes;  ///< by router id
+  std::deque<uint64_t> waiting;   ///< router ids without a replica, oldest first
+  std::chrono::milliseconds request_wait{30000};
+  int request_retries = 3;        ///< moves allowed per request
+  uint64_t next_id = 1;
+  static inline const char* name = "troupe.router";
+};
+
+using router_ptr = router_actor::stateful_pointer<router_state>;
+
+int pick(const router_state& st) {
+  int best = -1;
+  for (size_t i = 0; i < st.replicas.size(); ++i)
+    if (st.ready[i] && !st.draining[i] && (best < 0 || st.load[i] < st.load[static_cast<size_t>(best)])) best = static_cast<int>(i);
+  return best;
+}
+
+void fail_request(router_ptr self, uint64_t id, const std::string& why) {
+  auto it = self->state.routes.find(id);
+  if (it == self->state.routes.end()) return;
+  token_msg m;
+  m.request = it->second.client_id;
+  m.finished = true;
+  m.finish_reason = "error";
+  m.error = why;
+  caf::anon_send(it->second.client, token_atom::value, std::move(m));
+  self->state.routes.erase(it);
+}
+
+void dispatch_waiting(router_ptr self) {
+  auto& st = self->state;
+  while (!st.waiting.empty()) {
+    const int r = pick(st);
+    if (r < 0) return;
+    const uint64_t id = st.waiting.front();
+    st.waiting.pop_front();
+    auto it = st.routes.find(id);
+    if (it == st.routes.end()) continue;
+    it->second.replica = r;
+    st.load[static_cast<size_t>(r)]++;
+    if (it->second.retries > 0 || it->second.drain_moves > 0)
+      logger()->info("router: request {} resumes on replica {} after {} tokens", it->second.client_id, r,
+                     it->second.emitted.size());
+    self->send(st.replicas[static_cast<size_t>(r)], generate_atom::value, id, it->second.request,
+               caf::actor_cast<caf::actor>(self));
+  }
+}
+
+void check_drains(router_ptr self);
+
+void on_token(router_ptr self, token_msg& m) {
+  auto& st = self->state;
+  auto it = st.routes.find(m.request);
+  if (it == st.routes.end()) return;
+  auto& r = it->second;
+  if (m.token >= 0) r.emitted.push_back(m.token);
+  const bool finished = m.finished;
+  m.request = r.client_id;
+  caf::anon_send(r.client, token_atom::value, std::move(m));
+  if (finished) {
+    if (r.replica >= 0) st.load[static_cast<size_t>(r.replica)]--;
+    st.routes.erase(it);
+    if (!st.drains.empty()) check_drains(self);
+  }
+}
+
+/// Replica `index` failed (or `drain`: its drain deadline passed): each of its requests
+/// gets a new router id (so late events of the old one are dropped), is cancelled there (a
+/// rebuilt replica does not continue it) and waits, ahead of new requests, for a ready
+/// replica to resume it after the tokens its client already has. A request that ran out
+/// of retries ends with an error (a drain move is not a retry). Returns the requests moved.
+int migrate(router_ptr self, int index, bool drain = false) {
+  auto& st = self->state;
+  std::vector<uint64_t> moved;
+  for (const auto& [id, r] : st.routes)
+    if (r.replica == index) moved.push_back(id);
+  std::sort(moved.begin(), moved.end());
+  std::vector<uint64_t> requeue;
+  for (uint64_t old_id : moved) {
+    auto node = st.routes.extract(old_id);
+    route& r = node.mapped();
+    self->send(st.replicas[static_cast<size_t>(index)], cancel_atom::value, old_id);
+    st.load[static_cast<size_t>(index)]--;
+    const uint64_t id = st.next_id++;
+    r.replica = -1;
+    (drain ? r.drain_moves : r.retries)++;
+    r.since = clock_type::now();
+    r.request.emitted = r.emitted;
+    if (drain)
+      logger()->info("router: request {} moves off draining replica {} after {} tokens", r.client_id, index,
+                     r.emitted.size());
+    else
+      logger()->info("router: request {} moves off failed replica {} after {} tokens (retry {} of {})",
+                     r.client_id, index, r.emitted.size(), r.retries, st.request_retries);
+    const bool give_up = !drain && r.retries > st.request_retries;
+    const int retries = r.retries;
+    st.routes.emplace(id, std::move(r));
+    if (give_up)
+      fail_request(self, id, "replica " + std::to_string(index) + " failed and the request already moved " +
+                                 std::to_string(retries - 1) + " times (fault_tolerance.request_retries = " +
+                                 std::to_string(st.request_retries) + ")");
+    else
+      requeue.push_back(id);
+  }
+  st.waiting.insert(st.waiting.begin(), requeue.begin(), requeue.end());
+  return static_cast<int>(moved.size());
+}
+
+/// Answers the drains whose replicas hold no request; first moves the requests of those
+/// whose deadline passed.
+void check_drains(router_ptr self) {
+  auto& st = self->state;
+  const auto now = clock_type::now();
+  for (auto& d : st.drains)
+    if (!d.deadline_passed && now >= d.deadline) {
+      d.deadline_passed = true;
+      for (int32_t r : d.replicas) {
+        if (st.load[static_cast<size_t>(r)] == 0) continue;
+        logger()->info("router: drain deadline of replica {} passed with {} request(s) running", r,
+                       st.load[static_cast<size_t>(r)]);
+        d.moved += migrate(self, r, true);
+      }
+      dispatch_waiting(self);
+    }
+  for (auto it = st.drains.begin(); it != st.drains.end();) {
+    const bool idle = std::all_of(it->replicas.begin(), it->replicas.end(),
+                                  [&](int32_t r) { return st.load[static_cast<size_t>(r)] == 0; });
+    if (!idle) {
+      ++it;
+      continue;
+    }
+    logger()->info("router: drained replica(s) hold no request ({} moved)", it->moved);
+    it->promise.deliver(it->moved);
+    it = st.drains.erase(it);
+  }
+}
+
+/// Starts draining `replicas` (answered by check_drains once they hold no request).
+caf::result<int32_t> start_drain(router_ptr self, const std::vector<int32_t>& replicas, caf::timespan deadline) {
+  auto& st = self->state;
+  for (int32_t r : replicas)
+    if (r < 0 || static_cast<size_t>(r) >= st.replicas.size())
+      return caf::make_error(caf::sec::invalid_argument, "drain: no replica " + std::to_string(r) + " (the router has " +
+                                                             std::to_string(st.replicas.size()) + ")");
+  for (int32_t r : replicas) {
+    st.draining[static_cast<size_t>(r)] = true;
+    logger()->info("router: replica {} draining: no new requests, {} running", r, st.load[static_cast<size_t>(r)]);
+  }
+  auto rp = self->make_response_promise<int32_t>();
+  st.drains.push_back(drain_wait{replicas, clock_type::now() + deadline, rp, 0, false});
+  check_drains(self);
+  return rp;
+}
+
+/// The client's request `client_id`: waiting ones end here, running ones at their replica
+/// (which answers with a "cancelled" event that on_token relays).
+void cancel(router_ptr self, uint64_t client_id, const caf::actor& client) {
+  auto& st = self->state;
+  for (auto& [id, r] : st.routes) {
+    if (r.client_id != client_id || r.client != client) continue;
+    if (r.replica >= 0) {
+      self->send(st.replicas[static_cast<size_t>(r.replica)], cancel_atom::value, id);
+      return;
+    }
+    token_msg m;
+    m.request = client_id;
+    m.finished = true;
+    m.finish_reason = "cancelled";
+    caf::anon_send(client, token_atom::value, std::move(m));
+    st.waiting.erase(std::remove(st.waiting.begin(), st.waiting.end(), id), st.waiting.end());
+    st.routes.erase(id);
+    return;
+  }
+}
+
+router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_actor> replicas,
+                                        std::chrono::milliseconds request_wait, int request_retries) {
+  auto& st = self->state;
+  st.replicas = std::move(replicas);
+  st.ready.assign(st.replicas.size(), false);
+  st.draining.assign(st.replicas.size(), false);
+  st.load.assign(st.replicas.size(), 0);
+  st.request_wait = request_wait;
+  st.request_retries = request_retries;
+  self->send(self, sweep_atom::value);
+  // Replicas that became ready before anyone told this router: ask them.
+  for (size_t i = 0; i < st.replicas.size(); ++i)
+    self->request(st.replicas[i], std::chrono::seconds(5), status_atom::value)
+        .then([self, i](const replica_status& s) {
+          if (!s.ready) return;
+          self->state.ready[i] = true;
+          dispatch_waiting(self);
+        }, [](caf::error&) {});
+  return {
+      [self](generate_atom, uint64_t client_id, generate_request& req, const caf::actor& client) {
+        auto& st = self->state;
+        const uint64_t id = st.next_id++;
+        st.routes[id] = route{client, client_id, -1, std::move(req), {}, clock_type::now(), 0};
+        st.waiting.push_back(id);
+        dispatch_waiting(self);
+      },
+      [self](token_atom, token_msg& m) { on_token(self, m); },
+      [self](cancel_atom, uint64_t client_id, const caf::actor& client) { cancel(self, client_id, client); },
+      [self](status_atom) {
+        const auto& st = self->state;
+        router_status s;
+        s.replicas = static_cast<int32_t>(st.replicas.size());
+        for (size_t i = 0; i < st.ready.size(); ++i) s.ready += st.ready[i] && !st.draining[i] ? 1 : 0;
+        s.waiting = static_cast<int32_t>(st.waiting.size());
+        s.running = static_cast<int32_t>(st.routes.size()) - s.waiting;
+        return s;
+      },
+      [self](ready_atom, int32_t index, bool ok) {
+        auto& st = self->state;
+        if (index < 0 || static_cast<size_t>(index) >= st.ready.size()) return;
+        st.ready[static_cast<size_t>(index)] = ok;
+        st.draining[static_cast<size_t>(index)] = false;  // failed, or rebuilt: a drain ends here
+        if (!ok) migrate(self, index);
+        dispatch_waiting(self);
+        if (!st.drains.empty()) check_drains(self);
+      },
+      [self](hold_atom, int32_t index) {
+        auto& st = self->state;
+        if (index < 0 || static_cast<size_t>(index) >= st.ready.size()) return;
+        st.ready[static_cast<size_t>(index)] = false;
+        logger()->info("router: replica {} recovers stage-locally; its requests stay there", index);
+      },
+      [self](sweep_atom) {
+        auto& st = self->state;
+        const auto now = clock_type::now();
+        while (!st.waiting.empty()) {
+          auto it = st.routes.find(st.waiting.front());
+          if (it != st.routes.end() && now - it->second.since < st.request_wait) break;
+          const uint64_t id = st.waiting.front();
+          st.waiting.pop_front();
+          fail_request(self, id, "no replica became ready within " +
+                                     std::to_string(st.request_wait.count()) + " ms");
+        }
+        if (!st.drains.empty()) check_drains(self);
+        self->delayed_send(self, std::chrono::milliseconds(100), sweep_atom::value);
+      },
+      [self](drain_atom, const std::vector<int32_t>& replicas, caf::timespan deadline) {
+        return start_drain(self, replicas, deadline);
+      },
+  };
+}
+
+}  // namespace
+
+router_actor spawn_router(caf::actor_system& sys, std::vector<replica_actor> replicas,
+                          std::chrono::milliseconds request_wait, int request_retries) {
+  return sys.spawn(router_impl, std::move(replicas), request_wait, request_retries);
+}
+
+}  // namespace troupe

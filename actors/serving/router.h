@@ -1,0 +1,47 @@
+#pragma once
+/// The router: the single front of a cluster's replicas. It picks a replica for each
+/// request (the ready one with the fewest requests in flight), relays the replica's
+/// token events to the request's client, and records each request's progress (tokens
+/// already sent). When a replica fails, its requests move at once to another ready
+/// replica (or wait for the first one ready, the rebuilt one included) and resume after
+/// the tokens already sent, at most fault_tolerance.request_retries times each.
+/// Requests that wait for a ready replica longer than fault_tolerance.request_wait get a
+/// clean error. A draining replica (graceful drain) gets no new request and does not count
+/// as ready.
+#include <caf/all.hpp>
+
+#include "actors/messages.h"
+#include "actors/serving/replica.h"
+
+namespace troupe {
+
+/// The router's typed interface.
+using router_actor = caf::typed_actor<
+    /// A client's request `id` (the client's own numbering); events go to `client`.
+    caf::reacts_to<generate_atom, uint64_t, generate_request, caf::actor>,
+    /// The client `client` gives up its request `id` (it went away): the replica frees
+    /// its KV blocks; the client gets a last event "cancelled" unless it had finished.
+    caf::reacts_to<cancel_atom, uint64_t, caf::actor>,
+    /// Readiness and load, for /ready and admission control.
+    caf::replies_to<status_atom>::with<router_status>,
+    /// Token events from a replica (addressed with the router's request id).
+    caf::reacts_to<token_atom, token_msg>,
+    /// A replica became ready (true) or failed (false).
+    caf::reacts_to<ready_atom, int32_t, bool>,
+    /// A replica recovers stage-locally: no new request goes there, its requests stay
+    /// (they move only if it reports failed later).
+    caf::reacts_to<hold_atom, int32_t>,
+    /// Internal timer: fail requests that waited too long for a replica.
+    caf::reacts_to<sweep_atom>,
+    /// Graceful drain: the replicas get no new request from now on (until their next
+    /// ready/failed transition); the answer (the number of requests moved) comes once they
+    /// hold none. Requests still running at the deadline (a duration) move to other
+    /// replicas like a failure's, without counting against request_retries.
+    caf::replies_to<drain_atom, std::vector<int32_t>, caf::timespan>::with<int32_t>>;
+
+/// Spawns a router over `replicas` (index i = replica i), none ready yet; a request moves
+/// off a failed replica at most `request_retries` times.
+router_actor spawn_router(caf::actor_system& sys, std::vector<replica_actor> replicas,
+                          std::chrono::milliseconds request_wait, int request_retries = 3);
+
+}  // namespace troupe

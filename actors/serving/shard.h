@@ -1,0 +1,58 @@
+#pragma once
+/// The shard actor: one device's share of one replica (a pipeline stage's tensor rank).
+/// Its compute runs on a dedicated thread behind the actor (runtime/engine/shard_worker.h), so
+/// loading, blocking transfers and kernels never stall CAF's scheduler; the actor itself
+/// stays responsive, which is what lets `abort_atom` release a transfer blocked on a
+/// dead peer.
+#include <caf/all.hpp>
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "actors/messages.h"
+
+namespace troupe {
+
+/// The shard's typed interface (replica -> shard).
+using shard_actor = caf::typed_actor<
+    /// Answered once the weights are loaded: the communicators' local addresses.
+    caf::replies_to<addresses_atom>::with<shard_addresses>,
+    /// Connects the communicators to the peers; answered when connected.
+    caf::replies_to<connect_atom, shard_peers>::with<caf::ok_atom>,
+    /// Runs one step (forward, and sampling on the sampling shard), in arrival order.
+    caf::replies_to<step_atom, step_request>::with<step_output>,
+    /// A peer is gone: fail blocked and later transfers at once. Idempotent.
+    caf::reacts_to<abort_atom>,
+    /// Stage-local recovery: fresh communicator endpoints, weights and KV cache kept;
+    /// answered with the new addresses (then connect_atom with keep_kv).
+    caf::replies_to<relink_atom>::with<shard_addresses>>;
+
+/// Spawns a shard that starts loading `spec` at once on its own thread. `progress` is
+/// called from that thread with "loading", "loaded", "connected" or "failed: why"; it must
+/// be thread-safe and must not capture the actor system's actors by reference.
+///
+/// Replies: `addresses_atom` is answered once loaded (requests that arrive earlier wait);
+/// when loading fails every pending and later request gets an error naming the shard and
+/// the cause. A failing connect or step answers that request with
+/// `sec::runtime_error` ("shard s1r0: step 7 failed: ...") and the shard stays alive.
+/// When the shard terminates it answers what is still pending with "<shard> stopped",
+/// aborts its worker and joins the thread (bounded: a thread still busy after
+/// `shard_join_bound`, e.g. in the middle of loading, is detached).
+shard_actor spawn_shard(caf::actor_system& sys, shard_spec spec,
+                        std::function<void(const std::string&)> progress = {});
+
+/// How long a terminating shard waits for its worker thread before detaching it.
+inline constexpr std::chrono::milliseconds shard_join_bound{10000};
+
+/// The shard's name in logs and errors: "shard s<stage>r<tensor rank>".
+inline std::string shard_name(const shard_spec& s) {
+  return "shard s" + std::to_string(s.stage) + "r" + std::to_string(s.tp_rank);
+}
+
+/// Registers the shard's handle type (and std::vector of it) for remote sends; called by
+/// system_config (actors/actor_system_config.h).
+inline void add_shard_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<shard_actor>("troupe::shard_actor");
+}
+
+}  // namespace troupe

@@ -1,0 +1,173 @@
+#pragma once
+/// The model forward, written once against the op interface (kernels/*.h), and the
+/// per-shard context that owns everything mutable it touches: KV cache, scratch
+/// activations, the op context (threads or stream).
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "kernels/op_context.h"
+#include "parallel/linear.h"
+#include "kernels/base/device.h"
+#include "runtime/model/model.h"
+
+namespace troupe {
+
+/// One engine step's flattened batch, as the scheduler describes it (host memory).
+struct batch_input {
+  std::vector<int32_t> tokens;        ///< [T] token ids of every scheduled row
+  std::vector<int32_t> positions;     ///< [T] absolute position of each row
+  std::vector<int32_t> slots;         ///< [T] KV slot (block * block_size + offset) of each row
+  std::vector<int32_t> query_start;   ///< [S + 1] first row of each sequence
+  std::vector<int32_t> context_len;   ///< [S] KV length of each sequence after this step
+  std::vector<int32_t> block_tables;  ///< [S, max_blocks]
+  int max_blocks = 0;
+  std::vector<int32_t> logit_rows;    ///< [L] rows whose logits are wanted
+
+  int n_tokens() const { return static_cast<int>(tokens.size()); }
+  int n_seqs() const { return static_cast<int>(context_len.size()); }
+};
+
+/// Sizes of a shard context.
+struct context_params {
+  int n_blocks = 256;         ///< KV blocks per layer
+  int block_size = 16;        ///< tokens per block
+  int max_batch_tokens = 512; ///< rows one step may carry
+  int max_logit_rows = 64;    ///< rows one step may want logits for
+  /// CUDA: replay decode steps (one token per sequence) from CUDA graphs captured per
+  /// padded batch size and context bucket.
+  bool cuda_graphs = true;
+  /// Stage-local recovery: a stage with a next stage keeps every residual row it sends,
+  /// by KV slot, so a restarted next stage can rebuild its KV cache (replay_send).
+  bool keep_stage_inputs = false;
+};
+
+/// How a shard talks to the rest of its replica. All null: the whole model is here.
+struct parallel_env {
+  parallel::communicator* tensor_group = nullptr;  ///< the tensor-parallel ranks of this stage
+  parallel::communicator* prev_stage = nullptr;    ///< link to the same TP rank of the stage before
+  parallel::communicator* next_stage = nullptr;    ///< link to the same TP rank of the stage after
+  std::chrono::milliseconds timeout{5000};         ///< deadline of each tensor-parallel collective
+  /// Deadline of each send/recv between stages: a wait that includes the other stage's
+  /// compute of the whole step, so much longer than `timeout`.
+  std::chrono::milliseconds stage_timeout{120000};
+};
+
+/// Mutable per-shard state. Owns KV storage, scratch, the device-side step metadata and
+/// (unless given one) its stream; never shared between threads. On CUDA the activations and
+/// the KV cache have the weights' type (bf16 or f16), logits are f32, and the forward only
+/// enqueues: finish() waits for it.
+class shard_context {
+ public:
+  /// A shard over `m`'s loaded layers and tensor slice; `env` links it to its peers. On CUDA
+  /// `ops.stream` is the stream to enqueue on (the communicators' too); null: the context
+  /// makes its own on the model's device.
+  shard_context(const model& m, const context_params& p, kernels::op_context ops,
+                parallel_env env = {});
+  shard_context(const shard_context&) = delete;
+  shard_context& operator=(const shard_context&) = delete;
+
+  const context_params& params() const { return params_; }
+  const kernels::op_context& ops() const { return ops_; }
+  /// Bytes of KV storage (all layers, K and V).
+  size_t kv_bytes() const;
+
+  /// Runs this shard's layers over `b`. The first stage embeds the tokens, later stages
+  /// receive the residual stream from the stage before; the last stage returns logits
+  /// [L, vocab] f32 for b.logit_rows on the context's device (valid until the next call),
+  /// other stages send the residual on and return an empty view. Throws
+  /// std::invalid_argument when `b` exceeds the context's sizes, parallel::comm_error when a
+  /// peer fails. On CUDA the work is only enqueued: call finish() before reading the logits.
+  tensor_view forward(const batch_input& b);
+  /// Waits until the enqueued work is done (no-op on the CPU). Throws parallel::comm_error
+  /// (the communicators are aborted) when it is not done by `d` or a peer failed.
+  void finish(std::chrono::steady_clock::time_point d);
+  bool is_first_stage() const;
+  bool is_last_stage() const;
+  /// Decode steps replayed from a captured graph so far.
+  int64_t graph_replays() const { return graph_replays_; }
+
+  // -- stage-local recovery --------------------------------------------------------------
+  /// Relinks the context to new communicators (its peers were replaced); the KV cache and
+  /// the kept stage inputs stay. The old communicators may be destroyed afterwards.
+  void set_env(parallel_env env);
+  /// Replay, stage before the restarted one: sends the residual rows it kept for `b`'s
+  /// slots to the next stage, computing nothing. Throws std::logic_error when this stage
+  /// keeps no inputs (context_params.keep_stage_inputs) or has no next stage.
+  void replay_send(const batch_input& b);
+  /// Replay, restarted stage: runs its layers over `b` (receiving the residual from the
+  /// stage before, or embedding the tokens on the first stage) to rebuild its KV cache;
+  /// keeps its own outputs for the stage after but sends nothing and computes no logits.
+  void replay_compute(const batch_input& b);
+  /// KV rows written since the context was made (one per batch row: every layer's K and V).
+  int64_t kv_rows_written() const { return kv_rows_; }
+  /// A hash of the K and V rows at `slots` in every layer (tests: a kept cache is untouched).
+  uint64_t kv_checksum(const std::vector<int32_t>& slots) const;
+
+ private:
+  /// Where one step's index arrays are (host vectors on the CPU, the device copy on CUDA).
+  struct step_views {
+    tensor_view tokens, positions, slots, logit_rows;  // i32 [T], [T], [T], [L]
+    kernels::attention_batch meta;
+  };
+  void check(const batch_input& b) const;
+  step_views host_views(const batch_input& b) const;
+  step_views upload(const batch_input& b);
+  void compute(const step_views& v, int n_tokens, int n_logits, bool send = true);
+  void make_linears();
+  tensor_view forward_graph(const batch_input& b);
+  bool graph_eligible(const batch_input& b) const;
+  batch_input padded(const batch_input& b, int rows, int max_blocks) const;
+  void run_layer(int layer, int n_tokens, const kernels::attention_batch& meta,
+                 tensor_view positions, tensor_view slots);
+  tensor_view rows(const tensor& t, int n) const;
+  std::chrono::steady_clock::time_point stage_deadline() const;
+
+  /// One transformer block's projections, split as this shard's tensor slice says.
+  struct layer_linears {
+    parallel::column_parallel_linear q, k, v, gate, up;
+    parallel::row_parallel_linear o, down;
+  };
+
+  const model& model_;
+  context_params params_;
+  device_stream own_stream_;  ///< the stream when the caller gave none (CUDA)
+  kernels::op_context ops_;
+  parallel_env env_;
+  bool on_device_ = false;  ///< CUDA backend: metadata uploaded, work enqueued
+  bool use_graphs_ = false;  ///< decode steps replay CUDA graphs
+  dtype act_ = dtype::f32;  ///< activation and KV type (the weights')
+  int n_heads_ = 0;     ///< query heads on this shard
+  int n_kv_heads_ = 0;  ///< kv heads on this shard
+  int ffn_ = 0;         ///< MLP columns on this shard
+  int pad_block_ = -1;  ///< CUDA: the extra KV block padding rows of a graph batch write to
+  std::vector<layer_linears> linears_;  ///< per loaded layer, from layer_begin
+  tensor empty_;                        ///< "no bias" for the gate and up projections
+  std::vector<tensor> k_cache_;  // per layer [n_blocks (+1 pad on CUDA), block_size, n_kv_heads_, head_dim]
+  std::vector<tensor> v_cache_;  // per layer [n_blocks (+1 pad on CUDA), block_size, n_kv_heads_, head_dim]
+  tensor residual_;              // [max_batch_tokens, hidden]
+  tensor normed_;                // [max_batch_tokens, hidden]
+  tensor delta_;                 // [max_batch_tokens, hidden]
+  tensor q_;                     // [max_batch_tokens, n_heads_, head_dim]
+  tensor k_;                     // [max_batch_tokens, n_kv_heads_, head_dim]
+  tensor v_;                     // [max_batch_tokens, n_kv_heads_, head_dim]
+  tensor attn_;                  // [max_batch_tokens, n_heads_, head_dim]
+  tensor gate_;                  // [max_batch_tokens, ffn_]
+  tensor up_;                    // [max_batch_tokens, ffn_]
+  tensor last_;                  // [max_logit_rows, hidden]
+  tensor last_normed_;           // [max_logit_rows, hidden]
+  tensor logits_;                // [max_logit_rows, vocab] f32
+  tensor sent_;                  // [kv slots (n_blocks (+1 pad on CUDA) * block_size), hidden]: rows sent on, by slot
+  tensor meta_;                  // [meta capacity] i32 on the device: one step's index arrays
+  pinned_buffer meta_host_;      // staging of meta_ (same size)
+  std::map<std::pair<int, int>, device_graph> graphs_;  ///< (rows, max_blocks) -> decode graph
+  std::set<std::pair<int, int>> warmed_;                ///< shapes run once eagerly (then captured)
+  int64_t graph_replays_ = 0;
+  int64_t kv_rows_ = 0;
+};
+
+}  // namespace troupe

@@ -1,0 +1,236 @@
+#include "runtime/engine/shard_worker.h"
+
+#include <stdexcept>
+
+#include "parallel/ucx_communicator.h"
+#ifdef TROUPE_HAVE_NCCL
+#include "parallel/nccl_communicator.h"
+#endif
+
+namespace troupe {
+
+namespace {
+
+dtype parse_weight_type(const std::string& t) {
+  if (t == "bf16") return dtype::bf16;
+  if (t == "f16" || t == "fp16") return dtype::f16;
+  if (t == "f32") return dtype::f32;
+  throw std::invalid_argument("shard: weight type '" + t + "' is not bf16, f16 or f32");
+}
+
+load_options options_for(const shard_spec& s, const device_ref& d) {
+  load_options o;
+  o.layer_begin = s.layers.begin;
+  o.layer_end = s.layers.end;
+  o.load_embeddings = true;  // the first stage embeds; the last needs them when tied
+  o.load_head = s.stage == s.n_stages - 1;
+  o.tp_rank = s.tp_rank;
+  o.tp_size = s.tp_size;
+  o.allow_uneven_heads = s.allow_uneven_heads;
+  o.device = d;
+  o.weight_type = d.backend == backend_kind::cpu ? dtype::f32 : parse_weight_type(s.weight_type);
+  o.random_weights = s.random_weights;
+  return o;
+}
+
+}  // namespace
+
+shard_worker::shard_worker(const shard_spec& spec, const std::function<void(const std::string&)>& progress)
+    : spec_(spec), device_(device_ref::parse(spec.device)) {
+  if (progress) progress("loading");
+  load_options opt = options_for(spec, device_);
+  opt.progress = progress;
+  model_ = model::load(spec.model_path, opt);
+#ifdef TROUPE_HAVE_NCCL
+  if (device_.backend == backend_kind::cuda) stream_ = device_stream(device_);
+#endif
+  make_endpoints();
+  if (progress) progress("loaded");
+}
+
+void shard_worker::make_endpoints() {
+  const auto& spec = spec_;
+  if (device_.backend == backend_kind::cuda) {
+#ifdef TROUPE_HAVE_NCCL
+    if (spec.tp_size > 1) tensor_id_ = parallel::nccl_communicator::nccl_unique_id();
+    if (spec.stage + 1 < spec.n_stages) next_id_ = parallel::nccl_communicator::nccl_unique_id();
+#else
+    throw std::runtime_error("shard on " + device_.str() + ": this build has no NCCL");
+#endif
+  } else {
+    if (spec.tp_size > 1) tensor_ = std::make_unique<parallel::ucx_communicator>(spec.tp_rank, spec.tp_size);
+    if (spec.stage > 0) prev_ = std::make_unique<parallel::ucx_communicator>(1, 2);
+    if (spec.stage + 1 < spec.n_stages) next_ = std::make_unique<parallel::ucx_communicator>(0, 2);
+  }
+}
+
+shard_addresses shard_worker::relink() {
+  abort();  // nothing may still wait on the old links
+  for (auto* c : {&tensor_dev_, &prev_dev_, &next_dev_})
+    if (*c) retired_.push_back(std::move(*c));
+  for (auto* c : {&tensor_, &prev_, &next_})
+    if (*c) retired_.push_back(std::unique_ptr<parallel::communicator>(c->release()));
+  make_endpoints();
+  auto a = addresses();
+  if (ctx_) a.kv_rows = ctx_->kv_rows_written();
+  return a;
+}
+
+shard_worker::~shard_worker() {
+  abort();
+  ctx_.reset();  // the context points at the communicators: destroy it first
+}
+
+shard_addresses shard_worker::addresses() const {
+  shard_addresses a;
+  if (tensor_) a.tensor = tensor_->local_address();
+  if (prev_) a.prev = prev_->local_address();
+  if (next_) a.next = next_->local_address();
+  if (!tensor_id_.empty()) a.tensor = tensor_id_;
+  if (!next_id_.empty()) a.next = next_id_;
+  if (device_.backend == backend_kind::cuda) {
+    if (spec_.stage > 0) a.prev = {'n', 'c', 'c', 'l'};  // the upstream end makes the link's id
+    a.kv_blocks = kv_capacity_blocks(spec_.kv_fraction);
+  }
+  return a;
+}
+
+void shard_worker::connect_device(const std::vector<std::vector<char>>& tensor_group, const std::vector<char>& prev,
+                                  std::chrono::steady_clock::time_point deadline) {
+#ifdef TROUPE_HAVE_NCCL
+  use_device(device_);
+  auto* stream = static_cast<cudaStream_t>(stream_.get());
+  if (spec_.tp_size > 1) {
+    if (tensor_group.size() != static_cast<size_t>(spec_.tp_size))
+      throw std::invalid_argument("shard: the tensor group has " + std::to_string(tensor_group.size()) +
+                                  " addresses for " + std::to_string(spec_.tp_size) + " ranks");
+    tensor_dev_ = std::make_unique<parallel::nccl_communicator>(spec_.tp_rank, spec_.tp_size, tensor_group[0],
+                                                                device_.ordinal, stream, deadline);
+  }
+  // A link's rank 0 is the upstream end, which made the link's id.
+  if (spec_.stage > 0)
+    prev_dev_ = std::make_unique<parallel::nccl_communicator>(1, 2, prev, device_.ordinal, stream, deadline);
+  if (spec_.stage + 1 < spec_.n_stages)
+    next_dev_ = std::make_unique<parallel::nccl_communicator>(0, 2, next_id_, device_.ordinal, stream, deadline);
+#else
+  (void)tensor_group;
+  (void)prev;
+  (void)deadline;
+  throw std::runtime_error("shard on " + device_.str() + ": this build has no NCCL");
+#endif
+}
+
+void shard_worker::connect(const std::vector<std::vector<char>>& tensor_group, const std::vector<char>& prev,
+                           const std::vector<char>& next, std::chrono::steady_clock::time_point deadline,
+                           bool keep_kv) {
+  parallel_env env;
+  if (device_.backend == backend_kind::cuda) {
+    connect_device(tensor_group, prev, deadline);
+    env.tensor_group = tensor_dev_.get();
+    env.prev_stage = prev_dev_.get();
+    env.next_stage = next_dev_.get();
+  } else {
+    if (tensor_) tensor_->connect(tensor_group, deadline);
+    // A link's rank 0 is the upstream end: prev links hold {peer, self}, next links {self, peer}.
+    if (prev_) prev_->connect({prev, prev_->local_address()}, deadline);
+    if (next_) next_->connect({next_->local_address(), next}, deadline);
+    env.tensor_group = tensor_.get();
+    env.prev_stage = prev_.get();
+    env.next_stage = next_.get();
+  }
+  env.timeout = std::chrono::milliseconds(spec_.timeout_ms);
+  env.stage_timeout = std::chrono::milliseconds(spec_.stage_timeout_ms);
+  if (keep_kv && ctx_) {
+    ctx_->set_env(env);
+  } else {
+    ctx_.reset();  // before the communicators it may point at
+    ctx_ = std::make_unique<shard_context>(*model_, spec_.context,
+                                           kernels::op_context{device_.backend, spec_.threads, stream_.get()}, env);
+  }
+  retired_.clear();
+}
+
+int shard_worker::kv_capacity_blocks(double fraction) const {
+  if (device_.backend == backend_kind::cpu) return spec_.context.n_blocks;
+  const auto& c = model_->config();
+  const auto& sl = model_->slice();
+  const size_t el = dtype_size(model_->weight_type());
+  const int layers = model_->layer_end() - model_->layer_begin();
+  size_t block_bytes = 2 * static_cast<size_t>(layers) * spec_.context.block_size * sl.n_kv_heads * c.head_dim * el;
+  if (spec_.context.keep_stage_inputs && spec_.stage + 1 < spec_.n_stages)
+    block_bytes += static_cast<size_t>(spec_.context.block_size) * c.hidden * el;  // the kept stage inputs (sent_)
+  const size_t t = static_cast<size_t>(spec_.context.max_batch_tokens);
+  const size_t q = static_cast<size_t>(sl.n_heads) * c.head_dim, kv = static_cast<size_t>(sl.n_kv_heads) * c.head_dim;
+  const size_t scratch = t * (3 * static_cast<size_t>(c.hidden) + 2 * q + 2 * kv + 2 * sl.ffn_size) * el +
+                         static_cast<size_t>(spec_.context.max_logit_rows) * (2 * c.hidden * el + 4 * c.vocab) +
+                         (size_t{256} << 20);  // cuBLASLt workspaces, graphs, sampling buffers
+  use_device(device_);
+  const double usable = static_cast<double>(free_device_memory(device_)) * fraction - static_cast<double>(scratch);
+  if (usable < static_cast<double>(block_bytes))
+    throw std::runtime_error("shard on " + device_.str() + ": no device memory left for the KV cache after the weights");
+  return static_cast<int>(usable / static_cast<double>(block_bytes));
+}
+
+size_t shard_worker::weight_bytes() const {
+  const auto& w = model_->weights();
+  size_t n = w.out_norm.bytes() + w.output.bytes();
+  if (samples() && w.output.empty()) n += w.tok_embd.bytes();  // tied: the embeddings are the output
+  for (const auto& l : w.layers)
+    for (const tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.wo, &l.ffn_norm, &l.w_gate,
+                            &l.w_up, &l.w_down})
+      n += t->bytes();
+  return n;
+}
+
+bool shard_worker::samples() const { return spec_.stage == spec_.n_stages - 1 && spec_.tp_rank == 0; }
+
+step_output shard_worker::run(const step_request& r) {
+  if (!ctx_) throw std::logic_error("shard_worker: run() before connect()");
+  use_device(device_);  // the thread that runs steps need not be the one that loaded
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto comm0 = comm_time();
+  step_output out;
+  out.step_id = r.step_id;
+  const auto deadline = t0 + std::chrono::milliseconds(spec_.stage_timeout_ms);
+  if (r.replay_stage >= 0) {
+    replay(r);
+    ctx_->finish(deadline);
+  } else {
+    tensor_view logits = ctx_->forward(r.batch);
+    if (samples())
+      out.samples = sampler_.run(*ctx_, logits, r.samples, deadline);
+    else
+      ctx_->finish(deadline);
+  }
+  out.kv_rows = ctx_->kv_rows_written();
+  const auto us = [](auto d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); };
+  out.busy_us = us(std::chrono::steady_clock::now() - t0);
+  out.comm_us = us(comm_time() - comm0);
+  return out;
+}
+
+void shard_worker::replay(const step_request& r) {
+  if (r.replay_stage >= spec_.n_stages)
+    throw std::invalid_argument("shard: replay of stage " + std::to_string(r.replay_stage) + " in a pipeline of " +
+                                std::to_string(spec_.n_stages));
+  if (spec_.stage == r.replay_stage)
+    ctx_->replay_compute(r.batch);
+  else if (spec_.stage + 1 == r.replay_stage)
+    ctx_->replay_send(r.batch);
+}
+
+std::chrono::nanoseconds shard_worker::comm_time() const {
+  std::chrono::nanoseconds t{0};
+  for (const auto* c : {tensor_.get(), prev_.get(), next_.get()})
+    if (c) t += c->busy_time();
+  return t;
+}
+
+void shard_worker::abort() noexcept {
+  for (auto* c : {static_cast<parallel::communicator*>(tensor_.get()), static_cast<parallel::communicator*>(prev_.get()),
+                  static_cast<parallel::communicator*>(next_.get()), tensor_dev_.get(), prev_dev_.get(),
+                  next_dev_.get()})
+    if (c) c->abort();
+}
+
+}  // namespace troupe

@@ -1,0 +1,398 @@
+// The control plane across real processes: `troupe serve` starts its local nodes, they
+// register, a kill -9 is detected and repaired, and shutdown leaves no process behind.
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "actors/actor_system_config.h"
+#include "actors/cluster/launch.h"
+#include "actors/messages.h"
+#include "actors/cluster/supervisor.h"
+#include "test_support.h"
+
+namespace {
+
+using namespace troupe;
+using namespace std::chrono_literals;
+
+/// A block of 10 ports of its own (head, nodes, server at +9) for one test.
+uint16_t test_port(int) { return static_cast<uint16_t>(troupe::test::reserve_ports(10)); }
+
+std::string troupe_binary() { return (troupe::test::binary_dir() / "bin" / "troupe").string(); }
+
+int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+/// Head on `base`, nodes n0 and n1 on base+1 and base+2, fast heartbeats.
+cluster_config two_node_config(uint16_t base) {
+  auto c = default_cluster_config();
+  c.parallel.replicas = 2;
+  c.head.host = "127.0.0.1";
+  c.head.port = base;
+  c.server.port = static_cast<uint16_t>(base + 9);
+  c.nodes.clear();
+  for (int i = 0; i < 2; ++i) {
+    node_section n;
+    n.name = "n" + std::to_string(i);
+    n.host = "127.0.0.1";
+    n.port = static_cast<uint16_t>(base + 1 + i);
+    n.devices = {"cpu"};
+    c.nodes.push_back(n);
+  }
+  c.fault_tolerance.heartbeat_interval = 50ms;
+  c.fault_tolerance.heartbeat_timeout = 500ms;
+  c.fault_tolerance.request_wait = 5000ms;
+  c.fault_tolerance.max_restarts = 2;
+  validate(c);
+  return c;
+}
+
+std::string write_config(const cluster_config& c, const std::filesystem::path& dir) {
+  auto path = dir / "cluster.yaml";
+  std::ofstream(path) << to_yaml(c);
+  return path.string();
+}
+
+std::string read_text(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+/// True when `pid` no longer runs (gone, or a zombie nobody reaped yet).
+bool process_gone(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!f || !std::getline(f, stat)) return true;
+  const auto p = stat.rfind(')');
+  return p != std::string::npos && p + 2 < stat.size() && (stat[p + 2] == 'Z' || stat[p + 2] == 'X');
+}
+
+bool wait_gone(const std::vector<pid_t>& pids, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    bool all = true;
+    for (auto pid : pids) all = all && process_gone(pid);
+    if (all) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+/// A test-side actor system connected to the head's supervisor.
+struct head_client {
+  system_config cfg;
+  caf::actor_system sys;
+  supervisor_actor sup;
+
+  explicit head_client(const cluster_config& c) : cfg(c.fault_tolerance, 2), sys(cfg) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    for (;;) {
+      auto h = sys.middleman().remote_actor<supervisor_actor>(c.head.host, c.head.port);
+      if (h) {
+        sup = *h;
+        return;
+      }
+      if (std::chrono::steady_clock::now() > deadline)
+        FAIL("head unreachable: " << sys.render(h.error()));
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+
+  cluster_status status() {
+    caf::scoped_actor self{sys};
+    cluster_status out;
+    self->request(sup, 2s, status_atom::value)
+        .receive([&](cluster_status& s) { out = std::move(s); },
+                 [&](caf::error& e) { FAIL("status request failed: " << sys.render(e)); });
+    return out;
+  }
+
+  /// Polls the status every 5 ms until `pred` holds or `timeout` passed; the last status.
+  cluster_status wait_until(const std::function<bool(const cluster_status&)>& pred,
+                            std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      auto s = status();
+      if (pred(s) || std::chrono::steady_clock::now() > deadline) return s;
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+};
+
+bool all_registered(const cluster_status& s) {
+  for (const auto& n : s.nodes)
+    if (n.state != node_state::registered) return false;
+  return !s.nodes.empty();
+}
+
+/// Runs `troupe args...` to completion (10 s at most); returns its exit and its output.
+std::pair<child_exit, std::string> run_troupe(const std::vector<std::string>& args,
+                                              const std::filesystem::path& dir,
+                                              const std::vector<std::string>& env = {}) {
+  process_launcher procs;
+  const auto log = dir / "run.log";
+  std::filesystem::remove(log);
+  std::vector<std::string> argv{troupe_binary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  launch_options lo;
+  lo.log_path = log.string();
+  lo.extra_env = env;
+  const auto pid = procs.start("troupe", argv, lo);
+  auto ex = procs.wait(pid, 10s);
+  REQUIRE(ex);
+  return {*ex, read_text(log)};
+}
+
+}  // namespace
+
+TEST_CASE("a two-node cluster registers, repairs a kill -9 of a node and shuts down cleanly",
+          "[actors]") {
+  const auto dir = troupe::test::scratch_dir("actors_kill9");
+  const auto c = two_node_config(test_port(0));
+  const auto path = write_config(c, dir);
+  process_launcher procs;
+  launch_options lo;
+  lo.log_path = (dir / "head.log").string();
+  const auto head = procs.start("head", {troupe_binary(), "serve", "--config", path}, lo);
+  head_client client(c);
+
+  auto st = client.wait_until(all_registered, 10s);
+  INFO(read_text(dir / "head.log"));
+  REQUIRE(all_registered(st));
+  REQUIRE(st.nodes.size() == 2);
+  for (const auto& n : st.nodes) {
+    CHECK(n.launched);
+    CHECK(n.pid > 0);
+    CHECK(n.restarts == 0);
+  }
+  const pid_t victim = find_node(st, "n1")->pid;
+  const pid_t survivor = find_node(st, "n0")->pid;
+
+  const auto killed_at = unix_ms_now();
+  REQUIRE(::kill(victim, SIGKILL) == 0);
+  st = client.wait_until(
+      [](const cluster_status& s) {
+        const auto* n = find_node(s, "n1");
+        return n && n->restarts == 1 && n->state == node_state::registered;
+      },
+      10s);
+  const auto* n1 = find_node(st, "n1");
+  REQUIRE(n1);
+  REQUIRE(n1->state == node_state::registered);
+  CHECK(n1->restarts == 1);
+  CHECK(n1->pid != victim);
+  CHECK(n1->last_error.find("remote_link_unreachable") != std::string::npos);
+  const auto detect_ms = n1->lost_at_unix_ms - killed_at;
+  CHECK(detect_ms >= 0);
+  CHECK(detect_ms < c.fault_tolerance.heartbeat_timeout.count());
+  CHECK(n1->recover_ms >= 0);
+  CHECK(n1->recover_ms < 5000);
+  WARN("kill -9 of a node: detected " << detect_ms << " ms after the kill (" << n1->detect_ms
+                                      << " ms after its last heartbeat), re-registered "
+                                      << n1->recover_ms << " ms after detection");
+  CHECK(find_node(st, "n0")->pid == survivor);
+  CHECK(find_node(st, "n0")->restarts == 0);
+
+  const pid_t restarted = n1->pid;
+  REQUIRE(procs.signal(head, SIGTERM));
+  auto ex = procs.wait(head, 10s);
+  REQUIRE(ex);
+  CHECK(ex->description == "exited with status 0");
+  CHECK(wait_gone({survivor, restarted}, 1s));
+  const auto log = read_text(dir / "head.log");
+  CHECK(log.find("node n1 lost after") != std::string::npos);
+  CHECK(log.find("head stopped") != std::string::npos);
+}
+
+TEST_CASE("a stopped (SIGSTOP) node is lost after the heartbeat timeout and a SIGTERM'd one "
+          "leaves for good", "[actors]") {
+  const auto dir = troupe::test::scratch_dir("actors_sigstop");
+  const auto c = two_node_config(test_port(80));
+  const auto path = write_config(c, dir);
+  process_launcher procs;
+  launch_options lo;
+  lo.log_path = (dir / "head.log").string();
+  const auto head = procs.start("head", {troupe_binary(), "serve", "--config", path}, lo);
+  head_client client(c);
+  auto st = client.wait_until(all_registered, 10s);
+  INFO(read_text(dir / "head.log"));
+  REQUIRE(all_registered(st));
+  const pid_t leaver = find_node(st, "n0")->pid;
+  const pid_t frozen = find_node(st, "n1")->pid;
+
+  REQUIRE(::kill(leaver, SIGTERM) == 0);
+  const auto stopped_at = unix_ms_now();
+  REQUIRE(::kill(frozen, SIGSTOP) == 0);
+  st = client.wait_until(
+      [](const cluster_status& s) {
+        const auto* n = find_node(s, "n1");
+        return n && n->restarts == 1 && n->state == node_state::registered &&
+               find_node(s, "n0")->state == node_state::stopped;
+      },
+      10s);
+  const auto* n0 = find_node(st, "n0");
+  const auto* n1 = find_node(st, "n1");
+  CHECK(n0->state == node_state::stopped);
+  CHECK(n0->restarts == 0);
+  REQUIRE(n1->state == node_state::registered);
+  CHECK(n1->restarts == 1);
+  CHECK(n1->pid != frozen);
+  const auto detect_ms = n1->lost_at_unix_ms - stopped_at;
+  const auto& ft = c.fault_tolerance;
+  CHECK(detect_ms >= ft.heartbeat_timeout.count() - ft.heartbeat_interval.count());
+  CHECK(detect_ms < c.fault_tolerance.heartbeat_timeout.count() + 300);
+  WARN("SIGSTOP of a node (heartbeat_timeout " << c.fault_tolerance.heartbeat_timeout.count()
+                                              << " ms): detected " << detect_ms
+                                              << " ms after the stop, re-registered "
+                                              << n1->recover_ms << " ms after detection");
+  CHECK(wait_gone({leaver, frozen}, 2s));
+
+  REQUIRE(procs.signal(head, SIGTERM));
+  auto ex = procs.wait(head, 10s);
+  REQUIRE(ex);
+  CHECK(ex->description == "exited with status 0");
+  CHECK(wait_gone({n1->pid}, 1s));
+}
+
+TEST_CASE("killing the head with SIGKILL takes its node processes down too", "[actors]") {
+  const auto dir = troupe::test::scratch_dir("actors_head_kill");
+  const auto c = two_node_config(test_port(10));
+  const auto path = write_config(c, dir);
+  process_launcher procs;
+  launch_options lo;
+  lo.log_path = (dir / "head.log").string();
+  const auto head = procs.start("head", {troupe_binary(), "serve", "--config", path}, lo);
+  std::vector<pid_t> nodes;
+  {
+    head_client client(c);
+    auto st = client.wait_until(all_registered, 10s);
+    INFO(read_text(dir / "head.log"));
+    REQUIRE(all_registered(st));
+    for (const auto& n : st.nodes) nodes.push_back(n.pid);
+  }
+  REQUIRE(procs.signal(head, SIGKILL));
+  REQUIRE(procs.wait(head, 5s));
+  CHECK(wait_gone(nodes, 3s));
+}
+
+TEST_CASE("a node whose port is in use fails with an error naming the node and host:port",
+          "[actors]") {
+  const auto dir = troupe::test::scratch_dir("actors_port_in_use");
+  const auto c = two_node_config(test_port(20));
+  const auto path = write_config(c, dir);
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(c.nodes[0].port);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd, 1) == 0);
+  auto [ex, out] = run_troupe({"node", "--config", path, "--name", "n0"}, dir);
+  ::close(fd);
+  CHECK(ex.description == "exited with status 1");
+  CHECK_THAT(out, Catch::Contains("node n0: cannot listen on 127.0.0.1:" +
+                                  std::to_string(c.nodes[0].port) + ": Address already in use"));
+}
+
+TEST_CASE("a node with an unknown name fails listing the node names", "[actors]") {
+  const auto dir = troupe::test::scratch_dir("actors_unknown_name");
+  const auto c = two_node_config(test_port(30));
+  auto [ex, out] = run_troupe({"node", "--config", write_config(c, dir), "--name", "n7"}, dir);
+  CHECK(ex.description == "exited with status 1");
+  CHECK_THAT(out, Catch::Contains("unknown node 'n7'") && Catch::Contains("n0, n1"));
+}
+
+TEST_CASE("a node gives up on an unreachable head after request_wait, naming host:port",
+          "[actors]") {
+  const auto dir = troupe::test::scratch_dir("actors_no_head");
+  const auto c = two_node_config(test_port(40));
+  const auto started = std::chrono::steady_clock::now();
+  auto [ex, out] = run_troupe({"node", "--config", write_config(c, dir), "--name", "n0", "--set",
+                               "fault_tolerance.request_wait=600ms"},
+                              dir);
+  const auto took = std::chrono::steady_clock::now() - started;
+  CHECK(ex.description == "exited with status 1");
+  CHECK_THAT(out, Catch::Contains("node n0: head unreachable at 127.0.0.1:" +
+                                  std::to_string(c.head.port)));
+  CHECK(took < 5s);
+}
+
+TEST_CASE("a second head on the same port fails with an error naming host:port", "[actors]") {
+  const auto dir = troupe::test::scratch_dir("actors_head_port");
+  const auto c = two_node_config(test_port(50));
+  const auto path = write_config(c, dir);
+  process_launcher procs;
+  launch_options lo;
+  lo.log_path = (dir / "head.log").string();
+  const auto head = procs.start("head", {troupe_binary(), "serve", "--config", path}, lo);
+  {
+    head_client client(c);
+    REQUIRE(all_registered(client.wait_until(all_registered, 10s)));
+  }
+  auto [ex, out] = run_troupe({"serve", "--config", path}, dir);
+  CHECK(ex.description == "exited with status 1");
+  CHECK_THAT(out, Catch::Contains("head: cannot listen on 127.0.0.1:" + std::to_string(c.head.port)));
+  REQUIRE(procs.signal(head, SIGTERM));
+  auto hx = procs.wait(head, 10s);
+  REQUIRE(hx);
+  CHECK(hx->description == "exited with status 0");
+}
+
+TEST_CASE("the launcher rank comes from mpirun, PMI or Slurm variables", "[actors]") {
+  auto env_of = [](std::map<std::string, std::string> m) {
+    return [m](const char* k) -> const char* {
+      auto it = m.find(k);
+      return it == m.end() ? nullptr : it->second.c_str();
+    };
+  };
+  CHECK_FALSE(detect_launcher_rank(env_of({})));
+  auto r = detect_launcher_rank(env_of({{"OMPI_COMM_WORLD_RANK", "2"}, {"OMPI_COMM_WORLD_SIZE", "3"}}));
+  REQUIRE(r);
+  CHECK(r->rank == 2);
+  CHECK(r->size == 3);
+  CHECK(r->variable == "OMPI_COMM_WORLD_RANK");
+  r = detect_launcher_rank(env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "4"}}));
+  REQUIRE(r);
+  CHECK(r->rank == 0);
+  CHECK(r->size == 4);
+  CHECK_THROWS_WITH(detect_launcher_rank(env_of({{"PMI_RANK", "x"}, {"PMI_SIZE", "2"}})),
+                    Catch::Contains("PMI_RANK='x'"));
+  CHECK_THROWS_WITH(detect_launcher_rank(env_of({{"PMI_RANK", "1"}})), Catch::Contains("PMI_SIZE"));
+
+  const auto c = two_node_config(test_port(60));
+  CHECK(node_for_rank(c, {2, 3, "PMI_RANK", "PMI_SIZE"}).name == "n1");
+  CHECK_THROWS_WITH(node_for_rank(c, {1, 5, "PMI_RANK", "PMI_SIZE"}),
+                    Catch::Contains("PMI_SIZE=5") && Catch::Contains("2 node(s)") &&
+                        Catch::Contains("start 3"));
+}
+
+TEST_CASE("serve under mpirun with the wrong number of processes is a clear error", "[actors]") {
+  const auto dir = troupe::test::scratch_dir("actors_mpirun_size");
+  const auto c = two_node_config(test_port(70));
+  auto [ex, out] = run_troupe({"serve", "--config", write_config(c, dir)}, dir,
+                              {"OMPI_COMM_WORLD_RANK=0", "OMPI_COMM_WORLD_SIZE=5"});
+  CHECK(ex.description == "exited with status 1");
+  CHECK_THAT(out, Catch::Contains("OMPI_COMM_WORLD_SIZE=5") && Catch::Contains("start 3"));
+}
+
+TEST_CASE("starting a missing program names the program", "[actors]") {
+  process_launcher procs;
+  CHECK_THROWS_WITH(procs.start("x", {"/nonexistent/troupe-x"}),
+                    Catch::Contains("cannot execute /nonexistent/troupe-x") &&
+                        Catch::Contains("No such file"));
+  CHECK(procs.running().empty());
+}

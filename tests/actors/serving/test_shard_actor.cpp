@@ -1,0 +1,297 @@
+// The shard actor in one process: a scoped_actor plays the replica, drives two pipeline
+// stages of the default model over real UCX links, aborts a blocked step, sees a load
+// failure, and spawns a shard through a node agent.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <spdlog/sinks/ringbuffer_sink.h>
+
+#include "actors/actor_system_config.h"
+#include "actors/cluster/node_agent.h"
+#include "actors/serving/shard.h"
+#include "engine_fixture.h"
+
+namespace {
+
+using namespace troupe;
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+/// An actor system with troupe's configuration, a scoped actor as the replica, and every
+/// shard spawned through it stopped at the end (a shard with pending replies stays alive).
+struct shard_fixture {
+  system_config cfg{fault_tolerance_section{}};
+  caf::actor_system sys{cfg};
+  caf::scoped_actor self{sys};
+  std::vector<shard_actor> spawned;
+
+  shard_actor spawn(const shard_spec& spec) {
+    spawned.push_back(spawn_shard(sys, spec));
+    return spawned.back();
+  }
+
+  ~shard_fixture() {
+    for (auto& s : spawned) self->send_exit(s, caf::exit_reason::user_shutdown);
+  }
+
+  /// The answer of `h` to `xs...`, or the error.
+  template <class T, class Handle, class... Ts>
+  caf::expected<T> ask(const Handle& h, Ts&&... xs) {
+    caf::expected<T> out{caf::make_error(caf::sec::runtime_error, "no answer")};
+    self->request(h, 20s, std::forward<Ts>(xs)...)
+        .receive([&](T& x) { out = std::move(x); }, [&](caf::error& e) { out = std::move(e); });
+    return out;
+  }
+
+  std::string render(const caf::error& e) { return sys.render(e); }
+};
+
+/// Stage `stage` of the default model split in two pipeline stages (layers [0,15), [15,30)).
+shard_spec pipeline_spec(int stage) {
+  shard_spec s;
+  s.model_path = test::default_model();
+  s.stage = stage;
+  s.n_stages = 2;
+  s.layers = stage == 0 ? parallel::layer_range{0, 15} : parallel::layer_range{15, 30};
+  s.context.n_blocks = 64;
+  s.context.block_size = 16;
+  s.context.max_batch_tokens = 128;
+  s.context.max_logit_rows = 4;
+  s.timeout_ms = 5000;
+  return s;
+}
+
+std::vector<int32_t> prompt_tokens() {
+  return test::shared_default_model()->tokenizer().encode("The capital of France is", false, false);
+}
+
+/// The prefill step of one sequence holding `prompt`, sampled greedily at its last row.
+step_request prefill_step(const std::vector<int32_t>& prompt) {
+  const auto n = static_cast<int32_t>(prompt.size());
+  step_request r;
+  r.step_id = 7;
+  r.batch.tokens = prompt;
+  for (int32_t i = 0; i < n; ++i) r.batch.positions.push_back(i);
+  r.batch.slots = r.batch.positions;
+  r.batch.query_start = {0, n};
+  r.batch.context_len = {n};
+  r.batch.max_blocks = 64;
+  for (int32_t b = 0; b < 64; ++b) r.batch.block_tables.push_back(b);
+  r.batch.logit_rows = {n - 1};
+  sample_request s;
+  s.id = 1;
+  s.params.temperature = 0.0f;
+  s.params.max_tokens = 1;
+  s.history = prompt;
+  s.n_prompt = n;
+  r.samples.push_back(s);
+  return r;
+}
+
+/// The single-process engine's first greedy token for `prompt`.
+int32_t engine_first_token(const std::vector<int32_t>& prompt) {
+  auto e = test::make_engine();
+  auto out = e->generate({prompt}, test::greedy(1));
+  REQUIRE(out.size() == 1);
+  REQUIRE(out[0].tokens.size() == 1);
+  return out[0].tokens[0];
+}
+
+/// Gets both stages' addresses and connects them to each other.
+void connect_pipeline(shard_fixture& f, const shard_actor& s0, const shard_actor& s1) {
+  auto a0 = f.ask<shard_addresses>(s0, addresses_atom::value);
+  auto a1 = f.ask<shard_addresses>(s1, addresses_atom::value);
+  REQUIRE(a0);
+  REQUIRE(a1);
+  CHECK(a0->prev.empty());
+  CHECK(!a0->next.empty());
+  CHECK(!a1->prev.empty());
+  CHECK(a1->next.empty());
+  shard_peers p0, p1;
+  p0.next = a1->prev;
+  p1.prev = a0->next;
+  // Both connects must be in flight together: each side waits for the other.
+  auto h0 = f.self->request(s0, 20s, connect_atom::value, p0);
+  auto h1 = f.self->request(s1, 20s, connect_atom::value, p1);
+  bool ok0 = false, ok1 = false;
+  h0.receive([&](caf::ok_atom) { ok0 = true; }, [&](caf::error& e) { FAIL("stage 0 connect: " << f.render(e)); });
+  h1.receive([&](caf::ok_atom) { ok1 = true; }, [&](caf::error& e) { FAIL("stage 1 connect: " << f.render(e)); });
+  REQUIRE(ok0);
+  REQUIRE(ok1);
+}
+
+}  // namespace
+
+TEST_CASE("two pipeline shard actors sample the single engine's first greedy token", "[actors][shard][slow]") {
+  shard_fixture f;
+  auto s0 = f.spawn(pipeline_spec(0));
+  auto s1 = f.spawn(pipeline_spec(1));
+  connect_pipeline(f, s0, s1);
+  const auto prompt = prompt_tokens();
+  REQUIRE(prompt.size() > 1);
+  auto step = prefill_step(prompt);
+  auto h0 = f.self->request(s0, 20s, step_atom::value, step);
+  auto h1 = f.self->request(s1, 20s, step_atom::value, step);
+  std::optional<step_output> o0, o1;
+  h0.receive([&](step_output& o) { o0 = std::move(o); }, [&](caf::error& e) { FAIL("stage 0: " << f.render(e)); });
+  h1.receive([&](step_output& o) { o1 = std::move(o); }, [&](caf::error& e) { FAIL("stage 1: " << f.render(e)); });
+  REQUIRE(o0);
+  REQUIRE(o1);
+  CHECK(o0->step_id == 7);
+  CHECK(o0->samples.empty());  // only the last stage samples
+  CHECK(o1->step_id == 7);
+  REQUIRE(o1->samples.size() == 1);
+  CHECK(o1->samples[0].token == engine_first_token(prompt));
+}
+
+TEST_CASE("abort releases a shard waiting for activations that never come, and it stays alive",
+          "[actors][shard][slow]") {
+  shard_fixture f;
+  auto s0 = f.spawn(pipeline_spec(0));
+  auto s1 = f.spawn(pipeline_spec(1));
+  connect_pipeline(f, s0, s1);
+  auto handle = f.self->request(s1, 20s, step_atom::value, prefill_step(prompt_tokens()));
+  std::this_thread::sleep_for(100ms);  // stage 1 is now blocked receiving from stage 0
+  const auto t0 = clock_type::now();
+  f.self->send(s1, abort_atom::value);
+  std::string error;
+  handle.receive([](step_output&) { FAIL("the step succeeded without its activations"); },
+                 [&](caf::error& e) { error = f.render(e); });
+  INFO(error);
+  CHECK(clock_type::now() - t0 < 500ms);
+  CHECK(error.find("shard s1r0: step 7 failed") != std::string::npos);
+  // The shard is still there (the replica decides what to do with it).
+  auto again = f.ask<shard_addresses>(s1, addresses_atom::value);
+  CHECK(again);
+}
+
+TEST_CASE("a shard stopped while its step waits for a peer terminates at once and answers the step",
+          "[actors][shard][slow]") {
+  shard_fixture f;
+  auto s0 = f.spawn(pipeline_spec(0));
+  auto s1 = f.spawn(pipeline_spec(1));
+  connect_pipeline(f, s0, s1);
+  auto handle = f.self->request(s1, 20s, step_atom::value, prefill_step(prompt_tokens()));
+  std::this_thread::sleep_for(100ms);
+  f.self->monitor(s1);
+  const auto t0 = clock_type::now();
+  f.self->send_exit(s1, caf::exit_reason::user_shutdown);
+  std::string error;
+  handle.receive([](step_output&) { FAIL("the step succeeded without its activations"); },
+                 [&](caf::error& e) { error = f.render(e); });
+  INFO(error);
+  CHECK(error.find("shard s1r0") != std::string::npos);
+  bool down = false;
+  f.self->receive([&](caf::down_msg&) { down = true; }, caf::after(2s) >> [] {});
+  CHECK(down);
+  CHECK(clock_type::now() - t0 < 500ms);
+}
+
+TEST_CASE("a shard with a bad model path answers every request with an error naming the shard and path",
+          "[actors][shard]") {
+  shard_fixture f;
+  auto spec = pipeline_spec(1);
+  spec.model_path = "/nonexistent/troupe/missing-model.gguf";
+  auto s = f.spawn(spec);
+  // Asked while loading (pending) and after the failure (later): all get the error.
+  auto pending = f.self->request(s, 20s, connect_atom::value, shard_peers{});
+  auto addresses = f.ask<shard_addresses>(s, addresses_atom::value);
+  REQUIRE(!addresses);
+  const auto why = f.render(addresses.error());
+  INFO(why);
+  CHECK(why.find("shard s1r0") != std::string::npos);
+  CHECK(why.find("/nonexistent/troupe/missing-model.gguf") != std::string::npos);
+  std::string pending_error;
+  pending.receive([](caf::ok_atom) { FAIL("connect succeeded without a model"); },
+                  [&](caf::error& e) { pending_error = f.render(e); });
+  CHECK(pending_error == why);
+  auto later = f.ask<step_output>(s, step_atom::value, step_request{});
+  REQUIRE(!later);
+  CHECK(f.render(later.error()) == why);
+}
+
+TEST_CASE("a node agent spawns a shard, logs its progress and stops it on stop", "[actors][shard][slow]") {
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(256);
+  logger()->sinks().push_back(sink);
+  shard_fixture f;
+  node_agent_options opts;
+  opts.info.name = "n0";
+  auto agent = spawn_node_agent(f.sys, opts);
+  shard_spec spec = pipeline_spec(0);
+  spec.n_stages = 1;
+  spec.layers = {0, 30};
+  auto shard = f.ask<shard_actor>(agent, spawn_shard_atom::value, spec);
+  REQUIRE(shard);
+  auto addresses = f.ask<shard_addresses>(*shard, addresses_atom::value);
+  REQUIRE(addresses);
+  REQUIRE(f.ask<caf::ok_atom>(*shard, connect_atom::value, shard_peers{}));
+  const auto prompt = prompt_tokens();
+  auto out = f.ask<step_output>(*shard, step_atom::value, prefill_step(prompt));
+  REQUIRE(out);
+  REQUIRE(out->samples.size() == 1);
+  CHECK(out->samples[0].token == engine_first_token(prompt));
+
+  f.self->monitor(*shard);
+  REQUIRE(f.ask<caf::ok_atom>(agent, stop_atom::value));
+  caf::error reason = caf::sec::runtime_error;
+  f.self->receive([&](caf::down_msg& dm) { reason = dm.reason; },
+                  caf::after(5s) >> [] { FAIL("the shard did not stop"); });
+  CHECK(reason == caf::exit_reason::user_shutdown);
+  f.self->send_exit(agent, caf::exit_reason::user_shutdown);
+
+  auto lines = sink->last_formatted();
+  auto logged = [&](const std::string& text) {
+    return std::any_of(lines.begin(), lines.end(),
+                       [&](const std::string& l) { return l.find(text) != std::string::npos; });
+  };
+  CHECK(logged("shard s0r0: loading"));
+  CHECK(logged("shard s0r0: loaded"));
+  CHECK(logged("shard s0r0: connected"));
+  CHECK(!logged("shard s0r0: failed"));
+  auto& sinks = logger()->sinks();
+  sinks.erase(std::remove(sinks.begin(), sinks.end(), sink), sinks.end());
+}
+
+TEST_CASE("a node agent logs a shard's load failure", "[actors][shard]") {
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(256);
+  logger()->sinks().push_back(sink);
+  shard_fixture f;
+  auto agent = spawn_node_agent(f.sys, node_agent_options{});
+  shard_spec spec = pipeline_spec(0);
+  spec.model_path = "/nonexistent/troupe/other-model.gguf";
+  auto shard = f.ask<shard_actor>(agent, spawn_shard_atom::value, spec);
+  REQUIRE(shard);
+  REQUIRE(!f.ask<shard_addresses>(*shard, addresses_atom::value));
+  REQUIRE(f.ask<caf::ok_atom>(agent, stop_atom::value));
+  f.self->send_exit(agent, caf::exit_reason::user_shutdown);
+  auto lines = sink->last_formatted();
+  CHECK(std::any_of(lines.begin(), lines.end(), [](const std::string& l) {
+    return l.find("shard s0r0: failed: /nonexistent/troupe/other-model.gguf") != std::string::npos;
+  }));
+  auto& sinks = logger()->sinks();
+  sinks.erase(std::remove(sinks.begin(), sinks.end(), sink), sinks.end());
+}
+
+TEST_CASE("a shard spawned through a remote node agent is driven over the middleman", "[actors][shard][slow]") {
+  shard_fixture node;    // the node process: publishes its agent
+  shard_fixture client;  // the head / replica process
+  auto agent = spawn_node_agent(node.sys, node_agent_options{});
+  auto port = node.sys.middleman().publish(agent, 0, "127.0.0.1");
+  REQUIRE(port);
+  auto remote = client.sys.middleman().remote_actor<node_agent_actor>("127.0.0.1", *port);
+  REQUIRE(remote);
+  shard_spec spec = pipeline_spec(0);
+  spec.n_stages = 1;
+  spec.layers = {0, 30};
+  auto shard = client.ask<shard_actor>(*remote, spawn_shard_atom::value, spec);
+  REQUIRE(shard);
+  CHECK(shard->node() == node.sys.node());
+  REQUIRE(client.ask<shard_addresses>(*shard, addresses_atom::value));
+  REQUIRE(client.ask<caf::ok_atom>(*shard, connect_atom::value, shard_peers{}));
+  const auto prompt = prompt_tokens();
+  auto out = client.ask<step_output>(*shard, step_atom::value, prefill_step(prompt));
+  REQUIRE(out);
+  REQUIRE(out->samples.size() == 1);
+  CHECK(out->samples[0].token == engine_first_token(prompt));
+  REQUIRE(client.ask<caf::ok_atom>(*remote, stop_atom::value));
+  node.self->send_exit(agent, caf::exit_reason::user_shutdown);
+}

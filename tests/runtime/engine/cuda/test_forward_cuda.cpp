@@ -1,0 +1,105 @@
+// The model forward on a GPU against the CPU forward, on random models whose weights are
+// bit-identical on both (the `random` load format): f32 to rounding, bf16 within its
+// tolerance, and CUDA-graph decode equal to eager decode. Needs a GPU (skipped without one).
+// Tensor and pipeline parallelism over NCCL are checked against transformers by
+// tools/gpu/agreement.py (tools/gpu/check.sh).
+#ifdef TROUPE_HAVE_CUDA_KERNELS
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <fstream>
+
+#include "kernels/cuda/cuda_test_util.h"
+#include "runtime/engine/engine.h"
+#include "test_support.h"
+
+using namespace troupe;
+
+namespace {
+
+std::string config_dir() {
+  static const std::string dir = [] {
+    const auto d = test::scratch_dir("forward_cuda");
+    std::ofstream(d / "config.json") << R"({"model_type": "llama", "hidden_size": 256, "intermediate_size": 640,
+      "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 1000,
+      "max_position_embeddings": 1024, "rms_norm_eps": 1e-5, "rope_theta": 10000.0})";
+    return d.string();
+  }();
+  return dir;
+}
+
+std::shared_ptr<const model> random_model(const std::string& device, dtype t) {
+  load_options o;
+  o.random_weights = true;
+  o.random_seed = 11;
+  o.device = device_ref::parse(device);
+  o.weight_type = t;
+  return model::load(config_dir(), o);
+}
+
+std::vector<generation_result> run(std::shared_ptr<const model> m, bool graphs, int64_t* replays = nullptr) {
+  engine_config ec;
+  ec.n_threads = 2;
+  ec.kv_tokens = 4096;
+  ec.record_logits = !graphs;
+  ec.cuda_graphs = graphs;
+  engine e(std::move(m), ec);
+  sampling_params p;
+  p.temperature = 0;
+  p.max_tokens = 24;
+  p.ignore_eos = true;
+  std::vector<std::vector<int32_t>> prompts{{5, 17, 300, 2, 999, 41, 8}, {7}, std::vector<int32_t>(70, 3)};
+  auto out = e.generate(prompts, p);
+  if (replays && e.context()) *replays = e.context()->graph_replays();
+  return out;
+}
+
+/// ||a - b|| / ||b|| over the recorded logits of the steps both runs fed the same tokens
+/// (up to and including the first step whose sampled tokens differ).
+double relative_error(const generation_result& a, const generation_result& b) {
+  double num = 0, den = 0;
+  for (size_t t = 0; t < std::min(a.logits.size(), b.logits.size()); ++t) {
+    for (size_t i = 0; i < a.logits[t].size(); ++i) {
+      const double d = double{a.logits[t][i]} - b.logits[t][i];
+      num += d * d;
+      den += double{b.logits[t][i]} * b.logits[t][i];
+    }
+    if (a.tokens[t] != b.tokens[t]) break;
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+}  // namespace
+
+TEST_CASE("a random model in f32 on the GPU gives the CPU's logits and greedy tokens", "[cuda]") {
+  if (!test::cuda_device_or_skip()) return;
+  const auto cpu = run(random_model("cpu", dtype::f32), false);
+  const auto gpu = run(random_model("cuda:0", dtype::f32), false);
+  REQUIRE(gpu.size() == cpu.size());
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    CAPTURE(i);
+    CHECK(gpu[i].tokens == cpu[i].tokens);
+    CHECK(relative_error(gpu[i], cpu[i]) < 1e-4);
+  }
+}
+
+TEST_CASE("in bf16 the GPU logits stay within bf16 rounding of the f32 CPU logits", "[cuda]") {
+  if (!test::cuda_device_or_skip()) return;
+  const auto cpu = run(random_model("cpu", dtype::f32), false);
+  const auto gpu = run(random_model("cuda:0", dtype::bf16), false);
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(gpu[i].logits.size() == cpu[i].logits.size());
+    CHECK(relative_error(gpu[i], cpu[i]) < 3e-2);
+  }
+}
+
+TEST_CASE("decode steps replayed from CUDA graphs give the eager steps' tokens", "[cuda]") {
+  if (!test::cuda_device_or_skip()) return;
+  const auto m = random_model("cuda:0", dtype::bf16);
+  int64_t replays = 0;
+  const auto graphed = run(m, true, &replays);
+  const auto eager = run(m, false);
+  CHECK(replays > 0);
+  for (size_t i = 0; i < eager.size(); ++i) CHECK(graphed[i].tokens == eager[i].tokens);
+}
+#endif

@@ -1,0 +1,145 @@
+// The continuous-batching scheduler on its own (no model): budgets, chunks, preemption.
+#include <catch2/catch.hpp>
+
+#include "runtime/engine/scheduler.h"
+
+using namespace troupe;
+
+namespace {
+
+std::unique_ptr<sequence> make_seq(seq_id id, int n_prompt, int max_tokens = 16) {
+  auto s = std::make_unique<sequence>();
+  s->id = id;
+  for (int i = 0; i < n_prompt; ++i) s->tokens.push_back(static_cast<int32_t>(id * 1000 + i));
+  s->n_prompt = n_prompt;
+  s->params.max_tokens = max_tokens;
+  return s;
+}
+
+/// Completes a plan as if the model sampled token 7 for every chunk that wants logits.
+void run(scheduler& s, const step_plan& plan) {
+  std::vector<int32_t> sampled;
+  for (const auto& c : plan.chunks)
+    if (c.wants_logits) sampled.push_back(7);
+  s.complete(plan, sampled);
+}
+
+}  // namespace
+
+TEST_CASE("a long prompt is prefilled in chunks of the token budget", "[scheduler]") {
+  block_manager blocks(128, 16);
+  scheduler s(blocks, {512, 8, 2048});
+  s.add(make_seq(1, 1000));
+  auto p1 = s.schedule();
+  REQUIRE(p1.chunks.size() == 1);
+  CHECK(p1.chunks[0].start == 0);
+  CHECK(p1.chunks[0].len == 512);
+  CHECK_FALSE(p1.chunks[0].wants_logits);
+  run(s, p1);
+  auto p2 = s.schedule();
+  CHECK(p2.chunks[0].start == 512);
+  CHECK(p2.chunks[0].len == 488);
+  CHECK(p2.chunks[0].wants_logits);
+  run(s, p2);
+  auto p3 = s.schedule();
+  CHECK(p3.chunks[0].start == 1000);
+  CHECK(p3.chunks[0].len == 1);
+}
+
+TEST_CASE("decodes and a new prefill share one step", "[scheduler]") {
+  block_manager blocks(128, 16);
+  scheduler s(blocks, {64, 8, 2048});
+  s.add(make_seq(1, 10));
+  run(s, s.schedule());
+  s.add(make_seq(2, 100));
+  auto plan = s.schedule();
+  REQUIRE(plan.chunks.size() == 2);
+  CHECK(plan.chunks[0].seq->id == 1);
+  CHECK(plan.chunks[0].len == 1);
+  CHECK(plan.chunks[1].seq->id == 2);
+  CHECK(plan.chunks[1].len == 63);
+  CHECK(plan.n_tokens == 64);
+}
+
+TEST_CASE("no more sequences run than max_seqs", "[scheduler]") {
+  block_manager blocks(128, 16);
+  scheduler s(blocks, {512, 2, 2048});
+  for (seq_id i = 1; i <= 3; ++i) s.add(make_seq(i, 5));
+  auto plan = s.schedule();
+  CHECK(plan.chunks.size() == 2);
+  CHECK(s.n_running() == 2);
+  CHECK(s.n_waiting() == 1);
+}
+
+TEST_CASE("the newest sequence is preempted when blocks run out, and resumes later", "[scheduler]") {
+  block_manager blocks(4, 4, /*prefix_caching=*/false);  // 16 slots, nothing kept after release
+  scheduler s(blocks, {64, 8, 64});
+  s.add(make_seq(1, 8));
+  s.add(make_seq(2, 8));
+  run(s, s.schedule());  // both prefilled: 2 blocks each, all 4 used
+  CHECK(blocks.n_available() == 0);
+  auto plan = s.schedule();  // seq 1 needs a 3rd block for its 9th token: seq 2 yields
+  REQUIRE(plan.preempted == std::vector<seq_id>{2});
+  REQUIRE(plan.chunks.size() == 1);
+  CHECK(plan.chunks[0].seq->id == 1);
+  run(s, plan);
+  s.finish(1, finish_reason::stop);
+  auto resumed = s.schedule();
+  REQUIRE(resumed.chunks.size() == 1);
+  CHECK(resumed.chunks[0].seq->id == 2);
+  CHECK(resumed.chunks[0].start == 0);  // recompute: prompt + the generated token
+  CHECK(resumed.chunks[0].len == 9);
+  CHECK(resumed.chunks[0].seq->n_preemptions == 1);
+}
+
+TEST_CASE("a cancelled sequence releases its blocks at the next step", "[scheduler]") {
+  block_manager blocks(16, 16);
+  scheduler s(blocks, {512, 8, 256});
+  s.add(make_seq(1, 40));
+  run(s, s.schedule());
+  CHECK(blocks.n_used() == 3);
+  CHECK(s.cancel(1));
+  CHECK_FALSE(s.cancel(99));
+  auto plan = s.schedule();
+  CHECK(plan.empty());
+  CHECK(blocks.n_used() == 0);
+  auto done = s.take_finished();
+  REQUIRE(done.size() == 1);
+  CHECK(done[0]->finish == finish_reason::cancelled);
+  CHECK_FALSE(s.has_work());
+}
+
+TEST_CASE("a sequence that cannot fit the whole cache finishes with length", "[scheduler]") {
+  block_manager blocks(2, 4);  // 8 slots
+  scheduler s(blocks, {64, 8, 64});
+  s.add(make_seq(1, 8));
+  run(s, s.schedule());
+  auto plan = s.schedule();  // the 9th token has no block left and nobody to preempt
+  CHECK(plan.empty());
+  auto done = s.take_finished();
+  REQUIRE(done.size() == 1);
+  CHECK(done[0]->finish == finish_reason::length);
+  CHECK(blocks.n_used() == 0);
+}
+
+TEST_CASE("after the KV storage is lost every running sequence is recomputed and no prefix is reused",
+          "[scheduler]") {
+  block_manager blocks(32, 4);
+  scheduler s(blocks, {64, 8, 64});
+  s.add(make_seq(1, 9));
+  s.add(make_seq(2, 6));
+  run(s, s.schedule());  // both prefilled; full blocks published in the prefix table
+  CHECK(blocks.n_used() > 0);
+  s.reset();
+  CHECK(blocks.n_used() == 0);
+  CHECK(s.n_running() == 0);
+  CHECK(s.n_waiting() == 2);
+  const auto reused_before = blocks.stats().reused_blocks;
+  auto plan = s.schedule();
+  REQUIRE(plan.chunks.size() == 2);
+  CHECK(plan.chunks[0].seq->id == 1);  // admission order kept
+  CHECK(plan.chunks[0].start == 0);    // nothing cached survives
+  CHECK(plan.chunks[0].len == 10);     // prompt + the sampled token
+  CHECK(plan.chunks[1].start == 0);
+  CHECK(blocks.stats().reused_blocks == reused_before);
+}
