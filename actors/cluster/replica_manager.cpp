@@ -2,6 +2,7 @@
 #include "actors/cluster/replica_manager.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <optional>
 #include <set>
@@ -12,6 +13,8 @@
 
 namespace troupe {
 namespace {
+
+using clock_type = std::chrono::steady_clock;
 
 /// Keeps the replicas whole, and at the best capacity the live devices allow. When a
 /// replica fails it waits until every node of the replica's slots is registered again

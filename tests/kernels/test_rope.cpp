@@ -7,6 +7,7 @@
 #include "kernels/rope.h"
 
 using namespace troupe;
+using kernels::rope_scaling;
 using troupe::test::cpu_ctx;
 using troupe::test::f32_tensor;
 using troupe::test::i32_tensor;

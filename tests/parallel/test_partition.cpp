@@ -13,9 +13,8 @@ using Catch::Contains;
 
 namespace {
 
-model_config shape(const std::string& name, int layers, int hidden, int heads, int kv_heads, int ffn, int vocab,
-                   bool tied) {
-  model_config c;
+model_shape shape(const std::string& name, int layers, int hidden, int heads, int kv_heads, int ffn, int vocab) {
+  model_shape c;
   c.name = name;
   c.n_layers = layers;
   c.hidden = hidden;
@@ -24,13 +23,11 @@ model_config shape(const std::string& name, int layers, int hidden, int heads, i
   c.head_dim = hidden / heads;
   c.ffn = ffn;
   c.vocab = vocab;
-  c.max_context = 8192;
-  c.tied_embeddings = tied;
   return c;
 }
 
-model_config smollm2() { return shape("SmolLM2-135M", 30, 576, 9, 3, 1536, 49152, true); }
-model_config llama3_8b() { return shape("Llama-3-8B", 32, 4096, 32, 8, 14336, 128256, false); }
+model_shape smollm2() { return shape("SmolLM2-135M", 30, 576, 9, 3, 1536, 49152); }
+model_shape llama3_8b() { return shape("Llama-3-8B", 32, 4096, 32, 8, 14336, 128256); }
 
 std::vector<int> sizes(const std::vector<layer_range>& plan) {
   std::vector<int> n;
@@ -39,14 +36,14 @@ std::vector<int> sizes(const std::vector<layer_range>& plan) {
 }
 
 /// Parameters stage `s` of `n` stages carries when it holds `layers` layers.
-int64_t stage_weight(const model_config& c, int s, int n, int layers) {
+int64_t stage_weight(const model_shape& c, int s, int n, int layers) {
   int64_t w = layer_params(c) * layers;
   if (s == 0) w += int64_t{c.vocab} * c.hidden;
   if (s == n - 1) w += int64_t{c.vocab} * c.hidden + c.hidden;
   return w;
 }
 
-int64_t heaviest(const model_config& c, const std::vector<int>& counts) {
+int64_t heaviest(const model_shape& c, const std::vector<int>& counts) {
   int64_t m = 0;
   for (size_t s = 0; s < counts.size(); ++s)
     m = std::max(m, stage_weight(c, static_cast<int>(s), static_cast<int>(counts.size()), counts[s]));
@@ -66,7 +63,7 @@ void check_contiguous(const std::vector<layer_range>& plan, int n_layers) {
 TEST_CASE("a SmolLM2 layer has the parameters of its norms, attention and MLP", "[partition]") {
   const int64_t h = 576;
   CHECK(layer_params(smollm2()) == 2 * h + 576 * h + 2 * 192 * h + h * 576 + 3 * 1536 * h);
-  model_config biased = smollm2();
+  model_shape biased = smollm2();
   biased.attn_bias = true;
   CHECK(layer_params(biased) == layer_params(smollm2()) + 576 + 2 * 192);
 }
@@ -209,7 +206,7 @@ TEST_CASE("Llama-3-8B splits its 32 heads and 8 kv heads over tensor 2, 4 and 8"
 }
 
 TEST_CASE("kv heads that neither rule places need uneven heads allowed", "[partition]") {
-  const auto c = shape("twelve", 4, 768, 12, 4, 3072, 1000, true);
+  const auto c = shape("twelve", 4, 768, 12, 4, 3072, 1000);
   CHECK_THROWS_WITH(plan_tensor(c, 6, 0), Contains("tensor 6 neither divides nor is a multiple of the 4 kv heads"));
   const auto s = plan_tensor(c, 6, 1, true);
   CHECK(s.head_begin == 2);
@@ -224,7 +221,7 @@ TEST_CASE("impossible tensor sizes and ranks are rejected", "[partition]") {
   CHECK_THROWS_WITH(plan_tensor(c, 3, 3), Contains("tensor rank 3 is outside [0, 3)"));
   CHECK_THROWS_WITH(plan_tensor(c, 3, -1), Contains("tensor rank -1"));
   CHECK_THROWS_WITH(plan_tensor(c, 10, 0, true), Contains("tensor 10 exceeds the 9 attention heads"));
-  auto narrow = shape("narrow", 2, 64, 4, 4, 2, 100, true);
+  auto narrow = shape("narrow", 2, 64, 4, 4, 2, 100);
   CHECK_THROWS_WITH(plan_tensor(narrow, 4, 0), Contains("tensor 4 exceeds the 2 MLP columns"));
 }
 
@@ -232,7 +229,7 @@ TEST_CASE("every query head's kv head lies in its rank's kv range, over many sha
   for (int n_kv = 1; n_kv <= 8; ++n_kv) {
     for (int group = 1; group <= 8; ++group) {
       const int heads = n_kv * group;
-      const auto c = shape("m", 2, heads * 8, heads, n_kv, 3 * heads + 1, 100, true);
+      const auto c = shape("m", 2, heads * 8, heads, n_kv, 3 * heads + 1, 100);
       for (int tp = 1; tp <= heads; ++tp) {
         INFO("heads " << heads << ", kv heads " << n_kv << ", tp " << tp);
         int next_head = 0, next_col = 0, min_heads = heads, max_heads = 0;

@@ -9,6 +9,7 @@
 #include "kernels/rope.h"
 
 using namespace troupe;
+using kernels::rope_scaling;
 using namespace troupe::test;
 
 TEST_CASE("CUDA rope matches the CPU with and without llama3 scaling at far positions",
