@@ -1,0 +1,183 @@
+// Validation of the cluster file: values and their consistency (ports, unique names,
+// shards against devices, ...). Every error names the key path and the reason.
+#include "cluster-config/config_reader.h"
+
+#include <set>
+
+namespace troupe {
+
+namespace {
+
+using config_detail::device_problem;
+using config_detail::indexed;
+using config_detail::join;
+
+// ---- validation -------------------------------------------------------------------
+
+/// Throws config_error for the config's source.
+struct checker {
+  std::string source;
+  void require(bool ok, const std::string& path, const std::string& what) const {
+    if (!ok) throw config_error(source, path, what);
+  }
+  void at_least(int64_t v, int64_t lo, const std::string& path) const {
+    require(v >= lo, path, "must be >= " + std::to_string(lo) + ", got " + std::to_string(v));
+  }
+  void positive_ms(std::chrono::milliseconds v, const std::string& path) const {
+    require(v.count() > 0, path, "must be a positive duration, got " + std::to_string(v.count()) + "ms");
+  }
+};
+
+/// "localhost" and "127.0.0.1" are the same host for port clashes.
+std::string host_key(const std::string& host) { return host == "localhost" ? "127.0.0.1" : host; }
+
+void check_parallel(const checker& k, const parallel_section& p) {
+  k.at_least(p.tensor, 1, "parallel.tensor");
+  k.at_least(p.pipeline, 1, "parallel.pipeline");
+  k.at_least(p.replicas, 1, "parallel.replicas");
+  if (p.layers_per_stage.empty()) return;
+  k.require(p.layers_per_stage.size() == static_cast<std::size_t>(p.pipeline), "parallel.layers_per_stage",
+            "needs one entry per pipeline stage (" + std::to_string(p.pipeline) + "), got " +
+                std::to_string(p.layers_per_stage.size()));
+  for (std::size_t i = 0; i < p.layers_per_stage.size(); ++i)
+    k.at_least(p.layers_per_stage[i], 1, indexed("parallel.layers_per_stage", i));
+}
+
+void check_node_devices(const checker& k, const node_section& n, const std::string& path) {
+  k.require(!n.devices.empty(), join(path, "devices"), "a node needs at least one device");
+  std::set<std::string> seen;
+  for (std::size_t d = 0; d < n.devices.size(); ++d) {
+    const std::string dp = indexed(join(path, "devices"), d);
+    const std::string problem = device_problem(n.devices[d]);
+    k.require(problem.empty(), dp, problem);
+    k.require(n.devices[d] == "cpu" || seen.insert(n.devices[d]).second, dp,
+              n.devices[d] + " is listed twice on this node");
+  }
+}
+
+void check_nodes(const checker& k, const cluster_config& c) {
+  k.require(!c.nodes.empty(), "nodes", "the cluster needs at least one node");
+  std::map<std::string, std::size_t> names;
+  std::map<std::pair<std::string, uint16_t>, std::size_t> endpoints;
+  const auto head = std::make_pair(host_key(c.head.host), c.head.port);
+  const auto server = std::make_pair(host_key(c.server.host), c.server.port);
+  std::size_t devices = 0;
+  for (std::size_t i = 0; i < c.nodes.size(); ++i) {
+    const node_section& n = c.nodes[i];
+    const std::string path = indexed("nodes", i);
+    k.require(!n.name.empty(), join(path, "name"), "a node needs a non-empty name");
+    auto [it, fresh] = names.emplace(n.name, i);
+    k.require(fresh, join(path, "name"),
+              "\"" + n.name + "\" is already the name of " + indexed("nodes", it->second));
+    k.require(!n.host.empty(), join(path, "host"), "a node needs a host");
+    k.at_least(n.threads, 0, join(path, "threads"));
+    check_node_devices(k, n, path);
+    devices += n.devices.size();
+    if (n.port == 0) continue;
+    const auto ep = std::make_pair(host_key(n.host), n.port);
+    const std::string where = n.host + ":" + std::to_string(n.port);
+    k.require(ep != head, join(path, "port"), where + " is the head's port (head.port)");
+    k.require(ep != server, join(path, "port"), where + " is the HTTP server's port (server.port)");
+    auto [e, unique] = endpoints.emplace(ep, i);
+    k.require(unique, join(path, "port"), where + " is already used by " + indexed("nodes", e->second));
+  }
+  const auto& p = c.parallel;
+  const int64_t shards = int64_t{p.tensor} * p.pipeline * p.replicas;
+  k.require(shards <= static_cast<int64_t>(devices), "nodes",
+            "the cluster needs " + std::to_string(shards) + " shards (tensor " + std::to_string(p.tensor) +
+                " x pipeline " + std::to_string(p.pipeline) + " x replicas " + std::to_string(p.replicas) +
+                ") but its nodes list " + std::to_string(devices) + " device" + (devices == 1 ? "" : "s"));
+}
+
+void check_server(const checker& k, const cluster_config& c) {
+  const server_section& s = c.server;
+  k.require(!c.head.host.empty(), "head.host", "must not be empty");
+  k.at_least(c.head.port, 1, "head.port");
+  k.require(!s.host.empty(), "server.host", "must not be empty");
+  k.require(!(host_key(s.host) == host_key(c.head.host) && s.port == c.head.port), "server.port",
+            std::to_string(s.port) + " is also the head's port (head.port)");
+  for (std::size_t i = 0; i < s.api_keys.size(); ++i)
+    k.require(!s.api_keys[i].empty(), indexed("server.api_keys", i), "an API key must not be empty");
+  k.at_least(s.max_queue_requests, 1, "server.max_queue_requests");
+  k.at_least(s.max_queue_tokens, 1, "server.max_queue_tokens");
+  k.at_least(s.max_body_bytes, 1, "server.max_body_bytes");
+  k.at_least(s.max_n, 1, "server.max_n");
+}
+
+void check_scheduler(const checker& k, const scheduler_section& s) {
+  k.at_least(s.max_batch_tokens, 1, "scheduler.max_batch_tokens");
+  k.at_least(s.max_seqs, 1, "scheduler.max_seqs");
+  k.at_least(s.block_size, 1, "scheduler.block_size");
+  k.require((s.block_size & (s.block_size - 1)) == 0 && s.block_size <= 256, "scheduler.block_size",
+            "must be a power of two <= 256, got " + std::to_string(s.block_size));
+  k.at_least(s.kv_tokens, 1, "scheduler.kv_tokens");
+  k.require(s.kv_tokens >= s.block_size, "scheduler.kv_tokens",
+            "must hold at least one block (block_size " + std::to_string(s.block_size) + "), got " +
+                std::to_string(s.kv_tokens));
+  k.require(s.kv_fraction > 0 && s.kv_fraction <= 1, "scheduler.kv_fraction",
+            "must be in (0, 1], got " + std::to_string(s.kv_fraction));
+  k.at_least(s.max_context, 0, "scheduler.max_context");
+  k.at_least(s.micro_batches, 1, "scheduler.micro_batches");
+}
+
+void check_fault_tolerance(const checker& k, const fault_tolerance_section& f) {
+  k.positive_ms(f.heartbeat_interval, "fault_tolerance.heartbeat_interval");
+  k.positive_ms(f.heartbeat_timeout, "fault_tolerance.heartbeat_timeout");
+  k.positive_ms(f.collective_timeout, "fault_tolerance.collective_timeout");
+  k.require(f.step_timeout >= f.collective_timeout, "fault_tolerance.step_timeout",
+            "must be at least collective_timeout (" + std::to_string(f.step_timeout.count()) + "ms < " +
+                std::to_string(f.collective_timeout.count()) + "ms)");
+  k.positive_ms(f.request_wait, "fault_tolerance.request_wait");
+  k.require(f.heartbeat_interval < f.heartbeat_timeout, "fault_tolerance.heartbeat_interval",
+            "must be shorter than heartbeat_timeout (" + std::to_string(f.heartbeat_interval.count()) +
+                "ms >= " + std::to_string(f.heartbeat_timeout.count()) + "ms)");
+  k.at_least(f.max_restarts, 0, "fault_tolerance.max_restarts");
+  k.at_least(f.request_retries, 0, "fault_tolerance.request_retries");
+  k.positive_ms(f.drain_timeout, "fault_tolerance.drain_timeout");
+  k.positive_ms(f.stage_recovery_timeout, "fault_tolerance.stage_recovery_timeout");
+}
+
+void check_autoscale(const checker& k, const autoscale_section& a, const parallel_section& p) {
+  const std::string replicas = "parallel.replicas (" + std::to_string(p.replicas) + ")";
+  k.at_least(a.min_replicas, 1, "autoscale.min_replicas");
+  k.require(a.min_replicas <= p.replicas, "autoscale.min_replicas",
+            "must be at most " + replicas + ", got " + std::to_string(a.min_replicas));
+  k.at_least(a.max_replicas, 0, "autoscale.max_replicas");
+  k.require(a.max_replicas <= p.replicas, "autoscale.max_replicas",
+            "must be at most " + replicas + ": the devices in the file bound it, got " +
+                std::to_string(a.max_replicas));
+  k.require(a.max_replicas == 0 || a.max_replicas >= a.min_replicas, "autoscale.max_replicas",
+            "must be 0 (parallel.replicas) or at least min_replicas (" + std::to_string(a.min_replicas) +
+                "), got " + std::to_string(a.max_replicas));
+  k.positive_ms(a.interval, "autoscale.interval");
+  k.require(a.scale_up_queue > 0, "autoscale.scale_up_queue",
+            "must be > 0, got " + std::to_string(a.scale_up_queue));
+  k.require(a.scale_up_kv > 0 && a.scale_up_kv <= 1, "autoscale.scale_up_kv",
+            "must be in (0, 1], got " + std::to_string(a.scale_up_kv));
+  k.require(a.scale_down_load >= 0 && a.scale_down_load < a.scale_up_queue, "autoscale.scale_down_load",
+            "must be >= 0 and below scale_up_queue (" + std::to_string(a.scale_up_queue) + "), got " +
+                std::to_string(a.scale_down_load));
+  k.require(a.scale_down_after.count() >= 0, "autoscale.scale_down_after",
+            "must not be negative, got " + std::to_string(a.scale_down_after.count()) + "ms");
+  k.require(a.cooldown.count() >= 0, "autoscale.cooldown",
+            "must not be negative, got " + std::to_string(a.cooldown.count()) + "ms");
+}
+
+}  // namespace
+
+void validate(const cluster_config& c) {
+  const checker k{c.source.empty() ? "<config>" : c.source};
+  k.require(!c.model.path.empty(), "model.path", "must not be empty (use \"default\" for the default model)");
+  k.require(c.model.dtype == "bf16" || c.model.dtype == "f16", "model.dtype",
+            "must be bf16 or f16 (the GPU compute type), got \"" + c.model.dtype + "\"");
+  k.require(c.model.load_format == "auto" || c.model.load_format == "random", "model.load_format",
+            "must be auto or random, got \"" + c.model.load_format + "\"");
+  check_parallel(k, c.parallel);
+  check_server(k, c);
+  check_nodes(k, c);
+  check_scheduler(k, c.scheduler);
+  check_fault_tolerance(k, c.fault_tolerance);
+  check_autoscale(k, c.autoscale, c.parallel);
+}
+
+}  // namespace troupe
