@@ -3,7 +3,7 @@
 # GGUF model cannot travel: makes SmolLM2-135M's shape with random F32 weights through
 # transformers (from the carried config.json and tokenizer files in .gpu/hf/) and runs
 # the overhead table at 4, 1 and 2 threads per node. Run from the repository root there:
-#   bundle here: ../shared/device/bundle.sh .gpu build/bin/troupe && mkdir -p .gpu/hf &&
+#   bundle here: tools/gpu/bundle_libs.sh .gpu build/bin/troupe && mkdir -p .gpu/hf &&
 #     cp ~/.cache/troupe/models/SmolLM2-135M-Instruct-hf/{config.json,tokenizer*.json} .gpu/hf/
 #   device call (carry .gpu): bash tools/bench_overhead_device.sh
 set -e
