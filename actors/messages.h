@@ -328,7 +328,7 @@ typename Inspector::result_type inspect(Inspector& f, router_status& x) {
   return f(caf::meta::type_name("troupe::router_status"), x.replicas, x.ready, x.waiting, x.running);
 }
 
-// -- graceful drain (issue 6, item 4) ------------------------------------------------------
+// -- graceful drain ------------------------------------------------------
 
 /// Operator -> supervisor: drain a node; supervisor -> router: stop giving replicas new work.
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
@@ -387,7 +387,7 @@ inline void add_message_types(caf::actor_system_config& cfg) {
 
 }  // namespace troupe
 
-// -- elastic capacity (issue 6 item 2: re-planning a replica over the devices left) -------
+// -- elastic capacity (re-planning a replica over the devices left) -------
 
 namespace troupe {
 
@@ -397,7 +397,7 @@ using replan_atom = caf::atom_constant<caf::atom("replan")>;
 
 }  // namespace troupe
 
-// -- network chaos: fencing (issue 6 item 5: no split brain after a partition) -----------
+// -- network chaos: fencing (no split brain after a partition) -----------
 
 namespace troupe {
 
@@ -408,7 +408,7 @@ using fence_atom = caf::atom_constant<caf::atom("fence")>;
 
 }  // namespace troupe
 
-// -- stage-local recovery (issue 6 item 3: a restarted stage rebuilds only its own KV) -------
+// -- stage-local recovery (a restarted stage rebuilds only its own KV) -------
 
 namespace troupe {
 
@@ -421,7 +421,7 @@ using hold_atom = caf::atom_constant<caf::atom("hold")>;
 
 }  // namespace troupe
 
-// -- autoscaling (issue 6 item 2: replicas scale up and down with load) -------------------
+// -- autoscaling (replicas scale up and down with load) -------------------
 
 namespace troupe {
 

@@ -19,7 +19,7 @@ namespace troupe::parallel {
 /// and then polled (stream, NCCL async error, deadline, abort flag), so no call blocks past
 /// its deadline. NCCL cannot cancel an enqueued operation: a timeout aborts the NCCL
 /// communicator, and later calls throw comm_error(aborted); the group must then be re-created
-/// (design.md, "Failure model"). all_reduce gives every rank the same bits and is repeatable
+/// (docs/reliability.md). all_reduce gives every rank the same bits and is repeatable
 /// for a fixed group, size and NCCL configuration, but sums in NCCL's order (ring or tree),
 /// not in rank order, so its bits differ from ucx_communicator's.
 class nccl_communicator final : public communicator {

@@ -1,5 +1,5 @@
 #pragma once
-/// Autoscaling (issue 6 item 2): replicas scale up and down with load (queue depth, KV
+/// Autoscaling: replicas scale up and down with load (queue depth, KV
 /// usage) within the devices of the cluster file, like an autoscaler. A pure policy
 /// (autoscale_policy) turns load samples into a target number of active replicas; the
 /// autoscaler actor samples the router and the replicas' gauges every autoscale.interval

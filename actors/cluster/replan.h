@@ -1,5 +1,5 @@
 #pragma once
-/// Re-planning a replica over the devices that are left (elastic capacity, issue 6 item 2):
+/// Re-planning a replica over the devices that are left (elastic capacity):
 /// which tensor x pipeline shape fits a number of devices and the model's head counts,
 /// and which devices a replica may take. The replica manager (actors/cluster/placement.cpp) uses it.
 #include <optional>

@@ -1,4 +1,4 @@
-// Graceful drain (issue 6, item 4): the router stops giving a draining replica new work
+// Graceful drain: the router stops giving a draining replica new work
 // and moves its requests at the drain deadline; a real replicas2 cluster drains a node
 // while streaming requests run: every request finishes with the fault-free tokens, the
 // node exits 0, /ready stays true, later requests succeed, bad drain requests are refused.

@@ -1,4 +1,4 @@
-// Autoscaling end to end (issue 6, item 2): a real replicas2 cluster with autoscale on
+// Autoscaling end to end: a real replicas2 cluster with autoscale on
 // parks its second replica when idle, restores it under a burst of requests, and every
 // request gets the fault-free tokens.
 #include "chaos/cluster_run.h"

@@ -1,4 +1,4 @@
-// Autoscaling (issue 6, item 2): the `autoscale:` section of the cluster file, and the
+// Autoscaling: the `autoscale:` section of the cluster file, and the
 // policy that turns load samples into a target number of active replicas, rule by rule,
 // with synthetic samples.
 #include <catch2/catch.hpp>

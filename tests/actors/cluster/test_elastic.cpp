@@ -1,4 +1,4 @@
-// Elastic capacity (issue 6 item 2): the plans a replica may take over the devices left,
+// Elastic capacity: the plans a replica may take over the devices left,
 // and, over real processes, a four-node cluster that loses a node for good (no free
 // device to move to), keeps serving with a smaller replica, and gets its full plan back
 // when the node is started again by hand.
