@@ -1,6 +1,6 @@
 // The HTTP API end to end: a real `troupe serve` (cluster-config/examples/single.yaml) on
-// free ports, driven by the Python suites in tests/api with the test venv's interpreter:
-// the official openai client, a 5000-connection flood and an HTTP/JSON fuzzer.
+// ports from reserve_ports, driven by the Python suites in tests/api with the test venv's
+// interpreter: the official openai client, a 5000-connection flood and an HTTP/JSON fuzzer.
 #include <signal.h>
 
 #include <catch2/catch.hpp>
@@ -16,22 +16,21 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// Ports of head and node for test `slot` (away from the topology tests' range).
-int base_port(int slot) { return 25000 + (getpid() % 200) * 20 + slot * 4; }
-
-/// A `troupe serve` of single.yaml in the background; stopped (SIGTERM, then SIGKILL of
+/// A `troupe serve` of single.yaml in the background, head and node on ports from
+/// reserve_ports (the HTTP port is the kernel's pick); stopped (SIGTERM, then SIGKILL of
 /// its process group) when it goes out of scope.
 struct served {
   pid_t pid = -1;
   int port = 0;
   fs::path log;
 
-  served(const std::string& tag, int slot, const std::vector<std::string>& extra, bool wait_ready = true) {
+  served(const std::string& tag, const std::vector<std::string>& extra, bool wait_ready = true) {
     log = scratch_dir("api-" + tag) / "serve.log";
+    const int base = reserve_ports(2);
     std::vector<std::string> argv = {troupe_exe(), "serve", "--config",
                                      (source_dir() / "cluster-config" / "examples" / "single.yaml").string(),
-                                     "--set", "head.port=" + std::to_string(base_port(slot)),
-                                     "--set", "nodes[0].port=" + std::to_string(base_port(slot) + 1),
+                                     "--set", "head.port=" + std::to_string(base),
+                                     "--set", "nodes[0].port=" + std::to_string(base + 1),
                                      "--set", "server.port=0"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     pid = spawn_background(argv, log);
@@ -67,7 +66,7 @@ int run_python(const std::string& script, const std::string& args, const fs::pat
 }  // namespace
 
 TEST_CASE("the official openai client passes its suite against troupe serve", "[api][slow]") {
-  served s("openai", 0, {"--api-key", "suite-key"});
+  served s("openai", {"--api-key", "suite-key"});
   const auto out = s.log.parent_path() / "suite.txt";
   const int rc = run_python("openai_client_suite.py",
                             "--base-url " + s.base_url() + "/v1 --api-key suite-key --troupe " + troupe_exe(), out);
@@ -78,7 +77,7 @@ TEST_CASE("the official openai client passes its suite against troupe serve", "[
 
 TEST_CASE("a server that is still loading answers health but 503 for ready and generation", "[api][slow]") {
   // The only node is placed on an address that never registers: no replica ever gets ready.
-  served s("loading", 1, {"--set", "nodes[0].host=192.0.2.1"}, false);
+  served s("loading", {"--set", "nodes[0].host=192.0.2.1"}, false);
   const auto out = s.log.parent_path() / "suite.txt";
   const int rc = run_python("openai_client_suite.py", "--base-url " + s.base_url() + "/v1 --expect-not-ready", out);
   INFO(read_text(out) << "\n--- server log ---\n" << read_text(s.log));
@@ -86,7 +85,7 @@ TEST_CASE("a server that is still loading answers health but 503 for ready and g
 }
 
 TEST_CASE("5000 concurrent connections against a small queue get only answers or 429", "[api][slow]") {
-  served s("flood", 2, {"--set", "server.max_queue_requests=8"});
+  served s("flood", {"--set", "server.max_queue_requests=8"});
   const auto out = s.log.parent_path() / "flood.txt";
   const int rc = run_python("flood.py",
                             "--base-url " + s.base_url() + " --server-pid " + std::to_string(s.pid) +
@@ -98,7 +97,7 @@ TEST_CASE("5000 concurrent connections against a small queue get only answers or
 }
 
 TEST_CASE("1200 malformed HTTP requests and JSON bodies each get a 4xx and the server stays up", "[api][slow]") {
-  served s("fuzz", 3, {});
+  served s("fuzz", {});
   const auto out = s.log.parent_path() / "fuzz.txt";
   const int rc = run_python("fuzz_http.py", "--host 127.0.0.1 --port " + std::to_string(s.port) + " --count 1200", out);
   INFO(read_text(out) << "\n--- server log ---\n" << read_text(s.log));

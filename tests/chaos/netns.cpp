@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <mutex>
 #include <random>
 #include <sstream>
@@ -61,6 +62,25 @@ int open_tap(const std::string& name) {
     throw std::runtime_error("net_lab: cannot create TAP device " + name + ": " + why);
   }
   return fd;
+}
+
+/// Capability bits (linux/capability.h) that building a lab needs.
+constexpr int cap_net_admin = 12, cap_sys_admin = 21;
+
+/// This process's effective capability set (the CapEff line of /proc/self/status); 0 when
+/// it cannot be read.
+uint64_t effective_capabilities() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("CapEff:", 0) == 0) return std::strtoull(line.c_str() + 7, nullptr, 16);
+  return 0;
+}
+
+/// The path of the `ip` command; "" when none is installed.
+std::string ip_tool() {
+  for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"})
+    if (::access(p, X_OK) == 0) return p;
+  return "";
 }
 
 /// A name tag unique to this lab: the process id and a letter (interface names have at
@@ -220,13 +240,16 @@ void net_lab::teardown() noexcept {
   links_.clear();
 }
 
-std::string net_lab::unavailable_reason() {
-  try {
-    net_lab probe({"probe-a", "probe-b"}, {{"probe-b", link_impairment{}}});
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
+std::string net_lab::missing_privilege() {
+  std::vector<std::string> missing;
+  if (::geteuid() != 0) missing.push_back("not root (effective uid " + std::to_string(::geteuid()) + ")");
+  const uint64_t caps = effective_capabilities();
+  if (!(caps & (uint64_t{1} << cap_net_admin))) missing.push_back("no CAP_NET_ADMIN");
+  if (!(caps & (uint64_t{1} << cap_sys_admin))) missing.push_back("no CAP_SYS_ADMIN");
+  if (ip_tool().empty()) missing.push_back("no `ip` command (iproute2) in /usr/sbin, /sbin or /usr/bin");
+  std::string why;
+  for (const auto& m : missing) why += (why.empty() ? "" : ", ") + m;
+  return why;
 }
 
 const net_lab::host_link& net_lab::find(const std::string& host) const {
@@ -238,7 +261,7 @@ const net_lab::host_link& net_lab::find(const std::string& host) const {
 std::string net_lab::ip(const std::string& host) const { return find(host).ip; }
 
 std::vector<std::string> net_lab::exec_prefix(const std::string& host) const {
-  return {"/usr/sbin/ip", "netns", "exec", find(host).ns};
+  return {ip_tool(), "netns", "exec", find(host).ns};
 }
 
 std::string net_lab::shell_prefix(const std::string& host) const { return "ip netns exec " + find(host).ns; }

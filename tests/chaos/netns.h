@@ -7,7 +7,7 @@
 /// thread in the test process that delays, jitters and drops Ethernet frames: netem in
 /// user space. Plain links are veth pairs. Everything (namespaces, links, bridge,
 /// forwarders, and processes left in the namespaces) is removed by the destructor, also
-/// when a test fails. Needs root (CAP_NET_ADMIN) and the `ip` command.
+/// when a test fails. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and the `ip` command.
 #include <sys/types.h>
 
 #include <chrono>
@@ -48,8 +48,11 @@ class net_lab {
   net_lab(const net_lab&) = delete;
   net_lab& operator=(const net_lab&) = delete;
 
-  /// "" when namespaces, veth pairs, bridges and TAP devices work here; else why not.
-  static std::string unavailable_reason();
+  /// "" when this process has what building a lab takes: effective root with
+  /// CAP_NET_ADMIN and CAP_SYS_ADMIN (`ip netns add` mounts), and the `ip` command; else
+  /// which of them is missing. Only these may make a scenario skip: any other error while
+  /// building a lab is thrown by the constructor and fails the test.
+  static std::string missing_privilege();
 
   /// The IPv4 address of `host`.
   std::string ip(const std::string& host) const;

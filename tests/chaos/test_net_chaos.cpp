@@ -5,12 +5,15 @@
 // requests run. Every scenario asserts 0 failed requests and outputs identical to the
 // fault-free run; the cut scenario also asserts detection within the heartbeat deadline
 // and, once the link is back, no split brain: the cut node's old shards are fenced (never
-// serve again) and the node serves only through fresh shards. Needs root (namespaces).
+// serve again) and the node serves only through fresh shards. Needs root (namespaces): without
+// it a case skips (tests/skip.h), and in CI (CI set) it fails instead.
 // The whole set: `troupe_tests "[chaos]"`; the CI one: `troupe_tests "[chaos-ci]"`.
+#include <cstdlib>
 #include <memory>
 
 #include "chaos/cluster_run.h"
 #include "chaos/netns.h"
+#include "skip.h"
 
 using namespace troupe;
 using namespace troupe::test;
@@ -196,11 +199,19 @@ net_outcome run_net_scenario(const net_scenario& s, const std::string& dir_name)
   return o;
 }
 
-/// True (after a warning) when this machine cannot build network namespaces.
-bool namespaces_missing() {
-  const auto why = net_lab::unavailable_reason();
+/// True when this process lacks the privilege a network lab needs (the case then skips,
+/// tests/skip.h). In CI (CI set and not "false"), which runs as root, a missing privilege
+/// fails the case instead: the CI scenario must run there. Any other error while building
+/// the lab is not a skip: net_lab's constructor throws and the case fails.
+bool lab_needs_privilege() {
+  const auto why = net_lab::missing_privilege();
   if (why.empty()) return false;
-  WARN("network namespaces are not available here, scenario skipped: " << why);
+  const char* ci = std::getenv("CI");
+  if (ci && *ci && std::string(ci) != "false")
+    FAIL("CI is set, so the network-chaos scenarios must run, but this process cannot build network "
+         "namespaces: " << why);
+  skip_case("building network namespaces needs root with CAP_NET_ADMIN and CAP_SYS_ADMIN and the ip command: " +
+            why);
   return true;
 }
 
@@ -208,7 +219,7 @@ bool namespaces_missing() {
 
 TEST_CASE("the network lab builds namespaces that reach each other, cuts and restores links, and cleans up",
           "[chaos][netns]") {
-  if (namespaces_missing()) return;
+  if (lab_needs_privilege()) return;
   const auto scratch = scratch_dir("netns-lab");
   const std::string ns_list_before = run_command("ip netns list", scratch / "ip.err").out;
   {
@@ -240,7 +251,7 @@ TEST_CASE("the network lab builds namespaces that reach each other, cuts and res
 
 TEST_CASE("replicas 2 in namespaces: 20 ms +- 5 ms latency and 1% loss on a node's link change no token",
           "[chaos][chaos-ci][netns]") {
-  if (namespaces_missing()) return;
+  if (lab_needs_privilege()) return;
   net_scenario s;
   s.impaired = {{"replica0", link_impairment{milliseconds(20), milliseconds(5), 0.01, 5}}};
   s.requests = 8;
@@ -253,7 +264,7 @@ TEST_CASE("replicas 2 in namespaces: 20 ms +- 5 ms latency and 1% loss on a node
 TEST_CASE("replicas 2 in namespaces: a cut link is a node loss, and when it heals the fenced node serves "
           "no stale work",
           "[.][chaos][slow][netns]") {
-  if (namespaces_missing()) return;
+  if (lab_needs_privilege()) return;
   net_scenario s;
   s.victim = "replica0";
   s.cut_at = milliseconds(2000);

@@ -9,7 +9,10 @@ the same teacher-forced logits and, separately, generates greedily. Reported per
   argmax       share of the generated positions whose teacher-forced argmax is transformers'
                bf16 greedy token (>= 0.90 to pass)
   free_run     share of troupe's free-running greedy tokens equal to transformers' ones
-Pass: rel_err <= max(2 * hf_bf16_err, 0.016) and argmax >= 0.90.
+Pass: rel_err <= max(2 * hf_bf16_err, 0.016) and argmax >= 0.90. A topology that needs more
+GPUs than there are is skipped: counted apart, never as passed. Exit status: 0 when every
+topology ran and passed, 1 when any failed (or none was asked for), 77 when none failed but
+one was skipped.
 """
 import argparse
 import json
@@ -68,6 +71,7 @@ def main():
         pp = int(topo[2:]) if topo.startswith("pp") else 1
         if torch.cuda.device_count() < tp * pp:
             results.append({"topology": topo, "skipped": f"needs {tp * pp} GPUs"})
+            print(json.dumps(results[-1]), flush=True)
             continue
         d = f"{a.work}/{topo}"
         os.makedirs(d, exist_ok=True)
@@ -93,7 +97,21 @@ def main():
         print(json.dumps(r), flush=True)
     if a.out:
         json.dump(results, open(a.out, "w"), indent=1)
-    sys.exit(0 if all(r.get("pass", True) for r in results) else 1)
+    counts, status = verdict(results)
+    print(f"agreement: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped", flush=True)
+    sys.exit(status)
+
+
+def verdict(results):
+    """Counts the topologies that passed, failed and were skipped (a skip is never a pass),
+    and the exit status: 1 when any failed or there were none, 77 when none failed but one
+    was skipped, 0 when every topology ran and passed."""
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    for r in results:
+        counts["skipped" if "skipped" in r else "passed" if r["pass"] else "failed"] += 1
+    if counts["failed"] or not results:
+        return counts, 1
+    return counts, 77 if counts["skipped"] else 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@
 #   here:   tools/gpu/bundle.sh            (builds troupe_gpu + troupe_cuda_tests with CUDA, bundles .gpu/)
 #   device: bash tools/gpu/check.sh        (carry .gpu; results under $OUT)
 # Options (environment): CHECK_PARTS="tests agreement bench hf" (default all), GEN (64).
+# Exit status: 0 when everything ran and passed, 1 when anything failed, 77 when nothing
+# failed but a CUDA test case or an agreement topology was skipped (a skip never counts
+# as a pass: tests.txt and the agreement table count passed, failed and skipped apart).
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -22,27 +25,31 @@ n_gpus=$(nvidia-smi -L | wc -l)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1 | tee "$out/card.txt"
 status=0
 has() { [[ " $parts " == *" $1 "* ]]; }
+source "$(dirname "${BASH_SOURCE[0]}")/verdicts.sh"
 
 if has tests; then
   echo "== CUDA tests (each case on its own, 120 s at most)" | tee -a "$log"
   : > "$out/tests.txt"
-  "$bin/troupe_cuda_tests" --list-test-names-only | grep -v -e "^$" -e "test cases" > /tmp/cuda_tests.txt
-  passed=0; failed=0
+  { "$bin/troupe_cuda_tests" --list-test-names-only || true; } | grep -v -e "^$" -e "test cases" > /tmp/cuda_tests.txt
   while read -r name; do
     t0=$(date +%s%N)
     timeout 120 "$bin/troupe_cuda_tests" "$name" > /tmp/case.out 2>&1; rc=$?
     ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-    if [ $rc -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; tail -30 /tmp/case.out >> "$log"; fi
-    printf "%s\t%6d ms\t%s\n" "$([ $rc -eq 0 ] && echo pass || echo "FAIL($rc)")" "$ms" "$name" | tee -a "$log" "$out/tests.txt"
+    verdict=$(case_verdict "$rc")
+    [ "$verdict" = pass ] || tail -30 /tmp/case.out >> "$log"
+    printf "%s\t%6d ms\t%s\n" "$verdict" "$ms" "$name" | tee -a "$log" "$out/tests.txt"
   done < /tmp/cuda_tests.txt
-  echo "CUDA tests: $passed passed, $failed failed" | tee -a "$log" "$out/tests.txt"
+  tests_summary "$out/tests.txt" | tee -a "$log" "$out/tests.txt"
+  tests_status "$out/tests.txt" || status=$(worse "$status" $?)
 fi
 if has agreement; then
   echo "== transformers agreement" | tee -a "$log"
   python3 tools/gpu/make_model.py --shape llama3-8b --layers 4 --weights --out /tmp/l8b4 --tokenizer "$tok" >> "$log" 2>&1
   topo="tp1,pp2"; [ "$n_gpus" -ge 2 ] && topo="tp1,tp2,pp2"
   python3 tools/gpu/agreement.py --model /tmp/l8b4 --troupe "$bin/troupe_gpu" --topologies "$topo" \
-    --gen "$gen" --out "$out/agreement.json" 2>>"$log" | tee -a "$log" || status=1
+    --gen "$gen" --out "$out/agreement.json" 2>>"$log" | tee -a "$log"
+  rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || status=$(worse "$status" "$([ "$rc" -eq 77 ] && echo 77 || echo 1)")
 fi
 if has bench; then
   echo "== benchmark" | tee -a "$log"

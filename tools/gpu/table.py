@@ -22,13 +22,16 @@ def main():
     if os.path.exists(agr):
         print("| topology | rel. logit error vs HF f32 | HF bf16's own | argmax = HF greedy | free-run tokens = HF | pass |")
         print("| --- | --- | --- | --- | --- | --- |")
+        counts = {"passed": 0, "failed": 0, "skipped": 0}
         for r in json.load(open(agr)):
             if "skipped" in r:
-                print(f"| {r['topology']} | skipped: {r['skipped']} | | | | |")
+                counts["skipped"] += 1
+                print(f"| {r['topology']} | skipped: {r['skipped']} | | | | skipped |")
                 continue
+            counts["passed" if r["pass"] else "failed"] += 1
             print(f"| {r['topology']} | {r['rel_err']:.4f} | {r['hf_bf16_err']:.4f} | {r['argmax']:.1%} | "
                   f"{r['free_run']:.1%} | {'yes' if r['pass'] else 'NO'} |")
-        print()
+        print(f"\nagreement: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped\n")
     bench = load_lines(os.path.join(d, "bench.jsonl"))
     hf = load_lines(os.path.join(d, "hf.json"))
     if bench:

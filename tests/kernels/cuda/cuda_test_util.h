@@ -17,17 +17,18 @@
 
 #include "kernels/op_context.h"
 #include "kernels/base/tensor.h"
+#include "skip.h"
 
 namespace troupe::test {
 
-/// True when a CUDA device is present. Without one it prints "SKIPPED: no CUDA device"
-/// (ctest's SKIP_REGULAR_EXPRESSION for these tests) and the test returns before any
-/// assertion.
+/// True when a CUDA device is present. Without one it records a skip (tests/skip.h: the
+/// case shows as skipped, never as passed) and the test returns before any assertion.
 inline bool cuda_device_or_skip() {
   int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess || n == 0) {
     cudaGetLastError();
-    std::printf("SKIPPED: no CUDA device\n");
+    skip_case(err != cudaSuccess ? std::string("no CUDA device: ") + cudaGetErrorString(err) : "no CUDA device");
     return false;
   }
   return true;
