@@ -92,6 +92,15 @@ outcome run_scenario(const scenario& s, const std::string& dir_name) {
   return o;
 }
 
+/// Detection bounds. A kill -9 is found through the broken connection: 10 to 209 ms in
+/// every recorded run (docs/reliability.md, "Measured", load average up to 17 on the shared
+/// 2-core VM; the figure includes the test's 10 ms log polling). 500 ms is about 2.5x the
+/// slowest of them, the margin for a head waiting for CPU; a detection that had fallen back
+/// to the heartbeat deadline (1 s or more) fails it. A frozen process (SIGSTOP) sends
+/// nothing and is found by the missing heartbeats: the deadline plus the same 500 ms.
+constexpr milliseconds kill9_detection_bound{500};
+constexpr milliseconds heartbeat_detection_margin{500};
+
 const std::string replicas2 = replicas2_config();
 const std::string tp2pp2 = "cluster-config/examples/tensor2_pipeline2.yaml";
 const std::vector<std::string> replicas2_nodes = {"replica0", "replica1"};
@@ -103,14 +112,14 @@ TEST_CASE("replicas 2: kill -9 of a replica node mid-stream loses no request and
           "[chaos][chaos-ci][slow]") {
   scenario s{replicas2, replicas2_nodes, "replica0", fault::kill9, milliseconds(2000), 8, 11, 64, ""};
   const auto o = run_scenario(s, "chaos-replicas2-kill0");
-  CHECK(o.detection <= milliseconds(1000));
+  CHECK(o.detection <= kill9_detection_bound);
   CHECK(o.serving <= milliseconds(5000));
 }
 
 TEST_CASE("replicas 2: kill -9 of the other replica node later in the stream loses no request", "[.][chaos][slow]") {
   scenario s{replicas2, replicas2_nodes, "replica1", fault::kill9, milliseconds(4000), 12, 23, 96, ""};
   const auto o = run_scenario(s, "chaos-replicas2-kill1");
-  CHECK(o.detection <= milliseconds(1000));
+  CHECK(o.detection <= kill9_detection_bound);
   CHECK(o.serving <= milliseconds(5000));
 }
 
@@ -120,7 +129,7 @@ TEST_CASE("replicas 2: a node frozen by SIGSTOP past the heartbeat deadline is h
              " --set fault_tolerance.heartbeat_timeout=1s"};
   const auto o = run_scenario(s, "chaos-replicas2-stop0");
   // A frozen process sends nothing: it is found by the missing heartbeats (1 s here).
-  CHECK(o.detection <= milliseconds(2000));
+  CHECK(o.detection <= milliseconds(1000) + heartbeat_detection_margin);
   CHECK(o.serving <= milliseconds(5000));
 }
 
@@ -128,7 +137,7 @@ TEST_CASE("tensor 2 x pipeline 2: kill -9 of a stage-1 node loses no request and
           "[.][chaos][slow]") {
   scenario s{tp2pp2, tp2pp2_nodes, "stage1-b", fault::kill9, milliseconds(3000), 8, 41, 48, ""};
   const auto o = run_scenario(s, "chaos-tp2pp2-kill-stage1b");
-  CHECK(o.detection <= milliseconds(1000));
+  CHECK(o.detection <= kill9_detection_bound);
   CHECK(o.serving <= milliseconds(5000));
 }
 
@@ -144,6 +153,6 @@ TEST_CASE("acceptance: 200 concurrent streams on tensor 2 x pipeline 2 survive k
              " --set fault_tolerance.heartbeat_timeout=3s --set scheduler.max_seqs=200"};
   s.varied = true;
   const auto o = run_scenario(s, "chaos-acceptance-" + victim);
-  CHECK(o.detection <= milliseconds(1000));
+  CHECK(o.detection <= kill9_detection_bound);
   CHECK(o.serving <= milliseconds(5000));
 }
