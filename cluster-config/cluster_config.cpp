@@ -17,10 +17,24 @@ namespace config_detail {
 
 namespace {
 
+void read_generation_defaults(section s, generation_defaults& g) {
+  s.get("temperature", g.temperature);
+  s.get("top_p", g.top_p);
+  s.get("top_k", g.top_k);
+  s.get("min_p", g.min_p);
+  s.get("repetition_penalty", g.repetition_penalty);
+  s.get("presence_penalty", g.presence_penalty);
+  s.get("frequency_penalty", g.frequency_penalty);
+  s.get("max_tokens", g.max_tokens);
+  s.finish();
+}
+
 void read_model(section s, model_section& m) {
   s.get("path", m.path);
   s.get("dtype", m.dtype);
   s.get("load_format", m.load_format);
+  read_generation_defaults(section(s.rd(), s.child("generation_defaults"), s.path("generation_defaults")),
+                           m.generation_defaults);
   s.finish();
 }
 
@@ -73,6 +87,7 @@ void read_server(section s, server_section& v) {
   s.get("max_queue_tokens", v.max_queue_tokens);
   s.get("max_body_bytes", v.max_body_bytes);
   s.get("max_n", v.max_n);
+  s.get("max_tokens_default", v.max_tokens_default);
   s.finish();
 }
 
@@ -150,6 +165,23 @@ void emit_string_list(YAML::Emitter& out, const std::vector<std::string>& v) {
   out << YAML::EndSeq;
 }
 
+/// The fields of `g` that are set, as a block map ({} when none).
+void emit_generation_defaults(YAML::Emitter& out, const generation_defaults& g) {
+  out << YAML::BeginMap;
+  auto field = [&out](const char* key, const auto& v) {
+    if (v) out << YAML::Key << key << YAML::Value << *v;
+  };
+  field("temperature", g.temperature);
+  field("top_p", g.top_p);
+  field("top_k", g.top_k);
+  field("min_p", g.min_p);
+  field("repetition_penalty", g.repetition_penalty);
+  field("presence_penalty", g.presence_penalty);
+  field("frequency_penalty", g.frequency_penalty);
+  field("max_tokens", g.max_tokens);
+  out << YAML::EndMap;
+}
+
 /// "250ms", "2s" or "5m" for a positive duration; a plain integer otherwise (reads back the same).
 std::string ms(std::chrono::milliseconds v) {
   const int64_t n = v.count();
@@ -208,7 +240,9 @@ std::string to_yaml(const cluster_config& c) {
   out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "path" << YAML::Value << YAML::DoubleQuoted << c.model.path << YAML::Key << "dtype"
       << YAML::Value << c.model.dtype << YAML::Key << "load_format" << YAML::Value << c.model.load_format
-      << YAML::EndMap;
+      << YAML::Key << "generation_defaults" << YAML::Value;
+  emit_generation_defaults(out, c.model.generation_defaults);
+  out << YAML::EndMap;
   out << YAML::Key << "parallel" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "tensor" << YAML::Value << p.tensor << YAML::Key << "pipeline" << YAML::Value << p.pipeline
       << YAML::Key << "replicas" << YAML::Value << p.replicas << YAML::Key << "layers_per_stage" << YAML::Value
@@ -233,7 +267,8 @@ std::string to_yaml(const cluster_config& c) {
   emit_string_list(out, s.api_keys);
   out << YAML::Key << "max_queue_requests" << YAML::Value << s.max_queue_requests << YAML::Key
       << "max_queue_tokens" << YAML::Value << s.max_queue_tokens << YAML::Key << "max_body_bytes" << YAML::Value
-      << s.max_body_bytes << YAML::Key << "max_n" << YAML::Value << s.max_n << YAML::EndMap;
+      << s.max_body_bytes << YAML::Key << "max_n" << YAML::Value << s.max_n << YAML::Key << "max_tokens_default"
+      << YAML::Value << s.max_tokens_default << YAML::EndMap;
   const auto& q = c.scheduler;
   out << YAML::Key << "scheduler" << YAML::Value << YAML::BeginMap << YAML::Key << "max_batch_tokens"
       << YAML::Value << q.max_batch_tokens << YAML::Key << "max_seqs" << YAML::Value << q.max_seqs << YAML::Key

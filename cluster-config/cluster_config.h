@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/model/generation_defaults.h"
+
 namespace troupe {
 
 /// `model:` — what to serve.
@@ -16,6 +18,9 @@ struct model_section {
   std::string path = "default";  ///< .gguf, Hugging Face directory, or "default"
   std::string dtype = "bf16";    ///< weights and activations on GPUs: bf16 or f16 (the CPU computes in f32)
   std::string load_format = "auto";  ///< auto (by path) or random (config.json only; weights made on the devices)
+  /// Sampling defaults for requests that leave a field out; over the model file's own
+  /// (generation_config.json, GGUF general.sampling.*), under the request's.
+  troupe::generation_defaults generation_defaults;
 };
 
 /// `parallel:` — how one replica is split, and how many replicas run.
@@ -52,6 +57,8 @@ struct server_section {
   int64_t max_queue_tokens = 262144;
   int64_t max_body_bytes = 4 << 20;
   int max_n = 16;                     ///< most choices (`n`) one request may ask for
+  /// Cap on max_tokens of a request that gives none (still bounded by the context).
+  int max_tokens_default = 512;
 };
 
 /// `scheduler:` — per replica.

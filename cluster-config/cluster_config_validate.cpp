@@ -102,6 +102,7 @@ void check_server(const checker& k, const cluster_config& c) {
   k.at_least(s.max_queue_tokens, 1, "server.max_queue_tokens");
   k.at_least(s.max_body_bytes, 1, "server.max_body_bytes");
   k.at_least(s.max_n, 1, "server.max_n");
+  k.at_least(s.max_tokens_default, 1, "server.max_tokens_default");
 }
 
 void check_scheduler(const checker& k, const scheduler_section& s) {
@@ -172,6 +173,8 @@ void validate(const cluster_config& c) {
             "must be bf16 or f16 (the GPU compute type), got \"" + c.model.dtype + "\"");
   k.require(c.model.load_format == "auto" || c.model.load_format == "random", "model.load_format",
             "must be auto or random, got \"" + c.model.load_format + "\"");
+  const auto [field, why] = first_problem(c.model.generation_defaults);
+  k.require(field.empty(), "model.generation_defaults." + field, why);
   check_parallel(k, c.parallel);
   check_server(k, c);
   check_nodes(k, c);

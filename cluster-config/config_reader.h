@@ -10,6 +10,7 @@
 #include <climits>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -60,6 +61,11 @@ class reader {
   }
   void read(const YAML::Node& n, const std::string& path, double& out) const {
     if (!n.IsScalar() || !YAML::convert<double>::decode(n, out)) fail(n, path, "expected a number, got " + describe(n));
+  }
+  void read(const YAML::Node& n, const std::string& path, float& out) const {
+    double d = 0;
+    read(n, path, d);
+    out = static_cast<float>(d);
   }
   void read(const YAML::Node& n, const std::string& path, bool& out) const {
     if (!n.IsScalar() || !YAML::convert<bool>::decode(n, out))
@@ -128,6 +134,15 @@ class section {
   void get(const std::string& key, T& out) {
     YAML::Node n = child(key);
     if (n.IsDefined()) r_.read(n, path(key), out);
+  }
+  /// An optional value: absent or null leaves it unset.
+  template <class T>
+  void get(const std::string& key, std::optional<T>& out) {
+    YAML::Node n = child(key);
+    if (!n.IsDefined() || n.IsNull()) return;
+    T v{};
+    r_.read(n, path(key), v);
+    out = v;
   }
   void get_port(const std::string& key, uint16_t& out, bool allow_zero = false) {
     YAML::Node n = child(key);

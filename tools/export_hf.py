@@ -2,7 +2,8 @@
 """Export a llama-architecture GGUF model as a Hugging Face model directory.
 
 Writes config.json (LlamaForCausalLM), model.safetensors (float32, written by
-hand: no torch/safetensors needed), tokenizer.json and tokenizer_config.json.
+hand: no torch/safetensors needed), tokenizer.json and tokenizer_config.json,
+and generation_config.json when the GGUF holds general.sampling.* values.
 Quantized tensors are dequantized to float32. llama.cpp's converter permutes
 the rows of q_proj/k_proj for rotary embeddings; this script undoes it.
 
@@ -268,6 +269,31 @@ def make_tokenizer_config(model: GgufModel, tokenizer: dict[str, Any]) -> dict[s
     return config
 
 
+# generation_config.json key <- GGUF general.sampling.* key (the ones troupe reads back).
+GENERATION_KEYS = {
+    "temperature": "general.sampling.temp",
+    "top_p": "general.sampling.top_p",
+    "top_k": "general.sampling.top_k",
+    "min_p": "general.sampling.min_p",
+    "repetition_penalty": "general.sampling.penalty_repeat",
+}
+
+
+def make_generation_config(model: GgufModel) -> dict[str, Any] | None:
+    """generation_config.json from the GGUF's general.sampling.* keys; None when it has none."""
+    values = {hf: model.get(key, None) for hf, key in GENERATION_KEYS.items()}
+    values = {k: v for k, v in values.items() if v is not None}
+    if not values:
+        return None
+    config: dict[str, Any] = {}
+    for key in ("bos_token_id", "eos_token_id"):
+        token = model.get(f"tokenizer.ggml.{key}", None)
+        if token is not None:
+            config[key] = int(token)
+    config.update({k: (int(v) if k == "top_k" else float(v)) for k, v in values.items()})
+    return config
+
+
 def write_safetensors(path: Path, tensors: list[tuple[str, np.ndarray]]) -> None:
     """Write float32 tensors in the safetensors format (8-byte LE header length, JSON, data)."""
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
@@ -433,14 +459,18 @@ def export(gguf_path: Path, outdir: Path, n_shards: int, golden: Path | None, n_
     tokenizer = make_tokenizer(model)
     tokenizer_config = make_tokenizer_config(model, tokenizer)
     tensors = hf_tensors(model)
+    generation = make_generation_config(model)
     outdir.mkdir(parents=True, exist_ok=True)
-    for stale in [*outdir.glob("model*.safetensors"), *outdir.glob("model.safetensors.index.json")]:
+    for stale in [*outdir.glob("model*.safetensors"), *outdir.glob("model.safetensors.index.json"),
+                  *outdir.glob("generation_config.json")]:
         stale.unlink()
     (outdir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (outdir / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False, indent=1) + "\n",
                                            encoding="utf-8")
     (outdir / "tokenizer_config.json").write_text(
         json.dumps(tokenizer_config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    if generation is not None:
+        (outdir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     paths = write_weights(outdir, tensors, n_shards)
     print(f"export_hf: wrote {outdir} ({len(tensors)} tensors in {len(paths)} file(s))")
     verify(model, paths)

@@ -144,6 +144,8 @@ http_gateway::http_gateway(caf::actor_system& sys, gateway_options opts) : impl_
   auto& core = *impl_->core;
   core.limits.model_name = opts.model_name;
   core.limits.max_n = opts.server.max_n;
+  core.limits.defaults = opts.generation;
+  core.limits.max_tokens_default = opts.server.max_tokens_default;
   core.max_connections =
       opts.max_connections > 0 ? opts.max_connections : 2 * opts.server.max_queue_requests + 10000;
   core.created = std::chrono::duration_cast<std::chrono::seconds>(

@@ -27,6 +27,9 @@ struct gateway_options {
   server_section server;                  ///< host, port, api_keys, queue and body limits, max_n
   std::string model_name;                 ///< the name /v1/models lists and requests must use
   int max_context = 0;                    ///< tokens per sequence (prompt + output)
+  /// Sampling defaults for the fields a request leaves out: the cluster file's
+  /// model.generation_defaults over the model file's (read_generation_defaults).
+  generation_defaults generation;
   std::shared_ptr<const troupe::model> served;  ///< the model: tokenizer, chat template, context (no weights needed)
   std::shared_ptr<metrics::registry> registry;  ///< rendered on /metrics (null = a private one)
   std::shared_ptr<troupe_metrics> metrics;      ///< updated by the gateway (null = on `registry`)

@@ -121,15 +121,19 @@ void parse_common(const json& body, const request_limits& limits, openai_request
     throw api_error(404, "The model '" + r.model + "' does not exist; this server serves '" +
                              limits.model_name + "'",
                     "model", "model_not_found");
+  // What the request leaves out: the server's defaults (cluster file, then model file),
+  // then OpenAI's.
+  const generation_defaults& d = limits.defaults;
   auto& p = r.params;
-  p.temperature = ranged(body, "temperature", 1.0f, 0.0, 2.0);
-  p.top_p = ranged(body, "top_p", 1.0f, 0.0, 1.0);
+  p.temperature = ranged(body, "temperature", d.temperature.value_or(1.0f), 0.0, 2.0);
+  p.top_p = ranged(body, "top_p", d.top_p.value_or(1.0f), 0.0, 1.0);
   if (p.top_p <= 0.0f) throw bad("top_p", "must be in (0, 1], got 0");
-  p.min_p = ranged(body, "min_p", 0.0f, 0.0, 1.0);
-  p.presence_penalty = ranged(body, "presence_penalty", 0.0f, -2.0, 2.0);
-  p.frequency_penalty = ranged(body, "frequency_penalty", 0.0f, -2.0, 2.0);
-  p.repetition_penalty = ranged(body, "repetition_penalty", 1.0f, 0.0, 100.0);
+  p.min_p = ranged(body, "min_p", d.min_p.value_or(0.0f), 0.0, 1.0);
+  p.presence_penalty = ranged(body, "presence_penalty", d.presence_penalty.value_or(0.0f), -2.0, 2.0);
+  p.frequency_penalty = ranged(body, "frequency_penalty", d.frequency_penalty.value_or(0.0f), -2.0, 2.0);
+  p.repetition_penalty = ranged(body, "repetition_penalty", d.repetition_penalty.value_or(1.0f), 0.0, 100.0);
   if (p.repetition_penalty <= 0.0f) throw bad("repetition_penalty", "must be > 0, got 0");
+  p.top_k = d.top_k.value_or(0);
   if (const json* v = field(body, "top_k"))
     p.top_k = static_cast<int>(integer(*v, "top_k", -1, std::numeric_limits<int32_t>::max()));
   if (const json* v = field(body, "seed")) {
@@ -156,6 +160,13 @@ void parse_common(const json& body, const request_limits& limits, openai_request
       p.max_tokens = static_cast<int>(integer(*v, key, 1, std::numeric_limits<int32_t>::max()));
       r.has_max_tokens = true;
     }
+  }
+  if (!r.has_max_tokens) {
+    // The defaults' max_tokens, else OpenAI's (completions 16; chat: the rest of the
+    // context), capped by server.max_tokens_default; fit_context bounds it by the context.
+    const bool chat = r.endpoint == api_endpoint::chat_completions;
+    const int openai = chat ? std::numeric_limits<int>::max() : 16;
+    p.max_tokens = std::min(d.max_tokens.value_or(openai), std::max(1, limits.max_tokens_default));
   }
 }
 
@@ -276,7 +287,6 @@ openai_request parse_completion_request(const nlohmann::json& body, const reques
     else
       r.logprobs = static_cast<int>(integer(*v, "logprobs", 0, max_logprobs));
   }
-  if (!r.has_max_tokens) r.params.max_tokens = 16;
   r.params.logprobs = r.logprobs < 0 ? 0 : std::max(1, r.logprobs);
   check_params(r.params);
   return r;
@@ -346,7 +356,6 @@ void fit_context(openai_request& r, const std::vector<std::vector<int32_t>>& pro
                     what, "context_length_exceeded");
   const int room = context - static_cast<int>(longest);
   if (!r.has_max_tokens) {
-    if (chat) r.params.max_tokens = room;
     r.params.max_tokens = std::min(r.params.max_tokens, room);
     return;
   }

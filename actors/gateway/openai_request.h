@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/model/generation_defaults.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/engine/sampler.h"
 #include "runtime/text/tokenizer.h"
@@ -52,11 +53,16 @@ struct openai_request {
   std::string user;           ///< the `user` field (logged, not used)
 };
 
-/// Limits and names that requests are checked against.
+/// Limits, names and defaults that requests are checked against and completed with.
 struct request_limits {
   std::string model_name;  ///< the served model; another name is 404 ("" = accept any)
   int max_n = 16;          ///< most choices per prompt
   size_t max_prompts = 256;  ///< most prompts in one completions request
+  /// Sampling defaults for the fields a request leaves out (the cluster file's
+  /// model.generation_defaults over the model file's); unset fields get OpenAI's.
+  generation_defaults defaults;
+  /// Cap on max_tokens of a request that gives none (server.max_tokens_default).
+  int max_tokens_default = 512;
 };
 
 /// Parses a request body; 400 naming the byte offset when it is not a JSON object.
@@ -73,8 +79,8 @@ openai_request parse_chat_request(const nlohmann::json& body, const request_limi
 /// token ids must lie in the vocabulary. 400 naming prompt/messages otherwise.
 std::vector<std::vector<int32_t>> tokenize_request(const openai_request& r, const tokenizer& tok);
 
-/// Checks prompts against the context (`context` tokens per sequence) and fills in the
-/// default max_tokens (completions: 16; chat: what the context leaves). 400 naming
+/// Checks prompts against the context (`context` tokens per sequence) and bounds the
+/// default max_tokens of a request that gave none by what the context leaves. 400 naming
 /// prompt/messages when a prompt does not fit, max_tokens when the output would not.
 void fit_context(openai_request& r, const std::vector<std::vector<int32_t>>& prompts, int context);
 

@@ -188,6 +188,30 @@ tensor gguf_tensor(const gguf_file& g, const std::string& name, const shape_t& w
   return out;
 }
 
+/// The sampling defaults llama.cpp's general.sampling.* keys hold (none when absent).
+generation_defaults gguf_generation(const gguf_file& g) {
+  static const std::vector<std::pair<std::string, std::string>> keys = {
+      {"temperature", "general.sampling.temp"},          {"top_p", "general.sampling.top_p"},
+      {"top_k", "general.sampling.top_k"},               {"min_p", "general.sampling.min_p"},
+      {"repetition_penalty", "general.sampling.penalty_repeat"}};
+  auto number = [&g](const std::string& key) -> std::optional<float> {
+    if (auto v = g.get_float(key)) return static_cast<float>(*v);
+    return std::nullopt;
+  };
+  generation_defaults d;
+  d.temperature = number(keys[0].second);
+  d.top_p = number(keys[1].second);
+  if (auto k = g.get_int(keys[2].second)) {
+    if (*k < INT_MIN || *k > INT_MAX)
+      throw load_error(g.path() + ": " + keys[2].second + " has invalid value " + std::to_string(*k));
+    d.top_k = static_cast<int>(*k);
+  }
+  d.min_p = number(keys[3].second);
+  d.repetition_penalty = number(keys[4].second);
+  check_generation(d, g.path(), keys);
+  return d;
+}
+
 void gguf_inventory(const gguf_file& g, loaded_model& m) {
   for (const auto& ti : g.tensors()) {
     ++m.tensor_types[ggml_type_name(ti.type)];
@@ -223,5 +247,7 @@ loaded_model load_gguf(const std::string& path, const load_options* opt) {
   }
   return m;
 }
+
+generation_defaults gguf_generation(const std::string& path) { return gguf_generation(gguf_file(path)); }
 
 }  // namespace troupe::loader_detail

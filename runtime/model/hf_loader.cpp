@@ -48,6 +48,17 @@ struct hf_json {
     if (!v->is_number()) throw load_error(file + ": key '" + key + "' must be a number, got " + v->dump());
     return v->get<float>();
   }
+  std::optional<float> maybe_num(const char* key) const {
+    if (!find(key)) return std::nullopt;
+    return num(key, 0.0f);
+  }
+  std::optional<int> maybe_int(const char* key) const {
+    const json* v = find(key);
+    if (!v) return std::nullopt;
+    if (!v->is_number_integer() || v->get<int64_t>() < INT_MIN || v->get<int64_t>() > INT_MAX)
+      throw load_error(file + ": key '" + key + "' must be an integer, got " + v->dump());
+    return v->get<int>();
+  }
   bool flag(const char* key, bool fallback) const {
     const json* v = find(key);
     if (!v) return fallback;
@@ -122,6 +133,30 @@ model_config hf_config(const std::string& dir) {
   c.attn_bias = c.arch == architecture::qwen2;
   validate_config(c, file);
   return c;
+}
+
+generation_defaults hf_generation(const std::string& dir) {
+  const std::string file = (fs::path(dir) / "generation_config.json").string();
+  if (!fs::exists(file)) return {};
+  json j;
+  try {
+    std::ifstream in(file);
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    throw load_error(file + ": not valid JSON: " + e.what());
+  }
+  if (!j.is_object()) throw load_error(file + ": not a JSON object");
+  // The keys vLLM takes from it (do_sample is ignored there too).
+  const hf_json cfg{j, file};
+  generation_defaults d;
+  d.temperature = cfg.maybe_num("temperature");
+  d.top_p = cfg.maybe_num("top_p");
+  d.top_k = cfg.maybe_int("top_k");
+  d.min_p = cfg.maybe_num("min_p");
+  d.repetition_penalty = cfg.maybe_num("repetition_penalty");
+  d.max_tokens = cfg.maybe_int("max_new_tokens");
+  check_generation(d, file, {{"max_tokens", "max_new_tokens"}});
+  return d;
 }
 
 // ---------------------------------------------------------------- HF: weights

@@ -10,6 +10,7 @@
 
 #include "kernels/base/dequant.h"
 #include "runtime/model/gguf.h"
+#include "runtime/model/model.h"
 #include "runtime/model/model_loader_detail.h"
 #include "runtime/text/utf8.h"
 
@@ -34,6 +35,16 @@ void validate_config(const model_config& c, const std::string& path) {
   } catch (const std::runtime_error& e) {
     throw load_error(path + ": " + e.what());
   }
+}
+
+void check_generation(const generation_defaults& g, const std::string& file,
+                      const std::vector<std::pair<std::string, std::string>>& keys) {
+  const auto [field, why] = first_problem(g);
+  if (field.empty()) return;
+  std::string key = field;
+  for (const auto& [f, k] : keys)
+    if (f == field) key = k;
+  throw load_error(file + ": " + key + " " + why);
 }
 
 namespace {
@@ -137,6 +148,7 @@ parallel::tensor_slice plan_slice(const model_config& c, const load_options* opt
 namespace {
 
 using loader_detail::hf_config;
+using loader_detail::hf_generation;
 using loader_detail::hf_tokenizer;
 using loader_detail::load_gguf;
 using loader_detail::load_hf;
@@ -202,5 +214,17 @@ loaded_model load_model(const std::string& path, const load_options& opt) {
 }
 
 loaded_model load_model_metadata(const std::string& path) { return load_any(path, nullptr); }
+
+generation_defaults read_generation_defaults(const std::string& path) {
+  const std::string file = resolve_model_path(path);
+  std::error_code ec;
+  const auto status = fs::status(file, ec);
+  if (ec || !fs::exists(status)) throw load_error(file + ": no such file or directory");
+  if (fs::is_directory(status)) return hf_generation(file);
+  if (fs::path(file).filename() == "config.json") return hf_generation(fs::path(file).parent_path().string());
+  const generation_defaults shipped = loader_detail::gguf_generation(file);
+  // The default model's GGUF holds no general.sampling.* keys: it gets its HF release's.
+  return path == "default" ? default_model_generation().overlaid_with(shipped) : shipped;
+}
 
 }  // namespace troupe

@@ -4,8 +4,10 @@
 #include <functional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "kernels/base/dequant.h"
+#include "runtime/model/generation_defaults.h"
 #include "runtime/model/model_loader.h"
 
 namespace troupe::loader_detail {
@@ -44,6 +46,11 @@ void load_layer(const matrix_source& src, const char* prefix, const layer_tensor
 /// `path` when it cannot be made.
 parallel::tensor_slice plan_slice(const model_config& c, const load_options* opt, const std::string& path);
 
+/// Throws load_error "<file>: <key>: <reason>" for the first field of `g` out of its range;
+/// `keys` names each field's key in the file (field -> key, e.g. "temperature" -> "general.sampling.temp").
+void check_generation(const generation_defaults& g, const std::string& file,
+                      const std::vector<std::pair<std::string, std::string>>& keys);
+
 /// A .gguf file: config, tokenizer and (unless `opt` is null) the weights `opt` asks for.
 loaded_model load_gguf(const std::string& path, const load_options* opt);
 
@@ -53,6 +60,12 @@ loaded_model load_hf(const std::string& dir, const load_options* opt);
 
 /// config.json of a Hugging Face directory.
 model_config hf_config(const std::string& dir);
+
+/// general.sampling.* of a .gguf file: its sampling defaults (none when absent).
+generation_defaults gguf_generation(const std::string& path);
+
+/// generation_config.json of a Hugging Face directory: its sampling defaults (none when absent).
+generation_defaults hf_generation(const std::string& dir);
 
 /// tokenizer.json (+ tokenizer_config.json) of a Hugging Face directory.
 tokenizer_data hf_tokenizer(const std::string& dir);

@@ -449,3 +449,54 @@ TEST_CASE("a bad model dtype, load format or KV fraction is rejected naming the 
   CHECK_THROWS_WITH(with("scheduler: {kv_fraction: 1.5}\n"), Catch::Contains("scheduler.kv_fraction"));
   CHECK_THROWS_WITH(with("scheduler: {kv_fraction: lots}\n"), Catch::Contains("expected a number"));
 }
+
+TEST_CASE("model.generation_defaults is read field by field, unset fields stay unset", "[config][generation]") {
+  cluster_config c = parse_cluster_config(
+      "model:\n  generation_defaults:\n    temperature: 0.3\n    top_k: 20\n    max_tokens: 64\n", "gen.yaml");
+  const auto& g = c.model.generation_defaults;
+  CHECK(g.temperature == 0.3f);
+  CHECK(g.top_k == 20);
+  CHECK(g.max_tokens == 64);
+  CHECK_FALSE(g.top_p);
+  CHECK_FALSE(g.repetition_penalty);
+  CHECK(default_cluster_config().model.generation_defaults.empty());
+}
+
+TEST_CASE("server.max_tokens_default is 512 unless set, and must be at least 1", "[config][generation]") {
+  CHECK(default_cluster_config().server.max_tokens_default == 512);
+  CHECK(parse_cluster_config("server: {max_tokens_default: 64}\n", "cap.yaml").server.max_tokens_default == 64);
+  CHECK_THROWS_WITH(parse_cluster_config("server: {max_tokens_default: 0}\n", "cap.yaml"),
+                    Catch::Contains("cap.yaml: server.max_tokens_default: must be >= 1, got 0"));
+  CHECK_THROWS_WITH(parse_cluster_config("server: {max_tokens_default: lots}\n", "cap.yaml"),
+                    Catch::Contains("server.max_tokens_default: expected an integer"));
+}
+
+TEST_CASE("a generation default out of range or unknown is rejected naming its key path", "[config][generation]") {
+  auto with = [](const std::string& yaml) { return parse_cluster_config(yaml, "gen.yaml"); };
+  CHECK_THROWS_WITH(with("model: {generation_defaults: {temperature: 3}}\n"),
+                    Catch::Contains("gen.yaml: model.generation_defaults.temperature: must be in [0, 2], got 3"));
+  CHECK_THROWS_WITH(with("model: {generation_defaults: {top_p: 0}}\n"),
+                    Catch::Contains("model.generation_defaults.top_p: must be in (0, 1], got 0"));
+  CHECK_THROWS_WITH(with("model: {generation_defaults: {max_tokens: 0}}\n"),
+                    Catch::Contains("model.generation_defaults.max_tokens: must be >= 1, got 0"));
+  CHECK_THROWS_WITH(with("model: {generation_defaults: {temprature: 0.2}}\n"),
+                    Catch::Contains("model.generation_defaults.temprature: unknown key (did you mean temperature?)"));
+  CHECK_THROWS_WITH(with("model: {generation_defaults: {top_k: 1.5}}\n"),
+                    Catch::Contains("model.generation_defaults.top_k: expected an integer"));
+}
+
+TEST_CASE("generation defaults and max_tokens_default survive to_yaml and --set", "[config][generation]") {
+  cluster_config c = default_cluster_config();
+  apply_overrides(c, {"model.generation_defaults.temperature=0.7", "model.generation_defaults.top_p=0.95",
+                      "server.max_tokens_default=128"});
+  CHECK(c.model.generation_defaults.temperature == 0.7f);
+  CHECK(c.model.generation_defaults.top_p == 0.95f);
+  CHECK(c.server.max_tokens_default == 128);
+  const cluster_config back = parse_cluster_config(to_yaml(c), "round-trip");
+  CHECK(back.model.generation_defaults == c.model.generation_defaults);
+  CHECK(back.server.max_tokens_default == 128);
+  apply_overrides(c, {"model.generation_defaults.temperature=null"});
+  CHECK_FALSE(c.model.generation_defaults.temperature);
+  CHECK_THROWS_WITH(apply_overrides(c, {"model.generation_defaults.min_p=2"}),
+                    Catch::Contains("model.generation_defaults.min_p: must be in [0, 1], got 2"));
+}

@@ -58,6 +58,10 @@ gateway_options gateway_settings(const cluster_config& c, std::shared_ptr<const 
   const auto& s = c.scheduler;
   const int capacity = ((s.kv_tokens + s.block_size - 1) / s.block_size) * s.block_size;
   g.max_context = std::min(s.max_context > 0 ? s.max_context : meta->config().max_context, capacity);
+  // Request > cluster file > model file > OpenAI defaults (as vLLM).
+  g.generation = read_generation_defaults(c.model.path).overlaid_with(c.model.generation_defaults);
+  logger()->info("sampling defaults for requests that leave them out: {}; max_tokens at most {}",
+                 describe_generation(g.generation), c.server.max_tokens_default);
   g.served = std::move(meta);
   g.registry = std::move(registry);
   g.metrics = std::move(metrics);

@@ -5,6 +5,7 @@
 #include <boost/beast/http.hpp>
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
+#include <functional>
 #include <thread>
 
 #include "actors/actor_system_config.h"
@@ -151,7 +152,8 @@ struct fixture {
   std::unique_ptr<http_gateway> gw;
   router_actor router;
 
-  explicit fixture(bool with_router = true, std::vector<std::string> keys = {}) {
+  explicit fixture(bool with_router = true, std::vector<std::string> keys = {},
+                   const std::function<void(gateway_options&)>& tweak = {}) {
     gateway_options o;
     o.server.host = "127.0.0.1";
     o.server.port = 0;
@@ -164,6 +166,7 @@ struct fixture {
     o.served = meta();
     o.registry = registry;
     o.status_interval = std::chrono::milliseconds(20);
+    if (tweak) tweak(o);
     gw = std::make_unique<http_gateway>(sys, o);
     gw->start();
     router = sys.spawn(scripted_router, log);
@@ -397,4 +400,29 @@ TEST_CASE("keep-alive connections serve several requests in a row", "[http][slow
     CHECK(res.result_int() == 200);
     CHECK(res.keep_alive());
   }
+}
+
+TEST_CASE("the gateway fills what a request leaves out from its generation defaults and max_tokens cap",
+          "[http][generation]") {
+  fixture f(true, {}, [](gateway_options& o) {
+    o.generation.temperature = 0.2f;
+    o.generation.top_p = 0.9f;
+    o.server.max_tokens_default = 3;
+  });
+  const json chat = {{"model", "test-model"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}};
+  auto r = post(f.port(), "/v1/chat/completions", chat);
+  REQUIRE(r.status == 200);
+  CHECK(r.j().at("usage").at("completion_tokens") == 3);
+  json own = chat;
+  own["temperature"] = 1.0;
+  own["max_tokens"] = 2;
+  REQUIRE(post(f.port(), "/v1/chat/completions", own).status == 200);
+  std::lock_guard<std::mutex> lock(f.log->mutex);
+  REQUIRE(f.log->seen.size() == 2);
+  CHECK(f.log->seen[0].params.temperature == Approx(0.2));
+  CHECK(f.log->seen[0].params.top_p == Approx(0.9));
+  CHECK(f.log->seen[0].params.max_tokens == 3);
+  CHECK(f.log->seen[1].params.temperature == Approx(1.0));
+  CHECK(f.log->seen[1].params.top_p == Approx(0.9));
+  CHECK(f.log->seen[1].params.max_tokens == 2);
 }

@@ -274,3 +274,89 @@ TEST_CASE("responses and chunks have OpenAI's shape", "[openai][slow]") {
   CHECK(sse_event(json{{"a", 1}}) == "data: {\"a\":1}\n\n");
   CHECK(dump_json(json(std::string("\xff"))) == "\"\xef\xbf\xbd\"");
 }
+
+namespace {
+
+/// Limits with server defaults: temperature 0.3 and top_k 5 (as from the cluster file over
+/// the model file), and a cap of 100 tokens for requests without max_tokens.
+request_limits limits_with_defaults() {
+  request_limits l = limits();
+  l.defaults.temperature = 0.3f;
+  l.defaults.top_k = 5;
+  l.max_tokens_default = 100;
+  return l;
+}
+
+}  // namespace
+
+TEST_CASE("a request's own sampling fields win over the server's defaults", "[openai][generation]") {
+  auto r = parse_chat_request({{"model", "m"}, {"messages", {{{"role", "user"}, {"content", "x"}}}},
+                               {"temperature", 0.9}, {"top_k", 2}, {"max_tokens", 300}},
+                              limits_with_defaults());
+  CHECK(r.params.temperature == Approx(0.9));
+  CHECK(r.params.top_k == 2);
+  CHECK(r.params.max_tokens == 300);
+}
+
+TEST_CASE("fields a request leaves out take the server's defaults, then OpenAI's", "[openai][generation]") {
+  auto r = parse_chat_request({{"model", "m"}, {"messages", {{{"role", "user"}, {"content", "x"}}}}},
+                              limits_with_defaults());
+  CHECK(r.params.temperature == Approx(0.3));
+  CHECK(r.params.top_k == 5);
+  CHECK(r.params.top_p == Approx(1.0));
+  CHECK(r.params.min_p == Approx(0.0));
+  CHECK(r.params.repetition_penalty == Approx(1.0));
+  CHECK_FALSE(r.has_max_tokens);
+  CHECK(r.params.max_tokens == 100);
+  auto nulls = parse_completion_request({{"model", "m"}, {"prompt", "x"}, {"temperature", nullptr}},
+                                        limits_with_defaults());
+  CHECK(nulls.params.temperature == Approx(0.3));
+}
+
+TEST_CASE("every sampling default the server has reaches a request that leaves it out", "[openai][generation]") {
+  request_limits l = limits();
+  l.defaults.temperature = 0.2f;
+  l.defaults.top_p = 0.9f;
+  l.defaults.top_k = 40;
+  l.defaults.min_p = 0.05f;
+  l.defaults.repetition_penalty = 1.1f;
+  l.defaults.presence_penalty = 0.5f;
+  l.defaults.frequency_penalty = -0.5f;
+  l.defaults.max_tokens = 7;
+  auto r = parse_completion_request({{"model", "m"}, {"prompt", "x"}}, l);
+  CHECK(r.params.temperature == Approx(0.2));
+  CHECK(r.params.top_p == Approx(0.9));
+  CHECK(r.params.top_k == 40);
+  CHECK(r.params.min_p == Approx(0.05));
+  CHECK(r.params.repetition_penalty == Approx(1.1));
+  CHECK(r.params.presence_penalty == Approx(0.5));
+  CHECK(r.params.frequency_penalty == Approx(-0.5));
+  CHECK(r.params.max_tokens == 7);
+}
+
+TEST_CASE("a chat request without max_tokens stops at server.max_tokens_default, or sooner at the context",
+          "[openai][generation]") {
+  request_limits l = limits();
+  l.max_tokens_default = 512;
+  auto r = parse_chat_request({{"model", "m"}, {"messages", {{{"role", "user"}, {"content", "x"}}}}}, l);
+  CHECK(r.params.max_tokens == 512);
+  fit_context(r, {std::vector<int32_t>(10, 1)}, 8192);
+  CHECK(r.params.max_tokens == 512);
+  fit_context(r, {std::vector<int32_t>(10, 1)}, 100);
+  CHECK(r.params.max_tokens == 90);
+}
+
+TEST_CASE("server.max_tokens_default caps the defaults' max_tokens but not the request's", "[openai][generation]") {
+  request_limits l = limits();
+  l.defaults.max_tokens = 2000;
+  l.max_tokens_default = 512;
+  auto capped = parse_chat_request({{"model", "m"}, {"messages", {{{"role", "user"}, {"content", "x"}}}}}, l);
+  CHECK(capped.params.max_tokens == 512);
+  auto completion_default = parse_completion_request({{"model", "m"}, {"prompt", "x"}}, limits());
+  CHECK(completion_default.params.max_tokens == 16);
+  auto asked = parse_chat_request(
+      {{"model", "m"}, {"messages", {{{"role", "user"}, {"content", "x"}}}}, {"max_tokens", 1000}}, l);
+  CHECK(asked.params.max_tokens == 1000);
+  fit_context(asked, {std::vector<int32_t>(10, 1)}, 8192);
+  CHECK(asked.params.max_tokens == 1000);
+}

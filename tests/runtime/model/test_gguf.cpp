@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/model/generation_defaults.h"
 #include "runtime/model/gguf.h"
 #include "runtime/model/model_loader.h"
 #include "test_support.h"
@@ -511,4 +512,33 @@ TEST_CASE("a GGUF file with corrupted metadata bytes loads or fails with load_er
     }
   }
   CHECK(rejected > 0);
+}
+
+TEST_CASE("general.sampling.* metadata gives the model's sampling defaults", "[loader][gguf][generation]") {
+  gguf_writer w;
+  w.kv_str("general.architecture", "llama");
+  w.kv_f32("general.sampling.temp", 0.6f);
+  w.kv_f32("general.sampling.top_p", 0.95f);
+  w.kv("general.sampling.top_k", 5, int32_t{40});
+  w.kv_f32("general.sampling.min_p", 0.05f);
+  w.kv_f32("general.sampling.penalty_repeat", 1.1f);
+  const generation_defaults g = read_generation_defaults(w.write("gguf-sampling"));
+  CHECK(g.temperature == 0.6f);
+  CHECK(g.top_p == 0.95f);
+  CHECK(g.top_k == 40);
+  CHECK(g.min_p == 0.05f);
+  CHECK(g.repetition_penalty == 1.1f);
+  CHECK_FALSE(g.max_tokens);
+}
+
+TEST_CASE("a general.sampling value out of range names the file and the GGUF key", "[loader][gguf][generation]") {
+  gguf_writer w;
+  w.kv_str("general.architecture", "llama");
+  w.kv_f32("general.sampling.top_p", 1.5f);
+  const auto path = w.write("gguf-sampling-bad");
+  CHECK_THROWS_WITH(read_generation_defaults(path),
+                    Contains(path) && Contains("general.sampling.top_p must be in (0, 1], got 1.5"));
+  gguf_writer text;
+  text.kv_str("general.sampling.temp", "warm");
+  CHECK_THROWS_WITH(read_generation_defaults(text.write("gguf-sampling-text")), Contains("general.sampling.temp"));
 }
