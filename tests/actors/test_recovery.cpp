@@ -96,7 +96,12 @@ void check_recovery(const std::string& example, const std::string& victim, int b
   REQUIRE(serving > 0);
   WARN(example << ": kill -9 of " << victim << " detected after " << detected - killed_at
                << " ms, serving again after " << serving - killed_at << " ms");
-  CHECK(detected - killed_at < 1000);
+  // kill -9 breaks the node's connection at once: 26 to 52 ms on an idle VM
+  // (docs/benchmarks.md, "Recovery from a lost node"), 123 to 277 ms with the shared 2-core
+  // VM at load 11 to 15 (this test and test_serve_recovery.cpp). 500 ms is about 1.8x the
+  // slowest, the margin for a head waiting for CPU, and half the 1 s heartbeat deadline: a
+  // detection that fell back to the deadline fails it.
+  CHECK(detected - killed_at < 500);
   CHECK(serving - killed_at < 5000);
 }
 
