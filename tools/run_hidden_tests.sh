@@ -113,6 +113,7 @@ echo "| case | result | seconds | note |"
 echo "| --- | --- | --- | --- |"
 for r in "${rows[@]}"; do
   IFS=$'\t' read -r name result secs note <<<"$r"
+  note=$(tr -s ' ' <<<"${note//|//}")  # a Catch2 summary's '|' would split the table's cell
   echo "| $name | $result | $secs | $note |"
 done
 echo
