@@ -56,7 +56,7 @@ timed_reply post_chat(uint16_t port, const std::string& body) {
 
 }  // namespace
 
-TEST_CASE("the README's first curl is answered within the max_tokens cap, and Paris with the model's defaults",
+TEST_CASE("the README's first curl answers Paris within 10 s and a request without sampling fields stops at the cap",
           "[cli][slow][generation]") {
   const int base = reserve_ports(3);
   const auto dir = scratch_dir("serve-readme");
@@ -70,28 +70,29 @@ TEST_CASE("the README's first curl is answered within the max_tokens cap, and Pa
   INFO(log);
   CHECK(log.find("sampling defaults for requests that leave them out: temperature 0.2, top_p 0.9; "
                  "max_tokens at most 512") != std::string::npos);
-  // README.md "Using it", byte for byte: no max_tokens, no temperature, no seed.
+  // README.md "Using it", byte for byte: the first curl (greedy, no max_tokens).
   const std::string readme =
+      R"({"model": "SmolLM2-135M-Instruct.Q4_1", "messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0})";
+  const timed_reply paris = post_chat(http_port, readme);
+  INFO("README request: " << paris.seconds << " s, " << paris.body.dump());
+  REQUIRE(paris.status == 200);
+  const auto& choice = paris.body.at("choices").at(0);
+  CHECK(choice.at("message").at("content").get<std::string>().find("Paris") != std::string::npos);
+  CHECK(choice.at("finish_reason") == "stop");
+  // 0.4-1.2 s measured on the 2-core dev machine; the README promises seconds: 10 s leaves
+  // room for ctest running another test beside it.
+  CHECK(paris.seconds < 10);
+  // The same question with no temperature, no seed and no max_tokens takes the model's
+  // defaults (temperature 0.2): the draw may ramble, but never past the 512-token cap.
+  const std::string plain =
       R"({"model": "SmolLM2-135M-Instruct.Q4_1", "messages": [{"role": "user", "content": "What is the capital of France?"}]})";
-  const timed_reply any = post_chat(http_port, readme);
-  INFO("README request: " << any.seconds << " s, " << any.body.dump());
+  const timed_reply any = post_chat(http_port, plain);
+  INFO("request without sampling fields: " << any.seconds << " s, " << any.body.dump());
   REQUIRE(any.status == 200);
   const std::string reason = any.body.at("choices").at(0).at("finish_reason");
   CHECK((reason == "stop" || reason == "length"));
   CHECK(any.body.at("usage").at("completion_tokens").get<int>() <= 512);
   CHECK(any.seconds < 120);  // 512 tokens took 35 s on the loaded 2-core dev machine
-  // The same request with a seed, so the draw is fixed: at temperature 0.2 the 135M model
-  // starts with "The" or "L" about 60/40 (their probabilities are 0.152 and 0.140 at
-  // temperature 1); seed 2 is one that answers. Seeds 1, 3 and 7 ramble in French.
-  std::string seeded = readme;
-  seeded.insert(1, R"("seed": 2, )");
-  const timed_reply paris = post_chat(http_port, seeded);
-  INFO("seeded request: " << paris.seconds << " s, " << paris.body.dump());
-  REQUIRE(paris.status == 200);
-  const auto& choice = paris.body.at("choices").at(0);
-  CHECK(choice.at("message").at("content").get<std::string>().find("Paris") != std::string::npos);
-  CHECK(choice.at("finish_reason") == "stop");
-  CHECK(paris.seconds < 30);  // 0.4-1.2 s on the dev machine
   kill(serve, SIGTERM);
   auto status = wait_exit(serve, std::chrono::seconds(30));
   REQUIRE(status);
