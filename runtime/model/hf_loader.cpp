@@ -8,7 +8,7 @@
 
 #include "runtime/model/model_loader_detail.h"
 #include "runtime/model/safetensors.h"
-#include "runtime/text/tokenizer_json.h"
+#include "runtime/model/tokenizer_json.h"
 
 namespace troupe::loader_detail {
 namespace fs = std::filesystem;

@@ -6,7 +6,7 @@
 
 #include "runtime/model/model_loader.h"
 #include "runtime/text/tokenizer.h"
-#include "runtime/text/tokenizer_json.h"
+#include "runtime/model/tokenizer_json.h"
 #include "runtime/text/utf8.h"
 #include "test_support.h"
 

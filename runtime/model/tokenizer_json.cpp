@@ -1,4 +1,4 @@
-#include "runtime/text/tokenizer_json.h"
+#include "runtime/model/tokenizer_json.h"
 
 #include <nlohmann/json.hpp>
 
