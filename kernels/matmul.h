@@ -11,8 +11,15 @@ void matmul(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w
 
 #ifdef TROUPE_HAVE_CUDA_KERNELS
 namespace cuda {
-/// CUDA implementation of kernels::matmul.
+/// CUDA implementation of kernels::matmul: the skinny GEMV for f16/bf16 inputs of one row
+/// and k < 8192 (TROUPE_GEMV_MAX_ROWS raises the row limit up to 8, 0 = never), else cuBLASLt.
 void matmul(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias);
+/// matmul through cuBLASLt alone (benchmarks and tests compare the two).
+void matmul_cublas(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias);
+/// matmul through the skinny GEMV alone; false (nothing enqueued) where it does not apply:
+/// not f16/bf16, more than 8 rows, k not a multiple of 8, x or w not 16-byte aligned.
+/// `variant` picks a tiling (0 = the default; 1, 2: alternatives the benchmark times).
+bool gemv(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias, int variant = 0);
 }  // namespace cuda
 #endif
 

@@ -13,8 +13,10 @@
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
+#include "kernels/rope_kv_write.h"
 #include "kernels/scatter_rows.h"
 #include "kernels/silu_mul.h"
+#include "kernels/swiglu.h"
 #include "parallel/communicator.h"
 
 namespace troupe {
@@ -66,9 +68,17 @@ shard_context::shard_context(const model& m, const context_params& p, k::op_cont
   act_ = on_device_ ? m.weight_type() : dtype::f32;
   // This shard's share of heads and MLP columns, read off the (possibly sliced) weights.
   const auto& first = m.weights().layers[static_cast<size_t>(m.layer_begin())];
-  n_heads_ = static_cast<int>(first.wq.shape()[0] / c.head_dim);
-  n_kv_heads_ = static_cast<int>(first.wk.shape()[0] / c.head_dim);
-  ffn_ = static_cast<int>(first.w_gate.shape()[0]);
+  n_heads_ = first.q_rows / c.head_dim;
+  n_kv_heads_ = first.kv_rows / c.head_dim;
+  ffn_ = first.ffn_rows;
+  bool any_qkv = false, any_gate_up = false, all_qkv = true, all_gate_up = true;
+  for (int l = m.layer_begin(); l < m.layer_end(); ++l) {
+    const auto& lw = m.weights().layers[static_cast<size_t>(l)];
+    any_qkv = any_qkv || !lw.wqkv.empty();
+    all_qkv = all_qkv && !lw.wqkv.empty();
+    any_gate_up = any_gate_up || !lw.w_gate_up.empty();
+    all_gate_up = all_gate_up && !lw.w_gate_up.empty();
+  }
   const auto be = ops.backend;
   const int64_t t = p.max_batch_tokens, hd = c.head_dim;
   pad_block_ = on_device_ ? p.n_blocks : -1;
@@ -84,11 +94,15 @@ shard_context::shard_context(const model& m, const context_params& p, k::op_cont
   normed_ = tensor({t, c.hidden}, act_, be);
   delta_ = tensor({t, c.hidden}, act_, be);
   q_ = tensor({t, n_heads_, hd}, act_, be);
-  k_ = tensor({t, n_kv_heads_, hd}, act_, be);
-  v_ = tensor({t, n_kv_heads_, hd}, act_, be);
+  if (!all_qkv) {
+    k_ = tensor({t, n_kv_heads_, hd}, act_, be);
+    v_ = tensor({t, n_kv_heads_, hd}, act_, be);
+  }
+  if (any_qkv) qkv_ = tensor({t, (n_heads_ + 2 * n_kv_heads_) * hd}, act_, be);
   attn_ = tensor({t, n_heads_, hd}, act_, be);
   gate_ = tensor({t, ffn_}, act_, be);
-  up_ = tensor({t, ffn_}, act_, be);
+  if (!all_gate_up) up_ = tensor({t, ffn_}, act_, be);
+  if (any_gate_up) gate_up_ = tensor({t, 2 * int64_t{ffn_}}, act_, be);
   if (is_last_stage()) {
     last_ = tensor({p.max_logit_rows, c.hidden}, act_, be);
     last_normed_ = tensor({p.max_logit_rows, c.hidden}, act_, be);
@@ -115,7 +129,9 @@ void shard_context::make_linears() {
     const auto& lw = model_.weights().layers[static_cast<size_t>(l)];
     linears_.push_back(layer_linears{
         {lw.wq, lw.bq}, {lw.wk, lw.bk}, {lw.wv, lw.bv}, {lw.w_gate, empty_}, {lw.w_up, empty_},
-        {lw.wo, env_.tensor_group, env_.timeout}, {lw.w_down, env_.tensor_group, env_.timeout}});
+        {lw.wqkv, lw.bqkv}, {lw.w_gate_up, empty_},
+        {lw.wo, env_.tensor_group, env_.timeout}, {lw.w_down, env_.tensor_group, env_.timeout},
+        !lw.wqkv.empty(), !lw.w_gate_up.empty()});
   }
 }
 
@@ -398,23 +414,36 @@ void shard_context::run_layer(int l, int t, const k::attention_batch& meta, tens
   const auto& c = model_.config();
   const size_t li = static_cast<size_t>(l);
   const auto& lin = linears_[static_cast<size_t>(l - model_.layer_begin())];
-  tensor_view q = rows(q_, t), kk = rows(k_, t), v = rows(v_, t), attn = rows(attn_, t);
+  tensor_view q = rows(q_, t), attn = rows(attn_, t);
   tensor_view x = rows(normed_, t);
-  lin.q.forward(ops_, as_2d(q, t, n_heads_ * c.head_dim), x);
-  lin.k.forward(ops_, as_2d(kk, t, n_kv_heads_ * c.head_dim), x);
-  lin.v.forward(ops_, as_2d(v, t, n_kv_heads_ * c.head_dim), x);
-  k::rope(ops_, q, positions, model_.rope_inv_freq().view());
-  k::rope(ops_, kk, positions, model_.rope_inv_freq().view());
-  k::kv_write(ops_, k_cache_[li].view(), v_cache_[li].view(), kk, v, slots);
+  if (lin.fused_qkv) {
+    // One matmul for q, k and v; RoPE and the KV write in one kernel over its output.
+    lin.qkv.forward(ops_, rows(qkv_, t), x);
+    k::rope_kv_write(ops_, q, k_cache_[li].view(), v_cache_[li].view(), rows(qkv_, t), positions,
+                     model_.rope_inv_freq().view(), slots);
+  } else {
+    tensor_view kk = rows(k_, t), v = rows(v_, t);
+    lin.q.forward(ops_, as_2d(q, t, n_heads_ * c.head_dim), x);
+    lin.k.forward(ops_, as_2d(kk, t, n_kv_heads_ * c.head_dim), x);
+    lin.v.forward(ops_, as_2d(v, t, n_kv_heads_ * c.head_dim), x);
+    k::rope(ops_, q, positions, model_.rope_inv_freq().view());
+    k::rope(ops_, kk, positions, model_.rope_inv_freq().view());
+    k::kv_write(ops_, k_cache_[li].view(), v_cache_[li].view(), kk, v, slots);
+  }
   k::paged_attention(ops_, attn, q, k_cache_[li].view(), v_cache_[li].view(), meta,
                      1.0f / std::sqrt(static_cast<float>(c.head_dim)));
   lin.o.forward(ops_, rows(delta_, t), as_2d(attn, t, n_heads_ * c.head_dim));
   k::add_rmsnorm(ops_, rows(normed_, t), rows(residual_, t), rows(delta_, t),
                  model_.weights().layers[li].ffn_norm.view(), c.rms_eps);
 
-  lin.gate.forward(ops_, rows(gate_, t), rows(normed_, t));
-  lin.up.forward(ops_, rows(up_, t), rows(normed_, t));
-  k::silu_mul(ops_, rows(gate_, t), rows(gate_, t), rows(up_, t));
+  if (lin.fused_gate_up) {
+    lin.gate_up.forward(ops_, rows(gate_up_, t), rows(normed_, t));
+    k::swiglu(ops_, rows(gate_, t), rows(gate_up_, t));
+  } else {
+    lin.gate.forward(ops_, rows(gate_, t), rows(normed_, t));
+    lin.up.forward(ops_, rows(up_, t), rows(normed_, t));
+    k::silu_mul(ops_, rows(gate_, t), rows(gate_, t), rows(up_, t));
+  }
   lin.down.forward(ops_, rows(delta_, t), rows(gate_, t));
   if (l + 1 < model_.layer_end())
     k::add_rmsnorm(ops_, rows(normed_, t), rows(residual_, t), rows(delta_, t),

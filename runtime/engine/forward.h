@@ -130,7 +130,9 @@ class shard_context {
   /// One transformer block's projections, split as this shard's tensor slice says.
   struct layer_linears {
     parallel::column_parallel_linear q, k, v, gate, up;
+    parallel::column_parallel_linear qkv, gate_up;  ///< the fused weights (GPU), else over empty tensors
     parallel::row_parallel_linear o, down;
+    bool fused_qkv = false, fused_gate_up = false;
   };
 
   const model& model_;
@@ -157,7 +159,9 @@ class shard_context {
   tensor v_;                     // [max_batch_tokens, n_kv_heads_, head_dim]
   tensor attn_;                  // [max_batch_tokens, n_heads_, head_dim]
   tensor gate_;                  // [max_batch_tokens, ffn_]
-  tensor up_;                    // [max_batch_tokens, ffn_]
+  tensor up_;                    // [max_batch_tokens, ffn_] (layers without a fused gate/up)
+  tensor qkv_;                   // [max_batch_tokens, (n_heads_ + 2 n_kv_heads_) * head_dim] (fused q/k/v)
+  tensor gate_up_;               // [max_batch_tokens, 2 ffn_] (fused gate/up)
   tensor last_;                  // [max_logit_rows, hidden]
   tensor last_normed_;           // [max_logit_rows, hidden]
   tensor logits_;                // [max_logit_rows, vocab] f32

@@ -177,7 +177,7 @@ size_t shard_worker::weight_bytes() const {
   if (samples() && w.output.empty()) n += w.tok_embd.bytes();  // tied: the embeddings are the output
   for (const auto& l : w.layers)
     for (const tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.wo, &l.ffn_norm, &l.w_gate,
-                            &l.w_up, &l.w_down})
+                            &l.w_up, &l.w_down, &l.wqkv, &l.bqkv, &l.w_gate_up})
       n += t->bytes();
   return n;
 }

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <initializer_list>
 
 #include "kernels/rope.h"
 #include "kernels/base/device.h"
@@ -53,11 +54,73 @@ model::model(loaded_model&& m)
   // Only the loaded layer range is usable; find it from which layers hold weights.
   while (layer_begin_ < layer_end_ && loaded_.weights.layers[layer_begin_].wq.empty()) ++layer_begin_;
   while (layer_end_ > layer_begin_ && loaded_.weights.layers[layer_end_ - 1].wq.empty()) --layer_end_;
+  for (int l = layer_begin_; l < layer_end_; ++l) {
+    auto& lw = loaded_.weights.layers[static_cast<size_t>(l)];
+    lw.q_rows = static_cast<int>(lw.wq.shape()[0]);
+    lw.kv_rows = static_cast<int>(lw.wk.shape()[0]);
+    lw.ffn_rows = static_cast<int>(lw.w_gate.shape()[0]);
+  }
+  // TROUPE_FUSE=0 keeps the projections apart (measuring the unfused forward).
+  const char* fuse = std::getenv("TROUPE_FUSE");
+  if (dev.backend == backend_kind::cuda && !(fuse && std::strcmp(fuse, "0") == 0)) fuse_projections(s);
+}
+
+namespace {
+
+/// The rows of `parts` (same type and row length, on `s`'s device) stacked in order.
+tensor stack_rows(std::initializer_list<const tensor*> parts, const device_stream& s) {
+  const tensor& first = **parts.begin();
+  int64_t rows = 0;
+  for (const tensor* p : parts) rows += p->shape()[0];
+  tensor out(first.shape().rank == 1 ? shape_t{rows} : shape_t{rows, first.shape()[1]}, first.type(), first.where());
+  size_t off = 0;
+  for (const tensor* p : parts) {
+    copy_bytes(static_cast<char*>(out.view().data) + off, p->view().data, p->bytes(), first.where(), s.get());
+    off += p->bytes();
+  }
+  return out;
+}
+
+bool stackable(std::initializer_list<const tensor*> parts) {
+  const tensor& first = **parts.begin();
+  for (const tensor* p : parts)
+    if (p->empty() || p->type() != first.type() || p->shape().rank != first.shape().rank ||
+        (p->shape().rank == 2 && p->shape()[1] != first.shape()[1]))
+      return false;
+  return true;
+}
+
+}  // namespace
+
+void model::fuse_projections(const device_stream& s) {
+  for (int l = layer_begin_; l < layer_end_; ++l) {
+    auto& lw = loaded_.weights.layers[static_cast<size_t>(l)];
+    const bool no_bias = lw.bq.empty() && lw.bk.empty() && lw.bv.empty();
+    if (stackable({&lw.wq, &lw.wk, &lw.wv}) && (no_bias || stackable({&lw.bq, &lw.bk, &lw.bv}))) {
+      lw.wqkv = stack_rows({&lw.wq, &lw.wk, &lw.wv}, s);
+      if (!no_bias) lw.bqkv = stack_rows({&lw.bq, &lw.bk, &lw.bv}, s);
+      s.synchronize();  // the parts are read: free them
+      lw.wq = tensor();
+      lw.wk = tensor();
+      lw.wv = tensor();
+      lw.bq = tensor();
+      lw.bk = tensor();
+      lw.bv = tensor();
+    }
+    if (stackable({&lw.w_gate, &lw.w_up})) {
+      lw.w_gate_up = stack_rows({&lw.w_gate, &lw.w_up}, s);
+      s.synchronize();
+      lw.w_gate = tensor();
+      lw.w_up = tensor();
+    }
+  }
 }
 
 dtype model::weight_type() const {
-  for (const auto& l : loaded_.weights.layers)
+  for (const auto& l : loaded_.weights.layers) {
     if (!l.wq.empty()) return l.wq.type();
+    if (!l.wqkv.empty()) return l.wqkv.type();
+  }
   return loaded_.weights.tok_embd.empty() ? dtype::f32 : loaded_.weights.tok_embd.type();
 }
 

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "kernels/base/device.h"
 #include "runtime/model/model_loader.h"
 #include "runtime/text/tokenizer.h"
 
@@ -37,6 +38,10 @@ class model {
   int layer_end() const { return layer_end_; }
 
  private:
+  /// GPU: stacks each layer's q/k/v and gate/up weights into one tensor each (see
+  /// layer_weights) so that each pair of projections is one matmul.
+  void fuse_projections(const device_stream& s);
+
   loaded_model loaded_;
   troupe::tokenizer tokenizer_;
   tensor rope_inv_freq_;  // [head_dim / 2]

@@ -27,6 +27,15 @@ struct layer_weights {
   tensor w_gate;     // [ffn, hidden]
   tensor w_up;       // [ffn, hidden]
   tensor w_down;     // [hidden, ffn]
+  // On a GPU the model fuses the projections that read the same input (model::model): wq,
+  // wk, wv (and their biases) become wqkv / bqkv, w_gate and w_up become w_gate_up, and the
+  // separate tensors are then empty. Per tensor rank: each rank stacks its own slices.
+  tensor wqkv;       // [(n_heads + 2 n_kv_heads) * head_dim, hidden]: wq, wk, wv rows in that order
+  tensor bqkv;       // [(n_heads + 2 n_kv_heads) * head_dim] or empty
+  tensor w_gate_up;  // [2 ffn, hidden]: w_gate rows, then w_up rows
+  int q_rows = 0;    // rows of wq (also when fused)
+  int kv_rows = 0;   // rows of wk and of wv
+  int ffn_rows = 0;  // rows of w_gate and of w_up
 };
 
 /// All weights of one model (or of one shard's slice of it).

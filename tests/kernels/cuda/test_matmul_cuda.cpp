@@ -49,6 +49,73 @@ TEST_CASE("CUDA matmul matches the CPU at awkward sizes in every float type, wit
       }
 }
 
+TEST_CASE("CUDA skinny GEMV (decode rows) matches the CPU at awkward sizes, both paths compared", "[cuda]") {
+  if (!cuda_device_or_skip()) return;
+  std::mt19937 rng(23);
+  for (dtype t : {dtype::bf16, dtype::f16})
+    for (int64_t m : {1, 2, 3, 5, 8})
+      for (int64_t n : {1, 769, 5125})
+        for (int64_t k : {8, 776, 4104})
+          for (dtype ot : {t, dtype::f32})
+            for (bool bias : {false, true}) {
+              if (bias && ot == dtype::f32 && m == 3) continue;  // keeps the case short
+              if (n * k > 4000000 && m != 1 && m != 8) continue;
+              CAPTURE(dtype_name(t), dtype_name(ot), m, n, k, bias);
+              const auto x = round_to(random_floats(rng, m * k), t);
+              const auto w = round_to(random_floats(rng, n * k), t);
+              const auto b = round_to(random_floats(rng, n), ot);
+              tensor hx = f32_tensor({m, k}, x), hw = f32_tensor({n, k}, w), hb = f32_tensor({n}, b);
+              tensor ho({m, n}, dtype::f32, backend_kind::cpu);
+              kernels::matmul(cpu_ctx(), ho.view(), hx.view(), hw.view(), bias ? hb.view() : tensor_view{});
+              tensor dx = to_device(x, {m, k}, t), dw = to_device(w, {n, k}, t), db = to_device(b, {n}, ot);
+              tensor d_gemv({m, n}, ot, backend_kind::cuda);
+              // Poisoned output: every element must be written.
+              cuda_ok(cudaMemset(d_gemv.view().data, 0xff, d_gemv.bytes()), "poison");
+              REQUIRE(kernels::cuda::gemv(cuda_ctx(), d_gemv.view(), dx.view(), dw.view(),
+                                          bias ? db.view() : tensor_view{}));
+              const double floor = std::max(1.0, std::sqrt(double(k)) / 3);
+              const double tol = ot == dtype::f32 ? 1e-5 : tolerance(t);
+              CHECK(max_rel_error(to_host(d_gemv), values(ho), floor) <= tol);
+              // The dispatching matmul (GEMV or cuBLASLt) agrees too.
+              tensor d_out({m, n}, ot, backend_kind::cuda);
+              kernels::matmul(cuda_ctx(), d_out.view(), dx.view(), dw.view(), bias ? db.view() : tensor_view{});
+              CHECK(max_rel_error(to_host(d_out), values(ho), floor) <= tol);
+            }
+}
+
+TEST_CASE("CUDA skinny GEMV: a row's result does not depend on the other rows", "[cuda]") {
+  if (!cuda_device_or_skip()) return;
+  std::mt19937 rng(24);
+  const int64_t k = 4096, n = 777;
+  const auto x = round_to(random_floats(rng, 8 * k), dtype::bf16);
+  const auto w = round_to(random_floats(rng, n * k), dtype::bf16);
+  tensor dw = to_device(w, {n, k}, dtype::bf16);
+  std::vector<float> first;
+  for (int64_t m : {1, 2, 4, 7, 8}) {
+    tensor dx = to_device(std::vector<float>(x.begin(), x.begin() + m * k), {m, k}, dtype::bf16);
+    tensor d_out({m, n}, dtype::f32, backend_kind::cuda);
+    REQUIRE(kernels::cuda::gemv(cuda_ctx(), d_out.view(), dx.view(), dw.view(), tensor_view{}));
+    const auto got = to_host(d_out);
+    const std::vector<float> row0(got.begin(), got.begin() + n);
+    if (first.empty()) first = row0;
+    CAPTURE(m);
+    CHECK(row0 == first);
+  }
+}
+
+TEST_CASE("CUDA skinny GEMV declines what it cannot do (f32, 9 rows, k not a multiple of 8)", "[cuda]") {
+  if (!cuda_device_or_skip()) return;
+  tensor x32({1, 16}, dtype::f32, backend_kind::cuda), w32({4, 16}, dtype::f32, backend_kind::cuda);
+  tensor o32({1, 4}, dtype::f32, backend_kind::cuda);
+  CHECK_FALSE(kernels::cuda::gemv(cuda_ctx(), o32.view(), x32.view(), w32.view(), tensor_view{}));
+  tensor x9({9, 16}, dtype::bf16, backend_kind::cuda), w({4, 16}, dtype::bf16, backend_kind::cuda);
+  tensor o9({9, 4}, dtype::bf16, backend_kind::cuda);
+  CHECK_FALSE(kernels::cuda::gemv(cuda_ctx(), o9.view(), x9.view(), w.view(), tensor_view{}));
+  tensor xk({1, 12}, dtype::bf16, backend_kind::cuda), wk({4, 12}, dtype::bf16, backend_kind::cuda);
+  tensor ok({1, 4}, dtype::bf16, backend_kind::cuda);
+  CHECK_FALSE(kernels::cuda::gemv(cuda_ctx(), ok.view(), xk.view(), wk.view(), tensor_view{}));
+}
+
 TEST_CASE("CUDA matmul writes f32 output from bf16 and f16 inputs", "[cuda]") {
   if (!cuda_device_or_skip()) return;
   std::mt19937 rng(18);

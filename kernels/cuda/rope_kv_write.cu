@@ -1,0 +1,86 @@
+// CUDA fused RoPE + KV write over the fused q/k/v projection's output (kernels/rope_kv_write.h).
+// Block (row, head) for the n_heads + 2 n_kv_heads heads of a row, head_dim / 2 threads:
+// q and k heads rotate pair (i, i + head_dim/2) with the same float arithmetic as
+// cuda::rope (angle = pos * inv_freq[i], sincosf, rotation in float), q heads to q, k heads
+// to the cache; v heads are copied to the cache. Rows whose slot is outside the cache write
+// no KV (as cuda::kv_write).
+#include "kernels/cuda/common.cuh"
+#include "kernels/rope_kv_write.h"
+
+namespace troupe::kernels::cuda {
+namespace {
+
+template <class T>
+__global__ void rope_kv_write_kernel(T* q, T* k_cache, T* v_cache, const T* qkv, const int32_t* positions,
+                                     const float* inv_freq, const int32_t* slots, int nh, int nkv, int hd,
+                                     int64_t n_slots) {
+  const int64_t r = blockIdx.x;
+  const int h = blockIdx.y, i = threadIdx.x, half = hd / 2;
+  const int64_t w = static_cast<int64_t>(nh + 2 * nkv) * hd;
+  const T* src = qkv + r * w + static_cast<int64_t>(h) * hd;
+  const int64_t slot = slots[r];
+  const bool cached = slot >= 0 && slot < n_slots;
+  const int64_t kv_row = static_cast<int64_t>(nkv) * hd;
+  if (h >= nh + nkv) {  // v head
+    if (!cached) return;
+    T* dst = v_cache + slot * kv_row + static_cast<int64_t>(h - nh - nkv) * hd;
+    dst[i] = src[i];
+    dst[i + half] = src[i + half];
+    return;
+  }
+  float s, c;
+  sincosf(static_cast<float>(positions[r]) * inv_freq[i], &s, &c);
+  const float x0 = to_f32(src[i]), x1 = to_f32(src[i + half]);
+  const T y0 = from_f32<T>(x0 * c - x1 * s), y1 = from_f32<T>(x0 * s + x1 * c);
+  T* dst;
+  if (h < nh) {
+    dst = q + (r * nh + h) * hd;
+  } else {
+    if (!cached) return;
+    dst = k_cache + slot * kv_row + static_cast<int64_t>(h - nh) * hd;
+  }
+  dst[i] = y0;
+  dst[i + half] = y1;
+}
+
+}  // namespace
+
+void rope_kv_write(const op_context& ctx, tensor_view q, tensor_view k_cache, tensor_view v_cache,
+                   tensor_view qkv, tensor_view positions, tensor_view inv_freq, tensor_view slots) {
+  const char* op = "rope_kv_write";
+  require_cuda_ctx(op, ctx);
+  require_device_float(op, "qkv", qkv);
+  require_device(op, "q", q);
+  require_device(op, "k_cache", k_cache);
+  require_device(op, "v_cache", v_cache);
+  require_device(op, "positions", positions, dtype::i32);
+  require_device(op, "inv_freq", inv_freq, dtype::f32);
+  require_device(op, "slots", slots, dtype::i32);
+  require_same_type(op, "q", q, "qkv", qkv);
+  require_same_type(op, "k_cache", k_cache, "qkv", qkv);
+  require_same_type(op, "v_cache", v_cache, "qkv", qkv);
+  require_rank(op, "q", q, 3);
+  require_rank(op, "qkv", qkv, 2);
+  require_rank(op, "k_cache", k_cache, 4);
+  require_shape(op, "v_cache", v_cache, k_cache.shape);
+  const int64_t m = q.shape[0], nh = q.shape[1], hd = q.shape[2], nkv = k_cache.shape[2];
+  require(hd > 0 && hd % 2 == 0 && hd <= 2048, op, "q " + q.shape.str() + " needs an even head_dim <= 2048");
+  require(k_cache.shape[3] == hd, op, "q " + q.shape.str() + " and k_cache " + k_cache.shape.str() + " disagree on head_dim");
+  require_shape(op, "qkv", qkv, shape_t{m, (nh + 2 * nkv) * hd});
+  require_shape(op, "positions", positions, shape_t{m});
+  require_shape(op, "slots", slots, shape_t{m});
+  require_shape(op, "inv_freq", inv_freq, shape_t{hd / 2});
+  require(m <= 2147483647 && nh + 2 * nkv <= 65535, op, "qkv " + qkv.shape.str() + " is too large");
+  if (m == 0 || nh + 2 * nkv == 0) return;
+  const dim3 grid(static_cast<unsigned>(m), static_cast<unsigned>(nh + 2 * nkv));
+  dispatch_float(qkv.type, op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    rope_kv_write_kernel<T><<<grid, static_cast<unsigned>(hd / 2), 0, stream_of(ctx)>>>(
+        static_cast<T*>(q.data), static_cast<T*>(k_cache.data), static_cast<T*>(v_cache.data),
+        static_cast<const T*>(qkv.data), positions.i32(), inv_freq.f32(), slots.i32(), static_cast<int>(nh),
+        static_cast<int>(nkv), static_cast<int>(hd), k_cache.shape[0] * k_cache.shape[1]);
+  });
+  check_launch(op, "rope_kv_write_kernel");
+}
+
+}  // namespace troupe::kernels::cuda

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Decode at the roofline (issue 13, items 1 and 7): one device call that runs the CUDA tests,
+# per-op decode timings (cuBLASLt vs the skinny GEMV at every projection shape), troupe's
+# benchmark on the Llama-3.1-8B shape (random bf16 weights, one GPU) in three builds of the
+# forward (the old path: separate projections + cuBLASLt; fused projections + cuBLASLt;
+# fused + GEMV, the default), the PyTorch peer (tools/gpu/peer_bench.py) in the same call,
+# and a short table last.
+#   here:   TROUPE_GPU_BUILD=build-gpu tools/gpu/bundle.sh     (carry .gpu)
+#   device: bash tools/gpu/perf.sh                              (results under $OUT)
+# Options (environment): PERF_PARTS="tests kernels bench peer" (default all), GEN (64),
+# PEER_BATCHES (1,64,256), PEER_PREFILL (1024,2048,8192).
+set -uo pipefail
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1
+out="${OUT:-/tmp/troupe-perf}"
+mkdir -p "$out"
+parts="${PERF_PARTS:-tests kernels bench peer}"
+gen="${GEN:-64}"
+bin=.gpu/bin
+has() { [[ " $parts " == *" $1 "* ]]; }
+log="$out/perf.log"
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$out/card.txt"
+python3 tools/gpu/make_model.py --shape llama3-8b --out /tmp/l8b >> "$log" 2>&1
+status=0
+if has tests; then
+  echo "== CUDA tests" | tee -a "$log"
+  timeout 300 "$bin/troupe_cuda_tests" "${PERF_TESTS:-[cuda]}" > "$out/tests.txt" 2>&1 || status=1
+  tail -4 "$out/tests.txt"
+fi
+if has kernels; then
+  echo "== per-op timings" | tee -a "$log"
+  timeout 120 "$bin/troupe_gpu" kernels --random --model /tmp/l8b > "$out/kernels.jsonl" 2>> "$log" || status=1
+fi
+if has bench; then
+  echo "== troupe bench" | tee -a "$log"
+  : > "$out/bench.jsonl"
+  run() {  # label, env..., then bench args after --
+    local label=$1; shift
+    local envs=()
+    while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
+    env "${envs[@]}" timeout 200 "$bin/troupe_gpu" bench --random --model /tmp/l8b "$@" 2>> "$log" |
+      python3 -c "import json,sys; [print(json.dumps(dict(json.loads(l), variant='$label'))) for l in sys.stdin if l.strip()]" \
+      | tee -a "$out/bench.jsonl" | cut -c1-300 || status=1
+  }
+  run old TROUPE_FUSE=0 TROUPE_GEMV_MAX_ROWS=0 -- --batches 1,64 --prompt-lens 1024 --gen "$gen"
+  run fused_cublas TROUPE_GEMV_MAX_ROWS=0 -- --batches 1,64 --prompt-lens 1024 --gen "$gen"
+  run fused_gemv TROUPE_GEMV_MAX_ROWS=8 -- --batches 1,16,64,256 --prompt-lens 1024,2048 --gen "$gen"
+fi
+if has peer; then
+  echo "== PyTorch peer" | tee -a "$log"
+  timeout 420 python3 tools/gpu/peer_bench.py --config /tmp/l8b --batches "${PEER_BATCHES:-1,64,256}" \
+    --prefill "${PEER_PREFILL:-1024,2048,8192}" --gen "$gen" 2>> "$log" | tee "$out/peer.txt" | grep -v '^{' || status=1
+fi
+python3 - "$out" <<'PY' | tee "$out/table.md"
+import json, os, sys
+out = sys.argv[1]
+def lines(name):
+    p = os.path.join(out, name)
+    return [json.loads(l) for l in open(p) if l.strip().startswith("{")] if os.path.exists(p) else []
+kern = lines("kernels.jsonl")
+if kern:
+    print("| op | m | cuBLASLt us (GB/s) | GEMV us (GB/s) |")
+    print("|---|---|---|---|")
+    for r in kern:
+        if r.get("kind") == "matmul" and r["m"] in (1, 8, 64):
+            g = f"{r['gemv_us']:.1f} ({r['gemv_GBps']:.0f})" if "gemv_us" in r else "-"
+            v = " ".join(f"v{i} {r[f'gemv_v{i}_GBps']:.0f}" for i in (1, 2) if f"gemv_v{i}_GBps" in r)
+            print(f"| {r['op']} | {r['m']} | {r['cublas_us']:.1f} ({r['cublas_GBps']:.0f}) | {g} {v} |")
+    for r in kern:
+        if r.get("kind") == "ops":
+            print("ops m=%d: " % r["m"] + ", ".join(f"{k[:-3]} {v:.1f}" for k, v in r.items() if k.endswith("_us")))
+bench = lines("bench.jsonl")
+peer = lines("peer.txt")
+print("\n| engine | batch | ms/step | tokens/s | % roofline |")
+print("|---|---|---|---|---|")
+for b in bench:
+    for d in b["decode"]:
+        frac = b["roofline_ms"] / d["ms_per_step"] * 100
+        print(f"| troupe {b['variant']} | {d['batch']} | {d['ms_per_step']:.3f} | {d['tokens_per_s']:.0f} | {frac:.1f} |")
+roof = bench[-1]["roofline_ms"] if bench else None
+for p in peer:
+    for d in p["decode"]:
+        frac = f"{roof / d['ms_per_step'] * 100:.1f}" if roof else "-"
+        print(f"| pytorch peer | {d['batch']} | {d['ms_per_step']:.3f} | {d['tokens_per_s']:.0f} | {frac} |")
+if bench:
+    b = bench[-1]
+    print(f"\ncopy {b['copy_rate_GBps']:.0f} GB/s, weights {b['weight_GB_per_gpu']:.2f} GB, roofline {b['roofline_ms']:.3f} ms, gemm {b['gemm_TFLOPs']:.0f} TFLOP/s")
+    print("troupe prefill: " + ", ".join(f"{x['prompt']}: {x['ttft_ms']:.1f} ms" for x in b["prefill"]))
+for p in peer:
+    print("peer prefill: " + ", ".join(f"{x['prompt']}: {x['ms']:.1f} ms" for x in p["prefill"]) + f"; peer weights {p['weight_GB']:.2f} GB")
+PY
+exit $status
