@@ -41,7 +41,7 @@ struct row_sample {
 /// parameters: greedy below greedy_temperature, else temperature, top-k, min-p, top-p and
 /// the inverse-CDF draw at uniform01(seed, token_index); plus the n_top best logprobs. The
 /// result is a pure function of (x, row, n_top). Throws std::invalid_argument naming the
-/// first NaN or +inf logit, or when every logit is -inf.
+/// first NaN or +inf logit, a field out of range, or when every logit is -inf.
 row_sample sample_host(const float* x, int vocab, const sample_row& row, int n_top,
                        sample_scratch& scratch);
 

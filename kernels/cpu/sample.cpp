@@ -152,10 +152,22 @@ std::string show(double v) {
   return os.str();
 }
 
+/// Checks a row's sampling fields (the host sampler's validate() says the same).
+void check_row(const sample_row& p) {
+  const auto reject = [](const char* field, const char* rule, double got) {
+    throw std::invalid_argument(std::string(field) + " must be " + rule + ", got " + show(got));
+  };
+  if (!(p.temperature >= 0.0f && p.temperature <= 100.0f)) reject("temperature", "in [0, 100]", p.temperature);
+  if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) reject("top_p", "in (0, 1]", p.top_p);
+  if (p.top_k < -1) reject("top_k", "-1 or 0 (off) or >= 1", p.top_k);
+  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) reject("min_p", "in [0, 1]", p.min_p);
+}
+
 }  // namespace
 
 row_sample sample_host(const float* x, int vocab, const sample_row& p, int n_top,
                        sample_scratch& scratch) {
+  check_row(p);
   if (vocab <= 0) throw std::invalid_argument("vocab must be >= 1, got " + std::to_string(vocab));
   for (int i = 0; i < vocab; ++i)
     if (std::isnan(x[i]) || x[i] == std::numeric_limits<float>::infinity())
