@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The PyTorch peer of troupe's GPU benchmark (issue 13, item 7): the best plain-PyTorch
+"""The PyTorch peer of troupe's GPU benchmark: the best plain-PyTorch
 decode and prefill we can write for the same shape, in the manner of gpt-fast.
 
 - the model of a Hugging Face config.json (Llama family, GQA), random bf16 weights made on

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Decode at the roofline (issue 13, items 1 and 7): one device call that runs the CUDA tests,
+# Decode at the roofline: one device call that runs the CUDA tests,
 # per-op decode timings (cuBLASLt vs the skinny GEMV at every projection shape), troupe's
 # benchmark on the Llama-3.1-8B shape (random bf16 weights, one GPU) in three builds of the
 # forward (the old path: separate projections + cuBLASLt; fused projections + cuBLASLt;
