@@ -51,6 +51,7 @@ struct manager_state {
   bool restoring = false;     ///< autoscaling: an agents request for restores is in flight
   bool restore_blocked = false;  ///< autoscaling: the last restore found no devices (logged once)
   std::set<int32_t> stage_local;          ///< replicas in a stage-local recovery (their live shards stay)
+  std::set<int32_t> local_handed;         ///< stage-local rebuilds handed to their replica, not yet ready
   std::set<caf::actor_addr> dead_shards;  ///< shards seen down (monitored since spawned)
   static inline const char* name = "troupe.replica_manager";
 };
@@ -129,6 +130,7 @@ void rebuild(manager_ptr self, int32_t replica, const std::map<std::string, node
   auto hand_over = [self, replica, plan, local](const std::vector<shard_actor>& fresh) {
     self->state.shards[static_cast<size_t>(replica)] = fresh;
     auto& target = self->state.replicas[static_cast<size_t>(replica)];
+    if (local) self->state.local_handed.insert(replica);
     if (local)
       self->send(target, rebuild_atom::value, fresh);
     else
@@ -242,6 +244,20 @@ void replan_or_retire(manager_ptr self, int32_t replica, const std::map<std::str
   rebuild(self, replica, agents, best->first, best->second);
 }
 
+/// Whether the head has seen one of `replica`'s current shards go down.
+bool any_shard_dead(const manager_state& st, int32_t replica) {
+  for (const auto& s : st.shards[static_cast<size_t>(replica)])
+    if (s && st.dead_shards.count(s.address())) return true;
+  return false;
+}
+
+/// Tries `replica` again on a later sweep.
+void postpone(manager_ptr self, int32_t replica) {
+  auto& st = self->state;
+  const auto delay = std::max(std::chrono::milliseconds(100), st.config.fault_tolerance.heartbeat_interval / 2);
+  st.not_before[replica] = clock_type::now() + delay;
+}
+
 /// One sweep over the failed replicas: re-place shards of nodes lost for good, rebuild
 /// each replica whose nodes are all registered, and re-plan those that cannot be whole.
 void sweep_failed(manager_ptr self, const cluster_status& cs, const std::map<std::string, node_agent_actor>& agents) {
@@ -259,8 +275,13 @@ void sweep_failed(manager_ptr self, const cluster_status& cs, const std::map<std
       const auto* n = find_node(cs, s.node);
       if (!n || n->state != node_state::lost) waiting = true;  // restarting, or drained (stopped): wait
     }
-    if (all_up)
+    if (all_up && st.stage_local.count(replica) && !any_shard_dead(st, replica)) {
+      // A survivor reported the lost peer before the head saw it go down: wait for the
+      // down message (or the replica's stage_recovery_timeout), or every shard would be kept.
+      postpone(self, replica);
+    } else if (all_up) {
       rebuild(self, replica, agents, st.plans[static_cast<size_t>(replica)], slots_of(st, replica));
+    }
     else if (!waiting)
       replan_or_retire(self, replica, agents);
   }
@@ -316,6 +337,9 @@ void on_replica_state(manager_ptr self, int32_t replica, bool ok) {
   caf::anon_send(st.router, ready_atom::value, replica, ok);
   if (replica < 0 || replica >= static_cast<int32_t>(st.plans.size())) return;
   st.stage_local.erase(replica);  // ready, or it gave the recovery up: shards are replaced as usual
+  // A stage-local rebuild it was handed and then gave up (a kept shard was dead after all,
+  // or the replay ran past its timeout) needs a full rebuild, not the one already done.
+  if (st.local_handed.erase(replica) && !ok) st.pending.erase(replica);
   st.ready[static_cast<size_t>(replica)] = ok;
   publish_capacity(st);
   if (ok) {
