@@ -30,11 +30,16 @@
 #include "kernels/swiglu.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/shard_worker.h"
+#include "tools/bench/gpu_timing.h"
 
 namespace po = boost::program_options;
 using json = nlohmann::json;
 using namespace troupe;
 using clock_type = std::chrono::steady_clock;
+using bench::copy_rate;
+using bench::gemm_rate;
+using bench::median;
+using bench::run_kernel_timings;
 
 namespace {
 
@@ -339,12 +344,6 @@ void run_generate(gpu_replica& r, const options& o) {
   std::ofstream(o.out) << json{{"tokens", t.tokens}}.dump() << "\n";
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 std::vector<int32_t> random_prompt(int n, int vocab, uint32_t salt) {
   std::vector<int32_t> p(static_cast<size_t>(n));
   uint32_t x = 2463534242u + salt * 7919u;
@@ -357,181 +356,6 @@ std::vector<int32_t> random_prompt(int n, int vocab, uint32_t salt) {
   return p;
 }
 
-/// Device-to-device copy rate (bytes read + written per second) of a 1 GiB buffer.
-double copy_rate(const device_ref& d) {
-  use_device(d);
-  device_stream s(d);
-  const int64_t n = int64_t{1} << 28;  // f32 elements = 1 GiB
-  tensor a({n}, dtype::f32, backend_kind::cuda), b({n}, dtype::f32, backend_kind::cuda);
-  const size_t bytes = static_cast<size_t>(n) * 4;
-  copy_bytes(b.view().data, a.view().data, bytes, backend_kind::cuda, s.get());
-  s.synchronize();
-  const int reps = 20;
-  const auto t0 = clock_type::now();
-  for (int i = 0; i < reps; ++i) copy_bytes(b.view().data, a.view().data, bytes, backend_kind::cuda, s.get());
-  s.synchronize();
-  return 2.0 * static_cast<double>(bytes) * reps / (ms_since(t0) / 1e3);
-}
-
-/// bf16 matrix rate (FLOP/s) of one large cuBLASLt GEMM.
-double gemm_rate(const device_ref& d) {
-  use_device(d);
-  device_stream s(d);
-  const int64_t n = 8192;
-  tensor x({n, n}, dtype::bf16, backend_kind::cuda), w({n, n}, dtype::bf16, backend_kind::cuda),
-      y({n, n}, dtype::bf16, backend_kind::cuda);
-  const kernels::op_context ctx{backend_kind::cuda, 1, s.get()};
-  kernels::matmul(ctx, y.view(), x.view(), w.view(), {});
-  s.synchronize();
-  const int reps = 20;
-  const auto t0 = clock_type::now();
-  for (int i = 0; i < reps; ++i) kernels::matmul(ctx, y.view(), x.view(), w.view(), {});
-  s.synchronize();
-  return 2.0 * n * n * n * reps / (ms_since(t0) / 1e3);
-}
-
-
-/// Median time in microseconds of one call of `f`, replayed from a CUDA graph of `per_graph`
-/// calls (the way decode steps run), after one eager warm-up call.
-template <class F>
-double graph_us(device_stream& s, F f, int per_graph = 20, int reps = 7) {
-  f();
-  s.synchronize();
-  device_graph::begin_capture(s.get());
-  try {
-    for (int i = 0; i < per_graph; ++i) f();
-  } catch (...) {
-    device_graph::abandon_capture(s.get());
-    throw;
-  }
-  device_graph g = device_graph::end_capture(s.get());
-  g.launch(s.get());
-  s.synchronize();
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = clock_type::now();
-    g.launch(s.get());
-    s.synchronize();
-    t.push_back(ms_since(t0) * 1e3 / per_graph);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-/// Per-op decode timings at the model's shape (tensor 1): every projection through cuBLASLt
-/// and through the skinny GEMV at several row counts, and the other ops of a layer. Weights
-/// rotate over copies that together exceed the L2 several times. One JSON object per line.
-void run_kernels(const options& o) {
-  auto meta = metadata_model(o);
-  const auto& c = meta->config();
-  const device_ref d{backend_kind::cuda, o.first_device};
-  use_device(d);
-  device_stream s(d);
-  const kernels::op_context ctx{backend_kind::cuda, 1, s.get()};
-  const dtype t = o.weight_type == "f16" ? dtype::f16 : dtype::bf16;
-  const int64_t h = c.hidden, hd = c.head_dim, nh = c.n_heads, nkv = c.n_kv_heads, f = c.ffn;
-  std::cout << json{{"kind", "copy"}, {"copy_rate_GBps", copy_rate(d) / 1e9}}.dump() << std::endl;
-  struct proj {
-    const char* name;
-    int64_t n, k;
-  };
-  const proj projs[] = {{"qkv", (nh + 2 * nkv) * hd, h}, {"o", h, nh * hd}, {"gate_up", 2 * f, h},
-                        {"down", h, f}, {"lm_head", c.vocab, h}};
-  const int64_t max_m = 256;
-  tensor x({max_m, std::max(h, f)}, t, backend_kind::cuda);
-  kernels::fill_random(ctx, x.view(), 7, 1.0f, 0, 0);
-  tensor out({max_m, c.vocab}, dtype::f32, backend_kind::cuda);
-  for (const proj& p : projs) {
-    const double bytes = static_cast<double>(p.n * p.k) * 2;
-    const int copies = static_cast<int>(std::max<double>(2, std::ceil(400e6 / bytes)));
-    std::vector<tensor> ws;
-    for (int i = 0; i < copies; ++i) {
-      ws.emplace_back(shape_t{p.n, p.k}, t, backend_kind::cuda);
-      kernels::fill_random(ctx, ws.back().view(), 100 + static_cast<uint64_t>(i), 0.02f, 0, 0);
-    }
-    for (int64_t m : {1, 2, 4, 8, 16, 64, 256}) {
-      tensor_view xv = x.view();
-      xv.shape = shape_t{m, p.k};
-      tensor_view ov = out.view();
-      ov.type = p.name == std::string("lm_head") ? dtype::f32 : t;
-      ov.shape = shape_t{m, p.n};
-      int i = 0;
-      json row{{"kind", "matmul"}, {"op", p.name}, {"m", m}, {"n", p.n}, {"k", p.k}};
-      const double us_blas = graph_us(s, [&] {
-        kernels::cuda::matmul_cublas(ctx, ov, xv, ws[static_cast<size_t>(i++ % copies)].view(), {});
-      });
-      row["cublas_us"] = us_blas;
-      row["cublas_GBps"] = bytes / us_blas / 1e3;
-      for (int variant = 0; variant < 3 && m <= 8; ++variant) {
-        if (variant > 0 && m != 1 && m != 8) break;
-        i = 0;
-        const double us_gemv = graph_us(s, [&] {
-          if (!kernels::cuda::gemv(ctx, ov, xv, ws[static_cast<size_t>(i++ % copies)].view(), {}, variant))
-            throw std::runtime_error("gemv declined a model shape");
-        });
-        const std::string sfx = variant == 0 ? "" : "_v" + std::to_string(variant);
-        row["gemv" + sfx + "_us"] = us_gemv;
-        row["gemv" + sfx + "_GBps"] = bytes / us_gemv / 1e3;
-      }
-      std::cout << row.dump() << std::endl;
-    }
-  }
-  // The other ops of a layer, at decode shapes (context 192, block 16).
-  const auto inv = kernels::rope_inv_freq(static_cast<int>(hd), c.rope_theta, c.scaling);
-  tensor inv_t({hd / 2}, dtype::f32, backend_kind::cuda);
-  copy_bytes(inv_t.view().data, inv.data(), inv.size() * 4, backend_kind::cuda, s.get());
-  tensor norm_w({h}, t, backend_kind::cuda);
-  kernels::fill_value(ctx, norm_w.view(), 1.0f);
-  for (int64_t m : {1, 64, 256}) {
-    const int ctx_len = 192, bs = 16, mb = 16;
-    tensor resid({m, h}, t, backend_kind::cuda), normed({m, h}, t, backend_kind::cuda), delta({m, h}, t, backend_kind::cuda);
-    kernels::fill_random(ctx, resid.view(), 1, 1.0f, 0, 0);
-    kernels::fill_random(ctx, delta.view(), 2, 1.0f, 0, 0);
-    tensor qkv({m, (nh + 2 * nkv) * hd}, t, backend_kind::cuda), q({m, nh, hd}, t, backend_kind::cuda);
-    kernels::fill_random(ctx, qkv.view(), 3, 1.0f, 0, 0);
-    tensor kc({m * mb, bs, nkv, hd}, t, backend_kind::cuda), vc({m * mb, bs, nkv, hd}, t, backend_kind::cuda);
-    kernels::fill_random(ctx, kc.view(), 4, 1.0f, 0, 0);
-    kernels::fill_random(ctx, vc.view(), 5, 1.0f, 0, 0);
-    std::vector<int32_t> pos(static_cast<size_t>(m), ctx_len - 1), slots, qs, cl(static_cast<size_t>(m), ctx_len), bt;
-    for (int64_t r = 0; r <= m; ++r) qs.push_back(static_cast<int32_t>(r));
-    for (int64_t r = 0; r < m; ++r) {
-      slots.push_back(static_cast<int32_t>((r * mb) * bs + ctx_len - 1));
-      for (int b = 0; b < mb; ++b) bt.push_back(static_cast<int32_t>(r * mb + b));
-    }
-    auto dev_i32 = [&](const std::vector<int32_t>& v, shape_t sh) {
-      tensor tt(sh, dtype::i32, backend_kind::cuda);
-      copy_bytes(tt.view().data, v.data(), v.size() * 4, backend_kind::cuda, s.get());
-      s.synchronize();
-      return tt;
-    };
-    tensor pos_t = dev_i32(pos, {m}), slots_t = dev_i32(slots, {m}), qs_t = dev_i32(qs, {m + 1}),
-           cl_t = dev_i32(cl, {m}), bt_t = dev_i32(bt, {m, mb});
-    kernels::attention_batch meta;
-    meta.n_seqs = static_cast<int>(m);
-    meta.max_blocks = mb;
-    meta.block_size = bs;
-    meta.query_start = qs_t.view();
-    meta.context_len = cl_t.view();
-    meta.block_tables = bt_t.view();
-    tensor attn({m, nh, hd}, t, backend_kind::cuda), gu({m, 2 * f}, t, backend_kind::cuda), g({m, f}, t, backend_kind::cuda);
-    kernels::fill_random(ctx, gu.view(), 6, 1.0f, 0, 0);
-    tensor logits({m, c.vocab}, dtype::f32, backend_kind::cuda), toks({m}, dtype::i32, backend_kind::cuda);
-    kernels::fill_random(ctx, logits.view(), 8, 1.0f, 0, 0);
-    json row{{"kind", "ops"}, {"m", m}};
-    row["add_rmsnorm_us"] = graph_us(s, [&] {
-      kernels::add_rmsnorm(ctx, normed.view(), resid.view(), delta.view(), norm_w.view(), c.rms_eps);
-    });
-    row["rope_kv_write_us"] = graph_us(s, [&] {
-      kernels::rope_kv_write(ctx, q.view(), kc.view(), vc.view(), qkv.view(), pos_t.view(), inv_t.view(), slots_t.view());
-    });
-    row["paged_attention_us"] = graph_us(s, [&] {
-      kernels::paged_attention(ctx, attn.view(), q.view(), kc.view(), vc.view(), meta, 0.088f);
-    });
-    row["swiglu_us"] = graph_us(s, [&] { kernels::swiglu(ctx, g.view(), gu.view()); });
-    row["argmax_us"] = graph_us(s, [&] { kernels::argmax(ctx, toks.view(), logits.view()); });
-    std::cout << row.dump() << std::endl;
-  }
-}
 
 void run_bench(gpu_replica& r, const options& o) {
   const auto& c = r.meta().config();
@@ -636,7 +460,8 @@ int main(int argc, char** argv) {
   }
   try {
     if (o.mode == "kernels") {
-      run_kernels(o);
+      run_kernel_timings(metadata_model(o)->config(), device_ref{backend_kind::cuda, o.first_device},
+                         o.weight_type == "f16" ? dtype::f16 : dtype::bf16);
       return 0;
     }
     gpu_replica r(o);
