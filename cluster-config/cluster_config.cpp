@@ -18,14 +18,7 @@ namespace config_detail {
 namespace {
 
 void read_generation_defaults(section s, generation_defaults& g) {
-  s.get("temperature", g.temperature);
-  s.get("top_p", g.top_p);
-  s.get("top_k", g.top_k);
-  s.get("min_p", g.min_p);
-  s.get("repetition_penalty", g.repetition_penalty);
-  s.get("presence_penalty", g.presence_penalty);
-  s.get("frequency_penalty", g.frequency_penalty);
-  s.get("max_tokens", g.max_tokens);
+  for_each_field(g, [&s](const char* key, auto& v) { s.get(key, v); });
   s.finish();
 }
 
@@ -171,14 +164,7 @@ void emit_generation_defaults(YAML::Emitter& out, const generation_defaults& g) 
   auto field = [&out](const char* key, const auto& v) {
     if (v) out << YAML::Key << key << YAML::Value << *v;
   };
-  field("temperature", g.temperature);
-  field("top_p", g.top_p);
-  field("top_k", g.top_k);
-  field("min_p", g.min_p);
-  field("repetition_penalty", g.repetition_penalty);
-  field("presence_penalty", g.presence_penalty);
-  field("frequency_penalty", g.frequency_penalty);
-  field("max_tokens", g.max_tokens);
+  for_each_field(g, field);
   out << YAML::EndMap;
 }
 

@@ -63,14 +63,7 @@ std::string describe_generation(const generation_defaults& g) {
   auto field = [&os](const char* name, const auto& v) {
     if (v) os << (os.tellp() > 0 ? ", " : "") << name << " " << *v;
   };
-  field("temperature", g.temperature);
-  field("top_p", g.top_p);
-  field("top_k", g.top_k);
-  field("min_p", g.min_p);
-  field("repetition_penalty", g.repetition_penalty);
-  field("presence_penalty", g.presence_penalty);
-  field("frequency_penalty", g.frequency_penalty);
-  field("max_tokens", g.max_tokens);
+  for_each_field(g, field);
   return g.empty() ? "none (OpenAI's)" : os.str();
 }
 

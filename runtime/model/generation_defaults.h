@@ -28,6 +28,20 @@ struct generation_defaults {
   bool operator!=(const generation_defaults& o) const { return !(*this == o); }
 };
 
+/// Calls f(name, field) for every field of `g` (a const or mutable generation_defaults) in
+/// one fixed order, with the names of the cluster file and the OpenAI API.
+template <class G, class F>
+void for_each_field(G& g, F&& f) {
+  f("temperature", g.temperature);
+  f("top_p", g.top_p);
+  f("top_k", g.top_k);
+  f("min_p", g.min_p);
+  f("repetition_penalty", g.repetition_penalty);
+  f("presence_penalty", g.presence_penalty);
+  f("frequency_penalty", g.frequency_penalty);
+  f("max_tokens", g.max_tokens);
+}
+
 /// The first field outside its range as {field, reason}, e.g. {"temperature", "must be in
 /// [0, 2], got 3"}; {"", ""} when every set field is in range. Field names are the ones of
 /// the cluster file and the OpenAI API.
