@@ -1,9 +1,6 @@
 #include "actors/cluster/placement.h"
 
-#include <algorithm>
 #include <map>
-#include <optional>
-#include <set>
 #include <mutex>
 #include <thread>
 

@@ -20,14 +20,6 @@
 #include <sstream>
 #include <thread>
 
-#include "kernels/attention.h"
-#include "kernels/convert.h"
-#include "kernels/matmul.h"
-#include "kernels/rmsnorm.h"
-#include "kernels/rope.h"
-#include "kernels/rope_kv_write.h"
-#include "kernels/sample.h"
-#include "kernels/swiglu.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/shard_worker.h"
 #include "tools/bench/gpu_timing.h"
