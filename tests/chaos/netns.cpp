@@ -270,6 +270,12 @@ void net_lab::cut(const std::string& host) { must("ip link set " + find(host).br
 
 void net_lab::restore(const std::string& host) { must("ip link set " + find(host).bridge_if + " up"); }
 
+std::vector<std::string> net_lab::namespaces() const {
+  std::vector<std::string> out;
+  for (const auto& l : links_) out.push_back(l.ns);
+  return out;
+}
+
 link_counters net_lab::counters(const std::string& host) const {
   const auto& l = find(host);
   if (!l.forwarder) throw std::invalid_argument("net_lab: host '" + host + "' has no user-space netem link");

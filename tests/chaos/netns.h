@@ -66,6 +66,10 @@ class net_lab {
   void restore(const std::string& host);
   /// Frames forwarded and dropped so far on `host`'s user-space netem link.
   link_counters counters(const std::string& host) const;
+  /// The names of this lab's namespaces, in host order (unique to this lab).
+  std::vector<std::string> namespaces() const;
+  /// The name of this lab's bridge in the root namespace.
+  const std::string& bridge() const { return bridge_; }
 
  private:
   struct host_link {
