@@ -7,76 +7,32 @@
 // sequence cannot be found never makes a kernel read or write outside its tensors (the
 // position is skipped, the row is written as zeros).
 //
-// Two kernels, both correct for any batch:
-// - decode (every sequence has at most one query row on average: m <= n_seqs): one block
-//   per (row, head, split of 128 kv positions); a row longer than one split writes
-//   per-split partials (max, sum, unnormalized output) and a combine kernel merges them in
-//   split order. Splits are cut at fixed positions, so a row's result does not depend on
-//   the rest of the batch.
-// - prefill (flash-attention style): one block per (32-row query tile of one sequence,
-//   head); kv tiles of 32 positions are staged in shared memory and folded into an online
-//   softmax, causal per row. A row's result depends only on its own positions (kv tiles
-//   start at absolute multiples of 32), not on the other rows of its tile.
-// The two kernels sum in different orders: a row computed by one differs from the same row
-// computed by the other in the last bits.
+// Decode rows (m <= n_seqs) go to the grouped kernel of attention_decode.cu and prefill
+// batches to the tensor-core kernel of flash_prefill.cu when their shapes fit; otherwise to
+// the two general kernels here, both correct for any batch:
+// - decode: one block per (row, head, split of split_len kv positions); a row longer than
+//   one split writes per-split partials (max, sum, unnormalized output) and a combine
+//   kernel merges them in split order. Splits are cut at fixed positions, so a row's
+//   result does not depend on the rest of the batch.
+// - prefill (flash-attention style on CUDA cores): one block per (32-row query tile of one
+//   sequence, head); kv tiles of 32 positions are staged in shared memory and folded into
+//   an online softmax, causal per row. A row's result depends only on its own positions
+//   (kv tiles start at absolute multiples of 32), not on the other rows of its tile.
+// The kernels sum in different orders: a row computed by one differs from the same row
+// computed by another in the last bits.
 #include <cmath>
 
 #include "kernels/attention.h"
-#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/attention_common.cuh"
 
 namespace troupe::kernels::cuda {
 namespace {
 
-constexpr int split_len = 128;    // kv positions per decode split
 constexpr int decode_threads = 128;
 constexpr int tile_q = 32;        // query rows per prefill block
 constexpr int tile_k = 32;        // kv positions per prefill tile
 constexpr int prefill_threads = 128;
 constexpr int max_head_dim = 256;
-
-/// Everything the attention kernels read besides q, out and the caches.
-struct attn_args {
-  const int32_t* query_start;   // [n_seqs + 1]
-  const int32_t* context_len;   // [n_seqs]
-  const int32_t* block_tables;  // [n_seqs, max_blocks]
-  int n_seqs, max_blocks, block_size, n_blocks;
-  int n_heads, n_kv_heads, head_dim;
-  int m;
-  int q_head_offset, kv_group, kv_head_offset;
-  float scale;
-};
-
-/// The sequence owning query row r (the last s with query_start[s] <= r), or -1.
-__device__ int find_seq(const attn_args& a, int r) {
-  int lo = 0, hi = a.n_seqs;  // answer in [lo, hi)
-  if (a.n_seqs <= 0 || a.query_start[0] > r) return -1;
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (a.query_start[mid] <= r) lo = mid; else hi = mid;
-  }
-  return r < a.query_start[lo + 1] ? lo : -1;
-}
-
-/// Element offset of kv position t of sequence s for kv head g, or -1 when its block id
-/// is outside the cache.
-__device__ __forceinline__ int64_t kv_offset(const attn_args& a, int s, int t, int g) {
-  const int block = a.block_tables[static_cast<int64_t>(s) * a.max_blocks + t / a.block_size];
-  if (block < 0 || block >= a.n_blocks) return -1;
-  const int64_t slot = static_cast<int64_t>(block) * a.block_size + t % a.block_size;
-  return (slot * a.n_kv_heads + g) * a.head_dim;
-}
-
-/// The kv head read by local query head h.
-__device__ __forceinline__ int kv_head_of(const attn_args& a, int h) {
-  return (a.q_head_offset + h) / a.kv_group - a.kv_head_offset;
-}
-
-/// The absolute position of query row r of sequence s, or -1 when the batch is inconsistent.
-__device__ int row_position(const attn_args& a, int s, int r) {
-  const int n_query = a.query_start[s + 1] - a.query_start[s];
-  const int pos = a.context_len[s] - n_query + (r - a.query_start[s]);
-  return pos >= 0 && pos < a.max_blocks * a.block_size ? pos : -1;
-}
 
 /// dot(q[0, hd), k[0, hd)) in index order; `vec` reads k 16 bytes at a time (k 16-byte
 /// aligned, hd a multiple of 16 / sizeof(T)); both paths sum in the same order.
@@ -169,51 +125,6 @@ __global__ void decode_kernel(T* out, float* part_o, float* part_ml, const T* q,
   }
 }
 
-/// Merges the splits of rows longer than one split, in split order.
-template <class T>
-__global__ void combine_kernel(T* out, const float* part_o, const float* part_ml, attn_args a,
-                               int max_splits) {
-  const int h = blockIdx.x, r = blockIdx.y, hd = a.head_dim;
-  const int s = find_seq(a, r);
-  const int pos = s < 0 ? -1 : row_position(a, s, r);
-  if (pos < 0) return;
-  const int n_splits = pos / split_len + 1;
-  if (n_splits == 1) return;
-  const int64_t base = (static_cast<int64_t>(r) * a.n_heads + h) * max_splits;
-  float mx = -INFINITY;
-  for (int z = 0; z < n_splits; ++z) mx = fmaxf(mx, part_ml[(base + z) * 2]);
-  float total = 0.0f;
-  for (int z = 0; z < n_splits; ++z) {
-    const float m_z = part_ml[(base + z) * 2];
-    if (m_z != -INFINITY) total += part_ml[(base + z) * 2 + 1] * expf(m_z - mx);
-  }
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float acc = 0.0f;
-    for (int z = 0; z < n_splits; ++z) {
-      const float m_z = part_ml[(base + z) * 2];
-      if (m_z != -INFINITY) acc += part_o[(base + z) * hd + d] * expf(m_z - mx);
-    }
-    out[(static_cast<int64_t>(r) * a.n_heads + h) * hd + d] =
-        from_f32<T>(total > 0.0f ? acc / total : 0.0f);
-  }
-}
-
-/// Finds the sequence and query tile of prefill block `b`: tiles are numbered sequence
-/// by sequence, ceil(n_query / tile_q) per sequence. Returns false past the last tile.
-__device__ bool find_tile(const attn_args& a, int b, int& seq, int& tile) {
-  for (int s = 0; s < a.n_seqs; ++s) {
-    const int n_query = a.query_start[s + 1] - a.query_start[s];
-    const int n_tiles = n_query > 0 ? (n_query + tile_q - 1) / tile_q : 0;
-    if (b < n_tiles) {
-      seq = s;
-      tile = b;
-      return true;
-    }
-    b -= n_tiles;
-  }
-  return false;
-}
-
 /// Shared memory of one prefill block, in floats (rows padded by one against bank conflicts).
 __host__ __device__ constexpr int prefill_smem_floats(int hd) {
   return tile_q * (hd + 1) + tile_k * (hd + 1) + tile_k * hd + tile_q * (tile_k + 1) +
@@ -233,7 +144,7 @@ __global__ void prefill_kernel(T* out, const T* q, const T* k_cache, const T* v_
   float* o_s = p_s + tile_q * (tile_k + 1); // [tile_q, hd]
   int* off_s = reinterpret_cast<int*>(o_s + tile_q * hd);  // [tile_k] kv offsets / head_dim
   int s, tile;
-  if (!find_tile(a, blockIdx.x, s, tile)) return;
+  if (!find_tile(a, tile_q, blockIdx.x, s, tile)) return;
   const int h = blockIdx.y, g = kv_head_of(a, h);
   const int n_query = a.query_start[s + 1] - a.query_start[s];
   const int first = a.query_start[s] + tile * tile_q, n_rows = min(tile_q, n_query - tile * tile_q);
@@ -379,27 +290,14 @@ attn_args check_attention(tensor_view out, tensor_view q, tensor_view k_cache, t
 template <class T>
 void launch_decode(const op_context& ctx, T* out, const T* q, const T* kc, const T* vc,
                    const attn_args& a) {
-  const char* op = "paged_attention";
   cudaStream_t st = stream_of(ctx);
-  const int max_splits = (a.max_blocks * a.block_size + split_len - 1) / split_len;
-  float* part = nullptr;
-  const size_t n_parts = static_cast<size_t>(a.m) * a.n_heads * (max_splits > 1 ? max_splits : 0);
-  if (n_parts > 0)
-    check_cuda(cudaMallocAsync(reinterpret_cast<void**>(&part),
-                               n_parts * (a.head_dim + 2) * sizeof(float), st),
-               op, "allocating split-K partials");
-  float* part_ml = part ? part + n_parts * a.head_dim : nullptr;
-  const dim3 grid(a.n_heads, a.m, max_splits > 1 ? max_splits : 1);
+  decode_partials p(st, a);
+  const dim3 grid(a.n_heads, a.m, p.max_splits);
   const bool vec = a.head_dim % (16 / sizeof(T)) == 0 && reinterpret_cast<uintptr_t>(kc) % 16 == 0;
-  decode_kernel<T><<<grid, decode_threads, 0, st>>>(out, part, part_ml, q, kc, vc, a, max_splits,
-                                                    vec);
-  check_launch(op, "decode_kernel");
-  if (n_parts > 0) {
-    combine_kernel<T><<<dim3(a.n_heads, a.m), decode_threads, 0, st>>>(out, part, part_ml, a,
-                                                                      max_splits);
-    check_launch(op, "combine_kernel");
-    check_cuda(cudaFreeAsync(part, st), op, "freeing split-K partials");
-  }
+  decode_kernel<T><<<grid, decode_threads, 0, st>>>(out, p.part_o, p.part_ml, q, kc, vc, a,
+                                                    p.max_splits, vec);
+  check_launch("paged_attention", "decode_kernel");
+  p.combine(out, a);
 }
 
 template <class T>
@@ -455,10 +353,11 @@ void paged_attention(const op_context& ctx, tensor_view out, tensor_view q, tens
     const T* qs = static_cast<const T*>(q.data);
     const T* kc = static_cast<const T*>(k_cache.data);
     const T* vc = static_cast<const T*>(v_cache.data);
-    if (a.m <= a.n_seqs)
-      launch_decode<T>(ctx, o, qs, kc, vc, a);
-    else
+    if (a.m <= a.n_seqs) {
+      if (!decode_grouped(ctx, o, qs, kc, vc, q.type, a)) launch_decode<T>(ctx, o, qs, kc, vc, a);
+    } else if (!flash_prefill(ctx, o, qs, kc, vc, q.type, a)) {
       launch_prefill<T>(ctx, o, qs, kc, vc, a);
+    }
   });
 }
 

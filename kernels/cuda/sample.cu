@@ -218,6 +218,78 @@ __global__ void argmax_kernel(int32_t* tokens, const float* logits, int vocab) {
   if (threadIdx.x == 0) tokens[blockIdx.x] = best;
 }
 
+constexpr int argmax_chunk = 4096;  // logits per block of the split argmax
+constexpr int chunk_threads = 256;
+
+/// The best (value, id) of one chunk of a row.
+struct argmax_part {
+  float x;
+  int id;
+};
+
+/// True when (ox, oi) ranks before (bx, bi): larger value, lower id on ties.
+__device__ __forceinline__ bool ranks_before(float ox, int oi, float bx, int bi) {
+  return bi == 0x7fffffff || ox > bx || (ox == bx && oi < bi);
+}
+
+/// Chunk blockIdx.x of row blockIdx.y: its best (value, id) into parts[row, chunk].
+__global__ void argmax_chunk_kernel(argmax_part* parts, const float* logits, int vocab) {
+  __shared__ float sf[32];
+  __shared__ int si[32];
+  const int begin = blockIdx.x * argmax_chunk, end = min(vocab, begin + argmax_chunk);
+  const float* x = logits + static_cast<int64_t>(blockIdx.y) * vocab;
+  float bx = -INFINITY;
+  int bi = 0x7fffffff;
+  for (int i = begin + threadIdx.x; i < end; i += blockDim.x)
+    if (ranks_before(x[i], i, bx, bi)) {
+      bx = x[i];
+      bi = i;
+    }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ox = __shfl_xor_sync(0xffffffffu, bx, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (oi != 0x7fffffff && ranks_before(ox, oi, bx, bi)) {
+      bx = ox;
+      bi = oi;
+    }
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) {
+    sf[warp] = bx;
+    si[warp] = bi;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w)
+      if (si[w] != 0x7fffffff && ranks_before(sf[w], si[w], bx, bi)) {
+        bx = sf[w];
+        bi = si[w];
+      }
+    parts[static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x] = {bx, bi};
+  }
+}
+
+/// Merges row blockIdx.x's chunk results into its token (one warp).
+__global__ void argmax_merge_kernel(int32_t* tokens, const argmax_part* parts, int n_chunks) {
+  const argmax_part* p = parts + static_cast<int64_t>(blockIdx.x) * n_chunks;
+  float bx = -INFINITY;
+  int bi = 0x7fffffff;
+  for (int c = threadIdx.x; c < n_chunks; c += 32)
+    if (p[c].id != 0x7fffffff && ranks_before(p[c].x, p[c].id, bx, bi)) {
+      bx = p[c].x;
+      bi = p[c].id;
+    }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ox = __shfl_xor_sync(0xffffffffu, bx, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (oi != 0x7fffffff && ranks_before(ox, oi, bx, bi)) {
+      bx = ox;
+      bi = oi;
+    }
+  }
+  if (threadIdx.x == 0) tokens[blockIdx.x] = bi;
+}
+
 __global__ void sample_kernel(int32_t* tokens, const float* logits, int vocab,
                               const sample_row* rows) {
   __shared__ float sf[32];
@@ -274,10 +346,28 @@ void check(const char* op, const op_context& ctx, tensor_view tokens, tensor_vie
 
 void argmax(const op_context& ctx, tensor_view tokens, tensor_view logits) {
   check("argmax", ctx, tokens, logits);
-  if (logits.shape[0] == 0) return;
-  argmax_kernel<<<static_cast<unsigned>(logits.shape[0]), threads, 0, stream_of(ctx)>>>(
-      tokens.i32(), logits.f32(), static_cast<int>(logits.shape[1]));
-  check_launch("argmax", "argmax_kernel");
+  const int64_t rows = logits.shape[0];
+  const int vocab = static_cast<int>(logits.shape[1]);
+  if (rows == 0) return;
+  cudaStream_t st = stream_of(ctx);
+  const int n_chunks = (vocab + argmax_chunk - 1) / argmax_chunk;
+  if (n_chunks <= 1 || rows > 65535) {
+    argmax_kernel<<<static_cast<unsigned>(rows), threads, 0, st>>>(tokens.i32(), logits.f32(), vocab);
+    check_launch("argmax", "argmax_kernel");
+    return;
+  }
+  // Split rows: each block finds its chunk's best (value, id); a second kernel merges a
+  // row's chunks. The merge is order-free (largest value, lowest id on ties).
+  argmax_part* parts = nullptr;
+  check_cuda(cudaMallocAsync(reinterpret_cast<void**>(&parts),
+                             static_cast<size_t>(rows) * n_chunks * sizeof(argmax_part), st),
+             "argmax", "allocating the per-chunk results");
+  argmax_chunk_kernel<<<dim3(n_chunks, static_cast<unsigned>(rows)), chunk_threads, 0, st>>>(
+      parts, logits.f32(), vocab);
+  check_launch("argmax", "argmax_chunk_kernel");
+  argmax_merge_kernel<<<static_cast<unsigned>(rows), 32, 0, st>>>(tokens.i32(), parts, n_chunks);
+  check_launch("argmax", "argmax_merge_kernel");
+  check_cuda(cudaFreeAsync(parts, st), "argmax", "freeing the per-chunk results");
 }
 
 void sample(const op_context& ctx, tensor_view tokens, tensor_view logits,

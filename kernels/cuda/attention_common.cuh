@@ -1,0 +1,157 @@
+#pragma once
+// Internal to the CUDA attention kernels (attention.cu, attention_decode.cu,
+// flash_prefill.cu): the kernels' arguments, the batch lookups every kernel shares, and
+// the entry points of the specialised kernels. A lookup never reads outside the batch
+// arrays; an inconsistent row is reported as position -1 and written as zeros.
+#include <cstdint>
+
+#include "kernels/attention.h"
+#include "kernels/cuda/common.cuh"
+
+namespace troupe::kernels::cuda {
+
+/// Everything the attention kernels read besides q, out and the caches.
+struct attn_args {
+  const int32_t* query_start;   // [n_seqs + 1]
+  const int32_t* context_len;   // [n_seqs]
+  const int32_t* block_tables;  // [n_seqs, max_blocks]
+  int n_seqs, max_blocks, block_size, n_blocks;
+  int n_heads, n_kv_heads, head_dim;
+  int m;
+  int q_head_offset, kv_group, kv_head_offset;
+  float scale;
+};
+
+/// The sequence owning query row r (the last s with query_start[s] <= r), or -1.
+__device__ inline int find_seq(const attn_args& a, int r) {
+  int lo = 0, hi = a.n_seqs;  // answer in [lo, hi)
+  if (a.n_seqs <= 0 || a.query_start[0] > r) return -1;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (a.query_start[mid] <= r) lo = mid; else hi = mid;
+  }
+  return r < a.query_start[lo + 1] ? lo : -1;
+}
+
+/// Element offset of kv position t of sequence s for kv head g, or -1 when its block id
+/// is outside the cache.
+__device__ __forceinline__ int64_t kv_offset(const attn_args& a, int s, int t, int g) {
+  const int block = a.block_tables[static_cast<int64_t>(s) * a.max_blocks + t / a.block_size];
+  if (block < 0 || block >= a.n_blocks) return -1;
+  const int64_t slot = static_cast<int64_t>(block) * a.block_size + t % a.block_size;
+  return (slot * a.n_kv_heads + g) * a.head_dim;
+}
+
+/// The kv head read by local query head h.
+__device__ __forceinline__ int kv_head_of(const attn_args& a, int h) {
+  return (a.q_head_offset + h) / a.kv_group - a.kv_head_offset;
+}
+
+/// The absolute position of query row r of sequence s, or -1 when the batch is inconsistent.
+__device__ inline int row_position(const attn_args& a, int s, int r) {
+  const int n_query = a.query_start[s + 1] - a.query_start[s];
+  const int pos = a.context_len[s] - n_query + (r - a.query_start[s]);
+  return pos >= 0 && pos < a.max_blocks * a.block_size ? pos : -1;
+}
+
+/// Finds the sequence and query tile of prefill block `b`: tiles are numbered sequence
+/// by sequence, ceil(n_query / tile_rows) per sequence. Returns false past the last tile.
+__device__ inline bool find_tile(const attn_args& a, int tile_rows, int b, int& seq, int& tile) {
+  for (int s = 0; s < a.n_seqs; ++s) {
+    const int n_query = a.query_start[s + 1] - a.query_start[s];
+    const int n_tiles = n_query > 0 ? (n_query + tile_rows - 1) / tile_rows : 0;
+    if (b < n_tiles) {
+      seq = s;
+      tile = b;
+      return true;
+    }
+    b -= n_tiles;
+  }
+  return false;
+}
+
+constexpr int split_len = 128;  ///< kv positions per decode split (cut at fixed positions)
+
+/// Merges the splits of rows longer than one split, in split order.
+template <class T>
+__global__ void combine_kernel(T* out, const float* part_o, const float* part_ml, attn_args a,
+                               int max_splits) {
+  const int h = blockIdx.x, r = blockIdx.y, hd = a.head_dim;
+  const int s = find_seq(a, r);
+  const int pos = s < 0 ? -1 : row_position(a, s, r);
+  if (pos < 0) return;
+  const int n_splits = pos / split_len + 1;
+  if (n_splits == 1) return;
+  const int64_t base = (static_cast<int64_t>(r) * a.n_heads + h) * max_splits;
+  float mx = -INFINITY;
+  for (int z = 0; z < n_splits; ++z) mx = fmaxf(mx, part_ml[(base + z) * 2]);
+  float total = 0.0f;
+  for (int z = 0; z < n_splits; ++z) {
+    const float m_z = part_ml[(base + z) * 2];
+    if (m_z != -INFINITY) total += part_ml[(base + z) * 2 + 1] * expf(m_z - mx);
+  }
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int z = 0; z < n_splits; ++z) {
+      const float m_z = part_ml[(base + z) * 2];
+      if (m_z != -INFINITY) acc += part_o[(base + z) * hd + d] * expf(m_z - mx);
+    }
+    out[(static_cast<int64_t>(r) * a.n_heads + h) * hd + d] =
+        from_f32<T>(total > 0.0f ? acc / total : 0.0f);
+  }
+}
+
+/// The split-K partials of one decode launch, allocated on the stream (stream-ordered, so
+/// a captured graph owns them): part_o [m, n_heads, max_splits, head_dim] unnormalized
+/// outputs, part_ml [m, n_heads, max_splits, 2] (max, sum). None when no row can need two
+/// splits (max_splits 1); then a decode kernel writes its rows directly.
+struct decode_partials {
+  decode_partials(cudaStream_t st, const attn_args& a) : st_(st) {
+    max_splits = (a.max_blocks * a.block_size + split_len - 1) / split_len;
+    if (max_splits < 1) max_splits = 1;
+    n_parts_ = max_splits > 1 ? static_cast<size_t>(a.m) * a.n_heads * max_splits : 0;
+    if (n_parts_ == 0) return;
+    check_cuda(cudaMallocAsync(reinterpret_cast<void**>(&part_o),
+                               n_parts_ * (a.head_dim + 2) * sizeof(float), st),
+               "paged_attention", "allocating split-K partials");
+    part_ml = part_o + n_parts_ * a.head_dim;
+  }
+  ~decode_partials() {
+    if (n_parts_ > 0) cudaFreeAsync(part_o, st_);  // only after an error between the two
+  }
+  decode_partials(const decode_partials&) = delete;
+  decode_partials& operator=(const decode_partials&) = delete;
+  /// Merges the partials into out (when there are any) and frees them.
+  template <class T>
+  void combine(T* out, const attn_args& a) {
+    if (n_parts_ == 0) return;
+    combine_kernel<T><<<dim3(a.n_heads, a.m), 128, 0, st_>>>(out, part_o, part_ml, a, max_splits);
+    check_launch("paged_attention", "combine_kernel");
+    check_cuda(cudaFreeAsync(part_o, st_), "paged_attention", "freeing split-K partials");
+    n_parts_ = 0;
+  }
+
+  int max_splits = 1;
+  float* part_o = nullptr;   // [m, n_heads, max_splits, head_dim]
+  float* part_ml = nullptr;  // [m, n_heads, max_splits, 2]
+
+ private:
+  cudaStream_t st_;
+  size_t n_parts_ = 0;
+};
+
+/// Decode attention (m <= n_seqs) with one block per (row, kv head, split of kv positions)
+/// serving every query head of the group, K and V read once in 16-byte loads. Returns
+/// false, launching nothing, when the shape is outside what it handles (a head_dim whose
+/// row is not 4, 8, 16 or 32 chunks of 16 bytes, a group of more than 8 query heads, an
+/// unaligned cache); the caller then runs the general kernel.
+bool decode_grouped(const op_context& ctx, void* out, const void* q, const void* k_cache,
+                    const void* v_cache, dtype type, const attn_args& a);
+
+/// Prefill attention on tensor cores (f16/bf16, head_dim 64 or 128). Returns false,
+/// launching nothing, when the type or head_dim is outside what it handles; the caller then
+/// runs the general kernel.
+bool flash_prefill(const op_context& ctx, void* out, const void* q, const void* k_cache,
+                   const void* v_cache, dtype type, const attn_args& a);
+
+}  // namespace troupe::kernels::cuda
