@@ -180,6 +180,63 @@ void copy_bytes(void* dst, const void* src, size_t bytes, backend_kind b, void* 
   }
 }
 
+device_timer::device_timer(backend_kind b) {
+#ifdef TROUPE_HAVE_CUDA
+  if (b == backend_kind::cuda) {
+    begin_ = cuda::event_create();
+    end_ = cuda::event_create();
+  }
+#endif
+}
+
+device_timer::device_timer(device_timer&& o) noexcept
+    : begin_(std::exchange(o.begin_, nullptr)),
+      end_(std::exchange(o.end_, nullptr)),
+      started_(std::exchange(o.started_, false)),
+      stopped_(std::exchange(o.stopped_, false)) {}
+
+device_timer& device_timer::operator=(device_timer&& o) noexcept {
+  if (this != &o) {
+    device_timer gone(std::move(*this));
+    begin_ = std::exchange(o.begin_, nullptr);
+    end_ = std::exchange(o.end_, nullptr);
+    started_ = std::exchange(o.started_, false);
+    stopped_ = std::exchange(o.stopped_, false);
+  }
+  return *this;
+}
+
+device_timer::~device_timer() {
+#ifdef TROUPE_HAVE_CUDA
+  cuda::event_destroy(begin_);
+  cuda::event_destroy(end_);
+#endif
+}
+
+void device_timer::start(void* stream) {
+#ifdef TROUPE_HAVE_CUDA
+  if (!begin_ || !stream) return;
+  cuda::event_record(begin_, stream);
+  started_ = true;
+  stopped_ = false;
+#endif
+}
+
+void device_timer::stop(void* stream) {
+#ifdef TROUPE_HAVE_CUDA
+  if (!end_ || !stream || !started_) return;
+  cuda::event_record(end_, stream);
+  stopped_ = true;
+#endif
+}
+
+double device_timer::elapsed_ms() {
+#ifdef TROUPE_HAVE_CUDA
+  if (started_ && stopped_) return cuda::event_elapsed_ms(begin_, end_);
+#endif
+  return 0.0;
+}
+
 device_graph::device_graph(device_graph&& o) noexcept : exec_(std::exchange(o.exec_, nullptr)) {}
 
 device_graph& device_graph::operator=(device_graph&& o) noexcept {

@@ -80,6 +80,33 @@ void copy_bytes(void* dst, const void* src, size_t bytes, backend_kind b, void* 
 /// a stream error.
 bool stream_done(void* stream);
 
+/// The device time between two marks on a stream (a pair of CUDA events); measures
+/// nothing on the CPU. Move-only.
+class device_timer {
+ public:
+  device_timer() = default;
+  /// A timer for streams of backend `b` (events made on the current device on CUDA).
+  explicit device_timer(backend_kind b);
+  device_timer(const device_timer&) = delete;
+  device_timer& operator=(const device_timer&) = delete;
+  device_timer(device_timer&& o) noexcept;
+  device_timer& operator=(device_timer&& o) noexcept;
+  ~device_timer();
+
+  /// Marks the start on `stream` (no-op without events or stream).
+  void start(void* stream);
+  /// Marks the end on `stream`.
+  void stop(void* stream);
+  /// Milliseconds between the last start and stop marks, waiting for the stop; 0 when
+  /// either is missing.
+  double elapsed_ms();
+
+ private:
+  void* begin_ = nullptr;
+  void* end_ = nullptr;
+  bool started_ = false, stopped_ = false;
+};
+
 /// A captured, instantiated CUDA graph (empty on the CPU). Move-only.
 class device_graph {
  public:

@@ -41,5 +41,13 @@ void capture_abandon(void* stream) noexcept;
 void graph_launch(void* graph, void* stream);
 /// Destroys an instantiated graph; never throws.
 void graph_destroy(void* graph) noexcept;
+/// A new timing event on the current device.
+void* event_create();
+/// Destroys an event_create event; never throws.
+void event_destroy(void* event) noexcept;
+/// Records `event` on `stream`.
+void event_record(void* event, void* stream);
+/// Milliseconds between two recorded events, waiting for the later one.
+float event_elapsed_ms(void* from, void* to);
 
 }  // namespace troupe::cuda

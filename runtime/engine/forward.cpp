@@ -64,6 +64,7 @@ shard_context::shard_context(const model& m, const context_params& p, k::op_cont
       own_stream_ = device_stream(m.device());
       ops_.stream = own_stream_.get();
     }
+    if (p.time_steps) step_timer_ = device_timer(backend_kind::cuda);
   }
   act_ = on_device_ ? m.weight_type() : dtype::f32;
   // This shard's share of heads and MLP columns, read off the (possibly sliced) weights.
@@ -271,6 +272,7 @@ shard_context::step_views shard_context::upload(const batch_input& b) {
 
 tensor_view shard_context::forward(const batch_input& b) {
   check(b);
+  step_timer_.start(ops_.stream);
   const int l_rows = static_cast<int>(b.logit_rows.size());
   kv_rows_ += b.n_tokens();
   if (use_graphs_ && graph_eligible(b)) return forward_graph(b);
@@ -391,6 +393,12 @@ void shard_context::compute(const step_views& v, int t, int l_rows, bool send) {
 
 void shard_context::finish(std::chrono::steady_clock::time_point d) {
   if (!on_device_) return;
+  step_timer_.stop(ops_.stream);
+  wait(d);
+  if (params_.time_steps) last_step_device_ms_ = step_timer_.elapsed_ms();
+}
+
+void shard_context::wait(std::chrono::steady_clock::time_point d) {
   bool synced = false;
   for (auto* comm : {env_.tensor_group, env_.prev_stage, env_.next_stage})
     if (comm) {

@@ -44,6 +44,9 @@ struct context_params {
   /// Stage-local recovery: a stage with a next stage keeps every residual row it sends,
   /// by KV slot, so a restarted next stage can rebuild its KV cache (replay_send).
   bool keep_stage_inputs = false;
+  /// CUDA: time each step on the device (events at the start of forward() and in
+  /// finish()); see last_step_device_ms. Benchmarks only.
+  bool time_steps = false;
 };
 
 /// How a shard talks to the rest of its replica. All null: the whole model is here.
@@ -90,6 +93,9 @@ class shard_context {
   bool is_last_stage() const;
   /// Decode steps replayed from a captured graph so far.
   int64_t graph_replays() const { return graph_replays_; }
+  /// With context_params.time_steps: the device time from the start of the last forward()
+  /// to the end of the work enqueued when finish() was called (ms); else 0.
+  double last_step_device_ms() const { return last_step_device_ms_; }
 
   // -- stage-local recovery --------------------------------------------------------------
   /// Relinks the context to new communicators (its peers were replaced); the KV cache and
@@ -125,6 +131,8 @@ class shard_context {
   void run_layer(int layer, int n_tokens, const kernels::attention_batch& meta,
                  tensor_view positions, tensor_view slots);
   tensor_view rows(const tensor& t, int n) const;
+  /// finish()'s wait: the communicators' synchronize, or polling the stream, until `d`.
+  void wait(std::chrono::steady_clock::time_point d);
   std::chrono::steady_clock::time_point stage_deadline() const;
 
   /// One transformer block's projections, split as this shard's tensor slice says.
@@ -172,6 +180,8 @@ class shard_context {
   std::set<std::pair<int, int>> warmed_;                ///< shapes run once eagerly (then captured)
   int64_t graph_replays_ = 0;
   int64_t kv_rows_ = 0;
+  device_timer step_timer_;          ///< with params_.time_steps on CUDA
+  double last_step_device_ms_ = 0;
 };
 
 }  // namespace troupe

@@ -140,6 +140,7 @@ class gpu_replica {
         sp.context.max_batch_tokens = o.max_batch_tokens;
         sp.context.max_logit_rows = std::max(o.max_seqs, 512);
         sp.context.cuda_graphs = o.graphs;
+        sp.context.time_steps = true;
         sp.timeout_ms = 60000;
         sp.stage_timeout_ms = 120000;
         specs_.push_back(sp);
@@ -287,7 +288,8 @@ void run_logits(gpu_replica& r, const options& o) {
 /// Per-step wall times of one engine run.
 struct run_times {
   std::vector<std::vector<int32_t>> tokens;  ///< generated, per prompt
-  std::vector<double> decode_ms;             ///< steps where every sequence decodes one token
+  std::vector<double> decode_ms;             ///< steps where every sequence decodes one token (wall, from scheduling to events)
+  std::vector<double> decode_device_ms;      ///< the same steps' device time (the sampling shard's stream)
   double first_step_ms = 0;
 };
 
@@ -310,6 +312,7 @@ run_times run_engine(gpu_replica& r, const options& o, const std::vector<std::ve
   out.tokens.resize(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) index[e.submit(prompts[i], p)] = i;
   uint64_t step = 0;
+  auto t0 = clock_type::now();  // a step's wall time runs from its scheduling to its events
   while (e.has_work()) {
     auto ps = e.begin_step();
     if (!ps) {
@@ -318,12 +321,16 @@ run_times run_engine(gpu_replica& r, const options& o, const std::vector<std::ve
     }
     ps->request.step_id = ++step;
     const bool decode = ps->plan.n_tokens == static_cast<int>(ps->plan.chunks.size());
-    const auto t0 = clock_type::now();
     auto so = r.run(ps->request);
     auto events = e.end_step(*ps, so.samples);
     const double ms = ms_since(t0);
     if (step == 1) out.first_step_ms = ms;
-    if (decode && step > 1) out.decode_ms.push_back(ms);
+    if (decode && step > 1) {
+      out.decode_ms.push_back(ms);
+      const auto* ctx = r.sampling_worker().context();
+      out.decode_device_ms.push_back(ctx ? ctx->last_step_device_ms() : 0.0);
+    }
+    t0 = clock_type::now();
     for (auto& ev : events)
       if (ev.token >= 0) out.tokens[index.at(ev.id)].push_back(ev.token);
   }
@@ -373,8 +380,11 @@ void run_bench(gpu_replica& r, const options& o) {
     for (int i = 0; i < b; ++i) prompts.push_back(random_prompt(o.decode_prompt, c.vocab, static_cast<uint32_t>(i)));
     run_engine(r, o, prompts, 4);  // warm-up: plans, workspaces, graphs of this size
     auto t = run_engine(r, o, prompts, o.gen);
-    const double ms = median(t.decode_ms);
-    json row{{"batch", b}, {"ms_per_step", ms}, {"tokens_per_s", ms > 0 ? b * 1e3 / ms : 0.0}};
+    const double ms = median(t.decode_ms), dev = median(t.decode_device_ms);
+    // GPU idle per step: the wall step (scheduling, upload, launch, sampling, copy-back,
+    // events) less the device time from the forward's start to the sampling's end.
+    json row{{"batch", b},           {"ms_per_step", ms}, {"tokens_per_s", ms > 0 ? b * 1e3 / ms : 0.0},
+             {"device_ms", dev},     {"gpu_idle_ms", ms - dev}};
     if (b == 1) row["roofline_fraction"] = ms > 0 ? (bytes / bw * 1e3) / ms : 0.0;
     decode.push_back(row);
     std::fprintf(stderr, "decode batch %d: %.3f ms/step\n", b, ms);

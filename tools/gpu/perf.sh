@@ -72,17 +72,18 @@ if kern:
             print("ops m=%d: " % r["m"] + ", ".join(f"{k[:-3]} {v:.1f}" for k, v in r.items() if k.endswith("_us")))
 bench = lines("bench.jsonl")
 peer = lines("peer.txt")
-print("\n| engine | batch | ms/step | tokens/s | % roofline |")
-print("|---|---|---|---|---|")
+print("\n| engine | batch | ms/step | tokens/s | % roofline | device ms | GPU idle ms |")
+print("|---|---|---|---|---|---|---|")
 for b in bench:
     for d in b["decode"]:
         frac = b["roofline_ms"] / d["ms_per_step"] * 100
-        print(f"| troupe {b['variant']} | {d['batch']} | {d['ms_per_step']:.3f} | {d['tokens_per_s']:.0f} | {frac:.1f} |")
+        idle = f"{d['device_ms']:.3f} | {d['gpu_idle_ms']:.3f}" if "device_ms" in d else "- | -"
+        print(f"| troupe {b['variant']} | {d['batch']} | {d['ms_per_step']:.3f} | {d['tokens_per_s']:.0f} | {frac:.1f} | {idle} |")
 roof = bench[-1]["roofline_ms"] if bench else None
 for p in peer:
     for d in p["decode"]:
         frac = f"{roof / d['ms_per_step'] * 100:.1f}" if roof else "-"
-        print(f"| pytorch peer | {d['batch']} | {d['ms_per_step']:.3f} | {d['tokens_per_s']:.0f} | {frac} |")
+        print(f"| pytorch peer | {d['batch']} | {d['ms_per_step']:.3f} | {d['tokens_per_s']:.0f} | {frac} | - | - |")
 if bench:
     b = bench[-1]
     print(f"\ncopy {b['copy_rate_GBps']:.0f} GB/s, weights {b['weight_GB_per_gpu']:.2f} GB, roofline {b['roofline_ms']:.3f} ms, gemm {b['gemm_TFLOPs']:.0f} TFLOP/s")
