@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Decode at the roofline: one device call that runs the CUDA tests,
 # per-op decode timings (cuBLASLt vs the skinny GEMV at every projection shape), troupe's
-# benchmark on the Llama-3.1-8B shape (random bf16 weights, one GPU) in three builds of the
-# forward (the old path: separate projections + cuBLASLt; fused projections + cuBLASLt;
-# fused + GEMV, the default), the PyTorch peer (tools/gpu/peer_bench.py) in the same call,
-# and a short table last.
+# benchmark on the Llama-3.1-8B shape (random bf16 weights, one GPU: decode at batch 1, 16,
+# 64 and 256 with the device time and GPU idle time per step, prefill of 1k, 2k and 8k
+# prompts; PERF_ABLATION=1 adds the earlier forwards), the PyTorch peer
+# (tools/gpu/peer_bench.py) in the same call, and a short table last.
 #   here:   TROUPE_GPU_BUILD=build-gpu tools/gpu/bundle.sh     (carry .gpu)
 #   device: bash tools/gpu/perf.sh                              (results under $OUT)
 # Options (environment): PERF_PARTS="tests kernels bench peer" (default all), GEN (64),
@@ -43,9 +43,12 @@ if has bench; then
       python3 -c "import json,sys; [print(json.dumps(dict(json.loads(l), variant='$label'))) for l in sys.stdin if l.strip()]" \
       | tee -a "$out/bench.jsonl" | cut -c1-300 || status=1
   }
-  run old TROUPE_FUSE=0 TROUPE_GEMV_MAX_ROWS=0 -- --batches 1,64 --prompt-lens 1024 --gen "$gen"
-  run fused_cublas TROUPE_GEMV_MAX_ROWS=0 -- --batches 1,64 --prompt-lens 1024 --gen "$gen"
-  run fused_gemv TROUPE_GEMV_MAX_ROWS=8 -- --batches 1,16,64,256 --prompt-lens 1024,2048 --gen "$gen"
+  # PERF_ABLATION=1 adds the earlier forwards (docs/gpu-notes.md's v0 and v1) for comparison.
+  if [ "${PERF_ABLATION:-0}" = 1 ]; then
+    run old TROUPE_FUSE=0 TROUPE_GEMV_MAX_ROWS=0 -- --batches 1,64 --prompt-lens 1024 --gen "$gen"
+    run fused_cublas TROUPE_GEMV_MAX_ROWS=0 -- --batches 1,64 --prompt-lens 1024 --gen "$gen"
+  fi
+  run default -- --batches 1,16,64,256 --prompt-lens 1024,2048,8192 --max-batch-tokens 8192 --gen "$gen"
 fi
 if has peer; then
   echo "== PyTorch peer" | tee -a "$log"
