@@ -7,16 +7,23 @@
 # with the bundle made here:
 #   here:   tools/gpu/bundle.sh            (builds troupe_gpu + troupe_cuda_tests with CUDA, bundles .gpu/)
 #   device: bash tools/gpu/check.sh        (carry .gpu; results under $OUT)
-# Options (environment): CHECK_PARTS="tests agreement bench hf" (default all), GEN (64).
+# The part `smollm` runs the default model, SmolLM2-135M-Instruct, against transformers on
+# the same weights (tools/gpu/smollm_check.py: teacher-forced argmax >= 97%, free-running
+# agreement >= transformers' own bf16) once its GGUF has come over in parts on the calls
+# before (tools/gpu/carry_model.sh here prints them; tools/gpu/model_parts.sh joins them
+# there); without the parts it is skipped (77), never passed.
+# Options (environment): CHECK_PARTS="tests agreement bench hf smollm" (default all), GEN (64),
+# SMOLLM_ARGS (more tools/gpu/smollm_check.py options, e.g. "--prompts 4").
 # Exit status: 0 when everything ran and passed, 1 when anything failed, 77 when nothing
-# failed but a CUDA test case or an agreement topology was skipped (a skip never counts
-# as a pass: tests.txt and the agreement table count passed, failed and skipped apart).
+# failed but a CUDA test case, an agreement topology or the smollm part was skipped (a skip
+# never counts as a pass: tests.txt and the agreement table count passed, failed and
+# skipped apart).
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 out="${OUT:-/tmp/troupe-gpu}"
 mkdir -p "$out"
-parts="${CHECK_PARTS:-tests agreement bench hf}"
+parts="${CHECK_PARTS:-tests agreement bench hf smollm}"
 gen="${GEN:-64}"
 bin=.gpu/bin
 tok=.gpu/hf/tokenizer.json
@@ -73,5 +80,25 @@ if has hf; then
   [ -f /tmp/l8b/config.json ] || python3 tools/gpu/make_model.py --shape llama3-8b --out /tmp/l8b >> "$log" 2>&1
   python3 tools/gpu/hf_bench.py --config /tmp/l8b --gen 32 2>>"$log" | tee "$out/hf.json" || status=1
 fi
-python3 tools/gpu/table.py "$out" | tee "$out/table.md"
+smollm_md=/tmp/troupe-smollm.md
+rm -f "$smollm_md"
+if has smollm; then
+  echo "== SmolLM2-135M-Instruct against transformers (the 26 golden prompts)" | tee -a "$log"
+  gguf=$(bash tools/gpu/model_parts.sh join 2>>"$log"); rc=$?
+  if [ "$rc" -eq 0 ]; then
+    python3 tools/gpu/smollm_check.py --gguf "$gguf" --troupe "$bin/troupe_gpu" --gen "$gen" ${SMOLLM_ARGS:-} \
+      --out "$out/smollm.json" --table "$smollm_md" 2>>"$log" | tee -a "$log"
+    rc=${PIPESTATUS[0]}
+  else
+    grep "^model_parts:" "$log" | tail -2
+  fi
+  # No table from smollm_check.py (the model's parts missing or bad, or a crash): say so.
+  [ -f "$smollm_md" ] || printf "smollm: not run (status %s; check.log says why)\nsmollm: %s\n" "$rc" \
+    "$([ "$rc" -eq 77 ] && echo "0 passed, 0 failed, 1 skipped" || echo "0 passed, 1 failed, 0 skipped")" \
+    | tee -a "$log" "$smollm_md"
+  [ "$rc" -eq 0 ] || status=$(worse "$status" "$([ "$rc" -eq 77 ] && echo 77 || echo 1)")
+fi
+python3 tools/gpu/table.py "$out" > "$out/table.md"
+[ -f "$smollm_md" ] && { echo; cat "$smollm_md"; } >> "$out/table.md"
+cat "$out/table.md"
 exit $status
