@@ -395,8 +395,15 @@ void run_bench(gpu_replica& r, const options& o) {
   for (int n : o.prompt_lens) {
     if (n > o.max_batch_tokens) continue;
     const auto prompt = random_prompt(n, c.vocab, 99);
-    run_engine(r, o, {prompt}, 1);
-    auto t = run_engine(r, o, {prompt}, 1);
+    run_times t;
+    try {
+      run_engine(r, o, {prompt}, 1);
+      t = run_engine(r, o, {prompt}, 1);
+    } catch (const std::exception& e) {  // one length that cannot run does not lose the table
+      prefill.push_back({{"prompt", n}, {"error", e.what()}});
+      std::fprintf(stderr, "prefill %d: %s\n", n, e.what());
+      continue;
+    }
     // 2 FLOPs per weight per token, plus causal attention: 2 * 2 * n^2/2 * heads * head_dim per layer.
     const double attn = 2.0 * n * n * c.n_heads * c.head_dim * c.n_layers;
     const double work = params_per_token * n + attn;

@@ -15,7 +15,7 @@ SHAPES = {
     # Llama-3.1-8B (llama3 RoPE scaling), Qwen2.5-7B (q/k/v biases), Llama-3.1-70B.
     "llama3-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0,
-                      rms_norm_eps=1e-5, max_position_embeddings=8192, tie_word_embeddings=False,
+                      rms_norm_eps=1e-5, max_position_embeddings=131072, tie_word_embeddings=False,
                       rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
                                         high_freq_factor=4.0, original_max_position_embeddings=8192)),
     "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
@@ -23,7 +23,7 @@ SHAPES = {
                        rms_norm_eps=1e-6, max_position_embeddings=32768, tie_word_embeddings=False),
     "llama3-70b": dict(model_type="llama", hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
                        num_attention_heads=64, num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0,
-                       rms_norm_eps=1e-5, max_position_embeddings=8192, tie_word_embeddings=False,
+                       rms_norm_eps=1e-5, max_position_embeddings=131072, tie_word_embeddings=False,
                        rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
                                          high_freq_factor=4.0, original_max_position_embeddings=8192)),
 }

@@ -90,7 +90,7 @@ for p in peer:
 if bench:
     b = bench[-1]
     print(f"\ncopy {b['copy_rate_GBps']:.0f} GB/s, weights {b['weight_GB_per_gpu']:.2f} GB, roofline {b['roofline_ms']:.3f} ms, gemm {b['gemm_TFLOPs']:.0f} TFLOP/s")
-    print("troupe prefill: " + ", ".join(f"{x['prompt']}: {x['ttft_ms']:.1f} ms" for x in b["prefill"]))
+    print("troupe prefill: " + ", ".join(f"{x['prompt']}: {x['ttft_ms']:.1f} ms" if "ttft_ms" in x else f"{x['prompt']}: {x['error']}" for x in b["prefill"]))
 for p in peer:
     print("peer prefill: " + ", ".join(f"{x['prompt']}: {x['ms']:.1f} ms" for x in p["prefill"]) + f"; peer weights {p['weight_GB']:.2f} GB")
 PY
