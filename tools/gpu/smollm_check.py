@@ -19,7 +19,10 @@ greedy tokens, never stopping at EOS. The reference is transformers f32's greedy
                   troupe (`troupe_gpu generate`, all prompts in one batch) and transformers
                   bf16. The share in common prefixes is reported beside it.
 Also reported, not judged: the worst prompt's ||logits - f32|| / ||f32|| over the generated
-positions (troupe where the logits mode ran; transformers bf16 everywhere).
+positions (troupe where the logits mode ran; transformers bf16 everywhere), and the largest
+lead of f32's top token over its second at a teacher-forced miss (bf16 rounding flips near
+ties only: transformers bf16's misses on the CPU all had leads under 0.19; a miss at a
+large lead points at a bug).
 
 Pass: troupe's teacher-forced share >= 0.97 and its free-running share >= transformers
 bf16's. Prints a markdown table (--table writes it to a file too) and --out writes JSON.
@@ -234,7 +237,8 @@ def score(engine, ref, margins, names):
     errs = [e for e in engine["rel_err"] if e is not None]
     return {"teacher_forced": tf_hits / total, "tf_hits": tf_hits, "positions": total,
             "free_run": free_hits / total, "free_hits": free_hits, "common_prefix": prefix / total,
-            "rel_err_worst": max(errs) if errs else None, "rel_err_prompts": len(errs), "tf_misses": misses}
+            "rel_err_worst": max(errs) if errs else None, "rel_err_prompts": len(errs), "tf_misses": misses,
+            "miss_margin_max": max((m["f32_margin"] for m in misses), default=None)}
 
 
 def pct(x):
@@ -247,14 +251,16 @@ def table(res):
     lines = [f"SmolLM2-135M-Instruct (Q4_1 dequantized), {res['n_prompts']} golden prompts x {res['gen']} greedy "
              f"tokens, against transformers {res['transformers']} f32 on {res['device_name']}:", "",
              "| engine | teacher-forced argmax = HF f32 | free-running tokens = HF f32 | in common prefix |"
-             " worst rel. logit error |", "| --- | --- | --- | --- | --- |"]
+             " worst rel. logit error | largest f32 lead at a miss |", "| --- | --- | --- | --- | --- | --- |"]
     for name, s in (("troupe " + res["dtype"], t), ("transformers bf16", h)):
         if s is None:
-            lines.append(f"| {name} | not run | not run | not run | not run |")
+            lines.append(f"| {name} | not run | not run | not run | not run | not run |")
             continue
         err = "-" if s["rel_err_worst"] is None else f"{s['rel_err_worst']:.4f} ({s['rel_err_prompts']} prompts)"
+        lead = "-" if s["miss_margin_max"] is None else f"{s['miss_margin_max']:.3f}"
         lines.append(f"| {name} | {pct(s['teacher_forced'])} ({s['tf_hits']}/{s['positions']}) | "
-                     f"{pct(s['free_run'])} ({s['free_hits']}/{s['positions']}) | {pct(s['common_prefix'])} | {err} |")
+                     f"{pct(s['free_run'])} ({s['free_hits']}/{s['positions']}) | {pct(s['common_prefix'])} | {err} | "
+                     f"{lead} |")
     lines += ["", f"transformers f32's own teacher-forced argmax = its greedy tokens: {pct(res['f32_self_tf'])}",
               f"pass: troupe teacher-forced >= {res['tf_min']:.0%} and troupe free-running >= transformers bf16's: "
               + {"pass": "yes", "fail": f"NO ({res['reason']})"}.get(res["status"], f"not judged ({res['reason']})"),
