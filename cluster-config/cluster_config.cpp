@@ -123,6 +123,14 @@ void read_autoscale(section s, autoscale_section& v) {
   s.finish();
 }
 
+void read_cache(section s, cache_section& v) {
+  s.get("backend", v.backend);
+  s.get("url", v.url);
+  s.get("ttl", v.ttl);
+  s.get("max_bytes", v.max_bytes);
+  s.finish();
+}
+
 }  // namespace
 
 cluster_config read_tree(const YAML::Node& root, const reader& r) {
@@ -136,6 +144,7 @@ cluster_config read_tree(const YAML::Node& root, const reader& r) {
   read_scheduler(section(r, top.child("scheduler"), "scheduler"), c.scheduler);
   read_fault_tolerance(section(r, top.child("fault_tolerance"), "fault_tolerance"), c.fault_tolerance);
   read_autoscale(section(r, top.child("autoscale"), "autoscale"), c.autoscale);
+  read_cache(section(r, top.child("cache"), "cache"), c.cache);
   top.finish();
   return c;
 }
@@ -280,6 +289,10 @@ std::string to_yaml(const cluster_config& c) {
       << a.scale_up_kv << YAML::Key << "scale_down_load" << YAML::Value << a.scale_down_load << YAML::Key
       << "scale_down_after" << YAML::Value << ms(a.scale_down_after) << YAML::Key << "cooldown" << YAML::Value
       << ms(a.cooldown) << YAML::EndMap;
+  const auto& cc = c.cache;
+  out << YAML::Key << "cache" << YAML::Value << YAML::BeginMap << YAML::Key << "backend" << YAML::Value
+      << cc.backend << YAML::Key << "url" << YAML::Value << YAML::DoubleQuoted << cc.url << YAML::Key << "ttl"
+      << YAML::Value << ms(cc.ttl) << YAML::Key << "max_bytes" << YAML::Value << cc.max_bytes << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -116,6 +116,28 @@ struct autoscale_section {
   std::chrono::milliseconds cooldown{30000};  ///< least time between two scaling decisions
 };
 
+/// `cache:` — the response cache: finished answers of requests whose output is a pure
+/// function of their input (temperature 0, or a given seed), replayed byte for byte.
+struct cache_section {
+  std::string backend = "off";                 ///< off, memory (in-process LRU) or redis
+  std::string url = "redis://127.0.0.1:6379";  ///< redis: redis://[:password@]host[:port][/db]
+  std::chrono::milliseconds ttl{300000};       ///< how long an entry lives
+  /// memory: the LRU's bound; redis: `maxmemory` set at start (0 = leave Redis's as is).
+  /// An answer larger than this is not cached.
+  int64_t max_bytes = 64 << 20;
+};
+
+/// Where a Redis cache lives, from redis://[:password@]host[:port][/db].
+struct redis_address {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  std::string password;  ///< "" = no AUTH
+  int db = 0;
+};
+
+/// Parses cache.url; std::invalid_argument naming what is wrong.
+redis_address parse_redis_url(const std::string& url);
+
 /// The whole cluster file.
 struct cluster_config {
   model_section model;
@@ -126,6 +148,7 @@ struct cluster_config {
   scheduler_section scheduler;
   fault_tolerance_section fault_tolerance;
   autoscale_section autoscale;
+  cache_section cache;
   std::string source;  ///< file it was read from ("" when built in code)
 };
 

@@ -164,7 +164,59 @@ void check_autoscale(const checker& k, const autoscale_section& a, const paralle
             "must not be negative, got " + std::to_string(a.cooldown.count()) + "ms");
 }
 
+int parse_url_number(const std::string& text, const std::string& what, const std::string& url, int lo, int hi) {
+  size_t used = 0;
+  int v = 0;
+  try {
+    v = std::stoi(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || v < lo || v > hi)
+    throw std::invalid_argument("bad " + what + " \"" + text + "\" in \"" + url + "\"");
+  return v;
+}
+
+void check_cache(const checker& k, const cache_section& c) {
+  k.require(c.backend == "off" || c.backend == "memory" || c.backend == "redis", "cache.backend",
+            "must be off, memory or redis, got \"" + c.backend + "\"");
+  k.positive_ms(c.ttl, "cache.ttl");
+  k.at_least(c.max_bytes, 0, "cache.max_bytes");
+  k.require(c.backend != "memory" || c.max_bytes > 0, "cache.max_bytes",
+            "must be > 0 with the memory backend (it bounds the LRU), got 0");
+  if (c.backend != "redis") return;
+  try {
+    parse_redis_url(c.url);
+  } catch (const std::invalid_argument& e) {
+    k.require(false, "cache.url", e.what());
+  }
+}
+
 }  // namespace
+
+redis_address parse_redis_url(const std::string& url) {
+  const std::string scheme = "redis://";
+  if (url.rfind(scheme, 0) != 0)
+    throw std::invalid_argument("\"" + url + "\" is not a redis:// url (redis://[:password@]host[:port][/db])");
+  std::string rest = url.substr(scheme.size());
+  redis_address a;
+  if (const auto at = rest.rfind('@'); at != std::string::npos) {
+    auto auth = rest.substr(0, at);
+    a.password = auth.substr(auth.find(':') == std::string::npos ? 0 : auth.find(':') + 1);
+    rest = rest.substr(at + 1);
+  }
+  if (const auto slash = rest.find('/'); slash != std::string::npos) {
+    if (slash + 1 < rest.size()) a.db = parse_url_number(rest.substr(slash + 1), "database", url, 0, 1 << 20);
+    rest = rest.substr(0, slash);
+  }
+  if (const auto colon = rest.rfind(':'); colon != std::string::npos) {
+    a.port = parse_url_number(rest.substr(colon + 1), "port", url, 1, 65535);
+    rest = rest.substr(0, colon);
+  }
+  if (rest.empty()) throw std::invalid_argument("no host in \"" + url + "\"");
+  a.host = rest == "localhost" ? "127.0.0.1" : rest;
+  return a;
+}
 
 void validate(const cluster_config& c) {
   const checker k{c.source.empty() ? "<config>" : c.source};
@@ -181,6 +233,7 @@ void validate(const cluster_config& c) {
   check_scheduler(k, c.scheduler);
   check_fault_tolerance(k, c.fault_tolerance);
   check_autoscale(k, c.autoscale, c.parallel);
+  check_cache(k, c.cache);
 }
 
 }  // namespace troupe

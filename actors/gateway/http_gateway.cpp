@@ -148,6 +148,7 @@ http_gateway::http_gateway(caf::actor_system& sys, gateway_options opts) : impl_
   core.limits.max_tokens_default = opts.server.max_tokens_default;
   core.max_connections =
       opts.max_connections > 0 ? opts.max_connections : 2 * opts.server.max_queue_requests + 10000;
+  core.cache = make_response_cache(opts.cache, *opts.registry);
   core.created = std::chrono::duration_cast<std::chrono::seconds>(
                      std::chrono::system_clock::now().time_since_epoch()).count();
   core.opts = std::move(opts);

@@ -36,6 +36,7 @@ struct gateway_options {
   int threads = 2;                        ///< io threads (1..2 is plenty)
   int max_connections = 0;                ///< open connections at most; 0 = 2 x max_queue_requests + 10000
   std::chrono::milliseconds status_interval{200};  ///< how often the router's readiness is polled
+  cache_section cache;                    ///< the response cache (backend off = none)
 };
 
 /// The server object. Not copyable; stop() (or the destructor) ends every connection.

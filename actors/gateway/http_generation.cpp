@@ -42,10 +42,12 @@ void session::start_generation(const bhttp::request<bhttp::string_body>& req) {
     throw api_error(503, "no replica is ready to serve (the model is loading, or every replica failed): retry later");
   auto prompts = tokenize_request(r, core_->opts.served->tokenizer());
   fit_context(r, prompts, core_->opts.max_context);
-  launch(std::move(r), std::move(prompts));
+  std::string key;
+  if (serve_cached(req, body, r, prompts, key)) return;
+  launch(std::move(r), std::move(prompts), std::move(key));
 }
 
-void session::launch(openai_request r, std::vector<std::vector<int32_t>> prompts) {
+void session::launch(openai_request r, std::vector<std::vector<int32_t>> prompts, std::string cache_key) {
   const int64_t n_choices = static_cast<int64_t>(prompts.size()) * r.n;
   int64_t tokens = 0;
   for (const auto& p : prompts) tokens += (static_cast<int64_t>(p.size()) + r.params.max_tokens) * r.n;
@@ -73,6 +75,8 @@ void session::launch(openai_request r, std::vector<std::vector<int32_t>> prompts
       call->choices.push_back(std::move(c));
     }
   call->remaining = static_cast<int>(call->choices.size());
+  call->cache_key = std::move(cache_key);
+  if (!call->cache_key.empty()) call->recording.choices.resize(call->choices.size());
   call->request = std::move(r);
   call->prompts = std::move(prompts);
   call_ = std::move(call);
@@ -138,6 +142,7 @@ void session::on_event(int choice, token_msg& m) {
     }
     return fail_call(m.finish_reason == "error" ? m.error : "the request was " + m.finish_reason);
   }
+  if (!call_->cache_key.empty()) record_event(choice, m);
   if (call_->request.stream) return stream_event(choice, m);
   c.out.text += m.text;
   if (!m.finished) return;
@@ -154,6 +159,7 @@ void session::complete() {
   }
   for (const auto& p : call_->prompts) usage.prompt_tokens += static_cast<int64_t>(p.size());
   auto body = dump_json(response_body(call_->meta, outs, usage, core_->opts.served->tokenizer()));
+  store_answer();
   call_.reset();
   respond(bhttp::status::ok, std::move(body), "application/json");
 }
@@ -178,6 +184,7 @@ void session::start_stream() {
   if (!chunked_) keep_alive_ = false;
   std::string head = version_ >= 11 ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.0 200 OK\r\n";
   head += "Server: troupe\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n";
+  if (!cache_header_.empty()) head += "X-Troupe-Cache: " + cache_header_ + "\r\n";
   head += chunked_ ? "Transfer-Encoding: chunked\r\n" : "";
   head += keep_alive_ ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
   push(head, true);
@@ -207,6 +214,7 @@ void session::stream_event(int choice, const token_msg& m) {
     for (const auto& p : call_->prompts) usage.prompt_tokens += static_cast<int64_t>(p.size());
     push(sse_event(usage_chunk(call_->meta, usage)));
   }
+  store_answer();
   count_request(200);
   end_stream();
 }

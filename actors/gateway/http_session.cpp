@@ -180,6 +180,7 @@ void session::read_header() {
   parser_->header_limit(header_limit);
   parser_->body_limit(static_cast<uint64_t>(core_->opts.server.max_body_bytes));
   endpoint_ = "other";
+  cache_header_.clear();
   stream_.expires_after(idle_timeout);
   bhttp::async_read_header(stream_, buffer_, *parser_,
                            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
@@ -347,6 +348,7 @@ void session::respond(bhttp::status status, std::string body, const std::string&
   res->set(bhttp::field::server, "troupe");
   res->set(bhttp::field::content_type, content_type);
   if (!retry_after.empty()) res->set(bhttp::field::retry_after, retry_after);
+  if (!cache_header_.empty()) res->set("X-Troupe-Cache", cache_header_);
   if (status == bhttp::status::method_not_allowed)
     res->set(bhttp::field::allow, endpoint_ == "/v1/completions" || endpoint_ == "/v1/chat/completions" || endpoint_ == "/admin/drain"
                                              ? "POST"

@@ -17,6 +17,7 @@
 #include "actors/gateway/http_gateway.h"
 #include "actors/messages.h"
 #include "actors/gateway/openai_response.h"
+#include "actors/gateway/response_cache.h"
 
 namespace troupe::http {
 
@@ -67,6 +68,7 @@ struct gateway_core {
   std::atomic<bool> draining{false};    ///< no new generation requests
   std::atomic<uint64_t> next_id{1};     ///< router request ids
   std::atomic<int64_t> connections{0};  ///< open connections
+  std::shared_ptr<response_cache> cache;  ///< the response cache (null = off)
 
   /// The metrics the gateway updates.
   troupe_metrics& metrics() { return *opts.metrics; }
@@ -112,6 +114,8 @@ struct api_call {
   bool headers_sent = false;                  ///< streaming: the 200 header is out
   bool ended = false;                         ///< streaming: the last bytes are queued
   std::chrono::steady_clock::time_point start;  ///< when the request arrived
+  std::string cache_key;                      ///< "" = the answer is not stored
+  cached_answer recording;                    ///< what the cache stores when it ends
 };
 
 /// One HTTP/1.1 connection: reads requests, routes them, streams answers.
@@ -149,7 +153,7 @@ class session : public std::enable_shared_from_this<session> {
   void count_request(int status);
   // -- generation (http_generation.cpp)
   void start_generation(const bhttp::request<bhttp::string_body>& req);
-  void launch(openai_request r, std::vector<std::vector<int32_t>> prompts);
+  void launch(openai_request r, std::vector<std::vector<int32_t>> prompts, std::string cache_key = "");
   void on_event(int choice, token_msg& m);
   void record_token(choice_state& c, const token_msg& m);
   void finish_choice(choice_state& c, const std::string& reason);
@@ -163,6 +167,15 @@ class session : public std::enable_shared_from_this<session> {
   void push(const std::string& data, bool raw = false);
   void flush();
   void on_flushed(beast::error_code ec);
+  // -- response cache (http_cache.cpp)
+  /// Looks `r` up (sets cache_header_); true when the answer was served from the cache.
+  bool serve_cached(const bhttp::request<bhttp::string_body>& req, const nlohmann::json& body,
+                    const openai_request& r, const std::vector<std::vector<int32_t>>& prompts,
+                    std::string& key);
+  void replay(const openai_request& r, cached_answer a);
+  void replay_stream(const openai_request& r, const cached_answer& a);
+  void record_event(int choice, const token_msg& m);
+  void store_answer();
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
@@ -177,6 +190,7 @@ class session : public std::enable_shared_from_this<session> {
   bool resume_after_watch_ = false;
   bool chunked_ = false;
   bool writing_ = false;
+  std::string cache_header_;  ///< X-Troupe-Cache of the current answer ("" = none)
   std::deque<std::string> out_;
   std::string write_buf_;
 };

@@ -62,6 +62,11 @@ gateway_options gateway_settings(const cluster_config& c, std::shared_ptr<const 
   g.generation = read_generation_defaults(c.model.path).overlaid_with(c.model.generation_defaults);
   logger()->info("sampling defaults for requests that leave them out: {}; max_tokens at most {}",
                  describe_generation(g.generation), c.server.max_tokens_default);
+  g.cache = c.cache;
+  if (c.cache.backend != "off")
+    logger()->info("response cache: {} (ttl {} ms, max_bytes {})",
+                   c.cache.backend == "redis" ? "redis at " + c.cache.url : c.cache.backend, c.cache.ttl.count(),
+                   c.cache.max_bytes);
   g.served = std::move(meta);
   g.registry = std::move(registry);
   g.metrics = std::move(metrics);
