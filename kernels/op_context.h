@@ -11,6 +11,11 @@ struct op_context {
   backend_kind backend = backend_kind::cpu;
   int n_threads = 1;        ///< CPU worker threads for this shard
   void* stream = nullptr;   ///< cudaStream_t on the CUDA backend
+  /// Compute every row in an order that does not depend on the rest of the batch (CUDA:
+  /// one GEMM algorithm for any row count, no GEMV, one attention kernel for decode and
+  /// prefill rows), so a row's result is bitwise the same alone or in any batch. The CPU
+  /// kernels are batch-invariant always.
+  bool batch_invariant = false;
 };
 
 /// Thrown when an op is called on a backend this build does not include.

@@ -19,7 +19,8 @@
 //   an online softmax, causal per row. A row's result depends only on its own positions
 //   (kv tiles start at absolute multiples of 32), not on the other rows of its tile.
 // The kernels sum in different orders: a row computed by one differs from the same row
-// computed by another in the last bits.
+// computed by another in the last bits. With op_context::batch_invariant every row takes a
+// prefill kernel (flash when it fits), so a row does not depend on the batch's shape.
 #include <cmath>
 
 #include "kernels/attention.h"
@@ -353,7 +354,9 @@ void paged_attention(const op_context& ctx, tensor_view out, tensor_view q, tens
     const T* qs = static_cast<const T*>(q.data);
     const T* kc = static_cast<const T*>(k_cache.data);
     const T* vc = static_cast<const T*>(v_cache.data);
-    if (a.m <= a.n_seqs) {
+    // Batch-invariant: decode and prefill rows alike take the prefill kernels, whose rows
+    // do not depend on the batch nor on how a prompt was chunked.
+    if (a.m <= a.n_seqs && !ctx.batch_invariant) {
       if (!decode_grouped(ctx, o, qs, kc, vc, q.type, a)) launch_decode<T>(ctx, o, qs, kc, vc, a);
     } else if (!flash_prefill(ctx, o, qs, kc, vc, q.type, a)) {
       launch_prefill<T>(ctx, o, qs, kc, vc, a);

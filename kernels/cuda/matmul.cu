@@ -14,7 +14,11 @@
 // A shape cuBLASLt has no algorithm for falls back to a plain fp32-accumulating kernel.
 //
 // Batch invariance: cuBLASLt picks its algorithm per shape, so unlike the CPU kernel a row
-// computed in a batch of m rows may differ in the last bits from the same row alone.
+// computed in a batch of m rows may differ in the last bits from the same row alone. With
+// op_context::batch_invariant, matmul takes no GEMV and one cuBLASLt algorithm per (n, k,
+// types, alignment), whatever m: the heuristic's first algorithm for pinned_rows rows that
+// splits no k (split-K would sum a row in parts whose cut may move with m), checked to
+// support each m (else the fallback kernel, invariant too).
 #include <cublasLt.h>
 
 #include <algorithm>
@@ -22,8 +26,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/matmul.h"
@@ -32,6 +38,7 @@ namespace troupe::kernels::cuda {
 namespace {
 
 constexpr size_t workspace_bytes = 32u << 20;
+constexpr int64_t pinned_rows = 512;  // the row count a batch-invariant algorithm is chosen for
 /// Rows up to which matmul takes the GEMV, and the k below which it does: measured against
 /// cuBLASLt on one H200 at the Llama-3.1-8B projections (docs/gpu-notes.md): at m = 1 the GEMV
 /// won for k = 4096 (qkv 14.9 vs 16.6 us, o 12.0 vs 12.8, gate_up 55.8 vs 56.2, lm_head 237
@@ -73,7 +80,9 @@ struct plan {
   bool fallback = false;  ///< no cuBLASLt algorithm: fallback_gemm_kernel computes it
 };
 
-using plan_key = std::tuple<int, int64_t, int64_t, int64_t, int, int, uint32_t, uint32_t, uint32_t>;
+using plan_key = std::tuple<int, int64_t, int64_t, int64_t, int, int, uint32_t, uint32_t, uint32_t, bool>;
+/// (device, n, k, in type, out type, alignments): a batch-invariant shape family.
+using pinned_key = std::tuple<int, int64_t, int64_t, int, int, uint32_t, uint32_t, uint32_t>;
 
 /// The process-wide cuBLASLt state (never destroyed: it may outlive the CUDA context).
 struct blas_cache {
@@ -81,6 +90,7 @@ struct blas_cache {
   std::map<int, cublasLtHandle_t> handles;                  // device -> handle
   std::map<std::pair<int, cudaStream_t>, void*> workspaces;  // (device, stream) -> 32 MiB
   std::map<plan_key, std::unique_ptr<plan>> plans;
+  std::map<pinned_key, std::optional<cublasLtMatmulAlgo_t>> pinned;  // none: the fallback kernel
 };
 
 blas_cache& cache() {
@@ -107,9 +117,8 @@ void* workspace_for(blas_cache& c, int device, cudaStream_t stream) {
   return ws;
 }
 
-/// Builds the descriptors of a shape and asks the heuristic for its best algorithm.
-std::unique_ptr<plan> make_plan(cublasLtHandle_t h, int64_t m, int64_t n, int64_t k, dtype in,
-                                dtype out, const uint32_t align[3]) {
+/// The descriptors of a shape (m rows of x and out).
+std::unique_ptr<plan> make_descriptors(int64_t m, int64_t n, int64_t k, dtype in, dtype out) {
   auto p = std::make_unique<plan>();
   check_blas(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "descriptor");
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
@@ -120,6 +129,12 @@ std::unique_ptr<plan> make_plan(cublasLtHandle_t h, int64_t m, int64_t n, int64_
   check_blas(cublasLtMatrixLayoutCreate(&p->a, blas_type(in), k, n, k), "layout of w");
   check_blas(cublasLtMatrixLayoutCreate(&p->b, blas_type(in), k, m, k), "layout of x");
   check_blas(cublasLtMatrixLayoutCreate(&p->d, blas_type(out), n, m, n), "layout of out");
+  return p;
+}
+
+/// Up to `want` of the heuristic's algorithms for plan `p`, best first.
+std::vector<cublasLtMatmulHeuristicResult_t> heuristic(cublasLtHandle_t h, const plan& p,
+                                                       const uint32_t align[3], int want) {
   cublasLtMatmulPreference_t pref = nullptr;
   check_blas(cublasLtMatmulPreferenceCreate(&pref), "preference");
   const size_t ws = workspace_bytes;
@@ -132,13 +147,49 @@ std::unique_ptr<plan> make_plan(cublasLtHandle_t h, int64_t m, int64_t n, int64_
                                        sizeof align[2]);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align[2],
                                        sizeof align[2]);
-  cublasLtMatmulHeuristicResult_t result{};
+  std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(want));
   int found = 0;
   const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(h, p->desc, p->a, p->b, p->d, p->d, pref, 1, &result, &found);
+      cublasLtMatmulAlgoGetHeuristic(h, p.desc, p.a, p.b, p.d, p.d, pref, want, results.data(), &found);
   cublasLtMatmulPreferenceDestroy(pref);
-  p->fallback = st != CUBLAS_STATUS_SUCCESS || found == 0;
-  if (!p->fallback) p->algo = result.algo;
+  results.resize(st == CUBLAS_STATUS_SUCCESS ? static_cast<size_t>(found) : 0);
+  return results;
+}
+
+/// The batch-invariant algorithm of a shape family: the heuristic's first for pinned_rows
+/// rows whose split-K count is 1; none when it has none.
+std::optional<cublasLtMatmulAlgo_t> pick_pinned(cublasLtHandle_t h, int64_t n, int64_t k, dtype in, dtype out,
+                                                const uint32_t align[3]) {
+  const auto ref = make_descriptors(pinned_rows, n, k, in, out);
+  for (const auto& r : heuristic(h, *ref, align, 16)) {
+    int32_t split = 1;
+    size_t written = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(&r.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &split, sizeof split,
+                                             &written) != CUBLAS_STATUS_SUCCESS)
+      continue;
+    if (split <= 1) return r.algo;
+  }
+  return std::nullopt;
+}
+
+/// Builds the descriptors of a shape and chooses its algorithm: the heuristic's best, or
+/// (batch-invariant) the family's pinned one when it supports this m.
+std::unique_ptr<plan> make_plan(cublasLtHandle_t h, int64_t m, int64_t n, int64_t k, dtype in,
+                                dtype out, const uint32_t align[3],
+                                const std::optional<cublasLtMatmulAlgo_t>* pinned) {
+  auto p = make_descriptors(m, n, k, in, out);
+  if (pinned) {
+    cublasLtMatmulHeuristicResult_t check{};
+    p->fallback = !pinned->has_value() ||
+                  cublasLtMatmulAlgoCheck(h, p->desc, p->a, p->b, p->d, p->d, &**pinned, &check) !=
+                      CUBLAS_STATUS_SUCCESS ||
+                  check.workspaceSize > workspace_bytes;
+    if (!p->fallback) p->algo = **pinned;
+    return p;
+  }
+  const auto best = heuristic(h, *p, align, 1);
+  p->fallback = best.empty();
+  if (!p->fallback) p->algo = best[0].algo;
   return p;
 }
 
@@ -394,11 +445,21 @@ void matmul_cublas(const op_context& ctx, tensor_view out, tensor_view x, tensor
       std::lock_guard<std::mutex> lock(c.mu);
       h = handle_for(c, device);
       ws = workspace_for(c, device, stream);
+      const bool inv = ctx.batch_invariant;
       const plan_key key{device, m, n, k, static_cast<int>(x.type), static_cast<int>(out.type),
-                         align[0], align[1], align[2]};
+                         align[0], align[1], align[2], inv};
       auto it = c.plans.find(key);
-      if (it == c.plans.end())
-        it = c.plans.emplace(key, make_plan(h, m, n, k, x.type, out.type, align)).first;
+      if (it == c.plans.end()) {
+        const std::optional<cublasLtMatmulAlgo_t>* pinned = nullptr;
+        if (inv) {
+          const pinned_key family{device, n, k, static_cast<int>(x.type), static_cast<int>(out.type),
+                                  align[0], align[1], align[2]};
+          auto f = c.pinned.find(family);
+          if (f == c.pinned.end()) f = c.pinned.emplace(family, pick_pinned(h, n, k, x.type, out.type, align)).first;
+          pinned = &f->second;
+        }
+        it = c.plans.emplace(key, make_plan(h, m, n, k, x.type, out.type, align, pinned)).first;
+      }
       p = it->second.get();
     }
     const float alpha = 1.0f, beta = 0.0f;
@@ -431,7 +492,7 @@ bool gemv(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, 
 }
 
 void matmul(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias) {
-  if (x.shape.rank == 2 && x.shape[0] <= gemv_row_limit() && x.shape[1] < gemv_max_k && x.where == backend_kind::cuda &&
+  if (!ctx.batch_invariant && x.shape.rank == 2 && x.shape[0] <= gemv_row_limit() && x.shape[1] < gemv_max_k && x.where == backend_kind::cuda &&
       gemv(ctx, out, x, w, bias))
     return;
   matmul_cublas(ctx, out, x, w, bias);

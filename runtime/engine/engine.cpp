@@ -24,6 +24,7 @@ context_params make_context_params(const engine_config& c) {
   p.max_batch_tokens = c.max_batch_tokens;
   p.max_logit_rows = c.max_seqs;
   p.cuda_graphs = c.cuda_graphs;
+  p.batch_invariant = c.batch_invariant;
   return p;
 }
 

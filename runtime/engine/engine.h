@@ -31,6 +31,7 @@ struct engine_config {
   bool record_logits = false;   ///< attach each sampled position's logits to its event (tests)
   bool local_execution = true;  ///< run the forward here; false: shards run it (begin/end_step)
   bool cuda_graphs = true;      ///< CUDA: replay decode steps from captured graphs
+  bool batch_invariant = false; ///< see context_params::batch_invariant
 };
 
 /// What one request produced in one step.

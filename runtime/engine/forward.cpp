@@ -58,6 +58,7 @@ shard_context::shard_context(const model& m, const context_params& p, k::op_cont
     throw std::invalid_argument(std::string("shard context: the ops run on ") + backend_name(ops.backend) +
                                 " but the weights are on " + m.device().str());
   on_device_ = ops.backend == backend_kind::cuda;
+  ops_.batch_invariant = ops_.batch_invariant || p.batch_invariant;
   if (on_device_) {
     use_device(m.device());
     if (!ops_.stream) {

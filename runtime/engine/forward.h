@@ -47,6 +47,10 @@ struct context_params {
   /// CUDA: time each step on the device (events at the start of forward() and in
   /// finish()); see last_step_device_ms. Benchmarks only.
   bool time_steps = false;
+  /// Every kernel computes a row in an order independent of the batch (see
+  /// kernels::op_context::batch_invariant): a sequence's logits are bitwise the same alone
+  /// or in any batch, and a resumed request repeats the fault-free tokens.
+  bool batch_invariant = false;
 };
 
 /// How a shard talks to the rest of its replica. All null: the whole model is here.
