@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <set>
 #include <unordered_map>
 
 #include "actors/actor_system_config.h"
@@ -22,6 +23,9 @@ struct route {
   clock_type::time_point since;   ///< when it last started waiting for a replica
   int retries = 0;                ///< times it moved off a failed replica
   int drain_moves = 0;            ///< times it moved off a draining replica (not retries)
+  int64_t tokens = 0;             ///< prompt + max_tokens: its share of the token limit
+  bool admitted = true;           ///< counts against the limits (until it ends or is cancelled)
+  bool cancelled = false;         ///< given up: it ends at its replica and never moves
 };
 
 /// A graceful drain waiting for its replicas to hold no request.
@@ -40,9 +44,15 @@ struct router_state {
   std::vector<drain_wait> drains; ///< drains not answered yet
   std::vector<int> load;          ///< requests in flight per replica
   std::unordered_map<uint64_t, route> routes;  ///< by router id
-  std::deque<uint64_t> waiting;   ///< router ids without a replica, oldest first
+  /// Router ids without a replica: requests moved off a replica first, then new ones in
+  /// arrival order (each expires request_wait after its own `since`).
+  std::deque<uint64_t> waiting;
   std::chrono::milliseconds request_wait{30000};
   int request_retries = 3;        ///< moves allowed per request
+  router_limits limits;           ///< admission: requests and tokens held at once
+  int admitted_requests = 0;      ///< routes that count against the limits
+  int64_t admitted_tokens = 0;    ///< their prompt + max_tokens
+  std::set<caf::actor_addr> watched;  ///< client actors this router monitors
   uint64_t next_id = 1;
   static inline const char* name = "troupe.router";
 };
@@ -56,15 +66,29 @@ int pick(const router_state& st) {
   return best;
 }
 
+/// `r` no longer counts against the admission limits (it ended or was cancelled).
+void release(router_state& st, route& r) {
+  if (!r.admitted) return;
+  r.admitted = false;
+  st.admitted_requests--;
+  st.admitted_tokens -= r.tokens;
+}
+
+/// Sends `client` the last event of its request `client_id`.
+void send_end(const caf::actor& client, uint64_t client_id, const std::string& reason, const std::string& why = "") {
+  token_msg m;
+  m.request = client_id;
+  m.finished = true;
+  m.finish_reason = reason;
+  m.error = why;
+  caf::anon_send(client, token_atom::value, std::move(m));
+}
+
 void fail_request(router_ptr self, uint64_t id, const std::string& why) {
   auto it = self->state.routes.find(id);
   if (it == self->state.routes.end()) return;
-  token_msg m;
-  m.request = it->second.client_id;
-  m.finished = true;
-  m.finish_reason = "error";
-  m.error = why;
-  caf::anon_send(it->second.client, token_atom::value, std::move(m));
+  release(self->state, it->second);
+  send_end(it->second.client, it->second.client_id, "error", why);
   self->state.routes.erase(it);
 }
 
@@ -100,6 +124,7 @@ void on_token(router_ptr self, token_msg& m) {
   caf::anon_send(r.client, token_atom::value, std::move(m));
   if (finished) {
     if (r.replica >= 0) st.load[static_cast<size_t>(r.replica)]--;
+    release(st, r);
     st.routes.erase(it);
     if (!st.drains.empty()) check_drains(self);
   }
@@ -108,8 +133,10 @@ void on_token(router_ptr self, token_msg& m) {
 /// Replica `index` failed (or `drain`: its drain deadline passed): each of its requests
 /// gets a new router id (so late events of the old one are dropped), is cancelled there (a
 /// rebuilt replica does not continue it) and waits, ahead of new requests, for a ready
-/// replica to resume it after the tokens its client already has. A request that ran out
-/// of retries ends with an error (a drain move is not a retry). Returns the requests moved.
+/// replica to resume it after the tokens its client already has. Its wait for that
+/// replica starts now (request_wait bounds the wait, not the time it ran). A request that
+/// ran out of retries ends with an error (a drain move is not a retry); a cancelled one
+/// ends here. Returns the requests moved.
 int migrate(router_ptr self, int index, bool drain = false) {
   auto& st = self->state;
   std::vector<uint64_t> moved;
@@ -122,6 +149,11 @@ int migrate(router_ptr self, int index, bool drain = false) {
     route& r = node.mapped();
     self->send(st.replicas[static_cast<size_t>(index)], cancel_atom::value, old_id);
     st.load[static_cast<size_t>(index)]--;
+    if (r.cancelled) {  // its client gave it up (or went away) before the replica confirmed
+      release(st, r);
+      send_end(r.client, r.client_id, "cancelled");
+      continue;
+    }
     const uint64_t id = st.next_id++;
     r.replica = -1;
     (drain ? r.drain_moves : r.retries)++;
@@ -193,29 +225,98 @@ caf::result<int32_t> start_drain(router_ptr self, const std::vector<int32_t>& re
   return rp;
 }
 
-/// The client's request `client_id`: waiting ones end here, running ones at their replica
-/// (which answers with a "cancelled" event that on_token relays).
-void cancel(router_ptr self, uint64_t client_id, const caf::actor& client) {
+/// Gives request `id` up: a waiting one ends here (its client gets "cancelled" when
+/// `notify`), a running one at its replica (which answers with a "cancelled" event that
+/// on_token relays). Either way it stops counting against the limits now, as the HTTP
+/// gateway's admission does when its client goes away.
+void cancel_route(router_ptr self, uint64_t id, bool notify) {
   auto& st = self->state;
-  for (auto& [id, r] : st.routes) {
-    if (r.client_id != client_id || r.client != client) continue;
-    if (r.replica >= 0) {
-      self->send(st.replicas[static_cast<size_t>(r.replica)], cancel_atom::value, id);
-      return;
-    }
-    token_msg m;
-    m.request = client_id;
-    m.finished = true;
-    m.finish_reason = "cancelled";
-    caf::anon_send(client, token_atom::value, std::move(m));
-    st.waiting.erase(std::remove(st.waiting.begin(), st.waiting.end(), id), st.waiting.end());
-    st.routes.erase(id);
+  auto it = st.routes.find(id);
+  if (it == st.routes.end()) return;
+  route& r = it->second;
+  release(st, r);
+  if (r.replica >= 0) {
+    if (!r.cancelled) self->send(st.replicas[static_cast<size_t>(r.replica)], cancel_atom::value, id);
+    r.cancelled = true;
     return;
   }
+  if (notify) send_end(r.client, r.client_id, "cancelled");
+  st.waiting.erase(std::remove(st.waiting.begin(), st.waiting.end(), id), st.waiting.end());
+  st.routes.erase(it);
+}
+
+/// The client's request `client_id` (see cancel_route).
+void cancel(router_ptr self, uint64_t client_id, const caf::actor& client) {
+  for (const auto& [id, r] : self->state.routes)
+    if (r.client_id == client_id && r.client == client) return cancel_route(self, id, true);
+}
+
+/// A client actor went away (it died, or its node was lost): its requests are cancelled,
+/// waiting or running, so the replicas stop decoding them and free their KV blocks.
+void on_client_down(router_ptr self, const caf::down_msg& dm) {
+  auto& st = self->state;
+  st.watched.erase(dm.source);
+  std::vector<uint64_t> ids;
+  for (const auto& [id, r] : st.routes)
+    if (r.client.address() == dm.source) ids.push_back(id);
+  if (ids.empty()) return;
+  logger()->info("router: a client went away ({}): cancelling its {} request(s)", self->system().render(dm.reason),
+                 ids.size());
+  for (uint64_t id : ids) cancel_route(self, id, false);
+}
+
+/// Admits a client's request within the limits (and watches its client) or ends it at
+/// once with an error naming them.
+void on_generate(router_ptr self, uint64_t client_id, generate_request& req, const caf::actor& client) {
+  auto& st = self->state;
+  const int64_t tokens = static_cast<int64_t>(req.prompt.size()) + std::max(0, req.params.max_tokens);
+  const auto& lim = st.limits;
+  if (tokens > lim.max_tokens)
+    return send_end(client, client_id, "error",
+                    "the request needs " + std::to_string(tokens) +
+                        " tokens (prompt + max_tokens), more than the cluster admits (server.max_queue_tokens " +
+                        std::to_string(lim.max_tokens) + ")");
+  if (st.admitted_requests + 1 > lim.max_requests || st.admitted_tokens + tokens > lim.max_tokens)
+    return send_end(client, client_id, "error",
+                    "the cluster is at capacity (server.max_queue_requests " + std::to_string(lim.max_requests) +
+                        ", server.max_queue_tokens " + std::to_string(lim.max_tokens) + "; " +
+                        std::to_string(st.admitted_requests) + " requests and " +
+                        std::to_string(st.admitted_tokens) + " tokens admitted): retry later");
+  if (client && st.watched.insert(client.address()).second) self->monitor(client);
+  const uint64_t id = st.next_id++;
+  route r{client, client_id, -1, std::move(req), {}, clock_type::now(), 0};
+  r.tokens = tokens;
+  st.admitted_requests++;
+  st.admitted_tokens += tokens;
+  st.routes.emplace(id, std::move(r));
+  st.waiting.push_back(id);
+  dispatch_waiting(self);
+}
+
+/// Ends every waiting request whose wait reached request_wait, wherever it is in the
+/// queue (a request moved off a failed replica waits ahead of older ones).
+void expire_waiting(router_ptr self) {
+  auto& st = self->state;
+  const auto now = clock_type::now();
+  std::deque<uint64_t> kept;
+  std::vector<uint64_t> expired;
+  for (uint64_t id : st.waiting) {
+    auto it = st.routes.find(id);
+    if (it == st.routes.end()) continue;
+    if (now - it->second.since >= st.request_wait)
+      expired.push_back(id);
+    else
+      kept.push_back(id);
+  }
+  st.waiting.swap(kept);
+  for (uint64_t id : expired)
+    fail_request(self, id, "no replica became ready within " + std::to_string(st.request_wait.count()) +
+                               " ms (fault_tolerance.request_wait)");
 }
 
 router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_actor> replicas,
-                                        std::chrono::milliseconds request_wait, int request_retries) {
+                                        std::chrono::milliseconds request_wait, int request_retries,
+                                        router_limits limits) {
   auto& st = self->state;
   st.replicas = std::move(replicas);
   st.ready.assign(st.replicas.size(), false);
@@ -223,6 +324,8 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
   st.load.assign(st.replicas.size(), 0);
   st.request_wait = request_wait;
   st.request_retries = request_retries;
+  st.limits = limits;
+  self->set_down_handler([self](caf::down_msg& dm) { on_client_down(self, dm); });
   self->send(self, sweep_atom::value);
   // Replicas that became ready before anyone told this router: ask them.
   for (size_t i = 0; i < st.replicas.size(); ++i)
@@ -234,11 +337,7 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
         }, [](caf::error&) {});
   return {
       [self](generate_atom, uint64_t client_id, generate_request& req, const caf::actor& client) {
-        auto& st = self->state;
-        const uint64_t id = st.next_id++;
-        st.routes[id] = route{client, client_id, -1, std::move(req), {}, clock_type::now(), 0};
-        st.waiting.push_back(id);
-        dispatch_waiting(self);
+        on_generate(self, client_id, req, client);
       },
       [self](token_atom, token_msg& m) { on_token(self, m); },
       [self](cancel_atom, uint64_t client_id, const caf::actor& client) { cancel(self, client_id, client); },
@@ -267,17 +366,8 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
         logger()->info("router: replica {} recovers stage-locally; its requests stay there", index);
       },
       [self](sweep_atom) {
-        auto& st = self->state;
-        const auto now = clock_type::now();
-        while (!st.waiting.empty()) {
-          auto it = st.routes.find(st.waiting.front());
-          if (it != st.routes.end() && now - it->second.since < st.request_wait) break;
-          const uint64_t id = st.waiting.front();
-          st.waiting.pop_front();
-          fail_request(self, id, "no replica became ready within " +
-                                     std::to_string(st.request_wait.count()) + " ms");
-        }
-        if (!st.drains.empty()) check_drains(self);
+        expire_waiting(self);
+        if (!self->state.drains.empty()) check_drains(self);
         self->delayed_send(self, std::chrono::milliseconds(100), sweep_atom::value);
       },
       [self](drain_atom, const std::vector<int32_t>& replicas, caf::timespan deadline) {
@@ -289,8 +379,8 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
 }  // namespace
 
 router_actor spawn_router(caf::actor_system& sys, std::vector<replica_actor> replicas,
-                          std::chrono::milliseconds request_wait, int request_retries) {
-  return sys.spawn(router_impl, std::move(replicas), request_wait, request_retries);
+                          std::chrono::milliseconds request_wait, int request_retries, router_limits limits) {
+  return sys.spawn(router_impl, std::move(replicas), request_wait, request_retries, limits);
 }
 
 }  // namespace troupe

@@ -6,8 +6,14 @@
 /// replica (or wait for the first one ready, the rebuilt one included) and resume after
 /// the tokens already sent, at most fault_tolerance.request_retries times each.
 /// Requests that wait for a ready replica longer than fault_tolerance.request_wait get a
-/// clean error. A draining replica (graceful drain) gets no new request and does not count
-/// as ready.
+/// clean error, each after its own wait (the oldest first, whatever waits ahead of it).
+/// A draining replica (graceful drain) gets no new request and does not count as ready.
+///
+/// Admission: the router holds at most router_limits' requests and tokens (the HTTP
+/// gateway's server.max_queue_requests and max_queue_tokens) from all its clients
+/// together; a request beyond them ends at once with an error naming the limits. The
+/// router monitors every client actor: when one goes away (its process died, its node was
+/// lost) its requests are cancelled, waiting or running, so the replicas free their KV.
 #include <caf/all.hpp>
 
 #include "actors/messages.h"
@@ -39,9 +45,20 @@ using router_actor = caf::typed_actor<
     /// replicas like a failure's, without counting against request_retries.
     caf::replies_to<drain_atom, std::vector<int32_t>, caf::timespan>::with<int32_t>>;
 
+/// What the router admits at once over all its clients (unfinished requests and their
+/// prompt + max_tokens); the defaults are server_section's.
+struct router_limits {
+  int max_requests = server_section{}.max_queue_requests;    ///< server.max_queue_requests
+  int64_t max_tokens = server_section{}.max_queue_tokens;    ///< server.max_queue_tokens
+};
+
+/// The router's limits from the cluster file's `server:` section.
+inline router_limits limits_of(const server_section& s) { return {s.max_queue_requests, s.max_queue_tokens}; }
+
 /// Spawns a router over `replicas` (index i = replica i), none ready yet; a request moves
-/// off a failed replica at most `request_retries` times.
+/// off a failed replica at most `request_retries` times; `limits` bound what it admits.
 router_actor spawn_router(caf::actor_system& sys, std::vector<replica_actor> replicas,
-                          std::chrono::milliseconds request_wait, int request_retries = 3);
+                          std::chrono::milliseconds request_wait, int request_retries = 3,
+                          router_limits limits = {});
 
 }  // namespace troupe
