@@ -157,7 +157,8 @@ namespace troupe {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, context_params& x) {
   return f(caf::meta::type_name("troupe::context_params"), x.n_blocks, x.block_size,
-           x.max_batch_tokens, x.max_logit_rows, x.cuda_graphs, x.keep_stage_inputs);
+           x.max_batch_tokens, x.max_logit_rows, x.cuda_graphs, x.keep_stage_inputs,
+           x.batch_invariant);
 }
 
 /// `inspect` for shard_spec.

@@ -71,6 +71,10 @@ struct scheduler_section {
   int max_context = 0;               ///< 0 = the model's
   bool prefix_caching = true;
   int micro_batches = 2;             ///< pipeline micro-batches in flight
+  /// GPU kernels compute every row independently of the batch (one GEMM algorithm for
+  /// any row count, one attention kernel): bitwise-reproducible logits, and a request
+  /// resumed after a failure repeats the fault-free tokens. Costs speed (docs/gpu-notes.md).
+  bool batch_invariant = false;
 };
 
 /// `fault_tolerance:` — detection and recovery bounds.

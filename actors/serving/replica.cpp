@@ -26,6 +26,7 @@ context_params replica_context_params(const scheduler_section& s) {
   p.n_blocks = (s.kv_tokens + s.block_size - 1) / s.block_size;
   p.max_batch_tokens = s.max_batch_tokens;
   p.max_logit_rows = s.max_seqs;
+  p.batch_invariant = s.batch_invariant;
   return p;
 }
 

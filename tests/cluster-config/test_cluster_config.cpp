@@ -124,7 +124,7 @@ nodes:
 server: {host: 0.0.0.0, port: 9000, api_keys: [k1, k2], max_queue_requests: 10,
          max_queue_tokens: 1000, max_body_bytes: 2048}
 scheduler: {max_batch_tokens: 256, max_seqs: 8, kv_tokens: 4096, block_size: 32,
-            max_context: 2048, prefix_caching: false, micro_batches: 3}
+            max_context: 2048, prefix_caching: false, micro_batches: 3, batch_invariant: true}
 fault_tolerance: {heartbeat_interval: 250ms, heartbeat_timeout: 2s, collective_timeout: 1.5s,
                   request_wait: 2m, max_restarts: 0, request_retries: 1}
 )");
@@ -142,6 +142,7 @@ fault_tolerance: {heartbeat_interval: 250ms, heartbeat_timeout: 2s, collective_t
   CHECK(c.scheduler.block_size == 32);
   CHECK_FALSE(c.scheduler.prefix_caching);
   CHECK(c.scheduler.micro_batches == 3);
+  CHECK(c.scheduler.batch_invariant);
   CHECK(c.fault_tolerance.heartbeat_interval == std::chrono::milliseconds(250));
   CHECK(c.fault_tolerance.heartbeat_timeout == std::chrono::milliseconds(2000));
   CHECK(c.fault_tolerance.collective_timeout == std::chrono::milliseconds(1500));
