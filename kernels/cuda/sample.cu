@@ -232,6 +232,18 @@ __device__ __forceinline__ bool ranks_before(float ox, int oi, float bx, int bi)
   return bi == 0x7fffffff || ox > bx || (ox == bx && oi < bi);
 }
 
+/// The warp's best (value, id) into every lane's bx, bi.
+__device__ __forceinline__ void warp_best(float& bx, int& bi) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ox = __shfl_xor_sync(0xffffffffu, bx, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (oi != 0x7fffffff && ranks_before(ox, oi, bx, bi)) {
+      bx = ox;
+      bi = oi;
+    }
+  }
+}
+
 /// Chunk blockIdx.x of row blockIdx.y: its best (value, id) into parts[row, chunk].
 __global__ void argmax_chunk_kernel(argmax_part* parts, const float* logits, int vocab) {
   __shared__ float sf[32];
@@ -245,14 +257,7 @@ __global__ void argmax_chunk_kernel(argmax_part* parts, const float* logits, int
       bx = x[i];
       bi = i;
     }
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ox = __shfl_xor_sync(0xffffffffu, bx, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (oi != 0x7fffffff && ranks_before(ox, oi, bx, bi)) {
-      bx = ox;
-      bi = oi;
-    }
-  }
+  warp_best(bx, bi);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) {
     sf[warp] = bx;
@@ -279,14 +284,7 @@ __global__ void argmax_merge_kernel(int32_t* tokens, const argmax_part* parts, i
       bx = p[c].x;
       bi = p[c].id;
     }
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ox = __shfl_xor_sync(0xffffffffu, bx, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (oi != 0x7fffffff && ranks_before(ox, oi, bx, bi)) {
-      bx = ox;
-      bi = oi;
-    }
-  }
+  warp_best(bx, bi);
   if (threadIdx.x == 0) tokens[blockIdx.x] = bi;
 }
 
