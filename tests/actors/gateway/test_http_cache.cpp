@@ -229,10 +229,10 @@ TEST_CASE("cached answers expire after the TTL", "[cache][redis][http][slow]") {
   if (test::redis_server::binary().empty()) return test::skip_case("no redis-server on PATH (Debian: redis-server)");
   test::redis_server redis;
   REQUIRE(redis.ping());
-  fixture f(redis_cache(redis, std::chrono::milliseconds(300)));
+  fixture f(redis_cache(redis, std::chrono::milliseconds(800)));
   CHECK(post(f.port(), "/v1/chat/completions", chat(7)).cache == "miss");
   CHECK(post(f.port(), "/v1/chat/completions", chat(7)).cache == "hit");
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  std::this_thread::sleep_for(std::chrono::milliseconds(900));
   CHECK(post(f.port(), "/v1/chat/completions", chat(7)).cache == "miss");
   CHECK(*f.seen == 2);
 }

@@ -152,7 +152,7 @@ TEST_CASE("an answer survives encoding with its events, logprobs and split UTF-8
 TEST_CASE("the memory cache evicts the least recently used answer past max_bytes and expires after the TTL",
           "[cache]") {
   metrics::registry reg;
-  auto cache = make_response_cache(config("memory", std::chrono::milliseconds(150), 250), reg);
+  auto cache = make_response_cache(config("memory", std::chrono::milliseconds(400), 250), reg);
   REQUIRE(cache);
   CHECK(cache->backend() == "memory");
   CHECK(make_response_cache(config("off", std::chrono::seconds(1), 1), reg) == nullptr);
@@ -169,7 +169,7 @@ TEST_CASE("the memory cache evicts the least recently used answer past max_bytes
   CHECK(metric(reg, "troupe_response_cache_hits_total") == 3);
   CHECK(metric(reg, "troupe_response_cache_misses_total") == 2);
   CHECK(metric(reg, "troupe_response_cache_bytes") == 182);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::this_thread::sleep_for(std::chrono::milliseconds(450));
   CHECK(cache->get("a").result == cache_lookup::status::miss);
   CHECK(metric(reg, "troupe_response_cache_bytes") == 91);
 }
@@ -179,7 +179,7 @@ TEST_CASE("the redis cache stores answers with the TTL and sets Redis's LRU evic
   test::redis_server redis;
   REQUIRE(redis.ping());
   metrics::registry reg;
-  auto cache = make_response_cache(config("redis", std::chrono::milliseconds(300), 64 << 20, redis.url()), reg);
+  auto cache = make_response_cache(config("redis", std::chrono::milliseconds(600), 64 << 20, redis.url()), reg);
   REQUIRE(cache);
   CHECK(cache->backend() == "redis");
   CHECK(redis.command("CONFIG GET maxmemory-policy") == "allkeys-lru");
@@ -192,8 +192,8 @@ TEST_CASE("the redis cache stores answers with the TTL and sets Redis's LRU evic
   CHECK(found.value == value);
   const auto pttl = std::stoi(redis.command("PTTL k"));
   CHECK(pttl > 0);
-  CHECK(pttl <= 300);
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  CHECK(pttl <= 600);
+  std::this_thread::sleep_for(std::chrono::milliseconds(650));
   CHECK(cache->get("k").result == cache_lookup::status::miss);
   CHECK(metric(reg, "troupe_response_cache_hits_total") == 1);
   CHECK(metric(reg, "troupe_response_cache_misses_total") == 2);
@@ -216,7 +216,7 @@ TEST_CASE("a killed redis makes lookups fail fast and count errors, and the cach
   cache->put("k2", "v");
   for (int i = 0; i < 100; ++i) CHECK(cache->get("k").result == cache_lookup::status::error);
   const auto spent = clock_type::now() - t0;
-  CHECK(spent < std::chrono::milliseconds(300));  // one failed call, then the back-off: no network
+  CHECK(spent < std::chrono::milliseconds(500));  // one failed call, then the back-off: no network
   CHECK(metric(reg, "troupe_response_cache_errors_total") == 102);
   REQUIRE(redis.start());
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // past the 1 s back-off
@@ -238,6 +238,6 @@ TEST_CASE("a hung redis costs one lookup about the 50 ms timeout", "[cache][redi
   redis.resume();
   CHECK(r.result == cache_lookup::status::error);
   CHECK(spent >= std::chrono::milliseconds(40));  // it waited for the timeout ...
-  CHECK(spent < std::chrono::milliseconds(200));  // ... and no longer
+  CHECK(spent < std::chrono::milliseconds(500));  // ... and not much longer (a loaded machine)
   CHECK(metric(reg, "troupe_response_cache_errors_total") == 1);
 }
