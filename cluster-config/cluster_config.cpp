@@ -76,6 +76,7 @@ void read_server(section s, server_section& v) {
   s.get_port("port", v.port, true);
   s.get("model_name", v.model_name);
   s.get("api_keys", v.api_keys);
+  s.get("admin_keys", v.admin_keys);
   s.get("max_queue_requests", v.max_queue_requests);
   s.get("max_queue_tokens", v.max_queue_tokens);
   s.get("max_body_bytes", v.max_body_bytes);
@@ -261,6 +262,8 @@ std::string to_yaml(const cluster_config& c) {
       << YAML::Value << YAML::DoubleQuoted << s.model_name << YAML::Key << "api_keys"
       << YAML::Value;
   emit_string_list(out, s.api_keys);
+  out << YAML::Key << "admin_keys" << YAML::Value;
+  emit_string_list(out, s.admin_keys);
   out << YAML::Key << "max_queue_requests" << YAML::Value << s.max_queue_requests << YAML::Key
       << "max_queue_tokens" << YAML::Value << s.max_queue_tokens << YAML::Key << "max_body_bytes" << YAML::Value
       << s.max_body_bytes << YAML::Key << "max_n" << YAML::Value << s.max_n << YAML::Key << "max_tokens_default"

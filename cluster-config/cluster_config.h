@@ -53,6 +53,7 @@ struct server_section {
   uint16_t port = 8000;               ///< 0 = any free port (the head logs the one it got)
   std::string model_name;             ///< the name clients use; "" = served_model_name's default
   std::vector<std::string> api_keys;
+  std::vector<std::string> admin_keys;  ///< bearer keys of /admin/*; none: loopback clients only
   int max_queue_requests = 256;
   int64_t max_queue_tokens = 262144;
   int64_t max_body_bytes = 4 << 20;

@@ -2,6 +2,7 @@
 // shards against devices, ...). Every error names the key path and the reason.
 #include "cluster-config/config_reader.h"
 
+#include <algorithm>
 #include <set>
 
 namespace troupe {
@@ -98,6 +99,11 @@ void check_server(const checker& k, const cluster_config& c) {
             std::to_string(s.port) + " is also the head's port (head.port)");
   for (std::size_t i = 0; i < s.api_keys.size(); ++i)
     k.require(!s.api_keys[i].empty(), indexed("server.api_keys", i), "an API key must not be empty");
+  for (std::size_t i = 0; i < s.admin_keys.size(); ++i) {
+    k.require(!s.admin_keys[i].empty(), indexed("server.admin_keys", i), "an admin key must not be empty");
+    k.require(std::find(s.api_keys.begin(), s.api_keys.end(), s.admin_keys[i]) == s.api_keys.end(),
+              indexed("server.admin_keys", i), "an admin key must differ from every key in server.api_keys");
+  }
   k.at_least(s.max_queue_requests, 1, "server.max_queue_requests");
   k.at_least(s.max_queue_tokens, 1, "server.max_queue_tokens");
   k.at_least(s.max_body_bytes, 1, "server.max_body_bytes");

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "actors/actor_system_config.h"
+#include "actors/gateway/http_auth.h"
 #include "actors/gateway/http_session.h"
 #include "runtime/model/model.h"
 
@@ -178,6 +179,7 @@ void http_gateway::start() {
   const int n = std::max(1, std::min(d.core->opts.threads, 8));
   for (int i = 0; i < n; ++i) d.threads.emplace_back([&d] { d.ioc.run(); });
   logger()->info("http: listening on {}", endpoint(s.host, d.port));
+  if (const auto w = exposure_warning(s); !w.empty()) logger()->warn("http: {}", w);
 }
 
 uint16_t http_gateway::port() const { return impl_->port; }

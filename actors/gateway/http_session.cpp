@@ -2,6 +2,7 @@
 
 #include "actors/actor_system_config.h"
 #include "actors/cluster/supervisor.h"
+#include "actors/gateway/http_auth.h"
 #include "runtime/model/model.h"
 
 namespace troupe::http {
@@ -241,25 +242,38 @@ void session::handle() {
   }
 }
 
-void session::require_api_key(const bhttp::request<bhttp::string_body>& req) const {
-  if (!authorized(req))
-    throw api_error(401,
-                    req[bhttp::field::authorization].empty()
-                        ? "missing API key: send the header 'Authorization: Bearer <key>'"
-                        : "incorrect API key provided",
-                    "", "invalid_api_key", "invalid_request_error");
+namespace {
+
+/// Throws the 401/403 api_error of a refused verdict; `admin` names the admin key.
+void refuse(access verdict, bool admin) {
+  switch (verdict) {
+    case access::allowed:
+      return;
+    case access::missing_key:
+      throw api_error(401, std::string("missing ") + (admin ? "admin" : "API") +
+                               " key: send the header 'Authorization: Bearer <key>'",
+                      "", "invalid_api_key", "invalid_request_error");
+    case access::wrong_key:
+      throw api_error(401, admin ? "incorrect admin key provided (server.admin_keys)" : "incorrect API key provided",
+                      "", "invalid_api_key", "invalid_request_error");
+    case access::not_loopback:
+      throw api_error(403,
+                      "the admin API answers only clients on this host unless server.admin_keys is set",
+                      "", "forbidden", "invalid_request_error");
+  }
 }
 
-bool session::authorized(const bhttp::request<bhttp::string_body>& req) const {
-  const auto& keys = core_->opts.server.api_keys;
-  if (keys.empty()) return true;
-  const auto auth = std::string(req[bhttp::field::authorization]);
-  const std::string prefix = "Bearer ";
-  if (auth.size() <= prefix.size() || !beast::iequals(auth.substr(0, prefix.size()), prefix)) return false;
-  const auto key = auth.substr(prefix.size());
-  for (const auto& k : keys)
-    if (k == key) return true;
-  return false;
+}  // namespace
+
+void session::require_api_key(const bhttp::request<bhttp::string_body>& req) const {
+  refuse(inference_access(core_->opts.server, std::string(req[bhttp::field::authorization])), false);
+}
+
+void session::require_admin_key(const bhttp::request<bhttp::string_body>& req) {
+  beast::error_code ec;
+  const auto peer = stream_.socket().remote_endpoint(ec);
+  const bool loopback = !ec && peer.address().is_loopback();
+  refuse(admin_access(core_->opts.server, std::string(req[bhttp::field::authorization]), loopback), true);
 }
 
 void session::route(const bhttp::request<bhttp::string_body>& req) {
@@ -305,7 +319,7 @@ void session::route(const bhttp::request<bhttp::string_body>& req) {
 }
 
 void session::admin(const bhttp::request<bhttp::string_body>& req, const std::string& path) {
-  require_api_key(req);
+  require_admin_key(req);
   auto self = shared_from_this();
   std::function<void(const api_error&)> fail = [self](const api_error& e) {
     net::post(self->stream_.get_executor(), [self, e] { self->respond_error(e); });

@@ -138,9 +138,10 @@ class session : public std::enable_shared_from_this<session> {
   void on_read_error(beast::error_code ec);
   void handle();
   void route(const bhttp::request<bhttp::string_body>& req);
-  bool authorized(const bhttp::request<bhttp::string_body>& req) const;
   /// Throws the OpenAI-style 401 unless `req` carries a configured API key (or none is set).
   void require_api_key(const bhttp::request<bhttp::string_body>& req) const;
+  /// /admin/*: an admin key, or a loopback client without admin keys (http_auth.h); 401/403.
+  void require_admin_key(const bhttp::request<bhttp::string_body>& req);
   void admin(const bhttp::request<bhttp::string_body>& req, const std::string& path);  // graceful drain
   void respond(bhttp::status status, std::string body, const std::string& content_type,
                bool close = false, const std::string& retry_after = "");

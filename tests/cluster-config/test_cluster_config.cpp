@@ -303,6 +303,10 @@ TEST_CASE("scheduler values out of range are rejected with their path", "[config
   CHECK(parse_error("scheduler: {max_seqs: 0}").path == "scheduler.max_seqs");
   CHECK(parse_error("scheduler: {micro_batches: 0}").path == "scheduler.micro_batches");
   CHECK(parse_error("server: {max_queue_tokens: 0}").path == "server.max_queue_tokens");
+  CHECK(parse_error("server: {admin_keys: [\"\"]}").path == "server.admin_keys[0]");
+  const auto same = parse_error("server: {api_keys: [k1], admin_keys: [a, k1]}");
+  CHECK(same.path == "server.admin_keys[1]");
+  CHECK_THAT(same.what(), Catch::Contains("must differ from every key in server.api_keys"));
 }
 
 TEST_CASE("layers_per_stage needs one positive entry per stage", "[config]") {

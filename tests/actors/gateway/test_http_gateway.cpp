@@ -324,6 +324,20 @@ TEST_CASE("with API keys every v1 endpoint needs a bearer key but the probes do 
   CHECK(call(f.port(), bhttp::verb::get, "/metrics").status == 200);
 }
 
+TEST_CASE("with admin keys /admin/* takes only an admin key and the inference API only an API key",
+          "[http][slow]") {
+  fixture f(true, {"k1"}, [](gateway_options& o) { o.server.admin_keys = {"adm"}; });
+  const auto drain = json{{"node", "n0"}};
+  CHECK(post(f.port(), "/admin/drain", drain).status == 401);
+  const auto inference_key = post(f.port(), "/admin/drain", drain, "k1");
+  CHECK(inference_key.status == 401);
+  CHECK(inference_key.j().at("error").at("message").get<std::string>().find("server.admin_keys") != std::string::npos);
+  // The admin key passes authorization; this gateway has no supervisor, hence 503.
+  CHECK(post(f.port(), "/admin/drain", drain, "adm").status == 503);
+  CHECK(post(f.port(), "/v1/completions", completion_body({1}, 1), "adm").status == 401);
+  CHECK(post(f.port(), "/v1/completions", completion_body({1}, 1), "k1").status == 200);
+}
+
 TEST_CASE("malformed HTTP gets a 400 and the connection closed", "[http][slow]") {
   fixture f;
   const auto out = raw_exchange(f.port(), "GARBAGE\x01\x02 / HTTP/1.1\r\n\r\n");
