@@ -121,7 +121,7 @@ TEST_CASE("every sampling and stop parameter, the prompt, model and endpoint cha
   CHECK(cache_key("m", greedy, prompt) == cache_key("m", greedy2, prompt));
 }
 
-TEST_CASE("an answer survives encoding with its events, logprobs and split UTF-8; other bytes decode to nothing",
+TEST_CASE("an answer survives encoding with its events, logprobs and split UTF-8, and other bytes decode to nothing",
           "[cache]") {
   const auto a = sample_answer();
   const auto back = decode_answer(encode_answer(a));
