@@ -260,7 +260,7 @@ TEST_CASE("with redis killed mid-test every request still succeeds, and errors a
   CHECK(post(f.port(), "/v1/chat/completions", chat(7)).cache == "hit");
 }
 
-TEST_CASE("\"cache\": false or Cache-Control no-cache bypasses the in-process cache", "[cache][http][slow]") {
+TEST_CASE("a request with cache false or Cache-Control no-cache bypasses the in-process cache", "[cache][http][slow]") {
   cache_section c;
   c.backend = "memory";
   fixture f(c);
