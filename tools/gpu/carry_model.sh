@@ -2,10 +2,11 @@
 # Carries the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, 93 MB) to the GPU machine in
 # parts, for the `smollm` part of tools/gpu/check.sh. A device call carries at most 64 MiB in
 # all (the working tree plus the carried paths), and `.gpu` (tools/gpu/bundle.sh) already
-# takes about half of that: the GGUF travels in parts over consecutive calls, one part in
+# takes over half of that: the GGUF travels in parts over consecutive calls, one part in
 # `.gpu/model/` per call, stashed there in /tmp by tools/gpu/model_parts.sh (it lasts while
 # the machine stays warm: 30 s after a call) and joined and checked against its sha256 in
-# the last call.
+# the last call. The first and last calls carry .gpu with a small part; the middle ones
+# carry only .gpu/model with a large part (the bundle stays on the warm machine).
 #
 # Usage (here, in the repository, after tools/gpu/bundle.sh):
 #   tools/gpu/carry_model.sh            split the verified GGUF into parts sized so that the
@@ -64,29 +65,41 @@ PY
   echo "carry_model: gguf $version unpacked into $gpu/py ($(du -sh "$gpu/py" | cut -f1))"
 }
 
-# Splits the verified model into N parts, N the fewest that fit beside the tree and .gpu.
+# Splits the verified model into parts: the first and the last travel beside the tree and
+# .gpu (the first call brings the bundle; the last runs the check, carrying .gpu again so it
+# never depends on what stayed there), the middle ones beside the tree alone (their calls
+# carry only .gpu/model: the bundle from the first call stays on the warm machine).
 split_model() {
-  local sha size room n part_size i f
+  local sha size with_bundle alone n i f left cut offset=0
+  local -a sizes=()
   sha=$(model_sha256)
   [ -f "$model" ] || die "$model is missing: run tools/fetch_model.sh"
   echo "$sha  $model" | sha256sum --check --status || die "$model does not match its sha256 $sha"
   size=$(stat -c %s "$model")
-  room=$(( limit - margin - $(tree_bytes) - $(bundle_bytes) ))
-  (( room > 1048576 )) || die "no room for a part: tree + .gpu leave $(( room / 1024 )) KiB of the limit"
-  n=$(( (size + room - 1) / room ))
-  part_size=$(( (size + n - 1) / n ))
+  alone=$(( limit - margin - $(tree_bytes) ))
+  with_bundle=$(( alone - $(bundle_bytes) ))
+  (( with_bundle > 1048576 )) || die "no room for a part: tree + .gpu leave $(( with_bundle / 1024 )) KiB of the limit"
+  left=$size
+  while (( left > 0 )); do
+    if (( ${#sizes[@]} == 0 )) || (( left <= with_bundle )); then cut=$(( left < with_bundle ? left : with_bundle ))
+    else cut=$(( left - with_bundle < alone ? left - with_bundle : alone )); fi
+    sizes+=("$cut")
+    left=$(( left - cut ))
+  done
+  n=${#sizes[@]}
   rm -rf "$parts_dir" && mkdir -p "$parts_dir"
   for i in $(seq 1 "$n"); do
     dd if="$model" of="$parts_dir/part_$i" bs=1M iflag=skip_bytes,count_bytes status=none \
-      skip=$(( (i - 1) * part_size )) count="$part_size"
+      skip="$offset" count="${sizes[$((i - 1))]}"
+    offset=$(( offset + ${sizes[$((i - 1))]} ))
   done
   { echo "name $name"; echo "sha256 $sha"; echo "size $size"; echo "parts $n"
     for i in $(seq 1 "$n"); do
       f="$parts_dir/part_$i"
       echo "part $i part_$i $(stat -c %s "$f") $(sha256sum "$f" | cut -d' ' -f1)"
     done; } > "$parts_dir/manifest.txt"
-  echo "carry_model: $name ($size bytes) in $n parts of at most $part_size bytes" \
-    "(room per call: $room bytes beside the tree and .gpu)"
+  echo "carry_model: $name ($size bytes) in $n parts (${sizes[*]} bytes; room per call:" \
+    "$with_bundle beside the tree and .gpu, $alone beside the tree alone)"
 }
 
 # Puts part N (and the manifest) into .gpu/model/, alone; checks the call's total size.
@@ -97,13 +110,14 @@ stage_part() {
   [[ $n =~ ^[0-9]+$ ]] && (( n >= 1 && n <= parts )) || die "--part $n: the model has parts 1..$parts"
   rm -rf "$gpu/model" && mkdir -p "$gpu/model"
   cp "$parts_dir/manifest.txt" "$parts_dir/part_$n" "$gpu/model/"
-  total=$(( $(tree_bytes) + $(du -sb "$gpu" | cut -f1) ))
+  if (( n == 1 || n == parts )); then total=$(( $(tree_bytes) + $(du -sb "$gpu" | cut -f1) ))
+  else total=$(( $(tree_bytes) + $(du -sb "$gpu/model" | cut -f1) )); fi
   echo "carry_model: staged part $n of $parts in $gpu/model; this call carries $total bytes" \
     "($(( total * 100 / limit ))% of the limit)"
   (( total <= limit )) || die "$total bytes exceed the $limit a call carries: re-split (tools/gpu/carry_model.sh)"
 }
 
-# The device calls, one per part, each carrying .gpu.
+# The device calls, one per part: the first and the last carry .gpu, the middle ones .gpu/model.
 print_plan() {
   local parts i
   parts=$(awk '$1 == "parts" {print $2}' "$parts_dir/manifest.txt")
@@ -111,8 +125,10 @@ print_plan() {
   echo "Device calls, back to back (the machine keeps /tmp only while warm: 30 s after a call):"
   for i in $(seq 1 "$parts"); do
     (( i == 1 )) || echo "  here:   tools/gpu/carry_model.sh --part $i"
-    if (( i < parts )); then
+    if (( i == 1 )); then
       echo "  call $i: carry [\".gpu\"]  command: bash tools/gpu/model_parts.sh stash"
+    elif (( i < parts )); then
+      echo "  call $i: carry [\".gpu/model\"]  command: bash tools/gpu/model_parts.sh stash"
     else
       echo "  call $i: carry [\".gpu\"]  command: CHECK_PARTS=smollm bash tools/gpu/check.sh" \
         "(or plain bash tools/gpu/check.sh: every part)"
