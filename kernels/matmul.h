@@ -20,6 +20,11 @@ void matmul_cublas(const op_context& ctx, tensor_view out, tensor_view x, tensor
 /// not f16/bf16, more than 8 rows, k not a multiple of 8, x or w not 16-byte aligned.
 /// `variant` picks a tiling (0 = the default; 1, 2: alternatives the benchmark times).
 bool gemv(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias, int variant = 0);
+/// out[m, f] = silu(x · w[:f]ᵀ) * (x · w[f:]ᵀ) in one skinny GEMV (w [2f, k]: gate rows then
+/// up rows), each product rounded to x's type first: bitwise what matmul's GEMV and swiglu
+/// give apart. False (nothing enqueued) where the GEMV does not apply, also in the
+/// batch-invariant mode and above the GEMV's row limit.
+bool gemv_swiglu(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w);
 }  // namespace cuda
 #endif
 

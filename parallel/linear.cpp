@@ -1,5 +1,6 @@
 #include "parallel/linear.h"
 
+#include "kernels/gate_up_swiglu.h"
 #include "kernels/matmul.h"
 #include "parallel/communicator.h"
 
@@ -11,6 +12,11 @@ column_parallel_linear::column_parallel_linear(const tensor& weight, const tenso
 void column_parallel_linear::forward(const kernels::op_context& ctx, tensor_view out,
                                      tensor_view x) const {
   kernels::matmul(ctx, out, x, weight_.view(), bias_.view());
+}
+
+void column_parallel_linear::forward_swiglu(const kernels::op_context& ctx, tensor_view out, tensor_view x,
+                                            tensor_view scratch) const {
+  kernels::gate_up_swiglu(ctx, out, x, weight_.view(), scratch);
 }
 
 row_parallel_linear::row_parallel_linear(const tensor& weight, communicator* group,

@@ -18,6 +18,10 @@ class column_parallel_linear {
   column_parallel_linear(const tensor& weight, const tensor& bias);
   /// out[m, n_local] = x[m, k] · weightᵀ + bias.
   void forward(const kernels::op_context& ctx, tensor_view out, tensor_view x) const;
+  /// out[m, n_local / 2] = swiglu(x · weightᵀ) for a fused gate/up weight (this rank's gate
+  /// rows, then its up rows; no bias); `scratch` [m, n_local] may receive the projection
+  /// (kernels::gate_up_swiglu).
+  void forward_swiglu(const kernels::op_context& ctx, tensor_view out, tensor_view x, tensor_view scratch) const;
 
  private:
   const tensor& weight_;  // [n_local, k]

@@ -22,8 +22,11 @@ struct attn_args {
   float scale;
 };
 
-/// The sequence owning query row r (the last s with query_start[s] <= r), or -1.
+/// The sequence owning query row r (the last s with query_start[s] <= r), or -1. Tries
+/// s = r first (a decode batch, one row per sequence: one round trip to memory instead of
+/// a binary search's log2(n_seqs) dependent ones).
 __device__ inline int find_seq(const attn_args& a, int r) {
+  if (r >= 0 && r < a.n_seqs && a.query_start[r] <= r && r < a.query_start[r + 1]) return r;
   int lo = 0, hi = a.n_seqs;  // answer in [lo, hi)
   if (a.n_seqs <= 0 || a.query_start[0] > r) return -1;
   while (hi - lo > 1) {
@@ -70,12 +73,14 @@ __device__ inline bool find_tile(const attn_args& a, int tile_rows, int b, int& 
   return false;
 }
 
-constexpr int split_len = 128;  ///< kv positions per decode split (cut at fixed positions)
+constexpr int split_len = 256;  ///< kv positions per decode split (cut at fixed positions; contexts up to it need no combine)
 
 /// Merges the splits of rows longer than one split, in split order.
 template <class T>
 __global__ void combine_kernel(T* out, const float* part_o, const float* part_ml, attn_args a,
                                int max_splits) {
+  pdl_wait();  // launched with launch_pdl: nothing before this reads or writes
+  pdl_trigger();
   const int h = blockIdx.x, r = blockIdx.y, hd = a.head_dim;
   const int s = find_seq(a, r);
   const int pos = s < 0 ? -1 : row_position(a, s, r);
@@ -125,7 +130,7 @@ struct decode_partials {
   template <class T>
   void combine(T* out, const attn_args& a) {
     if (n_parts_ == 0) return;
-    combine_kernel<T><<<dim3(a.n_heads, a.m), 128, 0, st_>>>(out, part_o, part_ml, a, max_splits);
+    launch_pdl(combine_kernel<T>, dim3(a.n_heads, a.m), dim3(128), 0, st_, out, part_o, part_ml, a, max_splits);
     check_launch("paged_attention", "combine_kernel");
     check_cuda(cudaFreeAsync(part_o, st_), "paged_attention", "freeing split-K partials");
     n_parts_ = 0;

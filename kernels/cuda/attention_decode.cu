@@ -1,18 +1,27 @@
 // Decode attention with one block per (row, kv head, split of split_len kv positions)
 // serving every query head of the GQA group, so each K and V row is read once for the
 // group, in 16-byte loads: CH lanes of a warp share a kv row (CH = 16-byte chunks per
-// row), 128 / CH rows are in flight per pass. Scores, softmax and the weighted sum are in
+// row), NT / CH rows per slot pass and UN passes in flight at once. The rows'
+// offsets are looked up for the whole split first (one round trip to the block table),
+// and the first V rows are loaded before the softmax, so a split costs a few memory
+// round trips, not one per pass (the kernel before this was latency-bound: 24 us a layer
+// at batch 1 under Nsight Compute, tools/gpu/profile.sh). Scores, softmax and the weighted sum are in
 // float; the sum over a split's positions runs in a fixed order (per slot, then slots in
 // order), and splits are cut at fixed positions and merged in split order, so a row's
 // result does not depend on the rest of the batch.
+#include <algorithm>
+#include <cstdlib>
+
 #include "kernels/cuda/attention_common.cuh"
 
 namespace troupe::kernels::cuda {
 namespace {
 
-constexpr int threads = 128;
 constexpr int max_group = 8;  // query heads per kv head served by one block
-constexpr int unroll = 4;     // kv rows a thread has in flight in the score pass
+// Threads a block (NT) and kv rows a thread has in flight a pass (UN): 8 rows, 256 threads
+// for a grid smaller than the multiprocessor count, else 128 (launch_g); for head rows of 16
+// chunks (head_dim 128 in 16-bit types) TROUPE_ATTN_VARIANT=3 pins 128 threads, 1 pins
+// 16 rows and 2 pins 256 threads, for the benchmarks to compare.
 
 /// The local query heads [lo, hi) that read local kv head g.
 __device__ __forceinline__ void group_of(const attn_args& a, int g, int& lo, int& hi) {
@@ -29,56 +38,63 @@ __device__ __forceinline__ void unpack(const uint4& raw, float* f) {
   for (int j = 0; j < per; ++j) f[j] = to_f32(e[j]);
 }
 
-/// Shared memory of one block.
-template <int EPC>
+/// Shared memory of one block (G: query heads a block serves, a power of two).
+template <int G, int EPC, int NT>
 struct decode_smem {
-  float p[max_group][split_len];         // scores, then softmax weights
-  int64_t off[split_len];                // element offset of each position's kv row, or -1
-  float red[threads * max_group * EPC];  // [slot, head, dim] partial outputs
-  float m[max_group], l[max_group];      // per-head max and sum
+  float p[G][split_len];           // scores, then softmax weights
+  int64_t off[split_len];          // element offset of each position's kv row, or -1
+  float red[NT * G * EPC];    // [slot, head, dim] partial outputs
+  float m[G], l[G];                // per-head max and sum
 };
 
-/// Scores of the split's positions for every head of the group into s.p (and the rows'
-/// offsets into s.off); thread (slot, chunk c) reads chunk c of rows slot, slot + R, ...
-template <class T, int CH, int EPC>
-__device__ void score_pass(decode_smem<EPC>& s, const float (&qf)[max_group][EPC], const T* k_cache,
-                           const attn_args& a, int seq, int g, int start, int len, int group) {
-  constexpr int R = threads / CH;
+/// Loads chunk c of the kv rows base + u * R + slot (u < UN) into raw: every load of a
+/// pass is issued before any is used (the offsets come from shared memory, so no load
+/// waits on another).
+template <int R, int UN>
+__device__ __forceinline__ void load_rows(uint4 (&raw)[UN], const int64_t* off, const void* cache,
+                                          int base, int slot, int c, int len, int elem_bytes) {
+#pragma unroll
+  for (int u = 0; u < UN; ++u) {
+    const int i = base + u * R + slot;
+    const int64_t o = i < len ? off[i] : -1;
+    raw[u] = o >= 0 ? reinterpret_cast<const uint4*>(static_cast<const char*>(cache) + o * elem_bytes)[c]
+                    : make_uint4(0, 0, 0, 0);
+  }
+}
+
+/// Scores of the split's positions for every head of the group into s.p; thread (slot,
+/// chunk c) reads chunk c of rows slot, slot + R, ...
+template <class T, int CH, int G, int EPC, int NT, int UN>
+__device__ void score_pass(decode_smem<G, EPC, NT>& s, const float (&qf)[G][EPC], const T* k_cache, float scale,
+                           int len, int group) {
+  constexpr int R = NT / CH;
   const int c = threadIdx.x % CH, slot = threadIdx.x / CH;
-  for (int base = 0; base < len; base += R * unroll) {  // uniform: every lane shuffles
-    uint4 raw[unroll];
-    int64_t off[unroll];
+  for (int base = 0; base < len; base += R * UN) {  // uniform: every lane shuffles
+    uint4 raw[UN];
+    load_rows<R, UN>(raw, s.off, k_cache, base, slot, c, len, sizeof(T));
 #pragma unroll
-    for (int u = 0; u < unroll; ++u) {
-      const int i = base + u * R + slot;
-      off[u] = i < len ? kv_offset(a, seq, start + i, g) : -1;
-      raw[u] = off[u] >= 0 ? reinterpret_cast<const uint4*>(k_cache + off[u])[c] : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < unroll; ++u) {
+    for (int u = 0; u < UN; ++u) {
       const int i = base + u * R + slot;
       float k[EPC];
       unpack<T>(raw[u], k);
 #pragma unroll
-      for (int h = 0; h < max_group; ++h) {
-        if (h >= group) break;
+      for (int h = 0; h < G; ++h) {
         float dot = 0.0f;
 #pragma unroll
         for (int e = 0; e < EPC; ++e) dot += qf[h][e] * k[e];
 #pragma unroll
         for (int o = CH / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-        if (c == 0 && i < len) s.p[h][i] = off[u] >= 0 ? dot * a.scale : -INFINITY;
+        if (c == 0 && i < len && h < group) s.p[h][i] = s.off[i] >= 0 ? dot * scale : -INFINITY;
       }
-      if (c == 0 && i < len) s.off[i] = off[u];
     }
   }
 }
 
 /// Softmax of each head's scores in place (unnormalized weights; max and sum to s.m, s.l).
-template <int EPC>
-__device__ void softmax_pass(decode_smem<EPC>& s, int len, int group) {
+template <int G, int EPC, int NT>
+__device__ void softmax_pass(decode_smem<G, EPC, NT>& s, int len, int group) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int h = warp; h < group; h += threads / 32) {
+  for (int h = warp; h < group; h += NT / 32) {
     float mx = -INFINITY;
     for (int i = lane; i < len; i += 32) mx = fmaxf(mx, s.p[h][i]);
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
@@ -96,12 +112,42 @@ __device__ void softmax_pass(decode_smem<EPC>& s, int len, int group) {
   }
 }
 
-template <class T, int CH>
-__global__ void __launch_bounds__(threads) grouped_kernel(T* out, float* part_o, float* part_ml, const T* q,
+/// The softmax-weighted sum of the split's V rows, per slot (positions slot, slot + R, ...
+/// in order), into acc; the first pass's rows are loaded before the softmax runs.
+template <class T, int CH, int G, int EPC, int NT, int UN>
+__device__ void value_pass(decode_smem<G, EPC, NT>& s, float (&acc)[G][EPC], const T* v_cache, int len, int group) {
+  constexpr int R = NT / CH;
+  const int c = threadIdx.x % CH, slot = threadIdx.x / CH;
+  uint4 raw[UN];
+  load_rows<R, UN>(raw, s.off, v_cache, 0, slot, c, len, sizeof(T));
+  softmax_pass<G, EPC, NT>(s, len, group);
+  __syncthreads();
+  for (int base = 0; base < len; base += R * UN) {
+    if (base > 0) load_rows<R, UN>(raw, s.off, v_cache, base, slot, c, len, sizeof(T));
+#pragma unroll
+    for (int u = 0; u < UN; ++u) {
+      const int i = base + u * R + slot;
+      if (i >= len || s.off[i] < 0) continue;
+      float v[EPC];
+      unpack<T>(raw[u], v);
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+        const float p = h < group ? s.p[h][i] : 0.0f;
+#pragma unroll
+        for (int e = 0; e < EPC; ++e) acc[h][e] += p * v[e];
+      }
+    }
+  }
+}
+
+template <class T, int CH, int G, int NT, int UN>
+__global__ void __launch_bounds__(NT) grouped_kernel(T* out, float* part_o, float* part_ml, const T* q,
                                                           const T* k_cache, const T* v_cache, attn_args a,
                                                           int max_splits) {
-  constexpr int EPC = 16 / sizeof(T), HD = CH * EPC, R = threads / CH;
-  __shared__ decode_smem<EPC> s;
+  constexpr int EPC = 16 / sizeof(T), HD = CH * EPC, R = NT / CH;
+  __shared__ decode_smem<G, EPC, NT> s;
+  pdl_wait();  // launched with launch_pdl: nothing before this reads or writes
+  pdl_trigger();
   const int g = blockIdx.x, r = blockIdx.y, z = blockIdx.z;
   int h_lo, h_hi;
   group_of(a, g, h_lo, h_hi);
@@ -112,47 +158,37 @@ __global__ void __launch_bounds__(threads) grouped_kernel(T* out, float* part_o,
   const int64_t row_off = (static_cast<int64_t>(r) * a.n_heads + h_lo) * HD;
   if (pos < 0) {
     if (z == 0)
-      for (int e = threadIdx.x; e < group * HD; e += threads) out[row_off + e] = from_f32<T>(0.0f);
+      for (int e = threadIdx.x; e < group * HD; e += NT) out[row_off + e] = from_f32<T>(0.0f);
     return;
   }
   const int n_splits = pos / split_len + 1;
   if (z >= n_splits) return;
   const int start = z * split_len, len = min(split_len, pos + 1 - start);
   const int c = threadIdx.x % CH, slot = threadIdx.x / CH;
-  float qf[max_group][EPC];
+  // Every position's row offset at once (one block-table read each, all in flight), and q.
+  for (int i = threadIdx.x; i < len; i += NT) s.off[i] = kv_offset(a, seq, start + i, g);
+  float qf[G][EPC];
 #pragma unroll
-  for (int h = 0; h < max_group; ++h) {
+  for (int h = 0; h < G; ++h) {
     if (h < group) unpack<T>(reinterpret_cast<const uint4*>(q + row_off + h * HD)[c], qf[h]);
-  }
-  score_pass<T, CH, EPC>(s, qf, k_cache, a, seq, g, start, len, group);
-  __syncthreads();
-  softmax_pass<EPC>(s, len, group);
-  __syncthreads();
-  float acc[max_group][EPC] = {};
-  for (int i = slot; i < len; i += R) {
-    const int64_t off = s.off[i];
-    if (off < 0) continue;
-    float v[EPC];
-    unpack<T>(reinterpret_cast<const uint4*>(v_cache + off)[c], v);
+    else
 #pragma unroll
-    for (int h = 0; h < max_group; ++h) {
-      if (h >= group) break;
-      const float p = s.p[h][i];
-#pragma unroll
-      for (int e = 0; e < EPC; ++e) acc[h][e] += p * v[e];
-    }
-  }
-#pragma unroll
-  for (int h = 0; h < max_group; ++h) {
-    if (h >= group) break;
-#pragma unroll
-    for (int e = 0; e < EPC; ++e) s.red[(slot * max_group + h) * HD + c * EPC + e] = acc[h][e];
+      for (int e = 0; e < EPC; ++e) qf[h][e] = 0.0f;
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < group * HD; e += threads) {
+  score_pass<T, CH, G, EPC, NT, UN>(s, qf, k_cache, a.scale, len, group);
+  __syncthreads();
+  float acc[G][EPC] = {};
+  value_pass<T, CH, G, EPC, NT, UN>(s, acc, v_cache, len, group);
+#pragma unroll
+  for (int h = 0; h < G; ++h)
+#pragma unroll
+    for (int e = 0; e < EPC; ++e) s.red[(slot * G + h) * HD + c * EPC + e] = acc[h][e];
+  __syncthreads();
+  for (int e = threadIdx.x; e < group * HD; e += NT) {
     const int h = e / HD, d = e % HD;
     float sum = 0.0f;
-    for (int j = 0; j < R; ++j) sum += s.red[(j * max_group + h) * HD + d];
+    for (int j = 0; j < R; ++j) sum += s.red[(j * G + h) * HD + d];
     if (n_splits == 1) {
       out[row_off + e] = from_f32<T>(s.l[h] > 0.0f ? sum / s.l[h] : 0.0f);
     } else {
@@ -166,13 +202,62 @@ __global__ void __launch_bounds__(threads) grouped_kernel(T* out, float* part_o,
   }
 }
 
-template <class T, int CH>
-void launch(cudaStream_t st, T* out, const T* q, const T* kc, const T* vc, const attn_args& a) {
+/// TROUPE_ATTN_VARIANT (0 by default: chosen by the grid; see NT and UN above).
+int attn_variant() {
+  static const int v = [] {
+    const char* e = std::getenv("TROUPE_ATTN_VARIANT");
+    return e && *e ? std::atoi(e) : 0;
+  }();
+  return v;
+}
+
+template <class T, int CH, int G, int NT, int UN>
+void launch_v(cudaStream_t st, T* out, const T* q, const T* kc, const T* vc, const attn_args& a) {
   decode_partials p(st, a);
   const dim3 grid(a.n_kv_heads, a.m, p.max_splits);
-  grouped_kernel<T, CH><<<grid, threads, 0, st>>>(out, p.part_o, p.part_ml, q, kc, vc, a, p.max_splits);
+  launch_pdl(grouped_kernel<T, CH, G, NT, UN>, grid, dim3(NT), 0, st, out, p.part_o, p.part_ml, q, kc, vc, a,
+             p.max_splits);
   check_launch("paged_attention", "grouped decode kernel");
   p.combine(out, a);
+}
+
+/// Multiprocessors of the current device (cached per process: one device per shard).
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, count = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      return 132;
+    return count;
+  }();
+  return n;
+}
+
+/// 256 threads a block where the grid would not fill the multiprocessors once (a small
+/// batch: each block then brings twice the rows in flight; measured on one H200 at batch 1,
+/// Llama-3.1-8B shape: 4.43 against 4.59 ms a step), else 128 (more blocks resident: 6.0
+/// against 6.1 ms at batch 64, 10.4 against 11.0 at 256). TROUPE_ATTN_VARIANT pins one.
+template <class T, int CH, int G>
+void launch_g(cudaStream_t st, T* out, const T* q, const T* kc, const T* vc, const attn_args& a) {
+  if constexpr (CH == 16 && sizeof(T) == 2) {
+    const int variant = attn_variant();
+    if (variant == 1) return launch_v<T, CH, G, 128, 16>(st, out, q, kc, vc, a);
+    if constexpr (G <= 4) {  // 256 threads' partial sums fit the 48 KB of static shared memory
+      const int64_t splits = (static_cast<int64_t>(a.max_blocks) * a.block_size + split_len - 1) / split_len;
+      const bool small = static_cast<int64_t>(a.n_kv_heads) * a.m * std::max<int64_t>(splits, 1) <= sm_count();
+      if (variant == 2 || (variant == 0 && small)) return launch_v<T, CH, G, 256, 8>(st, out, q, kc, vc, a);
+    }
+  }
+  launch_v<T, CH, G, 128, 8>(st, out, q, kc, vc, a);
+}
+
+/// The kernel for the group size rounded up to a power of two (registers and shared
+/// memory scale with it).
+template <class T, int CH>
+void launch(cudaStream_t st, T* out, const T* q, const T* kc, const T* vc, const attn_args& a) {
+  if (a.kv_group <= 1) return launch_g<T, CH, 1>(st, out, q, kc, vc, a);
+  if (a.kv_group <= 2) return launch_g<T, CH, 2>(st, out, q, kc, vc, a);
+  if (a.kv_group <= 4) return launch_g<T, CH, 4>(st, out, q, kc, vc, a);
+  launch_g<T, CH, max_group>(st, out, q, kc, vc, a);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }

@@ -6,8 +6,10 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "kernels/cpu/op_checks.h"
 #include "kernels/op_context.h"
@@ -35,6 +37,59 @@ __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2hal
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
+}
+
+/// Programmatic dependent launch (Hopper and later): waits until the grid launched before
+/// this one on the stream has finished and its writes are visible. A kernel launched with
+/// launch_pdl calls it before it reads anything an earlier kernel wrote or writes anything
+/// an earlier kernel reads; only loads of data no kernel writes (weights) may come before.
+/// Every block reaches it, also one with nothing to do, so a grid never finishes before the
+/// one it depends on. A no-op for a kernel launched without the attribute.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/// Lets the next kernel on the stream (if launched with launch_pdl) start its blocks and
+/// the part before its pdl_wait while this one finishes, once every block of this grid has
+/// called it or exited (so the next grid never takes the place of a block of this one not
+/// yet started). It says nothing about memory: the next kernel's pdl_wait still waits for
+/// this whole grid.
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/// Whether launch_pdl sets the programmatic-serialization attribute: TROUPE_PDL=0 turns it
+/// off (each kernel then waits for the one before as with a plain launch).
+inline bool pdl_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("TROUPE_PDL");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
+
+/// Launches `kernel` with programmatic stream serialization (when pdl_enabled()): it may
+/// start while the kernel before it on the stream finishes; it must call pdl_wait() as
+/// described there. Graph capture keeps the programmatic edge. Errors are left for
+/// check_launch.
+template <class... Params, class... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  (void)cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(std::forward<Args>(args))...);
 }
 
 /// Throws std::runtime_error("<op>: <what>: <CUDA error>") unless err is cudaSuccess.

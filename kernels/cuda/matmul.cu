@@ -39,12 +39,14 @@ namespace {
 
 constexpr size_t workspace_bytes = 32u << 20;
 constexpr int64_t pinned_rows = 512;  // the row count a batch-invariant algorithm is chosen for
-/// Rows up to which matmul takes the GEMV, and the k below which it does: measured against
-/// cuBLASLt on one H200 at the Llama-3.1-8B projections (docs/gpu-notes.md): at m = 1 the GEMV
-/// won for k = 4096 (qkv 14.9 vs 16.6 us, o 12.0 vs 12.8, gate_up 55.8 vs 56.2, lm_head 237
-/// vs 248) and lost for k = 14336 (down 34.6 vs 31.5); at m >= 2 it lost or tied.
+/// Rows up to which matmul takes the GEMV, and the k from which it takes one output row a
+/// warp (variant 1): measured against cuBLASLt on one H200 at the Llama-3.1-8B projections
+/// (docs/gpu-notes.md): at m = 1 the GEMV won for k = 4096 (qkv 14.9 vs 16.6 us, o 12.0 vs
+/// 12.8, gate_up 55.8 vs 56.2, lm_head 237 vs 248); for k = 14336 (down) two rows a warp
+/// lost (34.6 us) and one row a warp tied (31.4 vs 31.5, where cuBLASLt also runs a split-K
+/// reduce kernel after, 2.9 us under Nsight Compute); at m >= 2 it lost or tied.
 constexpr int gemv_default_rows = 1;
-constexpr int64_t gemv_max_k = 8192;
+constexpr int64_t gemv_long_k = 8192;
 
 /// Throws std::runtime_error naming the op, the step and the cuBLAS status.
 void check_blas(cublasStatus_t st, const char* what) {
@@ -265,17 +267,28 @@ __device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
   return acc;
 }
 
-template <class T, class TO, int M, int R, int U>
+/// PAIR (the fused gate/up projection and SwiGLU): w is [2n, k], gate rows then up rows; a
+/// warp computes gate row j and up row n + j (R = 2) and stores out[i, j] = silu(g) * u
+/// with g and u first rounded to T, exactly what the GEMV and cuda::swiglu give apart.
+template <class T, class TO, int M, int R, int U, bool PAIR = false>
 __global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(TO* __restrict__ out, const T* __restrict__ x,
                                                                const T* __restrict__ w, const void* bias,
                                                                bool bias_f32, int m, int n, int k) {
+  static_assert(!PAIR || R == 2, "a paired GEMV computes one gate and one up row a warp");
   const int lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * gemv_warps + (threadIdx.x >> 5)) * R;
-  if (row0 >= n) return;
+  const int warp_id = blockIdx.x * gemv_warps + (threadIdx.x >> 5);
+  const int row0 = PAIR ? warp_id : warp_id * R;
+  if (row0 >= n) {
+    pdl_wait();  // a finished grid implies the one before finished (see pdl_wait)
+    return;
+  }
   const int k8 = k / 8;
   const uint4* wr[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const uint4*>(w + static_cast<int64_t>(min(row0 + r, n - 1)) * k);
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = PAIR ? row0 + static_cast<int64_t>(r) * n : min(row0 + r, n - 1);
+    wr[r] = reinterpret_cast<const uint4*>(w + row * k);
+  }
   const uint4* xr[M];
 #pragma unroll
   for (int i = 0; i < M; ++i) xr[i] = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(min(i, m - 1)) * k);
@@ -285,12 +298,19 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(TO* __restrict__ 
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[i][r] = 0.0f;
   int c = lane;
-  for (; c + 32 * (U - 1) < k8; c += 32 * U) {
-    uint4 wv[U][R];
+  // The weights never change during a step: the first pass's loads are issued before
+  // waiting on the kernel before (programmatic dependent launch); x is read after.
+  uint4 wv[U][R];
+  auto load_pass = [&](int at) {
 #pragma unroll
     for (int u = 0; u < U; ++u)
 #pragma unroll
-      for (int r = 0; r < R; ++r) wv[u][r] = load_stream(wr[r] + c + 32 * u);
+      for (int r = 0; r < R; ++r) wv[u][r] = load_stream(wr[r] + at + 32 * u);
+  };
+  if (c + 32 * (U - 1) < k8) load_pass(c);
+  pdl_wait();
+  pdl_trigger();
+  for (; c + 32 * (U - 1) < k8;) {
 #pragma unroll
     for (int u = 0; u < U; ++u)
 #pragma unroll
@@ -299,6 +319,8 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(TO* __restrict__ 
 #pragma unroll
         for (int r = 0; r < R; ++r) acc[i][r] = dot8<T>(wv[u][r], xv, acc[i][r]);
       }
+    c += 32 * U;
+    if (c + 32 * (U - 1) < k8) load_pass(c);
   }
   for (; c < k8; c += 32) {
     uint4 wv[R];
@@ -320,6 +342,16 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(TO* __restrict__ 
       for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
       acc[i][r] = v;
     }
+  if constexpr (PAIR) {
+    // Lane 2 * i stores (row i, column row0).
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+      if (lane == 2 * i && i < m) {
+        const float g = to_f32(from_f32<T>(acc[i][0])), u = to_f32(from_f32<T>(acc[i][1]));
+        out[static_cast<int64_t>(i) * n + row0] = from_f32<TO>(g / (1.0f + expf(-g)) * u);
+      }
+    return;
+  }
   // Lane i * R + r stores (row i, column row0 + r).
 #pragma unroll
   for (int i = 0; i < M; ++i)
@@ -338,9 +370,17 @@ void launch_gemv_ru(const op_context& ctx, tensor_view out, tensor_view x, tenso
                     int n, int k) {
   const int rows_per_block = gemv_warps * R;
   const unsigned grid = static_cast<unsigned>((n + rows_per_block - 1) / rows_per_block);
-  gemv_kernel<T, TO, M, R, U><<<grid, gemv_warps * 32, 0, stream_of(ctx)>>>(
-      static_cast<TO*>(out.data), static_cast<const T*>(x.data), static_cast<const T*>(w.data),
-      bias.empty() ? nullptr : bias.data, bias.type == dtype::f32, m, n, k);
+  launch_pdl(gemv_kernel<T, TO, M, R, U>, dim3(grid), dim3(gemv_warps * 32), 0, stream_of(ctx),
+             static_cast<TO*>(out.data), static_cast<const T*>(x.data), static_cast<const T*>(w.data),
+             bias.empty() ? nullptr : bias.data, bias.type == dtype::f32, m, n, k);
+}
+
+template <class T, int M>
+void launch_gemv_pair(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, int m, int f, int k) {
+  const unsigned grid = static_cast<unsigned>((f + gemv_warps - 1) / gemv_warps);
+  launch_pdl(gemv_kernel<T, T, M, 2, (M <= 2 ? 8 : 4), true>, dim3(grid), dim3(gemv_warps * 32), 0, stream_of(ctx),
+             static_cast<T*>(out.data), static_cast<const T*>(x.data), static_cast<const T*>(w.data), nullptr, false,
+             m, f, k);
 }
 
 /// Variant 0: the default (R = 2 rows a warp, U = 8 chunks in flight for M <= 2, else 4);
@@ -491,9 +531,38 @@ bool gemv(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, 
   return true;
 }
 
+bool gemv_swiglu(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w) {
+  const char* op = "gate_up_swiglu";
+  require_cuda_ctx(op, ctx);
+  require_device_float(op, "x", x);
+  require_device(op, "w", w);
+  require_device(op, "out", out);
+  require_same_type(op, "w", w, "x", x);
+  require_same_type(op, "out", out, "x", x);
+  require_rank(op, "x", x, 2);
+  require_rank(op, "w", w, 2);
+  require(x.shape[1] == w.shape[1], op, "x " + x.shape.str() + " and w " + w.shape.str() + " disagree on k");
+  require(w.shape[0] % 2 == 0, op, "w " + w.shape.str() + " needs an even row count (gate rows, then up rows)");
+  require_shape(op, "out", out, shape_t{x.shape[0], w.shape[0] / 2});
+  if (ctx.batch_invariant || x.shape[0] > gemv_row_limit() || !gemv_fits(out, x, w)) return false;
+  const int m = static_cast<int>(x.shape[0]), k = static_cast<int>(x.shape[1]), f = static_cast<int>(w.shape[0] / 2);
+  if (f == 0) return true;
+  dispatch_float(x.type, op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (!std::is_same_v<T, float>) {
+      if (m <= 1) launch_gemv_pair<T, 1>(ctx, out, x, w, m, f, k);
+      else if (m <= 2) launch_gemv_pair<T, 2>(ctx, out, x, w, m, f, k);
+      else if (m <= 4) launch_gemv_pair<T, 4>(ctx, out, x, w, m, f, k);
+      else launch_gemv_pair<T, 8>(ctx, out, x, w, m, f, k);
+    }
+  });
+  check_launch(op, "gemv_kernel (paired)");
+  return true;
+}
+
 void matmul(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias) {
-  if (!ctx.batch_invariant && x.shape.rank == 2 && x.shape[0] <= gemv_row_limit() && x.shape[1] < gemv_max_k && x.where == backend_kind::cuda &&
-      gemv(ctx, out, x, w, bias))
+  if (!ctx.batch_invariant && x.shape.rank == 2 && x.shape[0] <= gemv_row_limit() && x.where == backend_kind::cuda &&
+      gemv(ctx, out, x, w, bias, x.shape[1] >= gemv_long_k ? 1 : 0))
     return;
   matmul_cublas(ctx, out, x, w, bias);
 }

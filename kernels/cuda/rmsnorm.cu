@@ -19,6 +19,8 @@ namespace {
 template <class T, class W>
 __global__ void rmsnorm_kernel(T* out, T* residual, const T* x, const W* weight, int64_t d,
                                float eps) {
+  pdl_wait();  // launched with launch_pdl: nothing before this reads or writes
+  pdl_trigger();
   __shared__ float scratch[32];
   const int64_t base = static_cast<int64_t>(blockIdx.x) * d;
   T* src = residual ? residual + base : const_cast<T*>(x + base);
@@ -49,6 +51,8 @@ constexpr int max_chunks = 4;  // 16-byte chunks a thread of the vectorized kern
 template <class T, class W>
 __global__ void rmsnorm_vec_kernel(T* out, T* residual, const T* x, const W* weight, int chunks,
                                    float eps) {
+  pdl_wait();  // launched with launch_pdl: nothing before this reads or writes
+  pdl_trigger();
   constexpr int per = 16 / sizeof(T);
   __shared__ float scratch[32];
   const int64_t base = static_cast<int64_t>(blockIdx.x) * chunks;  // in chunks
@@ -133,16 +137,16 @@ void launch(const char* op, const op_context& ctx, tensor_view out, void* residu
       const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, (chunks + 31) / 32 * 32)));
       const int ch = static_cast<int>(chunks);
       if (weight.type == dtype::f32)
-        rmsnorm_vec_kernel<T, float><<<grid, threads, 0, st>>>(o, r, xs, weight.f32(), ch, eps);
+        launch_pdl(rmsnorm_vec_kernel<T, float>, dim3(grid), dim3(threads), 0, st, o, r, xs, weight.f32(), ch, eps);
       else
-        rmsnorm_vec_kernel<T, T><<<grid, threads, 0, st>>>(o, r, xs, static_cast<const T*>(weight.data), ch, eps);
+        launch_pdl(rmsnorm_vec_kernel<T, T>, dim3(grid), dim3(threads), 0, st, o, r, xs, static_cast<const T*>(weight.data), ch, eps);
       return;
     }
     const int threads = d <= 4096 ? 256 : 1024;
     if (weight.type == dtype::f32)
-      rmsnorm_kernel<T, float><<<grid, threads, 0, st>>>(o, r, xs, weight.f32(), d, eps);
+      launch_pdl(rmsnorm_kernel<T, float>, dim3(grid), dim3(threads), 0, st, o, r, xs, weight.f32(), d, eps);
     else
-      rmsnorm_kernel<T, T><<<grid, threads, 0, st>>>(o, r, xs, static_cast<const T*>(weight.data), d, eps);
+      launch_pdl(rmsnorm_kernel<T, T>, dim3(grid), dim3(threads), 0, st, o, r, xs, static_cast<const T*>(weight.data), d, eps);
   });
   check_launch(op, "rmsnorm kernel");
 }

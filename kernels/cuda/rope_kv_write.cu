@@ -14,6 +14,8 @@ template <class T>
 __global__ void rope_kv_write_kernel(T* q, T* k_cache, T* v_cache, const T* qkv, const int32_t* positions,
                                      const float* inv_freq, const int32_t* slots, int nh, int nkv, int hd,
                                      int64_t n_slots) {
+  pdl_wait();  // launched with launch_pdl: nothing before this reads or writes
+  pdl_trigger();
   const int64_t r = blockIdx.x;
   const int h = blockIdx.y, i = threadIdx.x, half = hd / 2;
   const int64_t w = static_cast<int64_t>(nh + 2 * nkv) * hd;
@@ -41,6 +43,61 @@ __global__ void rope_kv_write_kernel(T* q, T* k_cache, T* v_cache, const T* qkv,
   }
   dst[i] = y0;
   dst[i + half] = y1;
+}
+
+/// The same in 16-byte chunks (head_dim / 2 a multiple of 16 / sizeof(T), aligned rows):
+/// thread item = (head, chunk j) of a row rotates the `per` pairs (j * per + e, half + j *
+/// per + e) with the same float arithmetic as rope_kv_write_kernel, so both agree bitwise.
+/// Grid (rows, ceil(items / threads)): one item a thread, so a single row still spreads
+/// over several blocks.
+template <class T>
+__global__ void rope_kv_write_vec_kernel(T* q, T* k_cache, T* v_cache, const T* qkv, const int32_t* positions,
+                                         const float* inv_freq, const int32_t* slots, int nh, int nkv, int hd,
+                                         int64_t n_slots) {
+  pdl_wait();  // launched with launch_pdl: nothing before this reads or writes
+  pdl_trigger();
+  constexpr int per = 16 / sizeof(T);
+  const int half = hd / 2, cph = half / per;  // chunks per half head
+  const int item = blockIdx.y * blockDim.x + threadIdx.x;
+  if (item >= (nh + 2 * nkv) * cph) return;
+  const int h = item / cph, j = item % cph;
+  const int64_t r = blockIdx.x;
+  const T* src = qkv + r * static_cast<int64_t>(nh + 2 * nkv) * hd + static_cast<int64_t>(h) * hd;
+  const int64_t slot = slots[r];
+  const bool cached = slot >= 0 && slot < n_slots;
+  const int64_t kv_row = static_cast<int64_t>(nkv) * hd;
+  const uint4 a4 = reinterpret_cast<const uint4*>(src)[j];
+  const uint4 b4 = reinterpret_cast<const uint4*>(src + half)[j];
+  T* dst;
+  if (h >= nh + nkv) {  // v head: copied
+    if (!cached) return;
+    dst = v_cache + slot * kv_row + static_cast<int64_t>(h - nh - nkv) * hd;
+    reinterpret_cast<uint4*>(dst)[j] = a4;
+    reinterpret_cast<uint4*>(dst + half)[j] = b4;
+    return;
+  }
+  if (h < nh) {
+    dst = q + (r * nh + h) * hd;
+  } else {
+    if (!cached) return;
+    dst = k_cache + slot * kv_row + static_cast<int64_t>(h - nh) * hd;
+  }
+  const T* x0s = reinterpret_cast<const T*>(&a4);
+  const T* x1s = reinterpret_cast<const T*>(&b4);
+  uint4 y0_4, y1_4;
+  T* y0 = reinterpret_cast<T*>(&y0_4);
+  T* y1 = reinterpret_cast<T*>(&y1_4);
+  const float p = static_cast<float>(positions[r]);
+#pragma unroll
+  for (int e = 0; e < per; ++e) {
+    float sn, cs;
+    sincosf(p * inv_freq[j * per + e], &sn, &cs);
+    const float x0 = to_f32(x0s[e]), x1 = to_f32(x1s[e]);
+    y0[e] = from_f32<T>(x0 * cs - x1 * sn);
+    y1[e] = from_f32<T>(x0 * sn + x1 * cs);
+  }
+  reinterpret_cast<uint4*>(dst)[j] = y0_4;
+  reinterpret_cast<uint4*>(dst + half)[j] = y1_4;
 }
 
 }  // namespace
@@ -75,7 +132,19 @@ void rope_kv_write(const op_context& ctx, tensor_view q, tensor_view k_cache, te
   const dim3 grid(static_cast<unsigned>(m), static_cast<unsigned>(nh + 2 * nkv));
   dispatch_float(qkv.type, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    rope_kv_write_kernel<T><<<grid, static_cast<unsigned>(hd / 2), 0, stream_of(ctx)>>>(
+    constexpr int64_t per = 16 / sizeof(T);
+    const bool aligned = reinterpret_cast<uintptr_t>(q.data) % 16 == 0 && reinterpret_cast<uintptr_t>(qkv.data) % 16 == 0 &&
+                         reinterpret_cast<uintptr_t>(k_cache.data) % 16 == 0 && reinterpret_cast<uintptr_t>(v_cache.data) % 16 == 0;
+    if (aligned && (hd / 2) % per == 0) {
+      constexpr unsigned threads = 128;
+      const int64_t items = (nh + 2 * nkv) * (hd / 2 / per);
+      launch_pdl(rope_kv_write_vec_kernel<T>, dim3(static_cast<unsigned>(m), static_cast<unsigned>((items + threads - 1) / threads)),
+                 dim3(threads), 0, stream_of(ctx), static_cast<T*>(q.data), static_cast<T*>(k_cache.data),
+                 static_cast<T*>(v_cache.data), static_cast<const T*>(qkv.data), positions.i32(), inv_freq.f32(), slots.i32(),
+                 static_cast<int>(nh), static_cast<int>(nkv), static_cast<int>(hd), k_cache.shape[0] * k_cache.shape[1]);
+      return;
+    }
+    launch_pdl(rope_kv_write_kernel<T>, grid, dim3(static_cast<unsigned>(hd / 2)), 0, stream_of(ctx),
         static_cast<T*>(q.data), static_cast<T*>(k_cache.data), static_cast<T*>(v_cache.data),
         static_cast<const T*>(qkv.data), positions.i32(), inv_freq.f32(), slots.i32(), static_cast<int>(nh),
         static_cast<int>(nkv), static_cast<int>(hd), k_cache.shape[0] * k_cache.shape[1]);

@@ -246,6 +246,8 @@ __device__ __forceinline__ void warp_best(float& bx, int& bi) {
 
 /// Chunk blockIdx.x of row blockIdx.y: its best (value, id) into parts[row, chunk].
 __global__ void argmax_chunk_kernel(argmax_part* parts, const float* logits, int vocab) {
+  pdl_wait();  // launched with launch_pdl: nothing before this reads or writes
+  pdl_trigger();
   __shared__ float sf[32];
   __shared__ int si[32];
   const int begin = blockIdx.x * argmax_chunk, end = min(vocab, begin + argmax_chunk);
@@ -276,6 +278,8 @@ __global__ void argmax_chunk_kernel(argmax_part* parts, const float* logits, int
 
 /// Merges row blockIdx.x's chunk results into its token (one warp).
 __global__ void argmax_merge_kernel(int32_t* tokens, const argmax_part* parts, int n_chunks) {
+  pdl_wait();  // launched with launch_pdl: nothing before this reads or writes
+  pdl_trigger();
   const argmax_part* p = parts + static_cast<int64_t>(blockIdx.x) * n_chunks;
   float bx = -INFINITY;
   int bi = 0x7fffffff;
@@ -363,7 +367,7 @@ void argmax(const op_context& ctx, tensor_view tokens, tensor_view logits) {
   argmax_chunk_kernel<<<dim3(n_chunks, static_cast<unsigned>(rows)), chunk_threads, 0, st>>>(
       parts, logits.f32(), vocab);
   check_launch("argmax", "argmax_chunk_kernel");
-  argmax_merge_kernel<<<static_cast<unsigned>(rows), 32, 0, st>>>(tokens.i32(), parts, n_chunks);
+  launch_pdl(argmax_merge_kernel, dim3(static_cast<unsigned>(rows)), dim3(32), 0, st, tokens.i32(), parts, n_chunks);
   check_launch("argmax", "argmax_merge_kernel");
   check_cuda(cudaFreeAsync(parts, st), "argmax", "freeing the per-chunk results");
 }

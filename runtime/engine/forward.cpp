@@ -16,7 +16,6 @@
 #include "kernels/rope_kv_write.h"
 #include "kernels/scatter_rows.h"
 #include "kernels/silu_mul.h"
-#include "kernels/swiglu.h"
 #include "parallel/communicator.h"
 
 namespace troupe {
@@ -446,8 +445,7 @@ void shard_context::run_layer(int l, int t, const k::attention_batch& meta, tens
                  model_.weights().layers[li].ffn_norm.view(), c.rms_eps);
 
   if (lin.fused_gate_up) {
-    lin.gate_up.forward(ops_, rows(gate_up_, t), rows(normed_, t));
-    k::swiglu(ops_, rows(gate_, t), rows(gate_up_, t));
+    lin.gate_up.forward_swiglu(ops_, rows(gate_, t), rows(normed_, t), rows(gate_up_, t));
   } else {
     lin.gate.forward(ops_, rows(gate_, t), rows(normed_, t));
     lin.up.forward(ops_, rows(up_, t), rows(normed_, t));

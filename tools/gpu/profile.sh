@@ -7,7 +7,7 @@
 # it (same batch, no profiler) tells how much the gaps cost.
 #   here:   tools/gpu/bundle.sh                    (carry .gpu)
 #   device: bash tools/gpu/profile.sh               (tables under $OUT)
-# Options (environment): PROFILE_BATCHES ("1 64 256"), GEN (6 decode steps a run),
+# Options (environment): PROFILE_BATCHES ("1 64 256"), GEN (12 decode steps a run),
 # PROFILE_KERNELS (1: also `troupe_gpu kernels`, the per-op timings).
 # Exit status: 0 every batch profiled, 1 a run failed, 77 no ncu on this machine (skipped).
 set -uo pipefail
@@ -29,12 +29,12 @@ fi
 for b in ${PROFILE_BATCHES:-1 64 256}; do
   # Unprofiled first: the step's device time with the gaps, for the comparison.
   timeout 120 "$bin/troupe_gpu" bench --random --model /tmp/l8b --batches "$b" --prompt-lens 1000000 \
-    --gen 32 2>> "$out/profile.log" > "$out/bench_b$b.json" || status=1
+    --max-batch-tokens 8192 --gen 32 2>> "$out/profile.log" > "$out/bench_b$b.json" || status=1
   # --clock-control none: leave the clocks alone (the machine's rule); caches are flushed
   # before each kernel (ncu's default), as weights streaming past L2 are in a real step.
   timeout 300 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
     --log-file "$out/ncu_b$b.csv" "$bin/troupe_gpu" bench --random --model /tmp/l8b --batches "$b" \
-    --prompt-lens 1000000 --gen "${GEN:-6}" >> "$out/profile.log" 2>&1 || status=1
+    --prompt-lens 1000000 --max-batch-tokens 8192 --gen "${GEN:-12}" >> "$out/profile.log" 2>&1 || status=1
 done
 python3 tools/gpu/profile_table.py "$out" ${PROFILE_BATCHES:-1 64 256} | tee "$out/profile.md" || status=1
 exit $status

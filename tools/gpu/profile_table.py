@@ -21,12 +21,12 @@ PREFILL = ("prefill_kernel", "flash")
 
 def short(name):
     """The kernel's name without its template arguments and parameters."""
-    name = name.replace("void ", "").replace("troupe::kernels::cuda::", "").replace("(anonymous namespace)::", "")
+    name = name.replace("void ", "").replace("(anonymous namespace)::", "").replace("<unnamed>::", "")
     for cut in ("<", "("):
         i = name.find(cut)
         if i > 0:
             name = name[:i]
-    return name[:70]
+    return name.split("::")[-1][:70]
 
 
 def kernels(path):
@@ -44,13 +44,23 @@ def kernels(path):
     return rows
 
 
-def decode_steps(rows):
+def attention_rows(step):
+    """Rows of the step's decode attention (its grid's y), or 0 when it ran none."""
+    for name, grid, _ in step:
+        if any(d in name for d in DECODE):
+            dims = grid.strip("()").split(",")
+            return int(dims[1]) if len(dims) > 1 else 0
+    return 0
+
+
+def decode_steps(rows, batch):
+    """The steps in which all `batch` sequences decode (the bench's timed steps)."""
     steps, cur = [], []
     for row in rows:
         cur.append(row)
         if any(row[0].endswith(s) for s in STEP_END):
             names = [n for n, _, _ in cur]
-            if any(any(d in n for d in DECODE) for n in names) and not any(any(p in n for p in PREFILL) for n in names):
+            if attention_rows(cur) == batch and not any(any(p in n for p in PREFILL) for n in names):
                 steps.append(cur)
             cur = []
     return steps
@@ -61,9 +71,9 @@ def table(out, batch):
     if not os.path.exists(path):
         print(f"batch {batch}: no {path}")
         return False
-    steps = decode_steps(kernels(path))
+    steps = decode_steps(kernels(path), int(batch))
     if not steps:
-        print(f"batch {batch}: no decode step found in {path}")
+        print(f"batch {batch}: no step of {batch} decoding sequences in {path} (raise GEN)")
         return False
     steps = steps[1:] if len(steps) > 2 else steps  # the first may be the eager warm-up
     per = {}

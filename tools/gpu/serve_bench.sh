@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Serving on one GPU against the engine offline (issue 13, item 4): starts `troupe serve`
+# (cluster-config/examples/gpu-single.yaml: the Llama-3.1-8B shape, random bf16 weights, one
+# node process, the head and its HTTP gateway), streams tools/loadgen.py's requests at
+# concurrency 1, 16, 64 and 256 (128-token prompts, 128 output tokens, ignore_eos) and then a
+# mixed-length set (prompts 32-2048 tokens, outputs 16-512), and prints one table beside
+# `troupe_gpu bench` at the same batch sizes (offline decode steps, same binary, same GPU).
+#   here:   tools/gpu/bundle.sh                 (carry .gpu)
+#   device: bash tools/gpu/serve_bench.sh        (results under $OUT: serve.json, mixed.json, serve.md)
+# Options (environment): SERVE_CONCURRENCY (1,16,64,256), SERVE_PROMPTS_PER_CONC (2: requests per
+# pass = max(32, this x concurrency)), MIXED_PROMPTS (512), MIXED_CONCURRENCY (128), OFFLINE (1).
+# Exit status: 0 every request succeeded, 1 otherwise (or the server did not start).
+set -uo pipefail
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1
+out="${OUT:-/tmp/troupe-serve}"; mkdir -p "$out"
+dir=/tmp/servebench; rm -rf "$dir"; mkdir -p "$dir"
+conc="${SERVE_CONCURRENCY:-1,16,64,256}"
+[ -f /tmp/l8b/config.json ] || python3 tools/gpu/make_model.py --shape llama3-8b --out /tmp/l8b --tokenizer .gpu/hf/tokenizer.json > "$dir/make_model.log" 2>&1
+status=0
+if [ "${OFFLINE:-1}" = 1 ]; then
+  timeout 200 .gpu/bin/troupe_gpu bench --random --model /tmp/l8b --batches "$conc" --prompt-lens 1000000 \
+    --max-batch-tokens 8192 --gen 64 > "$out/offline.json" 2> "$dir/offline.log" || status=1
+fi
+.gpu/bin/troupe serve --config cluster-config/examples/gpu-single.yaml > "$dir/serve.out" 2> "$dir/serve.log" &
+serve=$!
+ready=0
+for _ in $(seq 900); do grep -q "serving:" "$dir/serve.log" && { ready=1; break; }; kill -0 $serve 2>/dev/null || break; sleep 0.2; done
+if [ "$ready" != 1 ]; then
+  echo "serve_bench: the server did not start"; tail -20 "$dir/serve.log"; kill $serve 2>/dev/null; exit 1
+fi
+base=http://127.0.0.1:8000
+per="${SERVE_PROMPTS_PER_CONC:-2}"
+: > "$out/serve.jsonl"
+for c in ${conc//,/ }; do
+  n=$(( c * per > 32 ? c * per : 32 ))
+  timeout 400 python3 tools/loadgen.py --base-url $base --concurrency "$c" --num-prompts "$n" --input-len 128 \
+    --output-len 128 --warmup 2 --quiet --json "$dir/c$c.json" > "$dir/c$c.txt" 2>&1 || status=1
+  [ -f "$dir/c$c.json" ] && python3 -c "import json,sys; [print(json.dumps(r)) for r in json.load(open(sys.argv[1]))['runs']]" "$dir/c$c.json" >> "$out/serve.jsonl"
+done
+# The mixed set: prompt and output lengths drawn uniformly (seeded), as a loadgen dataset.
+python3 - "$dir/mixed.jsonl" "${MIXED_PROMPTS:-512}" <<'PY'
+import json, random, sys
+path, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(7)
+words = ["alpha", "beta", "gamma", "delta", "river", "stone", "cloud", "light", "north", "paper"]
+with open(path, "w") as f:
+    for _ in range(n):
+        p = rng.randint(32, 2048)
+        f.write(json.dumps({"prompt": " ".join(rng.choice(words) for _ in range(p)), "max_tokens": rng.randint(16, 512)}) + "\n")
+PY
+timeout 400 python3 tools/loadgen.py --base-url $base --concurrency "${MIXED_CONCURRENCY:-128}" --dataset "$dir/mixed.jsonl" \
+  --num-prompts "${MIXED_PROMPTS:-512}" --warmup 1 --quiet --json "$out/mixed.json" > "$dir/mixed.txt" 2>&1 || status=1
+kill -INT $serve 2>/dev/null; timeout 60 tail --pid=$serve -f /dev/null
+grep -E "error|fail" -i "$dir/serve.log" | head -5
+python3 - "$out" <<'PY' | tee "$out/serve.md"
+import json, os, sys
+out = sys.argv[1]
+runs = [json.loads(l) for l in open(os.path.join(out, "serve.jsonl")) if l.strip()]
+off = {}
+p = os.path.join(out, "offline.json")
+if os.path.exists(p):
+    for l in open(p):
+        if l.strip().startswith("{"):
+            for d in json.loads(l)["decode"]:
+                off[d["batch"]] = d
+print("| load | requests ok/failed | output tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | p99/p50 | offline tok/s (ms/step) at that batch |")
+print("|---|---|---|---|---|---|---|")
+def row(label, r, o):
+    itl = r["itl_ms"]; ttft = r["ttft_ms"]
+    ratio = itl["p99"] / itl["p50"] if itl.get("p50") else float("nan")
+    offc = f"{o['tokens_per_s']:.0f} ({o['ms_per_step']:.2f})" if o else "-"
+    print(f"| {label} | {r['ok']}/{r['failed']} | {r['output_throughput']:.0f} | {ttft['p50']:.0f} / {ttft['p99']:.0f} | "
+          f"{itl['p50']:.2f} / {itl['p99']:.2f} | {ratio:.2f} | {offc} |")
+for r in runs:
+    row(f"c={r['concurrency']}, 128 in / 128 out", r, off.get(r["concurrency"]))
+m = os.path.join(out, "mixed.json")
+if os.path.exists(m):
+    for r in json.load(open(m))["runs"]:
+        row(f"c={r['concurrency']}, mixed (in 32-2048, out 16-512)", r, None)
+PY
+exit $status
