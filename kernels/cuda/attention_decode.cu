@@ -8,7 +8,8 @@
 // at batch 1 under Nsight Compute, tools/gpu/profile.sh). Scores, softmax and the weighted sum are in
 // float; the sum over a split's positions runs in a fixed order (per slot, then slots in
 // order), and splits are cut at fixed positions and merged in split order, so a row's
-// result does not depend on the rest of the batch.
+// result depends on the rest of the batch only through the block size the grid picks
+// (launch_g): the batch-invariant mode does not use this kernel (attention.cu).
 #include <algorithm>
 #include <cstdlib>
 

@@ -29,6 +29,26 @@ SHAPES = {
 }
 
 
+def write_tokenizer(src, dst, vocab_size):
+    """Copies a tokenizer.json; a byte-level BPE vocabulary smaller than the model's gets an
+    entry "Ġt<id>" (text " t<id>") for every id it lacks, so that every token a random-weight
+    model samples decodes to text (a streaming client counts tokens by their text). No merge
+    makes these entries, so encoding is unchanged."""
+    with open(src) as f:
+        tok = json.load(f)
+    model = tok.get("model") or {}
+    vocab = model.get("vocab")
+    if model.get("type") == "BPE" and isinstance(vocab, dict):
+        taken = set(vocab.values()) | {t["id"] for t in tok.get("added_tokens") or []}
+        for i in range(vocab_size):
+            if i not in taken:
+                vocab[f"\u0120t{i}"] = i
+        with open(dst, "w") as f:
+            json.dump(tok, f, ensure_ascii=False)
+    else:
+        shutil.copy(src, dst)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", required=True, choices=sorted(SHAPES))
@@ -57,7 +77,7 @@ def main():
         with open(os.path.join(a.out, "config.json"), "w") as f:
             json.dump(cfg, f, indent=1)
     if a.tokenizer:
-        shutil.copy(a.tokenizer, os.path.join(a.out, "tokenizer.json"))
+        write_tokenizer(a.tokenizer, os.path.join(a.out, "tokenizer.json"), cfg["vocab_size"])
     print(f"{a.shape} ({cfg['num_hidden_layers']} layers) written to {a.out}")
 
 

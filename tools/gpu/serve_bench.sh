@@ -17,13 +17,17 @@ export PYTHONUNBUFFERED=1
 out="${OUT:-/tmp/troupe-serve}"; mkdir -p "$out"
 dir=/tmp/servebench; rm -rf "$dir"; mkdir -p "$dir"
 conc="${SERVE_CONCURRENCY:-1,16,64,256}"
-[ -f /tmp/l8b/config.json ] || python3 tools/gpu/make_model.py --shape llama3-8b --out /tmp/l8b --tokenizer .gpu/hf/tokenizer.json > "$dir/make_model.log" 2>&1
+# Its own model directory, always with the tokenizer (padded to the model's vocabulary, so
+# every sampled id has text: tools/gpu/make_model.py); /tmp/l8b may lack one.
+model=/tmp/l8b-serve
+python3 tools/gpu/make_model.py --shape llama3-8b --out $model --tokenizer .gpu/hf/tokenizer.json > "$dir/make_model.log" 2>&1 || {
+  echo "serve_bench: make_model.py failed"; cat "$dir/make_model.log"; exit 1; }
 status=0
 if [ "${OFFLINE:-1}" = 1 ]; then
-  timeout 200 .gpu/bin/troupe_gpu bench --random --model /tmp/l8b --batches "$conc" --prompt-lens 1000000 \
+  timeout 200 .gpu/bin/troupe_gpu bench --random --model $model --batches "$conc" --prompt-lens 1000000 \
     --max-batch-tokens 8192 --gen 64 > "$out/offline.json" 2> "$dir/offline.log" || status=1
 fi
-.gpu/bin/troupe serve --config cluster-config/examples/gpu-single.yaml > "$dir/serve.out" 2> "$dir/serve.log" &
+.gpu/bin/troupe serve --config cluster-config/examples/gpu-single.yaml --set model.path=$model > "$dir/serve.out" 2> "$dir/serve.log" &
 serve=$!
 ready=0
 for _ in $(seq 900); do grep -q "serving:" "$dir/serve.log" && { ready=1; break; }; kill -0 $serve 2>/dev/null || break; sleep 0.2; done

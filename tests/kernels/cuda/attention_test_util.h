@@ -35,9 +35,10 @@ struct attention_outputs {
 /// Fills both caches through kv_write on each backend and runs paged_attention on each.
 /// Block ids are shuffled with `rng`; the data too, unless `data_seed` is set: then each
 /// sequence's k, v and q come from a generator seeded by the seed and its spec, so a
-/// sequence gets the same data in any batch.
+/// sequence gets the same data in any batch. `batch_invariant` sets the CUDA op context's
+/// batch-invariant mode.
 inline attention_outputs attention_run(std::mt19937& rng, const std::vector<seq_spec>& seqs, head_spec h,
-                                       dtype t, uint32_t data_seed = 0) {
+                                       dtype t, uint32_t data_seed = 0, bool batch_invariant = false) {
   const int bs = 16;
   int n_blocks = 3, max_blocks = 1, rows = 0, total_ctx = 0;
   for (const auto& s : seqs) {
@@ -110,8 +111,9 @@ inline attention_outputs attention_run(std::mt19937& rng, const std::vector<seq_
   tensor dq = to_device(q, qshape, t), d_out(qshape, t, backend_kind::cuda);
   tensor dqs = to_device_i32(qs, {n_seqs + 1}), dcl = to_device_i32(cl, {n_seqs});
   tensor dbt = to_device_i32(bt, {n_seqs, max_blocks});
-  kernels::paged_attention(cuda_ctx(), d_out.view(), dq.view(), dkc.view(), dvc.view(),
-                           batch_of(dqs, dcl, dbt), scale);
+  kernels::op_context ctx = cuda_ctx();
+  ctx.batch_invariant = batch_invariant;
+  kernels::paged_attention(ctx, d_out.view(), dq.view(), dkc.view(), dvc.view(), batch_of(dqs, dcl, dbt), scale);
   return {values(ho), to_host(d_out)};
 }
 
