@@ -37,7 +37,7 @@ namespace {
 
 struct options {
   std::string mode, model, tokens, out, weight_type = "bf16";
-  bool random = false, graphs = true;
+  bool random = false, graphs = true, batch_invariant = false;
   int tp = 1, pp = 1, first_device = 0, max_tokens = 64, max_batch_tokens = 2048, max_seqs = 256;
   double kv_fraction = 0.85;
   std::vector<int> batches{1, 16, 64, 256}, prompt_lens{1024, 2048};
@@ -141,6 +141,7 @@ class gpu_replica {
         sp.context.max_logit_rows = std::max(o.max_seqs, 512);
         sp.context.cuda_graphs = o.graphs;
         sp.context.time_steps = true;
+        sp.context.batch_invariant = o.batch_invariant;
         sp.timeout_ms = 60000;
         sp.stage_timeout_ms = 120000;
         specs_.push_back(sp);
@@ -368,6 +369,7 @@ void run_bench(gpu_replica& r, const options& o) {
   j["load_ms"] = r.load_ms();
   j["kv_blocks"] = r.n_blocks();
   j["cuda_graphs"] = o.graphs;
+  j["batch_invariant"] = o.batch_invariant;
   const double bw = copy_rate(d), flops = gemm_rate(d);
   j["copy_rate_GBps"] = bw / 1e9;
   j["gemm_TFLOPs"] = flops / 1e12;
@@ -433,7 +435,7 @@ int main(int argc, char** argv) {
       "max-tokens", po::value(&o.max_tokens)->default_value(64), "tokens to generate (generate)")(
       "max-batch-tokens", po::value(&o.max_batch_tokens)->default_value(2048), "token budget per step")(
       "kv-fraction", po::value(&o.kv_fraction)->default_value(0.85), "share of free memory for the KV cache")(
-      "no-graphs", "replay no CUDA graphs")("batches", po::value(&batches), "decode batch sizes, e.g. 1,16,64,256")(
+      "no-graphs", "replay no CUDA graphs")("batch-invariant", "batch-invariant kernels (scheduler.batch_invariant)")("batches", po::value(&batches), "decode batch sizes, e.g. 1,16,64,256")(
       "prompt-lens", po::value(&prompt_lens), "prefill lengths, e.g. 1024,2048")(
       "gen", po::value(&o.gen)->default_value(64), "decode steps per batch (bench)");
   po::positional_options_description pos;
@@ -447,6 +449,7 @@ int main(int argc, char** argv) {
     }
     po::notify(vm);
     o.graphs = !vm.count("no-graphs");
+    o.batch_invariant = vm.count("batch-invariant") > 0;
     auto list = [](const std::string& s) {
       std::vector<int> v;
       std::stringstream ss(s);
