@@ -188,7 +188,11 @@ void on_step_output(replica_ptr self, uint64_t gen, uint64_t step_id, size_t sha
 
 void kick(replica_ptr self) {
   auto& st = self->state;
-  const size_t max_flights = static_cast<size_t>(std::max(1, st.opts.config.scheduler.micro_batches));
+  // Micro-batches overlap pipeline stages; with one stage a second flight only halves the
+  // batch and runs after the first on the same devices (every token then took two steps).
+  const size_t max_flights = st.opts.config.parallel.pipeline > 1
+                                 ? static_cast<size_t>(std::max(1, st.opts.config.scheduler.micro_batches))
+                                 : 1;
   while (st.ready && st.flights.size() < max_flights) {
     auto p = st.eng->begin_step();
     if (!p) break;

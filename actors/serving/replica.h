@@ -2,8 +2,9 @@
 /// The replica actor: the scheduler of one model instance (a tensor x pipeline group of
 /// shards). It runs an engine with local_execution off: it schedules a step, sends it to
 /// every shard of the group, completes it with the sampling shard's answer and streams
-/// each request's tokens to the request's client. Up to `scheduler.micro_batches` steps
-/// (disjoint sets of sequences) are in flight, so pipeline stages overlap.
+/// each request's tokens to the request's client. With pipeline > 1 up to
+/// `scheduler.micro_batches` steps (disjoint sets of sequences) are in flight, so pipeline
+/// stages overlap; with one stage, one step (the whole batch) at a time.
 ///
 /// When a shard fails (down, or a step error) the replica aborts the other shards'
 /// transfers, gives its in-flight steps back to the scheduler (their sequences are
