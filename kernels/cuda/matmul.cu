@@ -440,19 +440,23 @@ void add_bias(const op_context& ctx, tensor_view out, tensor_view bias, int64_t 
   check_launch("matmul", "bias_kernel");
 }
 
-void check(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias) {
-  const char* op = "matmul";
+/// The checks every product x[m, k] · w[n, k]ᵀ on the device shares (`op` names it).
+void check_operands(const char* op, const op_context& ctx, tensor_view out, tensor_view x, tensor_view w) {
   require_cuda_ctx(op, ctx);
   require_device_float(op, "x", x);
   require_device(op, "w", w);
   require_device(op, "out", out);
   require_same_type(op, "w", w, "x", x);
-  require(out.type == x.type || out.type == dtype::f32, op,
-          std::string("out is ") + dtype_name(out.type) + ", expected f32 or " + dtype_name(x.type));
   require_rank(op, "x", x, 2);
   require_rank(op, "w", w, 2);
-  require(x.shape[1] == w.shape[1], op,
-          "x " + x.shape.str() + " and w " + w.shape.str() + " disagree on k");
+  require(x.shape[1] == w.shape[1], op, "x " + x.shape.str() + " and w " + w.shape.str() + " disagree on k");
+}
+
+void check(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias) {
+  const char* op = "matmul";
+  check_operands(op, ctx, out, x, w);
+  require(out.type == x.type || out.type == dtype::f32, op,
+          std::string("out is ") + dtype_name(out.type) + ", expected f32 or " + dtype_name(x.type));
   require_shape(op, "out", out, shape_t{x.shape[0], w.shape[0]});
   if (!bias.empty()) {
     require_device(op, "bias", bias);
@@ -533,15 +537,8 @@ bool gemv(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, 
 
 bool gemv_swiglu(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w) {
   const char* op = "gate_up_swiglu";
-  require_cuda_ctx(op, ctx);
-  require_device_float(op, "x", x);
-  require_device(op, "w", w);
-  require_device(op, "out", out);
-  require_same_type(op, "w", w, "x", x);
+  check_operands(op, ctx, out, x, w);
   require_same_type(op, "out", out, "x", x);
-  require_rank(op, "x", x, 2);
-  require_rank(op, "w", w, 2);
-  require(x.shape[1] == w.shape[1], op, "x " + x.shape.str() + " and w " + w.shape.str() + " disagree on k");
   require(w.shape[0] % 2 == 0, op, "w " + w.shape.str() + " needs an even row count (gate rows, then up rows)");
   require_shape(op, "out", out, shape_t{x.shape[0], w.shape[0] / 2});
   if (ctx.batch_invariant || x.shape[0] > gemv_row_limit() || !gemv_fits(out, x, w)) return false;
