@@ -12,6 +12,10 @@ are each one token in common BPE vocabularies, sent with ignore_eos and max_toke
 --output-len so the output length is exact) or read from --dataset (jsonl: "prompt" and
 an optional "max_tokens" per line).
 
+--multiturn N runs a multi-turn chat workload instead (tools/multiturn.py): N
+conversations over a few shared system prompts whose histories grow turn by turn, and
+reports the server's prefix-cache hit rate over each pass (from its /metrics).
+
 Reports a table (per pass: requests ok/err, req/s, output tok/s, TTFT/ITL/E2E
 p50/p90/p99 in ms), and optionally --json FILE and --plot FILE.png.
 
@@ -55,6 +59,7 @@ class Prompt:
     text: str
     max_tokens: int
     input_tokens: int  # estimate; replaced by the server's usage when it reports one
+    messages: Optional[list] = None  # chat messages (multi-turn), instead of text
 
 
 @dataclass
@@ -68,6 +73,7 @@ class Result:
     e2e: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+    text: str = ""              # the generated text (multi-turn: the next turn's history)
 
 
 # ----------------------------------------------------------------------------- options
@@ -133,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-prompts", type=positive_int, default=32, help="requests per pass (default: 32)")
     p.add_argument("--input-len", type=positive_int, default=64, help="prompt length in tokens, approximate (default: 64)")
     p.add_argument("--output-len", type=positive_int, default=32, help="tokens generated per request, exact (default: 32)")
+    p.add_argument("--multiturn", type=positive_int, metavar="N",
+                   help="multi-turn chat workload of N conversations (chat endpoint; tools/multiturn.py)")
+    p.add_argument("--turns", type=positive_int, default=4, help="--multiturn: turns per conversation (default: 4)")
+    p.add_argument("--system-prompts", type=positive_int, default=2, help="--multiturn: shared system prompts (default: 2)")
+    p.add_argument("--system-len", type=positive_int, default=200, help="--multiturn: system prompt words (default: 200)")
+    p.add_argument("--user-len", type=positive_int, default=24, help="--multiturn: words per user message (default: 24)")
     p.add_argument("--dataset", help="jsonl file: one {\"prompt\": ..., \"max_tokens\": ...} per line (instead of --input-len)")
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default: 0, greedy)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt generator and arrival times (default: 0)")
@@ -189,6 +201,11 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
         raise UsageError(f"--plot: expected a .png file name, got '{args.plot_path}'")
     if args.concurrency is None and args.request_rate is None:
         args.concurrency = [1]
+    if args.multiturn is not None:
+        if args.request_rate is not None or args.dataset is not None:
+            raise UsageError("--multiturn: runs conversations in a closed loop; use --concurrency, not "
+                             "--request-rate or --dataset")
+        args.endpoint = "chat"
     return args
 
 
@@ -231,7 +248,9 @@ def request_body(args: argparse.Namespace, prompt: Prompt) -> dict:
             "stream": True, "stream_options": {"include_usage": True}}
     if args.dataset is None:
         body["ignore_eos"] = True
-    if args.endpoint == "chat":
+    if prompt.messages is not None:
+        body["messages"] = prompt.messages
+    elif args.endpoint == "chat":
         body["messages"] = [{"role": "user", "content": prompt.text}]
     else:
         body["prompt"] = prompt.text
@@ -277,7 +296,9 @@ async def read_stream(resp, start: float, res: Result) -> bool:
                 if isinstance(chunk.get("error"), dict):
                     res.detail = str(chunk["error"].get("message", ""))[:200]
                     return False
-                if chunk_text(chunk):
+                text = chunk_text(chunk)
+                if text:
+                    res.text += text
                     chunks += 1
                     if last is None:
                         res.ttft = now - start
@@ -504,14 +525,33 @@ async def run_all(args: argparse.Namespace, prompts: List[Prompt]) -> List[dict]
             if not args.quiet:
                 print(f"loadgen: {kind} {value:g}: {len(prompts)} requests ...", file=sys.stderr, flush=True)
             start = time.perf_counter()
-            if kind == "concurrency":
+            cache = None
+            if args.multiturn is not None:
+                results, cache = await run_multiturn(session, args, value, len(runs))
+            elif kind == "concurrency":
                 results = await run_concurrency(session, args, prompts, value)
             else:
                 results = await run_rate(session, args, prompts, value, rng)
             load = {"concurrency": value if kind == "concurrency" else None,
                     "request_rate": value if kind == "request_rate" else None}
             runs.append(summarize(results, time.perf_counter() - start, load))
+            if cache is not None:
+                runs[-1]["cache"] = cache
         return runs
+
+
+async def run_multiturn(session, args, concurrency: int, index: int):
+    """One pass of the multi-turn workload (fresh conversations per pass): its Results and
+    the prefix-cache summary over it (multiturn.cache_summary)."""
+    import multiturn
+    rng = random.Random(args.seed * 1000 + index)
+    convs = multiturn.make_conversations(args.multiturn, args.turns, args.system_prompts, args.system_len,
+                                         args.user_len, rng)
+    before = await multiturn.scrape(session, args.base_url)
+    sent = await multiturn.run_conversations(
+        convs, concurrency, lambda msgs: send_one(session, args, Prompt("", args.output_len, 0, msgs)))
+    after = await multiturn.scrape(session, args.base_url)
+    return [r for _, r in sent], multiturn.cache_summary(before, after)
 
 
 def json_safe(value):
@@ -528,12 +568,20 @@ def json_safe(value):
 def report(args: argparse.Namespace, runs: List[dict]) -> None:
     print(table(runs))
     for r in runs:
+        c = r.get("cache")
+        if c is not None:
+            rate = "-" if c["prefix_hit_rate"] is None else f"{100 * c['prefix_hit_rate']:.1f}%"
+            routed = ", ".join(f"{k} {v}" for k, v in c["routed"].items()) or "-"
+            print(f"  {load_label(r)}: prefix hit rate {rate}; routed: {routed}")
         for kind, n in sorted(r["errors"].items()):
             print(f"  {load_label(r)}: {n} x {kind}: {r['error_examples'].get(kind, '')}")
     config = {"base_url": args.base_url, "model": args.model, "endpoint": args.endpoint,
               "mode": "concurrency" if args.concurrency else "request_rate",
               "num_prompts": args.num_prompts, "input_len": None if args.dataset else args.input_len,
               "output_len": None if args.dataset else args.output_len, "dataset": args.dataset,
+              "multiturn": None if args.multiturn is None else
+              {"conversations": args.multiturn, "turns": args.turns, "system_prompts": args.system_prompts,
+               "system_len": args.system_len, "user_len": args.user_len},
               "temperature": args.temperature, "seed": args.seed,
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if args.json_path:
