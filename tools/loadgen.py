@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 from urllib.parse import urlparse
 
+import multiturn  # tools/multiturn.py, beside this file
+
 # Words that are a single token (with their leading space) in GPT-2-style BPE
 # vocabularies (SmolLM2, Llama 3, Qwen2, Mistral): a prompt of N of them is about N tokens.
 WORDS = ("the of and to in is on at it as be by we he an or if so no up do go me my us "
@@ -139,12 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-prompts", type=positive_int, default=32, help="requests per pass (default: 32)")
     p.add_argument("--input-len", type=positive_int, default=64, help="prompt length in tokens, approximate (default: 64)")
     p.add_argument("--output-len", type=positive_int, default=32, help="tokens generated per request, exact (default: 32)")
-    p.add_argument("--multiturn", type=positive_int, metavar="N",
-                   help="multi-turn chat workload of N conversations (chat endpoint; tools/multiturn.py)")
-    p.add_argument("--turns", type=positive_int, default=4, help="--multiturn: turns per conversation (default: 4)")
-    p.add_argument("--system-prompts", type=positive_int, default=2, help="--multiturn: shared system prompts (default: 2)")
-    p.add_argument("--system-len", type=positive_int, default=200, help="--multiturn: system prompt words (default: 200)")
-    p.add_argument("--user-len", type=positive_int, default=24, help="--multiturn: words per user message (default: 24)")
+    multiturn.add_arguments(p, positive_int)
     p.add_argument("--dataset", help="jsonl file: one {\"prompt\": ..., \"max_tokens\": ...} per line (instead of --input-len)")
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default: 0, greedy)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt generator and arrival times (default: 0)")
@@ -541,17 +538,9 @@ async def run_all(args: argparse.Namespace, prompts: List[Prompt]) -> List[dict]
 
 
 async def run_multiturn(session, args, concurrency: int, index: int):
-    """One pass of the multi-turn workload (fresh conversations per pass): its Results and
-    the prefix-cache summary over it (multiturn.cache_summary)."""
-    import multiturn
-    rng = random.Random(args.seed * 1000 + index)
-    convs = multiturn.make_conversations(args.multiturn, args.turns, args.system_prompts, args.system_len,
-                                         args.user_len, rng)
-    before = await multiturn.scrape(session, args.base_url)
-    sent = await multiturn.run_conversations(
-        convs, concurrency, lambda msgs: send_one(session, args, Prompt("", args.output_len, 0, msgs)))
-    after = await multiturn.scrape(session, args.base_url)
-    return [r for _, r in sent], multiturn.cache_summary(before, after)
+    """One pass of the multi-turn workload: its Results and prefix-cache summary."""
+    send = lambda msgs: send_one(session, args, Prompt("", args.output_len, 0, msgs))  # noqa: E731
+    return await multiturn.run_pass(session, args, concurrency, random.Random(args.seed * 1000 + index), send)
 
 
 def json_safe(value):

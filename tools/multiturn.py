@@ -32,6 +32,26 @@ class Conversation:
     messages: List[dict] = field(default_factory=list)
 
 
+def add_arguments(p, positive_int) -> None:
+    """loadgen's --multiturn flags."""
+    p.add_argument("--multiturn", type=positive_int, metavar="N",
+                   help="multi-turn chat workload of N conversations (chat endpoint; tools/multiturn.py)")
+    p.add_argument("--turns", type=positive_int, default=4, help="--multiturn: turns per conversation (default: 4)")
+    p.add_argument("--system-prompts", type=positive_int, default=2, help="--multiturn: shared system prompts (default: 2)")
+    p.add_argument("--system-len", type=positive_int, default=200, help="--multiturn: system prompt words (default: 200)")
+    p.add_argument("--user-len", type=positive_int, default=24, help="--multiturn: words per user message (default: 24)")
+
+
+async def run_pass(session, args, concurrency: int, rng: random.Random, send) -> Tuple[list, dict]:
+    """One pass (fresh conversations from `rng`): every Result and the prefix-cache summary
+    over the pass (cache_summary of /metrics before and after)."""
+    convs = make_conversations(args.multiturn, args.turns, args.system_prompts, args.system_len, args.user_len, rng)
+    before = await scrape(session, args.base_url)
+    sent = await run_conversations(convs, concurrency, send)
+    after = await scrape(session, args.base_url)
+    return [r for _, r in sent], cache_summary(before, after)
+
+
 def words(n: int, rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
 
