@@ -367,6 +367,32 @@ typename Inspector::result_type inspect(Inspector& f, drain_reply& x) {
   return f(caf::meta::type_name("troupe::drain_reply"), x.code, x.error, x.node);
 }
 
+// -- cache-aware routing (the router follows each replica's prefix cache) ---
+
+/// Router -> replica, with the router: send me your prefix-cache summaries (a snapshot
+/// now, then the changes).
+using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
+/// Replica -> router with a prefix_summary; replica -> itself: time to send the changes.
+using prefixes_atom = caf::atom_constant<caf::atom("prefixes")>;
+
+/// Replica -> router: what changed in the replica's prefix cache, as the chained block
+/// keys of runtime/engine/prefix_hash.h. Deltas, batched: at most one message per
+/// replica every few milliseconds, with at most the replica's journal bound of keys
+/// (replica.cpp: prefix_journal_keys); when more changed in between, or on subscribing,
+/// a capped snapshot with `reset` instead. 8 bytes per key.
+struct prefix_summary {
+  int32_t replica = 0;            ///< the replica's index
+  bool reset = false;             ///< forget this replica's keys first (`added` is a snapshot)
+  std::vector<uint64_t> added;    ///< keys of blocks the replica now caches
+  std::vector<uint64_t> removed;  ///< keys of blocks it no longer caches
+};
+
+/// `inspect` for prefix_summary.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, prefix_summary& x) {
+  return f(caf::meta::type_name("troupe::prefix_summary"), x.replica, x.reset, x.added, x.removed);
+}
+
 /// Registers every type above with `cfg` (needed for remote sends).
 inline void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<node_info>("troupe::node_info");
@@ -384,6 +410,7 @@ inline void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<node_view>("troupe::node_view");
   cfg.add_message_type<std::vector<node_view>>("std::vector<troupe::node_view>");
   cfg.add_message_type<drain_reply>("troupe::drain_reply");
+  cfg.add_message_type<prefix_summary>("troupe::prefix_summary");
 }
 
 }  // namespace troupe
@@ -432,3 +459,4 @@ namespace troupe {
 using scale_atom = caf::atom_constant<caf::atom("scale")>;
 
 }  // namespace troupe
+

@@ -49,6 +49,16 @@ troupe_metrics::troupe_metrics(metrics::registry& r)
                                             "Prompt tokens looked up in the prefix cache.", {"replica"})),
       prefix_cache_hits(r.counter_family("troupe_prefix_cache_hits_total",
                                          "Prompt tokens found in the prefix cache.", {"replica"})),
+      router_routed(r.counter_family("troupe_router_routed_total",
+                                     "Requests routed to a replica, by reason: cache (longest cached prefix), "
+                                     "least_loaded (no prefix claim), balance (the claim lost to load).",
+                                     {"replica", "reason"})),
+      router_matched_tokens(r.counter_family("troupe_router_matched_prefix_tokens_total",
+                                             "Prompt tokens the router expected the chosen replica to have cached.",
+                                             {"replica"})),
+      router_index_keys(r.gauge_family("troupe_router_index_keys",
+                                       "Prefix-block keys in the router's approximate index of the replicas' caches.")
+                            .with()),
       replica_ready(r.gauge_family("troupe_replica_ready",
                                    "1 when every shard of the replica is up and it takes requests, else 0.",
                                    {"replica"})),

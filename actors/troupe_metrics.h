@@ -41,6 +41,16 @@ struct troupe_metrics {
   metrics::family<metrics::counter>& prefix_cache_queries;
   /// troupe_prefix_cache_hits_total{replica}: prompt tokens found cached; replica.
   metrics::family<metrics::counter>& prefix_cache_hits;
+  /// troupe_router_routed_total{replica,reason}: requests the router sent to a replica, by
+  /// why: "cache" (it held the longest prefix), "least_loaded" (no replica held a prefix, or
+  /// the policy is least_loaded), "balance" (the replica with the longest prefix lost its
+  /// claim: far busier than the least loaded); router.
+  metrics::family<metrics::counter>& router_routed;
+  /// troupe_router_matched_prefix_tokens_total{replica}: prompt tokens the router's index
+  /// expected the chosen replica to have cached (claims kept only); router.
+  metrics::family<metrics::counter>& router_matched_tokens;
+  /// troupe_router_index_keys: prefix-block keys in the router's index; router.
+  metrics::gauge& router_index_keys;
   /// troupe_replica_ready{replica}: 1/0; supervisor.
   metrics::family<metrics::gauge>& replica_ready;
   /// troupe_shard_up{replica,stage,rank}: 1/0; supervisor.

@@ -133,6 +133,14 @@ void read_cache(section s, cache_section& v) {
   s.finish();
 }
 
+void read_router(section s, router_section& v) {
+  s.get("policy", v.policy);
+  s.get("balance_abs_threshold", v.balance_abs_threshold);
+  s.get("balance_rel_threshold", v.balance_rel_threshold);
+  s.get("index_capacity", v.index_capacity);
+  s.finish();
+}
+
 }  // namespace
 
 cluster_config read_tree(const YAML::Node& root, const reader& r) {
@@ -147,6 +155,7 @@ cluster_config read_tree(const YAML::Node& root, const reader& r) {
   read_fault_tolerance(section(r, top.child("fault_tolerance"), "fault_tolerance"), c.fault_tolerance);
   read_autoscale(section(r, top.child("autoscale"), "autoscale"), c.autoscale);
   read_cache(section(r, top.child("cache"), "cache"), c.cache);
+  read_router(section(r, top.child("router"), "router"), c.router);
   top.finish();
   return c;
 }
@@ -297,6 +306,11 @@ std::string to_yaml(const cluster_config& c) {
   out << YAML::Key << "cache" << YAML::Value << YAML::BeginMap << YAML::Key << "backend" << YAML::Value
       << cc.backend << YAML::Key << "url" << YAML::Value << YAML::DoubleQuoted << cc.url << YAML::Key << "ttl"
       << YAML::Value << ms(cc.ttl) << YAML::Key << "max_bytes" << YAML::Value << cc.max_bytes << YAML::EndMap;
+  const auto& ro = c.router;
+  out << YAML::Key << "router" << YAML::Value << YAML::BeginMap << YAML::Key << "policy" << YAML::Value
+      << ro.policy << YAML::Key << "balance_abs_threshold" << YAML::Value << ro.balance_abs_threshold
+      << YAML::Key << "balance_rel_threshold" << YAML::Value << ro.balance_rel_threshold << YAML::Key
+      << "index_capacity" << YAML::Value << ro.index_capacity << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

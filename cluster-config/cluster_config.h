@@ -132,6 +132,22 @@ struct cache_section {
   int64_t max_bytes = 64 << 20;
 };
 
+/// `router:` — how the router picks a replica for each request.
+struct router_section {
+  /// cache_aware: the replica whose prefix cache holds the longest prefix of the prompt
+  /// (ties and unknown prefixes: the least loaded), unless it is far busier than the least
+  /// loaded one; least_loaded: the ready replica with the fewest requests in flight.
+  std::string policy = "cache_aware";
+  /// cache_aware: the replica with the longest prefix loses its claim to the least loaded
+  /// one when it holds more than this many requests beyond the least loaded's ...
+  int balance_abs_threshold = 2;
+  /// ... and more than this many times the least loaded's requests (both must hold).
+  double balance_rel_threshold = 1.5;
+  /// cache_aware: the most prefix-block keys the router's index holds (least recently
+  /// used ones go first); 8 bytes a key plus bookkeeping.
+  int index_capacity = 65536;
+};
+
 /// Where a Redis cache lives, from redis://[:password@]host[:port][/db].
 struct redis_address {
   std::string host = "127.0.0.1";
@@ -154,6 +170,7 @@ struct cluster_config {
   fault_tolerance_section fault_tolerance;
   autoscale_section autoscale;
   cache_section cache;
+  router_section router;
   std::string source;  ///< file it was read from ("" when built in code)
 };
 

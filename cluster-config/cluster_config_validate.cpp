@@ -198,6 +198,16 @@ void check_cache(const checker& k, const cache_section& c) {
   }
 }
 
+void check_router(const checker& k, const router_section& r) {
+  k.require(r.policy == "cache_aware" || r.policy == "least_loaded", "router.policy",
+            "must be cache_aware or least_loaded, got \"" + r.policy + "\"");
+  k.at_least(r.balance_abs_threshold, 0, "router.balance_abs_threshold");
+  k.require(r.balance_rel_threshold >= 1.0, "router.balance_rel_threshold",
+            "must be >= 1 (a multiple of the least loaded replica's requests), got " +
+                std::to_string(r.balance_rel_threshold));
+  k.at_least(r.index_capacity, 1, "router.index_capacity");
+}
+
 }  // namespace
 
 redis_address parse_redis_url(const std::string& url) {
@@ -240,6 +250,7 @@ void validate(const cluster_config& c) {
   check_fault_tolerance(k, c.fault_tolerance);
   check_autoscale(k, c.autoscale, c.parallel);
   check_cache(k, c.cache);
+  check_router(k, c.router);
 }
 
 }  // namespace troupe

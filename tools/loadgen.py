@@ -12,6 +12,10 @@ are each one token in common BPE vocabularies, sent with ignore_eos and max_toke
 --output-len so the output length is exact) or read from --dataset (jsonl: "prompt" and
 an optional "max_tokens" per line).
 
+--multiturn N runs a multi-turn chat workload instead (tools/multiturn.py): N
+conversations over a few shared system prompts whose histories grow turn by turn, and
+reports the server's prefix-cache hit rate over each pass (from its /metrics).
+
 Reports a table (per pass: requests ok/err, req/s, output tok/s, TTFT/ITL/E2E
 p50/p90/p99 in ms), and optionally --json FILE and --plot FILE.png.
 
@@ -35,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 from urllib.parse import urlparse
 
+import multiturn  # tools/multiturn.py, beside this file
+
 # Words that are a single token (with their leading space) in GPT-2-style BPE
 # vocabularies (SmolLM2, Llama 3, Qwen2, Mistral): a prompt of N of them is about N tokens.
 WORDS = ("the of and to in is on at it as be by we he an or if so no up do go me my us "
@@ -55,6 +61,7 @@ class Prompt:
     text: str
     max_tokens: int
     input_tokens: int  # estimate; replaced by the server's usage when it reports one
+    messages: Optional[list] = None  # chat messages (multi-turn), instead of text
 
 
 @dataclass
@@ -68,6 +75,7 @@ class Result:
     e2e: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+    text: str = ""              # the generated text (multi-turn: the next turn's history)
 
 
 # ----------------------------------------------------------------------------- options
@@ -133,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-prompts", type=positive_int, default=32, help="requests per pass (default: 32)")
     p.add_argument("--input-len", type=positive_int, default=64, help="prompt length in tokens, approximate (default: 64)")
     p.add_argument("--output-len", type=positive_int, default=32, help="tokens generated per request, exact (default: 32)")
+    multiturn.add_arguments(p, positive_int)
     p.add_argument("--dataset", help="jsonl file: one {\"prompt\": ..., \"max_tokens\": ...} per line (instead of --input-len)")
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default: 0, greedy)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt generator and arrival times (default: 0)")
@@ -189,6 +198,11 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
         raise UsageError(f"--plot: expected a .png file name, got '{args.plot_path}'")
     if args.concurrency is None and args.request_rate is None:
         args.concurrency = [1]
+    if args.multiturn is not None:
+        if args.request_rate is not None or args.dataset is not None:
+            raise UsageError("--multiturn: runs conversations in a closed loop; use --concurrency, not "
+                             "--request-rate or --dataset")
+        args.endpoint = "chat"
     return args
 
 
@@ -231,7 +245,9 @@ def request_body(args: argparse.Namespace, prompt: Prompt) -> dict:
             "stream": True, "stream_options": {"include_usage": True}}
     if args.dataset is None:
         body["ignore_eos"] = True
-    if args.endpoint == "chat":
+    if prompt.messages is not None:
+        body["messages"] = prompt.messages
+    elif args.endpoint == "chat":
         body["messages"] = [{"role": "user", "content": prompt.text}]
     else:
         body["prompt"] = prompt.text
@@ -277,7 +293,9 @@ async def read_stream(resp, start: float, res: Result) -> bool:
                 if isinstance(chunk.get("error"), dict):
                     res.detail = str(chunk["error"].get("message", ""))[:200]
                     return False
-                if chunk_text(chunk):
+                text = chunk_text(chunk)
+                if text:
+                    res.text += text
                     chunks += 1
                     if last is None:
                         res.ttft = now - start
@@ -504,14 +522,25 @@ async def run_all(args: argparse.Namespace, prompts: List[Prompt]) -> List[dict]
             if not args.quiet:
                 print(f"loadgen: {kind} {value:g}: {len(prompts)} requests ...", file=sys.stderr, flush=True)
             start = time.perf_counter()
-            if kind == "concurrency":
+            cache = None
+            if args.multiturn is not None:
+                results, cache = await run_multiturn(session, args, value, len(runs))
+            elif kind == "concurrency":
                 results = await run_concurrency(session, args, prompts, value)
             else:
                 results = await run_rate(session, args, prompts, value, rng)
             load = {"concurrency": value if kind == "concurrency" else None,
                     "request_rate": value if kind == "request_rate" else None}
             runs.append(summarize(results, time.perf_counter() - start, load))
+            if cache is not None:
+                runs[-1]["cache"] = cache
         return runs
+
+
+async def run_multiturn(session, args, concurrency: int, index: int):
+    """One pass of the multi-turn workload: its Results and prefix-cache summary."""
+    send = lambda msgs: send_one(session, args, Prompt("", args.output_len, 0, msgs))  # noqa: E731
+    return await multiturn.run_pass(session, args, concurrency, random.Random(args.seed * 1000 + index), send)
 
 
 def json_safe(value):
@@ -528,12 +557,20 @@ def json_safe(value):
 def report(args: argparse.Namespace, runs: List[dict]) -> None:
     print(table(runs))
     for r in runs:
+        c = r.get("cache")
+        if c is not None:
+            rate = "-" if c["prefix_hit_rate"] is None else f"{100 * c['prefix_hit_rate']:.1f}%"
+            routed = ", ".join(f"{k} {v}" for k, v in c["routed"].items()) or "-"
+            print(f"  {load_label(r)}: prefix hit rate {rate}; routed: {routed}")
         for kind, n in sorted(r["errors"].items()):
             print(f"  {load_label(r)}: {n} x {kind}: {r['error_examples'].get(kind, '')}")
     config = {"base_url": args.base_url, "model": args.model, "endpoint": args.endpoint,
               "mode": "concurrency" if args.concurrency else "request_rate",
               "num_prompts": args.num_prompts, "input_len": None if args.dataset else args.input_len,
               "output_len": None if args.dataset else args.output_len, "dataset": args.dataset,
+              "multiturn": None if args.multiturn is None else
+              {"conversations": args.multiturn, "turns": args.turns, "system_prompts": args.system_prompts,
+               "system_len": args.system_len, "user_len": args.user_len},
               "temperature": args.temperature, "seed": args.seed,
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if args.json_path:

@@ -192,7 +192,7 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
     plane.replicas.push_back(spawn_replica(sys, std::move(o)));
   }
   plane.router = spawn_router(sys, plane.replicas, c.fault_tolerance.request_wait,
-                              c.fault_tolerance.request_retries, limits_of(c.server));
+                              c.fault_tolerance.request_retries, limits_of(c.server), routing_of(c, metrics));
   replica_manager_options mo;
   mo.config = c;
   mo.model = meta->config();

@@ -65,6 +65,9 @@ struct replica_state {
   std::set<int> failed_stages;           // stages with a failed shard since the recovery began
   std::vector<bool> reused;              // per shard: the handle survived the last adopt_shards
   std::vector<int64_t> kv_rows;          // per shard: KV rows written, as last reported
+  // Prefix-cache summaries for the router (cache-aware routing):
+  caf::actor subscriber;                 // where they go (null: nobody asked)
+  bool flush_pending = false;            // a prefixes_atom timer is on its way
   static inline const char* name = "troupe.replica";
 };
 
@@ -186,6 +189,25 @@ void on_step_output(replica_ptr self, uint64_t gen, uint64_t step_id, size_t sha
   report(st);
 }
 
+/// Sends the subscriber `changes` of this replica's prefix cache.
+void send_prefixes(replica_ptr self, prefix_changes changes) {
+  auto& st = self->state;
+  prefix_summary s;
+  s.replica = st.opts.index;
+  s.reset = changes.reset;
+  s.added = std::move(changes.added);
+  s.removed = std::move(changes.removed);
+  caf::anon_send(st.subscriber, prefixes_atom::value, std::move(s));
+}
+
+/// Arms the timer that sends the prefix-cache changes (one summary per interval at most).
+void schedule_prefixes(replica_ptr self) {
+  auto& st = self->state;
+  if (!st.subscriber || st.flush_pending || !st.eng->blocks().has_prefix_changes()) return;
+  st.flush_pending = true;
+  self->delayed_send(self, prefix_flush_interval, prefixes_atom::value);
+}
+
 void kick(replica_ptr self) {
   auto& st = self->state;
   // Micro-batches overlap pipeline stages; with one stage a second flight only halves the
@@ -212,6 +234,7 @@ void kick(replica_ptr self) {
   }
   auto ended = st.eng->take_ended();
   dispatch(self, ended);
+  schedule_prefixes(self);
 }
 
 /// Whether a failure of `shard` may be repaired stage-locally: a pipeline whose KV cache
@@ -519,6 +542,18 @@ replica_actor::behavior_type replica_impl(replica_ptr self, replica_options opts
         return s;
       },
       [self](rebuild_atom, std::vector<shard_actor>& shards) { adopt_shards(self, std::move(shards)); },
+      [self](subscribe_atom, const caf::actor& router) {
+        auto& st = self->state;
+        st.subscriber = router;
+        st.eng->track_prefix_changes(prefix_journal_keys);
+        send_prefixes(self, st.eng->prefix_snapshot(prefix_snapshot_keys));
+      },
+      [self](prefixes_atom) {
+        auto& st = self->state;
+        st.flush_pending = false;
+        if (st.subscriber && st.eng->blocks().has_prefix_changes())
+          send_prefixes(self, st.eng->take_prefix_changes(prefix_snapshot_keys));
+      },
       [self](hold_atom, uint64_t recovery) {
         auto& st = self->state;
         if (st.recovering && recovery == st.recovery)

@@ -47,7 +47,20 @@ using replica_actor = caf::typed_actor<
     caf::reacts_to<stop_atom>,
     /// New shards of a new shape (tensor, pipeline), index = stage * tensor + rank: a
     /// serving replica first gives its requests back (as on a failure), then adopts them.
-    caf::reacts_to<replan_atom, std::vector<shard_actor>, int32_t, int32_t>>;
+    caf::reacts_to<replan_atom, std::vector<shard_actor>, int32_t, int32_t>,
+    /// The router wants this replica's prefix-cache summaries: a snapshot now, then the
+    /// changes (prefixes_atom, prefix_summary), batched every prefix_flush_interval.
+    caf::reacts_to<subscribe_atom, caf::actor>,
+    /// Internal timer: send the prefix-cache changes gathered since the last summary.
+    caf::reacts_to<prefixes_atom>>;
+
+/// How long a replica gathers prefix-cache changes before it sends them as one summary.
+constexpr std::chrono::milliseconds prefix_flush_interval{10};
+/// The most distinct prefix keys a replica journals between two summaries; beyond that
+/// the next summary is a snapshot (reset) instead of a delta.
+constexpr size_t prefix_journal_keys = 4096;
+/// The most keys one snapshot carries (the replica's cached blocks beyond are left out).
+constexpr size_t prefix_snapshot_keys = 16384;
 
 /// How a replica is set up.
 struct replica_options {

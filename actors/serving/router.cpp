@@ -6,6 +6,8 @@
 #include <unordered_map>
 
 #include "actors/actor_system_config.h"
+#include "actors/serving/prefix_index.h"
+#include "runtime/engine/prefix_hash.h"
 
 namespace troupe {
 
@@ -54,16 +56,92 @@ struct router_state {
   int64_t admitted_tokens = 0;    ///< their prompt + max_tokens
   std::set<caf::actor_addr> watched;  ///< client actors this router monitors
   uint64_t next_id = 1;
+  router_routing routing;         ///< policy, thresholds, block size, metrics
+  bool cache_aware = false;       ///< routing.policy.policy == "cache_aware"
+  prefix_index index;             ///< cache_aware: key -> replicas believed to cache it
   static inline const char* name = "troupe.router";
 };
 
 using router_ptr = router_actor::stateful_pointer<router_state>;
 
-int pick(const router_state& st) {
+/// The most prompt blocks the router hashes for one request (32k tokens at block size 16):
+/// bounds the work per request; longer prompts are matched on this prefix.
+constexpr size_t max_route_blocks = 2048;
+
+bool eligible(const router_state& st, size_t i) { return st.ready[i] && !st.draining[i]; }
+
+/// The ready, not draining replica with the fewest requests in flight (the lowest index of
+/// equals), or -1.
+int least_loaded(const router_state& st) {
   int best = -1;
   for (size_t i = 0; i < st.replicas.size(); ++i)
-    if (st.ready[i] && !st.draining[i] && (best < 0 || st.load[i] < st.load[static_cast<size_t>(best)])) best = static_cast<int>(i);
+    if (eligible(st, i) && (best < 0 || st.load[i] < st.load[static_cast<size_t>(best)])) best = static_cast<int>(i);
   return best;
+}
+
+/// Where a request goes and why (the reason label of troupe_router_routed_total).
+struct choice {
+  int replica = -1;
+  const char* reason = "least_loaded";
+  int matched_tokens = 0;  ///< prompt tokens the index expects cached there (reason "cache")
+};
+
+/// The prefix keys of a request's tokens as its replica will hold them: the prompt, then
+/// the tokens already emitted (a resumed request).
+std::vector<uint64_t> keys_of(const router_state& st, const generate_request& req) {
+  if (req.emitted.empty()) return prefix_block_hashes(req.prompt, st.routing.block_size, max_route_blocks);
+  std::vector<int32_t> all = req.prompt;
+  all.insert(all.end(), req.emitted.begin(), req.emitted.end());
+  return prefix_block_hashes(all, st.routing.block_size, max_route_blocks);
+}
+
+/// cache_aware: the eligible replica holding the longest prefix of `keys` (ties: the less
+/// loaded), unless it is far busier than the least loaded replica (then that one: reason
+/// "balance"); no prefix held anywhere: the least loaded. least_loaded: the least loaded.
+choice choose(router_state& st, const std::vector<uint64_t>& keys) {
+  choice c;
+  c.replica = least_loaded(st);
+  if (c.replica < 0 || !st.cache_aware || keys.empty()) return c;
+  const auto depth = st.index.match(keys, st.replicas.size());
+  int best = -1;
+  for (size_t i = 0; i < st.replicas.size(); ++i) {
+    if (!eligible(st, i) || depth[i] == 0) continue;
+    const auto b = static_cast<size_t>(best);
+    if (best < 0 || depth[i] > depth[b] || (depth[i] == depth[b] && st.load[i] < st.load[b])) best = static_cast<int>(i);
+  }
+  if (best < 0) return c;
+  const int min_load = st.load[static_cast<size_t>(c.replica)];
+  const int load = st.load[static_cast<size_t>(best)];
+  const auto& p = st.routing.policy;
+  if (load > min_load + p.balance_abs_threshold && load > min_load * p.balance_rel_threshold) {
+    c.reason = "balance";
+    return c;
+  }
+  c.replica = best;
+  c.reason = "cache";
+  c.matched_tokens = depth[static_cast<size_t>(best)] * st.routing.block_size;
+  return c;
+}
+
+/// Counts a routing decision and, cache_aware, records that `c.replica` will cache `keys`.
+void record_choice(router_state& st, const choice& c, const std::vector<uint64_t>& keys) {
+  if (st.cache_aware)
+    for (uint64_t k : keys) st.index.add(k, c.replica);
+  if (!st.routing.metrics) return;
+  auto& m = *st.routing.metrics;
+  const std::string r = std::to_string(c.replica);
+  m.router_routed.with({r, c.reason}).inc();
+  if (c.matched_tokens > 0) m.router_matched_tokens.with({r}).inc(double(c.matched_tokens));
+  m.router_index_keys.set(double(st.index.size()));
+}
+
+/// Applies a replica's prefix-cache changes to the index (cache_aware only).
+void on_prefixes(router_state& st, const prefix_summary& s) {
+  if (!st.cache_aware || s.replica < 0 || static_cast<size_t>(s.replica) >= st.replicas.size()) return;
+  if (s.reset) st.index.forget(s.replica);
+  for (uint64_t k : s.removed) st.index.remove(k, s.replica);
+  for (uint64_t k : s.added) st.index.add(k, s.replica);
+  if (st.routing.metrics) st.routing.metrics->router_index_keys.set(double(st.index.size()));
 }
 
 /// `r` no longer counts against the admission limits (it ended or was cancelled).
@@ -95,12 +173,15 @@ void fail_request(router_ptr self, uint64_t id, const std::string& why) {
 void dispatch_waiting(router_ptr self) {
   auto& st = self->state;
   while (!st.waiting.empty()) {
-    const int r = pick(st);
-    if (r < 0) return;
+    if (least_loaded(st) < 0) return;
     const uint64_t id = st.waiting.front();
     st.waiting.pop_front();
     auto it = st.routes.find(id);
     if (it == st.routes.end()) continue;
+    const auto keys = st.cache_aware ? keys_of(st, it->second.request) : std::vector<uint64_t>{};
+    const choice c = choose(st, keys);
+    record_choice(st, c, keys);
+    const int r = c.replica;
     it->second.replica = r;
     st.load[static_cast<size_t>(r)]++;
     if (it->second.retries > 0 || it->second.drain_moves > 0)
@@ -316,8 +397,11 @@ void expire_waiting(router_ptr self) {
 
 router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_actor> replicas,
                                         std::chrono::milliseconds request_wait, int request_retries,
-                                        router_limits limits) {
+                                        router_limits limits, router_routing routing) {
   auto& st = self->state;
+  st.routing = std::move(routing);
+  st.cache_aware = st.routing.policy.policy == "cache_aware";
+  st.index = prefix_index(static_cast<size_t>(std::max(1, st.routing.policy.index_capacity)));
   st.replicas = std::move(replicas);
   st.ready.assign(st.replicas.size(), false);
   st.draining.assign(st.replicas.size(), false);
@@ -327,6 +411,9 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
   st.limits = limits;
   self->set_down_handler([self](caf::down_msg& dm) { on_client_down(self, dm); });
   self->send(self, sweep_atom::value);
+  // cache_aware: every replica sends this router its prefix-cache summaries.
+  if (st.cache_aware)
+    for (auto& r : st.replicas) self->send(r, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
   // Replicas that became ready before anyone told this router: ask them.
   for (size_t i = 0; i < st.replicas.size(); ++i)
     self->request(st.replicas[i], std::chrono::seconds(5), status_atom::value)
@@ -340,6 +427,7 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
         on_generate(self, client_id, req, client);
       },
       [self](token_atom, token_msg& m) { on_token(self, m); },
+      [self](prefixes_atom, const prefix_summary& s) { on_prefixes(self->state, s); },
       [self](cancel_atom, uint64_t client_id, const caf::actor& client) { cancel(self, client_id, client); },
       [self](status_atom) {
         const auto& st = self->state;
@@ -355,6 +443,7 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
         if (index < 0 || static_cast<size_t>(index) >= st.ready.size()) return;
         st.ready[static_cast<size_t>(index)] = ok;
         st.draining[static_cast<size_t>(index)] = false;  // failed, or rebuilt: a drain ends here
+        if (!ok) st.index.forget(index);  // its KV cache is gone with its shards
         if (!ok) migrate(self, index);
         dispatch_waiting(self);
         if (!st.drains.empty()) check_drains(self);
@@ -378,9 +467,23 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
 
 }  // namespace
 
+router_routing routing_of(const cluster_config& c, std::shared_ptr<troupe_metrics> metrics) {
+  router_routing r;
+  r.policy = c.router;
+  r.block_size = c.scheduler.block_size;
+  r.metrics = std::move(metrics);
+  if (r.policy.policy == "cache_aware" && !c.scheduler.prefix_caching) {
+    logger()->info("router: scheduler.prefix_caching is off: routing least_loaded (router.policy cache_aware "
+                   "needs the replicas' prefix caches)");
+    r.policy.policy = "least_loaded";
+  }
+  return r;
+}
+
 router_actor spawn_router(caf::actor_system& sys, std::vector<replica_actor> replicas,
-                          std::chrono::milliseconds request_wait, int request_retries, router_limits limits) {
-  return sys.spawn(router_impl, std::move(replicas), request_wait, request_retries, limits);
+                          std::chrono::milliseconds request_wait, int request_retries, router_limits limits,
+                          router_routing routing) {
+  return sys.spawn(router_impl, std::move(replicas), request_wait, request_retries, limits, std::move(routing));
 }
 
 }  // namespace troupe

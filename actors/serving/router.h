@@ -9,6 +9,15 @@
 /// clean error, each after its own wait (the oldest first, whatever waits ahead of it).
 /// A draining replica (graceful drain) gets no new request and does not count as ready.
 ///
+/// Routing (router.policy): least_loaded sends a request to the ready replica with the
+/// fewest requests in flight. cache_aware (SGLang's cache-aware router, Dynamo's KV
+/// router) sends it to the ready replica whose prefix cache holds the longest prefix of
+/// its tokens, as far as the router's approximate index knows (prefix_index.h: fed by the
+/// replicas' prefix_summary deltas and by the router's own decisions); ties and unknown
+/// prefixes go to the least loaded. A replica far busier than the least loaded one (more
+/// than router.balance_abs_threshold requests beyond it and more than
+/// router.balance_rel_threshold times its requests) loses its claim to the least loaded.
+///
 /// Admission: the router holds at most router_limits' requests and tokens (the HTTP
 /// gateway's server.max_queue_requests and max_queue_tokens) from all its clients
 /// together; a request beyond them ends at once with an error naming the limits. The
@@ -32,6 +41,8 @@ using router_actor = caf::typed_actor<
     caf::replies_to<status_atom>::with<router_status>,
     /// Token events from a replica (addressed with the router's request id).
     caf::reacts_to<token_atom, token_msg>,
+    /// A replica's prefix-cache changes (cache_aware routing).
+    caf::reacts_to<prefixes_atom, prefix_summary>,
     /// A replica became ready (true) or failed (false).
     caf::reacts_to<ready_atom, int32_t, bool>,
     /// A replica recovers stage-locally: no new request goes there, its requests stay
@@ -55,10 +66,25 @@ struct router_limits {
 /// The router's limits from the cluster file's `server:` section.
 inline router_limits limits_of(const server_section& s) { return {s.max_queue_requests, s.max_queue_tokens}; }
 
+/// How the router picks a replica (the cluster file's `router:` section and the replicas'
+/// scheduler.block_size, which the router's prefix keys must use).
+struct router_routing {
+  router_section policy;      ///< policy, balance thresholds, index capacity
+  int block_size = scheduler_section{}.block_size;  ///< tokens per prefix-cache block
+  /// Where to count routing decisions (troupe_router_*; null = nowhere).
+  std::shared_ptr<troupe_metrics> metrics;
+};
+
+/// The routing of a cluster file: its router section and scheduler.block_size. A cluster
+/// without prefix caching (scheduler.prefix_caching false) routes least_loaded.
+router_routing routing_of(const cluster_config& c, std::shared_ptr<troupe_metrics> metrics = nullptr);
+
 /// Spawns a router over `replicas` (index i = replica i), none ready yet; a request moves
-/// off a failed replica at most `request_retries` times; `limits` bound what it admits.
+/// off a failed replica at most `request_retries` times; `limits` bound what it admits;
+/// `routing` says how it picks a replica (cache_aware: it subscribes to the replicas'
+/// prefix summaries).
 router_actor spawn_router(caf::actor_system& sys, std::vector<replica_actor> replicas,
                           std::chrono::milliseconds request_wait, int request_retries = 3,
-                          router_limits limits = {});
+                          router_limits limits = {}, router_routing routing = {});
 
 }  // namespace troupe

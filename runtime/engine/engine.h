@@ -124,6 +124,12 @@ class engine {
   const model& get_model() const { return *model_; }
   const engine_config& config() const { return cfg_; }
   const block_manager& blocks() const { return blocks_; }
+  /// Journals the prefix cache's changes (block_manager::track_prefix_changes).
+  void track_prefix_changes(std::size_t max_changes) { blocks_.track_prefix_changes(max_changes); }
+  /// The prefix cache's changes since the last take (block_manager::take_prefix_changes).
+  prefix_changes take_prefix_changes(std::size_t max_snapshot) { return blocks_.take_prefix_changes(max_snapshot); }
+  /// Every key the prefix cache holds now (block_manager::prefix_snapshot).
+  prefix_changes prefix_snapshot(std::size_t max_keys) { return blocks_.prefix_snapshot(max_keys); }
   /// The local shard context (null without local_execution).
   const shard_context* context() const { return ctx_.get(); }
   const scheduler& sched() const { return sched_; }

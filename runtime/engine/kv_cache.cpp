@@ -1,5 +1,7 @@
 #include "runtime/engine/kv_cache.h"
 
+#include "runtime/engine/prefix_hash.h"
+
 #include <algorithm>
 
 #include <cstring>
@@ -17,18 +19,6 @@
 namespace troupe {
 
 namespace {
-
-constexpr uint64_t fnv_offset = 14695981039346656037ULL;
-constexpr uint64_t fnv_prime = 1099511628211ULL;
-
-uint64_t splitmix64_finalize(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
 
 std::string seq_name(seq_id id) { return "sequence " + std::to_string(id); }
 
@@ -75,15 +65,42 @@ const std::vector<int32_t>& block_manager::block_table(seq_id id) const {
 }
 
 uint64_t block_manager::chain_hash(uint64_t prev, const int32_t* toks) const {
-  uint64_t h = fnv_offset ^ prev;
-  for (int i = 0; i < block_size_; ++i) {
-    auto v = static_cast<uint32_t>(toks[i]);
-    for (int byte = 0; byte < 4; ++byte) {
-      h ^= (v >> (8 * byte)) & 0xffu;
-      h *= fnv_prime;
-    }
+  return chain_block_hash(prev, toks, block_size_);
+}
+
+void block_manager::journal(uint64_t key, bool cached) {
+  if (max_changes_ == 0 || overflowed_) return;
+  changes_[key] = cached;
+  if (changes_.size() > max_changes_) {
+    overflowed_ = true;  // the next take is a snapshot
+    changes_.clear();
   }
-  return splitmix64_finalize(h);
+}
+
+void block_manager::track_prefix_changes(size_t max_changes) {
+  max_changes_ = max_changes;
+  overflowed_ = false;
+  changes_.clear();
+}
+
+prefix_changes block_manager::take_prefix_changes(size_t max_snapshot) {
+  if (overflowed_) return prefix_snapshot(max_snapshot);
+  prefix_changes out;
+  for (const auto& [key, cached] : changes_) (cached ? out.added : out.removed).push_back(key);
+  changes_.clear();
+  return out;
+}
+
+prefix_changes block_manager::prefix_snapshot(size_t max_keys) {
+  prefix_changes out;
+  out.reset = true;
+  for (const auto& [key, b] : prefix_table_) {
+    if (out.added.size() >= max_keys) break;
+    if (blocks_[static_cast<size_t>(b)].published) out.added.push_back(key);
+  }
+  overflowed_ = false;
+  changes_.clear();
+  return out;
 }
 
 bool block_manager::is_live(int32_t b, uint64_t gen) const {
@@ -111,6 +128,7 @@ int block_manager::take_block() {
   evictable_.pop_front();
   block_info& info = blocks_[static_cast<size_t>(b)];
   prefix_table_.erase(info.hash);
+  journal(info.hash, false);
   info.published = false;
   ++stats_.evicted_blocks;
   return b;
@@ -129,6 +147,7 @@ void block_manager::release_block(int32_t b) {
 void block_manager::unpublish(int32_t b) {
   block_info& info = blocks_[static_cast<size_t>(b)];
   prefix_table_.erase(info.hash);
+  journal(info.hash, false);
   info.published = false;
   if (info.ref_count == 0) {
     evictable_.erase(evictable_pos_[static_cast<size_t>(b)]);
@@ -167,6 +186,7 @@ void block_manager::publish_block(seq_info& s, int32_t b, uint64_t h, const int3
   std::memcpy(block_tokens_.data() + static_cast<size_t>(b) * block_size_, toks,
               sizeof(int32_t) * static_cast<size_t>(block_size_));
   prefix_table_.emplace(h, b);
+  journal(h, true);
   s.parent = b;
   s.parent_gen = info.gen;
 }

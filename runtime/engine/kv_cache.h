@@ -3,6 +3,7 @@
 /// list, and a prefix table that lets sequences with identical prompt prefixes share
 /// full blocks (vLLM's automatic prefix caching). Holds no tensor data: the shard
 /// context owns the K/V storage; this class only hands out block ids.
+#include <cstddef>
 #include <cstdint>
 #include <list>
 #include <unordered_map>
@@ -18,6 +19,17 @@ struct block_stats {
   int64_t reused_tokens = 0;    ///< tokens skipped thanks to reuse, total
   int64_t evicted_blocks = 0;   ///< cached blocks recycled for new data, total
   int64_t queried_tokens = 0;   ///< tokens of sequences started (looked up in the prefix table), total
+};
+
+/// What changed in the prefix table since the last block_manager::take_prefix_changes:
+/// the keys (prefix_hash.h) of blocks published and of blocks no longer cached. A key
+/// appears in at most one of the two lists (its last state wins).
+struct prefix_changes {
+  /// The journal overflowed (or a snapshot was asked for): forget every key reported
+  /// before; `added` holds the keys cached now (capped), `removed` is empty.
+  bool reset = false;
+  std::vector<uint64_t> added;    ///< keys now cached
+  std::vector<uint64_t> removed;  ///< keys no longer cached (evicted, forgotten)
 };
 
 /// Hands out KV blocks to sequences. Not thread-safe: owned by one scheduler.
@@ -65,6 +77,18 @@ class block_manager {
   bool has_sequence(seq_id id) const;
   const block_stats& stats() const { return stats_; }
 
+  /// Starts journaling the prefix table's changes for take_prefix_changes, at most
+  /// `max_changes` distinct keys between two takes (beyond that the next take is a
+  /// snapshot); 0 stops journaling.
+  void track_prefix_changes(std::size_t max_changes);
+  /// Whether take_prefix_changes has anything to report.
+  bool has_prefix_changes() const { return overflowed_ || !changes_.empty(); }
+  /// The changes journaled since the last take (a snapshot of at most `max_snapshot`
+  /// keys when the journal overflowed), and clears the journal.
+  prefix_changes take_prefix_changes(std::size_t max_snapshot);
+  /// Every key cached now (at most `max_keys`) as a reset; clears the journal.
+  prefix_changes prefix_snapshot(std::size_t max_keys);
+
  private:
   friend struct block_manager_test_access;  ///< tests check the internal invariants
 
@@ -95,6 +119,7 @@ class block_manager {
   void publish_block(seq_info& s, int32_t b, uint64_t h, const int32_t* toks);
   void unpublish(int32_t b);
   seq_info& find_seq(seq_id id, const char* where);
+  void journal(uint64_t key, bool cached);
 
   int n_blocks_;
   int block_size_;
@@ -110,6 +135,9 @@ class block_manager {
   std::unordered_map<uint64_t, int32_t> prefix_table_;
   std::unordered_map<seq_id, seq_info> seqs_;
   block_stats stats_;
+  std::size_t max_changes_ = 0;                    ///< journal bound; 0 = not journaling
+  bool overflowed_ = false;                    ///< more than max_changes_ since the last take
+  std::unordered_map<uint64_t, bool> changes_; ///< key -> cached now (last state wins)
 };
 
 }  // namespace troupe

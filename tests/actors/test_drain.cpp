@@ -26,6 +26,7 @@ caf::behavior fake_replica(caf::event_based_actor* self, int32_t index, caf::act
         self->send(observer, index, generate_atom::value, id, r.emitted);
       },
       [=](cancel_atom, uint64_t id) { self->send(observer, index, cancel_atom::value, id, std::vector<int32_t>{}); },
+      [=](subscribe_atom, const caf::actor&) {},  // a cache-aware router asks for prefix summaries
       [=](status_atom) {
         replica_status s;
         s.index = index;

@@ -89,6 +89,10 @@ void populate(troupe_metrics& m) {
   m.capacity_replicas.with({"ready"}).set(2);
   m.capacity_devices.with({"in_use"}).set(3);
   m.nodes.with({"draining"}).set(1);
+  m.router_routed.with({"0", "cache"}).inc(3);
+  m.router_routed.with({"1", "balance"}).inc();
+  m.router_matched_tokens.with({"0"}).inc(96);
+  m.router_index_keys.set(12);
 }
 
 const std::vector<std::string> documented_families = {
@@ -103,7 +107,9 @@ const std::vector<std::string> documented_families = {
     "troupe_queue_requests",             "troupe_queue_tokens",
     "troupe_replica_ready",              "troupe_replica_recoveries_total",
     "troupe_request_generation_tokens",  "troupe_request_prompt_tokens",
-    "troupe_requests_total",             "troupe_running_sequences",
+    "troupe_requests_total",             "troupe_router_index_keys",
+    "troupe_router_matched_prefix_tokens_total", "troupe_router_routed_total",
+    "troupe_running_sequences",
     "troupe_shard_failures_total",       "troupe_shard_up",
     "troupe_stage_kept_kv_tokens_total", "troupe_stage_recoveries_total",
     "troupe_stage_replay_tokens_total",  "troupe_stage_survivor_kv_writes_total",

@@ -79,6 +79,9 @@ TEST_CASE("loadgen rejects bad flags with a message naming the flag and no trace
       {"--base-url http://127.0.0.1:8000 --dataset /nonexistent/prompts.jsonl", "/nonexistent/prompts.jsonl"},
       {"--base-url http://127.0.0.1:8000 --plot /nonexistent/dir/p.png", "--plot"},
       {"--base-url http://127.0.0.1:8000 --no-such-flag", "--no-such-flag"},
+      {"--base-url http://127.0.0.1:8000 --multiturn 4 --request-rate 2", "--multiturn"},
+      {"--base-url http://127.0.0.1:8000 --multiturn 0", "--multiturn"},
+      {"--base-url http://127.0.0.1:8000 --multiturn 2 --turns 0", "--turns"},
   };
   for (const auto& [args, named] : cases) {
     const auto r = run_loadgen(args, dir);
@@ -146,4 +149,35 @@ TEST_CASE("a small loadgen sweep against troupe serve writes the JSON report and
   const auto png = read_text(png_file);
   CHECK(png.size() > 1000);
   CHECK(png.substr(0, 8) == std::string("\x89PNG\r\n\x1a\n"));
+}
+
+TEST_CASE("a multi-turn loadgen pass against troupe serve grows each history and reports the prefix hit rate",
+          "[loadgen][slow]") {
+  const auto dir = scratch_dir("loadgen-multiturn");
+  serve_process server(dir);
+  const auto json_file = dir / "multiturn.json";
+  const auto r = run_loadgen("--base-url http://127.0.0.1:" + std::to_string(server.http_port) +
+                                 " --wait-ready 600 --multiturn 3 --turns 3 --system-prompts 1 --system-len 80"
+                                 " --user-len 8 --output-len 8 --concurrency 2 --json " + json_file.string(),
+                             dir);
+  INFO(r.out << r.err << read_text(server.log));
+  REQUIRE(r.code == 0);
+  CHECK(contains(r.out, "prefix hit rate"));
+  const auto j = nlohmann::json::parse(read_text(json_file));
+  CHECK(j.at("config").at("endpoint") == "chat");
+  CHECK(j.at("config").at("multiturn").at("conversations") == 3);
+  REQUIRE(j.at("runs").size() == 1);
+  const auto& run = j.at("runs")[0];
+  CHECK(run.at("requests") == 9);  // 3 conversations x 3 turns
+  CHECK(run.at("ok") == 9);
+  CHECK(run.at("total_output_tokens") == 9 * 8);
+  // Every turn after a conversation's first, and every conversation after the first on the
+  // shared system prompt, finds a prefix cached on the one replica: well over a third of
+  // the prompt tokens (the first request's alone are all computed).
+  const auto& cache = run.at("cache");
+  CHECK(cache.at("prefix_query_tokens").get<double>() >= run.at("total_input_tokens").get<double>());
+  CHECK(cache.at("prefix_hit_tokens").get<double>() > 0.0);
+  CHECK(cache.at("prefix_hit_rate").get<double>() > 0.35);
+  CHECK(cache.at("prefix_hit_rate").get<double>() < 1.0);
+  CHECK(cache.at("routed").at("least_loaded").get<int>() + cache.at("routed").value("cache", 0) == 9);
 }

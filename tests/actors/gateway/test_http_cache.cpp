@@ -50,7 +50,8 @@ router_actor::behavior_type counting_router(router_actor::pointer self, std::sha
         s.ready = 1;
         return s;
       },
-      [=](token_atom, token_msg&) {}, [=](ready_atom, int32_t, bool) {}, [=](hold_atom, int32_t) {}, [=](sweep_atom) {},
+      [=](token_atom, token_msg&) {}, [=](prefixes_atom, const prefix_summary&) {},
+      [=](ready_atom, int32_t, bool) {}, [=](hold_atom, int32_t) {}, [=](sweep_atom) {},
       [=](drain_atom, const std::vector<int32_t>&, caf::timespan) { return int32_t{0}; }};
 }
 

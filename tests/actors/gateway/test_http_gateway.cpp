@@ -78,7 +78,8 @@ router_actor::behavior_type scripted_router(router_actor::pointer self, std::sha
         s.ready = log->ready ? 1 : 0;
         return s;
       },
-      [=](token_atom, token_msg&) {}, [=](ready_atom, int32_t, bool) {}, [=](hold_atom, int32_t) {}, [=](sweep_atom) {},
+      [=](token_atom, token_msg&) {}, [=](prefixes_atom, const prefix_summary&) {},
+      [=](ready_atom, int32_t, bool) {}, [=](hold_atom, int32_t) {}, [=](sweep_atom) {},
       [=](drain_atom, const std::vector<int32_t>&, caf::timespan) { return int32_t{0}; }};
 }
 

@@ -31,6 +31,7 @@ caf::behavior fake_replica(caf::event_based_actor* self, bool ready, caf::actor 
       [=](cancel_atom, uint64_t id) {
         if (observer) self->send(observer, cancel_atom::value, id);
       },
+      [=](subscribe_atom, const caf::actor&) {},  // a cache-aware router asks for prefix summaries
       [=](status_atom) {
         replica_status s;
         s.ready = ready;
