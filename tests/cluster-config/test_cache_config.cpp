@@ -3,23 +3,9 @@
 #include <catch2/catch.hpp>
 
 #include "cluster-config/cluster_config.h"
+#include "config_test_util.h"
 
 using namespace troupe;
-
-namespace {
-
-/// The config_error that parsing `text` throws ("" path and a failed check when none).
-config_error cache_error(const std::string& text) {
-  try {
-    parse_cluster_config(text, "test.yaml");
-  } catch (const config_error& e) {
-    return e;
-  }
-  FAIL("no config_error for:\n" << text);
-  throw std::logic_error("unreachable");
-}
-
-}  // namespace
 
 TEST_CASE("the response cache is off by default with a 300 s TTL", "[config][cache]") {
   const auto c = parse_cluster_config("", "test.yaml");
@@ -45,19 +31,19 @@ TEST_CASE("the cache section is read and survives to_yaml and --set", "[config][
 }
 
 TEST_CASE("bad cache values are rejected with the key named", "[config][cache]") {
-  auto e = cache_error("cache:\n  backend: memcached\n");
+  auto e = test::parse_error("cache:\n  backend: memcached\n");
   CHECK(e.path == "cache.backend");
   CHECK(std::string(e.what()).find("off, memory or redis") != std::string::npos);
-  CHECK(cache_error("cache:\n  ttl: 0\n").path == "cache.ttl");
-  CHECK(cache_error("cache:\n  ttl: soon\n").path == "cache.ttl");
-  CHECK(cache_error("cache:\n  max_bytes: -1\n").path == "cache.max_bytes");
-  CHECK(cache_error("cache:\n  backend: memory\n  max_bytes: 0\n").path == "cache.max_bytes");
-  CHECK(cache_error("cache:\n  backend: redis\n  url: http://x\n").path == "cache.url");
-  e = cache_error("cache:\n  backend: redis\n  url: redis://host:99999\n");
+  CHECK(test::parse_error("cache:\n  ttl: 0\n").path == "cache.ttl");
+  CHECK(test::parse_error("cache:\n  ttl: soon\n").path == "cache.ttl");
+  CHECK(test::parse_error("cache:\n  max_bytes: -1\n").path == "cache.max_bytes");
+  CHECK(test::parse_error("cache:\n  backend: memory\n  max_bytes: 0\n").path == "cache.max_bytes");
+  CHECK(test::parse_error("cache:\n  backend: redis\n  url: http://x\n").path == "cache.url");
+  e = test::parse_error("cache:\n  backend: redis\n  url: redis://host:99999\n");
   CHECK(e.path == "cache.url");
   CHECK(std::string(e.what()).find("port") != std::string::npos);
-  CHECK(cache_error("cache:\n  backend: redis\n  url: redis://:7000\n").path == "cache.url");
-  e = cache_error("cache:\n  bakend: redis\n");
+  CHECK(test::parse_error("cache:\n  backend: redis\n  url: redis://:7000\n").path == "cache.url");
+  e = test::parse_error("cache:\n  bakend: redis\n");
   CHECK(e.path == "cache.bakend");
   CHECK(std::string(e.what()).find("did you mean backend") != std::string::npos);
 }

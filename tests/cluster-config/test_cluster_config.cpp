@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cluster-config/cluster_config.h"
+#include "config_test_util.h"
 #include "test_support.h"
 
 using namespace troupe;
@@ -25,17 +26,6 @@ nodes:
     port: 7102
     devices: [cpu]
 )";
-
-/// Parses `text` expecting a config_error; returns it.
-config_error parse_error(const std::string& text, const std::string& source = "test.yaml") {
-  try {
-    parse_cluster_config(text, source);
-  } catch (const config_error& e) {
-    return e;
-  }
-  FAIL("no config_error for:\n" << text);
-  throw std::logic_error("unreachable");
-}
 
 /// Applies overrides to `c` expecting a config_error; returns it.
 config_error override_error(cluster_config c, const std::vector<std::string>& overrides) {
@@ -163,91 +153,91 @@ TEST_CASE("a node without devices gets one CPU device", "[config]") {
 }
 
 TEST_CASE("an unknown key is rejected with its full path and a suggestion", "[config]") {
-  config_error e = parse_error("scheduler:\n  max_batch_tokns: 128\n");
+  config_error e = test::parse_error("scheduler:\n  max_batch_tokns: 128\n");
   CHECK(e.path == "scheduler.max_batch_tokns");
   CHECK_THAT(e.what(), Contains("test.yaml: scheduler.max_batch_tokns: unknown key (did you mean max_batch_tokens?)"));
   CHECK_THAT(e.what(), Contains("line 2"));
 
-  config_error top = parse_error("paralel: {tensor: 2}");
+  config_error top = test::parse_error("paralel: {tensor: 2}");
   CHECK(top.path == "paralel");
   CHECK_THAT(top.what(), Contains("did you mean parallel?"));
 
-  config_error node = parse_error(two_nodes + "  - {name: c, prot: 7103}\n");
+  config_error node = test::parse_error(two_nodes + "  - {name: c, prot: 7103}\n");
   CHECK(node.path == "nodes[2].prot");
   CHECK_THAT(node.what(), Contains("did you mean port?"));
 
-  config_error far = parse_error("server: {zzzzzz: 1}");
+  config_error far = test::parse_error("server: {zzzzzz: 1}");
   CHECK(far.path == "server.zzzzzz");
   CHECK_THAT(far.what(), !Contains("did you mean"));
 }
 
 TEST_CASE("a value of the wrong type names its path and the expected type", "[config]") {
-  config_error i = parse_error("parallel: {tensor: two}");
+  config_error i = test::parse_error("parallel: {tensor: two}");
   CHECK(i.path == "parallel.tensor");
   CHECK_THAT(i.what(), Contains("test.yaml: parallel.tensor: expected an integer, got \"two\""));
 
-  config_error b = parse_error("scheduler: {prefix_caching: maybe}");
+  config_error b = test::parse_error("scheduler: {prefix_caching: maybe}");
   CHECK(b.path == "scheduler.prefix_caching");
   CHECK_THAT(b.what(), Contains("expected true or false"));
 
-  config_error l = parse_error("server: {api_keys: secret}");
+  config_error l = test::parse_error("server: {api_keys: secret}");
   CHECK(l.path == "server.api_keys");
   CHECK_THAT(l.what(), Contains("expected a list"));
 
-  config_error s = parse_error("parallel: 4");
+  config_error s = test::parse_error("parallel: 4");
   CHECK(s.path == "parallel");
   CHECK_THAT(s.what(), Contains("must be a map"));
 
-  config_error n = parse_error("nodes: {name: a}");
+  config_error n = test::parse_error("nodes: {name: a}");
   CHECK(n.path == "nodes");
   CHECK_THAT(n.what(), Contains("expected a list of nodes"));
 
-  config_error f = parse_error("parallel: {tensor: 1.5}");
+  config_error f = test::parse_error("parallel: {tensor: 1.5}");
   CHECK(f.path == "parallel.tensor");
 }
 
 TEST_CASE("a port outside 1..65535 is rejected with its path", "[config]") {
-  config_error e = parse_error("nodes: [{name: a, port: 70000}]");
+  config_error e = test::parse_error("nodes: [{name: a, port: 70000}]");
   CHECK(e.path == "nodes[0].port");
   CHECK_THAT(e.what(), Contains("expected a port 0..65535, got 70000"));
-  config_error h = parse_error("head: {port: 0}");
+  config_error h = test::parse_error("head: {port: 0}");
   CHECK(h.path == "head.port");
   CHECK_THAT(h.what(), Contains("expected a port 1..65535"));
-  CHECK(parse_error("server: {port: -1}").path == "server.port");
+  CHECK(test::parse_error("server: {port: -1}").path == "server.port");
 }
 
 TEST_CASE("a tensor size below one is rejected", "[config]") {
-  config_error e = parse_error("parallel: {tensor: -2}");
+  config_error e = test::parse_error("parallel: {tensor: -2}");
   CHECK(e.path == "parallel.tensor");
   CHECK_THAT(e.what(), Contains("test.yaml: parallel.tensor: must be >= 1, got -2"));
-  CHECK(parse_error("parallel: {pipeline: 0}").path == "parallel.pipeline");
-  CHECK(parse_error("parallel: {replicas: 0}").path == "parallel.replicas");
+  CHECK(test::parse_error("parallel: {pipeline: 0}").path == "parallel.pipeline");
+  CHECK(test::parse_error("parallel: {replicas: 0}").path == "parallel.replicas");
 }
 
 TEST_CASE("two nodes with the same name are rejected", "[config]") {
-  config_error e = parse_error("nodes:\n  - {name: a, port: 7101}\n  - {name: a, port: 7102}\n");
+  config_error e = test::parse_error("nodes:\n  - {name: a, port: 7101}\n  - {name: a, port: 7102}\n");
   CHECK(e.path == "nodes[1].name");
   CHECK_THAT(e.what(), Contains("\"a\" is already the name of nodes[0]"));
-  CHECK(parse_error("nodes: [{name: '', port: 7101}]").path == "nodes[0].name");
-  CHECK(parse_error("nodes: []").path == "nodes");
+  CHECK(test::parse_error("nodes: [{name: '', port: 7101}]").path == "nodes[0].name");
+  CHECK(test::parse_error("nodes: []").path == "nodes");
 }
 
 TEST_CASE("two nodes on the same host and port, or a node on the head's port, are rejected", "[config]") {
-  config_error e = parse_error("nodes:\n  - {name: a, port: 7101}\n  - {name: b, host: localhost, port: 7101}\n");
+  config_error e = test::parse_error("nodes:\n  - {name: a, port: 7101}\n  - {name: b, host: localhost, port: 7101}\n");
   CHECK(e.path == "nodes[1].port");
   CHECK_THAT(e.what(), Contains("already used by nodes[0]"));
 
-  config_error head = parse_error("head: {port: 7300}\nnodes: [{name: a, port: 7300}]");
+  config_error head = test::parse_error("head: {port: 7300}\nnodes: [{name: a, port: 7300}]");
   CHECK(head.path == "nodes[0].port");
   CHECK_THAT(head.what(), Contains("head's port"));
 
   CHECK_NOTHROW(parse_cluster_config("nodes:\n  - {name: a, host: h1, port: 7101}\n  - {name: b, host: h2, port: 7101}\n"));
   CHECK_NOTHROW(parse_cluster_config("nodes: [{name: a, host: h1, port: 7100}]"));
-  CHECK(parse_error("server: {port: 7100}").path == "server.port");
+  CHECK(test::parse_error("server: {port: 7100}").path == "server.port");
 }
 
 TEST_CASE("a cluster that needs more shards than its nodes have devices is rejected", "[config]") {
-  config_error e = parse_error(R"(
+  config_error e = test::parse_error(R"(
 parallel: {tensor: 2, pipeline: 2}
 nodes:
   - {name: a, port: 7101, devices: [cpu, cpu]}
@@ -259,15 +249,15 @@ nodes:
 }
 
 TEST_CASE("a heartbeat interval not shorter than the timeout is rejected", "[config]") {
-  config_error e = parse_error("fault_tolerance: {heartbeat_interval: 1s, heartbeat_timeout: 1000ms}");
+  config_error e = test::parse_error("fault_tolerance: {heartbeat_interval: 1s, heartbeat_timeout: 1000ms}");
   CHECK(e.path == "fault_tolerance.heartbeat_interval");
   CHECK_THAT(e.what(), Contains("must be shorter than heartbeat_timeout"));
-  CHECK(parse_error("fault_tolerance: {collective_timeout: 0}").path == "fault_tolerance.collective_timeout");
-  CHECK(parse_error("fault_tolerance: {max_restarts: -1}").path == "fault_tolerance.max_restarts");
+  CHECK(test::parse_error("fault_tolerance: {collective_timeout: 0}").path == "fault_tolerance.collective_timeout");
+  CHECK(test::parse_error("fault_tolerance: {max_restarts: -1}").path == "fault_tolerance.max_restarts");
 }
 
 TEST_CASE("a step timeout shorter than the collective timeout is rejected", "[config]") {
-  config_error e = parse_error("fault_tolerance: {collective_timeout: 10s, step_timeout: 5s}");
+  config_error e = test::parse_error("fault_tolerance: {collective_timeout: 10s, step_timeout: 5s}");
   CHECK(e.path == "fault_tolerance.step_timeout");
   CHECK_THAT(e.what(), Contains("must be at least collective_timeout"));
   CHECK(parse_cluster_config("fault_tolerance: {step_timeout: 3m}").fault_tolerance.step_timeout ==
@@ -277,7 +267,7 @@ TEST_CASE("a step timeout shorter than the collective timeout is rejected", "[co
 TEST_CASE("a bad duration string is rejected with its path", "[config]") {
   for (const char* bad : {"fast", "10 sec", "1.5ms", "s", "1..2s", "-5s"}) {
     INFO(bad);
-    config_error e = parse_error(std::string("fault_tolerance: {request_wait: \"") + bad + "\"}");
+    config_error e = test::parse_error(std::string("fault_tolerance: {request_wait: \"") + bad + "\"}");
     CHECK(e.path == "fault_tolerance.request_wait");
     CHECK_THAT(e.what(), Contains("expected a duration"));
   }
@@ -286,55 +276,55 @@ TEST_CASE("a bad duration string is rejected with its path", "[config]") {
 TEST_CASE("a bad device string is rejected with its path", "[config]") {
   for (const char* bad : {"gpu", "cuda", "cuda:", "cuda:x", "CPU", "cuda:-1"}) {
     INFO(bad);
-    config_error e = parse_error(std::string("nodes: [{name: a, port: 7101, devices: [cpu, \"") + bad + "\"]}]");
+    config_error e = test::parse_error(std::string("nodes: [{name: a, port: 7101, devices: [cpu, \"") + bad + "\"]}]");
     CHECK(e.path == "nodes[0].devices[1]");
     CHECK_THAT(e.what(), Contains("expected a device \"cpu\" or \"cuda:N\""));
   }
-  config_error twice = parse_error("nodes: [{name: a, port: 7101, devices: [\"cuda:0\", \"cuda:0\"]}]");
+  config_error twice = test::parse_error("nodes: [{name: a, port: 7101, devices: [\"cuda:0\", \"cuda:0\"]}]");
   CHECK(twice.path == "nodes[0].devices[1]");
-  CHECK(parse_error("nodes: [{name: a, port: 7101, devices: []}]").path == "nodes[0].devices");
+  CHECK(test::parse_error("nodes: [{name: a, port: 7101, devices: []}]").path == "nodes[0].devices");
 }
 
 TEST_CASE("scheduler values out of range are rejected with their path", "[config]") {
-  config_error e = parse_error("scheduler: {block_size: 24}");
+  config_error e = test::parse_error("scheduler: {block_size: 24}");
   CHECK(e.path == "scheduler.block_size");
   CHECK_THAT(e.what(), Contains("power of two"));
-  CHECK(parse_error("scheduler: {block_size: 512}").path == "scheduler.block_size");
-  CHECK(parse_error("scheduler: {max_seqs: 0}").path == "scheduler.max_seqs");
-  CHECK(parse_error("scheduler: {micro_batches: 0}").path == "scheduler.micro_batches");
-  CHECK(parse_error("server: {max_queue_tokens: 0}").path == "server.max_queue_tokens");
-  CHECK(parse_error("server: {admin_keys: [\"\"]}").path == "server.admin_keys[0]");
-  const auto same = parse_error("server: {api_keys: [k1], admin_keys: [a, k1]}");
+  CHECK(test::parse_error("scheduler: {block_size: 512}").path == "scheduler.block_size");
+  CHECK(test::parse_error("scheduler: {max_seqs: 0}").path == "scheduler.max_seqs");
+  CHECK(test::parse_error("scheduler: {micro_batches: 0}").path == "scheduler.micro_batches");
+  CHECK(test::parse_error("server: {max_queue_tokens: 0}").path == "server.max_queue_tokens");
+  CHECK(test::parse_error("server: {admin_keys: [\"\"]}").path == "server.admin_keys[0]");
+  const auto same = test::parse_error("server: {api_keys: [k1], admin_keys: [a, k1]}");
   CHECK(same.path == "server.admin_keys[1]");
   CHECK_THAT(same.what(), Catch::Contains("must differ from every key in server.api_keys"));
 }
 
 TEST_CASE("layers_per_stage needs one positive entry per stage", "[config]") {
-  config_error n = parse_error("parallel: {tensor: 1, pipeline: 2, layers_per_stage: [30]}\n"
+  config_error n = test::parse_error("parallel: {tensor: 1, pipeline: 2, layers_per_stage: [30]}\n"
                                "nodes: [{name: a, port: 7101, devices: [cpu, cpu]}]");
   CHECK(n.path == "parallel.layers_per_stage");
   CHECK_THAT(n.what(), Contains("one entry per pipeline stage (2), got 1"));
-  config_error z = parse_error("parallel: {pipeline: 2, layers_per_stage: [30, 0]}\n"
+  config_error z = test::parse_error("parallel: {pipeline: 2, layers_per_stage: [30, 0]}\n"
                                "nodes: [{name: a, port: 7101, devices: [cpu, cpu]}]");
   CHECK(z.path == "parallel.layers_per_stage[1]");
 }
 
 TEST_CASE("a YAML syntax error names the file, line and column", "[config]") {
-  config_error e = parse_error("parallel:\n  tensor: [1, 2\nnodes: x\n", "broken.yaml");
+  config_error e = test::parse_error("parallel:\n  tensor: [1, 2\nnodes: x\n", "broken.yaml");
   CHECK(e.path.empty());
   CHECK_THAT(e.what(), Contains("broken.yaml: line "));
   CHECK_THAT(e.what(), Contains("column"));
   CHECK_THAT(e.what(), Contains("YAML syntax error"));
 
-  config_error tab = parse_error("model:\n  path: a\n   bad: [\n", "tab.yaml");
+  config_error tab = test::parse_error("model:\n  path: a\n   bad: [\n", "tab.yaml");
   CHECK_THAT(tab.what(), Contains("tab.yaml: line 3"));
 }
 
 TEST_CASE("a duplicate key in one map is rejected", "[config]") {
-  config_error e = parse_error("parallel:\n  tensor: 1\n  tensor: 2\n");
+  config_error e = test::parse_error("parallel:\n  tensor: 1\n  tensor: 2\n");
   CHECK(e.path == "parallel.tensor");
   CHECK_THAT(e.what(), Contains("duplicate key"));
-  config_error top = parse_error(two_nodes + "parallel: {pipeline: 2}\n");
+  config_error top = test::parse_error(two_nodes + "parallel: {pipeline: 2}\n");
   CHECK(top.path == "parallel");
   CHECK_THAT(top.what(), Contains("duplicate key"));
 }

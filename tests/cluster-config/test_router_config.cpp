@@ -4,21 +4,11 @@
 #include <catch2/catch.hpp>
 
 #include "cluster-config/cluster_config.h"
+#include "config_test_util.h"
 
 using namespace troupe;
 
 namespace {
-
-/// The config_error that parsing `text` throws (fails the test when none).
-config_error router_error(const std::string& text) {
-  try {
-    parse_cluster_config(text, "test.yaml");
-  } catch (const config_error& e) {
-    return e;
-  }
-  FAIL("no config_error for:\n" << text);
-  throw std::logic_error("unreachable");
-}
 
 bool mentions(const config_error& e, const std::string& what) {
   return std::string(e.what()).find(what) != std::string::npos;
@@ -46,7 +36,7 @@ TEST_CASE("every router key is read from the file", "[config][router]") {
 }
 
 TEST_CASE("a bad router policy is rejected naming router.policy and the bad value", "[config][router]") {
-  const auto e = router_error("router:\n  policy: round_robin\n");
+  const auto e = test::parse_error("router:\n  policy: round_robin\n");
   CHECK(e.path == "router.policy");
   CHECK(mentions(e, "test.yaml: router.policy:"));
   CHECK(mentions(e, "must be cache_aware or least_loaded"));
@@ -54,18 +44,18 @@ TEST_CASE("a bad router policy is rejected naming router.policy and the bad valu
 }
 
 TEST_CASE("router thresholds and index capacity out of range are rejected naming their key", "[config][router]") {
-  auto e = router_error("router:\n  balance_abs_threshold: -1\n");
+  auto e = test::parse_error("router:\n  balance_abs_threshold: -1\n");
   CHECK(e.path == "router.balance_abs_threshold");
   CHECK(mentions(e, "got -1"));
-  e = router_error("router:\n  balance_rel_threshold: 0.5\n");
+  e = test::parse_error("router:\n  balance_rel_threshold: 0.5\n");
   CHECK(e.path == "router.balance_rel_threshold");
   CHECK(mentions(e, "must be >= 1"));
-  e = router_error("router:\n  index_capacity: 0\n");
+  e = test::parse_error("router:\n  index_capacity: 0\n");
   CHECK(e.path == "router.index_capacity");
-  e = router_error("router:\n  polcy: least_loaded\n");
+  e = test::parse_error("router:\n  polcy: least_loaded\n");
   CHECK(e.path == "router.polcy");
   CHECK(mentions(e, "did you mean policy"));
-  e = router_error("router:\n  balance_abs_threshold: lots\n");
+  e = test::parse_error("router:\n  balance_abs_threshold: lots\n");
   CHECK(e.path == "router.balance_abs_threshold");
   CHECK(mentions(e, "expected an integer"));
 }
