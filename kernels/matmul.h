@@ -12,7 +12,8 @@ void matmul(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w
 #ifdef TROUPE_HAVE_CUDA_KERNELS
 namespace cuda {
 /// CUDA implementation of kernels::matmul: the skinny GEMV for f16/bf16 inputs of one row
-/// and k < 8192 (TROUPE_GEMV_MAX_ROWS raises the row limit up to 8, 0 = never), else cuBLASLt.
+/// (one output row a warp from k = 8192, two below; TROUPE_GEMV_MAX_ROWS raises the row
+/// limit up to 8, 0 = never) outside the batch-invariant mode, else cuBLASLt.
 void matmul(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias);
 /// matmul through cuBLASLt alone (benchmarks and tests compare the two).
 void matmul_cublas(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias);

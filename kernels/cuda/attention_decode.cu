@@ -10,7 +10,6 @@
 // order), and splits are cut at fixed positions and merged in split order, so a row's
 // result depends on the rest of the batch only through the block size the grid picks
 // (launch_g): the batch-invariant mode does not use this kernel (attention.cu).
-#include <algorithm>
 #include <cstdlib>
 
 #include "kernels/cuda/attention_common.cuh"
@@ -44,7 +43,7 @@ template <int G, int EPC, int NT>
 struct decode_smem {
   float p[G][split_len];           // scores, then softmax weights
   int64_t off[split_len];          // element offset of each position's kv row, or -1
-  float red[NT * G * EPC];    // [slot, head, dim] partial outputs
+  float red[NT * G * EPC];         // [slot, head, dim] partial outputs
   float m[G], l[G];                // per-head max and sum
 };
 
@@ -213,16 +212,16 @@ int attn_variant() {
 }
 
 template <class T, int CH, int G, int NT, int UN>
-void launch_v(cudaStream_t st, T* out, const T* q, const T* kc, const T* vc, const attn_args& a) {
-  decode_partials p(st, a);
+void launch_v(cudaStream_t st, const decode_partials& p, T* out, const T* q, const T* kc, const T* vc,
+              const attn_args& a) {
   const dim3 grid(a.n_kv_heads, a.m, p.max_splits);
   launch_pdl(grouped_kernel<T, CH, G, NT, UN>, grid, dim3(NT), 0, st, out, p.part_o, p.part_ml, q, kc, vc, a,
              p.max_splits);
   check_launch("paged_attention", "grouped decode kernel");
-  p.combine(out, a);
 }
 
-/// Multiprocessors of the current device (cached per process: one device per shard).
+/// Multiprocessors of the first device asked (cached per process; the GPUs of one host are
+/// alike).
 int sm_count() {
   static const int n = [] {
     int dev = 0, count = 0;
@@ -239,16 +238,19 @@ int sm_count() {
 /// against 6.1 ms at batch 64, 10.4 against 11.0 at 256). TROUPE_ATTN_VARIANT pins one.
 template <class T, int CH, int G>
 void launch_g(cudaStream_t st, T* out, const T* q, const T* kc, const T* vc, const attn_args& a) {
-  if constexpr (CH == 16 && sizeof(T) == 2) {
-    const int variant = attn_variant();
-    if (variant == 1) return launch_v<T, CH, G, 128, 16>(st, out, q, kc, vc, a);
-    if constexpr (G <= 4) {  // 256 threads' partial sums fit the 48 KB of static shared memory
-      const int64_t splits = (static_cast<int64_t>(a.max_blocks) * a.block_size + split_len - 1) / split_len;
-      const bool small = static_cast<int64_t>(a.n_kv_heads) * a.m * std::max<int64_t>(splits, 1) <= sm_count();
-      if (variant == 2 || (variant == 0 && small)) return launch_v<T, CH, G, 256, 8>(st, out, q, kc, vc, a);
+  decode_partials p(st, a);
+  [&] {
+    if constexpr (CH == 16 && sizeof(T) == 2) {
+      const int variant = attn_variant();
+      if (variant == 1) return launch_v<T, CH, G, 128, 16>(st, p, out, q, kc, vc, a);
+      if constexpr (G <= 4) {  // 256 threads' partial sums fit the 48 KB of static shared memory
+        const bool small = static_cast<int64_t>(a.n_kv_heads) * a.m * p.max_splits <= sm_count();
+        if (variant == 2 || (variant == 0 && small)) return launch_v<T, CH, G, 256, 8>(st, p, out, q, kc, vc, a);
+      }
     }
-  }
-  launch_v<T, CH, G, 128, 8>(st, out, q, kc, vc, a);
+    launch_v<T, CH, G, 128, 8>(st, p, out, q, kc, vc, a);
+  }();
+  p.combine(out, a);
 }
 
 /// The kernel for the group size rounded up to a power of two (registers and shared

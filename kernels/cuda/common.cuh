@@ -39,6 +39,19 @@ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
+/// silu(g) * u in float (expf, as the CPU reference's std::exp): the one formula of every
+/// CUDA SwiGLU (silu_mul, swiglu, the paired GEMV of gate_up_swiglu), so they agree bitwise.
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+/// The NeoX rotation of the pair (x0, x1) by `angle` (pos * inv_freq[i]): sincosf (precise,
+/// not the fast intrinsics), then (x0 c - x1 s, x0 s + x1 c) in float: the one formula of
+/// cuda::rope and cuda::rope_kv_write, so they agree bitwise.
+__device__ __forceinline__ float2 rope_rotate(float x0, float x1, float angle) {
+  float s, c;
+  sincosf(angle, &s, &c);
+  return make_float2(x0 * c - x1 * s, x0 * s + x1 * c);
+}
+
 /// Programmatic dependent launch (Hopper and later): waits until the grid launched before
 /// this one on the stream has finished and its writes are visible. A kernel launched with
 /// launch_pdl calls it before it reads anything an earlier kernel wrote or writes anything

@@ -348,7 +348,7 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(TO* __restrict__ 
     for (int i = 0; i < M; ++i)
       if (lane == 2 * i && i < m) {
         const float g = to_f32(from_f32<T>(acc[i][0])), u = to_f32(from_f32<T>(acc[i][1]));
-        out[static_cast<int64_t>(i) * n + row0] = from_f32<TO>(g / (1.0f + expf(-g)) * u);
+        out[static_cast<int64_t>(i) * n + row0] = from_f32<TO>(silu_times(g, u));
       }
     return;
   }

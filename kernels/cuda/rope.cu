@@ -15,12 +15,10 @@ __global__ void rope_kernel(T* x, const int32_t* positions, const float* inv_fre
   T* row = x + r * n_heads * head_dim;
   for (int64_t it = threadIdx.x; it < n_heads * half; it += blockDim.x) {
     const int64_t h = it / half, i = it % half;
-    float s, c;
-    sincosf(p * inv_freq[i], &s, &c);
     T* v = row + h * head_dim;
-    const float x0 = to_f32(v[i]), x1 = to_f32(v[i + half]);
-    v[i] = from_f32<T>(x0 * c - x1 * s);
-    v[i + half] = from_f32<T>(x0 * s + x1 * c);
+    const float2 y = rope_rotate(to_f32(v[i]), to_f32(v[i + half]), p * inv_freq[i]);
+    v[i] = from_f32<T>(y.x);
+    v[i + half] = from_f32<T>(y.y);
   }
 }
 

@@ -10,6 +10,19 @@
 namespace troupe::kernels::cuda {
 namespace {
 
+/// Where head h of row r goes: q for h < nh, the k cache for the next nkv, the v cache for
+/// the last nkv; null for a k or v head whose slot is outside the cache (no KV write).
+template <class T>
+__device__ __forceinline__ T* head_target(T* q, T* k_cache, T* v_cache, const int32_t* slots, int64_t r, int h,
+                                          int nh, int nkv, int hd, int64_t n_slots) {
+  if (h < nh) return q + (r * nh + h) * hd;
+  const int64_t slot = slots[r];
+  if (slot < 0 || slot >= n_slots) return nullptr;
+  const int64_t kv_row = static_cast<int64_t>(nkv) * hd;
+  return h < nh + nkv ? k_cache + slot * kv_row + static_cast<int64_t>(h - nh) * hd
+                      : v_cache + slot * kv_row + static_cast<int64_t>(h - nh - nkv) * hd;
+}
+
 template <class T>
 __global__ void rope_kv_write_kernel(T* q, T* k_cache, T* v_cache, const T* qkv, const int32_t* positions,
                                      const float* inv_freq, const int32_t* slots, int nh, int nkv, int hd,
@@ -18,36 +31,22 @@ __global__ void rope_kv_write_kernel(T* q, T* k_cache, T* v_cache, const T* qkv,
   pdl_trigger();
   const int64_t r = blockIdx.x;
   const int h = blockIdx.y, i = threadIdx.x, half = hd / 2;
-  const int64_t w = static_cast<int64_t>(nh + 2 * nkv) * hd;
-  const T* src = qkv + r * w + static_cast<int64_t>(h) * hd;
-  const int64_t slot = slots[r];
-  const bool cached = slot >= 0 && slot < n_slots;
-  const int64_t kv_row = static_cast<int64_t>(nkv) * hd;
-  if (h >= nh + nkv) {  // v head
-    if (!cached) return;
-    T* dst = v_cache + slot * kv_row + static_cast<int64_t>(h - nh - nkv) * hd;
+  const T* src = qkv + r * static_cast<int64_t>(nh + 2 * nkv) * hd + static_cast<int64_t>(h) * hd;
+  T* dst = head_target(q, k_cache, v_cache, slots, r, h, nh, nkv, hd, n_slots);
+  if (!dst) return;
+  if (h >= nh + nkv) {  // v head: copied
     dst[i] = src[i];
     dst[i + half] = src[i + half];
     return;
   }
-  float s, c;
-  sincosf(static_cast<float>(positions[r]) * inv_freq[i], &s, &c);
-  const float x0 = to_f32(src[i]), x1 = to_f32(src[i + half]);
-  const T y0 = from_f32<T>(x0 * c - x1 * s), y1 = from_f32<T>(x0 * s + x1 * c);
-  T* dst;
-  if (h < nh) {
-    dst = q + (r * nh + h) * hd;
-  } else {
-    if (!cached) return;
-    dst = k_cache + slot * kv_row + static_cast<int64_t>(h - nh) * hd;
-  }
-  dst[i] = y0;
-  dst[i + half] = y1;
+  const float2 y = rope_rotate(to_f32(src[i]), to_f32(src[i + half]), static_cast<float>(positions[r]) * inv_freq[i]);
+  dst[i] = from_f32<T>(y.x);
+  dst[i + half] = from_f32<T>(y.y);
 }
 
 /// The same in 16-byte chunks (head_dim / 2 a multiple of 16 / sizeof(T), aligned rows):
 /// thread item = (head, chunk j) of a row rotates the `per` pairs (j * per + e, half + j *
-/// per + e) with the same float arithmetic as rope_kv_write_kernel, so both agree bitwise.
+/// per + e) with the same float arithmetic (rope_rotate), so both agree bitwise.
 /// Grid (rows, ceil(items / threads)): one item a thread, so a single row still spreads
 /// over several blocks.
 template <class T>
@@ -63,38 +62,26 @@ __global__ void rope_kv_write_vec_kernel(T* q, T* k_cache, T* v_cache, const T* 
   const int h = item / cph, j = item % cph;
   const int64_t r = blockIdx.x;
   const T* src = qkv + r * static_cast<int64_t>(nh + 2 * nkv) * hd + static_cast<int64_t>(h) * hd;
-  const int64_t slot = slots[r];
-  const bool cached = slot >= 0 && slot < n_slots;
-  const int64_t kv_row = static_cast<int64_t>(nkv) * hd;
+  T* dst = head_target(q, k_cache, v_cache, slots, r, h, nh, nkv, hd, n_slots);
+  if (!dst) return;
   const uint4 a4 = reinterpret_cast<const uint4*>(src)[j];
   const uint4 b4 = reinterpret_cast<const uint4*>(src + half)[j];
-  T* dst;
   if (h >= nh + nkv) {  // v head: copied
-    if (!cached) return;
-    dst = v_cache + slot * kv_row + static_cast<int64_t>(h - nh - nkv) * hd;
     reinterpret_cast<uint4*>(dst)[j] = a4;
     reinterpret_cast<uint4*>(dst + half)[j] = b4;
     return;
   }
-  if (h < nh) {
-    dst = q + (r * nh + h) * hd;
-  } else {
-    if (!cached) return;
-    dst = k_cache + slot * kv_row + static_cast<int64_t>(h - nh) * hd;
-  }
-  const T* x0s = reinterpret_cast<const T*>(&a4);
-  const T* x1s = reinterpret_cast<const T*>(&b4);
+  const T* x0 = reinterpret_cast<const T*>(&a4);
+  const T* x1 = reinterpret_cast<const T*>(&b4);
   uint4 y0_4, y1_4;
   T* y0 = reinterpret_cast<T*>(&y0_4);
   T* y1 = reinterpret_cast<T*>(&y1_4);
   const float p = static_cast<float>(positions[r]);
 #pragma unroll
   for (int e = 0; e < per; ++e) {
-    float sn, cs;
-    sincosf(p * inv_freq[j * per + e], &sn, &cs);
-    const float x0 = to_f32(x0s[e]), x1 = to_f32(x1s[e]);
-    y0[e] = from_f32<T>(x0 * cs - x1 * sn);
-    y1[e] = from_f32<T>(x0 * sn + x1 * cs);
+    const float2 y = rope_rotate(to_f32(x0[e]), to_f32(x1[e]), p * inv_freq[j * per + e]);
+    y0[e] = from_f32<T>(y.x);
+    y1[e] = from_f32<T>(y.y);
   }
   reinterpret_cast<uint4*>(dst)[j] = y0_4;
   reinterpret_cast<uint4*>(dst + half)[j] = y1_4;

@@ -246,7 +246,7 @@ __device__ __forceinline__ void warp_best(float& bx, int& bi) {
 
 /// Chunk blockIdx.x of row blockIdx.y: its best (value, id) into parts[row, chunk].
 __global__ void argmax_chunk_kernel(argmax_part* parts, const float* logits, int vocab) {
-  pdl_wait();  // launched with launch_pdl: nothing before this reads or writes
+  pdl_wait();  // launched plainly (after the allocation), where this is a no-op; safe with launch_pdl
   pdl_trigger();
   __shared__ float sf[32];
   __shared__ int si[32];

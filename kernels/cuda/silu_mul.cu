@@ -11,7 +11,7 @@ __global__ void silu_mul_kernel(T* out, const T* gate, const T* up, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const float g = to_f32(gate[i]);
-    out[i] = from_f32<T>(g / (1.0f + expf(-g)) * to_f32(up[i]));
+    out[i] = from_f32<T>(silu_times(g, to_f32(up[i])));
   }
 }
 

@@ -14,7 +14,7 @@ __global__ void swiglu_kernel(T* out, const T* gate_up, int64_t m, int64_t f) {
        i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = i / f, j = i % f;
     const float g = to_f32(gate_up[r * 2 * f + j]);
-    out[i] = from_f32<T>(g / (1.0f + expf(-g)) * to_f32(gate_up[r * 2 * f + f + j]));
+    out[i] = from_f32<T>(silu_times(g, to_f32(gate_up[r * 2 * f + f + j])));
   }
 }
 
@@ -36,10 +36,7 @@ __global__ void swiglu_vec_kernel(T* out, const T* gate_up, int64_t m, int64_t f
     uint4 o4;
     T* o = reinterpret_cast<T*>(&o4);
 #pragma unroll
-    for (int e = 0; e < per; ++e) {
-      const float gf = to_f32(g[e]);
-      o[e] = from_f32<T>(gf / (1.0f + expf(-gf)) * to_f32(u[e]));
-    }
+    for (int e = 0; e < per; ++e) o[e] = from_f32<T>(silu_times(to_f32(g[e]), to_f32(u[e])));
     reinterpret_cast<uint4*>(out)[i] = o4;
   }
 }
