@@ -87,6 +87,7 @@ void read_server(section s, server_section& v) {
 
 void read_scheduler(section s, scheduler_section& v) {
   s.get("max_batch_tokens", v.max_batch_tokens);
+  s.get("max_prefill_tokens", v.max_prefill_tokens);
   s.get("max_seqs", v.max_seqs);
   s.get("kv_tokens", v.kv_tokens);
   s.get("kv_fraction", v.kv_fraction);
@@ -279,7 +280,8 @@ std::string to_yaml(const cluster_config& c) {
       << YAML::Value << s.max_tokens_default << YAML::EndMap;
   const auto& q = c.scheduler;
   out << YAML::Key << "scheduler" << YAML::Value << YAML::BeginMap << YAML::Key << "max_batch_tokens"
-      << YAML::Value << q.max_batch_tokens << YAML::Key << "max_seqs" << YAML::Value << q.max_seqs << YAML::Key
+      << YAML::Value << q.max_batch_tokens << YAML::Key << "max_prefill_tokens" << YAML::Value
+      << q.max_prefill_tokens << YAML::Key << "max_seqs" << YAML::Value << q.max_seqs << YAML::Key
       << "kv_tokens" << YAML::Value << q.kv_tokens << YAML::Key << "kv_fraction" << YAML::Value << q.kv_fraction
       << YAML::Key << "block_size" << YAML::Value << q.block_size
       << YAML::Key << "max_context" << YAML::Value << q.max_context << YAML::Key << "prefix_caching"

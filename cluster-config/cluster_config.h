@@ -65,6 +65,9 @@ struct server_section {
 /// `scheduler:` — per replica.
 struct scheduler_section {
   int max_batch_tokens = 512;
+  /// Prefill tokens a step carries beside decodes (0: whatever the decodes leave of
+  /// max_batch_tokens): bounds how much a prefill lengthens the decodes' step.
+  int max_prefill_tokens = 0;
   int max_seqs = 32;
   int kv_tokens = 16384;
   double kv_fraction = 0.9;          ///< GPU shards: share of the free memory after loading that KV may take

@@ -14,6 +14,7 @@ engine_config replica_engine_config(const scheduler_section& s) {
   e.kv_tokens = s.kv_tokens;
   e.max_batch_tokens = s.max_batch_tokens;
   e.max_seqs = s.max_seqs;
+  e.max_prefill_tokens = s.max_prefill_tokens;
   e.max_context = s.max_context;
   e.prefix_caching = s.prefix_caching;
   e.local_execution = false;

@@ -19,6 +19,9 @@ const char* finish_reason_name(finish_reason r) {
 scheduler::scheduler(block_manager& blocks, scheduler_config cfg) : blocks_(blocks), cfg_(cfg) {
   if (cfg_.max_batch_tokens <= 0 || cfg_.max_seqs <= 0 || cfg_.max_context <= 0)
     throw std::invalid_argument("scheduler: max_batch_tokens, max_seqs and max_context must be positive");
+  if (cfg_.max_prefill_tokens < 0)
+    throw std::invalid_argument("scheduler: max_prefill_tokens must be >= 0 (0: no limit of its own), got " +
+                                std::to_string(cfg_.max_prefill_tokens));
 }
 
 void scheduler::add(std::unique_ptr<sequence> s) {
@@ -78,14 +81,14 @@ void scheduler::preempt(sequence* s, step_plan& plan) {
   running_.erase(it);
 }
 
-bool scheduler::schedule_running(step_plan& plan, int& budget) {
+bool scheduler::schedule_running(step_plan& plan, int& budget, bool decodes) {
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     sequence* s = running_[i].get();
-    if (s->in_flight) {
+    const int remaining = static_cast<int>(s->tokens.size()) - s->n_computed;
+    if (s->in_flight || (remaining <= 1) != decodes) {
       ++i;
       continue;
     }
-    const int remaining = static_cast<int>(s->tokens.size()) - s->n_computed;
     const int len = std::min(remaining, budget);
     bool self_preempted = false;
     while (!blocks_.reserve(s->id, s->n_computed + len)) {
@@ -142,9 +145,13 @@ step_plan scheduler::schedule(int budget) {
   drop_cancelled();
   step_plan plan;
   if (budget <= 0 || budget > cfg_.max_batch_tokens) budget = cfg_.max_batch_tokens;
-  schedule_running(plan, budget);
+  // Decodes first: a prefill chunk never takes a decode's place in the step.
+  if (!schedule_running(plan, budget, true)) return plan;
+  int prefill_budget = budget;
+  if (!plan.chunks.empty() && cfg_.max_prefill_tokens > 0) prefill_budget = std::min(budget, cfg_.max_prefill_tokens);
+  if (!schedule_running(plan, prefill_budget, false)) return plan;
   // Preempted sequences wait until the running ones have room again.
-  if (plan.preempted.empty()) admit_waiting(plan, budget);
+  if (plan.preempted.empty()) admit_waiting(plan, prefill_budget);
   return plan;
 }
 

@@ -1,7 +1,8 @@
 #pragma once
 /// Continuous batching over the paged KV cache: admit, chunked prefill, decode,
 /// preempt by recompute when blocks run out, finish and cancel (vLLM's scheduler,
-/// one token budget per step shared by prefills and decodes).
+/// one token budget per step shared by prefills and decodes; decodes are scheduled
+/// first, and prefill chunks beside decodes may have a budget of their own).
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -54,6 +55,9 @@ struct scheduler_config {
   int max_batch_tokens = 512;  ///< token budget of one step (prefill chunks + decodes)
   int max_seqs = 64;           ///< sequences running at once
   int max_context = 2048;      ///< tokens one sequence may hold (prompt + output)
+  /// Prefill tokens a step carries beside at least one decode (0: whatever the decodes
+  /// leave of the step's budget). Bounds how much a prefill lengthens a decode's step.
+  int max_prefill_tokens = 0;
 };
 
 class scheduler {
@@ -95,7 +99,7 @@ class scheduler {
   const scheduler_config& config() const { return cfg_; }
 
  private:
-  bool schedule_running(step_plan& plan, int& budget);
+  bool schedule_running(step_plan& plan, int& budget, bool decodes);
   void admit_waiting(step_plan& plan, int& budget);
   void preempt(sequence* s, step_plan& plan);
   sequence* newest_idle();

@@ -495,3 +495,10 @@ TEST_CASE("generation defaults and max_tokens_default survive to_yaml and --set"
   CHECK_THROWS_WITH(apply_overrides(c, {"model.generation_defaults.min_p=2"}),
                     Catch::Contains("model.generation_defaults.min_p: must be in [0, 1], got 2"));
 }
+
+TEST_CASE("scheduler.max_prefill_tokens is 0 (no limit of its own) unless set, and never negative", "[config]") {
+  CHECK(default_cluster_config().scheduler.max_prefill_tokens == 0);
+  CHECK(parse_cluster_config("scheduler: {max_prefill_tokens: 256}\n", "p.yaml").scheduler.max_prefill_tokens == 256);
+  CHECK_THROWS_WITH(parse_cluster_config("scheduler: {max_prefill_tokens: -1}\n", "p.yaml"),
+                    Catch::Contains("p.yaml: scheduler.max_prefill_tokens: must be >= 0, got -1"));
+}

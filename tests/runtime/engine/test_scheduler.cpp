@@ -143,3 +143,52 @@ TEST_CASE("after the KV storage is lost every running sequence is recomputed and
   CHECK(plan.chunks[1].start == 0);
   CHECK(blocks.stats().reused_blocks == reused_before);
 }
+
+TEST_CASE("a decode keeps its place in the step beside an older sequence's long prefill", "[scheduler]") {
+  block_manager blocks(256, 16);
+  scheduler s(blocks, {64, 8, 4096});
+  s.add(make_seq(1, 1000));
+  auto p1 = s.schedule();  // sequence 1's first chunk, still in flight (a pipeline micro-batch)
+  s.add(make_seq(2, 10));
+  auto p2 = s.schedule();  // sequence 2 admitted behind it, whole prompt
+  REQUIRE(p2.chunks.size() == 1);
+  run(s, p1);
+  run(s, p2);
+  // Running order is 1 (mid-prefill), then 2 (decoding): the decode still gets its token.
+  auto p3 = s.schedule();
+  REQUIRE(p3.chunks.size() == 2);
+  CHECK(p3.chunks[0].seq->id == 2);
+  CHECK(p3.chunks[0].len == 1);
+  CHECK(p3.chunks[1].seq->id == 1);
+  CHECK(p3.chunks[1].start == 64);
+  CHECK(p3.chunks[1].len == 63);
+}
+
+TEST_CASE("max_prefill_tokens bounds the prefill beside decodes but not a step with no decode", "[scheduler]") {
+  block_manager blocks(256, 16);
+  scheduler s(blocks, {256, 8, 4096, 32});
+  s.add(make_seq(1, 100));
+  auto p1 = s.schedule();  // no decode yet: the whole budget
+  REQUIRE(p1.chunks.size() == 1);
+  CHECK(p1.chunks[0].len == 100);
+  run(s, p1);
+  s.add(make_seq(2, 500));
+  s.add(make_seq(3, 500));
+  auto p2 = s.schedule();  // one decode: 32 prefill tokens beside it, not 255
+  REQUIRE(p2.chunks.size() == 2);
+  CHECK(p2.chunks[0].seq->id == 1);
+  CHECK(p2.chunks[1].seq->id == 2);
+  CHECK(p2.chunks[1].len == 32);
+  CHECK(p2.n_tokens == 33);
+  run(s, p2);
+  s.cancel(1);
+  auto p3 = s.schedule();  // 2 is mid-prefill and nobody decodes: the whole budget again
+  REQUIRE(p3.chunks.size() == 1);
+  CHECK(p3.chunks[0].seq->id == 2);
+  CHECK(p3.chunks[0].len == 256);
+}
+
+TEST_CASE("a negative max_prefill_tokens is refused with its name", "[scheduler]") {
+  block_manager blocks(16, 16);
+  CHECK_THROWS_WITH(scheduler(blocks, {64, 8, 256, -1}), Catch::Contains("max_prefill_tokens"));
+}
