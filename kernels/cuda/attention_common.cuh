@@ -153,6 +153,13 @@ struct decode_partials {
 bool decode_grouped(const op_context& ctx, void* out, const void* q, const void* k_cache,
                     const void* v_cache, dtype type, const attn_args& a);
 
+/// Decode attention on tensor cores (attention_decode_mma.cu): decode_grouped's grid, split
+/// rule and partials (part_o, part_ml, max_splits: see decode_partials), for f16/bf16,
+/// head_dim 64 or 128 and a GQA group of at most 8. Returns false, launching nothing,
+/// outside that; the caller then runs a CUDA-core kernel.
+bool decode_mma(cudaStream_t st, void* out, float* part_o, float* part_ml, int max_splits, const void* q,
+                const void* k_cache, const void* v_cache, dtype type, const attn_args& a);
+
 /// Prefill attention on tensor cores (f16/bf16, head_dim 64 or 128). Returns false,
 /// launching nothing, when the type or head_dim is outside what it handles; the caller then
 /// runs the general kernel.

@@ -11,6 +11,7 @@
 // result depends on the rest of the batch only through the block size the grid picks
 // (launch_g): the batch-invariant mode does not use this kernel (attention.cu).
 #include <cstdlib>
+#include <type_traits>
 
 #include "kernels/cuda/attention_common.cuh"
 
@@ -21,7 +22,8 @@ constexpr int max_group = 8;  // query heads per kv head served by one block
 // Threads a block (NT) and kv rows a thread has in flight a pass (UN): 8 rows, 256 threads
 // for a grid smaller than the multiprocessor count, else 128 (launch_g); for head rows of 16
 // chunks (head_dim 128 in 16-bit types) TROUPE_ATTN_VARIANT=3 pins 128 threads, 1 pins
-// 16 rows and 2 pins 256 threads, for the benchmarks to compare.
+// 16 rows and 2 pins 256 threads, for the benchmarks to compare; 4 pins the tensor-core
+// kernel (attention_decode_mma.cu), which a grid of at least the SM count gets by default.
 
 /// The local query heads [lo, hi) that read local kv head g.
 __device__ __forceinline__ void group_of(const attn_args& a, int g, int& lo, int& hi) {
@@ -234,18 +236,25 @@ int sm_count() {
 
 /// 256 threads a block where the grid would not fill the multiprocessors once (a small
 /// batch: each block then brings twice the rows in flight; measured on one H200 at batch 1,
-/// Llama-3.1-8B shape: 4.43 against 4.59 ms a step), else 128 (more blocks resident: 6.0
-/// against 6.1 ms at batch 64, 10.4 against 11.0 at 256). TROUPE_ATTN_VARIANT pins one.
+/// Llama-3.1-8B shape: 4.43 against 4.59 ms a step), else the tensor-core kernel where it
+/// applies, else 128 threads (more blocks resident: 6.0 against 6.1 ms at batch 64, 10.4
+/// against 11.0 at 256). TROUPE_ATTN_VARIANT pins one.
 template <class T, int CH, int G>
 void launch_g(cudaStream_t st, T* out, const T* q, const T* kc, const T* vc, const attn_args& a) {
   decode_partials p(st, a);
   [&] {
-    if constexpr (CH == 16 && sizeof(T) == 2) {
+    if constexpr (sizeof(T) == 2) {
       const int variant = attn_variant();
-      if (variant == 1) return launch_v<T, CH, G, 128, 16>(st, p, out, q, kc, vc, a);
-      if constexpr (G <= 4) {  // 256 threads' partial sums fit the 48 KB of static shared memory
-        const bool small = static_cast<int64_t>(a.n_kv_heads) * a.m * p.max_splits <= sm_count();
-        if (variant == 2 || (variant == 0 && small)) return launch_v<T, CH, G, 256, 8>(st, p, out, q, kc, vc, a);
+      const bool small = static_cast<int64_t>(a.n_kv_heads) * a.m * p.max_splits <= sm_count();
+      const dtype type = std::is_same_v<T, __half> ? dtype::f16 : dtype::bf16;
+      if ((variant == 4 || (variant == 0 && !small)) &&
+          decode_mma(st, out, p.part_o, p.part_ml, p.max_splits, q, kc, vc, type, a))
+        return;
+      if constexpr (CH == 16) {
+        if (variant == 1) return launch_v<T, CH, G, 128, 16>(st, p, out, q, kc, vc, a);
+        if constexpr (G <= 4) {  // 256 threads' partial sums fit the 48 KB of static shared memory
+          if (variant == 2 || (variant == 0 && small)) return launch_v<T, CH, G, 256, 8>(st, p, out, q, kc, vc, a);
+        }
       }
     }
     launch_v<T, CH, G, 128, 8>(st, p, out, q, kc, vc, a);

@@ -8,7 +8,8 @@
 #   here:   TROUPE_GPU_BUILD=build-gpu tools/gpu/bundle.sh     (carry .gpu)
 #   device: bash tools/gpu/perf.sh                              (results under $OUT)
 # Options (environment): PERF_PARTS="tests kernels bench peer" (default all), GEN (64),
-# PEER_BATCHES (1,64,256), PEER_PREFILL (1024,2048,8192).
+# PEER_BATCHES (1,64,256), PEER_PREFILL (1024,2048,8192), PERF_ABLATION (1: the earlier
+# forwards too), PERF_ATTN_COMPARE (1: batch 64 and 256 with the CUDA-core decode attention).
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -49,6 +50,11 @@ if has bench; then
     run fused_cublas TROUPE_GEMV_MAX_ROWS=0 -- --batches 1,64 --prompt-lens 1024 --gen "$gen"
   fi
   run default -- --batches 1,16,64,256 --prompt-lens 1024,2048,8192 --max-batch-tokens 8192 --gen "$gen"
+  # PERF_ATTN_COMPARE=1 adds batch 64 and 256 with the CUDA-core decode attention pinned
+  # (TROUPE_ATTN_VARIANT=3: the kernel before the tensor-core one), to compare in one call.
+  if [ "${PERF_ATTN_COMPARE:-0}" = 1 ]; then
+    run attn_cuda_core TROUPE_ATTN_VARIANT=3 -- --batches 64,256 --gen "$gen"
+  fi
 fi
 if has peer; then
   echo "== PyTorch peer" | tee -a "$log"

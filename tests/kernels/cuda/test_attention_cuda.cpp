@@ -40,6 +40,23 @@ TEST_CASE("CUDA grouped decode attention matches the CPU for GQA groups 1 to 8 a
     }
 }
 
+TEST_CASE("CUDA tensor-core decode attention (a batch that fills the GPU) matches the CPU at awkward contexts",
+          "[cuda]") {
+  // 40 rows x the kv heads x the splits exceed the SM count (132 on an H200), so f16 and
+  // bf16 at head_dim 64 and 128 run attention_decode_mma.cu; f32 and head_dim 80 run the
+  // CUDA-core kernel on the same batch.
+  if (!cuda_device_or_skip()) return;
+  std::mt19937 rng(29);
+  const int ctxs[] = {1, 769, 5125, 16, 64, 65, 255, 256, 257, 513};
+  std::vector<seq_spec> seqs;
+  for (int i = 0; i < 40; ++i) seqs.push_back({ctxs[i % 10], 1});
+  for (dtype t : float_types())
+    for (head_spec h : {head_spec{32, 8, 128}, head_spec{16, 2, 64}, head_spec{8, 8, 128}, head_spec{12, 4, 80}}) {
+      CAPTURE(dtype_name(t), h.n_heads, h.n_kv, h.head_dim);
+      CHECK(attention_error(rng, seqs, h, t) <= tolerance(t));
+    }
+}
+
 TEST_CASE("CUDA decode attention gives a row bitwise the same alone and in a batch of 9 when batch-invariant",
           "[cuda]") {
   // Without the mode the grouped decode kernel picks its block size from the grid (a small
