@@ -8,7 +8,11 @@
 #   SERVE_ARGS="--set fault_tolerance.stage_recovery=false" compares the full re-prefill;
 #   BATCH_INVARIANT=1 turns on scheduler.batch_invariant and then requires the resumed
 #   request's tokens to equal the fault-free run's: with two tensor ranks an all-reduce is one
-#   addition per element, so the sum does not depend on the batch either)
+#   addition per element, so the sum does not depend on the batch either);
+#   KILL_NODE names the node killed (default gpu1): on one GPU,
+#   `BATCH_INVARIANT=1 KILL_NODE=gpu0 tools/gpu/kill_test.sh cluster-config/examples/gpu-single.yaml`
+#   kills the only node, which the head restarts (weights loaded again), and the request
+#   resumes by re-prefill)
 # Run on the GPU machine after tools/gpu/check.sh's bundle (.gpu/bin/troupe); prints one JSON
 # line, writes $OUT/kill-<file>.log.
 set -u
@@ -20,9 +24,11 @@ out="${OUT:-/tmp/troupe-gpu}"; mkdir -p "$out"
 dir=/tmp/killtest; rm -rf "$dir"; mkdir -p "$dir"
 troupe=.gpu/bin/troupe
 invariant="${BATCH_INVARIANT:-0}"
+kill_node="${KILL_NODE:-gpu1}"
 serve_args="${SERVE_ARGS:-}"
 [ "$invariant" = 1 ] && serve_args="$serve_args --set scheduler.batch_invariant=true"
-[ -f /tmp/l8b/config.json ] || python3 tools/gpu/make_model.py --shape llama3-8b --out /tmp/l8b --tokenizer .gpu/hf/tokenizer.json >/dev/null
+# The client tokenizes: the model directory needs the tokenizer (perf.sh writes /tmp/l8b without one).
+[ -f /tmp/l8b/tokenizer.json ] || python3 tools/gpu/make_model.py --shape llama3-8b --out /tmp/l8b --tokenizer .gpu/hf/tokenizer.json >/dev/null
 now() { date +%s.%N; }
 "$troupe" serve --config "$config" $serve_args > "$dir/serve.out" 2> "$dir/serve.log" &
 serve=$!
@@ -34,7 +40,7 @@ readys=$(grep -c "replica 0: ready" "$dir/serve.log")
 "${gen[@]}" > "$dir/story.json" 2> "$dir/story.log" &
 client=$!
 sleep 1.5
-victim=$(grep -oP "node gpu1 starting \(pid \K[0-9]+" "$dir/serve.log" | tail -1)
+victim=$(grep -oP "node $kill_node starting \(pid \K[0-9]+" "$dir/serve.log" | tail -1)
 t_kill=$(now)
 kill -9 "$victim"
 t_ready=""
@@ -47,11 +53,11 @@ t_done=$(now)
 "${gen[@]}" > /dev/null 2>&1; later_rc=$?
 kill -TERM "$serve"; timeout 60 tail --pid="$serve" -f /dev/null; wait "$serve"; serve_rc=$?
 cat "$dir/serve.log" "$dir/ref.log" "$dir/story.log" > "$out/kill-$name.log"
-python3 - "$dir" "$t_kill" "${t_ready:-0}" "$t_done" "$ref_rc" "$client_rc" "$later_rc" "$serve_rc" "$name" "$invariant" <<'PY'
+python3 - "$dir" "$t_kill" "${t_ready:-0}" "$t_done" "$ref_rc" "$client_rc" "$later_rc" "$serve_rc" "$name" "$invariant" "$kill_node" <<'PY'
 import json, re, sys
 d, t_kill, t_ready, t_done = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 ref_rc, client_rc, later_rc, serve_rc = map(int, sys.argv[5:9])
-name, invariant = sys.argv[9], sys.argv[10] == "1"
+name, invariant, kill_node = sys.argv[9], sys.argv[10] == "1", sys.argv[11]
 def toks(f):
     try:
         return json.load(open(f))["tokens"]
@@ -60,7 +66,7 @@ def toks(f):
 ref, got = toks(f"{d}/ref.json"), toks(f"{d}/story.json")
 log = open(f"{d}/serve.log").read()
 local = re.search(r"stage-local recovery: stage\(s\) (\S+) rebuilt from (\d+) token\(s\) in (\d+) ms.*?(\d+) written", log)
-r = {"test": f"kill -9 of node gpu1 ({name})", "ref_rc": ref_rc, "client_rc": client_rc, "later_rc": later_rc,
+r = {"test": f"kill -9 of node {kill_node} ({name})", "ref_rc": ref_rc, "client_rc": client_rc, "later_rc": later_rc,
      "serve_rc": serve_rc, "tokens_equal": ref is not None and ref == got, "n_tokens": len(got or []),
      "ready_after_kill_s": round(t_ready - t_kill, 2) if t_ready else None,
      "client_done_after_kill_s": round(t_done - t_kill, 2)}
