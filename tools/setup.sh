@@ -94,4 +94,17 @@ if [ "$mode" = "--test" ]; then
     exit 1
   fi
   ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 900
+
+  # The fast unit tests (parsers and their fuzz tests, CPU kernels, KV cache, scheduler,
+  # sampler, request validation) built apart with -fsanitize=address,undefined
+  # (TROUPE_SANITIZE, tests/CMakeLists.txt); any report fails the run.
+  san="${TROUPE_SANITIZE_BUILD:-$root/build-sanitize}"
+  step "Unit tests under AddressSanitizer and UndefinedBehaviorSanitizer ($san)"
+  san_start=$SECONDS
+  cmake -S "$root" -B "$san" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTROUPE_CUDA=OFF -DTROUPE_SANITIZE=ON >/dev/null
+  cmake --build "$san" --target troupe_sanitize_tests -j "$jobs"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:check_initialization_order=1 \
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    "$san/bin/troupe_sanitize_tests" "~[cuda]"
+  echo "sanitizers: built and ran in $((SECONDS - san_start)) s"
 fi
