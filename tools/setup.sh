@@ -74,14 +74,15 @@ if [ "$mode" = "--test" ]; then
   # list (brackets, semicolons) would silently merge cases into one entry that runs none.
   # The entries labelled "wiring" (tests/CMakeLists.txt: the test binary's exit statuses,
   # through hidden cases) and "deploy" (tools/validate_k8s.py: the Kubernetes manifests)
-  # are the only ones that are not a listed case; they are counted apart. (Catch2 v2 exits
+  # and "soak" (tools/soak.py, 3 minutes) are the only ones that are not a listed case;
+  # they are counted apart. (Catch2 v2 exits
   # with the number of tests it lists, hence the || true.)
   catch_count=$({ "$build/bin/troupe_tests" --list-test-names-only || true; } | grep -c .)
   ctest_count=$(ctest --test-dir "$build" -N | sed -n 's/^Total Tests: //p')
-  wiring_count=$(ctest --test-dir "$build" -N -L '^(wiring|deploy)$' | sed -n 's/^Total Tests: //p')
+  wiring_count=$(ctest --test-dir "$build" -N -L '^(wiring|deploy|soak)$' | sed -n 's/^Total Tests: //p')
   if [ "$((catch_count + wiring_count))" != "$ctest_count" ]; then
     echo "setup: ctest lists $ctest_count tests but troupe_tests has $catch_count test cases" \
-         "and there are $wiring_count wiring and deploy entries; a test name with [ ] or ;" \
+         "and there are $wiring_count wiring, deploy and soak entries; a test name with [ ] or ;" \
          "breaks catch_discover_tests" >&2
     exit 1
   fi
