@@ -93,7 +93,7 @@ TEST_CASE("mutated example cluster files parse or raise a config_error naming th
   CHECK(t.rejected > 500);
 }
 
-TEST_CASE("--set overrides with boundary values apply or raise a config_error naming the key", "[config][fuzz]") {
+TEST_CASE("command-line overrides with boundary values apply or raise a config_error naming the key", "[config][fuzz]") {
   const auto files = example_files();
   rng r(0x736574);
   tally t;
