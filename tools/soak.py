@@ -70,17 +70,40 @@ def parse_args(argv):
     return a
 
 
+_held_blocks = []  # open lock files: a reserved block stays ours until this process exits
+
+
 def free_ports(n):
-    """n distinct free TCP ports on 127.0.0.1 (bound together, then released)."""
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    """n consecutive free ports on 127.0.0.1, as the C++ tests reserve them (tests/test_support.h,
+    reserve_ports): a block of 16 in 20000..31999, below Linux's ephemeral range, that no
+    other test process holds (an flock on /tmp/troupe-test-ports/<block>)."""
+    import fcntl
+    lock_dir = Path("/tmp/troupe-test-ports")
+    lock_dir.mkdir(exist_ok=True)
+    first, blocks = 20000, 750
+    for i in range(blocks):
+        block = (os.getpid() + i) % blocks
+        base = first + block * 16
+        f = open(lock_dir / str(block), "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        if all(port_is_free(p) for p in range(base, base + n)):
+            _held_blocks.append(f)
+            return list(range(base, base + n))
+        f.close()
+    raise RuntimeError("no free block of 16 ports in 20000..31999")
+
+
+def port_is_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def rss_mib(pid):
