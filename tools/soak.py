@@ -14,7 +14,9 @@ processes, the real default model) on free ports, then for --duration seconds ru
 
 while a killer sends SIGKILL to a random node process every --kill-min..--kill-max
 seconds (the head restarts it; the next kill waits until the replica is ready again).
-At the end, with the load stopped, it asserts:
+A 503 (no replica ready: the only replica is being rebuilt; the gateway answers 503
+before it reads the body) is retried for up to 120 s with backoff, as the OpenAI SDKs
+retry 5xx; the summary counts those retries. At the end, with the load stopped, it asserts:
 
   * every well-formed request succeeded (200, the right number of choices, each with
     a finish reason; streams end with [DONE]);
@@ -115,8 +117,9 @@ def rss_mib(pid):
 
 
 def node_pid(log_text, name):
-    """The pid of the last 'node NAME starting (pid N' line of the head's log; 0 when none."""
-    found = re.findall(r"node " + re.escape(name) + r" starting \(pid (\d+)", log_text)
+    """The pid node NAME last registered from ('node NAME registered (pid N' in the head's
+    log; the pid the head launched can differ when two launches race); 0 when none."""
+    found = re.findall(r"node " + re.escape(name) + r" registered \(pid (\d+)", log_text)
     return int(found[-1]) if found else 0
 
 
@@ -167,10 +170,14 @@ class Cluster:
         return clean
 
 
+RETRY_503_S = 120  # how long a client retries a 503 (no replica ready) before it gives up
+
+
 class Tally:
     def __init__(self):
         self.counts = {}
         self.failures = []
+        self.retries_503 = 0
 
     def add(self, kind, ok, detail=""):
         c = self.counts.setdefault(kind, {"ok": 0, "failed": 0})
@@ -182,6 +189,21 @@ class Tally:
 async def http_json(session, method, url, **kw):
     async with session.request(method, url, **kw) as r:
         return r.status, await r.text()
+
+
+async def post_retrying(session, url, tally, **kw):
+    """POST, retried while the answer is 503 (no replica ready: a recovery of the only
+    replica is under way) for up to RETRY_503_S seconds, as the OpenAI SDKs retry 5xx; the
+    caller reads the last response (an async context manager)."""
+    deadline, delay = time.monotonic() + RETRY_503_S, 0.25
+    while True:
+        r = await session.post(url, **kw)
+        if r.status != 503 or time.monotonic() > deadline:
+            return r
+        r.release()
+        tally.retries_503 += 1
+        await asyncio.sleep(delay)
+        delay = min(2 * delay, 2.0)
 
 
 def well_formed_body(rng, model):
@@ -207,7 +229,7 @@ async def well_formed(session, base, rng, model, tally):
     kind = ("stream " if body.get("stream") else "") + path
     n = body.get("n", 1)
     try:
-        async with session.post(base + path, json=body) as r:
+        async with await post_retrying(session, base + path, tally, json=body) as r:
             if r.status != 200:
                 return tally.add(kind, False, f"status {r.status}: {await r.text()}")
             if not body.get("stream"):
@@ -235,7 +257,7 @@ async def cancel(session, base, rng, model, tally):
     body = {"model": model, "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
             "max_tokens": 64, "stream": True, "n": rng.choice([1, 2])}
     try:
-        async with session.post(base + "/v1/chat/completions", json=body) as r:
+        async with await post_retrying(session, base + "/v1/chat/completions", tally, json=body) as r:
             if r.status == 200:
                 await r.content.readline()
             r.close()  # the client goes away mid-stream
@@ -273,8 +295,9 @@ MALFORMED = [
 async def malformed(session, base, rng, model, tally):
     path, text = rng.choice(MALFORMED)
     try:
-        status, answer = await http_json(session, "POST", base + path, data=text.replace('"M"', json.dumps(model)),
-                                         headers={"Content-Type": "application/json"})
+        async with await post_retrying(session, base + path, tally, data=text.replace('"M"', json.dumps(model)),
+                                       headers={"Content-Type": "application/json"}) as r:
+            status, answer = r.status, await r.text()
         tally.add("malformed", 400 <= status < 500, f"status {status} for {text}: {answer[:200]}")
     except Exception as e:
         tally.add("malformed", False, repr(e))
@@ -376,7 +399,8 @@ async def soak(args, cluster, summary):
         summary["load_s"] = round(time.monotonic() - start, 1)
         summary["kv_usage_idle"] = await idle_kv(session, base, 60)
         summary["head_rss_after_mib"] = round(rss_mib(cluster.proc.pid), 1)
-        summary.update(requests=tally.counts, failures=tally.failures, kills=kills, problems=problems)
+        summary.update(requests=tally.counts, retries_503=tally.retries_503, failures=tally.failures, kills=kills,
+                       problems=problems)
         summary["warmup_failures"] = warm.failures
 
 
