@@ -74,14 +74,15 @@ if [ "$mode" = "--test" ]; then
   # list (brackets, semicolons) would silently merge cases into one entry that runs none.
   # The entries labelled "wiring" (tests/CMakeLists.txt: the test binary's exit statuses,
   # through hidden cases) and "deploy" (tools/validate_k8s.py: the Kubernetes manifests)
-  # are the only ones that are not a listed case; they are counted apart. (Catch2 v2 exits
+  # and "soak" (tools/soak.py, 3 minutes) are the only ones that are not a listed case;
+  # they are counted apart. (Catch2 v2 exits
   # with the number of tests it lists, hence the || true.)
   catch_count=$({ "$build/bin/troupe_tests" --list-test-names-only || true; } | grep -c .)
   ctest_count=$(ctest --test-dir "$build" -N | sed -n 's/^Total Tests: //p')
-  wiring_count=$(ctest --test-dir "$build" -N -L '^(wiring|deploy)$' | sed -n 's/^Total Tests: //p')
+  wiring_count=$(ctest --test-dir "$build" -N -L '^(wiring|deploy|soak)$' | sed -n 's/^Total Tests: //p')
   if [ "$((catch_count + wiring_count))" != "$ctest_count" ]; then
     echo "setup: ctest lists $ctest_count tests but troupe_tests has $catch_count test cases" \
-         "and there are $wiring_count wiring and deploy entries; a test name with [ ] or ;" \
+         "and there are $wiring_count wiring, deploy and soak entries; a test name with [ ] or ;" \
          "breaks catch_discover_tests" >&2
     exit 1
   fi
@@ -94,4 +95,17 @@ if [ "$mode" = "--test" ]; then
     exit 1
   fi
   ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 900
+
+  # The fast unit tests (parsers and their fuzz tests, CPU kernels, KV cache, scheduler,
+  # sampler, request validation) built apart with -fsanitize=address,undefined
+  # (TROUPE_SANITIZE, tests/CMakeLists.txt); any report fails the run.
+  san="${TROUPE_SANITIZE_BUILD:-$root/build-sanitize}"
+  step "Unit tests under AddressSanitizer and UndefinedBehaviorSanitizer ($san)"
+  san_start=$SECONDS
+  cmake -S "$root" -B "$san" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTROUPE_CUDA=OFF -DTROUPE_SANITIZE=ON >/dev/null
+  cmake --build "$san" --target troupe_sanitize_tests -j "$jobs"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:check_initialization_order=1 \
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    "$san/bin/troupe_sanitize_tests" "~[cuda]"
+  echo "sanitizers: built and ran in $((SECONDS - san_start)) s"
 fi

@@ -44,9 +44,12 @@ safetensors_entry parse_entry(const std::string& file, const std::string& name, 
     throw bad("data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
               "] lie outside the data section of " + std::to_string(data_size) + " bytes");
   const size_t es = safetensors_dtype_size(e.dtype);
-  if (es != 0 && (end - begin) != static_cast<uint64_t>(numel) * es)
+  uint64_t need = 0;  // a product past 2^64 must not wrap around to the bytes the entry holds
+  if (es != 0 && __builtin_mul_overflow(static_cast<uint64_t>(numel), static_cast<uint64_t>(es), &need))
+    throw bad("shape is too large for dtype " + e.dtype);
+  if (es != 0 && (end - begin) != need)
     throw bad("holds " + std::to_string(end - begin) + " bytes, but shape and dtype " + e.dtype + " need " +
-              std::to_string(static_cast<uint64_t>(numel) * es));
+              std::to_string(need));
   e.data = data + begin;
   e.bytes = static_cast<size_t>(end - begin);
   return e;

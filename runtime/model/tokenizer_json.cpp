@@ -27,6 +27,22 @@ const char* const k_qwen2_regex =
   throw load_error(file.string() + ": " + (key.empty() ? "" : "key '" + key + "': ") + what);
 }
 
+/// `obj[key]` as a string: `def` when `obj` is not an object or the key is absent or null;
+/// load_error naming `path`.`key` when it holds another type.
+std::string string_at(const json& obj, const char* key, const std::string& def, const fs::path& file,
+                      const std::string& path) {
+  if (!obj.is_object() || !obj.contains(key) || obj[key].is_null()) return def;
+  if (!obj[key].is_string()) fail(file, path + "." + key, "must be a string, got " + std::string(obj[key].type_name()));
+  return obj[key].get<std::string>();
+}
+
+/// `obj[key]` as a bool, like string_at.
+bool bool_at(const json& obj, const char* key, bool def, const fs::path& file, const std::string& path) {
+  if (!obj.is_object() || !obj.contains(key) || obj[key].is_null()) return def;
+  if (!obj[key].is_boolean()) fail(file, path + "." + key, "must be true or false, got " + std::string(obj[key].type_name()));
+  return obj[key].get<bool>();
+}
+
 std::string read_text(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   if (!in) fail(p, "", "cannot be opened");
@@ -55,19 +71,22 @@ std::string token_text(const json& cfg, const char* key, const fs::path& file) {
 /// The GGUF pre name for a byte-level pre_tokenizer.
 std::string detect_pre(const json& pre, const fs::path& file) {
   if (pre.is_null()) fail(file, "pre_tokenizer", "is null: unsupported tokenizer.json (byte-level BPE needs a pre_tokenizer)");
-  const std::string type = pre.value("type", "");
+  const std::string type = string_at(pre, "type", "", file, "pre_tokenizer");
   if (type == "ByteLevel") {
-    if (pre.value("use_regex", true)) return "gpt2";
+    if (bool_at(pre, "use_regex", true, file, "pre_tokenizer")) return "gpt2";
     fail(file, "pre_tokenizer", "ByteLevel without use_regex is not supported");
   }
   if (type == "Sequence" && pre.contains("pretokenizers") && pre["pretokenizers"].is_array()) {
     const json& list = pre["pretokenizers"];
-    if (list.size() == 2 && list[0].value("type", "") == "Digits" && list[0].value("individual_digits", false) &&
-        list[1].value("type", "") == "ByteLevel" && list[1].value("use_regex", true))
+    const std::string p0 = "pre_tokenizer.pretokenizers[0]", p1 = "pre_tokenizer.pretokenizers[1]";
+    if (list.size() == 2 && string_at(list[0], "type", "", file, p0) == "Digits" &&
+        bool_at(list[0], "individual_digits", false, file, p0) && string_at(list[1], "type", "", file, p1) == "ByteLevel" &&
+        bool_at(list[1], "use_regex", true, file, p1))
       return "smollm";
-    if (list.size() == 2 && list[0].value("type", "") == "Split" && list[1].value("type", "") == "ByteLevel" &&
-        list[0].contains("pattern") && list[0]["pattern"].is_object()) {
-      const std::string re = list[0]["pattern"].value("Regex", "");
+    if (list.size() == 2 && string_at(list[0], "type", "", file, p0) == "Split" &&
+        string_at(list[1], "type", "", file, p1) == "ByteLevel" && list[0].contains("pattern") &&
+        list[0]["pattern"].is_object()) {
+      const std::string re = string_at(list[0]["pattern"], "Regex", "", file, p0 + ".pattern");
       if (re == k_llama3_regex) return "llama-bpe";
       if (re == k_qwen2_regex) return "qwen2";
       fail(file, "pre_tokenizer.pretokenizers[0].pattern.Regex", "unsupported split regex: " + re);
@@ -77,9 +96,9 @@ std::string detect_pre(const json& pre, const fs::path& file) {
 }
 
 /// True for Llama-2-style BPE: byte fallback, spaces as "▁" through the normalizer or Metaspace.
-bool is_spm_like(const json& j, bool& add_prefix) {
+bool is_spm_like(const json& j, bool& add_prefix, const fs::path& file) {
   const json& model = j["model"];
-  if (!model.value("byte_fallback", false)) return false;
+  if (!bool_at(model, "byte_fallback", false, file, "model")) return false;
   const std::string text = j.contains("normalizer") ? j["normalizer"].dump() : "";
   const std::string pre = j.contains("pre_tokenizer") ? j["pre_tokenizer"].dump() : "";
   const bool metaspace = pre.find("\"Metaspace\"") != std::string::npos;
@@ -122,7 +141,8 @@ void read_vocab(const json& j, const fs::path& file, tokenizer_data& d) {
           !a.contains("content") || !a["content"].is_string())
         fail(file, "added_tokens", "entry without an integer 'id' and a string 'content': " + a.dump());
       by_id[a["id"].get<int64_t>()] = {a["content"].get<std::string>(),
-                                       a.value("special", false) ? token_type::control : token_type::user_defined};
+                                       bool_at(a, "special", false, file, "added_tokens[]") ? token_type::control
+                                                                                           : token_type::user_defined};
     }
   }
   if (by_id.empty()) fail(file, "model.vocab", "is empty");
@@ -193,7 +213,8 @@ void read_config(const fs::path& dir, const json& tj, tokenizer_data& d) {
       d.chat_template = ct.get<std::string>();
     } else if (ct.is_array()) {
       for (const auto& e : ct)
-        if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+        if (string_at(e, "name", "", file, "chat_template[]") == "default" && e.contains("template") &&
+            e["template"].is_string())
           d.chat_template = e["template"].get<std::string>();
       if (d.chat_template.empty()) fail(file, "chat_template", "list has no {name: \"default\", template} entry");
     } else {
@@ -225,13 +246,13 @@ tokenizer_data load_hf_tokenizer(const std::string& dir_name) {
   const json j = read_json(file);
   if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) fail(file, "model", "missing or not an object");
   const json& model = j["model"];
-  const std::string type = model.value("type", "");
+  const std::string type = string_at(model, "type", "", file, "model");
   if (type != "BPE") fail(file, "model.type", "unsupported tokenizer.json model type '" + type + "' (only BPE)");
   tokenizer_data d;
   read_vocab(j, file, d);
   d.merges = read_merges(model, file);
   bool add_prefix = false;
-  if (is_spm_like(j, add_prefix)) {
+  if (is_spm_like(j, add_prefix, file)) {
     d.kind = tokenizer_kind::spm;
     d.pre = "default";
     d.add_space_prefix = add_prefix;
