@@ -94,9 +94,9 @@ struct fault_tolerance_section {
   /// How long a new shard waits for the worker of a stopped shard on the same device to
   /// release it (its memory) before it refuses to load.
   std::chrono::milliseconds release_wait{30000};
-  /// How long a CAF connection may stay silent before it is dropped, for links that are not
-  /// a node's (clients, and a node's link to its head): long enough to outlast a process
-  /// starved of CPU. Nodes are judged by their heartbeats (heartbeat_timeout) instead.
+  /// How long a CAF connection may stay silent before it is dropped, in every process (the
+  /// head's clients and nodes, a node's link to its head, clients): long enough to outlast a
+  /// process starved of CPU. The head judges nodes by their heartbeats (heartbeat_timeout).
   std::chrono::milliseconds connection_timeout{30000};
   std::chrono::milliseconds request_wait{30000};       ///< how long a request waits for a replica
   int max_restarts = 5;                                ///< per node, before it is given up

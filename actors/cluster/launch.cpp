@@ -480,9 +480,6 @@ int run_node(const node_options& o) {
   signal_guard sigs;
   event_queue events;
   system_config cfg(o.config.fault_tolerance);
-  // A node fences itself when its head is silent this long: longer than a head starved of
-  // CPU for a moment, well below the clients' connection_timeout.
-  cfg.set("middleman.connection-timeout", caf::timespan{node_head_timeout(o.config.fault_tolerance)});
   caf::actor_system sys{cfg};
   node_agent_options ao;
   ao.info = {node.name, static_cast<int32_t>(getpid()),

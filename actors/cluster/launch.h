@@ -5,7 +5,6 @@
 /// (troupe node).
 #include <sys/types.h>
 
-#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <mutex>
@@ -137,12 +136,6 @@ struct head_options {
 /// starts the local nodes, logs progress, then stops nodes, kills leftover children and
 /// returns 0. Throws std::runtime_error for a port in use (naming host:port).
 int run_head(const head_options& opts);
-
-/// How long a node's connection to its head may stay silent before the node drops it
-/// and fences itself: three heartbeat timeouts (at most connection_timeout).
-inline std::chrono::milliseconds node_head_timeout(const fault_tolerance_section& ft) {
-  return std::min(3 * ft.heartbeat_timeout, ft.connection_timeout);
-}
 
 /// `troupe node`: one node process.
 struct node_options {
