@@ -14,7 +14,7 @@ system_config::system_config(const fault_tolerance_section& ft, size_t worker_th
   troupe::add_shard_types(*this);
   set("middleman.app-identifiers", std::vector<std::string>{app_identifier});
   set("middleman.heartbeat-interval", caf::timespan{ft.heartbeat_interval});
-  set("middleman.connection-timeout", caf::timespan{ft.heartbeat_timeout});
+  set("middleman.connection-timeout", caf::timespan{ft.connection_timeout});
   if (worker_threads > 0) set("scheduler.max-threads", worker_threads);
 }
 

@@ -16,8 +16,10 @@ namespace troupe {
 /// application identifier "troupe", registers every message type (actors/messages.h) and
 /// turns on the middleman heartbeat from `fault_tolerance`:
 /// `middleman.heartbeat-interval = heartbeat_interval` and
-/// `middleman.connection-timeout = heartbeat_timeout`. Every process sets both (a peer
-/// that times out an idle peer without heartbeats drops it as dead).
+/// `middleman.connection-timeout = connection_timeout`. Every process sets both (a peer
+/// that times out an idle peer without heartbeats drops it as dead). The connection
+/// timeout is long (a process starved of CPU must not drop its healthy peers); nodes are
+/// judged by the supervisor's application heartbeats within heartbeat_timeout instead.
 class system_config : public caf::actor_system_config {
  public:
   /// Settings from `ft`; `worker_threads` = 0 keeps CAF's default (max(cores, 4)).

@@ -153,6 +153,7 @@ struct blocking_client::impl {
     // interval is longer than ours is not dropped; a silent one hits idle_timeout.
     fault_tolerance_section ft;
     ft.heartbeat_timeout = std::max(opts.idle_timeout, std::chrono::milliseconds(30000));
+    ft.connection_timeout = ft.heartbeat_timeout;
     cfg = std::make_unique<system_config>(ft, 2);
     sys = std::make_unique<caf::actor_system>(*cfg);
     client = spawn_client(*sys, connect_to_cluster(*sys, opts));

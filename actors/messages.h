@@ -166,7 +166,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shard_spec& x) {
   return f(caf::meta::type_name("troupe::shard_spec"), x.model_path, x.stage, x.n_stages, x.layers,
            x.tp_rank, x.tp_size, x.allow_uneven_heads, x.context, x.threads, x.timeout_ms, x.stage_timeout_ms,
-           x.device, x.weight_type, x.random_weights, x.kv_fraction);
+           x.stall_timeout_ms, x.release_wait_ms, x.device, x.weight_type, x.random_weights, x.kv_fraction);
 }
 
 /// `inspect` for shard_addresses.

@@ -104,6 +104,9 @@ void read_fault_tolerance(section s, fault_tolerance_section& v) {
   s.get("heartbeat_timeout", v.heartbeat_timeout);
   s.get("collective_timeout", v.collective_timeout);
   s.get("step_timeout", v.step_timeout);
+  s.get("stall_timeout", v.stall_timeout);
+  s.get("release_wait", v.release_wait);
+  s.get("connection_timeout", v.connection_timeout);
   s.get("request_wait", v.request_wait);
   s.get("max_restarts", v.max_restarts);
   s.get("request_retries", v.request_retries);
@@ -291,7 +294,10 @@ std::string to_yaml(const cluster_config& c) {
   out << YAML::Key << "fault_tolerance" << YAML::Value << YAML::BeginMap << YAML::Key << "heartbeat_interval"
       << YAML::Value << ms(f.heartbeat_interval) << YAML::Key << "heartbeat_timeout" << YAML::Value
       << ms(f.heartbeat_timeout) << YAML::Key << "collective_timeout" << YAML::Value << ms(f.collective_timeout)
-      << YAML::Key << "step_timeout" << YAML::Value << ms(f.step_timeout) << YAML::Key << "request_wait" << YAML::Value << ms(f.request_wait) << YAML::Key << "max_restarts"
+      << YAML::Key << "step_timeout" << YAML::Value << ms(f.step_timeout)
+      << YAML::Key << "stall_timeout" << YAML::Value << ms(f.stall_timeout) << YAML::Key << "release_wait"
+      << YAML::Value << ms(f.release_wait) << YAML::Key << "connection_timeout" << YAML::Value
+      << ms(f.connection_timeout) << YAML::Key << "request_wait" << YAML::Value << ms(f.request_wait) << YAML::Key << "max_restarts"
       << YAML::Value << f.max_restarts << YAML::Key << "request_retries" << YAML::Value << f.request_retries
       << YAML::Key << "drain_timeout" << YAML::Value << ms(f.drain_timeout) << YAML::Key << "stage_recovery"
       << YAML::Value << f.stage_recovery << YAML::Key << "stage_recovery_timeout" << YAML::Value

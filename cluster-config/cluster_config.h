@@ -90,6 +90,17 @@ struct fault_tolerance_section {
   /// stage before it, which includes that stage's compute). Dead shards are found by
   /// monitors and heartbeats long before; this only bounds a shard that hangs.
   std::chrono::milliseconds step_timeout{120000};
+  /// A shard whose worker makes no progress (no layer computed, no transfer polled) for
+  /// this long in a step is stalled: it fails the step and stops, and the replica recovers
+  /// as from a failed shard. 0 = off (only step_timeout bounds a hung shard).
+  std::chrono::milliseconds stall_timeout{5000};
+  /// How long a new shard waits for the worker of a stopped shard on the same device to
+  /// release it (its memory) before it refuses to load.
+  std::chrono::milliseconds release_wait{30000};
+  /// How long a CAF connection may stay silent before it is dropped, in every process (the
+  /// head's clients and nodes, a node's link to its head, clients): long enough to outlast a
+  /// process starved of CPU. The head judges nodes by their heartbeats (heartbeat_timeout).
+  std::chrono::milliseconds connection_timeout{30000};
   std::chrono::milliseconds request_wait{30000};       ///< how long a request waits for a replica
   int max_restarts = 5;                                ///< per node, before it is given up
   int request_retries = 3;

@@ -136,6 +136,14 @@ void check_fault_tolerance(const checker& k, const fault_tolerance_section& f) {
             "must be at least collective_timeout (" + std::to_string(f.step_timeout.count()) + "ms < " +
                 std::to_string(f.collective_timeout.count()) + "ms)");
   k.positive_ms(f.request_wait, "fault_tolerance.request_wait");
+  k.require(f.stall_timeout.count() == 0 || (f.stall_timeout.count() >= 100 && f.stall_timeout < f.step_timeout),
+            "fault_tolerance.stall_timeout",
+            "must be 0 (off) or from 100ms up to below step_timeout (" + std::to_string(f.step_timeout.count()) +
+                "ms), got " + std::to_string(f.stall_timeout.count()) + "ms");
+  k.positive_ms(f.release_wait, "fault_tolerance.release_wait");
+  k.require(f.connection_timeout > f.heartbeat_timeout, "fault_tolerance.connection_timeout",
+            "must be longer than heartbeat_timeout (" + std::to_string(f.connection_timeout.count()) + "ms <= " +
+                std::to_string(f.heartbeat_timeout.count()) + "ms)");
   k.require(f.heartbeat_interval < f.heartbeat_timeout, "fault_tolerance.heartbeat_interval",
             "must be shorter than heartbeat_timeout (" + std::to_string(f.heartbeat_interval.count()) +
                 "ms >= " + std::to_string(f.heartbeat_timeout.count()) + "ms)");

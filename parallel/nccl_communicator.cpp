@@ -2,6 +2,8 @@
 
 #include "parallel/nccl_communicator.h"
 
+#include "kernels/base/progress.h"
+
 #include <cstring>
 #include <string>
 #include <thread>
@@ -24,6 +26,7 @@ comm_errc classify(ncclResult_t r) {
 }
 
 void backoff(int& idle) {
+  progress_beats::beat();  // waiting on the group is not a stall of this thread
   if (++idle < 256) return;
   if (idle < 16384)
     std::this_thread::yield();

@@ -1,5 +1,7 @@
 #include "parallel/ucx_communicator.h"
 
+#include "kernels/base/progress.h"
+
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -346,6 +348,7 @@ void ucx_communicator::check_done(std::vector<pending>& ops, const char* op) {
 }
 
 void ucx_communicator::progress_idle(int& idle) {
+  progress_beats::beat();  // waiting on a peer is not a stall of this thread
   if (ucp_worker_progress(worker_) != 0) {
     idle = 0;
     return;

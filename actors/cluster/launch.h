@@ -55,7 +55,8 @@ class process_launcher {
   /// Waits up to `timeout` for child `pid` to exit and reaps it; nullopt on timeout (or
   /// when `pid` is not ours).
   std::optional<child_exit> wait(pid_t pid, std::chrono::milliseconds timeout);
-  /// SIGKILL, then wait for it (a stopped process dies too).
+  /// SIGKILL, then wait for it (a stopped process dies too). Blocks up to 5 s: not for an
+  /// actor's handler (the supervisor signals and collects the exit through reap()).
   std::optional<child_exit> kill_and_wait(pid_t pid);
   /// Reaps children as they exit on their own, until none is left or `timeout` passed.
   std::vector<child_exit> wait_all(std::chrono::milliseconds timeout);

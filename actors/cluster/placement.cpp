@@ -46,6 +46,8 @@ shard_spec make_shard_spec(const cluster_config& c, const model_config& m, const
     if (n.name == slot.node) s.threads = n.threads > 0 ? n.threads : 1;
   s.timeout_ms = c.fault_tolerance.collective_timeout.count();
   s.stage_timeout_ms = c.fault_tolerance.step_timeout.count();
+  s.stall_timeout_ms = c.fault_tolerance.stall_timeout.count();
+  s.release_wait_ms = c.fault_tolerance.release_wait.count();
   s.device = slot.device;
   s.weight_type = c.model.dtype;
   s.random_weights = c.model.load_format == "random";

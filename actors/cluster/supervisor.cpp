@@ -8,6 +8,7 @@
 
 #include "actors/actor_system_config.h"
 #include "actors/cluster/node_agent.h"
+#include "actors/cluster/node_link.h"
 #include "actors/cluster/placement.h"
 
 namespace troupe {
@@ -35,7 +36,14 @@ struct member {
   steady::time_point last_seen;
   steady::time_point lost_at;  // first loss of the current outage
   int order = 0;               // start (or registration) order, for reverse-order stop
+  pid_t exiting = 0;           // a killed process of this node not reaped yet (sweeps reap it)
+  steady::time_point exiting_since;
+  bool exit_overdue = false;   // exiting for longer than node_exit_wait (logged once)
 };
+
+/// How long a killed node process may take to exit before the supervisor says so (its
+/// replacement still waits for it: it may hold the devices).
+constexpr std::chrono::milliseconds node_exit_wait{5000};
 
 /// A graceful drain of one node, kept until the node registers again.
 struct drain_record {
@@ -56,6 +64,7 @@ struct supervisor_state {
   int next_order = 0;
   /// Nodes asked to stop that have not answered: name -> completion ("stopped", ...).
   std::map<std::string, std::function<void(const std::string&)>> stop_waiters;
+  steady::time_point last_sweep;  // when the previous sweep ran (head stalls, see on_sweep)
   static inline const char* name = "troupe.supervisor";
 };
 
@@ -109,7 +118,12 @@ bool launch(sup_ptr self, member& m) {
 void restart_or_give_up(sup_ptr self, member& m) {
   auto& st = self->state;
   const int max_restarts = st.opts.config.fault_tolerance.max_restarts;
-  if (m.local && m.status.pid > 0) st.opts.launcher->kill_and_wait(m.status.pid);
+  // Killed, not waited for: the sweeps reap it, and the replacement starts only then.
+  if (m.local && m.status.pid > 0 && st.opts.launcher->signal(m.status.pid, SIGKILL)) {
+    m.exiting = m.status.pid;
+    m.exiting_since = steady::now();
+    m.exit_overdue = false;
+  }
   if (!m.local || st.stopping) {
     m.status.state = node_state::lost;
     return;
@@ -126,7 +140,24 @@ void restart_or_give_up(sup_ptr self, member& m) {
   m.status.state = node_state::restarting;
   logger()->info("node {} restarting (restart {} of {})", m.spec.name, m.status.restarts,
                  max_restarts);
-  launch(self, m);
+  if (m.exiting == 0) launch(self, m);
+}
+
+/// A killed process of `m` was reaped: its replacement may start now.
+void on_exited(sup_ptr self, member& m, const child_exit& ex) {
+  m.exiting = 0;
+  logger()->info("node {} process {} {}", ex.name, ex.pid, ex.description);
+  if (m.status.state == node_state::restarting && !self->state.stopping) launch(self, m);
+}
+
+/// Says once when a killed process of `m` outlives node_exit_wait.
+void check_exit_overdue(member& m, steady::time_point now) {
+  if (m.exiting == 0 || m.exit_overdue || now - m.exiting_since < node_exit_wait) return;
+  m.exit_overdue = true;
+  m.status.last_error = "process " + std::to_string(m.exiting) + " has not exited " +
+                        std::to_string(ms_between(m.exiting_since, now)) +
+                        " ms after SIGKILL; the node's replacement waits for it";
+  logger()->error("node {}: {}", m.spec.name, m.status.last_error);
 }
 
 /// A registered node went down, or a launched process died before registering.
@@ -258,11 +289,33 @@ caf::typed_response_promise<caf::ok_atom> on_stop(sup_ptr self) {
   return rp;
 }
 
+/// A sweep later than its interval by more than a heartbeat interval means the head was
+/// not running (starved of CPU, stopped): the heartbeats it could not read are no node's
+/// fault, so every deadline moves by that much. A node is lost after heartbeat_timeout of
+/// silence in the head's own running time.
+void forgive_head_stall(supervisor_state& st, steady::time_point now) {
+  const auto previous = st.last_sweep;
+  st.last_sweep = now;
+  if (previous == steady::time_point{}) return;
+  const auto late = now - previous - st.opts.sweep_interval;
+  if (late <= st.opts.config.fault_tolerance.heartbeat_interval) return;
+  for (auto& m : st.members)
+    if (m.status.state == node_state::registered) m.last_seen = std::min(m.last_seen + late, now);
+  logger()->warn("the head did not run for {} ms (starved of CPU or stopped): node heartbeat deadlines move by as "
+                 "much", std::chrono::duration_cast<std::chrono::milliseconds>(late).count());
+}
+
 void on_sweep(sup_ptr self) {
   auto& st = self->state;
   if (st.opts.launcher) {
     for (const auto& ex : st.opts.launcher->reap()) {
       member* m = nullptr;
+      for (auto& cand : st.members)
+        if (cand.local && cand.exiting == ex.pid) m = &cand;
+      if (m) {
+        on_exited(self, *m, ex);
+        continue;
+      }
       for (auto& cand : st.members)
         if (cand.local && cand.status.pid == ex.pid) m = &cand;
       if (!m) continue;
@@ -275,10 +328,15 @@ void on_sweep(sup_ptr self) {
     }
   }
   const auto now = steady::now();
+  for (auto& m : st.members) check_exit_overdue(m, now);
+  forgive_head_stall(st, now);
   const auto timeout = st.opts.config.fault_tolerance.heartbeat_timeout;
   for (auto& m : st.members)
-    if (m.status.state == node_state::registered && now - m.last_seen > timeout)
+    if (m.status.state == node_state::registered && now - m.last_seen > timeout) {
+      const auto link = m.agent ? m.agent.node() : caf::node_id{};
       on_lost(self, m, "no heartbeat for " + std::to_string(ms_between(m.last_seen, now)) + " ms");
+      drop_node_link(self->system(), link);  // its shards go down here, as on a cut connection
+    }
   self->delayed_send(self, st.opts.sweep_interval, sweep_atom::value);
 }
 

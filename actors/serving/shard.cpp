@@ -16,10 +16,12 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <utility>
 
 #include "actors/actor_system_config.h"
+#include "kernels/base/progress.h"
 
 namespace troupe {
 
@@ -35,6 +37,7 @@ using job_failed_atom = caf::atom_constant<caf::atom("shjobfail")>;  // uint64_t
 using progress_fn = std::function<void(const std::string&)>;
 
 using relinked_atom = caf::atom_constant<caf::atom("shrelinked")>;  // uint64_t job, shard_addresses
+using stall_check_atom = caf::atom_constant<caf::atom("shstallchk")>;  // the stall watchdog's timer
 
 /// What a queued job does.
 enum class job_kind { connect, step, relink };
@@ -47,8 +50,93 @@ struct shard_job {
   step_request step;   // step
 };
 
-/// The worker thread and its queue. Shared by the actor's state and the thread itself,
-/// so a thread detached after `shard_join_bound` still owns everything it touches.
+/// Workers of stopped shards that are still running, by device. A new shard on the same
+/// device waits for them before it loads: their memory is freed only when they end.
+class device_releases {
+ public:
+  /// Never destroyed: detached workers may still release at process exit.
+  static device_releases& instance() {
+    static auto* r = new device_releases();
+    return *r;
+  }
+  /// A stopped shard's worker on `device` still runs.
+  void retire(const std::string& device) {
+    std::lock_guard<std::mutex> lock(mx_);
+    ++held_[device];
+  }
+  /// That worker ended and freed what it held.
+  void release(const std::string& device) {
+    {
+      std::lock_guard<std::mutex> lock(mx_);
+      auto it = held_.find(device);
+      if (it != held_.end() && --it->second == 0) held_.erase(it);
+    }
+    cv_.notify_all();
+  }
+  /// Waits (in slices, so that `cancelled` is seen) until no stopped worker holds `device`;
+  /// false when `bound` passed first or `cancelled` returned true.
+  template <class Cancelled>
+  bool wait(const std::string& device, std::chrono::milliseconds bound, Cancelled cancelled) {
+    const auto until = std::chrono::steady_clock::now() + bound;
+    std::unique_lock<std::mutex> lock(mx_);
+    while (held_.count(device)) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= until || cancelled()) return false;
+      cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(until - now, std::chrono::milliseconds(50)));
+    }
+    return true;
+  }
+
+ private:
+  std::mutex mx_;
+  std::condition_variable cv_;
+  std::map<std::string, int> held_;
+};
+
+/// The hang fault (tests): TROUPE_FAULT_HANG="<shard>:<step>:<ms>" (e.g. "s1r0:2:4000")
+/// makes that shard's worker sleep <ms> in its <step>-th step, once per process, without a
+/// progress beat and deaf to abort: a worker stuck for real.
+struct hang_fault {
+  std::string text;   // the variable's value: the fault fires once per process and value
+  std::string shard;  // "s1r0"
+  uint64_t step = 0;  // 1-based count of this runner's steps
+  std::chrono::milliseconds sleep{0};
+};
+
+/// Reads TROUPE_FAULT_HANG; nullopt when unset. Throws naming the variable when malformed.
+std::optional<hang_fault> read_hang_fault() {
+  const char* v = std::getenv("TROUPE_FAULT_HANG");
+  if (!v || !*v) return std::nullopt;
+  const std::string text = v;
+  const auto a = text.find(':'), b = text.find(':', a == std::string::npos ? a : a + 1);
+  hang_fault f;
+  try {
+    if (a == std::string::npos || b == std::string::npos || a == 0) throw std::invalid_argument("fields");
+    size_t used = 0;
+    const std::string step = text.substr(a + 1, b - a - 1), ms = text.substr(b + 1);
+    f.step = std::stoull(step, &used);
+    if (used != step.size() || f.step == 0) throw std::invalid_argument("step");
+    f.sleep = std::chrono::milliseconds(std::stoll(ms, &used));
+    if (used != ms.size() || f.sleep.count() <= 0) throw std::invalid_argument("ms");
+  } catch (const std::exception&) {
+    throw std::runtime_error("TROUPE_FAULT_HANG: expected <shard>:<step>:<ms> with step >= 1 and ms > 0 "
+                             "(e.g. s1r0:2:4000), got '" + text + "'");
+  }
+  f.text = text;
+  f.shard = text.substr(0, a);
+  return f;
+}
+
+/// True the first time in this process that `f` fires.
+bool claim_hang(const hang_fault& f) {
+  static auto* mx = new std::mutex();  // never destroyed, like device_releases
+  static auto* fired = new std::set<std::string>();
+  std::lock_guard<std::mutex> lock(*mx);
+  return fired->insert(f.text).second;
+}
+
+/// The worker thread and its queue. Shared by the actor's state and the thread itself, so
+/// a thread still busy when its shard stops (detached then) owns everything it touches.
 class shard_runner : public std::enable_shared_from_this<shard_runner> {
  public:
   shard_runner(shard_spec spec, progress_fn progress, caf::actor_addr owner)
@@ -82,9 +170,10 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
     if (worker_) worker_->abort();
   }
 
-  /// Aborts, drops queued jobs and joins the thread; detaches it when it has not
-  /// finished within `bound` (e.g. still loading). Called once, from the actor.
-  void stop(std::chrono::milliseconds bound) {
+  /// Aborts and drops queued jobs without waiting: a thread that has finished is joined,
+  /// one still busy (loading, or stuck in a step) is detached and holds its device in
+  /// device_releases until it ends. Called once, from the actor; never blocks.
+  void stop() {
     abort();
     {
       std::lock_guard<std::mutex> lock(mx_);
@@ -93,21 +182,39 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
     cv_.notify_all();
     bool finished = false;
     {
-      std::unique_lock<std::mutex> lock(done_mx_);
-      finished = done_cv_.wait_for(lock, bound, [this] { return finished_; });
+      std::lock_guard<std::mutex> lock(done_mx_);
+      finished = finished_;
+      if (!finished) {
+        retired_ = true;
+        device_releases::instance().retire(spec_.device);
+      }
     }
     if (finished) {
-      thread_.join();
-    } else {
-      logger()->warn("{}: worker thread still busy after {} ms; detached", name_, bound.count());
-      thread_.detach();
+      thread_.join();  // it is past its last use of the worker
+      return;
     }
+    if (busy_)
+      logger()->warn("{}: worker thread still busy at stop (loading or in a job); detached, {} is released when it "
+                     "ends", name_, spec_.device);
+    thread_.detach();  // an idle one ends as soon as it has freed its worker
   }
+
+  /// Progress beats of the worker thread so far (layers computed, transfers polled).
+  uint64_t beats() const { return beats_.load(std::memory_order_relaxed); }
+  /// The step the worker is in: its id + 1, 0 when it runs no step.
+  uint64_t running_step() const { return running_step_.load(); }
 
  private:
   void main() {
+    progress_beats::attach(&beats_);
+    busy_ = true;
     if (load()) {
-      while (auto job = next_job()) run(*job);
+      busy_ = false;
+      while (auto job = next_job()) {
+        busy_ = true;
+        run(*job);
+        busy_ = false;
+      }
     }
     std::unique_ptr<shard_worker> w;
     {
@@ -115,15 +222,27 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
       w = std::move(worker_);
     }
     w.reset();  // communicators and context are released on the thread that used them
-    {
-      std::lock_guard<std::mutex> lock(done_mx_);
-      finished_ = true;
-    }
-    done_cv_.notify_all();
+    std::lock_guard<std::mutex> lock(done_mx_);
+    finished_ = true;
+    if (retired_) device_releases::instance().release(spec_.device);
+  }
+
+  /// Waits for stopped shards' workers on this device (bounded by release_wait_ms).
+  void wait_for_device() {
+    const auto bound = std::chrono::milliseconds(spec_.release_wait_ms);
+    const bool free = device_releases::instance().wait(spec_.device, bound, [this] {
+      std::lock_guard<std::mutex> lock(mx_);
+      return aborted_;
+    });
+    if (free) return;
+    throw std::runtime_error("device " + spec_.device + " is still held by a stopped shard's worker after " +
+                             std::to_string(bound.count()) + " ms (fault_tolerance.release_wait)");
   }
 
   bool load() {
     try {
+      hang_ = read_hang_fault();
+      wait_for_device();
       auto w = std::make_unique<shard_worker>(spec_, progress_);
       auto addresses = w->addresses();
       {
@@ -153,13 +272,30 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
     return job;
   }
 
+  /// A step: beats at its start, then the forward (which beats per layer and transfer).
+  step_output run_step(const step_request& r) {
+    running_step_ = r.step_id + 1;
+    progress_beats::beat();
+    ++steps_run_;
+    if (hang_ && name_ == "shard " + hang_->shard && steps_run_ == hang_->step && claim_hang(*hang_)) {
+      logger()->warn("{}: TROUPE_FAULT_HANG: the worker hangs for {} ms in step {}", name_, hang_->sleep.count(),
+                     r.step_id);
+      std::this_thread::sleep_for(hang_->sleep);
+    }
+    struct clear {
+      std::atomic<uint64_t>& v;
+      ~clear() { v = 0; }
+    } done{running_step_};
+    return worker_->run(r);
+  }
+
   void run(shard_job& job) {
     const std::string what = job.kind == job_kind::step      ? "step " + std::to_string(job.step.step_id)
                              : job.kind == job_kind::relink ? std::string("relink")
                                                             : std::string("connect");
     try {
       if (job.kind == job_kind::step) {
-        auto out = worker_->run(job.step);
+        auto out = run_step(job.step);
         reply(step_done_atom::value, job.id, std::move(out));
       } else if (job.kind == job_kind::relink) {
         shard_addresses a;
@@ -197,6 +333,11 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
   const progress_fn progress_;
   const caf::actor_addr owner_;  // weak: the thread never keeps the actor alive
   std::thread thread_;
+  std::optional<hang_fault> hang_;  // worker thread only
+  uint64_t steps_run_ = 0;          // worker thread only
+  std::atomic<uint64_t> beats_{0};
+  std::atomic<uint64_t> running_step_{0};
+  std::atomic<bool> busy_{false};  // loading or running a job (for the stop's log line)
 
   std::mutex mx_;  // guards the queue, the flags and the worker pointer
   std::condition_variable cv_;
@@ -205,9 +346,9 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
   bool aborted_ = false;
   std::unique_ptr<shard_worker> worker_;  // set once loaded; used without the lock by the thread only
 
-  std::mutex done_mx_;
-  std::condition_variable done_cv_;
+  std::mutex done_mx_;  // guards finished_ and retired_
   bool finished_ = false;
+  bool retired_ = false;  // stopped while busy: holds spec_.device in device_releases
 };
 
 enum class load_phase { loading, loaded, failed };
@@ -223,6 +364,12 @@ struct shard_state {
   std::map<uint64_t, caf::typed_response_promise<step_output>> steps;
   std::map<uint64_t, caf::typed_response_promise<shard_addresses>> relinks;
   uint64_t next_job = 0;
+  // The stall watchdog (fault_tolerance.stall_timeout), armed while steps are pending:
+  std::chrono::milliseconds stall_timeout{0};  // 0 = off
+  bool watching = false;                       // a stall_check_atom timer is on its way
+  uint64_t seen_beats = 0;                     // the worker's beats at the last change
+  uint64_t seen_step = 0;                      // the step it was in then (id + 1)
+  std::chrono::steady_clock::time_point seen_at;  // when the beats or the step last changed
   caf::behavior completions;  // the private completion messages (see the top of this file)
 
   /// Answers everything still pending with `e`.
@@ -240,13 +387,54 @@ struct shard_state {
   ~shard_state() {
     if (!runner) return;
     fail_pending(caf::make_error(caf::sec::runtime_error, label + " stopped"));
-    runner->stop(shard_join_bound);
+    runner->stop();
   }
 
   static inline const char* name = "troupe.shard";
 };
 
 using shard_ptr = shard_actor::stateful_pointer<shard_state>;
+
+/// Arms the stall watchdog when steps are pending and it is not running yet.
+void watch_steps(shard_ptr self) {
+  auto& st = self->state;
+  if (st.stall_timeout.count() == 0 || st.watching || st.steps.empty()) return;
+  st.watching = true;
+  st.seen_beats = st.runner->beats();
+  st.seen_step = st.runner->running_step();
+  st.seen_at = std::chrono::steady_clock::now();
+  caf::delayed_anon_send(caf::actor_cast<caf::actor>(self), std::max(st.stall_timeout / 4, std::chrono::milliseconds(10)),
+                         stall_check_atom::value);
+}
+
+/// One look of the stall watchdog: a step whose worker has not beaten for stall_timeout is
+/// stalled; the shard fails what is pending and stops, like a failed shard (its worker,
+/// stuck, is detached and keeps its device until it ends).
+void check_stall(shard_ptr self) {
+  auto& st = self->state;
+  st.watching = false;
+  if (st.steps.empty()) return;
+  const auto now = std::chrono::steady_clock::now();
+  const uint64_t beats = st.runner->beats(), step = st.runner->running_step();
+  if (step == 0 || beats != st.seen_beats || step != st.seen_step) {
+    st.seen_beats = beats;
+    st.seen_step = step;
+    st.seen_at = now;
+  } else if (now - st.seen_at >= st.stall_timeout) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - st.seen_at).count();
+    const auto why = st.label + ": step " + std::to_string(step - 1) + " made no progress for " + std::to_string(ms) +
+                     " ms (fault_tolerance.stall_timeout " + std::to_string(st.stall_timeout.count()) +
+                     " ms): the shard is stalled and stops";
+    logger()->error("{}", why);
+    const auto e = caf::make_error(caf::sec::runtime_error, why);
+    st.fail_pending(e);
+    self->quit(e);
+    return;
+  }
+  st.watching = true;
+  caf::delayed_anon_send(caf::actor_cast<caf::actor>(self), std::max(st.stall_timeout / 4, std::chrono::milliseconds(10)),
+                         stall_check_atom::value);
+}
 
 caf::behavior completion_behavior(shard_ptr self) {
   return {
@@ -284,6 +472,7 @@ caf::behavior completion_behavior(shard_ptr self) {
           st.relinks.erase(it);
         }
       },
+      [self](stall_check_atom) { check_stall(self); },
       [self](job_failed_atom, uint64_t id, caf::error& e) {
         auto& st = self->state;
         if (auto it = st.connects.find(id); it != st.connects.end()) {
@@ -304,6 +493,7 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_spec spec, progress_
   auto& st = self->state;
   st.label = shard_name(spec);
   st.completions = completion_behavior(self);
+  st.stall_timeout = std::chrono::milliseconds(spec.stall_timeout_ms);
   self->set_default_handler([self](caf::scheduled_actor* ptr, caf::message_view& x) -> caf::result<caf::message> {
     auto msg = x.copy_content_to_message();
     if (self->state.completions(msg)) return caf::message{};
@@ -341,6 +531,7 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_spec spec, progress_
         auto rp = self->make_response_promise<step_output>();
         st.steps.emplace(job.id, rp);
         st.runner->post(std::move(job));
+        watch_steps(self);
         return rp;
       },
       [self](relink_atom) -> caf::result<shard_addresses> {

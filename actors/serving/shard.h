@@ -35,14 +35,22 @@ using shard_actor = caf::typed_actor<
 /// when loading fails every pending and later request gets an error naming the shard and
 /// the cause. A failing connect or step answers that request with
 /// `sec::runtime_error` ("shard s1r0: step 7 failed: ...") and the shard stays alive.
-/// When the shard terminates it answers what is still pending with "<shard> stopped",
-/// aborts its worker and joins the thread (bounded: a thread still busy after
-/// `shard_join_bound`, e.g. in the middle of loading, is detached).
+/// When the shard terminates it answers what is still pending with "<shard> stopped" and
+/// aborts its worker without waiting for it: a worker still busy (loading, or stuck in a
+/// step) is detached, and a shard spawned later on the same device (in this process) waits
+/// for it to end before loading, up to spec.release_wait_ms, then fails to load naming
+/// the device and fault_tolerance.release_wait.
+///
+/// Stall watchdog (spec.stall_timeout_ms > 0): while a step runs, the worker beats at
+/// every layer and every poll of a transfer; a step without a beat for the stall timeout
+/// is stalled: every pending request gets an error naming the step and
+/// fault_tolerance.stall_timeout, and the shard terminates with that error.
+///
+/// Test hook: TROUPE_FAULT_HANG="s<stage>r<rank>:<step>:<ms>" makes that shard's worker
+/// sleep <ms> (no beats, deaf to abort) in its <step>-th step, once per process and value;
+/// a malformed value fails the load naming the variable.
 shard_actor spawn_shard(caf::actor_system& sys, shard_spec spec,
                         std::function<void(const std::string&)> progress = {});
-
-/// How long a terminating shard waits for its worker thread before detaching it.
-inline constexpr std::chrono::milliseconds shard_join_bound{10000};
 
 /// The shard's name in logs and errors: "shard s<stage>r<tensor rank>".
 inline std::string shard_name(const shard_spec& s) {

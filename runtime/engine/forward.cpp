@@ -9,6 +9,7 @@
 
 #include "kernels/add.h"
 #include "kernels/attention.h"
+#include "kernels/base/progress.h"
 #include "kernels/embedding.h"
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
@@ -377,7 +378,10 @@ void shard_context::compute(const step_views& v, int t, int l_rows, bool send) {
   }
   k::rmsnorm(ops_, rows(normed_, t), rows(residual_, t),
              w.layers[static_cast<size_t>(model_.layer_begin())].attn_norm.view(), c.rms_eps);
-  for (int l = model_.layer_begin(); l < model_.layer_end(); ++l) run_layer(l, t, meta, v.positions, v.slots);
+  for (int l = model_.layer_begin(); l < model_.layer_end(); ++l) {
+    run_layer(l, t, meta, v.positions, v.slots);
+    progress_beats::beat();  // a long prefill advances layer by layer (the shard's stall watchdog)
+  }
   k::add_inplace(ops_, rows(residual_, t), rows(delta_, t));
   if (!is_last_stage()) {
     if (!sent_.empty()) k::scatter_rows(ops_, sent_.view(), rows(residual_, t), v.slots);

@@ -36,6 +36,8 @@ struct shard_spec {
   double kv_fraction = 0.9;         ///< on CUDA: share of the free memory after loading the KV cache may take
   int64_t timeout_ms = 5000;        ///< deadline of each tensor-parallel collective
   int64_t stage_timeout_ms = 120000;  ///< deadline of each send/recv between pipeline stages
+  int64_t stall_timeout_ms = 0;       ///< a step without a progress beat for this long is stalled (0 = off)
+  int64_t release_wait_ms = 30000;    ///< how long loading waits for a stopped shard to release the device
 };
 
 /// The addresses a shard publishes so its peers can connect (empty where no link).

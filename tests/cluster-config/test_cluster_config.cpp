@@ -264,6 +264,30 @@ TEST_CASE("a step timeout shorter than the collective timeout is rejected", "[co
         std::chrono::minutes(3));
 }
 
+TEST_CASE("stall_timeout, release_wait and connection_timeout are read, written back and checked", "[config]") {
+  const auto defaults = default_cluster_config().fault_tolerance;
+  CHECK(defaults.stall_timeout == std::chrono::seconds(5));
+  CHECK(defaults.release_wait == std::chrono::seconds(30));
+  CHECK(defaults.connection_timeout == std::chrono::seconds(30));
+  auto c = parse_cluster_config("fault_tolerance: {stall_timeout: 2s, release_wait: 10s, connection_timeout: 1m}");
+  CHECK(c.fault_tolerance.stall_timeout == std::chrono::seconds(2));
+  CHECK(c.fault_tolerance.release_wait == std::chrono::seconds(10));
+  CHECK(c.fault_tolerance.connection_timeout == std::chrono::minutes(1));
+  const auto back = parse_cluster_config(to_yaml(c)).fault_tolerance;
+  CHECK(back.stall_timeout == c.fault_tolerance.stall_timeout);
+  CHECK(back.release_wait == c.fault_tolerance.release_wait);
+  CHECK(back.connection_timeout == c.fault_tolerance.connection_timeout);
+  CHECK(parse_cluster_config("fault_tolerance: {stall_timeout: 0}").fault_tolerance.stall_timeout.count() == 0);
+  config_error e = test::parse_error("fault_tolerance: {stall_timeout: 50ms}");
+  CHECK(e.path == "fault_tolerance.stall_timeout");
+  CHECK_THAT(e.what(), Contains("must be 0 (off) or from 100ms up to below step_timeout") && Contains("got 50ms"));
+  CHECK(test::parse_error("fault_tolerance: {stall_timeout: 3m}").path == "fault_tolerance.stall_timeout");
+  CHECK(test::parse_error("fault_tolerance: {release_wait: 0}").path == "fault_tolerance.release_wait");
+  e = test::parse_error("fault_tolerance: {connection_timeout: 1s}");
+  CHECK(e.path == "fault_tolerance.connection_timeout");
+  CHECK_THAT(e.what(), Contains("must be longer than heartbeat_timeout"));
+}
+
 TEST_CASE("a bad duration string is rejected with its path", "[config]") {
   for (const char* bad : {"fast", "10 sec", "1.5ms", "s", "1..2s", "-5s"}) {
     INFO(bad);

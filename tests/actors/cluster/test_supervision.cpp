@@ -2,7 +2,9 @@
 // register, a kill -9 is detected and repaired, and shutdown leaves no process behind.
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -265,6 +267,86 @@ TEST_CASE("a stopped (SIGSTOP) node is lost after the heartbeat timeout and a SI
   REQUIRE(ex);
   CHECK(ex->description == "exited with status 0");
   CHECK(wait_gone({n1->pid}, 1s));
+}
+
+/// Holds a process's exit back from its parent: this test process traces it (PTRACE_SEIZE),
+/// and a traced zombie is reported to its parent only once the tracer has reaped it. What
+/// a node process stuck in the kernel (a GPU driver call) looks like after SIGKILL.
+class exit_hold {
+ public:
+  explicit exit_hold(pid_t pid) : pid_(pid) {
+    held_ = ::ptrace(PTRACE_SEIZE, pid, nullptr, nullptr) == 0;
+  }
+  ~exit_hold() { release(); }
+  bool held() const { return held_; }
+  /// Reaps the traced process (it must have exited): its parent may reap it then.
+  void release() {
+    if (!held_) return;
+    held_ = false;
+    int status = 0;
+    ::waitpid(pid_, &status, __WALL);
+  }
+
+ private:
+  pid_t pid_;
+  bool held_ = false;
+};
+
+TEST_CASE("a killed node process that does not exit at once never blocks the supervisor, and its replacement "
+          "starts once it has exited",
+          "[actors]") {
+  const auto dir = troupe::test::scratch_dir("actors_slow_exit");
+  const auto c = two_node_config(test_port(30));
+  const auto path = write_config(c, dir);
+  process_launcher procs;
+  launch_options lo;
+  lo.log_path = (dir / "head.log").string();
+  const auto head = procs.start("head", {troupe_binary(), "serve", "--config", path}, lo);
+  head_client client(c);
+  auto st = client.wait_until(all_registered, 10s);
+  INFO(read_text(dir / "head.log"));
+  REQUIRE(all_registered(st));
+  const pid_t victim = find_node(st, "n1")->pid;
+  exit_hold hold(victim);
+  REQUIRE(hold.held());
+  REQUIRE(::kill(victim, SIGKILL) == 0);
+  st = client.wait_until([](const cluster_status& s) { return find_node(s, "n1")->state != node_state::registered; },
+                         2s);
+  REQUIRE(find_node(st, "n1")->state == node_state::restarting);  // the broken connection told it at once
+  // For 2.5 s the head cannot reap the victim. The supervisor answers all along (each
+  // status request must be answered within 2 s, and quickly), and starts no replacement.
+  const auto until = std::chrono::steady_clock::now() + 2500ms;
+  auto slowest = std::chrono::steady_clock::duration::zero();
+  while (std::chrono::steady_clock::now() < until) {
+    const auto t0 = std::chrono::steady_clock::now();
+    st = client.status();
+    slowest = std::max(slowest, std::chrono::steady_clock::now() - t0);
+    const auto* n1 = find_node(st, "n1");
+    REQUIRE(n1);
+    CHECK(n1->state == node_state::restarting);
+    std::this_thread::sleep_for(50ms);
+  }
+  CHECK(find_node(st, "n1")->state == node_state::restarting);
+  CHECK(find_node(st, "n1")->pid == victim);  // no replacement while the old process lives
+  CHECK(slowest < 500ms);
+  const auto released = std::chrono::steady_clock::now();
+  hold.release();
+  st = client.wait_until(
+      [](const cluster_status& s) {
+        const auto* n = find_node(s, "n1");
+        return n && n->restarts == 1 && n->state == node_state::registered;
+      },
+      10s);
+  const auto* n1 = find_node(st, "n1");
+  REQUIRE(n1->state == node_state::registered);
+  CHECK(n1->pid != victim);
+  CHECK(std::chrono::steady_clock::now() - released < 5s);
+  const auto log = read_text(dir / "head.log");
+  CHECK(log.find("node n1 process " + std::to_string(victim) + " killed by signal 9") != std::string::npos);
+  REQUIRE(procs.signal(head, SIGTERM));
+  auto ex = procs.wait(head, 10s);
+  REQUIRE(ex);
+  CHECK(ex->description == "exited with status 0");
 }
 
 TEST_CASE("killing the head with SIGKILL takes its node processes down too", "[actors]") {
