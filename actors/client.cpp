@@ -6,6 +6,7 @@
 
 #include "actors/actor_system_config.h"
 #include "actors/cluster/supervisor.h"
+#include "actors/link_security.h"
 #include "runtime/text/chat_template.h"
 
 namespace troupe {
@@ -19,7 +20,7 @@ supervisor_actor connect_to_head(caf::actor_system& sys, const client_options& o
   const auto begin = clock_type::now();
   auto backoff = std::chrono::milliseconds(50);
   for (;;) {
-    auto sup = sys.middleman().remote_actor<supervisor_actor>(o.host, o.port);
+    auto sup = connect_link<supervisor_actor>(sys, o.host, o.port);
     if (sup) return *sup;
     if (sup.error() == caf::sec::unexpected_actor_messaging_interface)
       throw std::runtime_error("the actor at " + endpoint(o.host, o.port) +

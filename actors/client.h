@@ -37,8 +37,9 @@ struct client_options {
 };
 
 /// Connects to the head at `o.host:o.port` (retrying up to `o.connect_timeout`) and
-/// returns the cluster's router once it serves (waiting up to `o.serve_timeout`). Throws std::runtime_error naming the
-/// address and the reason.
+/// returns the cluster's router once it serves (waiting up to `o.serve_timeout`); over mutual
+/// TLS when `sys` was configured with use_tls (actors/link_security.h). Throws
+/// std::runtime_error naming the address and the reason.
 caf::actor connect_to_cluster(caf::actor_system& sys, const client_options& o);
 
 /// The client actor's typed interface.

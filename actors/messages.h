@@ -356,7 +356,7 @@ typename Inspector::result_type inspect(Inspector& f, node_view& x) {
 
 /// The supervisor's answer to `drain_atom, node, replace`.
 struct drain_reply {
-  int32_t code = 202;  ///< HTTP-style: 202 accepted, 400 unknown node, 409 already draining or not ready
+  int32_t code = 202;  ///< HTTP-style: 202 accepted, 400 unknown node, 403 no admin key, 409 already draining or not ready
   std::string error;   ///< why, when code != 202
   node_view node;      ///< the node after the request (empty name for an unknown node)
 };

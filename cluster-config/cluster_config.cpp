@@ -60,6 +60,8 @@ node_section read_node(section s) {
         s.rd().fail(devices[i], indexed(s.path("devices"), i), problem);
   }
   s.get("threads", n.threads);
+  s.get("certificate", n.certificate);
+  s.get("key", n.key);
   s.finish();
   return n;
 }
@@ -145,6 +147,14 @@ void read_router(section s, router_section& v) {
   s.finish();
 }
 
+void read_security(section s, security_section& v) {
+  s.get("tls", v.tls);
+  s.get("ca", v.ca);
+  s.get("certificate", v.certificate);
+  s.get("key", v.key);
+  s.finish();
+}
+
 }  // namespace
 
 cluster_config read_tree(const YAML::Node& root, const reader& r) {
@@ -160,6 +170,7 @@ cluster_config read_tree(const YAML::Node& root, const reader& r) {
   read_autoscale(section(r, top.child("autoscale"), "autoscale"), c.autoscale);
   read_cache(section(r, top.child("cache"), "cache"), c.cache);
   read_router(section(r, top.child("router"), "router"), c.router);
+  read_security(section(r, top.child("security"), "security"), c.security);
   top.finish();
   return c;
 }
@@ -266,7 +277,9 @@ std::string to_yaml(const cluster_config& c) {
         << "host" << YAML::Value << YAML::DoubleQuoted << n.host << YAML::Key << "port" << YAML::Value << n.port
         << YAML::Key << "devices" << YAML::Value;
     emit_string_list(out, n.devices);
-    out << YAML::Key << "threads" << YAML::Value << n.threads << YAML::EndMap;
+    out << YAML::Key << "threads" << YAML::Value << n.threads << YAML::Key << "certificate" << YAML::Value
+        << YAML::DoubleQuoted << n.certificate << YAML::Key << "key" << YAML::Value << YAML::DoubleQuoted << n.key
+        << YAML::EndMap;
   }
   out << YAML::EndSeq;
   const auto& s = c.server;
@@ -319,6 +332,11 @@ std::string to_yaml(const cluster_config& c) {
       << ro.policy << YAML::Key << "balance_abs_threshold" << YAML::Value << ro.balance_abs_threshold
       << YAML::Key << "balance_rel_threshold" << YAML::Value << ro.balance_rel_threshold << YAML::Key
       << "index_capacity" << YAML::Value << ro.index_capacity << YAML::EndMap;
+  const auto& se = c.security;
+  out << YAML::Key << "security" << YAML::Value << YAML::BeginMap << YAML::Key << "tls" << YAML::Value << se.tls
+      << YAML::Key << "ca" << YAML::Value << YAML::DoubleQuoted << se.ca << YAML::Key << "certificate"
+      << YAML::Value << YAML::DoubleQuoted << se.certificate << YAML::Key << "key" << YAML::Value
+      << YAML::DoubleQuoted << se.key << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -39,6 +39,10 @@ struct node_section {
   uint16_t port = 0;                 ///< CAF port the node agent publishes on; 0 = any free port
   std::vector<std::string> devices;  ///< "cpu" (one CPU shard each) or "cuda:N"; the file's default is ["cpu"]
   int threads = 0;                   ///< CPU threads per shard; 0 = cores / shards
+  /// With security.tls: required, this node's own certificate and key (PEM); "" = the
+  /// security section's (both or neither).
+  std::string certificate;
+  std::string key;
 };
 
 /// `head:` — where the supervisor and router listen.
@@ -162,6 +166,17 @@ struct router_section {
   int index_capacity = 65536;
 };
 
+/// `security:` — TLS on the cluster's CAF links (head, nodes, clients such as
+/// `troupe generate --head` and `troupe drain`). docs/security.md explains the model.
+struct security_section {
+  /// off: plaintext links (fine on one host's loopback); required: mutual TLS, every peer
+  /// shows a certificate signed by `ca`, plaintext and uncertified peers are refused.
+  std::string tls = "off";
+  std::string ca;           ///< the cluster CA's certificate (PEM)
+  std::string certificate;  ///< this process's certificate (PEM), signed by the CA
+  std::string key;          ///< its private key (PEM, unencrypted)
+};
+
 /// Where a Redis cache lives, from redis://[:password@]host[:port][/db].
 struct redis_address {
   std::string host = "127.0.0.1";
@@ -185,6 +200,7 @@ struct cluster_config {
   autoscale_section autoscale;
   cache_section cache;
   router_section router;
+  security_section security;
   std::string source;  ///< file it was read from ("" when built in code)
 };
 

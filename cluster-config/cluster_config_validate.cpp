@@ -217,6 +217,27 @@ void check_router(const checker& k, const router_section& r) {
   k.at_least(r.index_capacity, 1, "router.index_capacity");
 }
 
+/// security: tls is off or required; required needs the CA and the section's certificate
+/// and key (the head's, and every node's that has no pair of its own).
+void check_security(const checker& k, const cluster_config& c) {
+  const auto& s = c.security;
+  k.require(s.tls == "off" || s.tls == "required", "security.tls",
+            "must be off or required, got \"" + s.tls + "\"");
+  k.require(s.certificate.empty() == s.key.empty(), s.key.empty() ? "security.key" : "security.certificate",
+            "security.certificate and security.key go together (set both or neither)");
+  for (std::size_t i = 0; i < c.nodes.size(); ++i) {
+    const auto& n = c.nodes[i];
+    const auto path = indexed("nodes", i);
+    k.require(n.certificate.empty() == n.key.empty(), join(path, n.key.empty() ? "key" : "certificate"),
+              "a node's certificate and key go together (set both or neither)");
+  }
+  if (s.tls != "required") return;
+  k.require(!s.ca.empty(), "security.ca",
+            "security.tls is required: name the cluster CA's certificate (tools/make_certs.sh makes one)");
+  k.require(!s.certificate.empty(), "security.certificate",
+            "security.tls is required: name the head's certificate and key (tools/make_certs.sh makes them)");
+}
+
 }  // namespace
 
 redis_address parse_redis_url(const std::string& url) {
@@ -260,6 +281,7 @@ void validate(const cluster_config& c) {
   check_autoscale(k, c.autoscale, c.parallel);
   check_cache(k, c.cache);
   check_router(k, c.router);
+  check_security(k, c);
 }
 
 }  // namespace troupe

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -20,6 +21,7 @@
 #include "actors/actor_system_config.h"
 #include "actors/cluster/node_agent.h"
 #include "actors/cluster/supervisor.h"
+#include "actors/link_security.h"
 
 extern char** environ;
 
@@ -242,6 +244,28 @@ bool is_local_host(const std::string& host) {
   return host == me || host == me.substr(0, me.find('.')) || me == host.substr(0, host.find('.'));
 }
 
+bool binds_here(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (host.empty() || ::getaddrinfo(host.c_str(), "0", &hints, &found) != 0) return false;
+  bool ok = false;
+  for (auto* a = found; a && !ok; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    ok = ::bind(fd, a->ai_addr, a->ai_addrlen) == 0;
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return ok;
+}
+
+std::string launcher_node_host(const node_section& n, const std::string& host_name) {
+  const bool wildcard = n.host == "0.0.0.0" || n.host == "::" || n.host.empty();
+  return !wildcard && binds_here(n.host) ? n.host : host_name;
+}
+
 std::optional<launcher_rank> detect_launcher_rank(
     const std::function<const char*(const char*)>& getenv_fn) {
   static const char* const pairs[][2] = {{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
@@ -386,7 +410,7 @@ std::optional<supervisor_actor> connect_to_head(caf::actor_system& sys, const no
   auto backoff = std::chrono::milliseconds{50};
   logger()->info("connecting to head at {}", endpoint(head.host, head.port));
   for (;;) {
-    auto sup = sys.middleman().remote_actor<supervisor_actor>(head.host, head.port);
+    auto sup = connect_link<supervisor_actor>(sys, head.host, head.port);
     if (sup) return *sup;
     const auto spent = std::chrono::steady_clock::now() - begin;
     if (spent + backoff > wait)
@@ -397,6 +421,17 @@ std::optional<supervisor_actor> connect_to_head(caf::actor_system& sys, const no
     if ((signal_out = sigs.wait(backoff)) != 0) return std::nullopt;
     backoff = std::min(backoff * 2, std::chrono::milliseconds{1000});
   }
+}
+
+/// Logs how the links of this process are protected (a warning for plaintext links on an
+/// address other hosts reach).
+void log_links(const caf::actor_system& sys, const std::string& host) {
+  bool warn = false;
+  const auto line = links_notice(sys, host, warn);
+  if (warn)
+    logger()->warn("{}", line);
+  else
+    logger()->info("{}", line);
 }
 
 void unregister_node(caf::actor_system& sys, const node_agent_actor& agent) {
@@ -412,6 +447,7 @@ int run_head(const head_options& o) {
   const auto& head = o.config.head;
   signal_guard sigs;
   system_config cfg(o.config.fault_tolerance);
+  use_tls(cfg, head_identity(o.config));
   caf::actor_system sys{cfg};
   supervisor_options so;
   so.config = o.config;
@@ -425,11 +461,12 @@ int run_head(const head_options& o) {
   const auto stop_wait = so.stop_wait;
   auto sup = spawn_supervisor(sys, std::move(so));
   actor_guard guard{{caf::actor_cast<caf::actor>(sup)}};
-  auto port = sys.middleman().publish(sup, head.port, head.host.c_str());
+  auto port = publish_link(sys, sup, head.port, head.host);
   if (!port) throw std::runtime_error(listen_error("head", head.host, head.port, sys, port.error()));
   logger()->info("supervisor listening on {} ({} node(s) in {})", endpoint(head.host, *port),
                  o.config.nodes.size(), o.config_path);
-  caf::anon_send(sup, start_atom::value);
+  log_links(sys, head.host);
+  caf::scoped_actor{sys}->send(sup, start_atom::value);  // a sender of this process: the head's own
   std::atomic<bool> stopping{false};
   head_context ctx{sys, caf::actor_cast<caf::actor>(sup), {}, stopping};
   std::atomic<bool> main_done{false};
@@ -456,7 +493,7 @@ int run_head(const head_options& o) {
   stopping = true;
   if (main_thread.joinable()) main_thread.join();
   for (auto& a : ctx.keep_alive) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-  sys.middleman().unpublish(sup, *port);
+  unpublish_link(sys, sup, *port);
   {
     caf::scoped_actor self{sys};
     self->request(sup, stop_wait + std::chrono::seconds{1}, stop_atom::value)
@@ -480,21 +517,24 @@ int run_node(const node_options& o) {
   signal_guard sigs;
   event_queue events;
   system_config cfg(o.config.fault_tolerance);
+  use_tls(cfg, node_identity(o.config, node));
   caf::actor_system sys{cfg};
   node_agent_options ao;
   ao.info = {node.name, static_cast<int32_t>(getpid()),
              o.advertise_host.empty() ? node.host : o.advertise_host, node.port, node.devices};
   ao.fault_tolerance = o.config.fault_tolerance;
+  ao.model_path = o.config.model.path;
   ao.on_event = [&events](node_event e, const std::string& d) {
     events.push(e, d);
     signal_guard::wake();
   };
   auto agent = spawn_node_agent(sys, std::move(ao));
   actor_guard guard{{caf::actor_cast<caf::actor>(agent)}};
-  auto port = sys.middleman().publish(agent, node.port, bind.c_str());
+  auto port = publish_link(sys, agent, node.port, bind);
   if (!port)
     throw std::runtime_error(listen_error("node " + node.name, bind, node.port, sys, port.error()));
   logger()->info("node agent listening on {} (pid {})", endpoint(bind, *port), getpid());
+  log_links(sys, bind);
   for (;;) {
     int sig = 0;
     auto sup = connect_to_head(sys, o, sigs, sig);
@@ -502,7 +542,7 @@ int run_node(const node_options& o) {
       logger()->info("received {} while connecting: exiting", strsignal(sig));
       return 0;
     }
-    caf::anon_send(agent, attach_atom::value, *sup);
+    caf::scoped_actor{sys}->send(agent, attach_atom::value, *sup);  // attach comes from this process only
     for (bool attached = true; attached;) {
       if ((sig = sigs.wait(std::chrono::milliseconds{200})) != 0) {
         logger()->info("received {}: unregistering", strsignal(sig));

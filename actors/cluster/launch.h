@@ -88,6 +88,15 @@ std::string local_host_name();
 /// True for loopback addresses, "localhost", "0.0.0.0" and this machine's host name.
 bool is_local_host(const std::string& host);
 
+/// Whether `host` (a name or a numeric address) is an address of this machine: a socket can
+/// be bound to it.
+bool binds_here(const std::string& host);
+
+/// The address a node started by mpirun/srun listens on and reports to the head (one and
+/// the same, never the wildcard): `n.host` when it is an address of this machine other
+/// than 0.0.0.0/::, else `host_name` (this machine's name, local_host_name()).
+std::string launcher_node_host(const node_section& n, const std::string& host_name);
+
 /// This process's place in an mpirun/srun job.
 struct launcher_rank {
   int rank = 0;          ///< 0 = head, i > 0 = nodes[i - 1]

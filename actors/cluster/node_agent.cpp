@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "actors/actor_system_config.h"
+#include "actors/link_security.h"
 
 namespace troupe {
 
@@ -82,6 +83,40 @@ void fence_shards(agent_ptr self, const std::string& why) {
   stop_shards(self);
 }
 
+// -- authorization ------------------------------------------------------------------------
+
+/// Whether the current message comes from this process.
+bool from_here(agent_ptr self) { return sent_from(self->current_sender(), self->node()); }
+
+/// Whether it comes from this process or from the head this agent is attached to.
+bool from_head(agent_ptr self) {
+  const auto& sup = self->state.supervisor;
+  return from_here(self) || (sup && sent_from(self->current_sender(), sup.node()));
+}
+
+/// Logs and describes a refused control message (`what`: "stop this node").
+caf::error refuse(agent_ptr self, const std::string& what, const std::string& who_may) {
+  const auto who = describe_sender(self->current_sender());
+  logger()->warn("refused a request to {} from {}: only {} may", what, who, who_may);
+  return caf::make_error(caf::sec::invalid_argument,
+                         "not allowed: only " + who_may + " may " + what + " (the sender is " + who + ")");
+}
+
+constexpr const char* the_head = "the head this node is attached to";
+
+/// `spawn_shard_atom`: from the head, for the cluster file's model only.
+caf::result<shard_actor> on_spawn_shard(agent_ptr self, const shard_spec& spec) {
+  if (!from_head(self)) return refuse(self, "spawn a shard", the_head);
+  const auto& allowed = self->state.opts.model_path;
+  if (spec.model_path != allowed) {
+    logger()->warn("refused to spawn {} for model '{}': this node serves only '{}' (its cluster file's model.path)",
+                   shard_name(spec), spec.model_path, allowed);
+    return caf::make_error(caf::sec::invalid_argument, "this node loads only the model of its cluster file ('" +
+                                                           allowed + "'), not '" + spec.model_path + "'");
+  }
+  return spawn_local_shard(self, spec);
+}
+
 void on_attach(agent_ptr self, const supervisor_actor& sup) {
   auto& st = self->state;
   fence_shards(self, "registering afresh");
@@ -123,10 +158,22 @@ node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_optio
     notify(self, node_event::head_lost, self->system().render(dm.reason));
   });
   return {
-      [self](attach_atom, const supervisor_actor& sup) { on_attach(self, sup); },
+      [self](attach_atom, const supervisor_actor& sup) {
+        if (from_here(self))
+          on_attach(self, sup);
+        else
+          refuse(self, "attach this node to another head", "the node's own process");
+      },
       [self](stop_atom) {
-        stop_shards(self);  // their replicas see them go down and fail their steps
+        // Checked before make_response_promise, which takes the sender out of the message.
+        const bool allowed = from_head(self);
+        const auto refusal = allowed ? caf::error{} : refuse(self, "stop this node", the_head);
         auto rp = self->make_response_promise<caf::ok_atom>();
+        if (!allowed) {
+          rp.deliver(refusal);
+          return rp;
+        }
+        stop_shards(self);  // their replicas see them go down and fail their steps
         rp.deliver(caf::ok_atom_v);  // answer before the process starts to exit
         ++self->state.generation;
         notify(self, node_event::stop_requested, "");
@@ -134,7 +181,13 @@ node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_optio
       },
       [self](unregister_atom) {
         auto& st = self->state;
+        const bool allowed = from_here(self);  // before make_response_promise takes the sender
+        const auto refusal = allowed ? caf::error{} : refuse(self, "unregister this node", "the node's own process");
         auto rp = self->make_response_promise<caf::ok_atom>();
+        if (!allowed) {
+          rp.deliver(refusal);
+          return rp;
+        }
         ++st.generation;
         stop_shards(self);  // the process is leaving: its shards must not outlive the agent
         if (!st.supervisor) {
@@ -153,14 +206,18 @@ node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_optio
       [self](status_atom) { return self->state.opts.info; },
       [self](heartbeat_atom, uint64_t gen) {
         auto& st = self->state;
-        if (gen != st.generation || !st.supervisor) return;
+        if (gen != st.generation || !st.supervisor || !from_here(self)) return;
         self->send(st.supervisor, heartbeat_atom::value, st.opts.info.name, ++st.seq);
         self->delayed_send(self, st.opts.fault_tolerance.heartbeat_interval, heartbeat_atom::value,
                            gen);
       },
-      [self](spawn_shard_atom, const shard_spec& spec) { return spawn_local_shard(self, spec); },
+      [self](spawn_shard_atom, const shard_spec& spec) { return on_spawn_shard(self, spec); },
       [self](fence_atom, uint64_t seq, const std::string& why) {
         auto& st = self->state;
+        if (!from_head(self)) {
+          refuse(self, "fence this node", the_head);
+          return;
+        }
         if (seq <= st.attach_seq || !st.supervisor) return;  // an earlier registration's fence
         fence_shards(self, "fenced by the head: " + why);
         self->demonitor(st.supervisor.address());

@@ -12,6 +12,11 @@
 /// It also spawns this node's shards (`spawn_shard_atom`), monitors them, logs their
 /// progress ("shard s0r1: loading", "... loaded", "... connected", "... failed: why") and
 /// stops them (exit reason user_shutdown) on `stop_atom` before answering.
+///
+/// Authorization: attach and unregister come from this process only; stop, spawn and fence
+/// from this process or the head it is attached to (an actor of the supervisor's node);
+/// anything else is refused with an error naming the sender, and logged. A shard is spawned
+/// only for the model of the node's cluster file (`node_agent_options::model_path`).
 #include <caf/all.hpp>
 #include <functional>
 #include <string>
@@ -54,6 +59,8 @@ enum class node_event {
 struct node_agent_options {
   node_info info;                   ///< what it registers
   fault_tolerance_section fault_tolerance;  ///< heartbeat interval, request timeouts
+  /// The only model its shards may load (the cluster file's model.path); "" = none.
+  std::string model_path;
   std::function<void(node_event, const std::string& detail)> on_event;  ///< must be thread-safe
 };
 

@@ -10,6 +10,8 @@
 #include "actors/cluster/node_agent.h"
 #include "actors/cluster/node_link.h"
 #include "actors/cluster/placement.h"
+#include "actors/gateway/http_auth.h"
+#include "actors/link_security.h"
 
 namespace troupe {
 
@@ -199,6 +201,37 @@ void fence_stale(sup_ptr self, member& m, uint64_t seq) {
                                                              : "declared lost");
   logger()->warn("fencing a stale agent of node {} ({})", m.spec.name, why);
   self->send(agent, fence_atom::value, seq, why);
+}
+
+// -- authorization ------------------------------------------------------------------------
+
+/// Whether the current message comes from the head's own actors (this process).
+bool from_head(sup_ptr self) { return sent_from(self->current_sender(), self->node()); }
+
+/// Logs and describes a refused control message (`what`: "stop the cluster").
+caf::error refuse(sup_ptr self, const std::string& what) {
+  const auto who = describe_sender(self->current_sender());
+  logger()->warn("refused a request to {} from {}: only the head's own actors may", what, who);
+  return caf::make_error(caf::sec::invalid_argument,
+                         "not allowed: only the head's own actors may " + what + " (the sender is " + who + ")");
+}
+
+/// `unregister_atom` from a peer: only the registered agent of node `name` itself.
+bool from_agent_of(sup_ptr self, const member& m) {
+  const auto sender = self->current_sender();
+  return sender && m.agent && m.agent.address() == caf::actor_cast<caf::actor_addr>(sender);
+}
+
+/// Why a drain from outside the head is refused ("" when its admin key is good).
+std::string drain_credential_problem(sup_ptr self, const std::string& admin_key) {
+  if (from_head(self)) return "";
+  const auto& keys = self->state.opts.config.server.admin_keys;
+  if (keys.empty())
+    return "a drain from outside the head needs an admin key, and the head has none (set server.admin_keys; "
+           "on the head's host, POST /admin/drain needs none)";
+  if (admin_key.empty()) return "a drain from outside the head needs an admin key (troupe drain --admin-key)";
+  if (!http::key_matches(keys, admin_key)) return "the admin key is not one of server.admin_keys";
+  return "";
 }
 
 caf::result<caf::ok_atom> on_register(sup_ptr self, node_info& info) {
@@ -419,9 +452,16 @@ void finish_drain(sup_ptr self, const std::string& name, int32_t moved, const st
 
 /// `drain_atom`: checks the request, marks the node draining and asks the router to drain
 /// its replicas; finish_drain continues when the router answers.
-drain_reply on_drain(sup_ptr self, const std::string& name, bool replace) {
+drain_reply on_drain(sup_ptr self, const std::string& name, bool replace, const std::string& admin_key) {
   auto& st = self->state;
   drain_reply r;
+  if (auto problem = drain_credential_problem(self, admin_key); !problem.empty()) {
+    logger()->warn("drain: refused a drain of node {} from {}: {}", name,
+                   describe_sender(self->current_sender()), problem);
+    r.code = 403;
+    r.error = problem;
+    return r;
+  }
   auto* m = find_member(st, name);
   if (!m) {
     r.code = 400;
@@ -484,6 +524,7 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
       [self](unregister_atom, const std::string& name) -> caf::result<caf::ok_atom> {
         auto* m = find_member(self->state, name);
         if (!m) return caf::make_error(caf::sec::invalid_argument, "unknown node '" + name + "'");
+        if (!from_head(self) && !from_agent_of(self, *m)) return refuse(self, "unregister node " + name);
         if (m->agent) self->demonitor(m->agent.address());
         m->agent = nullptr;
         m->status.state = node_state::stopped;
@@ -501,7 +542,8 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
           fence_stale(self, *m, seq);
       },
       [self](status_atom) { return snapshot(self->state); },
-      [self](agents_atom) {
+      [self](agents_atom) -> caf::result<std::vector<std::string>, std::vector<caf::actor>> {
+        if (!from_head(self)) return refuse(self, "list the node agents");
         std::vector<std::string> names;
         std::vector<caf::actor> agents;
         for (const auto& m : self->state.members)
@@ -509,10 +551,14 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
             names.push_back(m.spec.name);
             agents.push_back(caf::actor_cast<caf::actor>(m.agent));
           }
-        return std::make_tuple(std::move(names), std::move(agents));
+        return caf::result<std::vector<std::string>, std::vector<caf::actor>>(std::move(names), std::move(agents));
       },
       [self](start_atom) {
         auto& st = self->state;
+        if (!from_head(self)) {
+          refuse(self, "start the nodes");
+          return;
+        }
         if (st.started) return;
         st.started = true;
         for (auto& m : st.members)
@@ -521,8 +567,18 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
         log_status(self);
         self->send(self, sweep_atom::value);
       },
-      [self](stop_atom) { return on_stop(self); },
+      [self](stop_atom) {
+        if (from_head(self)) return on_stop(self);
+        auto refusal = refuse(self, "stop the cluster");  // before make_response_promise takes the sender
+        auto rp = self->make_response_promise<caf::ok_atom>();
+        rp.deliver(std::move(refusal));
+        return rp;
+      },
       [self](router_atom, caf::actor& router) {
+        if (!from_head(self)) {
+          refuse(self, "replace the router");
+          return;
+        }
         self->state.router = std::move(router);
         logger()->info("router set: the cluster is serving");
       },
@@ -534,8 +590,12 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
                                  "the cluster is not serving yet");
         return self->state.router;
       },
-      [self](sweep_atom) { on_sweep(self); },
-      [self](drain_atom, const std::string& name, bool replace) { return on_drain(self, name, replace); },
+      [self](sweep_atom) {
+        if (from_head(self)) on_sweep(self);
+      },
+      [self](drain_atom, const std::string& name, bool replace, const std::string& admin_key) {
+        return on_drain(self, name, replace, admin_key);
+      },
       [self](nodes_atom) {
         std::vector<node_view> out;
         for (const auto& m : self->state.members) out.push_back(view_of(self->state, m));

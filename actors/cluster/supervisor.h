@@ -6,6 +6,11 @@
 /// answers `status_atom` with the membership table. Clients outside the head find the
 /// router through it (`router_atom`): the supervisor is the head's only published actor.
 ///
+/// Authorization: a peer may register a node, heartbeat and read (status, nodes, router);
+/// only the head's own actors (this process) may start, stop, set the router, list the
+/// agents or sweep; a node may unregister only itself; a drain from outside the head needs
+/// an admin key. A refused request gets an error naming the sender, and is logged.
+///
 /// Later (the lead): placement, replicas and shards; `register_atom` is where a node's
 /// devices enter placement, and the down handler is where re-placement starts.
 #include <caf/all.hpp>
@@ -48,8 +53,10 @@ using supervisor_actor = caf::typed_actor<
     /// finish (or move to other replicas at fault_tolerance.drain_timeout), then the node
     /// stops; not a failure (no restart). With `replace`, the replica manager may move its
     /// shards to free devices; without, its replicas wait for the node to register again.
-    /// Answered at once (drain_reply::code 202, or 400/409 with the reason).
-    caf::replies_to<drain_atom, std::string, bool>::with<drain_reply>,
+    /// The last string is the admin credential: a sender outside the head's process must
+    /// present one of server.admin_keys (`troupe drain --admin-key`).
+    /// Answered at once (drain_reply::code 202, or 400/403/409 with the reason).
+    caf::replies_to<drain_atom, std::string, bool, std::string>::with<drain_reply>,
     /// Every node as an operator sees it, in cluster-file order.
     caf::replies_to<nodes_atom>::with<std::vector<node_view>>>;
 

@@ -348,7 +348,8 @@ void session::admin(const bhttp::request<bhttp::string_body>& req, const std::st
     if (r.code != 202) return fail(api_error(r.code, r.error, r.code == 400 ? "node" : ""));
     answer(bhttp::status::accepted, {{"status", "draining"}, {"node", node_json(r.node)}});
   };
-  ask_supervisor<drain_reply>(sys, done, fail, drain_atom::value, node, replace);
+  // An actor of the head asks: the admin key was checked above (admin_access).
+  ask_supervisor<drain_reply>(sys, done, fail, drain_atom::value, node, replace, std::string{});
 }
 
 void session::count_request(int status) {

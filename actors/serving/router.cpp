@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "actors/actor_system_config.h"
+#include "actors/link_security.h"
 #include "actors/serving/prefix_index.h"
 #include "runtime/engine/prefix_hash.h"
 
@@ -292,6 +293,12 @@ void check_drains(router_ptr self) {
 /// Starts draining `replicas` (answered by check_drains once they hold no request).
 caf::result<int32_t> start_drain(router_ptr self, const std::vector<int32_t>& replicas, caf::timespan deadline) {
   auto& st = self->state;
+  if (!sent_from(self->current_sender(), self->node())) {
+    const auto who = describe_sender(self->current_sender());
+    logger()->warn("router: refused a drain from {}: only the head's own actors may drain replicas", who);
+    return caf::make_error(caf::sec::invalid_argument,
+                           "not allowed: only the head's own actors may drain replicas (the sender is " + who + ")");
+  }
   for (int32_t r : replicas)
     if (r < 0 || static_cast<size_t>(r) >= st.replicas.size())
       return caf::make_error(caf::sec::invalid_argument, "drain: no replica " + std::to_string(r) + " (the router has " +

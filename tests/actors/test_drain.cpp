@@ -161,7 +161,9 @@ TEST_CASE("draining a replica's node mid-stream keeps every request exact and th
   const auto late_p = fault_sampling(0.0f, 0, 24);
   const std::vector<std::string> late_prompts{"Name three colours."};
   const auto late_expected = fault_free(late_prompts, late_p);
-  serve_cluster cluster(replicas2, {"replica0", "replica1"}, "drain", " --set fault_tolerance.drain_timeout=300ms", 2);
+  const std::string admin = "drain-admin-key";  // server.admin_keys: /admin/* and troupe drain need it
+  serve_cluster cluster(replicas2, {"replica0", "replica1"}, "drain",
+                        " --set fault_tolerance.drain_timeout=300ms --set 'server.admin_keys=[" + admin + "]'", 2);
   const auto port = gateway_port(read_text(cluster.log()));
   REQUIRE(port > 0);
   const auto file = write_prompts(cluster.dir() / "prompts.jsonl", prompts);
@@ -173,16 +175,25 @@ TEST_CASE("draining a replica's node mid-stream keeps every request exact and th
                         cluster.dir() / (name + ".json"), cluster.dir() / (name + ".log"));
   };
   // Bad drain requests are refused with the reason; the cluster is untouched.
-  const auto unknown = http_call(port, bhttp::verb::post, "/admin/drain", R"({"node": "replica9"})");
+  const auto unknown = http_call(port, bhttp::verb::post, "/admin/drain", R"({"node": "replica9"})", admin);
   CHECK(unknown.status == 400);
   CHECK(unknown.body.find("unknown node 'replica9'") != std::string::npos);
-  const auto no_node = http_call(port, bhttp::verb::post, "/admin/drain", R"({"replace": true})");
+  const auto no_node = http_call(port, bhttp::verb::post, "/admin/drain", R"({"replace": true})", admin);
   CHECK(no_node.status == 400);
   CHECK(no_node.body.find("missing field 'node'") != std::string::npos);
-  CHECK(http_call(port, bhttp::verb::post, "/admin/drain", "not json").status == 400);
-  const auto cli_unknown = run_troupe("drain" + cluster.head_flag() + " --node replica9", cluster.dir() / "bad.log");
+  CHECK(http_call(port, bhttp::verb::post, "/admin/drain", "not json", admin).status == 400);
+  const auto cli_unknown =
+      run_troupe("drain" + cluster.head_flag() + " --admin-key " + admin + " --node replica9", cluster.dir() / "bad.log");
   CHECK(cli_unknown.code == 1);
   CHECK(cli_unknown.err.find("unknown node 'replica9'") != std::string::npos);
+  // From outside the head, troupe drain needs an admin key: none, or a wrong one, is refused.
+  const auto no_key = run_troupe("drain" + cluster.head_flag() + " --node replica0", cluster.dir() / "nokey.log");
+  CHECK(no_key.code == 1);
+  CHECK(no_key.err.find("needs an admin key") != std::string::npos);
+  const auto wrong_key =
+      run_troupe("drain" + cluster.head_flag() + " --admin-key wrong --node replica0", cluster.dir() / "wrongkey.log");
+  CHECK(wrong_key.code == 1);
+  CHECK(wrong_key.err.find("not one of server.admin_keys") != std::string::npos);
 
   const pid_t greedy_client = client("greedy", file, greedy_p);
   const pid_t seeded_client = client("seeded", file, seeded_p);
@@ -190,18 +201,19 @@ TEST_CASE("draining a replica's node mid-stream keeps every request exact and th
   const pid_t victim = node_pid(read_text(cluster.log()), "replica0");
   REQUIRE(victim > 0);
 
-  const auto accepted = http_call(port, bhttp::verb::post, "/admin/drain", R"({"node": "replica0"})");
+  const auto accepted = http_call(port, bhttp::verb::post, "/admin/drain", R"({"node": "replica0"})", admin);
   INFO(accepted.body);
   REQUIRE(accepted.status == 202);
   CHECK(nlohmann::json::parse(accepted.body).at("node").at("state") == "draining");
-  CHECK(http_call(port, bhttp::verb::post, "/admin/drain", R"({"node": "replica0"})").status == 409);
+  CHECK(http_call(port, bhttp::verb::post, "/admin/drain", R"({"node": "replica0"})", admin).status == 409);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const auto queries = R"(troupe_prefix_cache_queries_total{replica="0"})";
   const double replica0_before = metric_value(http_call(port, bhttp::verb::get, "/metrics").body, queries);
   CHECK(http_call(port, bhttp::verb::get, "/ready").status == 200);
   const pid_t late_client = client("late", late_file, late_p);  // arrives while replica 0 drains
   // The CLI follows the drain in progress until the node is drained.
-  const auto waited = run_troupe("drain" + cluster.head_flag() + " --node replica0 --wait", cluster.dir() / "wait.log");
+  const auto waited = run_troupe("drain" + cluster.head_flag() + " --admin-key " + admin + " --node replica0 --wait",
+                                 cluster.dir() / "wait.log");
   INFO(waited.out << waited.err);
   CHECK(waited.code == 0);
   CHECK(waited.out.find("node replica0 is already") != std::string::npos);
@@ -242,7 +254,7 @@ TEST_CASE("draining a replica's node mid-stream keeps every request exact and th
   CHECK(log.find("moves off draining replica 0") != std::string::npos);
   CHECK(log.find("resumes on replica 1") != std::string::npos);
   CHECK(http_call(port, bhttp::verb::get, "/ready").status == 200);
-  const auto nodes = http_call(port, bhttp::verb::get, "/admin/nodes");
+  const auto nodes = http_call(port, bhttp::verb::get, "/admin/nodes", "", admin);
   INFO(nodes.body);
   CHECK(nodes.status == 200);
   CHECK(node_state_of(nodes.body, "replica0") == "drained");

@@ -17,9 +17,10 @@ struct http_reply {
   std::string body;
 };
 
-/// Sends `method target` (with a JSON `body` when not empty) to 127.0.0.1:`port`.
+/// Sends `method target` (with a JSON `body` when not empty, and "Authorization: Bearer
+/// <bearer>" when `bearer` is not empty) to 127.0.0.1:`port`.
 inline http_reply http_call(uint16_t port, boost::beast::http::verb method, const std::string& target,
-                            const std::string& body = "") {
+                            const std::string& body = "", const std::string& bearer = "") {
   namespace beast = boost::beast;
   namespace bhttp = boost::beast::http;
   namespace net = boost::asio;
@@ -30,6 +31,7 @@ inline http_reply http_call(uint16_t port, boost::beast::http::verb method, cons
   bhttp::request<bhttp::string_body> req{method, target, 11};
   req.set(bhttp::field::host, "127.0.0.1");
   if (!body.empty()) req.set(bhttp::field::content_type, "application/json");
+  if (!bearer.empty()) req.set(bhttp::field::authorization, "Bearer " + bearer);
   req.body() = body;
   req.prepare_payload();
   bhttp::write(s, req);

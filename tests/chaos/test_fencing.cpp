@@ -77,9 +77,9 @@ TEST_CASE("an agent the head declared lost while still connected is fenced and r
   ao.fault_tolerance = agent_ft;
   ao.on_event = [&events](node_event e, const std::string& d) { events.push(e, d); };
   auto agent = spawn_node_agent(sys, ao);
-  caf::anon_send(sup, start_atom::value);
+  caf::scoped_actor{sys}->send(sup, start_atom::value);  // from the head's own process
 
-  caf::anon_send(agent, attach_atom::value, sup);
+  caf::scoped_actor{sys}->send(agent, attach_atom::value, sup);
   auto seen = events.wait_for(1, 2s);
   REQUIRE(seen.size() == 1);
   CHECK(seen[0].first == node_event::registered);
@@ -91,14 +91,14 @@ TEST_CASE("an agent the head declared lost while still connected is fenced and r
   CHECK(seen[1].first == node_event::head_lost);
   CHECK_THAT(seen[1].second, Catch::Contains("fenced by the head") && Catch::Contains("declared lost"));
 
-  caf::anon_send(agent, attach_atom::value, sup);  // what the node's main does on head_lost
+  caf::scoped_actor{sys}->send(agent, attach_atom::value, sup);  // what the node's main does on head_lost
   seen = events.wait_for(3, 2s);
   REQUIRE(seen.size() == 3);
   CHECK(seen[2].first == node_event::registered);
   CHECK(state_of(sys, sup) == node_state::registered);
 
   // A fence answering a heartbeat of the earlier registration (sequence 1) changes nothing.
-  caf::anon_send(agent, fence_atom::value, uint64_t{1}, std::string("stale"));
+  caf::scoped_actor{sys}->send(agent, fence_atom::value, uint64_t{1}, std::string("stale"));
   CHECK(events.wait_for(4, 300ms).size() == 3);
 
   caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);

@@ -3,12 +3,14 @@
 #include <boost/program_options.hpp>
 
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
 #include "actors/actor_system_config.h"
 #include "actors/cluster/supervisor.h"
 #include "tools/cli/commands.h"
+#include "tools/cli/tls_flags.h"
 
 namespace po = boost::program_options;
 
@@ -24,6 +26,8 @@ struct drain_options {
   bool replace = false;
   bool wait = false;
   int timeout_s = 600;
+  std::string admin_key;
+  tls_flags tls;
 };
 
 po::options_description describe(drain_options& o) {
@@ -44,7 +48,11 @@ po::options_description describe(drain_options& o) {
        "wait until the node is drained, printing its progress (also follows a drain already\n"
        "in progress)")
       ("timeout", po::value(&o.timeout_s),
-       "with --wait: give up after this many seconds (default 600)");
+       "with --wait: give up after this many seconds (default 600)")
+      ("admin-key", po::value(&o.admin_key),
+       "one of the head's server.admin_keys (default: the TROUPE_ADMIN_KEY environment variable);\n"
+       "the head refuses a drain without it");
+  add_tls_flags(d, o.tls);
   return d;
 }
 
@@ -130,14 +138,17 @@ int run_drain(const std::vector<std::string>& args) {
   const auto where = endpoint(host, port);
   fault_tolerance_section ft;
   ft.heartbeat_timeout = std::chrono::seconds(30);
+  if (o.admin_key.empty())
+    if (const char* env = std::getenv("TROUPE_ADMIN_KEY")) o.admin_key = env;
   system_config cfg(ft, 2);
+  use_tls(cfg, identity_of(o.tls));
   caf::actor_system sys{cfg};
-  auto sup = sys.middleman().remote_actor<supervisor_actor>(host, port);
+  auto sup = connect_link<supervisor_actor>(sys, host, port);
   if (!sup) throw std::runtime_error("head unreachable at " + where + ": " + sys.render(sup.error()));
   caf::scoped_actor self{sys};
   drain_reply reply;
   std::string error;
-  self->request(*sup, std::chrono::seconds(10), drain_atom::value, o.node, o.replace)
+  self->request(*sup, std::chrono::seconds(10), drain_atom::value, o.node, o.replace, o.admin_key)
       .receive([&](drain_reply& r) { reply = std::move(r); },
                [&](caf::error& e) { error = sys.render(e); });
   if (!error.empty()) throw std::runtime_error("the head at " + where + " did not answer the drain: " + error);

@@ -15,6 +15,7 @@
 #include "runtime/engine/engine.h"
 #include "tools/cli/cluster_checks.h"
 #include "tools/cli/commands.h"
+#include "tools/cli/tls_flags.h"
 
 namespace po = boost::program_options;
 
@@ -26,6 +27,7 @@ struct generate_options {
   std::string model = "default";
   std::string config;
   std::string head;
+  tls_flags tls;
   std::vector<std::string> overrides;
   std::string prompt;
   std::string prompt_file;
@@ -53,7 +55,7 @@ po::options_description describe(generate_options& o) {
       ("set", po::value(&o.overrides)->composing(), "override a key of the cluster file (repeatable)")
       ("head", po::value(&o.head),
        "send the request to the running cluster whose head (troupe serve) listens on HOST:PORT;\n"
-       "--model names the tokenizer's model (the cluster's)")
+       "--model names the tokenizer's model (the cluster's); a TLS cluster needs --ca, --cert, --key")
       ("prompt,p", po::value(&o.prompt), "the prompt text")
       ("prompt-file", po::value(&o.prompt_file),
        "many prompts, run together: a JSON-lines file, one {\"prompt\": \"...\"} (or one JSON string)\n"
@@ -74,6 +76,7 @@ po::options_description describe(generate_options& o) {
       ("output,o", po::value(&o.output)->default_value(o.output), "text (streamed) or json (one object at the end)")
       ("threads", po::value(&o.threads)->default_value(o.threads), "CPU threads; 0 = all cores")
       ("kv-tokens", po::value(&o.kv_tokens)->default_value(o.kv_tokens), "KV cache capacity in tokens");
+  add_tls_flags(d, o.tls);
   return d;
 }
 
@@ -285,6 +288,7 @@ int generate_on_head(const generate_options& o) {
   fault_tolerance_section ft;
   ft.heartbeat_timeout = std::chrono::seconds(30);
   system_config cfg(ft, 2);
+  use_tls(cfg, identity_of(o.tls));
   caf::actor_system sys{cfg};
   client_options co;
   co.host = address.host;

@@ -33,7 +33,8 @@ po::options_description describe(serve_options& o) {
       "file places on this host as child processes.\n"
       "Under mpirun/srun (OMPI_COMM_WORLD_RANK, PMI_RANK or SLURM_PROCID set and more than\n"
       "one process): rank 0 is the head and starts no nodes; rank i > 0 becomes nodes[i-1],\n"
-      "listens on 0.0.0.0:<its port> and reports this machine's host name to the head.\n"
+      "listens on its cluster-file host (when that is an address of this machine; else on\n"
+      "this machine's host name) at its port, and reports that same address to the head.\n"
       "The job must have exactly (number of nodes + 1) processes.\n\noptions");
   d.add_options()
       ("help,h", "show this help")
@@ -108,10 +109,12 @@ int run_serve(const std::vector<std::string>& args) {
   const auto rank = detect_launcher_rank([](const char* k) { return std::getenv(k); });
   if (rank && rank->size > 1 && rank->rank > 0) {
     node_options n;
-    n.name = node_for_rank(config, *rank).name;
+    const auto& node = node_for_rank(config, *rank);
+    n.name = node.name;
+    // The address it reports is the one it listens on, never the wildcard.
+    n.bind_host = launcher_node_host(node, local_host_name());
+    n.advertise_host = n.bind_host;
     n.config = std::move(config);
-    n.bind_host = "0.0.0.0";
-    n.advertise_host = local_host_name();
     return run_node(n);
   }
   if (rank && rank->size > 1) check_launcher_size(config, *rank);
@@ -133,8 +136,9 @@ int run_serve(const std::vector<std::string>& args) {
                                    ctx.stopping, metrics);
     for (auto& a : plane.actors()) ctx.keep_alive.push_back(a);
     // Clients (troupe generate --head) find the router through the published supervisor.
-    caf::anon_send(caf::actor_cast<supervisor_actor>(ctx.supervisor), router_atom::value,
-                   caf::actor_cast<caf::actor>(plane.router));
+    // Sent by an actor of this process: the supervisor takes the router only from the head's own.
+    caf::scoped_actor{ctx.system}->send(caf::actor_cast<supervisor_actor>(ctx.supervisor), router_atom::value,
+                                        caf::actor_cast<caf::actor>(plane.router));
     gateway.set_router(plane.router);
     logger()->info("serving: {} replica(s) of {} as '{}'", plane.replicas.size(), cfg.model.path,
                    served_model_name(cfg));

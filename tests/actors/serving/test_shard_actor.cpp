@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <spdlog/sinks/ringbuffer_sink.h>
+#include <thread>
 
 #include "actors/actor_system_config.h"
 #include "actors/cluster/node_agent.h"
+#include "actors/cluster/supervisor.h"
 #include "actors/serving/shard.h"
 #include "engine_fixture.h"
 
@@ -215,6 +217,7 @@ TEST_CASE("a node agent spawns a shard, logs its progress and stops it on stop",
   shard_fixture f;
   node_agent_options opts;
   opts.info.name = "n0";
+  opts.model_path = pipeline_spec(0).model_path;
   auto agent = spawn_node_agent(f.sys, opts);
   shard_spec spec = pipeline_spec(0);
   spec.n_stages = 1;
@@ -255,9 +258,11 @@ TEST_CASE("a node agent logs a shard's load failure", "[actors][shard]") {
   auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(256);
   logger()->sinks().push_back(sink);
   shard_fixture f;
-  auto agent = spawn_node_agent(f.sys, node_agent_options{});
   shard_spec spec = pipeline_spec(0);
   spec.model_path = "/nonexistent/troupe/other-model.gguf";
+  node_agent_options opts;
+  opts.model_path = spec.model_path;  // the cluster file names it; loading it fails
+  auto agent = spawn_node_agent(f.sys, opts);
   auto shard = f.ask<shard_actor>(agent, spawn_shard_atom::value, spec);
   REQUIRE(shard);
   REQUIRE(!f.ask<shard_addresses>(*shard, addresses_atom::value));
@@ -274,7 +279,29 @@ TEST_CASE("a node agent logs a shard's load failure", "[actors][shard]") {
 TEST_CASE("a shard spawned through a remote node agent is driven over the middleman", "[actors][shard][slow]") {
   shard_fixture node;    // the node process: publishes its agent
   shard_fixture client;  // the head / replica process
-  auto agent = spawn_node_agent(node.sys, node_agent_options{});
+  // The head's supervisor knows node n0; the agent attaches to it from its own process, which
+  // is what lets the head's actors spawn shards there.
+  auto config = default_cluster_config();
+  config.nodes.front().name = "n0";
+  supervisor_options so;
+  so.config = config;
+  so.launch_local_nodes = false;
+  auto sup = spawn_supervisor(client.sys, so);
+  auto sup_port = client.sys.middleman().publish(sup, 0, "127.0.0.1");
+  REQUIRE(sup_port);
+  auto head = node.sys.middleman().remote_actor<supervisor_actor>("127.0.0.1", *sup_port);
+  REQUIRE(head);
+  node_agent_options ao;
+  ao.info.name = "n0";
+  ao.model_path = pipeline_spec(0).model_path;
+  auto agent = spawn_node_agent(node.sys, ao);
+  node.self->send(agent, attach_atom::value, *head);
+  bool registered = false;
+  for (int i = 0; i < 200 && !registered; ++i, std::this_thread::sleep_for(10ms)) {
+    auto st = client.ask<cluster_status>(sup, status_atom::value);
+    registered = st && st->nodes.size() == 1 && st->nodes[0].state == node_state::registered;
+  }
+  REQUIRE(registered);
   auto port = node.sys.middleman().publish(agent, 0, "127.0.0.1");
   REQUIRE(port);
   auto remote = client.sys.middleman().remote_actor<node_agent_actor>("127.0.0.1", *port);
@@ -294,4 +321,6 @@ TEST_CASE("a shard spawned through a remote node agent is driven over the middle
   CHECK(out->samples[0].token == engine_first_token(prompt));
   REQUIRE(client.ask<caf::ok_atom>(*remote, stop_atom::value));
   node.self->send_exit(agent, caf::exit_reason::user_shutdown);
+  client.sys.middleman().unpublish(sup, *sup_port);
+  client.self->send_exit(sup, caf::exit_reason::user_shutdown);
 }
