@@ -75,6 +75,38 @@ __device__ inline bool find_tile(const attn_args& a, int tile_rows, int b, int& 
 
 constexpr int split_len = 256;  ///< kv positions per decode split (cut at fixed positions; contexts up to it need no combine)
 
+/// One decode block's share of the batch (block (g, r, z) = kv head, row, split): the local
+/// query heads [h_lo, h_lo + group) that read kv head g, the row's sequence, the split's
+/// first position and length, its split count and the element offset of the row's first head.
+struct decode_split {
+  int h_lo = 0, group = 0, seq = -1, start = 0, len = 0, n_splits = 0;
+  int64_t row_off = 0;
+};
+
+/// Fills d for block (g, r, z); false when the block has nothing to compute: no query head
+/// reads g, a split past the row's last, or an inconsistent row (its heads then written as
+/// zeros by split 0, with every thread of the block, `threads` of them).
+template <class T>
+__device__ inline bool decode_split_of(const attn_args& a, int g, int r, int z, int hd, int threads, T* out,
+                                       decode_split& d) {
+  d.h_lo = max(0, (g + a.kv_head_offset) * a.kv_group - a.q_head_offset);
+  d.group = min(a.n_heads, (g + a.kv_head_offset + 1) * a.kv_group - a.q_head_offset) - d.h_lo;
+  if (d.group <= 0) return false;
+  d.seq = find_seq(a, r);
+  const int pos = d.seq < 0 ? -1 : row_position(a, d.seq, r);
+  d.row_off = (static_cast<int64_t>(r) * a.n_heads + d.h_lo) * hd;
+  if (pos < 0) {
+    if (z == 0)
+      for (int e = threadIdx.x; e < d.group * hd; e += threads) out[d.row_off + e] = from_f32<T>(0.0f);
+    return false;
+  }
+  d.n_splits = pos / split_len + 1;
+  if (z >= d.n_splits) return false;
+  d.start = z * split_len;
+  d.len = min(split_len, pos + 1 - d.start);
+  return true;
+}
+
 /// Merges the splits of rows longer than one split, in split order.
 template <class T>
 __global__ void combine_kernel(T* out, const float* part_o, const float* part_ml, attn_args a,

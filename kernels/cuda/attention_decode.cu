@@ -25,12 +25,6 @@ constexpr int max_group = 8;  // query heads per kv head served by one block
 // 16 rows and 2 pins 256 threads, for the benchmarks to compare; 4 pins the tensor-core
 // kernel (attention_decode_mma.cu), which a grid of at least the SM count gets by default.
 
-/// The local query heads [lo, hi) that read local kv head g.
-__device__ __forceinline__ void group_of(const attn_args& a, int g, int& lo, int& hi) {
-  lo = max(0, (g + a.kv_head_offset) * a.kv_group - a.q_head_offset);
-  hi = min(a.n_heads, (g + a.kv_head_offset + 1) * a.kv_group - a.q_head_offset);
-}
-
 /// Unpacks a 16-byte chunk of T into floats.
 template <class T>
 __device__ __forceinline__ void unpack(const uint4& raw, float* f) {
@@ -151,21 +145,10 @@ __global__ void __launch_bounds__(NT) grouped_kernel(T* out, float* part_o, floa
   pdl_wait();  // launched with launch_pdl: nothing before this reads or writes
   pdl_trigger();
   const int g = blockIdx.x, r = blockIdx.y, z = blockIdx.z;
-  int h_lo, h_hi;
-  group_of(a, g, h_lo, h_hi);
-  const int group = h_hi - h_lo;
-  if (group <= 0) return;
-  const int seq = find_seq(a, r);
-  const int pos = seq < 0 ? -1 : row_position(a, seq, r);
-  const int64_t row_off = (static_cast<int64_t>(r) * a.n_heads + h_lo) * HD;
-  if (pos < 0) {
-    if (z == 0)
-      for (int e = threadIdx.x; e < group * HD; e += NT) out[row_off + e] = from_f32<T>(0.0f);
-    return;
-  }
-  const int n_splits = pos / split_len + 1;
-  if (z >= n_splits) return;
-  const int start = z * split_len, len = min(split_len, pos + 1 - start);
+  decode_split d;
+  if (!decode_split_of(a, g, r, z, HD, NT, out, d)) return;
+  const int h_lo = d.h_lo, group = d.group, seq = d.seq, start = d.start, len = d.len, n_splits = d.n_splits;
+  const int64_t row_off = d.row_off;
   const int c = threadIdx.x % CH, slot = threadIdx.x / CH;
   // Every position's row offset at once (one block-table read each, all in flight), and q.
   for (int i = threadIdx.x; i < len; i += NT) s.off[i] = kv_offset(a, seq, start + i, g);

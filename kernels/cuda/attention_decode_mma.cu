@@ -93,34 +93,7 @@ __device__ __forceinline__ void dm_softmax(float (&s)[2][4], float (&m)[2], floa
       const int j = col0 + 8 * n + (i & 1);
       s[n][i] = j < len && off[j] >= 0 ? s[n][i] * scale_log2 : -INFINITY;
     }
-  float mx[2] = {fmaxf(fmaxf(s[0][0], s[0][1]), fmaxf(s[1][0], s[1][1])),
-                 fmaxf(fmaxf(s[0][2], s[0][3]), fmaxf(s[1][2], s[1][3]))};
-  float use[2], alpha[2];  // [2] per row: the max subtracted, the rescale of the old O and l
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-    const float m_new = fmaxf(m[r], mx[r]);
-    use[r] = m_new == -INFINITY ? 0.0f : m_new;  // no -inf - -inf
-    alpha[r] = exp2f(m[r] - use[r]);
-    m[r] = m_new;
-    l[r] *= alpha[r];
-  }
-#pragma unroll
-  for (int n = 0; n < 2; ++n)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float p = exp2f(s[n][i] - use[i / 2]);
-      s[n][i] = p;
-      l[i / 2] += p;
-    }
-#pragma unroll
-  for (int d = 0; d < HD / 8; ++d) {
-    o[d][0] *= alpha[0];
-    o[d][1] *= alpha[0];
-    o[d][2] *= alpha[1];
-    o[d][3] *= alpha[1];
-  }
+  online_softmax<2, HD>(s, m, l, o);
 }
 
 /// o [HD / 8][4] += P (the C fragments of s's two n-tiles are the A fragment of one k-step)
@@ -203,20 +176,10 @@ __global__ void __launch_bounds__(dm_threads) decode_mma_kernel(T* out, float* p
   pdl_wait();  // launched with launch_pdl: nothing before this reads or writes
   pdl_trigger();
   const int g = blockIdx.x, r = blockIdx.y, z = blockIdx.z;
-  const int h_lo = max(0, (g + a.kv_head_offset) * a.kv_group - a.q_head_offset);
-  const int group = min(a.n_heads, (g + a.kv_head_offset + 1) * a.kv_group - a.q_head_offset) - h_lo;
-  if (group <= 0) return;
-  const int seq = find_seq(a, r);
-  const int pos = seq < 0 ? -1 : row_position(a, seq, r);
-  const int64_t row_off = (static_cast<int64_t>(r) * a.n_heads + h_lo) * HD;
-  if (pos < 0) {
-    if (z == 0)
-      for (int e = threadIdx.x; e < group * HD; e += dm_threads) out[row_off + e] = from_f32<T>(0.0f);
-    return;
-  }
-  const int n_splits = pos / split_len + 1;
-  if (z >= n_splits) return;
-  const int start = z * split_len, len = min(split_len, pos + 1 - start);
+  decode_split d;
+  if (!decode_split_of(a, g, r, z, HD, dm_threads, out, d)) return;
+  const int h_lo = d.h_lo, group = d.group, seq = d.seq, start = d.start, len = d.len, n_splits = d.n_splits;
+  const int64_t row_off = d.row_off;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   for (int i = tid; i < len; i += dm_threads) off_s[i] = kv_offset(a, seq, start + i, g);
   for (int e = tid; e < 16 * (HD / 8); e += dm_threads) {

@@ -182,37 +182,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[8][4], float (&m)[2], fl
         if (!((bits >> c) & 1u) || c > lim + (i / 2) * 8) s[n][i] = -INFINITY;
       }
   }
-  float mx[2] = {-INFINITY, -INFINITY};  // [2]: this tile's max of rows g, g + 8
-#pragma unroll
-  for (int n = 0; n < 8; ++n)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) mx[i / 2] = fmaxf(mx[i / 2], s[n][i]);
-  float use[2], alpha[2];  // [2] per row: the max subtracted, the rescale of the old O and l
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-    const float m_new = fmaxf(m[r], mx[r]);
-    use[r] = m_new == -INFINITY ? 0.0f : m_new;  // no -inf - -inf
-    alpha[r] = exp2f(m[r] - use[r]);
-    m[r] = m_new;
-    l[r] *= alpha[r];
-  }
-#pragma unroll
-  for (int n = 0; n < 8; ++n)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float p = exp2f(s[n][i] - use[i / 2]);
-      s[n][i] = p;
-      l[i / 2] += p;
-    }
-#pragma unroll
-  for (int d = 0; d < HD / 8; ++d) {
-    o[d][0] *= alpha[0];
-    o[d][1] *= alpha[0];
-    o[d][2] *= alpha[1];
-    o[d][3] *= alpha[1];
-  }
+  online_softmax<8, HD>(s, m, l, o);
 }
 
 /// o [HD / 8][4] += P (p[8][4], layout of qk_tile) times the 64 V rows of v_s: the C

@@ -1,7 +1,8 @@
 #pragma once
 // Internal to the tensor-core CUDA kernels (flash_prefill.cu, attention_decode_mma.cu): the
-// PTX primitives they share: 16-byte cp.async into shared memory, ldmatrix, mma.sync
-// m16n8k16 with f32 accumulators, and packing two floats into a 16-bit pair.
+// PTX primitives they share (16-byte cp.async into shared memory, ldmatrix, mma.sync
+// m16n8k16 with f32 accumulators, packing two floats into a 16-bit pair) and the online
+// softmax step of a warp's 16 rows.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -79,6 +80,47 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
     r = *reinterpret_cast<const uint32_t*>(&v);
   }
   return r;
+}
+
+
+/// The online-softmax step of a warp's rows g = lane / 4 and g + 8 over N n-tiles of scores
+/// s[N][4] in the m16n8 C layout (s[n][i]: row g for i < 2, else g + 8), already scaled to
+/// log2 units and masked (-inf): updates the running max m[2] and this thread's share of
+/// the row sums l[2], rescales o [HD / 8][4] and leaves the weights P in s.
+template <int N, int HD>
+__device__ __forceinline__ void online_softmax(float (&s)[N][4], float (&m)[2], float (&l)[2],
+                                               float (&o)[HD / 8][4]) {
+  float mx[2] = {-INFINITY, -INFINITY};  // [2]: this tile's max of rows g, g + 8
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) mx[i / 2] = fmaxf(mx[i / 2], s[n][i]);
+  float use[2], alpha[2];  // [2] per row: the max subtracted, the rescale of the old O and l
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    const float m_new = fmaxf(m[r], mx[r]);
+    use[r] = m_new == -INFINITY ? 0.0f : m_new;  // no -inf - -inf
+    alpha[r] = exp2f(m[r] - use[r]);
+    m[r] = m_new;
+    l[r] *= alpha[r];
+  }
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float p = exp2f(s[n][i] - use[i / 2]);
+      s[n][i] = p;
+      l[i / 2] += p;
+    }
+#pragma unroll
+  for (int d = 0; d < HD / 8; ++d) {
+    o[d][0] *= alpha[0];
+    o[d][1] *= alpha[0];
+    o[d][2] *= alpha[1];
+    o[d][3] *= alpha[1];
+  }
 }
 
 }  // namespace troupe::kernels::cuda
