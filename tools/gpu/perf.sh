@@ -88,13 +88,13 @@ for b in bench:
         frac = b["roofline_ms"] / d["ms_per_step"] * 100
         idle = f"{d['device_ms']:.3f} | {d['gpu_idle_ms']:.3f}" if "device_ms" in d else "- | -"
         print(f"| troupe {b['variant']} | {d['batch']} | {d['ms_per_step']:.3f} | {d['tokens_per_s']:.0f} | {frac:.1f} | {idle} |")
-roof = bench[-1]["roofline_ms"] if bench else None
+roof = bench[0]["roofline_ms"] if bench else None
 for p in peer:
     for d in p["decode"]:
         frac = f"{roof / d['ms_per_step'] * 100:.1f}" if roof else "-"
         print(f"| pytorch peer | {d['batch']} | {d['ms_per_step']:.3f} | {d['tokens_per_s']:.0f} | {frac} | - | - |")
 if bench:
-    b = bench[-1]
+    b = next((x for x in bench if x["variant"] == "default"), bench[-1])  # the run with prefill lengths
     print(f"\ncopy {b['copy_rate_GBps']:.0f} GB/s, weights {b['weight_GB_per_gpu']:.2f} GB, roofline {b['roofline_ms']:.3f} ms, gemm {b['gemm_TFLOPs']:.0f} TFLOP/s")
     print("troupe prefill: " + ", ".join(f"{x['prompt']}: {x['ttft_ms']:.1f} ms" if "ttft_ms" in x else f"{x['prompt']}: {x['error']}" for x in b["prefill"]))
 for p in peer:
