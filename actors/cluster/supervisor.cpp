@@ -9,15 +9,11 @@
 #include "actors/actor_system_config.h"
 #include "actors/cluster/node_agent.h"
 #include "actors/cluster/node_link.h"
-#include "actors/cluster/placement.h"
-#include "actors/gateway/http_auth.h"
+#include "actors/cluster/supervisor_state.h"
 #include "actors/link_security.h"
 
 namespace troupe {
-
-namespace {
-
-using steady = std::chrono::steady_clock;
+namespace supervisor_detail {
 
 int64_t ms_between(steady::time_point a, steady::time_point b) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
@@ -29,48 +25,9 @@ int64_t unix_ms_now() {
       .count();
 }
 
-/// One node as the supervisor tracks it.
-struct member {
-  node_section spec;
-  node_status status;
-  bool local = false;          // on this host and launched by the head
-  node_agent_actor agent;      // set while registered
-  steady::time_point last_seen;
-  steady::time_point lost_at;  // first loss of the current outage
-  int order = 0;               // start (or registration) order, for reverse-order stop
-  pid_t exiting = 0;           // a killed process of this node not reaped yet (sweeps reap it)
-  steady::time_point exiting_since;
-  bool exit_overdue = false;   // exiting for longer than node_exit_wait (logged once)
-};
-
 /// How long a killed node process may take to exit before the supervisor says so (its
 /// replacement still waits for it: it may hold the devices).
 constexpr std::chrono::milliseconds node_exit_wait{5000};
-
-/// A graceful drain of one node, kept until the node registers again.
-struct drain_record {
-  bool done = false;              // drained: its process was asked to stop
-  bool replace = false;           // its shards may move to free devices
-  std::vector<int32_t> replicas;  // replicas with a shard on the node
-  int32_t migrated = -1;          // requests moved at the deadline (once done)
-  std::string detail;             // progress, for operators
-};
-
-struct supervisor_state {
-  supervisor_options opts;
-  std::map<std::string, drain_record> drains;  // by node name
-  std::vector<member> members;  // cluster-file order
-  caf::actor router;  // set by the head's main once the data plane serves
-  bool started = false;
-  bool stopping = false;
-  int next_order = 0;
-  /// Nodes asked to stop that have not answered: name -> completion ("stopped", ...).
-  std::map<std::string, std::function<void(const std::string&)>> stop_waiters;
-  steady::time_point last_sweep;  // when the previous sweep ran (head stalls, see on_sweep)
-  static inline const char* name = "troupe.supervisor";
-};
-
-using sup_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
 cluster_status snapshot(const supervisor_state& st) {
   cluster_status s;
@@ -78,8 +35,6 @@ cluster_status snapshot(const supervisor_state& st) {
   for (const auto& m : st.members) s.nodes.push_back(m.status);
   return s;
 }
-
-void update_node_gauges(const supervisor_state& st);
 
 void log_status(sup_ptr self) {
   logger()->info("status: {}", format_status_line(snapshot(self->state)));
@@ -222,18 +177,6 @@ bool from_agent_of(sup_ptr self, const member& m) {
   return sender && m.agent && m.agent.address() == caf::actor_cast<caf::actor_addr>(sender);
 }
 
-/// Why a drain from outside the head is refused ("" when its admin key is good).
-std::string drain_credential_problem(sup_ptr self, const std::string& admin_key) {
-  if (from_head(self)) return "";
-  const auto& keys = self->state.opts.config.server.admin_keys;
-  if (keys.empty())
-    return "a drain from outside the head needs an admin key, and the head has none (set server.admin_keys; "
-           "on the head's host, POST /admin/drain needs none)";
-  if (admin_key.empty()) return "a drain from outside the head needs an admin key (troupe drain --admin-key)";
-  if (!http::key_matches(keys, admin_key)) return "the admin key is not one of server.admin_keys";
-  return "";
-}
-
 caf::result<caf::ok_atom> on_register(sup_ptr self, node_info& info) {
   auto& st = self->state;
   if (st.stopping)
@@ -373,130 +316,6 @@ void on_sweep(sup_ptr self) {
   self->delayed_send(self, st.opts.sweep_interval, sweep_atom::value);
 }
 
-// -- graceful drain ------------------------------------------------------------------------
-
-/// Replicas with a shard on `node` in the cluster file's placement.
-std::vector<int32_t> replicas_on(const cluster_config& c, const std::string& node) {
-  std::vector<int32_t> out;
-  for (const auto& slot : plan_placement(c))
-    if (slot.node == node && std::find(out.begin(), out.end(), slot.replica) == out.end())
-      out.push_back(slot.replica);
-  return out;
-}
-
-node_view view_of(const supervisor_state& st, const member& m) {
-  node_view v;
-  v.name = m.spec.name;
-  v.pid = m.status.pid;
-  v.replicas = replicas_on(st.opts.config, m.spec.name);
-  v.detail = m.status.last_error;
-  switch (m.status.state) {
-    case node_state::starting: v.state = "starting"; break;
-    case node_state::registered: v.state = "ready"; break;
-    case node_state::lost:
-    case node_state::restarting: v.state = "lost"; break;
-    case node_state::stopped: v.state = "stopped"; break;
-  }
-  auto d = st.drains.find(m.spec.name);
-  if (d != st.drains.end()) {
-    v.state = d->second.done ? "drained" : "draining";
-    v.replace = d->second.replace;
-    v.migrated = d->second.migrated;
-    v.detail = d->second.detail;
-  }
-  return v;
-}
-
-/// troupe_nodes{state}: how many nodes are in each operator-facing state.
-void update_node_gauges(const supervisor_state& st) {
-  if (!st.opts.metrics) return;
-  std::map<std::string, int> counts{{"starting", 0}, {"ready", 0}, {"draining", 0},
-                                    {"drained", 0},  {"lost", 0},  {"stopped", 0}};
-  for (const auto& m : st.members) counts[view_of(st, m).state]++;
-  for (const auto& [state, n] : counts) st.opts.metrics->nodes.with({state}).set(n);
-}
-
-/// The router answered a drain of `name` (`moved` requests moved, or `error`): the node
-/// leaves without counting as lost, then its process is asked to stop.
-void finish_drain(sup_ptr self, const std::string& name, int32_t moved, const std::string& error) {
-  auto& st = self->state;
-  auto d = st.drains.find(name);
-  auto* m = find_member(st, name);
-  if (d == st.drains.end() || !m || d->second.done) return;  // registered again meanwhile
-  if (m->status.state != node_state::registered || !m->agent) {
-    logger()->warn("drain: node {} was lost while draining; the drain ends there", name);
-    st.drains.erase(d);
-    log_status(self);
-    return;
-  }
-  if (!error.empty())
-    logger()->warn("drain: node {}: the router did not confirm the drain ({}); stopping the node anyway", name, error);
-  auto& rec = d->second;
-  rec.done = true;
-  rec.migrated = std::max(moved, 0);
-  rec.detail = std::to_string(rec.migrated) + " request(s) moved to other replicas at the drain deadline";
-  auto agent = m->agent;
-  self->demonitor(agent.address());  // its disconnection is no loss
-  m->agent = nullptr;
-  m->status.state = rec.replace ? node_state::lost : node_state::stopped;
-  if (rec.replace) m->status.last_error = "drained with replace: its shards may move to free devices";
-  if (st.opts.metrics) st.opts.metrics->node_up.with({name}).set(0);
-  logger()->info("drain: node {} drained ({} request(s) moved); stopping it", name, rec.migrated);
-  self->request(agent, st.opts.stop_wait, stop_atom::value)
-      .then([name](caf::ok_atom) { logger()->info("drain: node {} stopped", name); },
-            [self, name](caf::error& e) {
-              logger()->warn("drain: node {} did not confirm the stop: {}", name, self->system().render(e));
-            });
-  log_status(self);
-}
-
-/// `drain_atom`: checks the request, marks the node draining and asks the router to drain
-/// its replicas; finish_drain continues when the router answers.
-drain_reply on_drain(sup_ptr self, const std::string& name, bool replace, const std::string& admin_key) {
-  auto& st = self->state;
-  drain_reply r;
-  if (auto problem = drain_credential_problem(self, admin_key); !problem.empty()) {
-    logger()->warn("drain: refused a drain of node {} from {}: {}", name,
-                   describe_sender(self->current_sender()), problem);
-    r.code = 403;
-    r.error = problem;
-    return r;
-  }
-  auto* m = find_member(st, name);
-  if (!m) {
-    r.code = 400;
-    r.error = "node: unknown node '" + name + "' (nodes: " + member_names(st) + ")";
-    return r;
-  }
-  r.node = view_of(st, *m);
-  r.code = 409;
-  if (st.drains.count(name))
-    r.error = "node '" + name + "' is already " + r.node.state;
-  else if (st.stopping)
-    r.error = "the head is shutting down";
-  else if (m->status.state != node_state::registered || !m->agent)
-    r.error = "node '" + name + "' is not ready (state " + r.node.state + "): only a ready node can be drained";
-  else if (!st.router)
-    r.error = "the cluster is not serving yet";
-  if (!r.error.empty()) return r;
-  r.code = 202;
-  auto& d = st.drains[name];
-  d.replace = replace;
-  d.replicas = r.node.replicas;
-  const auto timeout = st.opts.config.fault_tolerance.drain_timeout;
-  d.detail = "no new requests; in-flight requests finish or move after " + std::to_string(timeout.count()) +
-             " ms (fault_tolerance.drain_timeout)";
-  logger()->info("drain: node {} draining ({} replica(s), replace {}): {}", name, d.replicas.size(), replace,
-                 d.detail);
-  self->request(caf::actor_cast<router_actor>(st.router), timeout + std::chrono::seconds(30), drain_atom::value,
-                d.replicas, caf::timespan{timeout})
-      .then([self, name](int32_t moved) { finish_drain(self, name, moved, ""); },
-            [self, name](caf::error& e) { finish_drain(self, name, -1, self->system().render(e)); });
-  log_status(self);
-  r.node = view_of(st, *m);
-  return r;
-}
-
 supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options opts) {
   auto& st = self->state;
   st.opts = std::move(opts);
@@ -604,7 +423,9 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
   };
 }
 
-}  // namespace
+}  // namespace supervisor_detail
+
+using supervisor_detail::supervisor_impl;
 
 std::vector<std::string> node_command_line(const supervisor_options& opts, const std::string& name) {
   if (opts.config_path.empty())
