@@ -126,8 +126,9 @@ std::vector<std::string> read_merges(const json& model, const fs::path& file) {
 }
 
 void read_vocab(const json& j, const fs::path& file, tokenizer_data& d) {
-  const json& vocab = j["model"]["vocab"];
-  if (!vocab.is_object()) fail(file, "model.vocab", "must be an object of token -> id");
+  const json& model = j["model"];
+  if (!model.contains("vocab") || !model["vocab"].is_object()) fail(file, "model.vocab", "must be an object of token -> id");
+  const json& vocab = model["vocab"];
   std::map<int64_t, std::pair<std::string, token_type>> by_id;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
