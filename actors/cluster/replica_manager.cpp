@@ -324,7 +324,8 @@ void schedule_rebuild(manager_ptr self, int32_t replica) {
 void on_replica_hold(manager_ptr self, int32_t replica) {
   auto& st = self->state;
   if (replica < 0 || replica >= static_cast<int32_t>(st.plans.size())) return;
-  caf::anon_send(st.router, hold_atom::value, replica);
+  // With the manager as the sender: the router takes replica states from the head's own actors only.
+  caf::unsafe_send_as(self, st.router, hold_atom::value, replica);
   st.ready[static_cast<size_t>(replica)] = false;
   publish_capacity(st);
   st.stage_local.insert(replica);
@@ -334,7 +335,7 @@ void on_replica_hold(manager_ptr self, int32_t replica) {
 /// A replica reported ready (`ok`) or failed: tells the router, tracks pending rebuilds.
 void on_replica_state(manager_ptr self, int32_t replica, bool ok) {
   auto& st = self->state;
-  caf::anon_send(st.router, ready_atom::value, replica, ok);
+  caf::unsafe_send_as(self, st.router, ready_atom::value, replica, ok);
   if (replica < 0 || replica >= static_cast<int32_t>(st.plans.size())) return;
   st.stage_local.erase(replica);  // ready, or it gave the recovery up: shards are replaced as usual
   // A stage-local rebuild it was handed and then gave up (a kept shard was dead after all,

@@ -98,7 +98,9 @@ void dispatch(replica_ptr self, std::vector<token_event>& events) {
     m.top = std::move(ev.top);
     m.finished = ev.finished;
     m.finish_reason = finish_reason_name(ev.reason);
-    caf::anon_send(it->second.client, token_atom::value, std::move(m));
+    // With this replica as the sender (the router accepts token events from the head's own
+    // actors only); unsafe_send_as: a typed actor's send() cannot address an untyped handle.
+    caf::unsafe_send_as(self, it->second.client, token_atom::value, std::move(m));
     if (ev.finished) {
       st.by_request.erase(it->second.request);
       st.clients.erase(it);
@@ -198,7 +200,7 @@ void send_prefixes(replica_ptr self, prefix_changes changes) {
   s.reset = changes.reset;
   s.added = std::move(changes.added);
   s.removed = std::move(changes.removed);
-  caf::anon_send(st.subscriber, prefixes_atom::value, std::move(s));
+  caf::unsafe_send_as(self, st.subscriber, prefixes_atom::value, std::move(s));
 }
 
 /// Arms the timer that sends the prefix-cache changes (one summary per interval at most).
@@ -508,7 +510,7 @@ void on_generate(replica_ptr self, uint64_t id, generate_request& req, const caf
     m.finished = true;
     m.finish_reason = "error";
     m.error = e.what();
-    caf::anon_send(client, token_atom::value, std::move(m));
+    caf::unsafe_send_as(self, client, token_atom::value, std::move(m));
   }
 }
 

@@ -290,6 +290,16 @@ void check_drains(router_ptr self) {
   }
 }
 
+/// Whether the current message comes from the head's own actors (replicas, the replica
+/// manager); logs the refusal of `what` otherwise. Token events, prefix summaries and replica
+/// states from anyone else would reach clients or move their requests.
+bool from_head(router_ptr self, const char* what) {
+  if (sent_from(self->current_sender(), self->node())) return true;
+  logger()->warn("router: refused {} from {}: only the head's own actors may send it", what,
+                 describe_sender(self->current_sender()));
+  return false;
+}
+
 /// Starts draining `replicas` (answered by check_drains once they hold no request).
 caf::result<int32_t> start_drain(router_ptr self, const std::vector<int32_t>& replicas, caf::timespan deadline) {
   auto& st = self->state;
@@ -433,8 +443,12 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
       [self](generate_atom, uint64_t client_id, generate_request& req, const caf::actor& client) {
         on_generate(self, client_id, req, client);
       },
-      [self](token_atom, token_msg& m) { on_token(self, m); },
-      [self](prefixes_atom, const prefix_summary& s) { on_prefixes(self->state, s); },
+      [self](token_atom, token_msg& m) {
+        if (from_head(self, "a token event")) on_token(self, m);
+      },
+      [self](prefixes_atom, const prefix_summary& s) {
+        if (from_head(self, "a prefix-cache summary")) on_prefixes(self->state, s);
+      },
       [self](cancel_atom, uint64_t client_id, const caf::actor& client) { cancel(self, client_id, client); },
       [self](status_atom) {
         const auto& st = self->state;
@@ -447,6 +461,7 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
       },
       [self](ready_atom, int32_t index, bool ok) {
         auto& st = self->state;
+        if (!from_head(self, "a replica state")) return;
         if (index < 0 || static_cast<size_t>(index) >= st.ready.size()) return;
         st.ready[static_cast<size_t>(index)] = ok;
         st.draining[static_cast<size_t>(index)] = false;  // failed, or rebuilt: a drain ends here
@@ -457,6 +472,7 @@ router_actor::behavior_type router_impl(router_ptr self, std::vector<replica_act
       },
       [self](hold_atom, int32_t index) {
         auto& st = self->state;
+        if (!from_head(self, "a replica hold")) return;
         if (index < 0 || static_cast<size_t>(index) >= st.ready.size()) return;
         st.ready[static_cast<size_t>(index)] = false;
         logger()->info("router: replica {} recovers stage-locally; its requests stay there", index);

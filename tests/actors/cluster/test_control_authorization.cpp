@@ -1,6 +1,7 @@
 // Authorization of control messages: a peer that holds the cluster's certificate but is not
 // the head cannot stop, drain, unregister or re-route the head, nor stop, attach, fence or
-// spawn on a node; and a node loads only the model its cluster file names.
+// spawn on a node, nor fail, hold or feed tokens to the router; and a node loads only the
+// model its cluster file names.
 #include <thread>
 
 #include "security_cluster.h"
@@ -135,4 +136,42 @@ TEST_CASE("a node agent spawns shards only of the model its cluster file names",
   CHECK_THAT(error, Catch::Contains("only the model of its cluster file ('/models/served.gguf')") &&
                         Catch::Contains("not '/models/other.gguf'"));
   self->send_exit(agent, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("a certified peer that is not the head can neither fail, hold nor feed tokens through the router",
+          "[actors][security][slow]") {
+  tls_cluster cluster("control-router");
+  peer intruder(cluster.member("client"));
+  auto sup = connect_link<supervisor_actor>(intruder.sys, "127.0.0.1", cluster.head_port());
+  REQUIRE(sup);
+  const auto router = intruder.ask<caf::actor>(*sup, router_atom::value);
+  REQUIRE(router);
+  auto ready = [&] {
+    const auto s = intruder.ask<router_status>(*router, status_atom::value);
+    return s ? s->ready : -1;
+  };
+  for (int i = 0; i < 600 && ready() != 1; ++i) std::this_thread::sleep_for(100ms);
+  REQUIRE(ready() == 1);
+
+  caf::scoped_actor self{intruder.sys};
+  self->send(*router, ready_atom::value, int32_t{0}, false);  // would mark replica 0 failed
+  self->send(*router, hold_atom::value, int32_t{0});          // would hold its requests
+  token_msg forged;
+  forged.request = 1;
+  forged.token = 42;
+  forged.text = "injected";
+  self->send(*router, token_atom::value, forged);
+  prefix_summary claims;
+  claims.replica = 0;
+  claims.reset = true;
+  self->send(*router, prefixes_atom::value, claims);
+  std::this_thread::sleep_for(300ms);
+
+  CHECK(ready() == 1);
+  const auto log = read_text(cluster.log());
+  for (const char* what : {"a replica state", "a replica hold", "a token event", "a prefix-cache summary"}) {
+    CAPTURE(what);
+    CHECK(log.find(std::string("router: refused ") + what) != std::string::npos);
+  }
+  CHECK(cluster.head_alive());
 }
