@@ -42,6 +42,11 @@ troupe_metrics::troupe_metrics(metrics::registry& r)
       waiting_sequences(r.gauge_family("troupe_waiting_sequences",
                                        "Sequences waiting for KV-cache space or a batch slot in a replica.",
                                        {"replica"})),
+      step_duration(r.histogram_family("troupe_step_duration_seconds",
+                                       "Wall time of a replica's scheduler step, dispatch to the last shard's "
+                                       "answer, by kind: decode (one token per sequence), mixed (decodes and "
+                                       "prefill chunks), prefill.",
+                                       metrics::latency_buckets(), {"replica", "kind"})),
       kv_cache_usage(r.gauge_family("troupe_kv_cache_usage_ratio",
                                     "KV-cache blocks held by live sequences divided by all blocks (0..1).",
                                     {"replica"})),

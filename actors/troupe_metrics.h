@@ -35,6 +35,9 @@ struct troupe_metrics {
   metrics::family<metrics::gauge>& running_sequences;
   /// troupe_waiting_sequences{replica}; replica.
   metrics::family<metrics::gauge>& waiting_sequences;
+  /// troupe_step_duration_seconds{replica,kind}: wall time of a scheduler step from its
+  /// dispatch to the last shard's answer, by kind (decode, mixed, prefill); replica.
+  metrics::family<metrics::histogram>& step_duration;
   /// troupe_kv_cache_usage_ratio{replica}: blocks held by live sequences / total; replica.
   metrics::family<metrics::gauge>& kv_cache_usage;
   /// troupe_prefix_cache_queries_total{replica}: prompt tokens looked up; replica.

@@ -83,6 +83,10 @@ struct scheduler_section {
   /// any row count, one attention kernel): bitwise-reproducible logits, and a request
   /// resumed after a failure repeats the fault-free tokens. Costs speed (docs/gpu-notes.md).
   bool batch_invariant = false;
+  /// GPU shards with CUDA graphs (one stage, one rank): capture the decode graph of every
+  /// batch-size bucket for contexts up to this many tokens at start, so no serving step
+  /// runs eagerly or captures (0: capture each bucket on its second use instead).
+  int graph_warmup_context = 8192;
 };
 
 /// `fault_tolerance:` — detection and recovery bounds.

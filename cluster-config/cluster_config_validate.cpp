@@ -114,6 +114,7 @@ void check_server(const checker& k, const cluster_config& c) {
 void check_scheduler(const checker& k, const scheduler_section& s) {
   k.at_least(s.max_batch_tokens, 1, "scheduler.max_batch_tokens");
   k.at_least(s.max_prefill_tokens, 0, "scheduler.max_prefill_tokens");
+  k.at_least(s.graph_warmup_context, 0, "scheduler.graph_warmup_context");
   k.at_least(s.max_seqs, 1, "scheduler.max_seqs");
   k.at_least(s.block_size, 1, "scheduler.block_size");
   k.require((s.block_size & (s.block_size - 1)) == 0 && s.block_size <= 256, "scheduler.block_size",

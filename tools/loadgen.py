@@ -15,6 +15,8 @@ an optional "max_tokens" per line).
 --multiturn N runs a multi-turn chat workload instead (tools/multiturn.py): N
 conversations over a few shared system prompts whose histories grow turn by turn, and
 reports the server's prefix-cache hit rate over each pass (from its /metrics).
+Every pass also reports the server's scheduler steps (troupe_step_duration_seconds on
+/metrics, tools/step_stats.py): per kind, decode / mixed / prefill, their count and mean.
 
 Reports a table (per pass: requests ok/err, req/s, output tok/s, TTFT/ITL/E2E
 p50/p90/p99 in ms), and optionally --json FILE and --plot FILE.png.
@@ -40,6 +42,7 @@ from typing import Dict, List, Optional
 from urllib.parse import urlparse
 
 import multiturn  # tools/multiturn.py, beside this file
+import step_stats  # tools/step_stats.py, beside this file
 
 # Words that are a single token (with their leading space) in GPT-2-style BPE
 # vocabularies (SmolLM2, Llama 3, Qwen2, Mistral): a prompt of N of them is about N tokens.
@@ -521,6 +524,7 @@ async def run_all(args: argparse.Namespace, prompts: List[Prompt]) -> List[dict]
         for kind, value in loads:
             if not args.quiet:
                 print(f"loadgen: {kind} {value:g}: {len(prompts)} requests ...", file=sys.stderr, flush=True)
+            steps_before = await metrics_text(session, args.base_url)
             start = time.perf_counter()
             cache = None
             if args.multiturn is not None:
@@ -532,9 +536,20 @@ async def run_all(args: argparse.Namespace, prompts: List[Prompt]) -> List[dict]
             load = {"concurrency": value if kind == "concurrency" else None,
                     "request_rate": value if kind == "request_rate" else None}
             runs.append(summarize(results, time.perf_counter() - start, load))
+            runs[-1]["steps"] = step_stats.summary(step_stats.parse(steps_before),
+                                                   step_stats.parse(await metrics_text(session, args.base_url)))
             if cache is not None:
                 runs[-1]["cache"] = cache
         return runs
+
+
+async def metrics_text(session, base_url: str) -> str:
+    """The server's /metrics page; "" when it has none (it still gets measured)."""
+    try:
+        async with session.get(base_url + "/metrics") as resp:
+            return await resp.text(errors="replace") if resp.status == 200 else ""
+    except Exception:  # metrics are extra
+        return ""
 
 
 async def run_multiturn(session, args, concurrency: int, index: int):
@@ -562,6 +577,9 @@ def report(args: argparse.Namespace, runs: List[dict]) -> None:
             rate = "-" if c["prefix_hit_rate"] is None else f"{100 * c['prefix_hit_rate']:.1f}%"
             routed = ", ".join(f"{k} {v}" for k, v in c["routed"].items()) or "-"
             print(f"  {load_label(r)}: prefix hit rate {rate}; routed: {routed}")
+        if r.get("steps"):
+            print(f"  {load_label(r)}: server steps " + ", ".join(
+                f"{k} {s['count']} x {s['mean_ms']:.2f} ms" for k, s in sorted(r["steps"].items())))
         for kind, n in sorted(r["errors"].items()):
             print(f"  {load_label(r)}: {n} x {kind}: {r['error_examples'].get(kind, '')}")
     config = {"base_url": args.base_url, "model": args.model, "endpoint": args.endpoint,

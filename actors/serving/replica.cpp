@@ -28,6 +28,7 @@ context_params replica_context_params(const scheduler_section& s) {
   p.max_batch_tokens = s.max_batch_tokens;
   p.max_logit_rows = s.max_seqs;
   p.batch_invariant = s.batch_invariant;
+  p.graph_warmup_context = s.graph_warmup_context;
   return p;
 }
 
@@ -117,6 +118,10 @@ void kick(replica_ptr self);
 /// (the wall time beyond the longest busy shard).
 void account_step(replica_state& st, const flight& f) {
   const auto& b = f.step.request.batch;
+  const auto wall = std::chrono::steady_clock::now() - f.sent;
+  if (st.opts.metrics)
+    st.opts.metrics->step_duration.with({std::to_string(st.opts.index), b.kind()})
+        .observe(std::chrono::duration<double>(wall).count());
   if (b.tokens.size() != b.logit_rows.size()) return;
   const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
   int64_t kernel = 0, busy = 0;
@@ -131,8 +136,7 @@ void account_step(replica_state& st, const flight& f) {
   }
   auto& t = st.status;
   t.decode_steps++;
-  t.decode_wall_us += std::chrono::duration_cast<std::chrono::microseconds>(
-                          std::chrono::steady_clock::now() - f.sent).count();
+  t.decode_wall_us += std::chrono::duration_cast<std::chrono::microseconds>(wall).count();
   t.decode_kernel_us += kernel;
   t.decode_busy_us += busy;
   t.step_messages += 2 * static_cast<int64_t>(f.outputs.size());

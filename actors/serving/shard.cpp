@@ -308,7 +308,10 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(spec_.timeout_ms);
         if (job.peers.kv_blocks > 0 && !job.peers.keep_kv) worker_->set_kv_blocks(job.peers.kv_blocks);
         worker_->connect(job.peers.tensor_group, job.peers.prev, job.peers.next, deadline, job.peers.keep_kv);
-        report("connected");
+        const shard_context* ctx = worker_->context();
+        report(ctx && ctx->graph_count() > 0
+                   ? "connected (" + std::to_string(ctx->graph_count()) + " decode graphs captured)"
+                   : std::string("connected"));
         reply(connected_atom::value, job.id);
       }
     } catch (const std::exception& e) {

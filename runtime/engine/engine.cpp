@@ -25,6 +25,7 @@ context_params make_context_params(const engine_config& c) {
   p.max_logit_rows = c.max_seqs;
   p.cuda_graphs = c.cuda_graphs;
   p.batch_invariant = c.batch_invariant;
+  p.graph_warmup_context = c.graph_warmup_context;
   return p;
 }
 
@@ -48,7 +49,9 @@ engine::engine(std::shared_ptr<const model> m, engine_config cfg)
                                                  kernels::op_context{model_->device().backend, cfg_.n_threads, nullptr})
                : nullptr),
       blocks_(make_context_params(cfg_).n_blocks, cfg_.block_size, cfg_.prefix_caching),
-      sched_(blocks_, scheduler_config{cfg_.max_batch_tokens, cfg_.max_seqs, max_context_, cfg_.max_prefill_tokens}) {}
+      sched_(blocks_, scheduler_config{cfg_.max_batch_tokens, cfg_.max_seqs, max_context_, cfg_.max_prefill_tokens}) {
+  if (ctx_) ctx_->warm_up_graphs(std::chrono::steady_clock::now() + std::chrono::seconds(120));
+}
 
 seq_id engine::submit(std::vector<int32_t> prompt, const sampling_params& p) {
   return submit(std::move(prompt), p, resume_point{});

@@ -33,6 +33,7 @@ struct engine_config {
   bool local_execution = true;  ///< run the forward here; false: shards run it (begin/end_step)
   bool cuda_graphs = true;      ///< CUDA: replay decode steps from captured graphs
   bool batch_invariant = false; ///< see context_params::batch_invariant
+  int graph_warmup_context = 0; ///< see context_params::graph_warmup_context (captured at construction)
 };
 
 /// What one request produced in one step.

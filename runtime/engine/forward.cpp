@@ -240,8 +240,10 @@ shard_context::step_views shard_context::upload(const batch_input& b) {
   size_t n = 0;
   for (const auto* p : parts) n += (p->size() + 15) / 16 * 16;  // 64-byte aligned parts
   if (meta_.empty() || static_cast<size_t>(meta_.numel()) < n) {
-    const size_t cap = std::max<size_t>(n, 4096);
-    graphs_.clear();  // captured graphs point into the old buffer
+    // Twice what this step needs: every growth drops the captured graphs (they point into
+    // the old buffer), so it must happen a few times at most.
+    const size_t cap = std::max<size_t>(2 * n, 4096);
+    graphs_.clear();
     warmed_.clear();
     meta_ = tensor({static_cast<int64_t>(cap)}, dtype::i32, backend_kind::cuda);
     meta_host_ = pinned_buffer(cap * sizeof(int32_t), backend_kind::cuda);
@@ -320,8 +322,7 @@ batch_input shard_context::padded(const batch_input& b, int n, int max_blocks) c
   return p;
 }
 
-tensor_view shard_context::forward_graph(const batch_input& b) {
-  const int s = b.n_seqs();
+std::pair<int, int> shard_context::graph_key(int s, int max_blocks) const {
   int n = 0;
   for (int r : graph_rows)
     if (r >= s) {
@@ -330,13 +331,24 @@ tensor_view shard_context::forward_graph(const batch_input& b) {
     }
   n = std::min(n, std::min(params_.max_batch_tokens, params_.max_logit_rows));
   int mb = 8;
-  while (mb < b.max_blocks) mb *= 2;
-  const batch_input p = padded(b, n, mb);
+  while (mb < max_blocks) mb *= 2;
+  return {n, mb};
+}
+
+tensor_view shard_context::forward_graph(const batch_input& b) {
+  const auto key = graph_key(b.n_seqs(), b.max_blocks);
+  const batch_input p = padded(b, key.first, key.second);
+  run_graph(key, p);
+  if (!is_last_stage()) return {};
+  return rows(logits_, static_cast<int>(b.logit_rows.size()));
+}
+
+void shard_context::run_graph(std::pair<int, int> key, const batch_input& p) {
+  const auto [n, mb] = key;
   step_views v = upload(p);
   v.meta.n_seqs = n;
   v.meta.max_blocks = mb;
   const int l_rows = static_cast<int>(p.logit_rows.size());
-  const auto key = std::make_pair(n, mb);
   auto it = graphs_.find(key);
   if (it != graphs_.end()) {
     // Replay: the same kernels over the same buffers; only the metadata just uploaded differs.
@@ -357,8 +369,34 @@ tensor_view shard_context::forward_graph(const batch_input& b) {
     compute(v, n, l_rows);  // first sight of this shape: eager (warms up plans and workspaces)
     warmed_.insert(key);
   }
-  if (!is_last_stage()) return {};
-  return rows(logits_, static_cast<int>(b.logit_rows.size()));
+}
+
+int shard_context::warm_up_graphs(std::chrono::steady_clock::time_point d) {
+  if (!use_graphs_ || params_.graph_warmup_context <= 0) return 0;
+  const int bs = params_.block_size;
+  const int cap = std::min(params_.max_batch_tokens, params_.max_logit_rows);
+  std::set<std::pair<int, int>> keys;  // what graph_key gives for every eligible batch
+  for (int r : graph_rows) {
+    for (int mb = 8;; mb *= 2) {
+      keys.insert({std::min(r, cap), mb});
+      if (static_cast<int64_t>(mb) * bs >= params_.graph_warmup_context) break;
+    }
+    if (r >= cap) break;
+  }
+  // The largest step first: its metadata sizes the upload buffer once (growing it would
+  // drop the graphs captured before).
+  for (auto it = keys.rbegin(); it != keys.rend(); ++it) {
+    if (graphs_.count(*it)) continue;
+    batch_input empty;
+    empty.query_start = {0};
+    batch_input p = padded(empty, it->first, it->second);
+    if (is_last_stage())
+      for (int i = 0; i < it->first; ++i) p.logit_rows.push_back(i);
+    run_graph(*it, p);  // eager: plans and workspaces
+    run_graph(*it, p);  // captured
+    wait(d);
+  }
+  return static_cast<int>(keys.size());
 }
 
 void shard_context::compute(const step_views& v, int t, int l_rows, bool send) {

@@ -30,6 +30,13 @@ struct batch_input {
 
   int n_tokens() const { return static_cast<int>(tokens.size()); }
   int n_seqs() const { return static_cast<int>(context_len.size()); }
+  /// "decode" (one new token per sequence), "mixed" (decodes beside prefill chunks) or
+  /// "prefill" (no sequence with a single row); a one-token prefill chunk counts as a decode.
+  const char* kind() const {
+    int singles = 0;
+    for (size_t i = 0; i + 1 < query_start.size(); ++i) singles += query_start[i + 1] - query_start[i] == 1;
+    return singles == n_seqs() ? "decode" : singles > 0 ? "mixed" : "prefill";
+  }
 };
 
 /// Sizes of a shard context.
@@ -41,6 +48,9 @@ struct context_params {
   /// CUDA: replay decode steps (one token per sequence) from CUDA graphs captured per
   /// padded batch size and context bucket.
   bool cuda_graphs = true;
+  /// CUDA with graphs: warm_up_graphs() captures every decode batch bucket for contexts up
+  /// to this many tokens, so no serving step pays an eager run or a capture (0: none).
+  int graph_warmup_context = 0;
   /// Stage-local recovery: a stage with a next stage keeps every residual row it sends,
   /// by KV slot, so a restarted next stage can rebuild its KV cache (replay_send).
   bool keep_stage_inputs = false;
@@ -97,6 +107,13 @@ class shard_context {
   bool is_last_stage() const;
   /// Decode steps replayed from a captured graph so far.
   int64_t graph_replays() const { return graph_replays_; }
+  /// Captures the decode graph of every padded batch size and context bucket up to
+  /// context_params.graph_warmup_context (a step of padding rows each, run eagerly once and
+  /// then captured), largest first; waits for the device by `d`. Returns the graphs the
+  /// buckets need (0 without graphs or warm-up). Decode steps afterwards only replay.
+  int warm_up_graphs(std::chrono::steady_clock::time_point d);
+  /// Decode graphs captured so far.
+  size_t graph_count() const { return graphs_.size(); }
   /// With context_params.time_steps: the device time from the start of the last forward()
   /// to the end of the work enqueued when finish() was called (ms); else 0.
   double last_step_device_ms() const { return last_step_device_ms_; }
@@ -130,6 +147,11 @@ class shard_context {
   void compute(const step_views& v, int n_tokens, int n_logits, bool send = true);
   void make_linears();
   tensor_view forward_graph(const batch_input& b);
+  /// (padded rows, padded max_blocks) of a decode batch of `s` sequences.
+  std::pair<int, int> graph_key(int s, int max_blocks) const;
+  /// Runs padded batch `p` of graph `key`: replays it, captures it (second sight) or runs
+  /// it eagerly (first sight).
+  void run_graph(std::pair<int, int> key, const batch_input& p);
   bool graph_eligible(const batch_input& b) const;
   batch_input padded(const batch_input& b, int rows, int max_blocks) const;
   void run_layer(int layer, int n_tokens, const kernels::attention_batch& meta,

@@ -146,6 +146,9 @@ void shard_worker::connect(const std::vector<std::vector<char>>& tensor_group, c
     ctx_.reset();  // before the communicators it may point at
     ctx_ = std::make_unique<shard_context>(*model_, spec_.context,
                                            kernels::op_context{device_.backend, spec_.threads, stream_.get()}, env);
+    // Its own deadline: capturing every bucket takes seconds, the connect deadline is one
+    // collective's.
+    ctx_->warm_up_graphs(std::chrono::steady_clock::now() + std::chrono::seconds(120));
   }
   retired_.clear();
 }

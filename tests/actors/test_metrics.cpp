@@ -93,6 +93,7 @@ void populate(troupe_metrics& m) {
   m.router_routed.with({"1", "balance"}).inc();
   m.router_matched_tokens.with({"0"}).inc(96);
   m.router_index_keys.set(12);
+  m.step_duration.with({"0", "decode"}).observe(0.004);
 }
 
 const std::vector<std::string> documented_families = {
@@ -113,6 +114,7 @@ const std::vector<std::string> documented_families = {
     "troupe_shard_failures_total",       "troupe_shard_up",
     "troupe_stage_kept_kv_tokens_total", "troupe_stage_recoveries_total",
     "troupe_stage_replay_tokens_total",  "troupe_stage_survivor_kv_writes_total",
+    "troupe_step_duration_seconds",
     "troupe_time_to_first_token_seconds", "troupe_waiting_sequences"};
 
 }  // namespace

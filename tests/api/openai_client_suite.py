@@ -246,6 +246,7 @@ class Suite:
         assert (self.metric("troupe_requests_total") or 0) > 0, "troupe_requests_total not counted"
         assert (self.metric("troupe_time_to_first_token_seconds_count") or 0) > 0, "no TTFT observed"
         assert (self.metric("troupe_generation_tokens_total") or 0) > 0, "no generated tokens counted"
+        assert (self.metric("troupe_step_duration_seconds_count") or 0) > 0, "no scheduler step timed"
 
     def not_ready(self):
         assert self.get("/health")[0] == 200, "/health must answer 200 while loading"

@@ -145,6 +145,15 @@ TEST_CASE("a small loadgen sweep against troupe serve writes the JSON report and
       CHECK(run.at(metric).at("p50").get<double>() <= run.at(metric).at("p99").get<double>());
     }
     CHECK(run.at("ttft_ms").at("p50").get<double>() <= run.at("e2e_ms").at("p50").get<double>());
+    // The server's own steps over the pass: 7 decode rows per request (8 tokens, the first
+    // from the prefill), up to i + 1 in a step, less one per arrival that joined a prefill
+    // (a mixed step); and the prompts' prefills, alone or beside decodes.
+    const auto& steps = run.at("steps");
+    REQUIRE(steps.contains("decode"));
+    CHECK(steps.at("decode").at("count").get<int>() >= (7 * 4 - 4) / static_cast<int>(i + 1));
+    CHECK(steps.at("decode").at("mean_ms").get<double>() > 0.0);
+    CHECK(steps.value("prefill", nlohmann::json{{"count", 0}}).at("count").get<int>() +
+              steps.value("mixed", nlohmann::json{{"count", 0}}).at("count").get<int>() >= 4 / static_cast<int>(i + 1));
   }
   const auto png = read_text(png_file);
   CHECK(png.size() > 1000);

@@ -8,7 +8,11 @@
 #   here:   tools/gpu/bundle.sh                 (carry .gpu)
 #   device: bash tools/gpu/serve_bench.sh        (results under $OUT: serve.json, mixed.json, serve.md)
 # Options (environment): SERVE_CONCURRENCY (1,16,64,256), SERVE_PROMPTS_PER_CONC (2: requests per
-# pass = max(32, this x concurrency)), MIXED_PROMPTS (512), MIXED_CONCURRENCY (128), OFFLINE (1).
+# pass = max(32, this x concurrency)), MIXED_PROMPTS (512; 0 skips the mixed set), MIXED_CONCURRENCY
+# (128), OFFLINE (1), SERVE_SET (cluster-file overrides for troupe serve, space-separated
+# key=value, e.g. "scheduler.graph_warmup_context=0").
+# The table's last column is the server's own steps over each pass (troupe_step_duration_seconds:
+# decode / mixed / prefill steps, count x mean ms, and the bucket bound of their p99).
 # Exit status: 0 every request succeeded, 1 otherwise (or the server did not start).
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -27,13 +31,19 @@ if [ "${OFFLINE:-1}" = 1 ]; then
   timeout 200 .gpu/bin/troupe_gpu bench --random --model $model --batches "$conc" --prompt-lens 1000000 \
     --max-batch-tokens 8192 --gen 64 > "$out/offline.json" 2> "$dir/offline.log" || status=1
 fi
-.gpu/bin/troupe serve --config cluster-config/examples/gpu-single.yaml --set model.path=$model > "$dir/serve.out" 2> "$dir/serve.log" &
+sets=(--set model.path=$model)
+for kv in ${SERVE_SET:-}; do sets+=(--set "$kv"); done
+start_s=$(date +%s.%N)
+.gpu/bin/troupe serve --config cluster-config/examples/gpu-single.yaml "${sets[@]}" > "$dir/serve.out" 2> "$dir/serve.log" &
 serve=$!
 ready=0
 for _ in $(seq 900); do grep -q "serving:" "$dir/serve.log" && { ready=1; break; }; kill -0 $serve 2>/dev/null || break; sleep 0.2; done
 if [ "$ready" != 1 ]; then
   echo "serve_bench: the server did not start"; tail -20 "$dir/serve.log"; kill $serve 2>/dev/null; exit 1
 fi
+echo "serve_bench: serving $(echo "$(date +%s.%N) - $start_s" | bc) s after the start (${SERVE_SET:-no overrides})" | tee "$out/start.txt"
+grep -m1 -o "connected ([0-9]* decode graphs captured)" "$dir/serve.log" | tee -a "$out/start.txt"
+cp "$dir/serve.log" "$out/serve.log" 2>/dev/null
 base=http://127.0.0.1:8000
 per="${SERVE_PROMPTS_PER_CONC:-2}"
 : > "$out/serve.jsonl"
@@ -44,6 +54,7 @@ for c in ${conc//,/ }; do
   [ -f "$dir/c$c.json" ] && python3 -c "import json,sys; [print(json.dumps(r)) for r in json.load(open(sys.argv[1]))['runs']]" "$dir/c$c.json" >> "$out/serve.jsonl"
 done
 # The mixed set: prompt and output lengths drawn uniformly (seeded), as a loadgen dataset.
+if [ "${MIXED_PROMPTS:-512}" != 0 ]; then
 python3 - "$dir/mixed.jsonl" "${MIXED_PROMPTS:-512}" <<'PY'
 import json, random, sys
 path, n = sys.argv[1], int(sys.argv[2])
@@ -56,6 +67,7 @@ with open(path, "w") as f:
 PY
 timeout 400 python3 tools/loadgen.py --base-url $base --concurrency "${MIXED_CONCURRENCY:-128}" --dataset "$dir/mixed.jsonl" \
   --num-prompts "${MIXED_PROMPTS:-512}" --warmup 1 --quiet --json "$out/mixed.json" > "$dir/mixed.txt" 2>&1 || status=1
+fi
 kill -INT $serve 2>/dev/null; timeout 60 tail --pid=$serve -f /dev/null
 grep -E "error|fail" -i "$dir/serve.log" | head -5
 python3 - "$out" <<'PY' | tee "$out/serve.md"
@@ -69,14 +81,19 @@ if os.path.exists(p):
         if l.strip().startswith("{"):
             for d in json.loads(l)["decode"]:
                 off[d["batch"]] = d
-print("| load | requests ok/failed | output tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | p99/p50 | offline tok/s (ms/step) at that batch |")
-print("|---|---|---|---|---|---|---|")
+print("| load | requests ok/failed | output tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | p99/p50 | offline tok/s (ms/step) at that batch | server steps: count x mean ms (p99 <=) |")
+print("|---|---|---|---|---|---|---|---|")
+def steps(r):
+    s = r.get("steps") or {}
+    b = lambda v: "-" if v is None else f"{v:g}"
+    return "; ".join(f"{k} {v['count']} x {v['mean_ms']:.2f} ({b(v['p99_ms'])})" for k, v in sorted(s.items())) or "-"
+
 def row(label, r, o):
     itl = r["itl_ms"]; ttft = r["ttft_ms"]
     ratio = itl["p99"] / itl["p50"] if itl.get("p50") else float("nan")
     offc = f"{o['tokens_per_s']:.0f} ({o['ms_per_step']:.2f})" if o else "-"
     print(f"| {label} | {r['ok']}/{r['failed']} | {r['output_throughput']:.0f} | {ttft['p50']:.0f} / {ttft['p99']:.0f} | "
-          f"{itl['p50']:.2f} / {itl['p99']:.2f} | {ratio:.2f} | {offc} |")
+          f"{itl['p50']:.2f} / {itl['p99']:.2f} | {ratio:.2f} | {offc} | {steps(r)} |")
 for r in runs:
     row(f"c={r['concurrency']}, 128 in / 128 out", r, off.get(r["concurrency"]))
 m = os.path.join(out, "mixed.json")

@@ -102,4 +102,33 @@ TEST_CASE("decode steps replayed from CUDA graphs give the eager steps' tokens",
   CHECK(replays > 0);
   for (size_t i = 0; i < eager.size(); ++i) CHECK(graphed[i].tokens == eager[i].tokens);
 }
+
+TEST_CASE("graphs captured at start for every batch and context bucket serve every decode step with no capture",
+          "[cuda]") {
+  if (!test::cuda_device_or_skip()) return;
+  const auto m = random_model("cuda:0", dtype::bf16);
+  engine_config ec;
+  ec.kv_tokens = 4096;
+  ec.max_seqs = 6;
+  ec.graph_warmup_context = 1024;
+  engine e(m, ec);
+  REQUIRE(e.context());
+  // Rows 1, 2, 4 and 6 (max_seqs caps the bucket of 8) x contexts of 8, 16, 32 and 64 blocks.
+  CHECK(e.context()->graph_count() == 4 * 4);
+  sampling_params p;
+  p.temperature = 0;
+  p.max_tokens = 24;
+  p.ignore_eos = true;
+  const std::vector<std::vector<int32_t>> prompts{{5, 17, 300, 2, 999, 41, 8}, {7}, std::vector<int32_t>(70, 3),
+                                                  std::vector<int32_t>(300, 9), {1, 2}};
+  const auto warm = e.generate(prompts, p);
+  CHECK(e.context()->graph_count() == 4 * 4);  // nothing captured while serving
+  CHECK(e.context()->graph_replays() >= 23);
+  engine_config lazy = ec;
+  lazy.graph_warmup_context = 0;
+  engine l(m, lazy);
+  CHECK(l.context()->graph_count() == 0);
+  const auto plain = l.generate(prompts, p);
+  for (size_t i = 0; i < plain.size(); ++i) CHECK(warm[i].tokens == plain[i].tokens);
+}
 #endif
