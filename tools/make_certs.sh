@@ -8,10 +8,12 @@
 # writes DIR/ca.pem (every process trusts it), DIR/ca.key (the CA's key: keep it off the
 # cluster's hosts) and DIR/NAME.pem + DIR/NAME.key for each NAME (the certificate's
 # common name). A CA already in DIR is reused, so a node added later gets a certificate
-# of the same cluster. Keys are EC P-256, unencrypted, mode 0600. Each certificate names
-# NAME, localhost and 127.0.0.1 as its hosts (subjectAltName), and the hosts of
-# TROUPE_CERT_HOSTS: HTTPS clients of the head's HTTP port (server.tls) check that the
-# host they call is one of them (the CAF links do not check host names).
+# of the same cluster. Keys are EC P-256, unencrypted, mode 0600. The certificate's
+# common name is NAME; with TROUPE_CERT_HOSTS its subjectAltName lists NAME and those hosts.
+# HTTPS clients of the head's HTTP port (server.tls) check that the host they call is the
+# common name or, when there is one, in the subjectAltName (the CAF links check no host
+# names). Without TROUPE_CERT_HOSTS there is none: the CAF links of CAF 0.17.6 fail about one
+# connection in ten with certificates that carry one (connection_timeout; test_link_security).
 # Environment: TROUPE_CERT_DAYS (validity in days, default 365); TROUPE_CERT_HOSTS (more
 # host names or IP addresses, comma-separated, e.g. head.example.com,10.0.0.5).
 set -euo pipefail
@@ -46,9 +48,9 @@ ext="$(mktemp)"
 trap 'rm -f "$ext" "$ext".* "$dir"/*.csr' EXIT
 printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyAgreement" \
   "extendedKeyUsage=serverAuth,clientAuth" >"$ext"
-# subjectAltName entries of NAME: DNS:NAME, localhost, 127.0.0.1 and TROUPE_CERT_HOSTS.
+# subjectAltName entries of NAME: DNS:NAME and the hosts of TROUPE_CERT_HOSTS.
 alt_names() {
-  local out="DNS:$1,DNS:localhost,IP:127.0.0.1" h
+  local out="DNS:$1" h
   IFS=',' read -ra extra <<<"$hosts"
   for h in "${extra[@]}"; do
     [ -n "$h" ] || continue
@@ -57,8 +59,8 @@ alt_names() {
   printf '%s' "$out"
 }
 for name in "$@"; do
-  printf '%s\n' "subjectAltName=$(alt_names "$name")" >"$ext.$name"
-  cat "$ext" >>"$ext.$name"
+  cp "$ext" "$ext.$name"
+  [ -z "$hosts" ] || printf '%s\n' "subjectAltName=$(alt_names "$name")" >>"$ext.$name"
   openssl req -new "${ec[@]}" -keyout "$dir/$name.key" -out "$dir/$name.csr" -subj "/CN=$name" 2>/dev/null
   openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -days "$days" \
     -set_serial "0x$(openssl rand -hex 16)" -extfile "$ext.$name" -out "$dir/$name.pem" 2>/dev/null

@@ -50,7 +50,7 @@ std::string describe(const http_tls& t) {
     case http_tls_mode::plain:
       break;
   }
-  return "plain http (" + t.settings + ")";
+  return t.settings.empty() ? "plain http" : "plain http (" + t.settings + ")";
 }
 
 std::shared_ptr<boost::asio::ssl::context> make_tls_context(const http_tls& t) {

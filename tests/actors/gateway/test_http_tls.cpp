@@ -1,7 +1,8 @@
 // The gateway's HTTP port under TLS (server.tls), across real processes and sockets: with
 // security.tls required it answers only HTTPS clients that show a certificate of the cluster
 // CA; with server.tls: server any client that trusts the head's certificate; never plaintext.
-// The clients are curl, run as docs/security.md shows.
+// The clients are curl, run as docs/security.md shows: they call the head by its certificate's
+// name ("head", resolved to 127.0.0.1) and check it.
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -32,6 +33,12 @@ curl_reply curl(const std::string& options, const std::string& url, const std::f
   out.body = cut == std::string::npos ? "" : r.out.substr(0, cut);
   out.status = cut == std::string::npos ? r.out : r.out.substr(cut + 1);
   return out;
+}
+
+/// The head's HTTPS url on `port`: its certificate's name, which curl resolves to 127.0.0.1.
+std::string head_url(uint16_t port) {
+  const auto p = std::to_string(port);
+  return "--resolve head:" + p + ":127.0.0.1 https://head:" + p;
 }
 
 /// curl's options for a client that trusts the cluster CA and shows certificate `name` of `dir`.
@@ -113,8 +120,7 @@ TEST_CASE("server.tls resolves against security.tls, and off beside TLS links wa
 TEST_CASE("with security.tls required, the HTTP port answers only HTTPS clients with a certificate of the cluster CA",
           "[actors][security][http][slow]") {
   tls_cluster cluster("https-mutual");
-  const auto port = std::to_string(cluster.http_port());
-  const auto url = "https://127.0.0.1:" + port;
+  const auto url = head_url(cluster.http_port());
   const auto certs = cluster.dir() / "certs";
   const auto& dir = cluster.dir();
   CHECK(read_text(cluster.log()).find("http: https with client certificates of the cluster CA") != std::string::npos);
@@ -160,7 +166,7 @@ TEST_CASE("with server.tls server, a client without a certificate that trusts th
           "and plaintext gets none",
           "[actors][security][http][slow]") {
   tls_cluster cluster("https-server", {}, "server");
-  const auto url = "https://127.0.0.1:" + std::to_string(cluster.http_port());
+  const auto url = head_url(cluster.http_port());
   const auto ca = "--cacert " + (cluster.dir() / "certs" / "ca.pem").string();
   const auto& dir = cluster.dir();
   CHECK(read_text(cluster.log()).find("http: https with the certificate") != std::string::npos);
