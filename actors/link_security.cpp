@@ -118,20 +118,21 @@ void check_signed_by(const tls_identity& id, X509* cert, X509* ca) {
                              X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get())));
 }
 
+}  // namespace
+
 void check_identity(const tls_identity& id) {
   if (id.certificate.empty()) throw std::runtime_error(id.certificate_from + ": TLS is on but no certificate is set");
   if (id.key.empty()) throw std::runtime_error(id.key_from + ": TLS is on but no private key is set");
-  auto ca = read_certificate(id.ca_from, id.ca);
+  x509_ptr ca;
+  if (!id.ca.empty()) ca = read_certificate(id.ca_from, id.ca);
   auto cert = read_certificate(id.certificate_from, id.certificate);
   auto key = read_key(id.key_from, id.key);
   if (X509_check_private_key(cert.get(), key.get()) != 1) {
     ERR_clear_error();
     throw identity_error(id.key_from, id.key, "does not belong to the certificate " + id.certificate);
   }
-  check_signed_by(id, cert.get(), ca.get());
+  if (ca) check_signed_by(id, cert.get(), ca.get());
 }
-
-}  // namespace
 
 tls_identity head_identity(const cluster_config& c) {
   tls_identity id;

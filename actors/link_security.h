@@ -30,6 +30,11 @@ tls_identity head_identity(const cluster_config& c);
 /// Node `n`'s identity: its own certificate and key when set, else the section's.
 tls_identity node_identity(const cluster_config& c, const node_section& n);
 
+/// Checks the files of `id`: the certificate and the key are readable PEM files, the key
+/// matches the certificate, and, when `id.ca` is set, the CA signed the certificate. Throws
+/// std::runtime_error naming the key and the file ("security.key: <file>: ...").
+void check_identity(const tls_identity& id);
+
 /// Checks the files of `id` (each a readable PEM file, the key matches the certificate, the
 /// certificate is signed by the CA), throwing std::runtime_error that names the key and the
 /// file, then loads CAF's OpenSSL module into `cfg` with them. Does nothing when TLS is off.

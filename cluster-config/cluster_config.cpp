@@ -84,6 +84,7 @@ void read_server(section s, server_section& v) {
   s.get("max_body_bytes", v.max_body_bytes);
   s.get("max_n", v.max_n);
   s.get("max_tokens_default", v.max_tokens_default);
+  s.get("tls", v.tls);
   s.finish();
 }
 
@@ -294,7 +295,7 @@ std::string to_yaml(const cluster_config& c) {
   out << YAML::Key << "max_queue_requests" << YAML::Value << s.max_queue_requests << YAML::Key
       << "max_queue_tokens" << YAML::Value << s.max_queue_tokens << YAML::Key << "max_body_bytes" << YAML::Value
       << s.max_body_bytes << YAML::Key << "max_n" << YAML::Value << s.max_n << YAML::Key << "max_tokens_default"
-      << YAML::Value << s.max_tokens_default << YAML::EndMap;
+      << YAML::Value << s.max_tokens_default << YAML::Key << "tls" << YAML::Value << s.tls << YAML::EndMap;
   const auto& q = c.scheduler;
   out << YAML::Key << "scheduler" << YAML::Value << YAML::BeginMap << YAML::Key << "max_batch_tokens"
       << YAML::Value << q.max_batch_tokens << YAML::Key << "max_prefill_tokens" << YAML::Value

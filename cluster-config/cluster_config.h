@@ -64,6 +64,11 @@ struct server_section {
   int max_n = 16;                     ///< most choices (`n`) one request may ask for
   /// Cap on max_tokens of a request that gives none (still bounded by the context).
   int max_tokens_default = 512;
+  /// TLS of the HTTP port. cluster: as security.tls (required: HTTPS with the head's
+  /// certificate that requires a client certificate of the cluster CA; off: plain HTTP);
+  /// server: HTTPS with the head's certificate, no client certificate asked (API keys
+  /// authenticate); off: plain HTTP (behind a TLS-terminating proxy on loopback).
+  std::string tls = "cluster";
 };
 
 /// `scheduler:` — per replica.

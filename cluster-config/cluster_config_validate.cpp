@@ -239,6 +239,17 @@ void check_security(const checker& k, const cluster_config& c) {
             "security.tls is required: name the head's certificate and key (tools/make_certs.sh makes them)");
 }
 
+/// server.tls: cluster, server or off; server needs the head's certificate and key in security.*.
+void check_http_tls(const checker& k, const cluster_config& c) {
+  const auto& t = c.server.tls;
+  k.require(t == "cluster" || t == "server" || t == "off", "server.tls",
+            "must be cluster (as security.tls), server (HTTPS, no client certificate) or off (plain HTTP), got \"" +
+                t + "\"");
+  if (t != "server") return;
+  k.require(!c.security.certificate.empty(), "security.certificate",
+            "server.tls is server (HTTPS): name the head's certificate and key (tools/make_certs.sh makes them)");
+}
+
 }  // namespace
 
 redis_address parse_redis_url(const std::string& url) {
@@ -283,6 +294,7 @@ void validate(const cluster_config& c) {
   check_cache(k, c.cache);
   check_router(k, c.router);
   check_security(k, c);
+  check_http_tls(k, c);
 }
 
 }  // namespace troupe

@@ -150,6 +150,7 @@ http_gateway::http_gateway(caf::actor_system& sys, gateway_options opts) : impl_
   core.max_connections =
       opts.max_connections > 0 ? opts.max_connections : 2 * opts.server.max_queue_requests + 10000;
   core.cache = make_response_cache(opts.cache, *opts.registry);
+  core.tls_context = make_tls_context(opts.tls);
   core.created = std::chrono::duration_cast<std::chrono::seconds>(
                      std::chrono::system_clock::now().time_since_epoch()).count();
   core.opts = std::move(opts);
@@ -179,6 +180,8 @@ void http_gateway::start() {
   const int n = std::max(1, std::min(d.core->opts.threads, 8));
   for (int i = 0; i < n; ++i) d.threads.emplace_back([&d] { d.ioc.run(); });
   logger()->info("http: listening on {}", endpoint(s.host, d.port));
+  logger()->info("http: {}", describe(d.core->opts.tls));
+  if (!d.core->opts.tls.warning.empty()) logger()->warn("http: {}", d.core->opts.tls.warning);
   if (const auto w = exposure_warning(s); !w.empty()) logger()->warn("http: {}", w);
 }
 

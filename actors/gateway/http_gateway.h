@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "actors/gateway/http_tls.h"
 #include "actors/serving/router.h"
 #include "actors/troupe_metrics.h"
 #include "cluster-config/cluster_config.h"
@@ -37,19 +38,21 @@ struct gateway_options {
   int max_connections = 0;                ///< open connections at most; 0 = 2 x max_queue_requests + 10000
   std::chrono::milliseconds status_interval{200};  ///< how often the router's readiness is polled
   cache_section cache;                    ///< the response cache (backend off = none)
+  http_tls tls;                           ///< plain HTTP or HTTPS (http_tls_of(cluster file))
 };
 
 /// The server object. Not copyable; stop() (or the destructor) ends every connection.
 class http_gateway {
  public:
-  /// Prepares the server; nothing listens before start().
+  /// Prepares the server; nothing listens before start(). Loads the TLS files of opts.tls,
+  /// throwing std::runtime_error that names the key and the file.
   http_gateway(caf::actor_system& sys, gateway_options opts);
   ~http_gateway();
   http_gateway(const http_gateway&) = delete;
   http_gateway& operator=(const http_gateway&) = delete;
 
   /// Binds server.host:server.port (0 = a free port), starts the io threads and logs
-  /// "http: listening on HOST:PORT". Throws std::runtime_error naming host:port when the
+  /// "http: listening on HOST:PORT" and the port's TLS mode (describe(opts.tls)). Throws std::runtime_error naming host:port when the
   /// address cannot be bound. Until set_router, /ready and generation answer 503.
   void start();
   /// The bound port (after start()).

@@ -10,6 +10,9 @@ namespace troupe::http {
 namespace {
 
 constexpr auto idle_timeout = std::chrono::seconds(60);
+/// How long an HTTPS client may take to finish the TLS handshake: one that connects and
+/// says nothing (or speaks plaintext and waits) gives its connection back after this.
+constexpr auto handshake_timeout = std::chrono::seconds(10);
 constexpr size_t header_limit = 16 * 1024;
 constexpr size_t watch_limit = 64 * 1024;
 
@@ -156,7 +159,7 @@ void gateway_core::cancel(uint64_t id) { caf::anon_send(bridge, cancel_atom::val
 // -- session: connection ----------------------------------------------------------------
 
 session::session(tcp::socket&& socket, std::shared_ptr<gateway_core> core)
-    : stream_(std::move(socket)), core_(std::move(core)) {
+    : stream_(std::move(socket), core->tls_context.get()), core_(std::move(core)) {
   core_->connections++;
 }
 
@@ -166,7 +169,33 @@ session::~session() {
 }
 
 void session::run() {
-  net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_header(); });
+  net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+    if (self->stream_.is_tls()) return self->handshake();
+    self->read_header();
+  });
+}
+
+void session::handshake() {
+  stream_.tcp().expires_after(handshake_timeout);
+  stream_.async_handshake([self = shared_from_this()](beast::error_code ec) { self->on_handshake(ec); });
+}
+
+void session::on_handshake(beast::error_code ec) {
+  if (!ec) return read_header();
+  // No certificate, another CA's, plaintext, silence: this connection ends, nothing else.
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now().time_since_epoch()).count();
+  auto last = core_->last_handshake_log_ms.load();
+  if (now - last >= 1000 && core_->last_handshake_log_ms.compare_exchange_strong(last, now)) {
+    beast::error_code unknown;
+    const auto peer = stream_.socket().remote_endpoint(unknown);
+    const auto who = unknown ? std::string("a client") : peer.address().to_string() + ":" + std::to_string(peer.port());
+    const auto why = ec == beast::error::timeout
+                         ? "no handshake within " + std::to_string(handshake_timeout.count()) + " s"
+                         : ec.message();
+    logger()->warn("http: TLS handshake with {} failed, connection closed: {}", who, why);
+  }
+  close();
 }
 
 void session::post_event(int choice, token_msg m) {
@@ -182,7 +211,7 @@ void session::read_header() {
   parser_->body_limit(static_cast<uint64_t>(core_->opts.server.max_body_bytes));
   endpoint_ = "other";
   cache_header_.clear();
-  stream_.expires_after(idle_timeout);
+  stream_.tcp().expires_after(idle_timeout);
   bhttp::async_read_header(stream_, buffer_, *parser_,
                            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
 }
@@ -230,7 +259,7 @@ void session::on_read_error(beast::error_code ec) {
 }
 
 void session::handle() {
-  stream_.expires_never();
+  stream_.tcp().expires_never();
   const auto& req = parser_->get();
   try {
     route(req);
@@ -423,8 +452,6 @@ void session::on_watch(beast::error_code ec, size_t n) {
 void session::close() {
   if (closed_) return;
   closed_ = true;
-  beast::error_code ignored;
-  stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
   stream_.close();
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "actors/gateway/http_gateway.h"
+#include "actors/gateway/http_stream.h"
 #include "actors/messages.h"
 #include "actors/gateway/openai_response.h"
 #include "actors/gateway/response_cache.h"
@@ -69,6 +70,9 @@ struct gateway_core {
   std::atomic<uint64_t> next_id{1};     ///< router request ids
   std::atomic<int64_t> connections{0};  ///< open connections
   std::shared_ptr<response_cache> cache;  ///< the response cache (null = off)
+  std::shared_ptr<net::ssl::context> tls_context;  ///< HTTPS connections' settings (null = plain HTTP)
+  /// When a failed TLS handshake was last logged (steady clock, ms): one line a second at most.
+  std::atomic<int64_t> last_handshake_log_ms{0};
 
   /// The metrics the gateway updates.
   troupe_metrics& metrics() { return *opts.metrics; }
@@ -118,19 +122,22 @@ struct api_call {
   cached_answer recording;                    ///< what the cache stores when it ends
 };
 
-/// One HTTP/1.1 connection: reads requests, routes them, streams answers.
+/// One HTTP/1.1 connection, plain or TLS (http_stream): reads requests, routes them, streams
+/// answers.
 class session : public std::enable_shared_from_this<session> {
  public:
   /// Takes over an accepted socket.
   session(tcp::socket&& socket, std::shared_ptr<gateway_core> core);
   ~session();
-  /// Starts reading the first request.
+  /// Starts the TLS handshake (HTTPS) or reading the first request.
   void run();
   /// Queues a router event for this connection's strand (thread-safe).
   void post_event(int choice, token_msg m);
 
  private:
   // -- connection (http_session.cpp)
+  void handshake();
+  void on_handshake(beast::error_code ec);
   void read_header();
   void on_header(beast::error_code ec);
   void read_body();
@@ -178,7 +185,7 @@ class session : public std::enable_shared_from_this<session> {
   void record_event(int choice, const token_msg& m);
   void store_answer();
 
-  beast::tcp_stream stream_;
+  http_stream stream_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::shared_ptr<gateway_core> core_;

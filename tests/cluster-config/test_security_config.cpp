@@ -69,3 +69,29 @@ TEST_CASE("bad security values are refused naming the key", "[config][security]"
   const auto typo = test::parse_error("security: {tsl: required}\n");
   CHECK_THAT(typo.what(), Catch::Contains("tsl"));
 }
+
+TEST_CASE("the HTTP port follows the cluster links' TLS by default, and server.tls is read and written back",
+          "[config][security]") {
+  CHECK(parse_cluster_config("", "test.yaml").server.tls == "cluster");
+  const auto c = parse_cluster_config(std::string(tls_file) + "server: {tls: server}\n", "test.yaml");
+  CHECK(c.server.tls == "server");
+  CHECK(parse_cluster_config(to_yaml(c), "back.yaml").server.tls == "server");
+  auto o = c;
+  apply_overrides(o, {"server.tls=off"});
+  CHECK(o.server.tls == "off");
+}
+
+TEST_CASE("a bad server.tls, or server.tls server without the head's certificate, is refused naming the key",
+          "[config][security]") {
+  const auto bad = test::parse_error("server: {tls: mutual}\n");
+  CHECK(bad.path == "server.tls");
+  CHECK_THAT(bad.what(), Catch::Contains("test.yaml: server.tls: must be cluster (as security.tls), server "
+                                         "(HTTPS, no client certificate) or off (plain HTTP), got \"mutual\""));
+  const auto no_cert = test::parse_error("server: {tls: server}\n");
+  CHECK(no_cert.path == "security.certificate");
+  CHECK_THAT(no_cert.what(), Catch::Contains("server.tls is server (HTTPS): name the head's certificate and key"));
+  // Links off, HTTPS on: the head's pair is all it needs (no CA).
+  const auto ok = parse_cluster_config("server: {tls: server}\nsecurity: {certificate: h.pem, key: h.key}\n");
+  CHECK(ok.security.tls == "off");
+  CHECK(ok.server.tls == "server");
+}

@@ -68,6 +68,7 @@ gateway_options gateway_settings(const cluster_config& c, std::shared_ptr<const 
     logger()->info("response cache: {} (ttl {} ms, max_bytes {})",
                    c.cache.backend == "redis" ? "redis at " + c.cache.url : c.cache.backend, c.cache.ttl.count(),
                    c.cache.max_bytes);
+  g.tls = http_tls_of(c);
   g.served = std::move(meta);
   g.registry = std::move(registry);
   g.metrics = std::move(metrics);
@@ -119,6 +120,8 @@ int run_serve(const std::vector<std::string>& args) {
   }
   if (rank && rank->size > 1) check_launcher_size(config, *rank);
   config.server.api_keys.insert(config.server.api_keys.end(), o.api_keys.begin(), o.api_keys.end());
+  // The HTTP port's certificate and key, before any process starts (the gateway loads them later).
+  if (const auto tls = http_tls_of(config); tls.mode != http_tls_mode::plain) check_identity(tls.identity);
   auto meta = load_checked_metadata(config);
   auto registry = std::make_shared<metrics::registry>();
   auto metrics = std::make_shared<troupe_metrics>(*registry);

@@ -110,16 +110,19 @@ inline raw_exchange talk_raw(uint16_t port) {
 }
 
 /// `troupe serve` of a head and one node n0 (the default model) on reserved ports, its links
-/// mutual TLS with certificates made for this run; stopped (SIGTERM) at the end.
+/// mutual TLS with certificates made for this run, its HTTP port as `server_tls` says
+/// (server.tls); stopped (SIGTERM) at the end.
 class tls_cluster {
  public:
-  explicit tls_cluster(const std::string& name, const std::vector<std::string>& admin_keys = {})
-      : dir_(scratch_dir(name)), base_(static_cast<uint16_t>(reserve_ports(2))) {
+  explicit tls_cluster(const std::string& name, const std::vector<std::string>& admin_keys = {},
+                       const std::string& server_tls = "cluster")
+      : dir_(scratch_dir(name)), base_(static_cast<uint16_t>(reserve_ports(3))) {
     make_certs(dir_ / "certs", "head n0 client");
     make_certs(dir_ / "foreign", "intruder");  // another CA: not the cluster's
     config_ = default_cluster_config();
     config_.head.port = base_;
-    config_.server.port = 0;
+    config_.server.port = http_port();
+    config_.server.tls = server_tls;
     config_.server.admin_keys = admin_keys;
     config_.fault_tolerance = lenient_heartbeats();
     config_.nodes.front().name = "n0";
@@ -146,6 +149,8 @@ class tls_cluster {
   std::filesystem::path log() const { return dir_ / "serve.log"; }
   uint16_t head_port() const { return base_; }
   uint16_t node_port() const { return static_cast<uint16_t>(base_ + 1); }
+  /// The gateway's port (server.port).
+  uint16_t http_port() const { return static_cast<uint16_t>(base_ + 2); }
   const cluster_config& config() const { return config_; }
   /// The identity of certificate `name` of this cluster's CA.
   tls_identity member(const std::string& name) const { return identity_in(dir_ / "certs", name); }

@@ -66,11 +66,13 @@ TEST_CASE("with security.tls required, a peer without the cluster's certificate 
   // head over its own TLS link.
   peer member(cluster.member("client"));
   auto sup = connect_link<supervisor_actor>(member.sys, "127.0.0.1", cluster.head_port());
+  INFO("member -> head: " << (sup ? std::string("connected") : member.sys.render(sup.error())));
   REQUIRE(sup);
   auto status = member.ask<cluster_status>(*sup, status_atom::value);
   REQUIRE(status);
   CHECK(state_of(*status, "n0") == node_state::registered);
   auto agent = connect_link<node_agent_actor>(member.sys, "127.0.0.1", cluster.node_port());
+  INFO("member -> node: " << (agent ? std::string("connected") : member.sys.render(agent.error())));
   REQUIRE(agent);
   auto info = member.ask<node_info>(*agent, status_atom::value);
   REQUIRE(info);
