@@ -33,7 +33,7 @@ if [ "${OFFLINE:-1}" = 1 ]; then
 fi
 sets=(--set model.path=$model)
 for kv in ${SERVE_SET:-}; do sets+=(--set "$kv"); done
-start_s=$(date +%s.%N)
+start_ms=$(( $(date +%s%N) / 1000000 ))
 .gpu/bin/troupe serve --config cluster-config/examples/gpu-single.yaml "${sets[@]}" > "$dir/serve.out" 2> "$dir/serve.log" &
 serve=$!
 ready=0
@@ -41,7 +41,7 @@ for _ in $(seq 900); do grep -q "serving:" "$dir/serve.log" && { ready=1; break;
 if [ "$ready" != 1 ]; then
   echo "serve_bench: the server did not start"; tail -20 "$dir/serve.log"; kill $serve 2>/dev/null; exit 1
 fi
-echo "serve_bench: serving $(echo "$(date +%s.%N) - $start_s" | bc) s after the start (${SERVE_SET:-no overrides})" | tee "$out/start.txt"
+echo "serve_bench: serving $(( $(date +%s%N) / 1000000 - start_ms )) ms after the start (${SERVE_SET:-no overrides})" | tee "$out/start.txt"
 grep -m1 -o "connected ([0-9]* decode graphs captured)" "$dir/serve.log" | tee -a "$out/start.txt"
 cp "$dir/serve.log" "$out/serve.log" 2>/dev/null
 base=http://127.0.0.1:8000
