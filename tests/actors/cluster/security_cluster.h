@@ -81,10 +81,8 @@ struct raw_exchange {
   bool closed = false;
 };
 
-/// Connects to 127.0.0.1:`port` with a plain socket, sends a line that is not TLS and reads
-/// until the server closes the connection or 3 s pass.
-inline raw_exchange talk_raw(uint16_t port) {
-  raw_exchange out;
+/// A plain TCP connection to 127.0.0.1:`port` (the caller closes it).
+inline int connect_loopback(uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   REQUIRE(fd >= 0);
   sockaddr_in addr{};
@@ -92,6 +90,14 @@ inline raw_exchange talk_raw(uint16_t port) {
   addr.sin_port = htons(port);
   ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
   REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  return fd;
+}
+
+/// Connects to 127.0.0.1:`port` with a plain socket, sends a line that is not TLS and reads
+/// until the server closes the connection or 3 s pass.
+inline raw_exchange talk_raw(uint16_t port) {
+  raw_exchange out;
+  const int fd = connect_loopback(port);
   const std::string hello = "hello, I am not TLS\n";
   CHECK(::write(fd, hello.data(), hello.size()) == static_cast<ssize_t>(hello.size()));
   char buf[4096];

@@ -57,18 +57,6 @@ std::string completion_body(const tls_cluster& cluster, bool stream) {
   return "-H 'Content-Type: application/json' -d '" + j.dump() + "'";
 }
 
-/// A TCP connection to 127.0.0.1:`port` that sends nothing.
-int connect_silently(uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  return fd;
-}
-
 /// True when the server closes `fd` (having sent nothing) before `deadline`; closes `fd`.
 bool closed_by_server(int fd, std::chrono::steady_clock::time_point deadline) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
@@ -125,7 +113,7 @@ TEST_CASE("with security.tls required, the HTTP port answers only HTTPS clients 
   const auto& dir = cluster.dir();
   CHECK(read_text(cluster.log()).find("http: https with client certificates of the cluster CA") != std::string::npos);
   // A client that connects and says nothing: the handshake timeout (10 s) ends it.
-  const int silent = connect_silently(cluster.http_port());
+  const int silent = connect_loopback(cluster.http_port());
   const auto silent_deadline = std::chrono::steady_clock::now() + 20s;
 
   const auto health = curl(client_options(certs, "client"), url + "/health", dir);
