@@ -99,8 +99,7 @@ void dispatch(replica_ptr self, std::vector<token_event>& events) {
     m.top = std::move(ev.top);
     m.finished = ev.finished;
     m.finish_reason = finish_reason_name(ev.reason);
-    // With this replica as the sender (the router accepts token events from the head's own
-    // actors only); unsafe_send_as: a typed actor's send() cannot address an untyped handle.
+    // Sent as this replica: the router takes token events from the head's own actors only.
     caf::unsafe_send_as(self, it->second.client, token_atom::value, std::move(m));
     if (ev.finished) {
       st.by_request.erase(it->second.request);
