@@ -4,6 +4,8 @@
 #include <set>
 #include <unordered_map>
 
+#include "actors/serving/replica_state.h"
+
 #include "actors/actor_system_config.h"
 
 namespace troupe {
@@ -34,46 +36,7 @@ context_params replica_context_params(const scheduler_section& s) {
 
 namespace {
 
-/// A step sent to the shards and not answered by all of them yet.
-struct flight {
-  pending_step step;
-  size_t waiting = 0;
-  std::vector<sample_result> samples;
-  std::chrono::steady_clock::time_point sent;  ///< when the step went to the shards
-  std::vector<step_output> outputs;            ///< per shard: its timings (samples moved out)
-};
-
-/// Who asked for a sequence.
-struct client_ref {
-  uint64_t request = 0;
-  caf::actor client;
-};
-
-struct replica_state {
-  replica_options opts;
-  std::unique_ptr<engine> eng;
-  std::vector<shard_actor> shards;       // index = stage * tensor + rank
-  bool ready = false;
-  uint64_t generation = 0;               // bumps on every (re)connect and failure
-  std::map<uint64_t, flight> flights;    // by step id
-  std::unordered_map<seq_id, client_ref> clients;
-  std::unordered_map<uint64_t, seq_id> by_request;
-  replica_status status;
-  block_stats reported;                  // prefix-cache counters already added to metrics
-  bool failed_before = false;            // a failure happened since the last ready
-  // Stage-local recovery (fault_tolerance.stage_recovery):
-  bool recovering = false;               // holding the requests and the KV cache for new shards
-  uint64_t recovery = 0;                 // which recovery the deadline timer belongs to
-  std::set<int> failed_stages;           // stages with a failed shard since the recovery began
-  std::vector<bool> reused;              // per shard: the handle survived the last adopt_shards
-  std::vector<int64_t> kv_rows;          // per shard: KV rows written, as last reported
-  // Prefix-cache summaries for the router (cache-aware routing):
-  caf::actor subscriber;                 // where they go (null: nobody asked)
-  bool flush_pending = false;            // a prefixes_atom timer is on its way
-  static inline const char* name = "troupe.replica";
-};
-
-using replica_ptr = replica_actor::stateful_pointer<replica_state>;
+using namespace replica_detail;
 
 caf::timespan step_timeout(const replica_state& st) {
   return caf::timespan{st.opts.config.fault_tolerance.step_timeout + std::chrono::seconds(1)};
@@ -109,73 +72,6 @@ void dispatch(replica_ptr self, std::vector<token_event>& events) {
 }
 
 void kick(replica_ptr self);
-
-/// Adds a finished decode step (every row one new token) to the overhead counters: the
-/// kernel time of a step is the sum over stages of the slowest rank's time outside the
-/// communicators; the rest of the replica's wall time is the runtime's: communicator
-/// transfers and waits (inside the shards' busy time) and actor messaging and scheduling
-/// (the wall time beyond the longest busy shard).
-void account_step(replica_state& st, const flight& f) {
-  const auto& b = f.step.request.batch;
-  const auto wall = std::chrono::steady_clock::now() - f.sent;
-  if (st.opts.metrics)
-    st.opts.metrics->step_duration.with({std::to_string(st.opts.index), b.kind()})
-        .observe(std::chrono::duration<double>(wall).count());
-  if (b.tokens.size() != b.logit_rows.size()) return;
-  const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
-  int64_t kernel = 0, busy = 0;
-  for (int s = 0; s < pp; ++s) {
-    int64_t k = 0;
-    for (int r = 0; r < tp; ++r) {
-      const auto& o = f.outputs[static_cast<size_t>(s * tp + r)];
-      k = std::max(k, o.busy_us - o.comm_us);
-      busy = std::max(busy, o.busy_us);
-    }
-    kernel += k;
-  }
-  auto& t = st.status;
-  t.decode_steps++;
-  t.decode_wall_us += std::chrono::duration_cast<std::chrono::microseconds>(wall).count();
-  t.decode_kernel_us += kernel;
-  t.decode_busy_us += busy;
-  t.step_messages += 2 * static_cast<int64_t>(f.outputs.size());
-}
-
-/// Publishes the scheduler's and the KV cache's state (after every step and request change).
-void report(replica_state& st) {
-  if (!st.opts.metrics) return;
-  auto& m = *st.opts.metrics;
-  const metrics::label_values r{std::to_string(st.opts.index)};
-  const auto& sched = st.eng->sched();
-  const auto& blocks = st.eng->blocks();
-  m.running_sequences.with(r).set(sched.n_running());
-  m.waiting_sequences.with(r).set(sched.n_waiting());
-  m.kv_cache_usage.with(r).set(blocks.n_blocks() > 0 ? double(blocks.n_used()) / blocks.n_blocks() : 0.0);
-  const auto& now = blocks.stats();
-  m.prefix_cache_queries.with(r).inc(double(now.queried_tokens - st.reported.queried_tokens));
-  m.prefix_cache_hits.with(r).inc(double(now.reused_tokens - st.reported.reused_tokens));
-  st.reported = now;
-}
-
-/// `down` of report_shards: every shard is down (stopped on purpose).
-constexpr int all_shards = -2;
-
-/// Publishes readiness and every shard's up/down state; `down` = the failed shard, -1 (none)
-/// or all_shards.
-void report_shards(replica_state& st, bool ready, int down) {
-  if (!st.opts.metrics) return;
-  auto& m = *st.opts.metrics;
-  const std::string r = std::to_string(st.opts.index);
-  m.replica_ready.with({r}).set(ready ? 1 : 0);
-  const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
-  for (int s = 0; s < pp; ++s)
-    for (int k = 0; k < tp; ++k) {
-      const int i = s * tp + k;
-      auto& g = m.shard_up.with({r, std::to_string(s), std::to_string(k)});
-      if (ready) g.set(1);
-      else if (i == down || down == all_shards) g.set(0);
-    }
-}
 
 void on_step_output(replica_ptr self, uint64_t gen, uint64_t step_id, size_t shard, step_output& out) {
   auto& st = self->state;
@@ -330,37 +226,6 @@ std::set<int> replay_stages(const replica_state& st) {
   for (size_t i = 0; i < st.reused.size(); ++i)
     if (!st.reused[i]) stages.insert(static_cast<int>(i) / tp);
   return stages;
-}
-
-/// Counts a finished replay: the restarted stages got `tokens` KV rows each, the others kept
-/// theirs; `relinked` = each shard's KV row count when it was relinked.
-void account_replay(replica_ptr self, const std::set<int>& stages, int64_t tokens, const std::vector<int64_t>& relinked,
-                    std::chrono::steady_clock::time_point t0) {
-  auto& st = self->state;
-  const int tp = st.opts.config.parallel.tensor, pp = st.opts.config.parallel.pipeline;
-  int64_t survivor_writes = 0;
-  for (size_t i = 0; i < st.shards.size(); ++i)
-    if (!stages.count(static_cast<int>(i) / tp) && st.reused[i]) survivor_writes += st.kv_rows[i] - relinked[i];
-  const int64_t kept = tokens * (pp - static_cast<int>(stages.size()));
-  auto& t = st.status;
-  t.stage_recoveries++;
-  t.replayed_tokens += tokens * static_cast<int64_t>(stages.size());
-  t.kept_kv_rows += kept;
-  t.survivor_kv_writes += survivor_writes;
-  t.last_replay_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
-  std::string list;
-  for (int s : stages) list += (list.empty() ? "" : ",") + std::to_string(s);
-  logger()->info("replica {}: stage-local recovery: stage(s) {} rebuilt from {} token(s) in {} ms; the other {} "
-                 "stage(s) kept their KV cache ({} row(s) each, {} written during the recovery)",
-                 st.opts.index, list, tokens, t.last_replay_us / 1000, pp - static_cast<int>(stages.size()), tokens,
-                 survivor_writes);
-  if (!st.opts.metrics) return;
-  const metrics::label_values r{std::to_string(st.opts.index)};
-  auto& m = *st.opts.metrics;
-  m.stage_recoveries.with(r).inc();
-  m.stage_replay_tokens.with(r).inc(double(tokens * static_cast<int64_t>(stages.size())));
-  m.stage_kept_kv_tokens.with(r).inc(double(kept));
-  m.stage_survivor_kv_writes.with(r).inc(double(survivor_writes));
 }
 
 /// Rebuilds the KV cache of the restarted `stages` (in order) from the running sequences'
