@@ -175,7 +175,7 @@ std::string links_notice(const caf::actor_system& sys, const std::string& host, 
   warn = false;
   if (links_are_tls(sys))
     return "cluster links: " + describe_links(sys) + "; peers without a certificate of this CA are refused";
-  const bool loopback = host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+  const bool loopback = is_loopback_host(host);
   warn = !loopback;
   if (loopback)
     return "cluster links: plaintext (security.tls: off) on the loopback address " + host +

@@ -344,6 +344,10 @@ std::string to_yaml(const cluster_config& c) {
   return std::string(out.c_str()) + "\n";
 }
 
+bool is_loopback_host(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
 std::string served_model_name(const cluster_config& c) {
   if (!c.server.model_name.empty()) return c.server.model_name;
   std::string path = c.model.path;

@@ -235,6 +235,8 @@ cluster_config default_cluster_config();
 /// The model name the HTTP API serves: server.model_name, or else the model file's (or
 /// directory's) name without .gguf ("SmolLM2-135M-Instruct.Q4_1" for "default").
 std::string served_model_name(const cluster_config& c);
+/// Whether `host` is a loopback name or address: localhost, ::1 or 127.x.y.z.
+bool is_loopback_host(const std::string& host);
 /// Writes the config as YAML that parse_cluster_config reads back to an equal config.
 std::string to_yaml(const cluster_config& c);
 

@@ -19,10 +19,6 @@ unsigned difference(std::string_view a, std::string_view b) {
   return d;
 }
 
-bool is_loopback_host(const std::string& host) {
-  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
-}
-
 }  // namespace
 
 bool key_matches(const std::vector<std::string>& keys, std::string_view presented) {

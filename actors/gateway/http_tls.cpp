@@ -8,10 +8,6 @@ namespace troupe {
 
 namespace {
 
-bool loopback_host(const std::string& host) {
-  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
-}
-
 /// Runs `load` (an Asio call that reads `file`), turning its error into one naming `from`.
 template <class Load>
 void load_file(const std::string& from, const std::string& file, Load load) {
@@ -26,7 +22,7 @@ http_tls http_tls_of(const cluster_config& c) {
   http_tls t;
   const auto& mode = c.server.tls;
   t.settings = "server.tls: " + mode + ", security.tls: " + c.security.tls;
-  if (mode == "off" && c.security.tls == "required" && !loopback_host(c.server.host))
+  if (mode == "off" && c.security.tls == "required" && !is_loopback_host(c.server.host))
     t.warning = "server.tls is off: the HTTP port on " + c.server.host +
                 " is plain HTTP, which other hosts can reach and read, while the cluster links are TLS; listen "
                 "on 127.0.0.1 behind a TLS-terminating proxy, or set server.tls: cluster or server "
