@@ -42,6 +42,7 @@ from typing import Dict, List, Optional
 from urllib.parse import urlparse
 
 import multiturn  # tools/multiturn.py, beside this file
+import prom_text  # tools/prom_text.py, beside this file
 import step_stats  # tools/step_stats.py, beside this file
 from loadgen_report import load_label, markdown, plot, table  # tools/loadgen_report.py
 
@@ -454,7 +455,7 @@ async def run_all(args: argparse.Namespace, prompts: List[Prompt]) -> List[dict]
         for kind, value in loads:
             if not args.quiet:
                 print(f"loadgen: {kind} {value:g}: {len(prompts)} requests ...", file=sys.stderr, flush=True)
-            steps_before = await metrics_text(session, args.base_url)
+            steps_before = await prom_text.fetch(session, args.base_url)
             start = time.perf_counter()
             cache = None
             if args.multiturn is not None:
@@ -467,19 +468,10 @@ async def run_all(args: argparse.Namespace, prompts: List[Prompt]) -> List[dict]
                     "request_rate": value if kind == "request_rate" else None}
             runs.append(summarize(results, time.perf_counter() - start, load))
             runs[-1]["steps"] = step_stats.summary(step_stats.parse(steps_before),
-                                                   step_stats.parse(await metrics_text(session, args.base_url)))
+                                                   step_stats.parse(await prom_text.fetch(session, args.base_url)))
             if cache is not None:
                 runs[-1]["cache"] = cache
         return runs
-
-
-async def metrics_text(session, base_url: str) -> str:
-    """The server's /metrics page; "" when it has none (it still gets measured)."""
-    try:
-        async with session.get(base_url + "/metrics") as resp:
-            return await resp.text(errors="replace") if resp.status == 200 else ""
-    except Exception:  # metrics are extra
-        return ""
 
 
 async def run_multiturn(session, args, concurrency: int, index: int):

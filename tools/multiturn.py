@@ -15,9 +15,10 @@ the router's decisions (troupe_router_routed_total by reason) when it exports th
 """
 import asyncio
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Tuple
+
+from prom_text import METRIC_LINE, fetch, label  # tools/prom_text.py, beside this file
 
 # Words that are one token each in GPT-2-style BPE vocabularies (as loadgen.WORDS).
 WORDS = ("the of and to in is on at it as be by we he an or if so no up do go me my us "
@@ -88,9 +89,6 @@ async def run_conversations(convs: List[Conversation], concurrency: int,
     return out
 
 
-METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)\s*$')
-
-
 def parse_metrics(text: str) -> Dict[str, float]:
     """Sums of the counters this workload reports, from a Prometheus text page:
     prefix_hits, prefix_queries, and routed_<reason> for each router reason."""
@@ -105,21 +103,15 @@ def parse_metrics(text: str) -> Dict[str, float]:
         elif name == "troupe_prefix_cache_queries_total":
             sums["prefix_queries"] += value
         elif name == "troupe_router_routed_total":
-            reason = re.search(r'reason="([^"]*)"', labels)
-            key = "routed_" + (reason.group(1) if reason else "unknown")
+            key = "routed_" + (label(labels, "reason") or "unknown")
             sums[key] = sums.get(key, 0.0) + value
     return sums
 
 
 async def scrape(session, base_url: str) -> Dict[str, float]:
     """parse_metrics of GET /metrics; {} when the server has none."""
-    try:
-        async with session.get(base_url + "/metrics") as resp:
-            if resp.status != 200:
-                return {}
-            return parse_metrics(await resp.text(errors="replace"))
-    except Exception:  # metrics are extra: a server without them still gets measured
-        return {}
+    text = await fetch(session, base_url)
+    return parse_metrics(text) if text else {}
 
 
 def cache_summary(before: Dict[str, float], after: Dict[str, float]) -> dict:

@@ -7,32 +7,26 @@ percentiles (the upper bound of the bucket holding the quantile, so p99 is "at m
 A server without the metric gives {} (it still gets measured by the client).
 """
 import math
-import re
 from typing import Dict, Optional
 
+from prom_text import METRIC_LINE, label  # tools/prom_text.py, beside this file
+
 NAME = "troupe_step_duration_seconds"
-LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
-
-
-def _label(labels: str, key: str) -> Optional[str]:
-    m = re.search(key + r'="([^"]*)"', labels)
-    return m.group(1) if m else None
-
 
 def parse(text: str) -> Dict[str, dict]:
     """kind -> {"buckets": {upper bound: cumulative count}, "sum": seconds, "count": steps}."""
     out: Dict[str, dict] = {}
     for line in text.splitlines():
-        m = LINE.match(line.strip())
+        m = METRIC_LINE.match(line.strip())
         if not m or not m.group(1).startswith(NAME):
             continue
         name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
-        kind = _label(labels, "kind")
+        kind = label(labels, "kind")
         if kind is None:
             continue
         k = out.setdefault(kind, {"buckets": {}, "sum": 0.0, "count": 0.0})
         if name == NAME + "_bucket":
-            le = _label(labels, "le")
+            le = label(labels, "le")
             bound = math.inf if le == "+Inf" else float(le)
             k["buckets"][bound] = k["buckets"].get(bound, 0.0) + value
         elif name == NAME + "_sum":
