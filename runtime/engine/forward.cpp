@@ -371,8 +371,8 @@ void shard_context::run_graph(std::pair<int, int> key, const batch_input& p) {
   }
 }
 
-int shard_context::warm_up_graphs(std::chrono::steady_clock::time_point d) {
-  if (!use_graphs_ || params_.graph_warmup_context <= 0) return 0;
+void shard_context::warm_up_graphs(std::chrono::steady_clock::time_point d) {
+  if (!use_graphs_ || params_.graph_warmup_context <= 0) return;
   const int bs = params_.block_size;
   const int cap = std::min(params_.max_batch_tokens, params_.max_logit_rows);
   std::set<std::pair<int, int>> keys;  // what graph_key gives for every eligible batch
@@ -396,7 +396,6 @@ int shard_context::warm_up_graphs(std::chrono::steady_clock::time_point d) {
     run_graph(*it, p);  // captured
     wait(d);
   }
-  return static_cast<int>(keys.size());
 }
 
 void shard_context::compute(const step_views& v, int t, int l_rows, bool send) {

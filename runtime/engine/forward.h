@@ -109,9 +109,9 @@ class shard_context {
   int64_t graph_replays() const { return graph_replays_; }
   /// Captures the decode graph of every padded batch size and context bucket up to
   /// context_params.graph_warmup_context (a step of padding rows each, run eagerly once and
-  /// then captured), largest first; waits for the device by `d`. Returns the graphs the
-  /// buckets need (0 without graphs or warm-up). Decode steps afterwards only replay.
-  int warm_up_graphs(std::chrono::steady_clock::time_point d);
+  /// then captured), largest first; waits for the device by `d`. Nothing without graphs or
+  /// warm-up. Decode steps afterwards only replay.
+  void warm_up_graphs(std::chrono::steady_clock::time_point d);
   /// Decode graphs captured so far.
   size_t graph_count() const { return graphs_.size(); }
   /// With context_params.time_steps: the device time from the start of the last forward()
