@@ -213,7 +213,13 @@ TEST_CASE("a new shard refuses to load when a stopped shard's worker holds its d
   auto s = f.spawn_connected(spec);
   f.self->send(s, step_atom::value, prefill(8));
   REQUIRE(hang.wait_until_hanging());
+  // A replacement is spawned once the stopped shard is down (as the supervisor does): only
+  // then has it handed its busy worker's device to the release registry.
+  f.self->monitor(s);
   f.self->send_exit(s, caf::exit_reason::user_shutdown);
+  bool down = false;
+  f.self->receive([&](caf::down_msg&) { down = true; }, caf::after(5s) >> [] {});
+  REQUIRE(down);
   auto impatient = spec;
   impatient.release_wait_ms = 300;
   const auto t0 = clock_type::now();
