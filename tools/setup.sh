@@ -25,11 +25,12 @@ cache="${TROUPE_CACHE:-$HOME/.cache/troupe}"
 # model, tools/fetch_model.sh) over HTTPS; hiredis (the gateway's Redis response cache) and
 # redis-server (its tests start one on a free port); OpenSSL (SHA-256 of the cache keys, TLS
 # on the cluster links through CAF's OpenSSL module libcaf-openssl0.17 and on the HTTP port,
-# and the openssl command that tools/make_certs.sh runs); curl (the HTTPS tests' client).
+# and the openssl command that tools/make_certs.sh runs); curl (the HTTPS tests' client);
+# cereal (the head's replicated state, header-only binary archives).
 packages=(build-essential cmake ninja-build pkg-config ca-certificates python3 python3-venv python3-pip
   libcaf-dev libcaf-openssl0.17 openssl libpcre2-dev catch2 libyaml-cpp-dev nlohmann-json3-dev
   libboost-dev libboost-program-options-dev libspdlog-dev libucx-dev
-  openmpi-bin prometheus iproute2 libhiredis-dev redis-server libssl-dev curl)
+  openmpi-bin prometheus iproute2 libhiredis-dev redis-server libssl-dev curl libcereal-dev)
 
 step() { printf '\n== %s\n' "$*"; }
 
