@@ -17,6 +17,7 @@ engine_config replica_engine_config(const scheduler_section& s) {
   e.max_batch_tokens = s.max_batch_tokens;
   e.max_seqs = s.max_seqs;
   e.max_prefill_tokens = s.max_prefill_tokens;
+  e.prefill_per_decode = s.prefill_per_decode;
   e.max_context = s.max_context;
   e.prefix_caching = s.prefix_caching;
   e.local_execution = false;

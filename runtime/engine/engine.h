@@ -27,6 +27,7 @@ struct engine_config {
   int max_batch_tokens = 512;   ///< token budget per step (chunked prefill)
   int max_seqs = 32;            ///< sequences running at once
   int max_prefill_tokens = 0;   ///< prefill tokens a step carries beside decodes; 0 = the rest of the budget
+  int prefill_per_decode = 0;   ///< scheduler_config::prefill_per_decode
   int max_context = 0;          ///< per-sequence limit; 0 = the model's, capped by the cache
   bool prefix_caching = true;
   bool record_logits = false;   ///< attach each sampled position's logits to its event (tests)

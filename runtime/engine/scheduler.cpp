@@ -19,6 +19,9 @@ const char* finish_reason_name(finish_reason r) {
 scheduler::scheduler(block_manager& blocks, scheduler_config cfg) : blocks_(blocks), cfg_(cfg) {
   if (cfg_.max_batch_tokens <= 0 || cfg_.max_seqs <= 0 || cfg_.max_context <= 0)
     throw std::invalid_argument("scheduler: max_batch_tokens, max_seqs and max_context must be positive");
+  if (cfg_.prefill_per_decode < 0)
+    throw std::invalid_argument("scheduler: prefill_per_decode must be >= 0 (0: off), got " +
+                                std::to_string(cfg_.prefill_per_decode));
   if (cfg_.max_prefill_tokens < 0)
     throw std::invalid_argument("scheduler: max_prefill_tokens must be >= 0 (0: no limit of its own), got " +
                                 std::to_string(cfg_.max_prefill_tokens));
@@ -141,6 +144,13 @@ void scheduler::admit_waiting(step_plan& plan, int& budget) {
   }
 }
 
+int scheduler::prefill_cap(const step_plan& plan) const {
+  if (cfg_.prefill_per_decode <= 0) return cfg_.max_prefill_tokens;
+  const int64_t scaled = static_cast<int64_t>(cfg_.prefill_per_decode) * static_cast<int64_t>(plan.chunks.size());
+  return static_cast<int>(std::min<int64_t>(cfg_.max_prefill_tokens,
+                                            std::max<int64_t>(cfg_.max_prefill_tokens / 4, scaled)));
+}
+
 step_plan scheduler::schedule(int budget) {
   drop_cancelled();
   step_plan plan;
@@ -148,7 +158,7 @@ step_plan scheduler::schedule(int budget) {
   // Decodes first: a prefill chunk never takes a decode's place in the step.
   if (!schedule_running(plan, budget, true)) return plan;
   int prefill_budget = budget;
-  if (!plan.chunks.empty() && cfg_.max_prefill_tokens > 0) prefill_budget = std::min(budget, cfg_.max_prefill_tokens);
+  if (!plan.chunks.empty() && cfg_.max_prefill_tokens > 0) prefill_budget = std::min(budget, prefill_cap(plan));
   if (!schedule_running(plan, prefill_budget, false)) return plan;
   // Preempted sequences wait until the running ones have room again.
   if (plan.preempted.empty()) admit_waiting(plan, prefill_budget);

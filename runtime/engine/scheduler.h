@@ -58,6 +58,11 @@ struct scheduler_config {
   /// Prefill tokens a step carries beside at least one decode (0: whatever the decodes
   /// leave of the step's budget). Bounds how much a prefill lengthens a decode's step.
   int max_prefill_tokens = 0;
+  /// With max_prefill_tokens set: beside n decodes a step carries at most
+  /// max(max_prefill_tokens / 4, prefill_per_decode x n) prefill tokens (0: no such
+  /// limit). Few decodes take short chunks, whose step stays near a decode step's; many
+  /// decodes take the whole cap, whose cost is then shared by more streams.
+  int prefill_per_decode = 0;
 };
 
 class scheduler {
@@ -101,6 +106,8 @@ class scheduler {
  private:
   bool schedule_running(step_plan& plan, int& budget, bool decodes);
   void admit_waiting(step_plan& plan, int& budget);
+  /// Prefill tokens a step may carry beside the decodes already in `plan`.
+  int prefill_cap(const step_plan& plan) const;
   void preempt(sequence* s, step_plan& plan);
   sequence* newest_idle();
   void add_chunk(step_plan& plan, sequence* s, int len, int& budget);

@@ -188,6 +188,36 @@ TEST_CASE("max_prefill_tokens bounds the prefill beside decodes but not a step w
   CHECK(p3.chunks[0].len == 256);
 }
 
+TEST_CASE("prefill_per_decode scales the prefill beside decodes with their count, between a quarter of the cap "
+          "and the cap", "[scheduler]") {
+  block_manager blocks(1024, 16);
+  scheduler s(blocks, {1024, 64, 4096, 256, 8});
+  for (int id = 1; id <= 40; ++id) s.add(make_seq(id, 4));
+  auto first = s.schedule();  // no decode yet: every short prompt at once
+  REQUIRE(first.chunks.size() == 40);
+  run(s, first);
+  s.add(make_seq(100, 900));
+  auto p = s.schedule();  // 40 decodes x 8 = 320 tokens, capped at 256
+  REQUIRE(p.chunks.size() == 41);
+  CHECK(p.chunks[40].seq->id == 100);
+  CHECK(p.chunks[40].len == 256);
+  run(s, p);
+  for (int id = 1; id <= 34; ++id) s.cancel(id);
+  auto q = s.schedule();  // 6 decodes x 8 = 48, below the floor of 256 / 4 = 64
+  REQUIRE(q.chunks.size() == 7);
+  CHECK(q.chunks[6].len == 64);
+  run(s, q);
+  for (int id = 35; id <= 37; ++id) s.cancel(id);
+  auto r = s.schedule();  // 3 decodes: still the floor
+  REQUIRE(r.chunks.size() == 4);
+  CHECK(r.chunks[3].len == 64);
+}
+
+TEST_CASE("a negative prefill_per_decode is refused with its name", "[scheduler]") {
+  block_manager blocks(16, 16);
+  CHECK_THROWS_WITH(scheduler(blocks, {64, 8, 256, 32, -2}), Catch::Contains("prefill_per_decode must be >= 0"));
+}
+
 TEST_CASE("a negative max_prefill_tokens is refused with its name", "[scheduler]") {
   block_manager blocks(16, 16);
   CHECK_THROWS_WITH(scheduler(blocks, {64, 8, 256, -1}), Catch::Contains("max_prefill_tokens"));
