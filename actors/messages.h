@@ -41,6 +41,10 @@ using addresses_atom = caf::atom_constant<caf::atom("addresses")>;
 using connect_atom = caf::atom_constant<caf::atom("connect")>;
 /// Replica -> shard: run one step.
 using step_atom = caf::atom_constant<caf::atom("step")>;
+/// The node agent's timer: the grace for a lost head's shards ended.
+using head_grace_atom = caf::atom_constant<caf::atom("headgrace")>;
+/// Node agent -> shard: a new head adopts this loaded shard (fresh endpoints, no KV cache).
+using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
 /// Replica -> shard: a peer is gone; fail blocked transfers now.
 using abort_atom = caf::atom_constant<caf::atom("abort")>;
 /// Client -> router / replica: generate for a request; router -> client: its events.

@@ -91,6 +91,7 @@ void read_server(section s, server_section& v) {
 void read_scheduler(section s, scheduler_section& v) {
   s.get("max_batch_tokens", v.max_batch_tokens);
   s.get("max_prefill_tokens", v.max_prefill_tokens);
+  s.get("prefill_per_decode", v.prefill_per_decode);
   s.get("max_seqs", v.max_seqs);
   s.get("kv_tokens", v.kv_tokens);
   s.get("kv_fraction", v.kv_fraction);
@@ -117,6 +118,7 @@ void read_fault_tolerance(section s, fault_tolerance_section& v) {
   s.get("drain_timeout", v.drain_timeout);
   s.get("stage_recovery", v.stage_recovery);
   s.get("stage_recovery_timeout", v.stage_recovery_timeout);
+  s.get("head_grace", v.head_grace);
   s.finish();
 }
 
@@ -299,7 +301,8 @@ std::string to_yaml(const cluster_config& c) {
   const auto& q = c.scheduler;
   out << YAML::Key << "scheduler" << YAML::Value << YAML::BeginMap << YAML::Key << "max_batch_tokens"
       << YAML::Value << q.max_batch_tokens << YAML::Key << "max_prefill_tokens" << YAML::Value
-      << q.max_prefill_tokens << YAML::Key << "max_seqs" << YAML::Value << q.max_seqs << YAML::Key
+      << q.max_prefill_tokens << YAML::Key << "prefill_per_decode" << YAML::Value << q.prefill_per_decode
+      << YAML::Key << "max_seqs" << YAML::Value << q.max_seqs << YAML::Key
       << "kv_tokens" << YAML::Value << q.kv_tokens << YAML::Key << "kv_fraction" << YAML::Value << q.kv_fraction
       << YAML::Key << "block_size" << YAML::Value << q.block_size
       << YAML::Key << "max_context" << YAML::Value << q.max_context << YAML::Key << "prefix_caching"
@@ -317,7 +320,8 @@ std::string to_yaml(const cluster_config& c) {
       << YAML::Value << f.max_restarts << YAML::Key << "request_retries" << YAML::Value << f.request_retries
       << YAML::Key << "drain_timeout" << YAML::Value << ms(f.drain_timeout) << YAML::Key << "stage_recovery"
       << YAML::Value << f.stage_recovery << YAML::Key << "stage_recovery_timeout" << YAML::Value
-      << ms(f.stage_recovery_timeout) << YAML::EndMap;
+      << ms(f.stage_recovery_timeout) << YAML::Key << "head_grace" << YAML::Value << ms(f.head_grace)
+      << YAML::EndMap;
   const auto& a = c.autoscale;
   out << YAML::Key << "autoscale" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value
       << a.enabled << YAML::Key << "min_replicas" << YAML::Value << a.min_replicas << YAML::Key << "max_replicas"

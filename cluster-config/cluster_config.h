@@ -77,6 +77,9 @@ struct scheduler_section {
   /// Prefill tokens a step carries beside decodes (0: whatever the decodes leave of
   /// max_batch_tokens): bounds how much a prefill lengthens the decodes' step.
   int max_prefill_tokens = 0;
+  /// With max_prefill_tokens: prefill tokens beside n decodes at most
+  /// max(max_prefill_tokens / 4, prefill_per_decode x n); 0 = off.
+  int prefill_per_decode = 0;
   int max_seqs = 32;
   int kv_tokens = 16384;
   double kv_fraction = 0.9;          ///< GPU shards: share of the free memory after loading that KV may take
@@ -127,6 +130,10 @@ struct fault_tolerance_section {
   /// How long a replica holds its requests for stage-local recovery before it gives them to
   /// the router to move (as on any failure) and recomputes everything.
   std::chrono::milliseconds stage_recovery_timeout{10000};
+  /// How long a node keeps its loaded shards after it lost its head, for a new head (another
+  /// head process, not the one that lost it) to adopt them without loading weights again.
+  /// 0 = stop them at once (fencing, as before).
+  std::chrono::milliseconds head_grace{0};
 };
 
 /// `autoscale:` — replicas scale up and down with load, within parallel.replicas.

@@ -114,6 +114,7 @@ void check_server(const checker& k, const cluster_config& c) {
 void check_scheduler(const checker& k, const scheduler_section& s) {
   k.at_least(s.max_batch_tokens, 1, "scheduler.max_batch_tokens");
   k.at_least(s.max_prefill_tokens, 0, "scheduler.max_prefill_tokens");
+  k.at_least(s.prefill_per_decode, 0, "scheduler.prefill_per_decode");
   k.at_least(s.graph_warmup_context, 0, "scheduler.graph_warmup_context");
   k.at_least(s.max_seqs, 1, "scheduler.max_seqs");
   k.at_least(s.block_size, 1, "scheduler.block_size");
@@ -152,6 +153,9 @@ void check_fault_tolerance(const checker& k, const fault_tolerance_section& f) {
   k.at_least(f.request_retries, 0, "fault_tolerance.request_retries");
   k.positive_ms(f.drain_timeout, "fault_tolerance.drain_timeout");
   k.positive_ms(f.stage_recovery_timeout, "fault_tolerance.stage_recovery_timeout");
+  k.require(f.head_grace.count() >= 0, "fault_tolerance.head_grace",
+            "must be 0 (stop a lost head's shards at once) or positive, got " + std::to_string(f.head_grace.count()) +
+                "ms");
 }
 
 void check_autoscale(const checker& k, const autoscale_section& a, const parallel_section& p) {

@@ -1,6 +1,7 @@
 #include "actors/cluster/node_agent.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "actors/actor_system_config.h"
 #include "actors/link_security.h"
@@ -12,12 +13,18 @@ namespace {
 /// A shard this agent spawned and still monitors.
 struct local_shard {
   shard_actor handle;
-  std::string name;  // "shard s0r1"
+  std::string name;               // "shard s0r1"
+  std::vector<char> spec_bytes;   // its shard_spec, serialized: what a new head must ask for to adopt it
 };
 
 struct node_agent_state {
   node_agent_options opts;
   std::vector<local_shard> shards;  // alive shards spawned here
+  /// Loaded shards kept after the head was lost (fault_tolerance.head_grace), until a new
+  /// head adopts them (asks for the same spec) or the grace ends.
+  std::vector<local_shard> orphans;
+  caf::node_id orphaned_by;     // the head process that lost them: it may not adopt them
+  uint64_t orphan_gen = 0;      // bumps when the orphans change; stale grace timers are ignored
   supervisor_actor supervisor;  // set while attached
   uint64_t generation = 0;      // bumps on attach/stop/loss; stale timers are ignored
   uint64_t seq = 0;             // heartbeat sequence number
@@ -36,6 +43,14 @@ caf::timespan control_timeout(const fault_tolerance_section& ft) {
   return caf::timespan{std::max(2 * ft.heartbeat_timeout, std::chrono::milliseconds{1000})};
 }
 
+/// `spec` serialized (shard_spec's inspect): equal bytes, the same shard.
+std::vector<char> spec_bytes(agent_ptr self, shard_spec spec) {
+  std::vector<char> buf;
+  caf::binary_serializer sink{self->system(), buf};
+  if (auto err = sink(spec)) throw std::runtime_error("node agent: serializing a shard spec: " + self->system().render(err));
+  return buf;
+}
+
 /// Spawns a shard for `spec`, monitors it and logs its progress lines.
 shard_actor spawn_local_shard(agent_ptr self, const shard_spec& spec) {
   const auto name = shard_name(spec);
@@ -47,16 +62,23 @@ shard_actor spawn_local_shard(agent_ptr self, const shard_spec& spec) {
   };
   auto shard = spawn_shard(self->system(), spec, std::move(progress));
   self->monitor(shard);
-  self->state.shards.push_back(local_shard{shard, name});
+  self->state.shards.push_back(local_shard{shard, name, spec_bytes(self, spec)});
   return shard;
 }
 
 /// Removes a shard that went down; returns false when `source` is not one of ours.
 bool on_shard_down(agent_ptr self, const caf::down_msg& dm) {
+  auto by_source = [&](const local_shard& s) { return s.handle.address() == dm.source; };
   auto& shards = self->state.shards;
-  auto it = std::find_if(shards.begin(), shards.end(),
-                         [&](const local_shard& s) { return s.handle.address() == dm.source; });
-  if (it == shards.end()) return false;
+  auto it = std::find_if(shards.begin(), shards.end(), by_source);
+  if (it == shards.end()) {
+    auto& orphans = self->state.orphans;
+    auto o = std::find_if(orphans.begin(), orphans.end(), by_source);
+    if (o == orphans.end()) return false;
+    logger()->warn("{}: down while waiting for a new head: {}", o->name, self->system().render(dm.reason));
+    orphans.erase(o);
+    return true;
+  }
   if (dm.reason == caf::exit_reason::user_shutdown)
     logger()->info("{}: stopped", it->name);
   else
@@ -65,13 +87,20 @@ bool on_shard_down(agent_ptr self, const caf::down_msg& dm) {
   return true;
 }
 
-/// Sends every shard of this node exit(user_shutdown) and forgets them.
-void stop_shards(agent_ptr self) {
-  for (auto& s : self->state.shards) {
+/// Sends every shard in `shards` exit(user_shutdown) and forgets them.
+void stop_all(agent_ptr self, std::vector<local_shard>& shards) {
+  for (auto& s : shards) {
     self->demonitor(s.handle.address());
     self->send_exit(s.handle, caf::exit_reason::user_shutdown);
   }
-  self->state.shards.clear();
+  shards.clear();
+}
+
+/// Sends every shard of this node, kept orphans included, exit(user_shutdown).
+void stop_shards(agent_ptr self) {
+  stop_all(self, self->state.shards);
+  stop_all(self, self->state.orphans);
+  ++self->state.orphan_gen;
 }
 
 /// Fencing: the head has failed this node's shards (it lost or fenced the node), so they
@@ -80,7 +109,35 @@ void fence_shards(agent_ptr self, const std::string& why) {
   if (self->state.shards.empty()) return;
   logger()->warn("fenced ({}): stopping {} shard(s) of the previous registration", why,
                  self->state.shards.size());
-  stop_shards(self);
+  stop_all(self, self->state.shards);
+}
+
+/// Stops the orphans (no new head adopted them, or the head that lost them is back).
+void fence_orphans(agent_ptr self, const std::string& why) {
+  auto& st = self->state;
+  ++st.orphan_gen;
+  if (st.orphans.empty()) return;
+  logger()->warn("fenced ({}): stopping {} shard(s) kept for a new head", why, st.orphans.size());
+  stop_all(self, st.orphans);
+}
+
+/// The head is gone: with fault_tolerance.head_grace, its loaded shards wait that long for a
+/// new head to adopt them; without, they are fenced at once.
+void on_head_gone(agent_ptr self, const caf::node_id& head, const std::string& why) {
+  auto& st = self->state;
+  const auto grace = st.opts.fault_tolerance.head_grace;
+  if (grace.count() <= 0 || st.shards.empty()) {
+    fence_shards(self, why);
+    return;
+  }
+  fence_orphans(self, "an earlier head's shards");
+  st.orphans = std::move(st.shards);
+  st.shards.clear();
+  st.orphaned_by = head;
+  const auto gen = ++st.orphan_gen;
+  logger()->warn("{}: keeping {} loaded shard(s) for up to {} ms for a new head to adopt", why, st.orphans.size(),
+                 grace.count());
+  self->delayed_send(self, grace, head_grace_atom::value, gen);
 }
 
 // -- authorization ------------------------------------------------------------------------
@@ -104,6 +161,40 @@ caf::error refuse(agent_ptr self, const std::string& what, const std::string& wh
 
 constexpr const char* the_head = "the head this node is attached to";
 
+/// A kept shard of exactly `spec`, handed to the new head: asked to drop its context and
+/// make fresh endpoints first (adopt_atom), so the new replica connects it like a new one.
+/// Nothing when no orphan matches; a failed adoption stops the orphan and spawns afresh.
+std::optional<caf::result<shard_actor>> adopt_orphan(agent_ptr self, const shard_spec& spec) {
+  auto& st = self->state;
+  const auto bytes = spec_bytes(self, spec);
+  auto it = std::find_if(st.orphans.begin(), st.orphans.end(),
+                         [&](const local_shard& s) { return s.spec_bytes == bytes; });
+  if (it == st.orphans.end()) return std::nullopt;
+  local_shard kept = *it;
+  st.orphans.erase(it);
+  st.shards.push_back(kept);
+  auto rp = self->make_response_promise<shard_actor>();
+  self->request(kept.handle, std::chrono::seconds(30), adopt_atom::value)
+      .then(
+          [self, rp, kept](shard_addresses&) mutable {
+            logger()->info("{}: adopted by the new head, weights kept", kept.name);
+            rp.deliver(kept.handle);
+          },
+          [self, rp, kept, spec](caf::error& e) mutable {
+            logger()->warn("{}: adoption failed ({}): loading it afresh", kept.name, self->system().render(e));
+            auto& shards = self->state.shards;
+            auto at = std::find_if(shards.begin(), shards.end(),
+                                   [&](const local_shard& s) { return s.handle == kept.handle; });
+            if (at != shards.end()) {
+              self->demonitor(kept.handle.address());
+              self->send_exit(kept.handle, caf::exit_reason::user_shutdown);
+              shards.erase(at);
+            }
+            rp.deliver(spawn_local_shard(self, spec));
+          });
+  return caf::result<shard_actor>{rp};
+}
+
 /// `spawn_shard_atom`: from the head, for the cluster file's model only.
 caf::result<shard_actor> on_spawn_shard(agent_ptr self, const shard_spec& spec) {
   if (!from_head(self)) return refuse(self, "spawn a shard", the_head);
@@ -114,12 +205,15 @@ caf::result<shard_actor> on_spawn_shard(agent_ptr self, const shard_spec& spec) 
     return caf::make_error(caf::sec::invalid_argument, "this node loads only the model of its cluster file ('" +
                                                            allowed + "'), not '" + spec.model_path + "'");
   }
+  if (auto adopted = adopt_orphan(self, spec)) return *adopted;
   return spawn_local_shard(self, spec);
 }
 
 void on_attach(agent_ptr self, const supervisor_actor& sup) {
   auto& st = self->state;
   fence_shards(self, "registering afresh");
+  // The head that lost the node has failed and replaced its shards: it never adopts them.
+  if (sup.node() == st.orphaned_by) fence_orphans(self, "the head that lost them is back");
   st.attach_seq = st.seq;
   if (st.supervisor) self->demonitor(st.supervisor.address());
   st.supervisor = sup;
@@ -154,7 +248,7 @@ node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_optio
     if (!st.supervisor || st.supervisor.address() != dm.source) return;
     st.supervisor = nullptr;
     ++st.generation;
-    fence_shards(self, "lost the head: " + self->system().render(dm.reason));
+    on_head_gone(self, dm.source.node(), "lost the head: " + self->system().render(dm.reason));
     notify(self, node_event::head_lost, self->system().render(dm.reason));
   });
   return {
@@ -212,6 +306,10 @@ node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_optio
                            gen);
       },
       [self](spawn_shard_atom, const shard_spec& spec) { return on_spawn_shard(self, spec); },
+      [self](head_grace_atom, uint64_t gen) {
+        if (from_here(self) && gen == self->state.orphan_gen)
+          fence_orphans(self, "no new head adopted them within fault_tolerance.head_grace");
+      },
       [self](fence_atom, uint64_t seq, const std::string& why) {
         auto& st = self->state;
         if (!from_head(self)) {
@@ -220,6 +318,7 @@ node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_optio
         }
         if (seq <= st.attach_seq || !st.supervisor) return;  // an earlier registration's fence
         fence_shards(self, "fenced by the head: " + why);
+        fence_orphans(self, "fenced by the head: " + why);
         self->demonitor(st.supervisor.address());
         st.supervisor = nullptr;
         ++st.generation;

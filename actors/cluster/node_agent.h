@@ -9,6 +9,13 @@
 /// moved their requests, so they must never serve again; the node then registers afresh
 /// and gets new shards.
 ///
+/// Adoption (`fault_tolerance.head_grace` > 0): when the head process goes down, its loaded
+/// shards are kept for the grace instead; a NEW head process (not the one that lost them)
+/// whose bring-up asks this node for a shard of exactly the same spec gets the kept shard,
+/// with fresh communicator endpoints and no KV cache (`adopt_atom`), and no weight is loaded
+/// again. What no new head adopted within the grace is stopped; so is all of it when the
+/// head that lost the node registers it again, or fences it.
+///
 /// It also spawns this node's shards (`spawn_shard_atom`), monitors them, logs their
 /// progress ("shard s0r1: loading", "... loaded", "... connected", "... failed: why") and
 /// stops them (exit reason user_shutdown) on `stop_atom` before answering.
@@ -45,7 +52,10 @@ using node_agent_actor = caf::typed_actor<
     /// From the supervisor (network chaos: fencing), answering the heartbeat with this
     /// sequence number: this agent is not the registered incarnation of its node any more;
     /// stop every shard and register again. Ignored when it fences an earlier registration.
-    caf::reacts_to<fence_atom, uint64_t, std::string>>;
+    caf::reacts_to<fence_atom, uint64_t, std::string>,
+    /// Internal timer: fault_tolerance.head_grace ended for the shards kept since the head
+    /// was lost (`generation` of the orphans); those no new head adopted stop.
+    caf::reacts_to<head_grace_atom, uint64_t>>;
 
 /// What the agent reports to the process that runs it (called on an actor thread).
 enum class node_event {

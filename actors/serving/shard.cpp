@@ -36,7 +36,7 @@ using job_failed_atom = caf::atom_constant<caf::atom("shjobfail")>;  // uint64_t
 
 using progress_fn = std::function<void(const std::string&)>;
 
-using relinked_atom = caf::atom_constant<caf::atom("shrelinked")>;  // uint64_t job, shard_addresses
+using relinked_atom = caf::atom_constant<caf::atom("shrelinked")>;  // uint64_t job, bool adopted, shard_addresses
 using stall_check_atom = caf::atom_constant<caf::atom("shstallchk")>;  // the stall watchdog's timer
 
 /// What a queued job does.
@@ -46,6 +46,7 @@ enum class job_kind { connect, step, relink };
 struct shard_job {
   uint64_t id = 0;
   job_kind kind = job_kind::connect;
+  bool drop_context = false;  // relink: for adoption by a new head
   shard_peers peers;   // connect
   step_request step;   // step
 };
@@ -301,9 +302,9 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
         shard_addresses a;
         {
           std::lock_guard<std::mutex> lock(mx_);  // abort() reads the communicators relink replaces
-          a = worker_->relink();
+          a = worker_->relink(job.drop_context);
         }
-        reply(relinked_atom::value, job.id, std::move(a));
+        reply(relinked_atom::value, job.id, job.drop_context, std::move(a));
       } else {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(spec_.timeout_ms);
         if (job.peers.kv_blocks > 0 && !job.peers.keep_kv) worker_->set_kv_blocks(job.peers.kv_blocks);
@@ -468,8 +469,9 @@ caf::behavior completion_behavior(shard_ptr self) {
           st.steps.erase(it);
         }
       },
-      [self](relinked_atom, uint64_t id, shard_addresses& a) {
+      [self](relinked_atom, uint64_t id, bool adopted, shard_addresses& a) {
         auto& st = self->state;
+        if (adopted) st.addresses = a;  // what addresses_atom answers for the new head
         if (auto it = st.relinks.find(id); it != st.relinks.end()) {
           it->second.deliver(std::move(a));
           st.relinks.erase(it);
@@ -543,6 +545,18 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_spec spec, progress_
         shard_job job;
         job.id = ++st.next_job;
         job.kind = job_kind::relink;
+        auto rp = self->make_response_promise<shard_addresses>();
+        st.relinks.emplace(job.id, rp);
+        st.runner->post(std::move(job));
+        return rp;
+      },
+      [self](adopt_atom) -> caf::result<shard_addresses> {
+        auto& st = self->state;
+        if (st.phase != load_phase::loaded) return caf::make_error(caf::sec::runtime_error, st.label + " is not loaded");
+        shard_job job;
+        job.id = ++st.next_job;
+        job.kind = job_kind::relink;
+        job.drop_context = true;
         auto rp = self->make_response_promise<shard_addresses>();
         st.relinks.emplace(job.id, rp);
         st.runner->post(std::move(job));

@@ -25,7 +25,11 @@ using shard_actor = caf::typed_actor<
     caf::reacts_to<abort_atom>,
     /// Stage-local recovery: fresh communicator endpoints, weights and KV cache kept;
     /// answered with the new addresses (then connect_atom with keep_kv).
-    caf::replies_to<relink_atom>::with<shard_addresses>>;
+    caf::replies_to<relink_atom>::with<shard_addresses>,
+    /// From the node agent, when a new head adopts this loaded shard: fresh communicator
+    /// endpoints, the context and KV cache dropped (the next connect makes a fresh one);
+    /// answered with the new addresses, which addresses_atom answers from then on.
+    caf::replies_to<adopt_atom>::with<shard_addresses>>;
 
 /// Spawns a shard that starts loading `spec` at once on its own thread. `progress` is
 /// called from that thread with "loading", "loaded", "connected" or "failed: why"; it must

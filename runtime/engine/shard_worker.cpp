@@ -64,8 +64,9 @@ void shard_worker::make_endpoints() {
   }
 }
 
-shard_addresses shard_worker::relink() {
+shard_addresses shard_worker::relink(bool drop_context) {
   abort();  // nothing may still wait on the old links
+  if (drop_context) ctx_.reset();  // before the communicators it points at are retired
   for (auto* c : {&tensor_dev_, &prev_dev_, &next_dev_})
     if (*c) retired_.push_back(std::move(*c));
   for (auto* c : {&tensor_, &prev_, &next_})

@@ -78,8 +78,10 @@ class shard_worker {
                bool keep_kv = false);
   /// Stage-local recovery: fresh communicator endpoints (the old ones were aborted, their
   /// peers replaced), to be connected by connect(..., keep_kv = true); the weights and the
-  /// context stay. Returns the new addresses.
-  shard_addresses relink();
+  /// context stay. Returns the new addresses. `drop_context` (a new head adopts the shard):
+  /// the context and its KV cache go too, before the addresses measure the free memory, and
+  /// the next connect() makes a fresh one.
+  shard_addresses relink(bool drop_context = false);
   /// KV blocks that fit in `fraction` of the device memory free now, after the weights and
   /// before the context's scratch (which is estimated and kept out); a block counts its K and V
   /// in every layer and, when the stage keeps its inputs for the next, their rows. The CPU: spec's count.

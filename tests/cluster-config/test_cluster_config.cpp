@@ -520,6 +520,13 @@ TEST_CASE("generation defaults and max_tokens_default survive to_yaml and --set"
                     Catch::Contains("model.generation_defaults.min_p: must be in [0, 1], got 2"));
 }
 
+TEST_CASE("scheduler.prefill_per_decode is 0 (off) unless set, and never negative", "[config]") {
+  CHECK(default_cluster_config().scheduler.prefill_per_decode == 0);
+  CHECK(parse_cluster_config("scheduler: {prefill_per_decode: 2}\n", "p.yaml").scheduler.prefill_per_decode == 2);
+  CHECK_THROWS_WITH(parse_cluster_config("scheduler: {prefill_per_decode: -1}\n", "p.yaml"),
+                    Catch::Contains("p.yaml: scheduler.prefill_per_decode: must be >= 0, got -1"));
+}
+
 TEST_CASE("scheduler.max_prefill_tokens is 0 (no limit of its own) unless set, and never negative", "[config]") {
   CHECK(default_cluster_config().scheduler.max_prefill_tokens == 0);
   CHECK(parse_cluster_config("scheduler: {max_prefill_tokens: 256}\n", "p.yaml").scheduler.max_prefill_tokens == 256);
