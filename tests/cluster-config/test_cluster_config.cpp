@@ -520,6 +520,14 @@ TEST_CASE("generation defaults and max_tokens_default survive to_yaml and --set"
                     Catch::Contains("model.generation_defaults.min_p: must be in [0, 1], got 2"));
 }
 
+TEST_CASE("fault_tolerance.head_grace is 0 (fence at once) unless set, and never negative", "[config]") {
+  CHECK(default_cluster_config().fault_tolerance.head_grace.count() == 0);
+  CHECK(parse_cluster_config("fault_tolerance: {head_grace: 15s}\n", "p.yaml").fault_tolerance.head_grace.count() ==
+        15000);
+  CHECK_THROWS_WITH(parse_cluster_config("fault_tolerance: {head_grace: -2s}\n", "p.yaml"),
+                    Catch::Contains("p.yaml: fault_tolerance.head_grace"));
+}
+
 TEST_CASE("scheduler.prefill_per_decode is 0 (off) unless set, and never negative", "[config]") {
   CHECK(default_cluster_config().scheduler.prefill_per_decode == 0);
   CHECK(parse_cluster_config("scheduler: {prefill_per_decode: 2}\n", "p.yaml").scheduler.prefill_per_decode == 2);
