@@ -464,3 +464,15 @@ using scale_atom = caf::atom_constant<caf::atom("scale")>;
 
 }  // namespace troupe
 
+
+// -- replicated head state (issue 15: the leader's state reaches the standbys) -----
+
+namespace troupe {
+
+/// Leader -> state replica (actors/leadership/state_replica.h), with the leader's term,
+/// the state's sequence number and the encoded head state: hold this state.
+using replicate_atom = caf::atom_constant<caf::atom("replicate")>;
+/// Anyone -> state replica: the latest state it holds (term, sequence, encoded bytes).
+using latest_atom = caf::atom_constant<caf::atom("latest")>;
+
+}  // namespace troupe
