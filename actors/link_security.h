@@ -51,12 +51,15 @@ std::string describe_links(const caf::actor_system& sys);
 /// links are plaintext on an address other hosts can reach.
 std::string links_notice(const caf::actor_system& sys, const std::string& host, bool& warn);
 
-/// Publishes `whom` on host:port, over TLS when the system has the OpenSSL module.
+/// Publishes `whom` on host:port, over TLS when the system has the OpenSSL module. With
+/// SO_REUSEADDR: a head or node started again right after its predecessor died binds its port
+/// at once instead of failing for a minute while the dead process's connections sit in
+/// TIME_WAIT; a port another process listens on is still refused (Linux allows one listener).
 template <class Handle>
 caf::expected<uint16_t> publish_link(caf::actor_system& sys, const Handle& whom, uint16_t port,
                                      const std::string& host) {
-  if (links_are_tls(sys)) return caf::openssl::publish(whom, port, host.c_str());
-  return sys.middleman().publish(whom, port, host.c_str());
+  if (links_are_tls(sys)) return caf::openssl::publish(whom, port, host.c_str(), true);
+  return sys.middleman().publish(whom, port, host.c_str(), true);
 }
 
 /// Closes what publish_link opened. (CAF 0.17.6's caf::openssl::unpublish does not

@@ -60,6 +60,7 @@ node_section read_node(section s) {
         s.rd().fail(devices[i], indexed(s.path("devices"), i), problem);
   }
   s.get("threads", n.threads);
+  s.get("launch", n.launch);
   s.get("certificate", n.certificate);
   s.get("key", n.key);
   s.finish();
@@ -281,7 +282,8 @@ std::string to_yaml(const cluster_config& c) {
         << "host" << YAML::Value << YAML::DoubleQuoted << n.host << YAML::Key << "port" << YAML::Value << n.port
         << YAML::Key << "devices" << YAML::Value;
     emit_string_list(out, n.devices);
-    out << YAML::Key << "threads" << YAML::Value << n.threads << YAML::Key << "certificate" << YAML::Value
+    out << YAML::Key << "threads" << YAML::Value << n.threads << YAML::Key << "launch" << YAML::Value << n.launch
+        << YAML::Key << "certificate" << YAML::Value
         << YAML::DoubleQuoted << n.certificate << YAML::Key << "key" << YAML::Value << YAML::DoubleQuoted << n.key
         << YAML::EndMap;
   }

@@ -39,6 +39,9 @@ struct node_section {
   uint16_t port = 0;                 ///< CAF port the node agent publishes on; 0 = any free port
   std::vector<std::string> devices;  ///< "cpu" (one CPU shard each) or "cuda:N"; the file's default is ["cpu"]
   int threads = 0;                   ///< CPU threads per shard; 0 = cores / shards
+  /// false: the head never starts this node's process, even on its own host (it is started
+  /// by `troupe node`, systemd or Slurm), so it outlives its head (fault_tolerance.head_grace).
+  bool launch = true;
   /// With security.tls: required, this node's own certificate and key (PEM); "" = the
   /// security section's (both or neither).
   std::string certificate;

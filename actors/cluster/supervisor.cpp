@@ -323,7 +323,7 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
     member m;
     m.spec = n;
     m.status.name = n.name;
-    m.local = st.opts.launch_local_nodes && st.opts.launcher && is_local_host(n.host);
+    m.local = st.opts.launch_local_nodes && st.opts.launcher && n.launch && is_local_host(n.host);
     m.status.launched = m.local;
     st.members.push_back(std::move(m));
   }
