@@ -520,6 +520,15 @@ TEST_CASE("generation defaults and max_tokens_default survive to_yaml and --set"
                     Catch::Contains("model.generation_defaults.min_p: must be in [0, 1], got 2"));
 }
 
+TEST_CASE("nodes[].launch is true unless set false, and must be a boolean", "[config]") {
+  CHECK(default_cluster_config().nodes.front().launch);
+  const auto c = parse_cluster_config("nodes:\n  - {name: a, launch: false}\n  - {name: b}\n", "p.yaml");
+  CHECK(!c.nodes[0].launch);
+  CHECK(c.nodes[1].launch);
+  CHECK_THROWS_WITH(parse_cluster_config("nodes:\n  - {name: a, launch: sometimes}\n", "p.yaml"),
+                    Catch::Contains("p.yaml") && Catch::Contains("nodes[0].launch"));
+}
+
 TEST_CASE("fault_tolerance.head_grace is 0 (fence at once) unless set, and never negative", "[config]") {
   CHECK(default_cluster_config().fault_tolerance.head_grace.count() == 0);
   CHECK(parse_cluster_config("fault_tolerance: {head_grace: 15s}\n", "p.yaml").fault_tolerance.head_grace.count() ==
