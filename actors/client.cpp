@@ -38,13 +38,15 @@ supervisor_actor connect_to_head(caf::actor_system& sys, const client_options& o
 /// A request the client actor relays.
 struct relay {
   caf::actor receiver;
-  uint64_t id = 0;  ///< the receiver's id
+  uint64_t id = 0;            ///< the receiver's id
+  generate_request request;   ///< what was asked, with `emitted` growing: a re-submission resumes after it
 };
 
 struct client_state {
-  caf::actor router;
+  caf::actor router;  ///< null while it follows the head to a new router
   uint64_t next = 1;
   std::unordered_map<uint64_t, relay> relays;  ///< by the id the router knows
+  std::optional<client_options> follow;        ///< set: follow the head across a router loss
   static inline const char* name = "troupe.client";
 };
 
@@ -69,19 +71,53 @@ void end_all(client_ptr self, const std::string& why) {
   self->state.relays.clear();
 }
 
-client_actor::behavior_type client_impl(client_ptr self, caf::actor router) {
+/// Submits relay `rid` to the current router (with the tokens its receiver already has).
+void submit(client_ptr self, uint64_t rid, const relay& r) {
+  caf::anon_send(self->state.router, generate_atom::value, rid, r.request, caf::actor_cast<caf::actor>(self));
+}
+
+/// The router is gone: reconnects to the head in a detached helper (connect_to_cluster
+/// blocks) for up to client_options::failover; the answer comes back as router_atom.
+void follow_head(client_ptr self, const std::string& why) {
+  auto o = *self->state.follow;
+  logger()->warn("client: lost the cluster's router ({}): reconnecting to the head at {} for up to {} ms, {} "
+                 "request(s) to resume",
+                 why, endpoint(o.host, o.port), o.failover.count(), self->state.relays.size());
+  o.connect_timeout = o.failover;
+  o.serve_timeout = o.failover;
+  auto client = caf::actor_cast<caf::actor>(self);
+  self->system().spawn<caf::detached>([o, client](caf::event_based_actor* helper) {
+    caf::actor router;
+    std::string error;
+    try {
+      router = connect_to_cluster(helper->system(), o);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    helper->send(client, router_atom::value, router, error);
+    helper->quit();
+  });
+}
+
+client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std::optional<client_options> follow) {
   self->state.router = router;
+  self->state.follow = std::move(follow);
   self->monitor(router);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
-    if (dm.source == st.router.address()) {
-      end_all(self, "lost the cluster's router: " + self->system().render(dm.reason));
+    if (st.router && dm.source == st.router.address()) {
+      const auto why = self->system().render(dm.reason);
+      if (st.follow && st.follow->failover.count() > 0) {
+        st.router = nullptr;
+        follow_head(self, why);
+      } else {
+        end_all(self, "lost the cluster's router: " + why);
+      }
       return;
     }
     for (auto it = st.relays.begin(); it != st.relays.end();) {
       if (it->second.receiver.address() == dm.source) {
-        caf::anon_send(st.router, cancel_atom::value, it->first,
-                   caf::actor_cast<caf::actor>(self));
+        if (st.router) caf::anon_send(st.router, cancel_atom::value, it->first, caf::actor_cast<caf::actor>(self));
         it = st.relays.erase(it);
       } else {
         ++it;
@@ -92,19 +128,42 @@ client_actor::behavior_type client_impl(client_ptr self, caf::actor router) {
       [self](generate_atom, uint64_t id, generate_request& req, const caf::actor& receiver) {
         auto& st = self->state;
         const uint64_t rid = st.next++;
-        st.relays[rid] = relay{receiver, id};
+        auto& r = st.relays[rid] = relay{receiver, id, std::move(req)};
         self->monitor(receiver);
-        caf::anon_send(st.router, generate_atom::value, rid, std::move(req), caf::actor_cast<caf::actor>(self));
+        if (st.router) submit(self, rid, r);  // else: submitted when the new router is known
       },
       [self](cancel_atom, uint64_t id, const caf::actor& receiver) {
-        const uint64_t rid = find_relay(self->state, receiver, id);
-        if (rid != 0)
-          caf::anon_send(self->state.router, cancel_atom::value, rid, caf::actor_cast<caf::actor>(self));
+        auto& st = self->state;
+        const uint64_t rid = find_relay(st, receiver, id);
+        if (rid == 0) return;
+        if (st.router) {
+          caf::anon_send(st.router, cancel_atom::value, rid, caf::actor_cast<caf::actor>(self));
+          return;
+        }
+        token_msg m;  // no router to ask: the request ends here
+        m.request = id;
+        m.finished = true;
+        m.finish_reason = "cancelled";
+        caf::anon_send(receiver, token_atom::value, std::move(m));
+        st.relays.erase(rid);
+      },
+      [self](router_atom, const caf::actor& router, const std::string& error) {
+        auto& st = self->state;
+        if (st.router) return;
+        if (!router) {
+          end_all(self, "lost the cluster's router and found no head to follow: " + error);
+          return;
+        }
+        st.router = router;
+        self->monitor(router);
+        logger()->info("client: following the head: {} request(s) resumed on its router", st.relays.size());
+        for (const auto& [rid, r] : st.relays) submit(self, rid, r);
       },
       [self](token_atom, token_msg& m) {
         auto& st = self->state;
         auto it = st.relays.find(m.request);
         if (it == st.relays.end()) return;
+        if (m.token >= 0) it->second.request.emitted.push_back(m.token);
         const bool finished = m.finished;
         m.request = it->second.id;
         caf::anon_send(it->second.receiver, token_atom::value, std::move(m));
@@ -137,8 +196,8 @@ caf::actor connect_to_cluster(caf::actor_system& sys, const client_options& o) {
   }
 }
 
-client_actor spawn_client(caf::actor_system& sys, caf::actor router) {
-  return sys.spawn(client_impl, std::move(router));
+client_actor spawn_client(caf::actor_system& sys, caf::actor router, std::optional<client_options> follow) {
+  return sys.spawn(client_impl, std::move(router), std::move(follow));
 }
 
 struct blocking_client::impl {
@@ -157,7 +216,7 @@ struct blocking_client::impl {
     ft.connection_timeout = ft.heartbeat_timeout;
     cfg = std::make_unique<system_config>(ft, 2);
     sys = std::make_unique<caf::actor_system>(*cfg);
-    client = spawn_client(*sys, connect_to_cluster(*sys, opts));
+    client = spawn_client(*sys, connect_to_cluster(*sys, opts), opts);
   }
 
   ~impl() {

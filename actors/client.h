@@ -14,6 +14,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,12 @@ struct client_options {
   std::chrono::milliseconds idle_timeout{std::chrono::seconds(60)};
   /// The cluster's model (path or "default"), for the tokenizer and chat template.
   std::string model = "default";
+  /// Following the head: when the cluster's router goes down (its head process died), a
+  /// client actor spawned with these options reconnects to host:port for up to this long
+  /// (a restarted or standby head) and re-submits every unfinished request with the tokens
+  /// its receiver already has, so the stream goes on with no gap or duplicate. 0 = off:
+  /// every unfinished request ends with an error.
+  std::chrono::milliseconds failover{std::chrono::seconds(30)};
 };
 
 /// Connects to the head at `o.host:o.port` (retrying up to `o.connect_timeout`) and
@@ -49,10 +56,14 @@ using client_actor = caf::typed_actor<
     /// Give request `id` of the receiver up.
     caf::reacts_to<cancel_atom, uint64_t, caf::actor>,
     /// Events from the router (internal: relayed to the receivers).
-    caf::reacts_to<token_atom, token_msg>>;
+    caf::reacts_to<token_atom, token_msg>,
+    /// Internal (failover): the new router, or null and why the head could not be reached.
+    caf::reacts_to<router_atom, caf::actor, std::string>>;
 
-/// Spawns a client actor in front of `router` (from connect_to_cluster).
-client_actor spawn_client(caf::actor_system& sys, caf::actor router);
+/// Spawns a client actor in front of `router` (from connect_to_cluster); with `follow`, it
+/// follows the head across a loss of its router (client_options::failover).
+client_actor spawn_client(caf::actor_system& sys, caf::actor router,
+                          std::optional<client_options> follow = std::nullopt);
 
 /// One finished request.
 struct client_result {

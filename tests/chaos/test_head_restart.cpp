@@ -14,15 +14,18 @@ using std::chrono::milliseconds;
 
 namespace {
 
-/// Runs one client over `prompts` with greedy sampling and checks its tokens.
-void generate_and_check(const std::filesystem::path& dir, const std::string& name, const std::string& head_flag,
-                        const std::vector<std::string>& prompts) {
-  const auto p = fault_sampling(0.0f, 1, 24);
-  const auto& expected = cached_fault_free(prompts, p);
-  const auto file = write_prompts(dir / "prompts.jsonl", prompts);
-  const pid_t client = spawn_troupe("generate" + head_flag + " --prompt-file " + file.string() + sampling_flags(p),
-                                    dir / (name + ".json"), dir / (name + ".log"));
-  const auto status = wait_exit(client, std::chrono::seconds(300));
+/// Starts one `troupe generate --head` client over `prompts` (output <dir>/<name>.json).
+pid_t start_client(const std::filesystem::path& dir, const std::string& name, const std::string& head_flag,
+                   const std::vector<std::string>& prompts, const sampling_params& p) {
+  const auto file = write_prompts(dir / (name + "-prompts.jsonl"), prompts);
+  return spawn_troupe("generate" + head_flag + " --prompt-file " + file.string() + sampling_flags(p),
+                      dir / (name + ".json"), dir / (name + ".log"));
+}
+
+/// Waits for client `pid` and checks its tokens against the single engine's.
+void check_client(const std::filesystem::path& dir, const std::string& name, pid_t pid,
+                  const std::vector<std::vector<int32_t>>& expected) {
+  const auto status = wait_exit(pid, std::chrono::seconds(300));
   INFO(read_text(dir / (name + ".log")));
   REQUIRE(status);
   CHECK(*status == 0);
@@ -31,8 +34,8 @@ void generate_and_check(const std::filesystem::path& dir, const std::string& nam
 
 }  // namespace
 
-TEST_CASE("kill -9 of the head, then a new head: the nodes keep their shards, the new head adopts them and "
-          "serves the fault-free tokens within 10 s of its start, and no weight is loaded again",
+TEST_CASE("kill -9 of the head mid-stream, then a new head: the nodes keep their shards, the new head adopts them "
+          "within 10 s of its start, the clients follow it and get the fault-free tokens, and no weight is loaded again",
           "[chaos][adoption][slow]") {
   const auto dir = scratch_dir("head-restart");
   const int base = reserve_ports(3);
@@ -61,8 +64,15 @@ TEST_CASE("kill -9 of the head, then a new head: the nodes keep their shards, th
   INFO(read_text(head1_log));
   REQUIRE(wait_for_log(head1_log, "serving:", head1, std::chrono::seconds(180)));
   REQUIRE(wait_for_count(head1_log, ": ready (", 1, std::chrono::seconds(120)));
+  // Greedy and seeded streams, in flight when the head dies: `troupe generate` follows the
+  // head and resumes them after the tokens it has.
   const auto prompts = fault_prompts(4);
-  generate_and_check(dir, "before", head_flag, prompts);
+  const auto greedy_p = fault_sampling(0.0f, 1, 96), seeded_p = fault_sampling(0.8f, 3, 96);
+  const auto& greedy_expected = cached_fault_free(prompts, greedy_p);
+  const auto& seeded_expected = cached_fault_free(prompts, seeded_p);
+  const pid_t greedy = start_client(dir, "greedy", head_flag, prompts, greedy_p);
+  const pid_t seeded = start_client(dir, "seeded", head_flag, prompts, seeded_p);
+  std::this_thread::sleep_for(milliseconds(2000));  // mid-stream (the logs below check it was)
 
   REQUIRE(kill(head1, SIGKILL) == 0);
   REQUIRE(wait_exit(head1, std::chrono::seconds(10)));
@@ -79,7 +89,10 @@ TEST_CASE("kill -9 of the head, then a new head: the nodes keep their shards, th
   std::printf("head restart: the new head's replica ready %lld ms after its start\n",
               static_cast<long long>(took.count()));
   CHECK(took < milliseconds(10000));  // issue 15: serving again within 10 s of the head's start
-  generate_and_check(dir, "after", head_flag, prompts);
+  check_client(dir, "greedy", greedy, greedy_expected);
+  check_client(dir, "seeded", seeded, seeded_expected);
+  for (const auto* name : {"greedy", "seeded"})  // the streams were in flight at the kill
+    CHECK(count_of(read_text(dir / (std::string(name) + ".log")), "request(s) resumed on its router") == 1);
   for (const auto& n : nodes) {
     const auto log = read_text(dir / (n + ".log"));
     CHECK(count_of(log, ": loading") == 1);  // once, for the first head

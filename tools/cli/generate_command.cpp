@@ -293,10 +293,17 @@ int generate_on_head(const generate_options& o) {
   client_options co;
   co.host = address.host;
   co.port = address.port;
-  auto router = connect_to_cluster(sys, co);
+  // Through a client actor that follows the head: when the head process dies, it reconnects
+  // (a restarted or standby head) and resumes every unfinished request after the tokens
+  // already received (client_options::failover).
+  auto client = caf::actor_cast<caf::actor>(spawn_client(sys, connect_to_cluster(sys, co), co));
+  struct stop_client {  // on every way out: the actor system waits for its actors
+    caf::actor a;
+    ~stop_client() { caf::anon_send_exit(a, caf::exit_reason::user_shutdown); }
+  } stop{client};
   caf::scoped_actor self{sys};
-  self->monitor(router);
-  send_prompts(self, router, o, prompts);
+  self->monitor(client);
+  send_prompts(self, client, o, prompts);
   auto gs = answers_for(prompts);
   auto error = receive_answers(self, o, gs, [] { return false; }, "the head at " + where);
   if (!error.empty()) throw std::runtime_error(error);
