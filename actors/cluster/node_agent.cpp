@@ -212,8 +212,6 @@ caf::result<shard_actor> on_spawn_shard(agent_ptr self, const shard_spec& spec) 
 void on_attach(agent_ptr self, const supervisor_actor& sup) {
   auto& st = self->state;
   fence_shards(self, "registering afresh");
-  // The head that lost the node has failed and replaced its shards: it never adopts them.
-  if (sup.node() == st.orphaned_by) fence_orphans(self, "the head that lost them is back");
   st.attach_seq = st.seq;
   if (st.supervisor) self->demonitor(st.supervisor.address());
   st.supervisor = sup;
@@ -221,8 +219,12 @@ void on_attach(agent_ptr self, const supervisor_actor& sup) {
   const auto gen = ++st.generation;
   self->request(sup, control_timeout(st.opts.fault_tolerance), register_atom::value, st.opts.info)
       .then(
-          [self, gen](caf::ok_atom) {
+          [self, gen, sup](caf::ok_atom) {
             if (gen != self->state.generation) return;
+            // The head that lost the node has failed and replaced its shards: it never adopts
+            // them. Checked once it answered: right after a loss the middleman may still hand
+            // out the dead head's proxy, whose registration never succeeds.
+            if (sup.node() == self->state.orphaned_by) fence_orphans(self, "the head that lost them is back");
             notify(self, node_event::registered, "");
             self->send(self, heartbeat_atom::value, gen);
           },
