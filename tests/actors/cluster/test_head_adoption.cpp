@@ -13,6 +13,7 @@
 #include "actors/cluster/node_agent.h"
 #include "actors/cluster/supervisor.h"
 #include "actors/serving/shard.h"
+#include "actors/shard_steps.h"
 #include "engine_fixture.h"
 
 namespace {
@@ -79,43 +80,6 @@ void attach(process& node, const node_agent_actor& agent, process& hp, const hea
   REQUIRE(registered);
 }
 
-shard_spec stage_spec(int stage) {
-  shard_spec s;
-  s.model_path = test::default_model();
-  s.stage = stage;
-  s.n_stages = 2;
-  s.layers = stage == 0 ? parallel::layer_range{0, 15} : parallel::layer_range{15, 30};
-  s.context.n_blocks = 64;
-  s.context.block_size = 16;
-  s.context.max_batch_tokens = 128;
-  s.context.max_logit_rows = 4;
-  s.timeout_ms = 5000;
-  return s;
-}
-
-/// One sequence's prefill, sampled greedily at its last row.
-step_request prefill(const std::vector<int32_t>& prompt) {
-  const auto n = static_cast<int32_t>(prompt.size());
-  step_request r;
-  r.step_id = 1;
-  r.batch.tokens = prompt;
-  for (int32_t i = 0; i < n; ++i) r.batch.positions.push_back(i);
-  r.batch.slots = r.batch.positions;
-  r.batch.query_start = {0, n};
-  r.batch.context_len = {n};
-  r.batch.max_blocks = 64;
-  for (int32_t b = 0; b < 64; ++b) r.batch.block_tables.push_back(b);
-  r.batch.logit_rows = {n - 1};
-  sample_request s;
-  s.id = 1;
-  s.params.temperature = 0.0f;
-  s.params.max_tokens = 1;
-  s.history = prompt;
-  s.n_prompt = n;
-  r.samples.push_back(s);
-  return r;
-}
-
 /// What a head's replica does with its two stages: addresses, connect, one prefill step.
 /// Returns the sampled token and stage 0's `next` address.
 std::pair<int32_t, std::vector<char>> run_pipeline(process& hp, const shard_actor& s0, const shard_actor& s1,
@@ -134,7 +98,7 @@ std::pair<int32_t, std::vector<char>> run_pipeline(process& hp, const shard_acto
   for (auto* h : {&c0, &c1})
     h->receive([&](caf::ok_atom) { ++connected; }, [&](caf::error& e) { FAIL("connect: " << hp.sys.render(e)); });
   REQUIRE(connected == 2);
-  auto step = prefill(prompt);
+  auto step = test::prefill_step(prompt, 1);
   auto h0 = hp.self->request(s0, 20s, step_atom::value, step);
   auto h1 = hp.self->request(s1, 20s, step_atom::value, step);
   h0.receive([](step_output&) {}, [&](caf::error& e) { FAIL("stage 0 step: " << hp.sys.render(e)); });
@@ -187,6 +151,22 @@ bool goes_down(process& p, const shard_actor& s, std::chrono::milliseconds timeo
   return down;
 }
 
+/// A node agent with `grace` in `node`, registered with a head in `head_a`, holding one
+/// loaded stage-0 shard (monitored by `node`); then that head's supervisor is killed.
+std::pair<node_agent_actor, shard_actor> shard_of_dead_head(process& node, process& head_a,
+                                                            std::chrono::milliseconds grace) {
+  auto agent = start_agent(node, grace);
+  auto h = start_head(head_a);
+  attach(node, agent, head_a, h);
+  auto s0 = head_a.ask<shard_actor>(agent_from(node, agent, head_a), spawn_shard_atom::value, test::pipeline_spec(0));
+  REQUIRE(s0);
+  head_a.own(*s0);
+  REQUIRE(head_a.ask<shard_addresses>(*s0, addresses_atom::value));
+  node.self->monitor(*s0);
+  head_a.self->send_exit(h.sup, caf::exit_reason::kill);
+  return {agent, *s0};
+}
+
 }  // namespace
 
 TEST_CASE("with head_grace a new head process adopts the loaded shards of a node whose head died: the same "
@@ -198,8 +178,8 @@ TEST_CASE("with head_grace a new head process adopts the loaded shards of a node
   auto h_a = start_head(head_a);
   attach(node, agent, head_a, h_a);
   auto via_a = agent_from(node, agent, head_a);
-  auto s0 = head_a.ask<shard_actor>(via_a, spawn_shard_atom::value, stage_spec(0));
-  auto s1 = head_a.ask<shard_actor>(via_a, spawn_shard_atom::value, stage_spec(1));
+  auto s0 = head_a.ask<shard_actor>(via_a, spawn_shard_atom::value, test::pipeline_spec(0));
+  auto s1 = head_a.ask<shard_actor>(via_a, spawn_shard_atom::value, test::pipeline_spec(1));
   REQUIRE(s0);
   REQUIRE(s1);
   head_a.own(*s0);
@@ -215,8 +195,8 @@ TEST_CASE("with head_grace a new head process adopts the loaded shards of a node
   auto h_b = start_head(head_b);
   attach(node, agent, head_b, h_b);
   auto via_b = agent_from(node, agent, head_b);
-  auto t0 = head_b.ask<shard_actor>(via_b, spawn_shard_atom::value, stage_spec(0));
-  auto t1 = head_b.ask<shard_actor>(via_b, spawn_shard_atom::value, stage_spec(1));
+  auto t0 = head_b.ask<shard_actor>(via_b, spawn_shard_atom::value, test::pipeline_spec(0));
+  auto t1 = head_b.ask<shard_actor>(via_b, spawn_shard_atom::value, test::pipeline_spec(1));
   REQUIRE(t0);
   REQUIRE(t1);
   head_b.own(*t0);
@@ -239,37 +219,21 @@ TEST_CASE("kept shards stop when no new head adopts them within head_grace, and 
   log_capture log;
   process node, head_a;
   SECTION("the grace ends") {
-    auto agent = start_agent(node, 400ms);
-    auto h = start_head(head_a);
-    attach(node, agent, head_a, h);
-    auto s0 = head_a.ask<shard_actor>(agent_from(node, agent, head_a), spawn_shard_atom::value, stage_spec(0));
-    REQUIRE(s0);
-    head_a.own(*s0);
-    REQUIRE(head_a.ask<shard_addresses>(*s0, addresses_atom::value));
-    node.self->monitor(*s0);
-    head_a.self->send_exit(h.sup, caf::exit_reason::kill);
+    auto [agent, s0] = shard_of_dead_head(node, head_a, 400ms);
     const auto t0 = std::chrono::steady_clock::now();
-    CHECK(goes_down(node, *s0, 5s));
+    CHECK(goes_down(node, s0, 5s));
     const auto waited = std::chrono::steady_clock::now() - t0;
     CHECK(waited >= 350ms);  // kept for the grace (the loss itself is seen within ms here)
     CHECK(log.count("no new head adopted them within fault_tolerance.head_grace") == 1);
     node.self->send_exit(agent, caf::exit_reason::user_shutdown);
   }
   SECTION("the same head process comes back") {
-    auto agent = start_agent(node, 10s);
-    auto h = start_head(head_a);
-    attach(node, agent, head_a, h);
-    auto s0 = head_a.ask<shard_actor>(agent_from(node, agent, head_a), spawn_shard_atom::value, stage_spec(0));
-    REQUIRE(s0);
-    head_a.own(*s0);
-    REQUIRE(head_a.ask<shard_addresses>(*s0, addresses_atom::value));
-    node.self->monitor(*s0);
-    head_a.self->send_exit(h.sup, caf::exit_reason::kill);
+    auto [agent, s0] = shard_of_dead_head(node, head_a, 10s);
     for (int i = 0; i < 300 && log.count("keeping 1 loaded shard(s)") == 0; ++i) std::this_thread::sleep_for(10ms);
     REQUIRE(log.count("keeping 1 loaded shard(s)") == 1);
     auto again = start_head(head_a);  // a new supervisor in the same head process
     attach(node, agent, head_a, again);
-    CHECK(goes_down(node, *s0, 3s));  // long before the 10 s grace
+    CHECK(goes_down(node, s0, 3s));  // long before the 10 s grace
     CHECK(log.count("the head that lost them is back") == 1);
     node.self->send_exit(agent, caf::exit_reason::user_shutdown);
     head_a.self->send_exit(again.sup, caf::exit_reason::user_shutdown);

@@ -10,11 +10,14 @@
 #include "actors/cluster/node_agent.h"
 #include "actors/cluster/supervisor.h"
 #include "actors/serving/shard.h"
+#include "actors/shard_steps.h"
 #include "engine_fixture.h"
 
 namespace {
 
 using namespace troupe;
+using test::pipeline_spec;
+using test::prefill_step;
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 
@@ -47,46 +50,8 @@ struct shard_fixture {
   std::string render(const caf::error& e) { return sys.render(e); }
 };
 
-/// Stage `stage` of the default model split in two pipeline stages (layers [0,15), [15,30)).
-shard_spec pipeline_spec(int stage) {
-  shard_spec s;
-  s.model_path = test::default_model();
-  s.stage = stage;
-  s.n_stages = 2;
-  s.layers = stage == 0 ? parallel::layer_range{0, 15} : parallel::layer_range{15, 30};
-  s.context.n_blocks = 64;
-  s.context.block_size = 16;
-  s.context.max_batch_tokens = 128;
-  s.context.max_logit_rows = 4;
-  s.timeout_ms = 5000;
-  return s;
-}
-
 std::vector<int32_t> prompt_tokens() {
   return test::shared_default_model()->tokenizer().encode("The capital of France is", false, false);
-}
-
-/// The prefill step of one sequence holding `prompt`, sampled greedily at its last row.
-step_request prefill_step(const std::vector<int32_t>& prompt) {
-  const auto n = static_cast<int32_t>(prompt.size());
-  step_request r;
-  r.step_id = 7;
-  r.batch.tokens = prompt;
-  for (int32_t i = 0; i < n; ++i) r.batch.positions.push_back(i);
-  r.batch.slots = r.batch.positions;
-  r.batch.query_start = {0, n};
-  r.batch.context_len = {n};
-  r.batch.max_blocks = 64;
-  for (int32_t b = 0; b < 64; ++b) r.batch.block_tables.push_back(b);
-  r.batch.logit_rows = {n - 1};
-  sample_request s;
-  s.id = 1;
-  s.params.temperature = 0.0f;
-  s.params.max_tokens = 1;
-  s.history = prompt;
-  s.n_prompt = n;
-  r.samples.push_back(s);
-  return r;
 }
 
 /// The single-process engine's first greedy token for `prompt`.

@@ -11,6 +11,7 @@
 
 #include "actors/actor_system_config.h"
 #include "actors/serving/shard.h"
+#include "actors/shard_steps.h"
 #include "engine_fixture.h"
 
 namespace {
@@ -86,26 +87,9 @@ shard_spec whole_model(int tokens) {
 
 /// A prefill of `n` tokens of one sequence, sampled greedily at its last row.
 step_request prefill(int32_t n) {
-  step_request r;
-  r.step_id = 3;
-  for (int32_t i = 0; i < n; ++i) {
-    r.batch.tokens.push_back(100 + i % 50);
-    r.batch.positions.push_back(i);
-  }
-  r.batch.slots = r.batch.positions;
-  r.batch.query_start = {0, n};
-  r.batch.context_len = {n};
-  r.batch.max_blocks = 64;
-  for (int32_t b = 0; b < 64; ++b) r.batch.block_tables.push_back(b);
-  r.batch.logit_rows = {n - 1};
-  sample_request s;
-  s.id = 1;
-  s.params.temperature = 0.0f;
-  s.params.max_tokens = 1;
-  s.history = r.batch.tokens;
-  s.n_prompt = n;
-  r.samples.push_back(s);
-  return r;
+  std::vector<int32_t> tokens;
+  for (int32_t i = 0; i < n; ++i) tokens.push_back(100 + i % 50);
+  return test::prefill_step(tokens, 3);
 }
 
 int64_t ms_since(clock_type::time_point t0) {
