@@ -17,7 +17,9 @@
 /// SENT that request (before v received it). After granting term T, v refuses every
 /// lower term, so the previous holder cannot win v back. Hence the old leader has stopped
 /// leading before the new one can start, provided the clocks' rates differ by less than
-/// drift_margin over one lease_duration (steady clocks, no wall clock).
+/// drift_margin over one lease_duration (steady clocks, no wall clock). A candidate that
+/// gives a term back (a campaign that cannot win) never counts that term again, so the
+/// voter may end that lease at once and let another candidate have the term.
 /// A voter remembers only in memory: a restarted voter refuses every grant for one
 /// lease_duration after it starts (it may have granted a lease it no longer remembers).
 /// It then learns the current term again from the next grant it makes; while the leader
