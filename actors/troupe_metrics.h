@@ -93,7 +93,8 @@ struct troupe_metrics {
   /// troupe_head_term: the highest lease term this head has seen (its own while it leads).
   metrics::gauge& head_term;
   /// troupe_head_takeovers_total: times this head took the lease after another head had led
-  /// (a majority of voters named it as the holder) or after its own earlier term.
+  /// (a majority of voters named it as the holder, again after a renewal) or after its own
+  /// earlier term.
   metrics::counter& head_takeovers;
   /// troupe_head_takeover_seconds: per takeover, from the end of the previous leader's lease
   /// (as the voters last reported it, or this head's own stepping down) to holding the lease.

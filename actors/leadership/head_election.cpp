@@ -82,6 +82,7 @@ struct election_state {
   bool leading = false;
   std::string known_leader;         ///< the holder the voters named last (follower)
   uint64_t known_term = 0;
+  lease_time known_since{};         ///< when a majority first named known_leader
   bool leader_existed = false;      ///< a leader was known (a later lease is a takeover)
   lease_time leader_seen_until{};   ///< the last known end of another leader's lease (or ours)
   std::string step_down_detail;     ///< why the candidate was deposed ("" = it was not)
@@ -331,11 +332,16 @@ void learn_holder(self_ptr self, std::size_t v, const lease_reply& r, lease_time
   if (!live) return;
   const auto naming = std::count(st.held_by.begin(), st.held_by.end(), st.held_by[v]);
   if (static_cast<std::size_t>(naming) < st.candidate->majority()) return;
-  st.leader_existed = true;
   st.leader_seen_until = std::max(st.leader_seen_until, ends);
-  if (r.holder == st.known_leader && r.term == st.known_term) return;
+  if (r.holder == st.known_leader && r.term == st.known_term) {
+    // Named again a while later: it renewed, so it led (a head that briefly held a majority
+    // of grants at start-up and gave them back at once did not).
+    if (now - st.known_since >= st.opts.timing.lease_duration / 6) st.leader_existed = true;
+    return;
+  }
   st.known_leader = r.holder;
   st.known_term = r.term;
+  st.known_since = now;
   report(self, election_role::follower, r.term, r.holder, r.reason);
 }
 
