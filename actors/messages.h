@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/leadership/lease_reply.h"
 #include "runtime/engine/shard_worker.h"
 
 namespace troupe {
@@ -397,6 +398,21 @@ typename Inspector::result_type inspect(Inspector& f, prefix_summary& x) {
   return f(caf::meta::type_name("troupe::prefix_summary"), x.replica, x.reset, x.added, x.removed);
 }
 
+}  // namespace troupe
+
+namespace troupe::leadership {
+
+/// `inspect` for lease_reply (the leadership section at the end of this file; beside the
+/// type, for argument-dependent lookup, and before add_message_types).
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, lease_reply& x) {
+  return f(caf::meta::type_name("troupe::lease_reply"), x.verdict, x.term, x.holder, x.remaining_ms, x.reason);
+}
+
+}  // namespace troupe::leadership
+
+namespace troupe {
+
 /// Registers every type above with `cfg` (needed for remote sends).
 inline void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<node_info>("troupe::node_info");
@@ -415,6 +431,7 @@ inline void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<std::vector<node_view>>("std::vector<troupe::node_view>");
   cfg.add_message_type<drain_reply>("troupe::drain_reply");
   cfg.add_message_type<prefix_summary>("troupe::prefix_summary");
+  cfg.add_message_type<leadership::lease_reply>("troupe::lease_reply");
 }
 
 }  // namespace troupe
@@ -474,5 +491,23 @@ namespace troupe {
 using replicate_atom = caf::atom_constant<caf::atom("replicate")>;
 /// Anyone -> state replica: the latest state it holds (term, sequence, encoded bytes).
 using latest_atom = caf::atom_constant<caf::atom("latest")>;
+
+}  // namespace troupe
+
+// -- leadership (issue 15: a head leads while a majority of voters grants it a lease) ----
+
+namespace troupe {
+
+/// Head election -> voter, with the candidate's id and the term: grant (or renew) the
+/// lease of that term (answered with a leadership::lease_reply).
+using lease_atom = caf::atom_constant<caf::atom("lease")>;
+/// Head election -> voter, with the candidate's id and the term: a campaign that cannot
+/// win, or a leader that lost its majority, gives the grant back.
+using release_atom = caf::atom_constant<caf::atom("release")>;
+/// Head election -> itself, with the timer's generation: the next round of requests
+/// (campaign or renewal); a stale generation is ignored.
+using elect_atom = caf::atom_constant<caf::atom("elect")>;
+/// Head election -> itself: the lease may have ended; step down if it did.
+using expire_atom = caf::atom_constant<caf::atom("expire")>;
 
 }  // namespace troupe

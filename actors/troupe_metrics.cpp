@@ -103,6 +103,21 @@ troupe_metrics::troupe_metrics(metrics::registry& r)
                            .with()),
       autoscale_decisions(r.counter_family("troupe_autoscale_decisions_total",
                                            "Autoscaling decisions: one more replica (up) or one fewer (down).",
-                                           {"direction"})) {}
+                                           {"direction"})),
+      head_is_leader(r.gauge_family("troupe_head_is_leader",
+                                    "1 while this head holds the lease of a majority of voters (it leads), else 0.")
+                         .with()),
+      head_term(r.gauge_family("troupe_head_term",
+                               "Highest lease term this head has seen (its own term while it leads).")
+                    .with()),
+      head_takeovers(r.counter_family("troupe_head_takeovers_total",
+                                      "Times this head took the lease after another leader (or its own earlier "
+                                      "term) had held it.")
+                         .with()),
+      head_takeover_seconds(r.histogram_family("troupe_head_takeover_seconds",
+                                               "Per takeover: from the end of the previous leader's lease to this "
+                                               "head holding the lease.",
+                                               metrics::latency_buckets())
+                                .with()) {}
 
 }  // namespace troupe

@@ -87,6 +87,18 @@ struct troupe_metrics {
   metrics::gauge& autoscale_target;
   /// troupe_autoscale_decisions_total{direction}: scaling decisions, "up" or "down"; autoscaler.
   metrics::family<metrics::counter>& autoscale_decisions;
+  /// troupe_head_is_leader: 1 while this head holds the lease of a majority of voters, else 0;
+  /// head election (actors/leadership).
+  metrics::gauge& head_is_leader;
+  /// troupe_head_term: the highest lease term this head has seen (its own while it leads).
+  metrics::gauge& head_term;
+  /// troupe_head_takeovers_total: times this head took the lease after another head had led
+  /// (a majority of voters named it as the holder, again after a renewal) or after its own
+  /// earlier term.
+  metrics::counter& head_takeovers;
+  /// troupe_head_takeover_seconds: per takeover, from the end of the previous leader's lease
+  /// (as the voters last reported it, or this head's own stepping down) to holding the lease.
+  metrics::histogram& head_takeover_seconds;
 };
 
 }  // namespace troupe

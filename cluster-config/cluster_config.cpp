@@ -160,6 +160,13 @@ void read_security(section s, security_section& v) {
   s.finish();
 }
 
+void read_leadership(section s, leadership_section& v) {
+  s.get("lease_duration", v.lease_duration);
+  s.get("drift_margin", v.drift_margin);
+  s.get("state_dir", v.state_dir);
+  s.finish();
+}
+
 }  // namespace
 
 cluster_config read_tree(const YAML::Node& root, const reader& r) {
@@ -176,6 +183,7 @@ cluster_config read_tree(const YAML::Node& root, const reader& r) {
   read_cache(section(r, top.child("cache"), "cache"), c.cache);
   read_router(section(r, top.child("router"), "router"), c.router);
   read_security(section(r, top.child("security"), "security"), c.security);
+  read_leadership(section(r, top.child("leadership"), "leadership"), c.leadership);
   top.finish();
   return c;
 }
@@ -346,6 +354,10 @@ std::string to_yaml(const cluster_config& c) {
       << YAML::Key << "ca" << YAML::Value << YAML::DoubleQuoted << se.ca << YAML::Key << "certificate"
       << YAML::Value << YAML::DoubleQuoted << se.certificate << YAML::Key << "key" << YAML::Value
       << YAML::DoubleQuoted << se.key << YAML::EndMap;
+  const auto& le = c.leadership;
+  out << YAML::Key << "leadership" << YAML::Value << YAML::BeginMap << YAML::Key << "lease_duration" << YAML::Value
+      << ms(le.lease_duration) << YAML::Key << "drift_margin" << YAML::Value << ms(le.drift_margin) << YAML::Key
+      << "state_dir" << YAML::Value << YAML::DoubleQuoted << le.state_dir << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -196,6 +196,21 @@ struct security_section {
   std::string key;          ///< its private key (PEM, unencrypted)
 };
 
+/// `leadership:` — the heads' election (docs/reliability.md, "Leadership"): a head leads
+/// while a majority of voters grants it a lease with a term.
+struct leadership_section {
+  /// How long a voter holds the lease for its holder after the last grant: a dead leader's
+  /// lease runs out within this, so a standby takes over after about this long.
+  std::chrono::milliseconds lease_duration{2000};
+  /// The leader stops counting a grant this much before lease_duration (from when it sent
+  /// the request): the bound on how much the hosts' steady clocks may drift apart over one
+  /// lease. Below lease_duration / 3.
+  std::chrono::milliseconds drift_margin{200};
+  /// Directory of the head's replicated state (a path relative to the working directory, or
+  /// absolute); read and validated, not used yet.
+  std::string state_dir = "troupe-state";
+};
+
 /// Where a Redis cache lives, from redis://[:password@]host[:port][/db].
 struct redis_address {
   std::string host = "127.0.0.1";
@@ -220,6 +235,7 @@ struct cluster_config {
   cache_section cache;
   router_section router;
   security_section security;
+  leadership_section leadership;
   std::string source;  ///< file it was read from ("" when built in code)
 };
 

@@ -254,6 +254,24 @@ void check_http_tls(const checker& k, const cluster_config& c) {
             "server.tls is server (HTTPS): name the head's certificate and key (tools/make_certs.sh makes them)");
 }
 
+/// leadership: a positive lease, a drift margin below a third of it (the leader's view of a
+/// grant, lease_duration - drift_margin, must outlast one renewal round and its timeout),
+/// and a state directory.
+void check_leadership(const checker& k, const leadership_section& l) {
+  k.require(l.lease_duration.count() >= 30, "leadership.lease_duration",
+            "must be at least 30ms (the leader renews every lease_duration / 3), got " +
+                std::to_string(l.lease_duration.count()) + "ms");
+  k.require(l.drift_margin.count() >= 0, "leadership.drift_margin",
+            "must not be negative, got " + std::to_string(l.drift_margin.count()) + "ms");
+  k.require(l.drift_margin * 3 < l.lease_duration, "leadership.drift_margin",
+            "must be below lease_duration / 3 (" + std::to_string(l.lease_duration.count()) +
+                "ms / 3): the leader's view of a grant must outlast a renewal round, got " +
+                std::to_string(l.drift_margin.count()) + "ms");
+  k.require(!l.state_dir.empty(), "leadership.state_dir",
+            "must name a directory (default troupe-state, under the working directory)");
+  k.require(l.state_dir.find('\0') == std::string::npos, "leadership.state_dir", "must not contain a NUL byte");
+}
+
 }  // namespace
 
 redis_address parse_redis_url(const std::string& url) {
@@ -299,6 +317,7 @@ void validate(const cluster_config& c) {
   check_router(k, c.router);
   check_security(k, c);
   check_http_tls(k, c);
+  check_leadership(k, c.leadership);
 }
 
 }  // namespace troupe

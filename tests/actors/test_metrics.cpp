@@ -94,13 +94,19 @@ void populate(troupe_metrics& m) {
   m.router_matched_tokens.with({"0"}).inc(96);
   m.router_index_keys.set(12);
   m.step_duration.with({"0", "decode"}).observe(0.004);
+  m.head_is_leader.set(1);
+  m.head_term.set(7);
+  m.head_takeovers.inc();
+  m.head_takeover_seconds.observe(0.45);
 }
 
 const std::vector<std::string> documented_families = {
     "troupe_autoscale_decisions_total", "troupe_autoscale_target_replicas",
     "troupe_capacity_devices",           "troupe_capacity_replicas",
     "troupe_client_disconnects_total",   "troupe_e2e_request_latency_seconds",
-    "troupe_generation_tokens_total",    "troupe_inter_token_latency_seconds",
+    "troupe_generation_tokens_total",    "troupe_head_is_leader",
+    "troupe_head_takeover_seconds",      "troupe_head_takeovers_total",
+    "troupe_head_term",                  "troupe_inter_token_latency_seconds",
     "troupe_kv_cache_usage_ratio",       "troupe_node_restarts_total",
     "troupe_node_up",                    "troupe_nodes",
     "troupe_prefix_cache_hits_total",
