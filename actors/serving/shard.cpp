@@ -494,6 +494,20 @@ caf::behavior completion_behavior(shard_ptr self) {
   };
 }
 
+/// Queues a relink job (`drop_context`: for adoption by a new head) and promises its
+/// addresses.
+caf::typed_response_promise<shard_addresses> post_relink(shard_ptr self, bool drop_context) {
+  auto& st = self->state;
+  shard_job job;
+  job.id = ++st.next_job;
+  job.kind = job_kind::relink;
+  job.drop_context = drop_context;
+  auto rp = self->make_response_promise<shard_addresses>();
+  st.relinks.emplace(job.id, rp);
+  st.runner->post(std::move(job));
+  return rp;
+}
+
 shard_actor::behavior_type shard_impl(shard_ptr self, shard_spec spec, progress_fn progress) {
   auto& st = self->state;
   st.label = shard_name(spec);
@@ -542,25 +556,12 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_spec spec, progress_
       [self](relink_atom) -> caf::result<shard_addresses> {
         auto& st = self->state;
         if (st.phase == load_phase::failed) return st.load_error;
-        shard_job job;
-        job.id = ++st.next_job;
-        job.kind = job_kind::relink;
-        auto rp = self->make_response_promise<shard_addresses>();
-        st.relinks.emplace(job.id, rp);
-        st.runner->post(std::move(job));
-        return rp;
+        return post_relink(self, false);
       },
       [self](adopt_atom) -> caf::result<shard_addresses> {
         auto& st = self->state;
         if (st.phase != load_phase::loaded) return caf::make_error(caf::sec::runtime_error, st.label + " is not loaded");
-        shard_job job;
-        job.id = ++st.next_job;
-        job.kind = job_kind::relink;
-        job.drop_context = true;
-        auto rp = self->make_response_promise<shard_addresses>();
-        st.relinks.emplace(job.id, rp);
-        st.runner->post(std::move(job));
-        return rp;
+        return post_relink(self, true);
       },
       [self](abort_atom) { self->state.runner->abort(); },
   };

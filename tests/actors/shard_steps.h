@@ -1,7 +1,10 @@
 #pragma once
 /// Shard-level test helpers shared by the shard, fault and adoption tests: the default
 /// model split in two pipeline stages, and one sequence's greedy prefill step.
+#include <caf/all.hpp>
+#include <chrono>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "actors/messages.h"
@@ -46,6 +49,15 @@ inline step_request prefill_step(const std::vector<int32_t>& prompt, uint64_t st
   s.n_prompt = n;
   r.samples.push_back(s);
   return r;
+}
+
+/// The answer of `h` to `xs...` asked from `self` (20 s at most), or the error.
+template <class T, class Handle, class... Ts>
+caf::expected<T> ask(caf::scoped_actor& self, const Handle& h, Ts&&... xs) {
+  caf::expected<T> out{caf::make_error(caf::sec::runtime_error, "no answer")};
+  self->request(h, std::chrono::seconds(20), std::forward<Ts>(xs)...)
+      .receive([&](T& x) { out = std::move(x); }, [&](caf::error& e) { out = std::move(e); });
+  return out;
 }
 
 }  // namespace troupe::test

@@ -41,10 +41,7 @@ struct shard_fixture {
   /// The answer of `h` to `xs...`, or the error.
   template <class T, class Handle, class... Ts>
   caf::expected<T> ask(const Handle& h, Ts&&... xs) {
-    caf::expected<T> out{caf::make_error(caf::sec::runtime_error, "no answer")};
-    self->request(h, 20s, std::forward<Ts>(xs)...)
-        .receive([&](T& x) { out = std::move(x); }, [&](caf::error& e) { out = std::move(e); });
-    return out;
+    return test::ask<T>(self, h, std::forward<Ts>(xs)...);
   }
 
   std::string render(const caf::error& e) { return sys.render(e); }
