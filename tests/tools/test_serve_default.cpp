@@ -91,8 +91,9 @@ TEST_CASE("the README's first curl answers Paris within 10 s and a request witho
   REQUIRE(any.status == 200);
   const std::string reason = any.body.at("choices").at(0).at("finish_reason");
   CHECK((reason == "stop" || reason == "length"));
+  // No time bound here: an unseeded draw may run to the cap, and beside CI's soak 512 tokens
+  // took 35 s on one run and 181 s on another; speed lives in the benchmarks.
   CHECK(any.body.at("usage").at("completion_tokens").get<int>() <= 512);
-  CHECK(any.seconds < 120);  // 512 tokens took 35 s on the loaded 2-core dev machine
   kill(serve, SIGTERM);
   auto status = wait_exit(serve, std::chrono::seconds(30));
   REQUIRE(status);
