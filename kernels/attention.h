@@ -24,6 +24,10 @@ struct attention_batch {
   int q_head_offset = 0;
   int kv_group = 0;
   int kv_head_offset = 0;
+  /// Host knowledge of a mixed batch: its first `decode_rows` sequences have one query row
+  /// each (row i is sequence i's), so CUDA runs them through the decode kernels and only the
+  /// rest through prefill. 0 = unknown; must be in [0, n_seqs] and true when set.
+  int decode_rows = 0;
 };
 
 namespace cpu {

@@ -257,6 +257,8 @@ attn_args check_attention(tensor_view out, tensor_view q, tensor_view k_cache, t
               std::to_string(b.q_head_offset + n_heads) + ") map outside the " +
               std::to_string(n_kv) + " kv heads from " + std::to_string(b.kv_head_offset));
   require(b.n_seqs >= 0 && b.max_blocks >= 0, op, "n_seqs and max_blocks must be non-negative");
+  require(b.decode_rows >= 0 && b.decode_rows <= b.n_seqs, op,
+          "decode_rows " + std::to_string(b.decode_rows) + " is outside [0, n_seqs " + std::to_string(b.n_seqs) + "]");
   require(b.block_size == k_cache.shape[1], op,
           "batch block_size " + std::to_string(b.block_size) + " differs from the cache's " +
               std::to_string(k_cache.shape[1]));
@@ -343,6 +345,28 @@ void kv_write(const op_context& ctx, tensor_view k_cache, tensor_view v_cache, t
   check_launch(op, "kv_write_kernel");
 }
 
+/// A mixed batch whose first `d` sequences are single decode rows: the rest through flash
+/// prefill (absolute rows: the same q and out, the arrays from sequence d on), the decode
+/// rows through the decode kernels, which read each kv head once per row where the prefill
+/// tiles read it once per query head and fill one row of 64. False, launching nothing, when
+/// flash prefill does not take the rest.
+template <class T>
+bool split_mixed(const op_context& ctx, T* o, const T* qs, const T* kc, const T* vc, dtype type,
+                 const attn_args& a, int d) {
+  if (d <= 0 || d >= a.n_seqs) return false;
+  attn_args rest = a;
+  rest.query_start = a.query_start + d;
+  rest.context_len = a.context_len + d;
+  rest.block_tables = a.block_tables + static_cast<int64_t>(d) * a.max_blocks;
+  rest.n_seqs = a.n_seqs - d;
+  if (!flash_prefill(ctx, o, qs, kc, vc, type, rest)) return false;
+  attn_args dec = a;
+  dec.n_seqs = d;
+  dec.m = d;
+  if (!decode_grouped(ctx, o, qs, kc, vc, type, dec)) launch_decode<T>(ctx, o, qs, kc, vc, dec);
+  return true;
+}
+
 void paged_attention(const op_context& ctx, tensor_view out, tensor_view q, tensor_view k_cache,
                      tensor_view v_cache, const attention_batch& batch, float scale) {
   require_cuda_ctx("paged_attention", ctx);
@@ -358,6 +382,7 @@ void paged_attention(const op_context& ctx, tensor_view out, tensor_view q, tens
     // do not depend on the batch nor on how a prompt was chunked.
     if (a.m <= a.n_seqs && !ctx.batch_invariant) {
       if (!decode_grouped(ctx, o, qs, kc, vc, q.type, a)) launch_decode<T>(ctx, o, qs, kc, vc, a);
+    } else if (!ctx.batch_invariant && split_mixed<T>(ctx, o, qs, kc, vc, q.type, a, batch.decode_rows)) {
     } else if (!flash_prefill(ctx, o, qs, kc, vc, q.type, a)) {
       launch_prefill<T>(ctx, o, qs, kc, vc, a);
     }

@@ -282,6 +282,7 @@ tensor_view shard_context::forward(const batch_input& b) {
   step_views v = on_device_ ? upload(b) : host_views(b);
   v.meta.n_seqs = b.n_seqs();
   v.meta.max_blocks = b.max_blocks;
+  v.meta.decode_rows = b.leading_singles();
   compute(v, b.n_tokens(), l_rows);
   if (!is_last_stage()) return {};
   return rows(logits_, l_rows);

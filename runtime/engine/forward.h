@@ -30,6 +30,12 @@ struct batch_input {
 
   int n_tokens() const { return static_cast<int>(tokens.size()); }
   int n_seqs() const { return static_cast<int>(context_len.size()); }
+  /// Sequences at the front with one row each (the scheduler puts decodes first).
+  int leading_singles() const {
+    int n = 0;
+    while (n + 1 < static_cast<int>(query_start.size()) && query_start[n + 1] - query_start[n] == 1) ++n;
+    return n;
+  }
   /// "decode" (one new token per sequence), "mixed" (decodes beside prefill chunks) or
   /// "prefill" (no sequence with a single row); a one-token prefill chunk counts as a decode.
   const char* kind() const {

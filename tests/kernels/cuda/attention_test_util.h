@@ -93,6 +93,7 @@ inline attention_outputs attention_run(std::mt19937& rng, const std::vector<seq_
     b.q_head_offset = h.q_head_offset;
     b.kv_group = h.kv_group;
     b.kv_head_offset = h.kv_head_offset;
+    while (b.decode_rows < b.n_seqs && seqs[static_cast<size_t>(b.decode_rows)].n_query == 1) ++b.decode_rows;
     return b;
   };
   // CPU reference

@@ -94,6 +94,24 @@ TEST_CASE("CUDA prefill attention matches the CPU for full, chunked and mixed-in
     }
 }
 
+TEST_CASE("CUDA attention of a mixed batch with its decode rows first (decode kernels, then flash prefill) "
+          "matches the CPU", "[cuda]") {
+  if (!cuda_device_or_skip()) return;
+  std::mt19937 rng(22);
+  // Four leading decode rows (contexts 1 to 5125), then chunks and a late single row; and
+  // 40 leading decode rows, enough for the tensor-core decode kernel's grid.
+  std::vector<seq_spec> many(40, seq_spec{300, 1});
+  many.push_back({200, 64});
+  many.push_back({90, 90});
+  for (const auto& seqs : {std::vector<seq_spec>{{300, 1}, {5125, 1}, {1, 1}, {769, 1}, {77, 77}, {100, 37}, {40, 1}},
+                           many})
+    for (dtype t : float_types())
+      for (head_spec h : {head_spec{8, 2, 128}, head_spec{4, 4, 64}, head_spec{6, 2, 80}}) {
+        CAPTURE(seqs.size(), dtype_name(t), h.n_heads, h.n_kv, h.head_dim);
+        CHECK(attention_error(rng, seqs, h, t) <= tolerance(t));
+      }
+}
+
 TEST_CASE("CUDA prefill attention over a 1100-token prompt matches the CPU", "[cuda]") {
   if (!cuda_device_or_skip()) return;
   std::mt19937 rng(21);
