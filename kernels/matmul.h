@@ -26,6 +26,9 @@ bool gemv(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, 
 /// give apart. False (nothing enqueued) where the GEMV does not apply, also in the
 /// batch-invariant mode and above the GEMV's row limit.
 bool gemv_swiglu(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w);
+/// How many cuBLASLt plans so far chose their algorithm by timing the heuristic's candidates
+/// (decode row counts; TROUPE_GEMM_TUNE=0 turns it off): tests and benchmarks read it.
+size_t tuned_plans();
 }  // namespace cuda
 #endif
 

@@ -7,8 +7,9 @@
 //
 // Caches (process lifetime, behind one mutex): one cuBLASLt handle per device, one 32 MiB
 // workspace per (device, stream) (a workspace must not be shared by concurrent streams),
-// and one plan (descriptors and the heuristic's algorithm) per (device, shape, types,
-// pointer alignment). After the first call of a shape no allocation or heuristic query
+// and one plan (descriptors and the algorithm) per (device, shape, types, pointer
+// alignment): the heuristic's first, or at decode row counts the fastest of its first eight,
+// timed once (gemm_tune.cuh; TROUPE_GEMM_TUNE=0 turns it off). After the first call of a shape no allocation or heuristic query
 // happens, so a warmed-up step can be captured in a CUDA graph.
 //
 // A shape cuBLASLt has no algorithm for falls back to a plain fp32-accumulating kernel.
@@ -32,6 +33,7 @@
 #include <vector>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/gemm_tune.cuh"
 #include "kernels/matmul.h"
 
 namespace troupe::kernels::cuda {
@@ -39,6 +41,7 @@ namespace {
 
 constexpr size_t workspace_bytes = 32u << 20;
 constexpr int64_t pinned_rows = 512;  // the row count a batch-invariant algorithm is chosen for
+constexpr int tune_candidates = 8;    // the heuristic's algorithms a tuned shape times
 /// Rows up to which matmul takes the GEMV, and the k from which it takes one output row a
 /// warp (variant 1): measured against cuBLASLt on one H200 at the Llama-3.1-8B projections
 /// (docs/gpu-notes.md): at m = 1 the GEMV won for k = 4096 (qkv 14.9 vs 16.6 us, o 12.0 vs
@@ -80,6 +83,7 @@ struct plan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
   bool fallback = false;  ///< no cuBLASLt algorithm: fallback_gemm_kernel computes it
+  bool tuned = false;     ///< the algorithm is the fastest of several, timed
 };
 
 using plan_key = std::tuple<int, int64_t, int64_t, int64_t, int, int, uint32_t, uint32_t, uint32_t, bool>;
@@ -93,6 +97,7 @@ struct blas_cache {
   std::map<std::pair<int, cudaStream_t>, void*> workspaces;  // (device, stream) -> 32 MiB
   std::map<plan_key, std::unique_ptr<plan>> plans;
   std::map<pinned_key, std::optional<cublasLtMatmulAlgo_t>> pinned;  // none: the fallback kernel
+  size_t tuned = 0;  // plans whose algorithm was chosen by timing
 };
 
 blas_cache& cache() {
@@ -174,11 +179,13 @@ std::optional<cublasLtMatmulAlgo_t> pick_pinned(cublasLtHandle_t h, int64_t n, i
   return std::nullopt;
 }
 
-/// Builds the descriptors of a shape and chooses its algorithm: the heuristic's best, or
-/// (batch-invariant) the family's pinned one when it supports this m.
+/// Builds the descriptors of a shape and chooses its algorithm: (batch-invariant) the
+/// family's pinned one when it supports this m; for a decode row count (gemm_tune.cuh) the
+/// fastest of the heuristic's first tune_candidates, timed on `call`'s operands; else the
+/// heuristic's first.
 std::unique_ptr<plan> make_plan(cublasLtHandle_t h, int64_t m, int64_t n, int64_t k, dtype in,
                                 dtype out, const uint32_t align[3],
-                                const std::optional<cublasLtMatmulAlgo_t>* pinned) {
+                                const std::optional<cublasLtMatmulAlgo_t>* pinned, const gemm_call* call) {
   auto p = make_descriptors(m, n, k, in, out);
   if (pinned) {
     cublasLtMatmulHeuristicResult_t check{};
@@ -189,9 +196,21 @@ std::unique_ptr<plan> make_plan(cublasLtHandle_t h, int64_t m, int64_t n, int64_
     if (!p->fallback) p->algo = **pinned;
     return p;
   }
-  const auto best = heuristic(h, *p, align, 1);
+  const bool tune = call && gemm_tuning_wanted(m, call->stream);
+  const auto best = heuristic(h, *p, align, tune ? tune_candidates : 1);
   p->fallback = best.empty();
-  if (!p->fallback) p->algo = best[0].algo;
+  if (p->fallback) return p;
+  size_t pick = 0;
+  if (tune) {
+    gemm_call c = *call;
+    c.desc = p->desc;
+    c.a = p->a;
+    c.b = p->b;
+    c.d = p->d;
+    pick = fastest_algo(c, best);
+    p->tuned = best.size() > 1;
+  }
+  p->algo = best[pick].algo;
   return p;
 }
 
@@ -502,7 +521,16 @@ void matmul_cublas(const op_context& ctx, tensor_view out, tensor_view x, tensor
           if (f == c.pinned.end()) f = c.pinned.emplace(family, pick_pinned(h, n, k, x.type, out.type, align)).first;
           pinned = &f->second;
         }
-        it = c.plans.emplace(key, make_plan(h, m, n, k, x.type, out.type, align, pinned)).first;
+        gemm_call call;
+        call.handle = h;
+        call.w = w.data;
+        call.x = x.data;
+        call.out = out.data;
+        call.workspace = ws;
+        call.workspace_bytes = workspace_bytes;
+        call.stream = stream;
+        it = c.plans.emplace(key, make_plan(h, m, n, k, x.type, out.type, align, pinned, &call)).first;
+        c.tuned += it->second->tuned ? 1 : 0;
       }
       p = it->second.get();
     }
@@ -515,6 +543,12 @@ void matmul_cublas(const op_context& ctx, tensor_view out, tensor_view x, tensor
                  "cublasLtMatmul");
   }
   if (!bias.empty()) add_bias(ctx, out, bias, m, n);
+}
+
+size_t tuned_plans() {
+  blas_cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return c.tuned;
 }
 
 bool gemv(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias, int variant) {

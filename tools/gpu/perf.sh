@@ -9,7 +9,8 @@
 #   device: bash tools/gpu/perf.sh                              (results under $OUT)
 # Options (environment): PERF_PARTS="tests kernels bench peer" (default all), GEN (64),
 # PEER_BATCHES (1,64,256), PEER_PREFILL (1024,2048,8192), PERF_ABLATION (1: the earlier
-# forwards too), PERF_ATTN_COMPARE (1: batch 64 and 256 with the CUDA-core decode attention).
+# forwards too), PERF_ATTN_COMPARE (1: batch 64 and 256 with the CUDA-core decode attention),
+# PERF_TUNE_COMPARE (1: batch 16, 64 and 256 with cuBLASLt's untimed heuristic algorithm).
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -54,6 +55,11 @@ if has bench; then
   # (TROUPE_ATTN_VARIANT=3: the kernel before the tensor-core one), to compare in one call.
   if [ "${PERF_ATTN_COMPARE:-0}" = 1 ]; then
     run attn_cuda_core TROUPE_ATTN_VARIANT=3 -- --batches 64,256 --gen "$gen"
+  fi
+  # PERF_TUNE_COMPARE=1 adds the decode batches with cuBLASLt's heuristic algorithm, untimed
+  # (TROUPE_GEMM_TUNE=0), to compare with the tuned default in one call.
+  if [ "${PERF_TUNE_COMPARE:-0}" = 1 ]; then
+    run untuned TROUPE_GEMM_TUNE=0 -- --batches 16,64,256 --gen "$gen"
   fi
 fi
 if has peer; then

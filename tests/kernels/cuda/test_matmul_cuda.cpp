@@ -49,6 +49,21 @@ TEST_CASE("CUDA matmul matches the CPU at awkward sizes in every float type, wit
       }
 }
 
+TEST_CASE("CUDA matmul at decode row counts times cuBLASLt's candidates once and still matches the CPU",
+          "[cuda]") {
+  if (!cuda_device_or_skip()) return;
+  std::mt19937 rng(23);
+  for (dtype t : float_types())
+    for (gemm_shape s : {gemm_shape{48, 1032, 776}, gemm_shape{64, 512, 5128}, gemm_shape{256, 264, 1032}}) {
+      CAPTURE(dtype_name(t), s.m, s.k, s.n);
+      const size_t before = kernels::cuda::tuned_plans();
+      CHECK(gemm_error(rng, s, t, t, false) <= tolerance(t));
+      CHECK(kernels::cuda::tuned_plans() == before + 1);  // a new shape: timed once
+      CHECK(gemm_error(rng, s, t, t, true) <= tolerance(t));
+      CHECK(kernels::cuda::tuned_plans() == before + 1);  // the same shape: the plan is kept
+    }
+}
+
 TEST_CASE("CUDA skinny GEMV (decode rows) matches the CPU at awkward sizes, both paths compared", "[cuda]") {
   if (!cuda_device_or_skip()) return;
   std::mt19937 rng(23);
