@@ -16,6 +16,10 @@ struct op_context {
   /// prefill rows), so a row's result is bitwise the same alone or in any batch. The CPU
   /// kernels are batch-invariant always.
   bool batch_invariant = false;
+  /// CUDA: matmul may time cuBLASLt's candidates for a new decode-sized shape (gemm_tune.cuh).
+  /// Set only for a decode graph shape's first, eager step (shard_context::run_graph), so a
+  /// serving step of another kind never stalls on a timing run.
+  bool tune_gemms = false;
 };
 
 /// Thrown when an op is called on a backend this build does not include.

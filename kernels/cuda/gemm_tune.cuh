@@ -27,7 +27,8 @@ struct gemm_call {
   cudaStream_t stream = nullptr;
 };
 
-/// Whether GEMMs of m rows on `stream` are tuned: TROUPE_GEMM_TUNE is not "0", m is a decode
+/// Whether GEMMs of m rows on `stream` are tuned (matmul asks only where op_context::tune_gemms
+/// is set: a decode graph shape's first, eager step): TROUPE_GEMM_TUNE is not "0", m is a decode
 /// batch size (1 to 512, a power of two or 1.5 times one: the CUDA-graph buckets of
 /// runtime/engine/forward.cpp) and the stream is not capturing a graph (nothing can be
 /// timed then). Other row counts (prefill chunks of any length) keep the heuristic's first.

@@ -9,7 +9,8 @@
 // workspace per (device, stream) (a workspace must not be shared by concurrent streams),
 // and one plan (descriptors and the algorithm) per (device, shape, types, pointer
 // alignment): the heuristic's first, or at decode row counts the fastest of its first eight,
-// timed once (gemm_tune.cuh; TROUPE_GEMM_TUNE=0 turns it off). After the first call of a shape no allocation or heuristic query
+// timed once in a decode shape's first step (op_context::tune_gemms; gemm_tune.cuh;
+// TROUPE_GEMM_TUNE=0 turns it off). After the first call of a shape no allocation or heuristic query
 // happens, so a warmed-up step can be captured in a CUDA graph.
 //
 // A shape cuBLASLt has no algorithm for falls back to a plain fp32-accumulating kernel.
@@ -84,6 +85,7 @@ struct plan {
   cublasLtMatmulAlgo_t algo{};
   bool fallback = false;  ///< no cuBLASLt algorithm: fallback_gemm_kernel computes it
   bool tuned = false;     ///< the algorithm is the fastest of several, timed
+  bool tune_tried = false;  ///< timing was wanted when the plan was made (tuned or not)
 };
 
 using plan_key = std::tuple<int, int64_t, int64_t, int64_t, int, int, uint32_t, uint32_t, uint32_t, bool>;
@@ -201,6 +203,7 @@ std::unique_ptr<plan> make_plan(cublasLtHandle_t h, int64_t m, int64_t n, int64_
   p->fallback = best.empty();
   if (p->fallback) return p;
   size_t pick = 0;
+  p->tune_tried = tune;
   if (tune) {
     gemm_call c = *call;
     c.desc = p->desc;
@@ -399,7 +402,14 @@ void matmul_cublas(const op_context& ctx, tensor_view out, tensor_view x, tensor
         call.workspace = ws;
         call.workspace_bytes = workspace_bytes;
         call.stream = stream;
-        it = c.plans.emplace(key, make_plan(h, m, n, k, x.type, out.type, align, pinned, &call)).first;
+        it = c.plans.emplace(key, make_plan(h, m, n, k, x.type, out.type, align, pinned,
+                                            ctx.tune_gemms ? &call : nullptr)).first;
+        c.tuned += it->second->tuned ? 1 : 0;
+      } else if (ctx.tune_gemms && !inv && !it->second->tuned && !it->second->tune_tried &&
+                 gemm_tuning_wanted(m, stream)) {
+        // A decode shape first met in a prefill or mixed step (not tuned there): tune it now.
+        gemm_call call{h, nullptr, nullptr, nullptr, nullptr, w.data, x.data, out.data, ws, workspace_bytes, stream};
+        it->second = make_plan(h, m, n, k, x.type, out.type, align, nullptr, &call);
         c.tuned += it->second->tuned ? 1 : 0;
       }
       p = it->second.get();

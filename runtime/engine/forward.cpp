@@ -372,7 +372,16 @@ void shard_context::run_graph(std::pair<int, int> key, const batch_input& p) {
     g.launch(ops_.stream);
     graphs_.emplace(key, std::move(g));
   } else {
-    compute(v, n, l_rows);  // first sight of this shape: eager (warms up plans and workspaces)
+    // First sight of this shape: eager, warming up plans and workspaces, and the only step
+    // whose GEMMs may be timed (op_context::tune_gemms).
+    ops_.tune_gemms = true;
+    try {
+      compute(v, n, l_rows);
+    } catch (...) {
+      ops_.tune_gemms = false;
+      throw;
+    }
+    ops_.tune_gemms = false;
     warmed_.insert(key);
   }
 }

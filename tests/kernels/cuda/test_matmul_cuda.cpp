@@ -21,7 +21,7 @@ struct gemm_shape {
 };
 
 /// Runs x[m, k] · w[n, k]ᵀ (+ bias) on both backends; out_type f32 or t. Returns the error.
-double gemm_error(std::mt19937& rng, gemm_shape s, dtype t, dtype out_type, bool with_bias) {
+double gemm_error(std::mt19937& rng, gemm_shape s, dtype t, dtype out_type, bool with_bias, bool tune = false) {
   const auto x = round_to(random_floats(rng, s.m * s.k), t);
   const auto w = round_to(random_floats(rng, s.n * s.k), t);
   const auto b = round_to(random_floats(rng, s.n), out_type);
@@ -30,7 +30,9 @@ double gemm_error(std::mt19937& rng, gemm_shape s, dtype t, dtype out_type, bool
   kernels::matmul(cpu_ctx(), ho.view(), hx.view(), hw.view(), with_bias ? hb.view() : tensor_view{});
   tensor dx = to_device(x, {s.m, s.k}, t), dw = to_device(w, {s.n, s.k}, t);
   tensor db = to_device(b, {s.n}, out_type), d_out({s.m, s.n}, out_type, backend_kind::cuda);
-  kernels::matmul(cuda_ctx(), d_out.view(), dx.view(), dw.view(), with_bias ? db.view() : tensor_view{});
+  auto ctx = cuda_ctx();
+  ctx.tune_gemms = tune;
+  kernels::matmul(ctx, d_out.view(), dx.view(), dw.view(), with_bias ? db.view() : tensor_view{});
   return max_rel_error(to_host(d_out), values(ho), std::max(1.0, std::sqrt(double(s.k)) / 3));
 }
 
@@ -49,7 +51,8 @@ TEST_CASE("CUDA matmul matches the CPU at awkward sizes in every float type, wit
       }
 }
 
-TEST_CASE("CUDA matmul at decode row counts times cuBLASLt's candidates once and still matches the CPU",
+TEST_CASE("CUDA matmul at decode row counts times cuBLASLt's candidates once, only where the step asks, and still "
+          "matches the CPU",
           "[cuda]") {
   if (!cuda_device_or_skip()) return;
   std::mt19937 rng(23);
@@ -57,11 +60,24 @@ TEST_CASE("CUDA matmul at decode row counts times cuBLASLt's candidates once and
     for (gemm_shape s : {gemm_shape{48, 1032, 776}, gemm_shape{64, 512, 5128}, gemm_shape{256, 264, 1032}}) {
       CAPTURE(dtype_name(t), s.m, s.k, s.n);
       const size_t before = kernels::cuda::tuned_plans();
-      CHECK(gemm_error(rng, s, t, t, false) <= tolerance(t));
+      CHECK(gemm_error(rng, s, t, t, false, true) <= tolerance(t));
       CHECK(kernels::cuda::tuned_plans() == before + 1);  // a new shape: timed once
-      CHECK(gemm_error(rng, s, t, t, true) <= tolerance(t));
+      CHECK(gemm_error(rng, s, t, t, true, true) <= tolerance(t));
       CHECK(kernels::cuda::tuned_plans() == before + 1);  // the same shape: the plan is kept
     }
+  // A prefill or mixed step (tune_gemms unset) at a decode row count takes the heuristic's
+  // first; the shape's first decode step (tune_gemms set) times it then, once.
+  for (dtype t : float_types()) {
+    CAPTURE(dtype_name(t));
+    const gemm_shape s{128, 520, 1544};
+    const size_t before = kernels::cuda::tuned_plans();
+    CHECK(gemm_error(rng, s, t, t, false, false) <= tolerance(t));
+    CHECK(kernels::cuda::tuned_plans() == before);
+    CHECK(gemm_error(rng, s, t, t, false, true) <= tolerance(t));
+    CHECK(kernels::cuda::tuned_plans() == before + 1);
+    CHECK(gemm_error(rng, s, t, t, false, true) <= tolerance(t));
+    CHECK(kernels::cuda::tuned_plans() == before + 1);
+  }
 }
 
 TEST_CASE("CUDA skinny GEMV (decode rows) matches the CPU at awkward sizes, both paths compared", "[cuda]") {
