@@ -5,6 +5,11 @@
 // counts a decode step uses, matmul times the heuristic's first candidates once, on the
 // real operands, and keeps the fastest in the shape's plan (TensorRT-LLM profiles its GEMMs
 // the same way; PyTorch's max-autotune does it for Triton kernels).
+//
+// Off by default (TROUPE_GEMM_TUNE=1 turns it on): on one H200 it made offline decode 3.9%
+// faster at batch 64 but served decode steps had outliers of up to 150 ms with it, ITL p99
+// 72-108 ms against 21-28 without, same binary, same call (docs/benchmarks.md); the cause
+// is not known yet.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -28,7 +33,7 @@ struct gemm_call {
 };
 
 /// Whether GEMMs of m rows on `stream` are tuned (matmul asks only where op_context::tune_gemms
-/// is set: a decode graph shape's first, eager step): TROUPE_GEMM_TUNE is not "0", m is a decode
+/// is set: a decode graph shape's first, eager step): TROUPE_GEMM_TUNE is "1", m is a decode
 /// batch size (1 to 512, a power of two or 1.5 times one: the CUDA-graph buckets of
 /// runtime/engine/forward.cpp) and the stream is not capturing a graph (nothing can be
 /// timed then). Other row counts (prefill chunks of any length) keep the heuristic's first.

@@ -10,7 +10,7 @@
 // and one plan (descriptors and the algorithm) per (device, shape, types, pointer
 // alignment): the heuristic's first, or at decode row counts the fastest of its first eight,
 // timed once in a decode shape's first step (op_context::tune_gemms; gemm_tune.cuh;
-// TROUPE_GEMM_TUNE=0 turns it off). After the first call of a shape no allocation or heuristic query
+// opt-in: TROUPE_GEMM_TUNE=1). After the first call of a shape no allocation or heuristic query
 // happens, so a warmed-up step can be captured in a CUDA graph.
 //
 // A shape cuBLASLt has no algorithm for falls back to a plain fp32-accumulating kernel.

@@ -2,6 +2,7 @@
 #ifdef TROUPE_HAVE_CUDA_KERNELS
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -51,10 +52,11 @@ TEST_CASE("CUDA matmul matches the CPU at awkward sizes in every float type, wit
       }
 }
 
-TEST_CASE("CUDA matmul at decode row counts times cuBLASLt's candidates once, only where the step asks, and still "
-          "matches the CPU",
+TEST_CASE("CUDA matmul at decode row counts times cuBLASLt's candidates once when asked (opt-in), only where the "
+          "step asks, and still matches the CPU",
           "[cuda]") {
   if (!cuda_device_or_skip()) return;
+  setenv("TROUPE_GEMM_TUNE", "1", 1);  // opt-in (gemm_tune.cuh)
   std::mt19937 rng(23);
   for (dtype t : float_types())
     for (gemm_shape s : {gemm_shape{48, 1032, 776}, gemm_shape{64, 512, 5128}, gemm_shape{256, 264, 1032}}) {
@@ -78,6 +80,11 @@ TEST_CASE("CUDA matmul at decode row counts times cuBLASLt's candidates once, on
     CHECK(gemm_error(rng, s, t, t, false, true) <= tolerance(t));
     CHECK(kernels::cuda::tuned_plans() == before + 1);
   }
+  // Off by default: a new decode shape's first step with the variable unset times nothing.
+  unsetenv("TROUPE_GEMM_TUNE");
+  const size_t before = kernels::cuda::tuned_plans();
+  CHECK(gemm_error(rng, gemm_shape{96, 264, 776}, dtype::bf16, dtype::bf16, false, true) <= tolerance(dtype::bf16));
+  CHECK(kernels::cuda::tuned_plans() == before);
 }
 
 TEST_CASE("CUDA skinny GEMV (decode rows) matches the CPU at awkward sizes, both paths compared", "[cuda]") {
