@@ -1,6 +1,7 @@
 #include "actors/client.h"
 
 #include <map>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -47,10 +48,16 @@ struct client_state {
   uint64_t next = 1;
   std::unordered_map<uint64_t, relay> relays;  ///< by the id the router knows
   std::optional<client_options> follow;        ///< set: follow the head across a router loss
+  bool following = false;                      ///< a reconnection to the head is under way
+  /// Receivers monitored (once each: an HTTP gateway's bridge sends every request).
+  std::set<caf::actor_addr> watched;
   static inline const char* name = "troupe.client";
 };
 
 using client_ptr = client_actor::stateful_pointer<client_state>;
+
+/// Whether the client follows the head across a loss of its router.
+bool can_follow(const client_state& st) { return st.follow && st.follow->failover.count() > 0; }
 
 /// The router-side id of the receiver's request `id`; 0 when unknown.
 uint64_t find_relay(const client_state& st, const caf::actor& receiver, uint64_t id) {
@@ -80,6 +87,7 @@ void submit(client_ptr self, uint64_t rid, const relay& r) {
 /// blocks) for up to client_options::failover; the answer comes back as router_atom.
 void follow_head(client_ptr self, const std::string& why) {
   auto o = *self->state.follow;
+  self->state.following = true;
   logger()->warn("client: lost the cluster's router ({}): reconnecting to the head at {} for up to {} ms, {} "
                  "request(s) to resume",
                  why, endpoint(o.host, o.port), o.failover.count(), self->state.relays.size());
@@ -107,7 +115,7 @@ client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std:
     auto& st = self->state;
     if (st.router && dm.source == st.router.address()) {
       const auto why = self->system().render(dm.reason);
-      if (st.follow && st.follow->failover.count() > 0) {
+      if (can_follow(st)) {
         st.router = nullptr;
         follow_head(self, why);
       } else {
@@ -115,6 +123,7 @@ client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std:
       }
       return;
     }
+    st.watched.erase(dm.source);
     for (auto it = st.relays.begin(); it != st.relays.end();) {
       if (it->second.receiver.address() == dm.source) {
         if (st.router) caf::anon_send(st.router, cancel_atom::value, it->first, caf::actor_cast<caf::actor>(self));
@@ -129,8 +138,11 @@ client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std:
         auto& st = self->state;
         const uint64_t rid = st.next++;
         auto& r = st.relays[rid] = relay{receiver, id, std::move(req)};
-        self->monitor(receiver);
-        if (st.router) submit(self, rid, r);  // else: submitted when the new router is known
+        if (st.watched.insert(receiver.address()).second) self->monitor(receiver);
+        if (st.router) return submit(self, rid, r);
+        // Submitted when the new router is known; after a failover that gave up, a new
+        // request starts the next one (it waits up to client_options::failover).
+        if (!st.following && can_follow(st)) follow_head(self, "no router since the last failover gave up");
       },
       [self](cancel_atom, uint64_t id, const caf::actor& receiver) {
         auto& st = self->state;
@@ -150,6 +162,7 @@ client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std:
       [self](router_atom, const caf::actor& router, const std::string& error) {
         auto& st = self->state;
         if (st.router) return;
+        st.following = false;
         if (!router) {
           end_all(self, "lost the cluster's router and found no head to follow: " + error);
           return;
@@ -158,6 +171,19 @@ client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std:
         self->monitor(router);
         logger()->info("client: following the head: {} request(s) resumed on its router", st.relays.size());
         for (const auto& [rid, r] : st.relays) submit(self, rid, r);
+      },
+      [self](status_atom) {
+        auto rp = self->make_response_promise<router_status>();
+        auto& st = self->state;
+        if (!st.router) {  // a poller (an HTTP gateway's /ready) keeps it looking for the head
+          if (!st.following && can_follow(st)) follow_head(self, "no router since the last failover gave up");
+          rp.deliver(caf::make_error(caf::sec::unavailable_or_would_block));
+          return rp;
+        }
+        self->request(caf::actor_cast<router_actor>(self->state.router), std::chrono::seconds(5), status_atom::value)
+            .then([rp](const router_status& s) mutable { rp.deliver(s); },
+                  [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+        return rp;
       },
       [self](token_atom, token_msg& m) {
         auto& st = self->state;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "actors/messages.h"
+#include "actors/serving/router.h"
 #include "runtime/model/model.h"
 
 namespace troupe {
@@ -58,7 +59,10 @@ using client_actor = caf::typed_actor<
     /// Events from the router (internal: relayed to the receivers).
     caf::reacts_to<token_atom, token_msg>,
     /// Internal (failover): the new router, or null and why the head could not be reached.
-    caf::reacts_to<router_atom, caf::actor, std::string>>;
+    caf::reacts_to<router_atom, caf::actor, std::string>,
+    /// The current router's readiness and load (an error while it follows the head to a
+    /// new router): what an HTTP gateway apart from the head shows on /ready.
+    caf::replies_to<status_atom>::with<router_status>>;
 
 /// Spawns a client actor in front of `router` (from connect_to_cluster); with `follow`, it
 /// follows the head across a loss of its router (client_options::failover).

@@ -176,6 +176,7 @@ cluster_config read_tree(const YAML::Node& root, const reader& r) {
   read_parallel(section(r, top.child("parallel"), "parallel"), c.parallel);
   read_head(section(r, top.child("head"), "head"), c.head);
   if (YAML::Node nodes = top.child("nodes"); nodes.IsDefined()) read_nodes(r, nodes, c.nodes);
+  if (YAML::Node gateways = top.child("gateways"); gateways.IsDefined()) read_gateways(r, gateways, c.gateways);
   read_server(section(r, top.child("server"), "server"), c.server);
   read_scheduler(section(r, top.child("scheduler"), "scheduler"), c.scheduler);
   read_fault_tolerance(section(r, top.child("fault_tolerance"), "fault_tolerance"), c.fault_tolerance);
@@ -296,6 +297,7 @@ std::string to_yaml(const cluster_config& c) {
         << YAML::EndMap;
   }
   out << YAML::EndSeq;
+  config_detail::emit_gateways(out, c.gateways);
   const auto& s = c.server;
   out << YAML::Key << "server" << YAML::Value << YAML::BeginMap << YAML::Key << "host" << YAML::Value
       << YAML::DoubleQuoted << s.host << YAML::Key << "port" << YAML::Value << s.port << YAML::Key << "model_name"

@@ -54,6 +54,14 @@ struct head_section {
   uint16_t port = 7100;
 };
 
+/// One entry of `gateways:` — a `troupe gateway` process: an HTTP front door of its own,
+/// apart from the head, that reaches the head's router over the cluster's links and keeps
+/// its clients' streams across a loss of the head (docs/reliability.md, "Gateways").
+struct gateway_section {
+  std::string host = "127.0.0.1";  ///< where its HTTP listener binds (server.host's rules)
+  uint16_t port = 8000;            ///< its HTTP port; 0 = any free port (it logs the one it got)
+};
+
 /// `server:` — the HTTP front door.
 struct server_section {
   std::string host = "127.0.0.1";
@@ -228,6 +236,7 @@ struct cluster_config {
   parallel_section parallel;
   head_section head;
   std::vector<node_section> nodes;
+  std::vector<gateway_section> gateways;  ///< `gateways:` (optional): HTTP gateways apart from the head
   server_section server;
   scheduler_section scheduler;
   fault_tolerance_section fault_tolerance;

@@ -310,6 +310,7 @@ void validate(const cluster_config& c) {
   check_parallel(k, c.parallel);
   check_server(k, c);
   check_nodes(k, c);
+  config_detail::check_gateways(k.source, c);
   check_scheduler(k, c.scheduler);
   check_fault_tolerance(k, c.fault_tolerance);
   check_autoscale(k, c.autoscale, c.parallel);

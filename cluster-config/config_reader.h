@@ -162,6 +162,12 @@ class section {
   std::vector<std::string> known_;
 };
 
+/// `gateways:` (cluster_config_gateways.cpp): reads the list (null = none), writes it
+/// as YAML, and checks its entries (hosts, ports, clashes with server.host:server.port).
+void read_gateways(const reader& r, const YAML::Node& list, std::vector<gateway_section>& gateways);
+void emit_gateways(YAML::Emitter& out, const std::vector<gateway_section>& gateways);
+void check_gateways(const std::string& source, const cluster_config& c);
+
 /// The whole tree into a config (defaults for what is absent); no validation.
 cluster_config read_tree(const YAML::Node& root, const reader& r);
 

@@ -18,7 +18,9 @@ using namespace troupe::http;
 
 /// The CAF side of the gateway: the client of the router for every HTTP request.
 struct bridge_state {
-  router_actor router;                 ///< null until set_router
+  /// The router (set_router), or a client actor in front of it (set_client): both take the
+  /// same generate, cancel and status messages. Null until one is set.
+  caf::actor router;
   std::shared_ptr<gateway_core> core;  ///< where events go
   static inline const char* name = "troupe.http_bridge";
 };
@@ -37,7 +39,7 @@ caf::behavior bridge_impl(caf::stateful_actor<bridge_state>* self, std::shared_p
   self->state.core = std::move(core);
   self->send(self, sweep_atom::value);
   return {
-      [self](router_atom, const router_actor& r) {
+      [self](router_atom, const caf::actor& r) {
         self->state.router = r;
         self->state.core->have_router = true;
         self->send(self, sweep_atom::value);
@@ -189,7 +191,12 @@ uint16_t http_gateway::port() const { return impl_->port; }
 
 void http_gateway::set_router(const router_actor& router) {
   if (!impl_->core->bridge) throw std::logic_error("http gateway: set_router before start");
-  caf::anon_send(impl_->core->bridge, router_atom::value, router);
+  caf::anon_send(impl_->core->bridge, router_atom::value, caf::actor_cast<caf::actor>(router));
+}
+
+void http_gateway::set_client(const client_actor& client) {
+  if (!impl_->core->bridge) throw std::logic_error("http gateway: set_client before start");
+  caf::anon_send(impl_->core->bridge, router_atom::value, caf::actor_cast<caf::actor>(client));
 }
 
 void http_gateway::drain(std::chrono::milliseconds timeout) {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "actors/client.h"
 #include "actors/gateway/http_tls.h"
 #include "actors/serving/router.h"
 #include "actors/troupe_metrics.h"
@@ -59,6 +60,11 @@ class http_gateway {
   uint16_t port() const;
   /// Routes generation requests to `router` from now on.
   void set_router(const router_actor& router);
+  /// Routes generation requests through `client` (actors/client.h) from now on: a gateway
+  /// apart from the head. A client spawned with client_options::failover follows the head
+  /// across a loss of its router and re-submits every unfinished request with the tokens
+  /// its HTTP client already has, so streams go on with no error, gap or duplicate.
+  void set_client(const client_actor& client);
   /// Stops accepting connections and waits up to `timeout` for admitted requests to end.
   void drain(std::chrono::milliseconds timeout);
   /// Closes every connection, cancels what is still running and joins the io threads.

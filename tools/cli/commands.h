@@ -23,6 +23,8 @@ int run_info(const std::vector<std::string>& args);
 int run_serve(const std::vector<std::string>& args);
 /// `troupe node`: one node process.
 int run_node(const std::vector<std::string>& args);
+/// `troupe gateway`: one HTTP gateway apart from the head (gateways[I] of the file).
+int run_gateway(const std::vector<std::string>& args);
 /// `troupe drain`: graceful drain of a node of a running cluster.
 int run_drain(const std::vector<std::string>& args);
 

@@ -33,6 +33,7 @@ const char* kUsage =
     "  info       describe a model file (architecture, sizes, tensor types, tokenizer, template)\n"
     "  serve      run the head of a cluster and start its local nodes (--config FILE)\n"
     "  node       run one node of a cluster (--config FILE --name NODE)\n"
+    "  gateway    run one HTTP gateway of a cluster apart from its head (--config FILE --index I)\n"
     "  drain      drain a node of a running cluster (--head HOST:PORT --node NAME [--wait])\n"
     "\n"
     "Run 'troupe <command> --help' for the options of a command.\n";
@@ -52,6 +53,7 @@ int main(int argc, char** argv) {
     if (cmd == "info") return troupe::cli::run_info(args);
     if (cmd == "serve") return troupe::cli::run_serve(args);
     if (cmd == "node") return troupe::cli::run_node(args);
+    if (cmd == "gateway") return troupe::cli::run_gateway(args);
     if (cmd == "drain") return troupe::cli::run_drain(args);
     std::cerr << "troupe: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;

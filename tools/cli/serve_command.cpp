@@ -14,6 +14,7 @@
 #include "cluster-config/cluster_config.h"
 #include "tools/cli/cluster_checks.h"
 #include "tools/cli/commands.h"
+#include "tools/cli/gateway_settings.h"
 
 namespace po = boost::program_options;
 
@@ -47,32 +48,6 @@ po::options_description describe(serve_options& o) {
       ("api-key", po::value(&o.api_keys)->composing(),
        "accept this bearer key on the HTTP API (repeatable; added to server.api_keys)");
   return d;
-}
-
-/// The gateway's settings for the cluster `c` serving `meta`.
-gateway_options gateway_settings(const cluster_config& c, std::shared_ptr<const model> meta,
-                                 std::shared_ptr<metrics::registry> registry,
-                                 std::shared_ptr<troupe_metrics> metrics) {
-  gateway_options g;
-  g.server = c.server;
-  g.model_name = served_model_name(c);
-  const auto& s = c.scheduler;
-  const int capacity = ((s.kv_tokens + s.block_size - 1) / s.block_size) * s.block_size;
-  g.max_context = std::min(s.max_context > 0 ? s.max_context : meta->config().max_context, capacity);
-  // Request > cluster file > model file > OpenAI defaults (as vLLM).
-  g.generation = read_generation_defaults(c.model.path).overlaid_with(c.model.generation_defaults);
-  logger()->info("sampling defaults for requests that leave them out: {}; max_tokens at most {}",
-                 describe_generation(g.generation), c.server.max_tokens_default);
-  g.cache = c.cache;
-  if (c.cache.backend != "off")
-    logger()->info("response cache: {} (ttl {} ms, max_bytes {})",
-                   c.cache.backend == "redis" ? "redis at " + c.cache.url : c.cache.backend, c.cache.ttl.count(),
-                   c.cache.max_bytes);
-  g.tls = http_tls_of(c);
-  g.served = std::move(meta);
-  g.registry = std::move(registry);
-  g.metrics = std::move(metrics);
-  return g;
 }
 
 }  // namespace
