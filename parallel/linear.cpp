@@ -1,9 +1,7 @@
 #include "parallel/linear.h"
 
-#include "kernels/add.h"
 #include "kernels/gate_up_swiglu.h"
 #include "kernels/matmul.h"
-#include "kernels/norm_matmul.h"
 #include "parallel/communicator.h"
 
 namespace troupe::parallel {
@@ -21,17 +19,6 @@ void column_parallel_linear::forward_swiglu(const kernels::op_context& ctx, tens
   kernels::gate_up_swiglu(ctx, out, x, weight_.view(), scratch);
 }
 
-void column_parallel_linear::forward_normed(const kernels::op_context& ctx, tensor_view out, tensor_view x,
-                                            tensor_view norm, float eps, tensor_view normed) const {
-  kernels::norm_matmul(ctx, out, x, norm, eps, weight_.view(), bias_.view(), normed);
-}
-
-void column_parallel_linear::forward_swiglu_normed(const kernels::op_context& ctx, tensor_view out, tensor_view x,
-                                                   tensor_view norm, float eps, tensor_view normed,
-                                                   tensor_view scratch) const {
-  kernels::norm_gate_up_swiglu(ctx, out, x, norm, eps, weight_.view(), normed, scratch);
-}
-
 row_parallel_linear::row_parallel_linear(const tensor& weight, communicator* group,
                                          std::chrono::milliseconds timeout)
     : weight_(weight), group_(group), timeout_(timeout) {}
@@ -40,15 +27,6 @@ void row_parallel_linear::forward(const kernels::op_context& ctx, tensor_view ou
                                   tensor_view x) const {
   kernels::matmul(ctx, out, x, weight_.view(), {});
   if (group_ && group_->size() > 1) group_->all_reduce(out, std::chrono::steady_clock::now() + timeout_);
-}
-
-bool row_parallel_linear::adds_in_store() const { return !group_ || group_->size() <= 1; }
-
-void row_parallel_linear::forward_add(const kernels::op_context& ctx, tensor_view residual, tensor_view x,
-                                      tensor_view scratch) const {
-  if (adds_in_store()) return kernels::matmul_add(ctx, residual, x, weight_.view(), scratch);
-  forward(ctx, scratch, x);
-  kernels::add_inplace(ctx, residual, scratch);
 }
 
 }  // namespace troupe::parallel

@@ -12,7 +12,6 @@
 #include "kernels/base/progress.h"
 #include "kernels/embedding.h"
 #include "kernels/matmul.h"
-#include "kernels/norm_matmul.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/rope_kv_write.h"
@@ -128,7 +127,6 @@ shard_context::shard_context(const model& m, const context_params& p, k::op_cont
 
 void shard_context::make_linears() {
   linears_.clear();
-  norms_fusable_ = true;
   for (int l = model_.layer_begin(); l < model_.layer_end(); ++l) {
     const auto& lw = model_.weights().layers[static_cast<size_t>(l)];
     linears_.push_back(layer_linears{
@@ -136,9 +134,6 @@ void shard_context::make_linears() {
         {lw.wqkv, lw.bqkv}, {lw.w_gate_up, empty_},
         {lw.wo, env_.tensor_group, env_.timeout}, {lw.w_down, env_.tensor_group, env_.timeout},
         !lw.wqkv.empty(), !lw.w_gate_up.empty()});
-    const auto& made = linears_.back();
-    norms_fusable_ = norms_fusable_ && made.fused_qkv && made.fused_gate_up && made.o.adds_in_store() &&
-                     made.down.adds_in_store();
   }
 }
 
@@ -428,19 +423,13 @@ void shard_context::compute(const step_views& v, int t, int l_rows, bool send) {
   } else {
     env_.prev_stage->recv(rows(residual_, t), 1 - env_.prev_stage->rank(), stage_deadline());
   }
-  // At one row the norms and residual adds ride in the projections' kernels (run_layer_fused).
-  const bool fuse = norms_fusable_ && k::norm_fusion_applies(ops_, t, c.hidden, act_);
-  if (!fuse)
-    k::rmsnorm(ops_, rows(normed_, t), rows(residual_, t),
-               w.layers[static_cast<size_t>(model_.layer_begin())].attn_norm.view(), c.rms_eps);
+  k::rmsnorm(ops_, rows(normed_, t), rows(residual_, t),
+             w.layers[static_cast<size_t>(model_.layer_begin())].attn_norm.view(), c.rms_eps);
   for (int l = model_.layer_begin(); l < model_.layer_end(); ++l) {
-    if (fuse)
-      run_layer_fused(l, t, meta, v.positions, v.slots);
-    else
-      run_layer(l, t, meta, v.positions, v.slots);
+    run_layer(l, t, meta, v.positions, v.slots);
     progress_beats::beat();  // a long prefill advances layer by layer (the shard's stall watchdog)
   }
-  if (!fuse) k::add_inplace(ops_, rows(residual_, t), rows(delta_, t));
+  k::add_inplace(ops_, rows(residual_, t), rows(delta_, t));
   if (!is_last_stage()) {
     if (!sent_.empty()) k::scatter_rows(ops_, sent_.view(), rows(residual_, t), v.slots);
     if (send) env_.next_stage->send(rows(residual_, t), 1 - env_.next_stage->rank(), stage_deadline());
@@ -517,24 +506,6 @@ void shard_context::run_layer(int l, int t, const k::attention_batch& meta, tens
   if (l + 1 < model_.layer_end())
     k::add_rmsnorm(ops_, rows(normed_, t), rows(residual_, t), rows(delta_, t),
                    model_.weights().layers[li + 1].attn_norm.view(), c.rms_eps);
-}
-
-void shard_context::run_layer_fused(int l, int t, const k::attention_batch& meta, tensor_view positions,
-                                    tensor_view slots) {
-  const auto& c = model_.config();
-  const size_t li = static_cast<size_t>(l);
-  const auto& lin = linears_[static_cast<size_t>(l - model_.layer_begin())];
-  const auto& lw = model_.weights().layers[li];
-  tensor_view q = rows(q_, t), attn = rows(attn_, t), residual = rows(residual_, t);
-  lin.qkv.forward_normed(ops_, rows(qkv_, t), residual, lw.attn_norm.view(), c.rms_eps, rows(normed_, t));
-  k::rope_kv_write(ops_, q, k_cache_[li].view(), v_cache_[li].view(), rows(qkv_, t), positions,
-                   model_.rope_inv_freq().view(), slots);
-  k::paged_attention(ops_, attn, q, k_cache_[li].view(), v_cache_[li].view(), meta,
-                     1.0f / std::sqrt(static_cast<float>(c.head_dim)));
-  lin.o.forward_add(ops_, residual, as_2d(attn, t, n_heads_ * c.head_dim), rows(delta_, t));
-  lin.gate_up.forward_swiglu_normed(ops_, rows(gate_, t), residual, lw.ffn_norm.view(), c.rms_eps, rows(normed_, t),
-                                    rows(gate_up_, t));
-  lin.down.forward_add(ops_, residual, rows(gate_, t), rows(delta_, t));
 }
 
 }  // namespace troupe

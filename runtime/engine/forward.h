@@ -113,8 +113,6 @@ class shard_context {
   bool is_last_stage() const;
   /// Decode steps replayed from a captured graph so far.
   int64_t graph_replays() const { return graph_replays_; }
-  /// Whether one-row steps run their norms and residual adds inside the projections.
-  bool fuses_norms() const { return norms_fusable_; }
   /// Captures the decode graph of every padded batch size and context bucket up to
   /// context_params.graph_warmup_context (a step of padding rows each, run eagerly once and
   /// then captured), largest first; waits for the device by `d`. Nothing without graphs or
@@ -164,10 +162,6 @@ class shard_context {
   batch_input padded(const batch_input& b, int rows, int max_blocks) const;
   void run_layer(int layer, int n_tokens, const kernels::attention_batch& meta,
                  tensor_view positions, tensor_view slots);
-  /// run_layer with each norm in the projection after it and each residual add in the one
-  /// before it (kernels/norm_matmul.h): one row, every layer's q/k/v and gate/up fused, no
-  /// all-reduce in the row-parallel projections. Leaves residual_ complete (no delta_ pending).
-  void run_layer_fused(int l, int t, const kernels::attention_batch& meta, tensor_view positions, tensor_view slots);
   tensor_view rows(const tensor& t, int n) const;
   /// finish()'s wait: the communicators' synchronize, or polling the stream, until `d`.
   void wait(std::chrono::steady_clock::time_point d);
@@ -188,7 +182,6 @@ class shard_context {
   parallel_env env_;
   bool on_device_ = false;  ///< CUDA backend: metadata uploaded, work enqueued
   bool use_graphs_ = false;  ///< decode steps replay CUDA graphs
-  bool norms_fusable_ = false;  ///< run_layer_fused can serve one-row steps (make_linears)
   dtype act_ = dtype::f32;  ///< activation and KV type (the weights')
   int n_heads_ = 0;     ///< query heads on this shard
   int n_kv_heads_ = 0;  ///< kv heads on this shard

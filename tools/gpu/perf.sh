@@ -10,8 +10,7 @@
 # Options (environment): PERF_PARTS="tests kernels bench peer" (default all), GEN (64),
 # PEER_BATCHES (1,64,256), PEER_PREFILL (1024,2048,8192), PERF_ABLATION (1: the earlier
 # forwards too), PERF_ATTN_COMPARE (1: batch 64 and 256 with the CUDA-core decode attention),
-# PERF_TUNE_COMPARE (1: batch 16, 64 and 256 with cuBLASLt's candidates timed, TROUPE_GEMM_TUNE=1), PERF_NORM_COMPARE
-# (1: batch 1 with the norms and residual adds unfused).
+# PERF_TUNE_COMPARE (1: batch 16, 64 and 256 with cuBLASLt's candidates timed, TROUPE_GEMM_TUNE=1).
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -61,11 +60,6 @@ if has bench; then
   # (TROUPE_GEMM_TUNE=1, off by default), to compare with the heuristic's pick in one call.
   if [ "${PERF_TUNE_COMPARE:-0}" = 1 ]; then
     run tuned TROUPE_GEMM_TUNE=1 -- --batches 16,64,256 --gen "$gen"
-  fi
-  # PERF_NORM_COMPARE=1 adds batch 1 with the norms and residual adds as kernels of their own
-  # (TROUPE_FUSE_NORM=0), to compare with their fusion into the projections in one call.
-  if [ "${PERF_NORM_COMPARE:-0}" = 1 ]; then
-    run unfused_norm TROUPE_FUSE_NORM=0 -- --batches 1 --gen "$gen"
   fi
 fi
 if has peer; then
