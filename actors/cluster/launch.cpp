@@ -517,7 +517,10 @@ int run_head(const head_options& o) {
   if (main_thread.joinable()) main_thread.join();
   for (auto& a : ctx.keep_alive) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   unpublish_link(sys, sup, *port);
-  {
+  if (leadership)  // one of several heads: the nodes keep their shards for the next leader
+    logger()->info("head {}: leaving the nodes running for the next leader (fault_tolerance.head_grace)",
+                   *o.head_index);
+  else {
     caf::scoped_actor self{sys};
     self->request(sup, stop_wait + std::chrono::seconds{1}, stop_atom::value)
         .receive([](caf::ok_atom) {},

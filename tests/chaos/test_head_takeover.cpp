@@ -183,3 +183,21 @@ TEST_CASE("SIGSTOP of the leading head past its lease, then SIGCONT: the standby
   CHECK(count_of(log0, "head 0 leads with term") == 1);  // only before the pause
   REQUIRE(wait_for_count(c.head_log(0), "follows head-1", 1, std::chrono::seconds(20)));
 }
+
+TEST_CASE("SIGTERM of the leading head hands the nodes over: they keep their shards, the standby adopts them, and "
+          "the streams go on with the fault-free tokens",
+          "[.][chaos][leadership][slow]") {
+  two_heads c("head-takeover-term");
+  streams s;
+  s.start(c);
+  REQUIRE(kill(c.head_pid(0), SIGTERM) == 0);
+  const auto exited = wait_exit(c.head_pid(0), std::chrono::seconds(30));
+  INFO(c.logs());
+  REQUIRE(exited);
+  CHECK(*exited == 0);
+  REQUIRE(wait_for_count(c.head_log(1), ": ready (", 1, std::chrono::seconds(60)));
+  s.check(c);
+  check_takeover(c);
+  CHECK(count_of(read_text(c.head_log(0)), "leaving the nodes running for the next leader") == 1);
+  for (int i = 0; i < 2; ++i) CHECK(count_of(read_text(c.node_log(i)), "stopped by the head") == 0);
+}
