@@ -2,9 +2,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <optional>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "actors/actor_system_config.h"
