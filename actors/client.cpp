@@ -7,6 +7,7 @@
 
 #include "actors/actor_system_config.h"
 #include "actors/cluster/supervisor.h"
+#include "actors/link_connect.h"
 #include "actors/link_security.h"
 #include "runtime/text/chat_template.h"
 
@@ -88,9 +89,11 @@ void submit(client_ptr self, uint64_t rid, const relay& r) {
 void follow_head(client_ptr self, const std::string& why) {
   auto o = *self->state.follow;
   self->state.following = true;
+  const auto heads = endpoint(o.host, o.port) +
+                     (o.other_heads.empty() ? "" : " and " + std::to_string(o.other_heads.size()) + " other head(s)");
   logger()->warn("client: lost the cluster's router ({}): reconnecting to the head at {} for up to {} ms, {} "
                  "request(s) to resume",
-                 why, endpoint(o.host, o.port), o.failover.count(), self->state.relays.size());
+                 why, heads, o.failover.count(), self->state.relays.size());
   o.connect_timeout = o.failover;
   o.serve_timeout = o.failover;
   auto client = caf::actor_cast<caf::actor>(self);
@@ -198,9 +201,41 @@ client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std:
   };
 }
 
+/// Several heads: tries each in turn (every attempt bounded: a paused head never answers)
+/// until one gives its router (the head that leads and serves), up to both timeouts.
+caf::actor connect_to_any_head(caf::actor_system& sys, const client_options& o) {
+  auto heads = o.other_heads;
+  heads.insert(heads.begin(), std::make_pair(o.host, o.port));
+  const auto deadline = clock_type::now() + o.connect_timeout + o.serve_timeout;
+  const auto attempt = caf::timespan{std::chrono::seconds(1)};
+  std::string last;
+  caf::scoped_actor self{sys};
+  for (;;) {
+    for (const auto& head : heads) {
+      const auto where = endpoint(head.first, head.second);
+      auto sup = connect_link_within<supervisor_actor>(sys, head.first, head.second, attempt);
+      if (!sup) {
+        last = where + ": " + sys.render(sup.error());
+        continue;
+      }
+      caf::actor router;
+      self->request(*sup, attempt, router_atom::value)
+          .receive([&](caf::actor& r) { router = std::move(r); },
+                   [&](caf::error& e) { last = where + ": " + sys.render(e); });
+      if (router) return router;
+    }
+    if (clock_type::now() > deadline)
+      throw std::runtime_error("no head of the " + std::to_string(heads.size()) + " gave a router within " +
+                               std::to_string((o.connect_timeout + o.serve_timeout).count()) +
+                               " ms; the last answer: " + last);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 }  // namespace
 
 caf::actor connect_to_cluster(caf::actor_system& sys, const client_options& o) {
+  if (!o.other_heads.empty()) return connect_to_any_head(sys, o);
   auto sup = connect_to_head(sys, o, clock_type::now() + o.connect_timeout);
   const auto deadline = clock_type::now() + o.serve_timeout;
   const auto where = endpoint(o.host, o.port);

@@ -42,10 +42,15 @@ struct client_options {
   /// its receiver already has, so the stream goes on with no gap or duplicate. 0 = off:
   /// every unfinished request ends with an error.
   std::chrono::milliseconds failover{std::chrono::seconds(30)};
+  /// The cluster's other heads (several heads, `heads:`): connecting and following try
+  /// host:port and these in turn, each attempt bounded, until the head that leads gives a
+  /// router. Empty: host:port only.
+  std::vector<std::pair<std::string, uint16_t>> other_heads;
 };
 
 /// Connects to the head at `o.host:o.port` (retrying up to `o.connect_timeout`) and
-/// returns the cluster's router once it serves (waiting up to `o.serve_timeout`); over mutual
+/// returns the cluster's router once it serves (waiting up to `o.serve_timeout`); with
+/// `o.other_heads`, to whichever head leads, for up to both timeouts together; over mutual
 /// TLS when `sys` was configured with use_tls (actors/link_security.h). Throws
 /// std::runtime_error naming the address and the reason.
 caf::actor connect_to_cluster(caf::actor_system& sys, const client_options& o);

@@ -40,10 +40,32 @@ void read_parallel(section s, parallel_section& p) {
   s.finish();
 }
 
-void read_head(section s, head_section& h) {
+void read_head(section s, head_section& h, bool in_list = false) {
   s.get("host", h.host);
   s.get_port("port", h.port);
+  if (in_list) s.get_port("voter_port", h.voter_port, true);
   s.finish();
+}
+
+/// `heads:` — a list of head sections; the first also becomes `head`. Empty (`[]`, the
+/// writer's form for a single head, which --set heads[0]... appends to): the single head.
+/// `head:` may stay beside it only as heads[0] (the same host and port).
+void read_heads(const reader& r, const YAML::Node& list, cluster_config& c, bool head_given) {
+  c.heads.clear();
+  if (list.IsNull() || (list.IsSequence() && list.size() == 0)) return;  // no list: the single head
+  if (!list.IsSequence())
+    r.fail(list, "heads", "expected a list of heads (host, port, voter_port), got " + describe(list));
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    head_section h;
+    read_head(section(r, list[i], indexed("heads", i)), h, true);
+    c.heads.push_back(h);
+  }
+  const auto& first = c.heads.front();
+  if (head_given && (c.head.host != first.host || c.head.port != first.port))
+    r.fail(list, "heads",
+           "head: (" + c.head.host + ":" + std::to_string(c.head.port) + ") and heads[0] (" + first.host + ":" +
+               std::to_string(first.port) + ") differ: give heads: alone, or head: equal to heads[0]");
+  c.head = first;
 }
 
 node_section read_node(section s) {
@@ -63,6 +85,7 @@ node_section read_node(section s) {
   s.get("launch", n.launch);
   s.get("certificate", n.certificate);
   s.get("key", n.key);
+  s.get_port("voter_port", n.voter_port, true);
   s.finish();
   return n;
 }
@@ -175,6 +198,7 @@ cluster_config read_tree(const YAML::Node& root, const reader& r) {
   read_model(section(r, top.child("model"), "model"), c.model);
   read_parallel(section(r, top.child("parallel"), "parallel"), c.parallel);
   read_head(section(r, top.child("head"), "head"), c.head);
+  if (YAML::Node heads = top.child("heads"); heads.IsDefined()) read_heads(r, heads, c, top.child("head").IsDefined());
   if (YAML::Node nodes = top.child("nodes"); nodes.IsDefined()) read_nodes(r, nodes, c.nodes);
   if (YAML::Node gateways = top.child("gateways"); gateways.IsDefined()) read_gateways(r, gateways, c.gateways);
   read_server(section(r, top.child("server"), "server"), c.server);
@@ -268,6 +292,22 @@ cluster_config default_cluster_config() {
   return c;
 }
 
+std::vector<head_section> head_list(const cluster_config& c) {
+  return c.heads.empty() ? std::vector<head_section>{c.head} : c.heads;
+}
+
+std::vector<std::string> election_voters(const cluster_config& c) {
+  std::vector<std::string> voters;
+  if (c.heads.size() < 2) return voters;
+  auto address = [](const std::string& host, uint16_t port) {
+    return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  };
+  for (const auto& h : c.heads) voters.push_back(address(h.host, h.voter_port));
+  for (const auto& n : c.nodes)
+    if (n.voter_port != 0) voters.push_back(address(n.host, n.voter_port));
+  return voters;
+}
+
 std::string to_yaml(const cluster_config& c) {
   YAML::Emitter out;
   const auto& p = c.parallel;
@@ -283,8 +323,18 @@ std::string to_yaml(const cluster_config& c) {
       << YAML::Key << "replicas" << YAML::Value << p.replicas << YAML::Key << "layers_per_stage" << YAML::Value
       << YAML::Flow << p.layers_per_stage << YAML::Key << "allow_uneven_heads" << YAML::Value
       << p.allow_uneven_heads << YAML::EndMap;
-  out << YAML::Key << "head" << YAML::Value << YAML::BeginMap << YAML::Key << "host" << YAML::Value
-      << YAML::DoubleQuoted << c.head.host << YAML::Key << "port" << YAML::Value << c.head.port << YAML::EndMap;
+  if (c.heads.empty()) {
+    out << YAML::Key << "head" << YAML::Value << YAML::BeginMap << YAML::Key << "host" << YAML::Value
+        << YAML::DoubleQuoted << c.head.host << YAML::Key << "port" << YAML::Value << c.head.port << YAML::EndMap;
+    out << YAML::Key << "heads" << YAML::Value << YAML::Flow << YAML::BeginSeq << YAML::EndSeq;
+  } else {
+    out << YAML::Key << "heads" << YAML::Value << YAML::BeginSeq;
+    for (const auto& h : c.heads)
+      out << YAML::BeginMap << YAML::Key << "host" << YAML::Value << YAML::DoubleQuoted << h.host << YAML::Key
+          << "port" << YAML::Value << h.port << YAML::Key << "voter_port" << YAML::Value << h.voter_port
+          << YAML::EndMap;
+    out << YAML::EndSeq;
+  }
   out << YAML::Key << "nodes" << YAML::Value << YAML::BeginSeq;
   for (const auto& n : c.nodes) {
     out << YAML::BeginMap << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << n.name << YAML::Key
@@ -294,7 +344,7 @@ std::string to_yaml(const cluster_config& c) {
     out << YAML::Key << "threads" << YAML::Value << n.threads << YAML::Key << "launch" << YAML::Value << n.launch
         << YAML::Key << "certificate" << YAML::Value
         << YAML::DoubleQuoted << n.certificate << YAML::Key << "key" << YAML::Value << YAML::DoubleQuoted << n.key
-        << YAML::EndMap;
+        << YAML::Key << "voter_port" << YAML::Value << n.voter_port << YAML::EndMap;
   }
   out << YAML::EndSeq;
   config_detail::emit_gateways(out, c.gateways);

@@ -46,12 +46,18 @@ struct node_section {
   /// security section's (both or neither).
   std::string certificate;
   std::string key;
+  /// With several heads (`heads:`): the port of this node's lease voter (on its host), so
+  /// that the node votes in the heads' election; 0 = it does not vote.
+  uint16_t voter_port = 0;
 };
 
-/// `head:` — where the supervisor and router listen.
+/// `head:` (or one entry of `heads:`) — where the supervisor and router listen.
 struct head_section {
   std::string host = "127.0.0.1";
   uint16_t port = 7100;
+  /// `heads:` entries only (required with more than one head): the port of this head's
+  /// lease voter on its host (docs/reliability.md, "Leadership").
+  uint16_t voter_port = 0;
 };
 
 /// One entry of `gateways:` — a `troupe gateway` process: an HTTP front door of its own,
@@ -234,7 +240,10 @@ redis_address parse_redis_url(const std::string& url);
 struct cluster_config {
   model_section model;
   parallel_section parallel;
-  head_section head;
+  head_section head;                ///< the single head, or heads[0]
+  /// `heads:` — every head (one leader, the others standbys; docs/reliability.md,
+  /// "Leadership"); empty when the file names one `head:`.
+  std::vector<head_section> heads;
   std::vector<node_section> nodes;
   std::vector<gateway_section> gateways;  ///< `gateways:` (optional): HTTP gateways apart from the head
   server_section server;
@@ -272,6 +281,11 @@ cluster_config default_cluster_config();
 std::string served_model_name(const cluster_config& c);
 /// Whether `host` is a loopback name or address: localhost, ::1 or 127.x.y.z.
 bool is_loopback_host(const std::string& host);
+/// Every head of the cluster: `heads`, or the single `head`.
+std::vector<head_section> head_list(const cluster_config& c);
+/// The lease voters of the heads' election ("host:port"): every head's, then every voting
+/// node's, in file order; empty with a single head (no election).
+std::vector<std::string> election_voters(const cluster_config& c);
 /// Writes the config as YAML that parse_cluster_config reads back to an equal config.
 std::string to_yaml(const cluster_config& c);
 

@@ -3,6 +3,7 @@
 #include "cluster-config/config_reader.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 namespace troupe {
@@ -298,6 +299,50 @@ redis_address parse_redis_url(const std::string& url) {
   return a;
 }
 
+/// heads: each a host, a port and (with more than one head) a voter_port; no port twice on a
+/// host among the heads, the nodes and the HTTP server; at least three voters, so that a
+/// majority survives the loss of any one head. nodes[].voter_port only with several heads.
+void check_heads(const checker& k, const cluster_config& c) {
+  const bool several = c.heads.size() > 1;
+  std::map<std::pair<std::string, uint16_t>, std::string> used;
+  for (std::size_t i = 0; i < c.nodes.size(); ++i) {
+    const auto& n = c.nodes[i];
+    if (n.port != 0) used[{host_key(n.host), n.port}] = join(indexed("nodes", i), "port");
+  }
+  used[{host_key(c.server.host), c.server.port}] = "server.port";
+  auto claim = [&](const std::string& host, uint16_t port, const std::string& path) {
+    const auto [it, fresh] = used.emplace(std::make_pair(host_key(host), port), path);
+    k.require(fresh || it->second == path, path,
+              host + ":" + std::to_string(port) + " is already used by " + it->second);
+  };
+  std::size_t voters = c.heads.size();
+  for (std::size_t i = 0; i < c.nodes.size(); ++i) {
+    const auto& n = c.nodes[i];
+    if (n.voter_port == 0) continue;
+    const std::string path = join(indexed("nodes", i), "voter_port");
+    k.require(several, path, "a node votes only in the election of several heads (heads:), and this file has one head");
+    claim(n.host, n.voter_port, path);
+    ++voters;
+  }
+  for (std::size_t i = 0; i < c.heads.size(); ++i) {
+    const auto& h = c.heads[i];
+    const std::string path = indexed("heads", i);
+    k.require(!h.host.empty(), join(path, "host"), "must not be empty");
+    k.at_least(h.port, 1, join(path, "port"));
+    claim(h.host, h.port, join(path, "port"));
+    if (!several) continue;
+    k.require(h.voter_port != 0, join(path, "voter_port"),
+              "is required with more than one head: the port of this head's lease voter");
+    claim(h.host, h.voter_port, join(path, "voter_port"));
+  }
+  if (several)
+    k.require(voters >= 3, "heads",
+              std::to_string(c.heads.size()) + " heads and " + std::to_string(voters - c.heads.size()) +
+                  " voting node(s) make " + std::to_string(voters) +
+                  " voters: a majority needs all of them, so losing one head would stop the cluster; give a node a "
+                  "voter_port (nodes[].voter_port) or add a head");
+}
+
 void validate(const cluster_config& c) {
   const checker k{c.source.empty() ? "<config>" : c.source};
   k.require(!c.model.path.empty(), "model.path", "must not be empty (use \"default\" for the default model)");
@@ -311,6 +356,7 @@ void validate(const cluster_config& c) {
   check_server(k, c);
   check_nodes(k, c);
   config_detail::check_gateways(k.source, c);
+  check_heads(k, c);
   check_scheduler(k, c.scheduler);
   check_fault_tolerance(k, c.fault_tolerance);
   check_autoscale(k, c.autoscale, c.parallel);

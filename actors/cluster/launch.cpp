@@ -21,6 +21,8 @@
 #include "actors/actor_system_config.h"
 #include "actors/cluster/node_agent.h"
 #include "actors/cluster/supervisor.h"
+#include "actors/leadership/head_leadership.h"
+#include "actors/link_connect.h"
 #include "actors/link_security.h"
 
 extern char** environ;
@@ -400,24 +402,32 @@ class event_queue {
   std::deque<std::pair<node_event, std::string>> events_;
 };
 
-/// Connects to the head, retrying with backoff until request_wait has passed. nullopt
-/// when a signal arrived meanwhile (stored in `signal_out`).
+/// Connects to a head, retrying with backoff until request_wait has passed: the single
+/// head, or (several heads) each in turn from `next` on, every attempt bounded (a paused head
+/// never answers), until one has a supervisor published (the one that leads). nullopt when
+/// a signal arrived meanwhile (stored in `signal_out`); `next` moves past the head found.
 std::optional<supervisor_actor> connect_to_head(caf::actor_system& sys, const node_options& o,
-                                                signal_guard& sigs, int& signal_out) {
-  const auto& head = o.config.head;
+                                                signal_guard& sigs, int& signal_out, std::size_t& next) {
+  const auto heads = head_list(o.config);
   const auto wait = o.config.fault_tolerance.request_wait;
+  const auto attempt = caf::timespan{std::max(o.config.fault_tolerance.heartbeat_timeout, std::chrono::milliseconds{1000})};
   const auto begin = std::chrono::steady_clock::now();
   auto backoff = std::chrono::milliseconds{50};
-  logger()->info("connecting to head at {}", endpoint(head.host, head.port));
   for (;;) {
-    auto sup = connect_link<supervisor_actor>(sys, head.host, head.port);
-    if (sup) return *sup;
-    const auto spent = std::chrono::steady_clock::now() - begin;
-    if (spent + backoff > wait)
-      throw std::runtime_error(
-          "node " + o.name + ": head unreachable at " + endpoint(head.host, head.port) + " after " +
-          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(spent).count()) +
-          " ms (fault_tolerance.request_wait): " + sys.render(sup.error()));
+    for (std::size_t tried = 0; tried < heads.size(); ++tried) {
+      const auto& head = heads[next % heads.size()];
+      next = (next + 1) % heads.size();
+      logger()->info("connecting to head at {}", endpoint(head.host, head.port));
+      auto sup = heads.size() == 1 ? connect_link<supervisor_actor>(sys, head.host, head.port)
+                                   : connect_link_within<supervisor_actor>(sys, head.host, head.port, attempt);
+      if (sup) return *sup;
+      const auto spent = std::chrono::steady_clock::now() - begin;
+      if (spent + backoff > wait)
+        throw std::runtime_error(
+            "node " + o.name + ": head unreachable at " + endpoint(head.host, head.port) + " after " +
+            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(spent).count()) +
+            " ms (fault_tolerance.request_wait): " + sys.render(sup.error()));
+    }
     if ((signal_out = sigs.wait(backoff)) != 0) return std::nullopt;
     backoff = std::min(backoff * 2, std::chrono::milliseconds{1000});
   }
@@ -443,13 +453,25 @@ void unregister_node(caf::actor_system& sys, const node_agent_actor& agent) {
 }  // namespace
 
 int run_head(const head_options& o) {
-  init_logging("head");
-  const auto& head = o.config.head;
+  init_logging(o.head_index ? "head " + std::to_string(*o.head_index) : "head");
+  const auto head = o.head_index ? o.config.heads.at(*o.head_index) : o.config.head;
   signal_guard sigs;
   system_config cfg(o.config.fault_tolerance);
   use_tls(cfg, head_identity(o.config));
   caf::actor_system sys{cfg};
+  std::unique_ptr<head_leadership> leadership;
   supervisor_options so;
+  if (o.head_index) {
+    leadership = std::make_unique<head_leadership>(sys, o.config, *o.head_index, o.metrics.get());
+    int sig = 0;
+    const auto term = leadership->wait_to_lead([&] { return (sig = sigs.wait(std::chrono::milliseconds{50})) != 0; });
+    if (!term) {
+      logger()->info("received {} while standing by: exiting", strsignal(sig));
+      return 0;
+    }
+    logger()->info("head {} leads with term {}: starting the supervisor", *o.head_index, *term);
+    so.term = *term;
+  }
   so.config = o.config;
   so.config_path = o.config_path;
   so.overrides = o.overrides;
@@ -488,13 +510,17 @@ int run_head(const head_options& o) {
     });
   int sig = 0;
   while ((sig = sigs.wait(std::chrono::milliseconds{50})) == 0 && !main_done) {
+    if (auto why = leadership ? leadership->stepped_down() : std::nullopt) restart_as_standby(*why);
   }
   if (sig != 0) logger()->info("received {}: shutting down", strsignal(sig));
   stopping = true;
   if (main_thread.joinable()) main_thread.join();
   for (auto& a : ctx.keep_alive) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   unpublish_link(sys, sup, *port);
-  {
+  if (leadership)  // one of several heads: the nodes keep their shards for the next leader
+    logger()->info("head {}: leaving the nodes running for the next leader (fault_tolerance.head_grace)",
+                   *o.head_index);
+  else {
     caf::scoped_actor self{sys};
     self->request(sup, stop_wait + std::chrono::seconds{1}, stop_atom::value)
         .receive([](caf::ok_atom) {},
@@ -513,7 +539,6 @@ int run_node(const node_options& o) {
   const auto& node = find_node_section(o.config, o.name);
   init_logging("node " + node.name);
   const auto bind = o.bind_host.empty() ? node.host : o.bind_host;
-  const auto head = endpoint(o.config.head.host, o.config.head.port);
   signal_guard sigs;
   event_queue events;
   system_config cfg(o.config.fault_tolerance);
@@ -535,13 +560,20 @@ int run_node(const node_options& o) {
     throw std::runtime_error(listen_error("node " + node.name, bind, node.port, sys, port.error()));
   logger()->info("node agent listening on {} (pid {})", endpoint(bind, *port), getpid());
   log_links(sys, bind);
+  if (node.voter_port != 0 && o.config.heads.size() > 1)  // a voter of the heads' election
+    guard.actors.push_back(publish_lease_voter(sys, bind, node.voter_port, o.config.leadership,
+                                               "node " + node.name + " (nodes[].voter_port)"));
+  const auto heads = head_list(o.config);
+  std::size_t next_head = 0;
   for (;;) {
     int sig = 0;
-    auto sup = connect_to_head(sys, o, sigs, sig);
+    auto sup = connect_to_head(sys, o, sigs, sig, next_head);
     if (!sup) {
       logger()->info("received {} while connecting: exiting", strsignal(sig));
       return 0;
     }
+    const auto& at = heads[(next_head + heads.size() - 1) % heads.size()];  // the head found
+    const auto head = endpoint(at.host, at.port);
     caf::scoped_actor{sys}->send(agent, attach_atom::value, *sup);  // attach comes from this process only
     for (bool attached = true; attached;) {
       if ((sig = sigs.wait(std::chrono::milliseconds{200})) != 0) {
@@ -552,7 +584,7 @@ int run_node(const node_options& o) {
       while (auto ev = events.pop()) {
         switch (ev->first) {
           case node_event::registered:
-            logger()->info("registered with head at {}", head);
+            logger()->info("registered with head at {}{}", head, ev->second.empty() ? "" : " (" + ev->second + ")");
             break;
           case node_event::rejected:
             throw std::runtime_error("node " + node.name + ": the head at " + head +

@@ -136,13 +136,19 @@ struct head_options {
   std::vector<std::string> overrides;  ///< --set values (passed to launched nodes)
   bool launch_local_nodes = true;      ///< false under mpirun/srun (ranks are the nodes)
   std::shared_ptr<troupe_metrics> metrics;  ///< node up/restarts go here (null = nowhere)
+  /// Which entry of `heads:` this process is (several heads): it publishes its lease voter,
+  /// stands by until it is elected, then runs as head at heads[index] with the term of its
+  /// lease, and starts again as a standby when it steps down (restart_as_standby).
+  /// nullopt: the single `head:`, no election.
+  std::optional<std::size_t> head_index;
   /// Runs on its own thread once the supervisor is published and the nodes start (the
   /// data plane: placement, replicas, requests). Returning a value stops the head with
   /// that exit code; nullopt keeps it serving until SIGINT/SIGTERM. Null: control plane only.
   std::function<std::optional<int>(head_context&)> main;
 };
 
-/// Runs the head until SIGINT/SIGTERM: publishes the supervisor on head.host:head.port,
+/// Runs the head until SIGINT/SIGTERM: (with head_index, once elected) publishes the
+/// supervisor on head.host:head.port (heads[head_index]'s),
 /// starts the local nodes, logs progress, then stops nodes, kills leftover children and
 /// returns 0. Throws std::runtime_error for a port in use (naming host:port).
 int run_head(const head_options& opts);
@@ -155,10 +161,11 @@ struct node_options {
   std::string advertise_host;  ///< host reported to the head ("" = the node's host)
 };
 
-/// Runs a node until SIGINT/SIGTERM or until the head stops it: publishes the node agent,
-/// connects to the head (retrying with backoff for fault_tolerance.request_wait),
-/// registers and heartbeats; after losing the head it reconnects within the same
-/// deadline. Returns 0 on an orderly stop. Throws std::runtime_error for an unknown
+/// Runs a node until SIGINT/SIGTERM or until the head stops it: publishes the node agent
+/// (and, with nodes[].voter_port, a lease voter for the heads' election), connects to the
+/// head (retrying with backoff for fault_tolerance.request_wait; with several heads, each
+/// in turn, until the one that leads accepts the registration), registers and heartbeats;
+/// after losing the head it reconnects within the same deadline. Returns 0 on an orderly stop. Throws std::runtime_error for an unknown
 /// name (listing the names), a port in use (naming the node and host:port), an
 /// unreachable head (naming host:port) or a refused registration.
 int run_node(const node_options& opts);

@@ -29,6 +29,7 @@ struct node_agent_state {
   uint64_t generation = 0;      // bumps on attach/stop/loss; stale timers are ignored
   uint64_t seq = 0;             // heartbeat sequence number
   uint64_t attach_seq = 0;      // `seq` when the current registration began (fencing)
+  uint64_t term = 0;            // the highest head term seen (several heads; 0 = none)
   static inline const char* name = "troupe.node_agent";
 };
 
@@ -209,6 +210,40 @@ caf::result<shard_actor> on_spawn_shard(agent_ptr self, const shard_spec& spec) 
   return spawn_local_shard(self, spec);
 }
 
+/// The registration failed (`e`): a head that does not answer is lost, a refusal is final.
+void on_register_error(agent_ptr self, uint64_t gen, const caf::error& e) {
+  if (gen != self->state.generation) return;
+  const auto what = self->system().render(e);
+  if (e == caf::sec::request_timeout || e == caf::sec::request_receiver_down) {
+    fence_shards(self, "the head did not answer the registration");
+    self->state.supervisor = nullptr;
+    ++self->state.generation;
+    notify(self, node_event::head_lost, what);
+  } else {
+    notify(self, node_event::rejected, what);
+  }
+}
+
+/// Registers with `sup`, which leads with `term`.
+void register_with(agent_ptr self, uint64_t gen, const supervisor_actor& sup, uint64_t term) {
+  auto& st = self->state;
+  self->request(sup, control_timeout(st.opts.fault_tolerance), register_atom::value, st.opts.info)
+      .then(
+          [self, gen, sup, term](caf::ok_atom) {
+            if (gen != self->state.generation) return;
+            // The head that lost the node has failed and replaced its shards: it never adopts
+            // them. Checked once it answered: right after a loss the middleman may still hand
+            // out the dead head's proxy, whose registration never succeeds.
+            if (sup.node() == self->state.orphaned_by) fence_orphans(self, "the head that lost them is back");
+            notify(self, node_event::registered, term > 0 ? "term " + std::to_string(term) : "");
+            self->send(self, heartbeat_atom::value, gen);
+          },
+          [self, gen](caf::error& e) { on_register_error(self, gen, e); });
+}
+
+/// Asks the head's term first (several heads): a head of an older term than this node has
+/// seen is a deposed leader (paused, or cut off, while another won a later term); the node
+/// refuses it, logs why and looks for the head that leads. Then registers.
 void on_attach(agent_ptr self, const supervisor_actor& sup) {
   auto& st = self->state;
   fence_shards(self, "registering afresh");
@@ -217,29 +252,25 @@ void on_attach(agent_ptr self, const supervisor_actor& sup) {
   st.supervisor = sup;
   self->monitor(sup);
   const auto gen = ++st.generation;
-  self->request(sup, control_timeout(st.opts.fault_tolerance), register_atom::value, st.opts.info)
+  self->request(sup, control_timeout(st.opts.fault_tolerance), lease_atom::value)
       .then(
-          [self, gen, sup](caf::ok_atom) {
-            if (gen != self->state.generation) return;
-            // The head that lost the node has failed and replaced its shards: it never adopts
-            // them. Checked once it answered: right after a loss the middleman may still hand
-            // out the dead head's proxy, whose registration never succeeds.
-            if (sup.node() == self->state.orphaned_by) fence_orphans(self, "the head that lost them is back");
-            notify(self, node_event::registered, "");
-            self->send(self, heartbeat_atom::value, gen);
-          },
-          [self, gen](caf::error& e) {
-            if (gen != self->state.generation) return;
-            const auto what = self->system().render(e);
-            if (e == caf::sec::request_timeout || e == caf::sec::request_receiver_down) {
-              fence_shards(self, "the head did not answer the registration");
-              self->state.supervisor = nullptr;
-              ++self->state.generation;
-              notify(self, node_event::head_lost, what);
-            } else {
-              notify(self, node_event::rejected, what);
+          [self, gen, sup](uint64_t term) {
+            auto& st = self->state;
+            if (gen != st.generation) return;
+            if (term < st.term) {
+              const auto why = "its term " + std::to_string(term) + " is older than term " + std::to_string(st.term) +
+                               " this node has seen (a deposed leader)";
+              logger()->warn("refused the head of {}: {}", caf::to_string(sup.node()), why);
+              self->demonitor(sup.address());
+              st.supervisor = nullptr;
+              ++st.generation;
+              notify(self, node_event::head_lost, "refused: " + why);
+              return;
             }
-          });
+            st.term = term;
+            register_with(self, gen, sup, term);
+          },
+          [self, gen](caf::error& e) { on_register_error(self, gen, e); });
 }
 
 node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_options opts) {

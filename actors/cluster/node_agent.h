@@ -20,6 +20,13 @@
 /// progress ("shard s0r1: loading", "... loaded", "... connected", "... failed: why") and
 /// stops them (exit reason user_shutdown) on `stop_atom` before answering.
 ///
+/// Several heads (`heads:`): before it registers, the agent asks the head for the term of
+/// its lease (`lease_atom`) and refuses a head whose term is older than the highest it has
+/// seen ("refused the head of ...: its term 1 is older than term 2 this node has seen"):
+/// a leader that was paused or cut off while another head won a later term can never take
+/// the node back. Control messages (spawn, stop, fence) are taken only from the head it is
+/// attached to, so they carry that head's checked term.
+///
 /// Authorization: attach and unregister come from this process only; stop, spawn and fence
 /// from this process or the head it is attached to (an actor of the supervisor's node);
 /// anything else is refused with an error naming the sender, and logged. A shard is spawned

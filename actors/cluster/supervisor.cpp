@@ -415,6 +415,7 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
       [self](drain_atom, const std::string& name, bool replace, const std::string& admin_key) {
         return on_drain(self, name, replace, admin_key);
       },
+      [self](lease_atom) { return self->state.opts.term; },
       [self](nodes_atom) {
         std::vector<node_view> out;
         for (const auto& m : self->state.members) out.push_back(view_of(self->state, m));

@@ -58,7 +58,10 @@ using supervisor_actor = caf::typed_actor<
     /// Answered at once (drain_reply::code 202, or 400/403/409 with the reason).
     caf::replies_to<drain_atom, std::string, bool, std::string>::with<drain_reply>,
     /// Every node as an operator sees it, in cluster-file order.
-    caf::replies_to<nodes_atom>::with<std::vector<node_view>>>;
+    caf::replies_to<nodes_atom>::with<std::vector<node_view>>,
+    /// The term of the lease this head leads by (0: a single head, no election). A node
+    /// agent asks it before it registers and refuses a head of an older term than it saw.
+    caf::replies_to<lease_atom>::with<uint64_t>>;
 
 /// The name the supervisor registers itself under in its actor system's registry (the
 /// head's HTTP gateway finds it there for the admin endpoints).
@@ -75,6 +78,7 @@ struct supervisor_options {
   std::chrono::milliseconds sweep_interval{50};  ///< reap / deadline check period
   std::chrono::milliseconds stop_wait{3000};  ///< how long `stop_atom` waits for nodes
   std::shared_ptr<troupe_metrics> metrics;    ///< node up/restarts go here (null = nowhere)
+  uint64_t term = 0;                          ///< the elected head's term (0 = single head)
 };
 
 /// Spawns the supervisor. It launches nothing until it receives `start_atom`.

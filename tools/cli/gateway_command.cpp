@@ -130,12 +130,16 @@ int run_gateway(const std::vector<std::string>& args) {
   http_gateway gateway(sys, gateway_settings(config, meta, registry, metrics));
   gateway.start();  // /health at once; /ready and generation 503 until the head serves
   client_options co;
-  co.host = config.head.host;
-  co.port = config.head.port;
+  const auto heads = head_list(config);  // several heads: follow whichever leads
+  co.host = heads.front().host;
+  co.port = heads.front().port;
+  for (std::size_t i = 1; i < heads.size(); ++i) co.other_heads.emplace_back(heads[i].host, heads[i].port);
   co.model = config.model.path;
   co.failover = failover_window(config);
-  logger()->info("gateway {}: head at {}; waits up to {} ms for a new head when it is lost", o.index,
-                 endpoint(co.host, co.port), co.failover.count());
+  logger()->info("gateway {}: head at {}{}; waits up to {} ms for a new head when it is lost", o.index,
+                 endpoint(co.host, co.port),
+                 heads.size() > 1 ? " and " + std::to_string(heads.size() - 1) + " other head(s)" : std::string(),
+                 co.failover.count());
   std::atomic<bool> stopping{false};
   client_actor client;
   std::thread connect([&] {

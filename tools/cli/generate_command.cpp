@@ -54,7 +54,8 @@ po::options_description describe(generate_options& o) {
        "the model comes from its model.path")
       ("set", po::value(&o.overrides)->composing(), "override a key of the cluster file (repeatable)")
       ("head", po::value(&o.head),
-       "send the request to the running cluster whose head (troupe serve) listens on HOST:PORT;\n"
+       "send the request to the running cluster whose head (troupe serve) listens on HOST:PORT\n"
+       "(several heads: HOST:PORT,HOST:PORT,... tried in turn, and followed, until one leads);\n"
        "--model names the tokenizer's model (the cluster's); a TLS cluster needs --ca, --cert, --key")
       ("prompt,p", po::value(&o.prompt), "the prompt text")
       ("prompt-file", po::value(&o.prompt_file),
@@ -278,8 +279,14 @@ head_address parse_head(const std::string& text) {
 int generate_on_head(const generate_options& o) {
   if (!o.config.empty()) throw usage_error("--head and --config cannot be combined");
   if (!o.overrides.empty()) throw usage_error("--set needs --config");
-  const auto address = parse_head(o.head);
-  const auto where = endpoint(address.host, address.port);
+  std::vector<head_address> addresses;
+  for (std::size_t at = 0; at <= o.head.size();) {
+    const auto comma = std::min(o.head.find(',', at), o.head.size());
+    addresses.push_back(parse_head(o.head.substr(at, comma - at)));
+    at = comma + 1;
+  }
+  const auto& address = addresses.front();
+  const auto where = addresses.size() == 1 ? endpoint(address.host, address.port) : "heads " + o.head;
   auto meta = model::load_metadata(o.model);
   auto prompts = encode_prompts(*meta, o);
   // Default heartbeats (the head drops silent peers), but a lenient connection timeout:
@@ -293,6 +300,7 @@ int generate_on_head(const generate_options& o) {
   client_options co;
   co.host = address.host;
   co.port = address.port;
+  for (std::size_t i = 1; i < addresses.size(); ++i) co.other_heads.emplace_back(addresses[i].host, addresses[i].port);
   // Through a client actor that follows the head: when the head process dies, it reconnects
   // (a restarted or standby head) and resumes every unfinished request after the tokens
   // already received (client_options::failover).
@@ -305,7 +313,7 @@ int generate_on_head(const generate_options& o) {
   self->monitor(client);
   send_prompts(self, client, o, prompts);
   auto gs = answers_for(prompts);
-  auto error = receive_answers(self, o, gs, [] { return false; }, "the head at " + where);
+  auto error = receive_answers(self, o, gs, [] { return false; }, addresses.size() == 1 ? "the head at " + where : where);
   if (!error.empty()) throw std::runtime_error(error);
   print_all(o, gs, prompts);
   return 0;

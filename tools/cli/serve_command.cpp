@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "actors/actor_system_config.h"
@@ -24,6 +25,7 @@ namespace {
 
 struct serve_options {
   std::string config;
+  int head_index = -1;
   std::vector<std::string> overrides;
   std::vector<std::string> api_keys;
 };
@@ -46,8 +48,28 @@ po::options_description describe(serve_options& o) {
        "override a key of the cluster file, e.g. --set fault_tolerance.max_restarts=2 (repeatable);\n"
        "the HTTP API listens on server.host:server.port (--set server.port=0: any free port)")
       ("api-key", po::value(&o.api_keys)->composing(),
-       "accept this bearer key on the HTTP API (repeatable; added to server.api_keys)");
+       "accept this bearer key on the HTTP API (repeatable; added to server.api_keys)")
+      ("head-index", po::value(&o.head_index),
+       "with several heads (heads: in the cluster file): which entry this process is. It votes\n"
+       "in the heads' election, stands by until it leads, then serves as head (adopting the\n"
+       "nodes' shards) and starts no node processes; a head that steps down starts again as\n"
+       "a standby");
   return d;
+}
+
+/// --head-index against the file's heads: required with several heads, in range, and not
+/// under mpirun/srun (whose rank 0 is the one head).
+std::optional<std::size_t> elected_head_index(const cluster_config& c, int index, bool launcher) {
+  const auto n = c.heads.size();
+  if (n < 2) {
+    if (index >= 0) throw usage_error("--head-index needs several heads (heads: in " + c.source + ")");
+    return std::nullopt;
+  }
+  if (launcher) throw usage_error("several heads (heads:) are not supported under mpirun/srun yet");
+  if (index < 0 || static_cast<std::size_t>(index) >= n)
+    throw usage_error(c.source + " names " + std::to_string(n) + " heads: --head-index must be 0.." +
+                      std::to_string(n - 1) + (index < 0 ? "" : ", got " + std::to_string(index)));
+  return static_cast<std::size_t>(index);
 }
 
 }  // namespace
@@ -94,6 +116,7 @@ int run_serve(const std::vector<std::string>& args) {
     return run_node(n);
   }
   if (rank && rank->size > 1) check_launcher_size(config, *rank);
+  const auto head_index = elected_head_index(config, o.head_index, rank && rank->size > 1);
   config.server.api_keys.insert(config.server.api_keys.end(), o.api_keys.begin(), o.api_keys.end());
   // The HTTP port's certificate and key, before any process starts (the gateway loads them later).
   if (const auto tls = http_tls_of(config); tls.mode != http_tls_mode::plain) check_identity(tls.identity);
@@ -104,7 +127,8 @@ int run_serve(const std::vector<std::string>& args) {
   h.config = std::move(config);
   h.config_path = o.config;
   h.overrides = o.overrides;
-  h.launch_local_nodes = !(rank && rank->size > 1);
+  h.launch_local_nodes = !(rank && rank->size > 1) && !head_index;
+  h.head_index = head_index;
   h.metrics = metrics;
   h.main = [cfg = h.config, meta, registry, metrics](head_context& ctx) -> std::optional<int> {
     // The gateway answers /health at once and /ready with 503 until a replica is ready.
