@@ -162,7 +162,7 @@ TEST_CASE("kill -9 of the leading head mid-stream: the standby wins a later term
 }
 
 TEST_CASE("SIGSTOP of the leading head past its lease, then SIGCONT: the standby takes over, and the old leader "
-          "stops acting and starts again as a standby; no token is lost or duplicated",
+          "stops acting and starts again as a standby, and no token is lost or duplicated",
           "[chaos][leadership][slow]") {
   two_heads c("head-takeover-stop");
   streams s;
