@@ -1,12 +1,14 @@
 #pragma once
 /// Shard-level test helpers shared by the shard, fault and adoption tests: the default
-/// model split in two pipeline stages, and one sequence's greedy prefill step.
+/// model split in two pipeline stages, one sequence's greedy prefill step, and one
+/// "process" of a test that joins several actor systems.
 #include <caf/all.hpp>
 #include <chrono>
 #include <cstdint>
 #include <utility>
 #include <vector>
 
+#include "actors/actor_system_config.h"
 #include "actors/messages.h"
 #include "engine_fixture.h"
 
@@ -59,5 +61,30 @@ caf::expected<T> ask(caf::scoped_actor& self, const Handle& h, Ts&&... xs) {
       .receive([&](T& x) { out = std::move(x); }, [&](caf::error& e) { out = std::move(e); });
   return out;
 }
+
+/// One process of a test that joins several actor systems: an actor system, a scoped actor
+/// and the actors it owns, killed when it ends (a failed REQUIRE cannot leave the system
+/// waiting for them).
+struct actor_process {
+  system_config cfg{fault_tolerance_section{}};
+  caf::actor_system sys{cfg};
+  caf::scoped_actor self{sys};
+  std::vector<caf::actor> owned;
+
+  template <class Handle>
+  Handle own(Handle h) {
+    owned.push_back(caf::actor_cast<caf::actor>(h));
+    return h;
+  }
+  ~actor_process() {
+    for (auto& a : owned) self->send_exit(a, caf::exit_reason::kill);
+  }
+
+  /// The answer of `h` to `xs...`, or the error.
+  template <class T, class Handle, class... Ts>
+  caf::expected<T> ask(const Handle& h, Ts&&... xs) {
+    return test::ask<T>(self, h, std::forward<Ts>(xs)...);
+  }
+};
 
 }  // namespace troupe::test

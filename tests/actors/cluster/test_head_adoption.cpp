@@ -21,29 +21,7 @@ namespace {
 using namespace troupe;
 using namespace std::chrono_literals;
 
-/// One process: an actor system and a scoped actor. Every actor it was told to own is
-/// killed when it ends, so a failed REQUIRE cannot leave the system waiting for them.
-struct process {
-  system_config cfg{fault_tolerance_section{}};
-  caf::actor_system sys{cfg};
-  caf::scoped_actor self{sys};
-  std::vector<caf::actor> owned;
-
-  template <class Handle>
-  Handle own(Handle h) {
-    owned.push_back(caf::actor_cast<caf::actor>(h));
-    return h;
-  }
-  ~process() {
-    for (auto& a : owned) self->send_exit(a, caf::exit_reason::kill);
-  }
-
-  /// The answer of `h` to `xs...`, or the error.
-  template <class T, class Handle, class... Ts>
-  caf::expected<T> ask(const Handle& h, Ts&&... xs) {
-    return test::ask<T>(self, h, std::forward<Ts>(xs)...);
-  }
-};
+using process = test::actor_process;
 
 /// A head process's supervisor of node n0, published on a loopback port.
 struct head {

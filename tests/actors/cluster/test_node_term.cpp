@@ -17,16 +17,7 @@ namespace {
 using namespace troupe;
 using namespace std::chrono_literals;
 
-/// One process: an actor system, a scoped actor and the actors it owns (killed at the end).
-struct process {
-  system_config cfg{fault_tolerance_section{}};
-  caf::actor_system sys{cfg};
-  caf::scoped_actor self{sys};
-  std::vector<caf::actor> owned;
-  ~process() {
-    for (auto& a : owned) self->send_exit(a, caf::exit_reason::kill);
-  }
-};
+using process = test::actor_process;
 
 /// A head process's supervisor of node n0 with lease term `term`, published on a loopback
 /// port; returns the port.
