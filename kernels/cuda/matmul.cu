@@ -35,22 +35,76 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/gemm_tune.cuh"
+#include "kernels/cuda/matmul_common.cuh"
 #include "kernels/matmul.h"
 
 namespace troupe::kernels::cuda {
+namespace matmul_detail {
+
+/// Largest power of two (at most 256) dividing the address.
+uint32_t alignment_of(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  uint32_t al = 256;
+  while (al > 1 && a % al != 0) al /= 2;
+  return al;
+}
+
+/// out[r, c] += bias[c] (in float, stored in out's type).
+template <class TO, class TB>
+__global__ void bias_kernel(TO* out, const TB* bias, int64_t m, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < m * n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    out[i] = from_f32<TO>(to_f32(out[i]) + to_f32(bias[i % n]));
+}
+
+void add_bias(const op_context& ctx, tensor_view out, tensor_view bias, int64_t m, int64_t n) {
+  dispatch_float(out.type, "matmul", [&](auto tag) {
+    using TO = typename decltype(tag)::type;
+    TO* o = static_cast<TO*>(out.data);
+    if (bias.type == dtype::f32)
+      bias_kernel<TO, float><<<grid_for(m * n, 256), 256, 0, stream_of(ctx)>>>(o, bias.f32(), m, n);
+    else
+      bias_kernel<TO, TO><<<grid_for(m * n, 256), 256, 0, stream_of(ctx)>>>(
+          o, static_cast<const TO*>(bias.data), m, n);
+  });
+  check_launch("matmul", "bias_kernel");
+}
+
+/// The checks every product x[m, k] · w[n, k]ᵀ on the device shares (`op` names it).
+void check_operands(const char* op, const op_context& ctx, tensor_view out, tensor_view x, tensor_view w) {
+  require_cuda_ctx(op, ctx);
+  require_device_float(op, "x", x);
+  require_device(op, "w", w);
+  require_device(op, "out", out);
+  require_same_type(op, "w", w, "x", x);
+  require_rank(op, "x", x, 2);
+  require_rank(op, "w", w, 2);
+  require(x.shape[1] == w.shape[1], op, "x " + x.shape.str() + " and w " + w.shape.str() + " disagree on k");
+}
+
+void check(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias) {
+  const char* op = "matmul";
+  check_operands(op, ctx, out, x, w);
+  require(out.type == x.type || out.type == dtype::f32, op,
+          std::string("out is ") + dtype_name(out.type) + ", expected f32 or " + dtype_name(x.type));
+  require_shape(op, "out", out, shape_t{x.shape[0], w.shape[0]});
+  if (!bias.empty()) {
+    require_device(op, "bias", bias);
+    require(bias.type == out.type || bias.type == dtype::f32, op,
+            std::string("bias is ") + dtype_name(bias.type) + ", expected f32 or " +
+                dtype_name(out.type));
+    require_shape(op, "bias", bias, shape_t{w.shape[0]});
+  }
+}
+
+}  // namespace matmul_detail
+
 namespace {
+using namespace matmul_detail;
 
 constexpr size_t workspace_bytes = 32u << 20;
 constexpr int64_t pinned_rows = 512;  // the row count a batch-invariant algorithm is chosen for
 constexpr int tune_candidates = 8;    // the heuristic's algorithms a tuned shape times
-/// Rows up to which matmul takes the GEMV, and the k from which it takes one output row a
-/// warp (variant 1): measured against cuBLASLt on one H200 at the Llama-3.1-8B projections
-/// (docs/gpu-notes.md): at m = 1 the GEMV won for k = 4096 (qkv 14.9 vs 16.6 us, o 12.0 vs
-/// 12.8, gate_up 55.8 vs 56.2, lm_head 237 vs 248); for k = 14336 (down) two rows a warp
-/// lost (34.6 us) and one row a warp tied (31.4 vs 31.5, where cuBLASLt also runs a split-K
-/// reduce kernel after, 2.9 us under Nsight Compute); at m >= 2 it lost or tied.
-constexpr int gemv_default_rows = 1;
-constexpr int64_t gemv_long_k = 8192;
 
 /// Throws std::runtime_error naming the op, the step and the cuBLAS status.
 void check_blas(cublasStatus_t st, const char* what) {
@@ -70,13 +124,6 @@ cudaDataType_t blas_type(dtype t) {
   throw std::invalid_argument("matmul: i32 is not a matmul type");
 }
 
-/// Largest power of two (at most 256) dividing the address.
-uint32_t alignment_of(const void* p) {
-  const auto a = reinterpret_cast<uintptr_t>(p);
-  uint32_t al = 256;
-  while (al > 1 && a % al != 0) al /= 2;
-  return al;
-}
 
 /// The descriptors and algorithm of one GEMM shape.
 struct plan {
@@ -252,243 +299,6 @@ void fallback_gemm(const op_context& ctx, tensor_view out, tensor_view x, tensor
 
 // ---- skinny GEMV (decode: m <= 8 rows) -----------------------------------------------------
 //
-// out[m, n] = x[m, k] · w[n, k]ᵀ (+ bias) for f16/bf16 with m <= gemv_max_rows. Memory-bound:
-// every weight byte is read once, in 16-byte loads that stream past L1 (ld.global.cs), with
-// U chunks of R rows in flight per lane before the first use. A warp owns R consecutive output
-// rows and walks k in 16-byte chunks (lane, lane + 32, ...); x (a few KB, L1/L2 resident) is
-// read with ordinary cached loads and reused across the R rows. Accumulation in fp32, one
-// fixed order per row (lane partial sums in k order, then a butterfly over the 32 lanes), so a
-// row's result does not depend on m or on the other rows. M is m rounded up to 1, 2, 4 or 8:
-// the extra x rows are clamped to row m - 1 and never stored.
-
-constexpr int gemv_warps = 8;  // warps per block
-constexpr int gemv_rows = 2;   // output rows per warp (R)
-
-__device__ __forceinline__ uint4 load_stream(const uint4* p) { return __ldcs(p); }
-
-__device__ __forceinline__ float2 pair_f32(uint32_t u, __nv_bfloat16*) {
-  return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
-}
-__device__ __forceinline__ float2 pair_f32(uint32_t u, __half*) {
-  __half2 h;
-  memcpy(&h, &u, 4);
-  return __half22float2(h);
-}
-
-/// acc += Σ of the 8 products of two 16-byte chunks.
-template <class T>
-__device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
-  const uint32_t av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 fa = pair_f32(av[i], static_cast<T*>(nullptr));
-    const float2 fb = pair_f32(bv[i], static_cast<T*>(nullptr));
-    acc = fmaf(fa.x, fb.x, acc);
-    acc = fmaf(fa.y, fb.y, acc);
-  }
-  return acc;
-}
-
-/// PAIR (the fused gate/up projection and SwiGLU): w is [2n, k], gate rows then up rows; a
-/// warp computes gate row j and up row n + j (R = 2) and stores out[i, j] = silu(g) * u
-/// with g and u first rounded to T, exactly what the GEMV and cuda::swiglu give apart.
-template <class T, class TO, int M, int R, int U, bool PAIR = false>
-__global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(TO* __restrict__ out, const T* __restrict__ x,
-                                                               const T* __restrict__ w, const void* bias,
-                                                               bool bias_f32, int m, int n, int k) {
-  static_assert(!PAIR || R == 2, "a paired GEMV computes one gate and one up row a warp");
-  const int lane = threadIdx.x & 31;
-  const int warp_id = blockIdx.x * gemv_warps + (threadIdx.x >> 5);
-  const int row0 = PAIR ? warp_id : warp_id * R;
-  if (row0 >= n) {
-    pdl_wait();  // a finished grid implies the one before finished (see pdl_wait)
-    return;
-  }
-  const int k8 = k / 8;
-  const uint4* wr[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const int64_t row = PAIR ? row0 + static_cast<int64_t>(r) * n : min(row0 + r, n - 1);
-    wr[r] = reinterpret_cast<const uint4*>(w + row * k);
-  }
-  const uint4* xr[M];
-#pragma unroll
-  for (int i = 0; i < M; ++i) xr[i] = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(min(i, m - 1)) * k);
-  float acc[M][R];
-#pragma unroll
-  for (int i = 0; i < M; ++i)
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[i][r] = 0.0f;
-  int c = lane;
-  // The weights never change during a step: the first pass's loads are issued before
-  // waiting on the kernel before (programmatic dependent launch); x is read after.
-  uint4 wv[U][R];
-  auto load_pass = [&](int at) {
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-#pragma unroll
-      for (int r = 0; r < R; ++r) wv[u][r] = load_stream(wr[r] + at + 32 * u);
-  };
-  if (c + 32 * (U - 1) < k8) load_pass(c);
-  pdl_wait();
-  pdl_trigger();
-  for (; c + 32 * (U - 1) < k8;) {
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-#pragma unroll
-      for (int i = 0; i < M; ++i) {
-        const uint4 xv = __ldg(xr[i] + c + 32 * u);
-#pragma unroll
-        for (int r = 0; r < R; ++r) acc[i][r] = dot8<T>(wv[u][r], xv, acc[i][r]);
-      }
-    c += 32 * U;
-    if (c + 32 * (U - 1) < k8) load_pass(c);
-  }
-  for (; c < k8; c += 32) {
-    uint4 wv[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) wv[r] = load_stream(wr[r] + c);
-#pragma unroll
-    for (int i = 0; i < M; ++i) {
-      const uint4 xv = __ldg(xr[i] + c);
-#pragma unroll
-      for (int r = 0; r < R; ++r) acc[i][r] = dot8<T>(wv[r], xv, acc[i][r]);
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < M; ++i)
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      float v = acc[i][r];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      acc[i][r] = v;
-    }
-  if constexpr (PAIR) {
-    // Lane 2 * i stores (row i, column row0).
-#pragma unroll
-    for (int i = 0; i < M; ++i)
-      if (lane == 2 * i && i < m) {
-        const float g = to_f32(from_f32<T>(acc[i][0])), u = to_f32(from_f32<T>(acc[i][1]));
-        out[static_cast<int64_t>(i) * n + row0] = from_f32<TO>(silu_times(g, u));
-      }
-    return;
-  }
-  // Lane i * R + r stores (row i, column row0 + r).
-#pragma unroll
-  for (int i = 0; i < M; ++i)
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-      if (lane == i * R + r && i < m && row0 + r < n) {
-        float v = acc[i][r];
-        if (bias)
-          v += bias_f32 ? static_cast<const float*>(bias)[row0 + r] : to_f32(static_cast<const TO*>(bias)[row0 + r]);
-        out[static_cast<int64_t>(i) * n + row0 + r] = from_f32<TO>(v);
-      }
-}
-
-template <class T, class TO, int M, int R, int U>
-void launch_gemv_ru(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias, int m,
-                    int n, int k) {
-  const int rows_per_block = gemv_warps * R;
-  const unsigned grid = static_cast<unsigned>((n + rows_per_block - 1) / rows_per_block);
-  launch_pdl(gemv_kernel<T, TO, M, R, U>, dim3(grid), dim3(gemv_warps * 32), 0, stream_of(ctx),
-             static_cast<TO*>(out.data), static_cast<const T*>(x.data), static_cast<const T*>(w.data),
-             bias.empty() ? nullptr : bias.data, bias.type == dtype::f32, m, n, k);
-}
-
-template <class T, int M>
-void launch_gemv_pair(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, int m, int f, int k) {
-  const unsigned grid = static_cast<unsigned>((f + gemv_warps - 1) / gemv_warps);
-  launch_pdl(gemv_kernel<T, T, M, 2, (M <= 2 ? 8 : 4), true>, dim3(grid), dim3(gemv_warps * 32), 0, stream_of(ctx),
-             static_cast<T*>(out.data), static_cast<const T*>(x.data), static_cast<const T*>(w.data), nullptr, false,
-             m, f, k);
-}
-
-/// Variant 0: the default (R = 2 rows a warp, U = 8 chunks in flight for M <= 2, else 4);
-/// 1: R = 1, U = 8; 2: R = 4, U = 4 for M <= 2, else U = 2 (benchmarks compare them).
-template <class T, class TO, int M>
-void launch_gemv_m(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias, int m,
-                   int n, int k, int variant) {
-  if (variant == 1) return launch_gemv_ru<T, TO, M, 1, 8>(ctx, out, x, w, bias, m, n, k);
-  if (variant == 2) return launch_gemv_ru<T, TO, M, 4, (M <= 2 ? 4 : 2)>(ctx, out, x, w, bias, m, n, k);
-  launch_gemv_ru<T, TO, M, gemv_rows, (M <= 2 ? 8 : 4)>(ctx, out, x, w, bias, m, n, k);
-}
-
-template <class T, class TO>
-void launch_gemv(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias, int m,
-                 int n, int k, int variant) {
-  if (m <= 1) return launch_gemv_m<T, TO, 1>(ctx, out, x, w, bias, m, n, k, variant);
-  if (m <= 2) return launch_gemv_m<T, TO, 2>(ctx, out, x, w, bias, m, n, k, variant);
-  if (m <= 4) return launch_gemv_m<T, TO, 4>(ctx, out, x, w, bias, m, n, k, variant);
-  return launch_gemv_m<T, TO, 8>(ctx, out, x, w, bias, m, n, k, variant);
-}
-
-/// The GEMV's reach: TROUPE_GEMV_MAX_ROWS (0 turns it off), default gemv_default_rows.
-int gemv_row_limit() {
-  static const int limit = [] {
-    const char* e = std::getenv("TROUPE_GEMV_MAX_ROWS");
-    if (!e || !*e) return gemv_default_rows;
-    return std::max(0, std::min(8, std::atoi(e)));
-  }();
-  return limit;
-}
-
-bool gemv_fits(tensor_view out, tensor_view x, tensor_view w) {
-  const int64_t m = x.shape[0], k = x.shape[1], n = w.shape[0];
-  return (x.type == dtype::bf16 || x.type == dtype::f16) && m >= 1 && m <= 8 && k % 8 == 0 && k > 0 &&
-         n < (int64_t{1} << 31) && k < (int64_t{1} << 31) && alignment_of(x.data) >= 16 &&
-         alignment_of(w.data) >= 16 && (out.type == x.type || out.type == dtype::f32);
-}
-
-/// out[r, c] += bias[c] (in float, stored in out's type).
-template <class TO, class TB>
-__global__ void bias_kernel(TO* out, const TB* bias, int64_t m, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < m * n;
-       i += int64_t{gridDim.x} * blockDim.x)
-    out[i] = from_f32<TO>(to_f32(out[i]) + to_f32(bias[i % n]));
-}
-
-void add_bias(const op_context& ctx, tensor_view out, tensor_view bias, int64_t m, int64_t n) {
-  dispatch_float(out.type, "matmul", [&](auto tag) {
-    using TO = typename decltype(tag)::type;
-    TO* o = static_cast<TO*>(out.data);
-    if (bias.type == dtype::f32)
-      bias_kernel<TO, float><<<grid_for(m * n, 256), 256, 0, stream_of(ctx)>>>(o, bias.f32(), m, n);
-    else
-      bias_kernel<TO, TO><<<grid_for(m * n, 256), 256, 0, stream_of(ctx)>>>(
-          o, static_cast<const TO*>(bias.data), m, n);
-  });
-  check_launch("matmul", "bias_kernel");
-}
-
-/// The checks every product x[m, k] · w[n, k]ᵀ on the device shares (`op` names it).
-void check_operands(const char* op, const op_context& ctx, tensor_view out, tensor_view x, tensor_view w) {
-  require_cuda_ctx(op, ctx);
-  require_device_float(op, "x", x);
-  require_device(op, "w", w);
-  require_device(op, "out", out);
-  require_same_type(op, "w", w, "x", x);
-  require_rank(op, "x", x, 2);
-  require_rank(op, "w", w, 2);
-  require(x.shape[1] == w.shape[1], op, "x " + x.shape.str() + " and w " + w.shape.str() + " disagree on k");
-}
-
-void check(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias) {
-  const char* op = "matmul";
-  check_operands(op, ctx, out, x, w);
-  require(out.type == x.type || out.type == dtype::f32, op,
-          std::string("out is ") + dtype_name(out.type) + ", expected f32 or " + dtype_name(x.type));
-  require_shape(op, "out", out, shape_t{x.shape[0], w.shape[0]});
-  if (!bias.empty()) {
-    require_device(op, "bias", bias);
-    require(bias.type == out.type || bias.type == dtype::f32, op,
-            std::string("bias is ") + dtype_name(bias.type) + ", expected f32 or " +
-                dtype_name(out.type));
-    require_shape(op, "bias", bias, shape_t{w.shape[0]});
-  }
-}
-
 }  // namespace
 
 void matmul_cublas(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias) {
@@ -559,46 +369,6 @@ size_t tuned_plans() {
   blas_cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
   return c.tuned;
-}
-
-bool gemv(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias, int variant) {
-  check(ctx, out, x, w, bias);
-  if (!gemv_fits(out, x, w) || (!bias.empty() && alignment_of(bias.data) < 4)) return false;
-  const int m = static_cast<int>(x.shape[0]), k = static_cast<int>(x.shape[1]), n = static_cast<int>(w.shape[0]);
-  if (n == 0) return true;
-  dispatch_float(x.type, "matmul", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    if constexpr (!std::is_same_v<T, float>) {
-      if (out.type == dtype::f32)
-        launch_gemv<T, float>(ctx, out, x, w, bias, m, n, k, variant);
-      else
-        launch_gemv<T, T>(ctx, out, x, w, bias, m, n, k, variant);
-    }
-  });
-  check_launch("matmul", "gemv_kernel");
-  return true;
-}
-
-bool gemv_swiglu(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w) {
-  const char* op = "gate_up_swiglu";
-  check_operands(op, ctx, out, x, w);
-  require_same_type(op, "out", out, "x", x);
-  require(w.shape[0] % 2 == 0, op, "w " + w.shape.str() + " needs an even row count (gate rows, then up rows)");
-  require_shape(op, "out", out, shape_t{x.shape[0], w.shape[0] / 2});
-  if (ctx.batch_invariant || x.shape[0] > gemv_row_limit() || !gemv_fits(out, x, w)) return false;
-  const int m = static_cast<int>(x.shape[0]), k = static_cast<int>(x.shape[1]), f = static_cast<int>(w.shape[0] / 2);
-  if (f == 0) return true;
-  dispatch_float(x.type, op, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    if constexpr (!std::is_same_v<T, float>) {
-      if (m <= 1) launch_gemv_pair<T, 1>(ctx, out, x, w, m, f, k);
-      else if (m <= 2) launch_gemv_pair<T, 2>(ctx, out, x, w, m, f, k);
-      else if (m <= 4) launch_gemv_pair<T, 4>(ctx, out, x, w, m, f, k);
-      else launch_gemv_pair<T, 8>(ctx, out, x, w, m, f, k);
-    }
-  });
-  check_launch(op, "gemv_kernel (paired)");
-  return true;
 }
 
 void matmul(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias) {

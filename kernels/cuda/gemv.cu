@@ -1,0 +1,251 @@
+// The skinny GEMV of kernels::cuda::matmul (m <= 8 rows, f16/bf16), and its paired form
+// with SwiGLU in the store (gate_up_swiglu).
+//
+// out[m, n] = x[m, k] · w[n, k]ᵀ (+ bias) for f16/bf16 with m <= gemv_max_rows. Memory-bound:
+// every weight byte is read once, in 16-byte loads that stream past L1 (ld.global.cs), with
+// U chunks of R rows in flight per lane before the first use. A warp owns R consecutive output
+// rows and walks k in 16-byte chunks (lane, lane + 32, ...); x (a few KB, L1/L2 resident) is
+// read with ordinary cached loads and reused across the R rows. Accumulation in fp32, one
+// fixed order per row (lane partial sums in k order, then a butterfly over the 32 lanes), so a
+// row's result does not depend on m or on the other rows. M is m rounded up to 1, 2, 4 or 8:
+// the extra x rows are clamped to row m - 1 and never stored.
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/matmul_common.cuh"
+#include "kernels/matmul.h"
+
+namespace troupe::kernels::cuda {
+namespace matmul_detail {
+
+int gemv_row_limit() {
+  static const int limit = [] {
+    const char* e = std::getenv("TROUPE_GEMV_MAX_ROWS");
+    if (!e || !*e) return gemv_default_rows;
+    return std::max(0, std::min(8, std::atoi(e)));
+  }();
+  return limit;
+}
+
+}  // namespace matmul_detail
+
+namespace {
+using namespace matmul_detail;
+
+constexpr int gemv_warps = 8;  // warps per block
+constexpr int gemv_rows = 2;   // output rows per warp (R)
+
+__device__ __forceinline__ uint4 load_stream(const uint4* p) { return __ldcs(p); }
+
+__device__ __forceinline__ float2 pair_f32(uint32_t u, __nv_bfloat16*) {
+  return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
+}
+__device__ __forceinline__ float2 pair_f32(uint32_t u, __half*) {
+  __half2 h;
+  memcpy(&h, &u, 4);
+  return __half22float2(h);
+}
+
+/// acc += Σ of the 8 products of two 16-byte chunks.
+template <class T>
+__device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
+  const uint32_t av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 fa = pair_f32(av[i], static_cast<T*>(nullptr));
+    const float2 fb = pair_f32(bv[i], static_cast<T*>(nullptr));
+    acc = fmaf(fa.x, fb.x, acc);
+    acc = fmaf(fa.y, fb.y, acc);
+  }
+  return acc;
+}
+
+/// PAIR (the fused gate/up projection and SwiGLU): w is [2n, k], gate rows then up rows; a
+/// warp computes gate row j and up row n + j (R = 2) and stores out[i, j] = silu(g) * u
+/// with g and u first rounded to T, exactly what the GEMV and cuda::swiglu give apart.
+template <class T, class TO, int M, int R, int U, bool PAIR = false>
+__global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(TO* __restrict__ out, const T* __restrict__ x,
+                                                               const T* __restrict__ w, const void* bias,
+                                                               bool bias_f32, int m, int n, int k) {
+  static_assert(!PAIR || R == 2, "a paired GEMV computes one gate and one up row a warp");
+  const int lane = threadIdx.x & 31;
+  const int warp_id = blockIdx.x * gemv_warps + (threadIdx.x >> 5);
+  const int row0 = PAIR ? warp_id : warp_id * R;
+  if (row0 >= n) {
+    pdl_wait();  // a finished grid implies the one before finished (see pdl_wait)
+    return;
+  }
+  const int k8 = k / 8;
+  const uint4* wr[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = PAIR ? row0 + static_cast<int64_t>(r) * n : min(row0 + r, n - 1);
+    wr[r] = reinterpret_cast<const uint4*>(w + row * k);
+  }
+  const uint4* xr[M];
+#pragma unroll
+  for (int i = 0; i < M; ++i) xr[i] = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(min(i, m - 1)) * k);
+  float acc[M][R];
+#pragma unroll
+  for (int i = 0; i < M; ++i)
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[i][r] = 0.0f;
+  int c = lane;
+  // The weights never change during a step: the first pass's loads are issued before
+  // waiting on the kernel before (programmatic dependent launch); x is read after.
+  uint4 wv[U][R];
+  auto load_pass = [&](int at) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int r = 0; r < R; ++r) wv[u][r] = load_stream(wr[r] + at + 32 * u);
+  };
+  if (c + 32 * (U - 1) < k8) load_pass(c);
+  pdl_wait();
+  pdl_trigger();
+  for (; c + 32 * (U - 1) < k8;) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int i = 0; i < M; ++i) {
+        const uint4 xv = __ldg(xr[i] + c + 32 * u);
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[i][r] = dot8<T>(wv[u][r], xv, acc[i][r]);
+      }
+    c += 32 * U;
+    if (c + 32 * (U - 1) < k8) load_pass(c);
+  }
+  for (; c < k8; c += 32) {
+    uint4 wv[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) wv[r] = load_stream(wr[r] + c);
+#pragma unroll
+    for (int i = 0; i < M; ++i) {
+      const uint4 xv = __ldg(xr[i] + c);
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[i][r] = dot8<T>(wv[r], xv, acc[i][r]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < M; ++i)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float v = acc[i][r];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      acc[i][r] = v;
+    }
+  if constexpr (PAIR) {
+    // Lane 2 * i stores (row i, column row0).
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+      if (lane == 2 * i && i < m) {
+        const float g = to_f32(from_f32<T>(acc[i][0])), u = to_f32(from_f32<T>(acc[i][1]));
+        out[static_cast<int64_t>(i) * n + row0] = from_f32<TO>(silu_times(g, u));
+      }
+    return;
+  }
+  // Lane i * R + r stores (row i, column row0 + r).
+#pragma unroll
+  for (int i = 0; i < M; ++i)
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (lane == i * R + r && i < m && row0 + r < n) {
+        float v = acc[i][r];
+        if (bias)
+          v += bias_f32 ? static_cast<const float*>(bias)[row0 + r] : to_f32(static_cast<const TO*>(bias)[row0 + r]);
+        out[static_cast<int64_t>(i) * n + row0 + r] = from_f32<TO>(v);
+      }
+}
+
+template <class T, class TO, int M, int R, int U>
+void launch_gemv_ru(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias, int m,
+                    int n, int k) {
+  const int rows_per_block = gemv_warps * R;
+  const unsigned grid = static_cast<unsigned>((n + rows_per_block - 1) / rows_per_block);
+  launch_pdl(gemv_kernel<T, TO, M, R, U>, dim3(grid), dim3(gemv_warps * 32), 0, stream_of(ctx),
+             static_cast<TO*>(out.data), static_cast<const T*>(x.data), static_cast<const T*>(w.data),
+             bias.empty() ? nullptr : bias.data, bias.type == dtype::f32, m, n, k);
+}
+
+template <class T, int M>
+void launch_gemv_pair(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, int m, int f, int k) {
+  const unsigned grid = static_cast<unsigned>((f + gemv_warps - 1) / gemv_warps);
+  launch_pdl(gemv_kernel<T, T, M, 2, (M <= 2 ? 8 : 4), true>, dim3(grid), dim3(gemv_warps * 32), 0, stream_of(ctx),
+             static_cast<T*>(out.data), static_cast<const T*>(x.data), static_cast<const T*>(w.data), nullptr, false,
+             m, f, k);
+}
+
+/// Variant 0: the default (R = 2 rows a warp, U = 8 chunks in flight for M <= 2, else 4);
+/// 1: R = 1, U = 8; 2: R = 4, U = 4 for M <= 2, else U = 2 (benchmarks compare them).
+template <class T, class TO, int M>
+void launch_gemv_m(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias, int m,
+                   int n, int k, int variant) {
+  if (variant == 1) return launch_gemv_ru<T, TO, M, 1, 8>(ctx, out, x, w, bias, m, n, k);
+  if (variant == 2) return launch_gemv_ru<T, TO, M, 4, (M <= 2 ? 4 : 2)>(ctx, out, x, w, bias, m, n, k);
+  launch_gemv_ru<T, TO, M, gemv_rows, (M <= 2 ? 8 : 4)>(ctx, out, x, w, bias, m, n, k);
+}
+
+template <class T, class TO>
+void launch_gemv(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias, int m,
+                 int n, int k, int variant) {
+  if (m <= 1) return launch_gemv_m<T, TO, 1>(ctx, out, x, w, bias, m, n, k, variant);
+  if (m <= 2) return launch_gemv_m<T, TO, 2>(ctx, out, x, w, bias, m, n, k, variant);
+  if (m <= 4) return launch_gemv_m<T, TO, 4>(ctx, out, x, w, bias, m, n, k, variant);
+  return launch_gemv_m<T, TO, 8>(ctx, out, x, w, bias, m, n, k, variant);
+}
+
+bool gemv_fits(tensor_view out, tensor_view x, tensor_view w) {
+  const int64_t m = x.shape[0], k = x.shape[1], n = w.shape[0];
+  return (x.type == dtype::bf16 || x.type == dtype::f16) && m >= 1 && m <= 8 && k % 8 == 0 && k > 0 &&
+         n < (int64_t{1} << 31) && k < (int64_t{1} << 31) && alignment_of(x.data) >= 16 &&
+         alignment_of(w.data) >= 16 && (out.type == x.type || out.type == dtype::f32);
+}
+
+}  // namespace
+
+bool gemv(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias, int variant) {
+  check(ctx, out, x, w, bias);
+  if (!gemv_fits(out, x, w) || (!bias.empty() && alignment_of(bias.data) < 4)) return false;
+  const int m = static_cast<int>(x.shape[0]), k = static_cast<int>(x.shape[1]), n = static_cast<int>(w.shape[0]);
+  if (n == 0) return true;
+  dispatch_float(x.type, "matmul", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (!std::is_same_v<T, float>) {
+      if (out.type == dtype::f32)
+        launch_gemv<T, float>(ctx, out, x, w, bias, m, n, k, variant);
+      else
+        launch_gemv<T, T>(ctx, out, x, w, bias, m, n, k, variant);
+    }
+  });
+  check_launch("matmul", "gemv_kernel");
+  return true;
+}
+
+bool gemv_swiglu(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w) {
+  const char* op = "gate_up_swiglu";
+  check_operands(op, ctx, out, x, w);
+  require_same_type(op, "out", out, "x", x);
+  require(w.shape[0] % 2 == 0, op, "w " + w.shape.str() + " needs an even row count (gate rows, then up rows)");
+  require_shape(op, "out", out, shape_t{x.shape[0], w.shape[0] / 2});
+  if (ctx.batch_invariant || x.shape[0] > gemv_row_limit() || !gemv_fits(out, x, w)) return false;
+  const int m = static_cast<int>(x.shape[0]), k = static_cast<int>(x.shape[1]), f = static_cast<int>(w.shape[0] / 2);
+  if (f == 0) return true;
+  dispatch_float(x.type, op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (!std::is_same_v<T, float>) {
+      if (m <= 1) launch_gemv_pair<T, 1>(ctx, out, x, w, m, f, k);
+      else if (m <= 2) launch_gemv_pair<T, 2>(ctx, out, x, w, m, f, k);
+      else if (m <= 4) launch_gemv_pair<T, 4>(ctx, out, x, w, m, f, k);
+      else launch_gemv_pair<T, 8>(ctx, out, x, w, m, f, k);
+    }
+  });
+  check_launch(op, "gemv_kernel (paired)");
+  return true;
+}
+
+}  // namespace troupe::kernels::cuda
