@@ -99,7 +99,7 @@ std::string launcher_node_host(const node_section& n, const std::string& host_na
 
 /// This process's place in an mpirun/srun job.
 struct launcher_rank {
-  int rank = 0;          ///< 0 = head, i > 0 = nodes[i - 1]
+  int rank = 0;          ///< see launcher_role
   int size = 1;          ///< processes in the job
   std::string variable;       ///< where the rank came from ("OMPI_COMM_WORLD_RANK", ...)
   std::string size_variable;  ///< where the size came from ("OMPI_COMM_WORLD_SIZE", ...)
@@ -111,11 +111,24 @@ struct launcher_rank {
 std::optional<launcher_rank> detect_launcher_rank(
     const std::function<const char*(const char*)>& getenv_fn);
 
-/// Throws std::runtime_error when the job size is not nodes + 1 (naming both numbers and
-/// the file): rank 0 is the head, rank i is nodes[i - 1].
+/// Throws std::runtime_error when the job size is not heads + gateways + nodes (naming the
+/// numbers, the file and the rank order of launcher_role).
 void check_launcher_size(const cluster_config& c, const launcher_rank& r);
 
-/// The node a rank > 0 becomes: nodes[rank - 1] (after check_launcher_size).
+/// What an mpirun/srun rank runs. With H heads (the entries of `heads:`, else the one
+/// `head:`), G gateways (`gateways:`) and N nodes: ranks 0..H-1 are heads[rank], ranks
+/// H..H+G-1 gateways[rank - H], the rest nodes[rank - H - G] (one head, no gateways: rank 0
+/// is the head, rank i is nodes[i - 1]).
+struct launcher_role {
+  enum class kind { head, gateway, node };
+  kind role = kind::head;  ///< which process this rank is
+  std::size_t index = 0;   ///< into heads (0: the single head), gateways or nodes
+};
+
+/// This rank's role (after check_launcher_size, which it calls).
+launcher_role role_for_rank(const cluster_config& c, const launcher_rank& r);
+
+/// The node a node's rank becomes (see launcher_role); throws std::runtime_error for a head's or gateway's rank.
 const node_section& node_for_rank(const cluster_config& c, const launcher_rank& r);
 
 /// The node called `name`; throws std::runtime_error listing the node names otherwise.

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -96,21 +97,43 @@ std::optional<launcher_rank> detect_launcher_rank(
   return std::nullopt;
 }
 
+namespace {
+
+std::size_t head_count(const cluster_config& c) { return std::max<std::size_t>(1, c.heads.size()); }
+
+}  // namespace
+
 void check_launcher_size(const cluster_config& c, const launcher_rank& r) {
   const auto file = c.source.empty() ? std::string("<built in code>") : c.source;
-  if (static_cast<size_t>(r.size) != c.nodes.size() + 1)
-    throw std::runtime_error("the launcher started " + std::to_string(r.size) + " processes (" +
-                             r.size_variable + "=" + std::to_string(r.size) +
-                             ") but the cluster file " + file + " has " +
-                             std::to_string(c.nodes.size()) + " node(s): start " +
-                             std::to_string(c.nodes.size() + 1) +
-                             " (rank 0 is the head, rank i is nodes[i-1])");
+  const std::size_t heads = head_count(c), gateways = c.gateways.size(), nodes = c.nodes.size();
+  const std::size_t want = heads + gateways + nodes;
+  if (static_cast<std::size_t>(r.size) == want) return;
+  std::string order = heads == 1 ? "rank 0 is the head" : "ranks 0.." + std::to_string(heads - 1) + " are the heads";
+  if (gateways > 0)
+    order += ", ranks " + std::to_string(heads) + ".." + std::to_string(heads + gateways - 1) + " the gateways";
+  order += gateways > 0 || heads > 1 ? ", then the nodes in file order" : ", rank i is nodes[i-1]";
+  throw std::runtime_error("the launcher started " + std::to_string(r.size) + " processes (" + r.size_variable +
+                           "=" + std::to_string(r.size) + ") but the cluster file " + file + " has " +
+                           std::to_string(heads) + " head(s), " + std::to_string(gateways) + " gateway(s) and " +
+                           std::to_string(nodes) + " node(s): start " + std::to_string(want) + " (" + order +
+                           ")");
+}
+
+launcher_role role_for_rank(const cluster_config& c, const launcher_rank& r) {
+  check_launcher_size(c, r);
+  const auto rank = static_cast<std::size_t>(r.rank);
+  const std::size_t heads = head_count(c), gateways = c.gateways.size();
+  if (rank < heads) return {launcher_role::kind::head, rank};
+  if (rank < heads + gateways) return {launcher_role::kind::gateway, rank - heads};
+  return {launcher_role::kind::node, rank - heads - gateways};
 }
 
 const node_section& node_for_rank(const cluster_config& c, const launcher_rank& r) {
-  check_launcher_size(c, r);
-  if (r.rank < 1) throw std::runtime_error("rank 0 is the head, not a node");
-  return c.nodes[static_cast<size_t>(r.rank - 1)];
+  const auto role = role_for_rank(c, r);
+  if (role.role != launcher_role::kind::node)
+    throw std::runtime_error("rank " + std::to_string(r.rank) + " is " +
+                             (role.role == launcher_role::kind::head ? "a head" : "a gateway") + ", not a node");
+  return c.nodes[role.index];
 }
 
 const node_section& find_node_section(const cluster_config& c, const std::string& name) {

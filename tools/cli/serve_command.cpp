@@ -35,10 +35,13 @@ po::options_description describe(serve_options& o) {
       "troupe serve: run the head of a cluster (supervisor) and start the nodes the cluster\n"
       "file places on this host as child processes.\n"
       "Under mpirun/srun (OMPI_COMM_WORLD_RANK, PMI_RANK or SLURM_PROCID set and more than\n"
-      "one process): rank 0 is the head and starts no nodes; rank i > 0 becomes nodes[i-1],\n"
-      "listens on its cluster-file host (when that is an address of this machine; else on\n"
-      "this machine's host name) at its port, and reports that same address to the head.\n"
-      "The job must have exactly (number of nodes + 1) processes.\n\noptions");
+      "one process) the ranks are the heads, then the gateways, then the nodes, in file\n"
+      "order: rank 0 is the head (ranks 0..H-1 with H entries in heads:, each as with\n"
+      "--head-index), the next G ranks run `troupe gateway --index` for the G entries of\n"
+      "gateways:, and the rest become the nodes; a node listens on its cluster-file host\n"
+      "(when that is an address of this machine; else on this machine's host name) at its\n"
+      "port, and reports that same address to the head. No head starts node processes.\n"
+      "The job must have exactly (heads + gateways + nodes) processes.\n\noptions");
   d.add_options()
       ("help,h", "show this help")
       ("config,c", po::value(&o.config),
@@ -57,19 +60,45 @@ po::options_description describe(serve_options& o) {
   return d;
 }
 
-/// --head-index against the file's heads: required with several heads, in range, and not
-/// under mpirun/srun (whose rank 0 is the one head).
-std::optional<std::size_t> elected_head_index(const cluster_config& c, int index, bool launcher) {
+/// --head-index against the file's heads: required with several heads (under mpirun/srun
+/// the rank gives it: `launcher_index`, and a --head-index must agree), in range.
+std::optional<std::size_t> elected_head_index(const cluster_config& c, int index,
+                                              std::optional<std::size_t> launcher_index) {
   const auto n = c.heads.size();
   if (n < 2) {
     if (index >= 0) throw usage_error("--head-index needs several heads (heads: in " + c.source + ")");
     return std::nullopt;
   }
-  if (launcher) throw usage_error("several heads (heads:) are not supported under mpirun/srun yet");
+  if (launcher_index) {
+    if (index >= 0 && static_cast<std::size_t>(index) != *launcher_index)
+      throw usage_error("--head-index " + std::to_string(index) + " disagrees with this process's rank, which is head " +
+                        std::to_string(*launcher_index) + " of " + c.source);
+    return launcher_index;
+  }
   if (index < 0 || static_cast<std::size_t>(index) >= n)
     throw usage_error(c.source + " names " + std::to_string(n) + " heads: --head-index must be 0.." +
                       std::to_string(n - 1) + (index < 0 ? "" : ", got " + std::to_string(index)));
   return static_cast<std::size_t>(index);
+}
+
+/// A node's rank: runs nodes[index] listening (and reported) on the address it can bind.
+int run_node_rank(cluster_config config, std::size_t index) {
+  node_options n;
+  const auto& node = config.nodes[index];
+  n.name = node.name;
+  // The address it reports is the one it listens on, never the wildcard.
+  n.bind_host = launcher_node_host(node, local_host_name());
+  n.advertise_host = n.bind_host;
+  n.config = std::move(config);
+  return run_node(n);
+}
+
+/// A gateway's rank: `troupe gateway --config F --index I` with the same overrides and keys.
+int run_gateway_rank(const serve_options& o, std::size_t index) {
+  std::vector<std::string> args{"--config", o.config, "--index", std::to_string(index)};
+  for (const auto& v : o.overrides) args.insert(args.end(), {"--set", v});
+  for (const auto& k : o.api_keys) args.insert(args.end(), {"--api-key", k});
+  return run_gateway(args);
 }
 
 }  // namespace
@@ -105,18 +134,17 @@ int run_serve(const std::vector<std::string>& args) {
   if (temporary_file) o.config = write_default_cluster_file();
   auto config = load_cluster(o.config, o.overrides);
   const auto rank = detect_launcher_rank([](const char* k) { return std::getenv(k); });
-  if (rank && rank->size > 1 && rank->rank > 0) {
-    node_options n;
-    const auto& node = node_for_rank(config, *rank);
-    n.name = node.name;
-    // The address it reports is the one it listens on, never the wildcard.
-    n.bind_host = launcher_node_host(node, local_host_name());
-    n.advertise_host = n.bind_host;
-    n.config = std::move(config);
-    return run_node(n);
+  const bool launched = rank && rank->size > 1;
+  std::optional<std::size_t> launcher_head;
+  if (launched) {
+    const auto role = role_for_rank(config, *rank);
+    switch (role.role) {
+      case launcher_role::kind::node: return run_node_rank(std::move(config), role.index);
+      case launcher_role::kind::gateway: return run_gateway_rank(o, role.index);
+      case launcher_role::kind::head: launcher_head = role.index; break;
+    }
   }
-  if (rank && rank->size > 1) check_launcher_size(config, *rank);
-  const auto head_index = elected_head_index(config, o.head_index, rank && rank->size > 1);
+  const auto head_index = elected_head_index(config, o.head_index, launcher_head);
   config.server.api_keys.insert(config.server.api_keys.end(), o.api_keys.begin(), o.api_keys.end());
   // The HTTP port's certificate and key, before any process starts (the gateway loads them later).
   if (const auto tls = http_tls_of(config); tls.mode != http_tls_mode::plain) check_identity(tls.identity);
@@ -127,7 +155,7 @@ int run_serve(const std::vector<std::string>& args) {
   h.config = std::move(config);
   h.config_path = o.config;
   h.overrides = o.overrides;
-  h.launch_local_nodes = !(rank && rank->size > 1) && !head_index;
+  h.launch_local_nodes = !launched && !head_index;
   h.head_index = head_index;
   h.metrics = metrics;
   h.main = [cfg = h.config, meta, registry, metrics](head_context& ctx) -> std::optional<int> {

@@ -462,6 +462,32 @@ TEST_CASE("the launcher rank comes from mpirun, PMI or Slurm variables", "[actor
                         Catch::Contains("start 3"));
 }
 
+TEST_CASE("under mpirun the ranks are the heads, then the gateways, then the nodes", "[actors]") {
+  auto c = two_node_config(test_port(65));
+  auto role_of = [&c](int rank, int size) { return role_for_rank(c, {rank, size, "PMI_RANK", "PMI_SIZE"}); };
+  using kind = launcher_role::kind;
+  // One head, no gateway: rank 0 is the head, rank i is nodes[i-1], as before.
+  CHECK(role_of(0, 3).role == kind::head);
+  CHECK((role_of(2, 3).role == kind::node && role_of(2, 3).index == 1));
+  // Two heads and one gateway before the two nodes.
+  c.heads = {c.head, c.head};
+  c.heads[1].port = static_cast<uint16_t>(c.head.port + 20);
+  c.gateways = {gateway_section{}};
+  const std::vector<std::pair<kind, std::size_t>> expected = {
+      {kind::head, 0}, {kind::head, 1}, {kind::gateway, 0}, {kind::node, 0}, {kind::node, 1}};
+  for (int r = 0; r < 5; ++r) {
+    INFO("rank " << r);
+    const auto role = role_of(r, 5);
+    CHECK(role.role == expected[static_cast<std::size_t>(r)].first);
+    CHECK(role.index == expected[static_cast<std::size_t>(r)].second);
+  }
+  CHECK(node_for_rank(c, {4, 5, "PMI_RANK", "PMI_SIZE"}).name == "n1");
+  CHECK_THROWS_WITH(node_for_rank(c, {2, 5, "PMI_RANK", "PMI_SIZE"}), Catch::Contains("rank 2 is a gateway"));
+  CHECK_THROWS_WITH(role_of(0, 3), Catch::Contains("PMI_SIZE=3") && Catch::Contains("2 head(s), 1 gateway(s) and 2 node(s)") &&
+                                       Catch::Contains("start 5") && Catch::Contains("ranks 0..1 are the heads") &&
+                                       Catch::Contains("ranks 2..2 the gateways"));
+}
+
 TEST_CASE("serve under mpirun with the wrong number of processes is a clear error", "[actors]") {
   const auto dir = troupe::test::scratch_dir("actors_mpirun_size");
   const auto c = two_node_config(test_port(70));
