@@ -46,6 +46,7 @@ struct relay {
 
 struct client_state {
   caf::actor router;  ///< null while it follows the head to a new router
+  head_term term;     ///< the highest term of the routers it used: an older head is refused
   uint64_t next = 1;
   std::unordered_map<uint64_t, relay> relays;  ///< by the id the router knows
   std::optional<client_options> follow;        ///< set: follow the head across a router loss
@@ -97,21 +98,23 @@ void follow_head(client_ptr self, const std::string& why) {
   o.connect_timeout = o.failover;
   o.serve_timeout = o.failover;
   auto client = caf::actor_cast<caf::actor>(self);
-  self->system().spawn<caf::detached>([o, client](caf::event_based_actor* helper) {
-    caf::actor router;
+  self->system().spawn<caf::detached>([o, client, at_least = self->state.term](caf::event_based_actor* helper) {
+    leader_router found;
     std::string error;
     try {
-      router = connect_to_cluster(helper->system(), o);
+      found = connect_to_leader(helper->system(), o, at_least);
     } catch (const std::exception& e) {
       error = e.what();
     }
-    helper->send(client, router_atom::value, router, error);
+    helper->send(client, router_atom::value, found.router, found.term, error);
     helper->quit();
   });
 }
 
-client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std::optional<client_options> follow) {
+client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std::optional<client_options> follow,
+                                        head_term term) {
   self->state.router = router;
+  self->state.term = term;
   self->state.follow = std::move(follow);
   self->monitor(router);
   self->set_down_handler([self](caf::down_msg& dm) {
@@ -162,7 +165,7 @@ client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std:
         caf::anon_send(receiver, token_atom::value, std::move(m));
         st.relays.erase(rid);
       },
-      [self](router_atom, const caf::actor& router, const std::string& error) {
+      [self](router_atom, const caf::actor& router, head_term term, const std::string& error) {
         auto& st = self->state;
         if (st.router) return;
         st.following = false;
@@ -170,6 +173,12 @@ client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std:
           end_all(self, "lost the cluster's router and found no head to follow: " + error);
           return;
         }
+        if (term.value < st.term.value) {  // connect_to_leader refuses these; never take one
+          follow_head(self, "a router of term " + std::to_string(term.value) + ", older than term " +
+                                std::to_string(st.term.value) + " this client has used");
+          return;
+        }
+        st.term = term;
         st.router = router;
         self->monitor(router);
         logger()->info("client: following the head: {} request(s) resumed on its router", st.relays.size());
@@ -201,14 +210,34 @@ client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std:
   };
 }
 
+/// The term of the head `sup` leads by (lease_atom), asked within `timeout`.
+caf::expected<head_term> term_of(caf::scoped_actor& self, const supervisor_actor& sup, caf::timespan timeout) {
+  caf::expected<head_term> out{caf::make_error(caf::sec::runtime_error, "no answer")};
+  self->request(sup, timeout, lease_atom::value)
+      .receive([&](uint64_t t) { out = head_term{t}; }, [&](caf::error& e) { out = std::move(e); });
+  return out;
+}
+
+/// Term fencing: why the router of the head at `where` of term `t` is refused ("" when it
+/// is not older than `at_least`); logged once per head and call.
+std::string refusal(const std::string& where, head_term t, head_term at_least, std::set<std::string>& logged) {
+  if (t.value >= at_least.value) return "";
+  const auto why = "refused the router of " + where + ": its term " + std::to_string(t.value) +
+                   " is older than term " + std::to_string(at_least.value) + " this client has used (a deposed leader)";
+  if (logged.insert(where).second) logger()->warn("client: {}", why);
+  return why;
+}
+
 /// Several heads: tries each in turn (every attempt bounded: a paused head never answers)
-/// until one gives its router (the head that leads and serves), up to both timeouts.
-caf::actor connect_to_any_head(caf::actor_system& sys, const client_options& o) {
+/// until one gives its router (the head that leads and serves) and is not of an older
+/// term than `at_least`, up to both timeouts.
+leader_router connect_to_any_head(caf::actor_system& sys, const client_options& o, head_term at_least) {
   auto heads = o.other_heads;
   heads.insert(heads.begin(), std::make_pair(o.host, o.port));
   const auto deadline = clock_type::now() + o.connect_timeout + o.serve_timeout;
   const auto attempt = caf::timespan{std::chrono::seconds(1)};
   std::string last;
+  std::set<std::string> logged;
   caf::scoped_actor self{sys};
   for (;;) {
     for (const auto& head : heads) {
@@ -222,7 +251,17 @@ caf::actor connect_to_any_head(caf::actor_system& sys, const client_options& o) 
       self->request(*sup, attempt, router_atom::value)
           .receive([&](caf::actor& r) { router = std::move(r); },
                    [&](caf::error& e) { last = where + ": " + sys.render(e); });
-      if (router) return router;
+      if (!router) continue;
+      auto term = term_of(self, *sup, attempt);
+      if (!term) {
+        last = where + ": " + sys.render(term.error());
+        continue;
+      }
+      if (auto why = refusal(where, *term, at_least, logged); !why.empty()) {
+        last = why;
+        continue;
+      }
+      return {router, *term};
     }
     if (clock_type::now() > deadline)
       throw std::runtime_error("no head of the " + std::to_string(heads.size()) + " gave a router within " +
@@ -235,30 +274,42 @@ caf::actor connect_to_any_head(caf::actor_system& sys, const client_options& o) 
 }  // namespace
 
 caf::actor connect_to_cluster(caf::actor_system& sys, const client_options& o) {
-  if (!o.other_heads.empty()) return connect_to_any_head(sys, o);
+  return connect_to_leader(sys, o).router;
+}
+
+leader_router connect_to_leader(caf::actor_system& sys, const client_options& o, head_term at_least) {
+  if (!o.other_heads.empty()) return connect_to_any_head(sys, o, at_least);
   auto sup = connect_to_head(sys, o, clock_type::now() + o.connect_timeout);
   const auto deadline = clock_type::now() + o.serve_timeout;
   const auto where = endpoint(o.host, o.port);
+  std::set<std::string> logged;
   caf::scoped_actor self{sys};
   for (;;) {
     caf::actor router;
     caf::error err;
+    std::string refused;
     self->request(sup, std::chrono::seconds(5), router_atom::value)
         .receive([&](caf::actor& r) { router = std::move(r); }, [&](caf::error& e) { err = std::move(e); });
-    if (router) return router;
-    const bool not_yet = err == caf::sec::unavailable_or_would_block;
+    if (router) {
+      auto term = term_of(self, sup, std::chrono::seconds(5));
+      if (!term) err = term.error();
+      else if ((refused = refusal(where, *term, at_least, logged)).empty())
+        return {router, *term};
+    }
+    const bool not_yet = err == caf::sec::unavailable_or_would_block || !refused.empty();
     if (!not_yet || clock_type::now() > deadline)
       throw std::runtime_error("the head at " + where +
                                (not_yet ? " was still not serving after " +
                                               std::to_string(o.serve_timeout.count() / 1000) + " s"
                                         : " gave no router") +
-                               ": " + sys.render(err));
+                               ": " + (refused.empty() ? sys.render(err) : refused));
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
 }
 
-client_actor spawn_client(caf::actor_system& sys, caf::actor router, std::optional<client_options> follow) {
-  return sys.spawn(client_impl, std::move(router), std::move(follow));
+client_actor spawn_client(caf::actor_system& sys, caf::actor router, std::optional<client_options> follow,
+                          head_term term) {
+  return sys.spawn(client_impl, std::move(router), std::move(follow), term);
 }
 
 struct blocking_client::impl {

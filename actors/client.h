@@ -55,6 +55,18 @@ struct client_options {
 /// std::runtime_error naming the address and the reason.
 caf::actor connect_to_cluster(caf::actor_system& sys, const client_options& o);
 
+/// A router and the term of the head that gave it (0: a single head).
+struct leader_router {
+  caf::actor router;
+  head_term term;
+};
+
+/// connect_to_cluster that also asks each head its term (`lease_atom`) and refuses a head
+/// whose term is older than `at_least` (a deposed leader that woke up: "client: refused the
+/// router of HOST:PORT: its term 1 is older than term 2 this client has used"), going on
+/// with the other heads until the timeouts end.
+leader_router connect_to_leader(caf::actor_system& sys, const client_options& o, head_term at_least = {});
+
 /// The client actor's typed interface.
 using client_actor = caf::typed_actor<
     /// Submit request `id`; its events go to the receiver.
@@ -63,16 +75,20 @@ using client_actor = caf::typed_actor<
     caf::reacts_to<cancel_atom, uint64_t, caf::actor>,
     /// Events from the router (internal: relayed to the receivers).
     caf::reacts_to<token_atom, token_msg>,
-    /// Internal (failover): the new router, or null and why the head could not be reached.
-    caf::reacts_to<router_atom, caf::actor, std::string>,
+    /// Internal (failover): the new router and its head's term, or null and why no head
+    /// could be reached. A router of an older term than one the client used is refused.
+    caf::reacts_to<router_atom, caf::actor, head_term, std::string>,
     /// The current router's readiness and load (an error while it follows the head to a
     /// new router): what an HTTP gateway apart from the head shows on /ready.
     caf::replies_to<status_atom>::with<router_status>>;
 
-/// Spawns a client actor in front of `router` (from connect_to_cluster); with `follow`, it
-/// follows the head across a loss of its router (client_options::failover).
+/// Spawns a client actor in front of `router` (from connect_to_cluster, or
+/// connect_to_leader with its `term`); with `follow`, it follows the head across a loss of
+/// its router (client_options::failover). Term fencing: it keeps the highest term of the
+/// routers it used and never follows a head of an older term (a woken deposed leader
+/// cannot take its requests back); it waits for the current leader instead.
 client_actor spawn_client(caf::actor_system& sys, caf::actor router,
-                          std::optional<client_options> follow = std::nullopt);
+                          std::optional<client_options> follow = std::nullopt, head_term term = {});
 
 /// One finished request.
 struct client_result {

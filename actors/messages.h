@@ -398,6 +398,61 @@ typename Inspector::result_type inspect(Inspector& f, prefix_summary& x) {
   return f(caf::meta::type_name("troupe::prefix_summary"), x.replica, x.reset, x.added, x.removed);
 }
 
+// -- term fencing (issue 15: every control message and step carries the head's term) ----
+
+/// The lease term of the head that sends a control message (head -> node agent, node
+/// agent -> shard) or a step (replica -> shard); 0 with a single head (no election). Its
+/// receiver keeps the highest term it has seen and refuses an older one, so a deposed
+/// leader that wakes up can do no harm. A struct, not a bare uint64_t, so that a handle's
+/// typed interface tells it apart from sequence numbers and ids.
+struct head_term {
+  uint64_t value = 0;
+};
+
+/// `inspect` for head_term.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, head_term& x) {
+  return f(caf::meta::type_name("troupe::head_term"), x.value);
+}
+
+/// One head of the cluster file as the head that answers sees it (GET /admin/nodes).
+struct head_view {
+  std::string host;     ///< where its supervisor listens
+  uint16_t port = 0;
+  bool leader = false;  ///< this head: the one that answers (only a leader runs a supervisor)
+  uint64_t term = 0;    ///< the term it leads by as the answering head knows it (0: unknown or single head)
+};
+
+/// `inspect` for head_view.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, head_view& x) {
+  return f(caf::meta::type_name("troupe::head_view"), x.host, x.port, x.leader, x.term);
+}
+
+/// One entry of the cluster file's `gateways:` (GET /admin/nodes).
+struct gateway_view {
+  std::string host;  ///< where its HTTP listener binds
+  uint16_t port = 0;
+};
+
+/// `inspect` for gateway_view.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, gateway_view& x) {
+  return f(caf::meta::type_name("troupe::gateway_view"), x.host, x.port);
+}
+
+/// The supervisor's answer to `roles_atom`: the heads and gateways of the cluster file.
+struct cluster_roles {
+  std::vector<head_view> heads;        ///< `heads:` (or the single `head:`), in file order
+  std::vector<gateway_view> gateways;  ///< `gateways:`, in file order
+};
+
+/// `inspect` for cluster_roles.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cluster_roles& x) {
+  return f(caf::meta::type_name("troupe::cluster_roles"), x.heads, x.gateways);
+}
+
 }  // namespace troupe
 
 namespace troupe::leadership {
@@ -432,6 +487,8 @@ inline void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<drain_reply>("troupe::drain_reply");
   cfg.add_message_type<prefix_summary>("troupe::prefix_summary");
   cfg.add_message_type<leadership::lease_reply>("troupe::lease_reply");
+  cfg.add_message_type<head_term>("troupe::head_term");
+  cfg.add_message_type<cluster_roles>("troupe::cluster_roles");
 }
 
 }  // namespace troupe
@@ -509,5 +566,14 @@ using release_atom = caf::atom_constant<caf::atom("release")>;
 using elect_atom = caf::atom_constant<caf::atom("elect")>;
 /// Head election -> itself: the lease may have ended; step down if it did.
 using expire_atom = caf::atom_constant<caf::atom("expire")>;
+
+}  // namespace troupe
+
+// -- term fencing and roles (issue 15: every control message and step carries the term) ----
+
+namespace troupe {
+
+/// Head gateway -> supervisor: the heads and gateways of the cluster file (cluster_roles).
+using roles_atom = caf::atom_constant<caf::atom("roles")>;
 
 }  // namespace troupe

@@ -177,6 +177,7 @@ int run_head(const head_options& o) {
     }
     logger()->info("head {} leads with term {}: starting the supervisor", *o.head_index, *term);
     so.term = *term;
+    so.head_index = *o.head_index;
   }
   so.config = o.config;
   so.config_path = o.config_path;

@@ -53,7 +53,7 @@ std::vector<char> spec_bytes(agent_ptr self, shard_spec spec) {
 }
 
 /// Spawns a shard for `spec`, monitors it and logs its progress lines.
-shard_actor spawn_local_shard(agent_ptr self, const shard_spec& spec) {
+shard_actor spawn_local_shard(agent_ptr self, const shard_spec& spec, head_term owner) {
   const auto name = shard_name(spec);
   auto progress = [name](const std::string& what) {
     if (what.rfind("failed", 0) == 0)
@@ -61,7 +61,7 @@ shard_actor spawn_local_shard(agent_ptr self, const shard_spec& spec) {
     else
       logger()->info("{}: {}", name, what);
   };
-  auto shard = spawn_shard(self->system(), spec, std::move(progress));
+  auto shard = spawn_shard(self->system(), spec, std::move(progress), owner);
   self->monitor(shard);
   self->state.shards.push_back(local_shard{shard, name, spec_bytes(self, spec)});
   return shard;
@@ -162,10 +162,25 @@ caf::error refuse(agent_ptr self, const std::string& what, const std::string& wh
 
 constexpr const char* the_head = "the head this node is attached to";
 
+/// Term fencing: refuses (logs and describes) a control message of a term older than the
+/// highest this node has seen (`what`: "stop this node"); takes a newer term as the highest.
+caf::error check_term(agent_ptr self, const std::string& what, head_term t) {
+  auto& st = self->state;
+  if (t.value >= st.term) {
+    st.term = t.value;
+    return {};
+  }
+  const auto why = "refused to " + what + " for term " + std::to_string(t.value) + ": this node has seen term " +
+                   std::to_string(st.term) + " (a deposed leader's message, from " +
+                   describe_sender(self->current_sender()) + ")";
+  logger()->warn("{}", why);
+  return caf::make_error(caf::sec::invalid_argument, why);
+}
+
 /// A kept shard of exactly `spec`, handed to the new head: asked to drop its context and
 /// make fresh endpoints first (adopt_atom), so the new replica connects it like a new one.
 /// Nothing when no orphan matches; a failed adoption stops the orphan and spawns afresh.
-std::optional<caf::result<shard_actor>> adopt_orphan(agent_ptr self, const shard_spec& spec) {
+std::optional<caf::result<shard_actor>> adopt_orphan(agent_ptr self, const shard_spec& spec, head_term t) {
   auto& st = self->state;
   const auto bytes = spec_bytes(self, spec);
   auto it = std::find_if(st.orphans.begin(), st.orphans.end(),
@@ -175,13 +190,13 @@ std::optional<caf::result<shard_actor>> adopt_orphan(agent_ptr self, const shard
   st.orphans.erase(it);
   st.shards.push_back(kept);
   auto rp = self->make_response_promise<shard_actor>();
-  self->request(kept.handle, std::chrono::seconds(30), adopt_atom::value)
+  self->request(kept.handle, std::chrono::seconds(30), adopt_atom::value, t)
       .then(
           [self, rp, kept](shard_addresses&) mutable {
             logger()->info("{}: adopted by the new head, weights kept", kept.name);
             rp.deliver(kept.handle);
           },
-          [self, rp, kept, spec](caf::error& e) mutable {
+          [self, rp, kept, spec, t](caf::error& e) mutable {
             logger()->warn("{}: adoption failed ({}): loading it afresh", kept.name, self->system().render(e));
             auto& shards = self->state.shards;
             auto at = std::find_if(shards.begin(), shards.end(),
@@ -191,14 +206,15 @@ std::optional<caf::result<shard_actor>> adopt_orphan(agent_ptr self, const shard
               self->send_exit(kept.handle, caf::exit_reason::user_shutdown);
               shards.erase(at);
             }
-            rp.deliver(spawn_local_shard(self, spec));
+            rp.deliver(spawn_local_shard(self, spec, t));
           });
   return caf::result<shard_actor>{rp};
 }
 
 /// `spawn_shard_atom`: from the head, for the cluster file's model only.
-caf::result<shard_actor> on_spawn_shard(agent_ptr self, const shard_spec& spec) {
+caf::result<shard_actor> on_spawn_shard(agent_ptr self, head_term t, const shard_spec& spec) {
   if (!from_head(self)) return refuse(self, "spawn a shard", the_head);
+  if (auto refused = check_term(self, "spawn " + shard_name(spec), t)) return refused;
   const auto& allowed = self->state.opts.model_path;
   if (spec.model_path != allowed) {
     logger()->warn("refused to spawn {} for model '{}': this node serves only '{}' (its cluster file's model.path)",
@@ -206,8 +222,8 @@ caf::result<shard_actor> on_spawn_shard(agent_ptr self, const shard_spec& spec) 
     return caf::make_error(caf::sec::invalid_argument, "this node loads only the model of its cluster file ('" +
                                                            allowed + "'), not '" + spec.model_path + "'");
   }
-  if (auto adopted = adopt_orphan(self, spec)) return *adopted;
-  return spawn_local_shard(self, spec);
+  if (auto adopted = adopt_orphan(self, spec, t)) return *adopted;
+  return spawn_local_shard(self, spec, t);
 }
 
 /// The registration failed (`e`): a head that does not answer is lost, a refusal is final.
@@ -291,10 +307,11 @@ node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_optio
         else
           refuse(self, "attach this node to another head", "the node's own process");
       },
-      [self](stop_atom) {
+      [self](stop_atom, head_term t) {
         // Checked before make_response_promise, which takes the sender out of the message.
-        const bool allowed = from_head(self);
-        const auto refusal = allowed ? caf::error{} : refuse(self, "stop this node", the_head);
+        auto refusal =
+            from_head(self) ? check_term(self, "stop this node", t) : refuse(self, "stop this node", the_head);
+        const bool allowed = !refusal;
         auto rp = self->make_response_promise<caf::ok_atom>();
         if (!allowed) {
           rp.deliver(refusal);
@@ -338,17 +355,18 @@ node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_optio
         self->delayed_send(self, st.opts.fault_tolerance.heartbeat_interval, heartbeat_atom::value,
                            gen);
       },
-      [self](spawn_shard_atom, const shard_spec& spec) { return on_spawn_shard(self, spec); },
+      [self](spawn_shard_atom, head_term t, const shard_spec& spec) { return on_spawn_shard(self, t, spec); },
       [self](head_grace_atom, uint64_t gen) {
         if (from_here(self) && gen == self->state.orphan_gen)
           fence_orphans(self, "no new head adopted them within fault_tolerance.head_grace");
       },
-      [self](fence_atom, uint64_t seq, const std::string& why) {
+      [self](fence_atom, head_term t, uint64_t seq, const std::string& why) {
         auto& st = self->state;
         if (!from_head(self)) {
           refuse(self, "fence this node", the_head);
           return;
         }
+        if (check_term(self, "fence this node", t)) return;
         if (seq <= st.attach_seq || !st.supervisor) return;  // an earlier registration's fence
         fence_shards(self, "fenced by the head: " + why);
         fence_orphans(self, "fenced by the head: " + why);

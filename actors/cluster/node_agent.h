@@ -25,7 +25,12 @@
 /// seen ("refused the head of ...: its term 1 is older than term 2 this node has seen"):
 /// a leader that was paused or cut off while another head won a later term can never take
 /// the node back. Control messages (spawn, stop, fence) are taken only from the head it is
-/// attached to, so they carry that head's checked term.
+/// attached to, and each carries the sender's term (`head_term`): the agent keeps the highest
+/// term it has seen (at attach and in every control message) and refuses a control message
+/// of an older term, from whichever link, with an error naming both terms ("refused to
+/// spawn shard s0r0 for term 1: this node has seen term 2 (a deposed leader's message)").
+/// The shards it spawns learn the spawn's term; an adoption hands them the adopting
+/// head's. With a single head every term is 0 and nothing is refused.
 ///
 /// Authorization: attach and unregister come from this process only; stop, spawn and fence
 /// from this process or the head it is attached to (an actor of the supervisor's node);
@@ -46,20 +51,22 @@ namespace troupe {
 using node_agent_actor = caf::typed_actor<
     /// From the node's main thread: register with this (connected) supervisor.
     caf::reacts_to<attach_atom, supervisor_actor>,
-    /// From the supervisor: stop (drain hook) and let the process exit.
-    caf::replies_to<stop_atom>::with<caf::ok_atom>,
+    /// From the supervisor, with its term: stop (drain hook) and let the process exit.
+    caf::replies_to<stop_atom, head_term>::with<caf::ok_atom>,
     /// From the node's main thread: unregister from the supervisor (SIGTERM path).
     caf::replies_to<unregister_atom>::with<caf::ok_atom>,
     /// This node's registration record.
     caf::replies_to<status_atom>::with<node_info>,
     /// Internal timer: send the next heartbeat if `generation` is still current.
     caf::reacts_to<heartbeat_atom, uint64_t>,
-    /// From a replica (or the head's placement): spawn a shard on this node and return it.
-    caf::replies_to<spawn_shard_atom, shard_spec>::with<shard_actor>,
-    /// From the supervisor (network chaos: fencing), answering the heartbeat with this
-    /// sequence number: this agent is not the registered incarnation of its node any more;
-    /// stop every shard and register again. Ignored when it fences an earlier registration.
-    caf::reacts_to<fence_atom, uint64_t, std::string>,
+    /// From a replica (or the head's placement), with the head's term: spawn a shard on this
+    /// node (it learns that term as its owner's) and return it.
+    caf::replies_to<spawn_shard_atom, head_term, shard_spec>::with<shard_actor>,
+    /// From the supervisor (network chaos: fencing), with its term, answering the heartbeat
+    /// with this sequence number: this agent is not the registered incarnation of its node
+    /// any more; stop every shard and register again. Ignored when it fences an earlier
+    /// registration.
+    caf::reacts_to<fence_atom, head_term, uint64_t, std::string>,
     /// Internal timer: fault_tolerance.head_grace ended for the shards kept since the head
     /// was lost (`generation` of the orphans); those no new head adopted stop.
     caf::reacts_to<head_grace_atom, uint64_t>>;

@@ -87,6 +87,17 @@ std::map<std::string, node_agent_actor> wait_for_nodes(caf::scoped_actor& self, 
   throw std::runtime_error("placement: the head is stopping");
 }
 
+/// The term this head leads by (its supervisor's lease_atom; 0 with a single head): every
+/// spawn, step and connect of the data plane carries it (term fencing).
+head_term head_term_of(caf::scoped_actor& self, const caf::actor& sup) {
+  head_term term;
+  caf::error err;
+  self->request(caf::actor_cast<supervisor_actor>(sup), std::chrono::seconds(5), lease_atom::value)
+      .receive([&](uint64_t t) { term.value = t; }, [&](caf::error& e) { err = std::move(e); });
+  if (err) throw std::runtime_error("placement: the supervisor did not say its term: " + self->system().render(err));
+  return term;
+}
+
 /// Asks each slot's node agent for its shard and waits until every one answered, one
 /// failed, or `stopping` is set: the head's main thread stays interruptible even when a
 /// node dies meanwhile (a request to a dead node is only answered by its timeout).
@@ -94,7 +105,7 @@ std::map<std::string, node_agent_actor> wait_for_nodes(caf::scoped_actor& self, 
 std::vector<std::vector<shard_actor>> spawn_all_shards(caf::actor_system& sys,
                                                        const std::map<std::string, node_agent_actor>& agents,
                                                        const cluster_config& c, const model_config& m,
-                                                       const std::vector<shard_slot>& slots,
+                                                       const std::vector<shard_slot>& slots, head_term term,
                                                        const std::atomic<bool>& stopping) {
   struct answers {
     std::mutex mutex;
@@ -110,9 +121,9 @@ std::vector<std::vector<shard_actor>> spawn_all_shards(caf::actor_system& sys,
     const auto& slot = slots[i];
     const std::string what = "placement: node " + slot.node + " could not spawn shard s" +
                              std::to_string(slot.stage) + "r" + std::to_string(slot.rank) + ": ";
-    askers.push_back(sys.spawn([a, i, what, agent = agents.at(slot.node), spec = make_shard_spec(c, m, slot)](
+    askers.push_back(sys.spawn([a, i, what, term, agent = agents.at(slot.node), spec = make_shard_spec(c, m, slot)](
                   caf::event_based_actor* self) {
-      self->request(agent, std::chrono::seconds(30), spawn_shard_atom::value, spec)
+      self->request(agent, std::chrono::seconds(30), spawn_shard_atom::value, term, spec)
           .then(
               [a, i](shard_actor& s) {
                 std::lock_guard<std::mutex> lock(a->mutex);
@@ -161,8 +172,9 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
   const auto deadline = clock_type::now() + timeout;
   caf::scoped_actor self{sys};
   auto agents = wait_for_nodes(self, supervisor, c, deadline, stopping);
+  const auto term = head_term_of(self, supervisor);
   const auto slots = plan_placement(c);
-  auto shards = spawn_all_shards(sys, agents, c, meta->config(), slots, stopping);
+  auto shards = spawn_all_shards(sys, agents, c, meta->config(), slots, term, stopping);
   // Replicas report state changes to the manager, which is spawned after them (a box
   // hands them its handle), and which forwards them to the router.
   struct manager_box {
@@ -179,6 +191,7 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
     o.config = c;
     o.meta = meta;
     o.shards = shards[static_cast<size_t>(r)];
+    o.term = term;
     o.metrics = metrics;
     o.on_state = [box](int index, bool ok, const std::string&) {
       std::lock_guard<std::mutex> lock(box->mutex);
@@ -204,6 +217,7 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
   mo.shards = shards;
   mo.router = caf::actor_cast<caf::actor>(plane.router);
   mo.ready_count = ready;
+  mo.term = term;
   mo.metrics = metrics;
   plane.manager = spawn_replica_manager(sys, std::move(mo));
   {

@@ -53,6 +53,7 @@ struct manager_state {
   std::set<int32_t> stage_local;          ///< replicas in a stage-local recovery (their live shards stay)
   std::set<int32_t> local_handed;         ///< stage-local rebuilds handed to their replica, not yet ready
   std::set<caf::actor_addr> dead_shards;  ///< shards seen down (monitored since spawned)
+  head_term term;                         ///< the head's term: every spawn request carries it
   static inline const char* name = "troupe.replica_manager";
 };
 
@@ -141,7 +142,7 @@ void rebuild(manager_ptr self, int32_t replica, const std::map<std::string, node
   const auto plan_config = config_for_plan(st.config, plan);
   for (size_t i = 0; i < slots.size(); ++i) {
     if (kept[i]) continue;
-    self->request(agents.at(slots[i].node), std::chrono::seconds(3), spawn_shard_atom::value,
+    self->request(agents.at(slots[i].node), std::chrono::seconds(3), spawn_shard_atom::value, st.term,
                   make_shard_spec(plan_config, st.model, slots[i]))
         .then(
             [self, sp, i, hand_over](shard_actor& s) {
@@ -524,6 +525,7 @@ caf::actor spawn_replica_manager(caf::actor_system& sys, replica_manager_options
   ms.shards = std::move(o.shards);
   ms.router = std::move(o.router);
   ms.ready_count = std::move(o.ready_count);
+  ms.term = o.term;
   return caf::actor_cast<caf::actor>(sys.spawn(manager_impl, std::move(ms)));
 }
 

@@ -23,6 +23,7 @@ struct replica_manager_options {
   caf::actor router;                              ///< told of every replica state change
   std::shared_ptr<std::atomic<int>> ready_count;  ///< counts replica ready transitions
   std::shared_ptr<troupe_metrics> metrics;        ///< capacity gauges (null = nowhere)
+  head_term term;                                 ///< the head's term, carried by every spawn request
 };
 
 /// Spawns the manager. It takes ready_atom (replica, ok) and hold_atom (replica) from the

@@ -155,7 +155,7 @@ void fence_stale(sup_ptr self, member& m, uint64_t seq) {
                    (m.status.state == node_state::registered ? "registered by another process"
                                                              : "declared lost");
   logger()->warn("fencing a stale agent of node {} ({})", m.spec.name, why);
-  self->send(agent, fence_atom::value, seq, why);
+  self->send(agent, fence_atom::value, head_term{self->state.opts.term}, seq, why);
 }
 
 // -- authorization ------------------------------------------------------------------------
@@ -256,7 +256,7 @@ caf::typed_response_promise<caf::ok_atom> on_stop(sup_ptr self) {
         rp.deliver(caf::ok_atom_v);
       }
     };
-    self->request(m->agent, st.opts.stop_wait, stop_atom::value)
+    self->request(m->agent, st.opts.stop_wait, stop_atom::value, head_term{st.opts.term})
         .then([self, name](caf::ok_atom) { finish_stop(self, name, "stopped"); },
               [self, name](caf::error& e) {
                 finish_stop(self, name, "did not confirm the stop: " + self->system().render(e));
@@ -416,6 +416,7 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
         return on_drain(self, name, replace, admin_key);
       },
       [self](lease_atom) { return self->state.opts.term; },
+      [self](roles_atom) { return roles_of(self->state.opts); },
       [self](nodes_atom) {
         std::vector<node_view> out;
         for (const auto& m : self->state.members) out.push_back(view_of(self->state, m));
@@ -427,6 +428,17 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
 }  // namespace supervisor_detail
 
 using supervisor_detail::supervisor_impl;
+
+cluster_roles roles_of(const supervisor_options& opts) {
+  cluster_roles out;
+  const auto heads = head_list(opts.config);
+  for (size_t i = 0; i < heads.size(); ++i) {
+    const bool self = i == opts.head_index;
+    out.heads.push_back(head_view{heads[i].host, heads[i].port, self, self ? opts.term : 0});
+  }
+  for (const auto& g : opts.config.gateways) out.gateways.push_back(gateway_view{g.host, g.port});
+  return out;
+}
 
 std::vector<std::string> node_command_line(const supervisor_options& opts, const std::string& name) {
   if (opts.config_path.empty())

@@ -61,7 +61,10 @@ using supervisor_actor = caf::typed_actor<
     caf::replies_to<nodes_atom>::with<std::vector<node_view>>,
     /// The term of the lease this head leads by (0: a single head, no election). A node
     /// agent asks it before it registers and refuses a head of an older term than it saw.
-    caf::replies_to<lease_atom>::with<uint64_t>>;
+    caf::replies_to<lease_atom>::with<uint64_t>,
+    /// The heads of the cluster file (this one leads, with its term) and its gateways, for
+    /// GET /admin/nodes.
+    caf::replies_to<roles_atom>::with<cluster_roles>>;
 
 /// The name the supervisor registers itself under in its actor system's registry (the
 /// head's HTTP gateway finds it there for the admin endpoints).
@@ -79,10 +82,15 @@ struct supervisor_options {
   std::chrono::milliseconds stop_wait{3000};  ///< how long `stop_atom` waits for nodes
   std::shared_ptr<troupe_metrics> metrics;    ///< node up/restarts go here (null = nowhere)
   uint64_t term = 0;                          ///< the elected head's term (0 = single head)
+  size_t head_index = 0;                      ///< which entry of heads: this head is (0 = the single head)
 };
 
 /// Spawns the supervisor. It launches nothing until it receives `start_atom`.
 supervisor_actor spawn_supervisor(caf::actor_system& sys, supervisor_options opts);
+
+/// The heads of `opts.config` (entry `opts.head_index` leads with `opts.term`: a supervisor
+/// runs only in the leader) and its gateways.
+cluster_roles roles_of(const supervisor_options& opts);
 
 /// The command line that starts node `name` of `opts` (troupe node --config ... --name ...).
 std::vector<std::string> node_command_line(const supervisor_options& opts, const std::string& name);

@@ -51,7 +51,7 @@ void finish_drain(sup_ptr self, const std::string& name, int32_t moved, const st
   if (rec.replace) m->status.last_error = "drained with replace: its shards may move to free devices";
   if (st.opts.metrics) st.opts.metrics->node_up.with({name}).set(0);
   logger()->info("drain: node {} drained ({} request(s) moved); stopping it", name, rec.migrated);
-  self->request(agent, st.opts.stop_wait, stop_atom::value)
+  self->request(agent, st.opts.stop_wait, stop_atom::value, head_term{st.opts.term})
       .then([name](caf::ok_atom) { logger()->info("drain: node {} stopped", name); },
             [self, name](caf::error& e) {
               logger()->warn("drain: node {} did not confirm the stop: {}", name, self->system().render(e));

@@ -45,6 +45,20 @@ nlohmann::json node_json(const node_view& v) {
           {"replace", v.replace},   {"migrated", v.migrated}, {"detail", v.detail}};
 }
 
+/// Adds the heads and gateways of GET /admin/nodes to `body`: "heads": [{"host", "port",
+/// "leader", "term"}] ("term" null for a head this one knows no term of) and "gateways":
+/// [{"host", "port"}].
+void roles_json(const cluster_roles& roles, nlohmann::json& body) {
+  body["heads"] = nlohmann::json::array();
+  for (const auto& h : roles.heads) {
+    nlohmann::json j = {{"host", h.host}, {"port", h.port}, {"leader", h.leader}, {"term", nullptr}};
+    if (h.leader) j["term"] = h.term;
+    body["heads"].push_back(std::move(j));
+  }
+  body["gateways"] = nlohmann::json::array();
+  for (const auto& g : roles.gateways) body["gateways"].push_back({{"host", g.host}, {"port", g.port}});
+}
+
 /// The body of POST /admin/drain: {"node": "<name>", "replace": false}; api_error 400
 /// naming the field otherwise.
 std::pair<std::string, bool> parse_drain_body(const std::string& body) {
@@ -361,12 +375,16 @@ void session::admin(const bhttp::request<bhttp::string_body>& req, const std::st
   if (path == "/admin/nodes") {
     if (req.method() != bhttp::verb::get)
       throw api_error(405, "method " + std::string(req.method_string()) + " is not allowed on " + path + " (use GET)");
-    std::function<void(std::vector<node_view>&)> done = [answer](std::vector<node_view>& nodes) {
-      auto list = nlohmann::json::array();
-      for (const auto& n : nodes) list.push_back(node_json(n));
+    // The nodes, then the heads and gateways (roles_atom): one answer with all three.
+    std::function<void(std::vector<node_view>&)> done = [answer, fail, sys = &sys](std::vector<node_view>& nodes) {
       auto body = nlohmann::json::object();
-      body["nodes"] = std::move(list);
-      answer(bhttp::status::ok, std::move(body));
+      body["nodes"] = nlohmann::json::array();
+      for (const auto& n : nodes) body["nodes"].push_back(node_json(n));
+      std::function<void(cluster_roles&)> with_roles = [answer, body](cluster_roles& roles) mutable {
+        roles_json(roles, body);
+        answer(bhttp::status::ok, std::move(body));
+      };
+      ask_supervisor<cluster_roles>(*sys, with_roles, fail, roles_atom::value);
     };
     return ask_supervisor<std::vector<node_view>>(sys, done, fail, nodes_atom::value);
   }

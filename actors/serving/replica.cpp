@@ -128,7 +128,7 @@ void kick(replica_ptr self) {
     f.outputs.resize(st.shards.size());
     f.sent = std::chrono::steady_clock::now();
     for (size_t i = 0; i < st.shards.size(); ++i)
-      self->request(st.shards[i], step_timeout(st), step_atom::value, f.step.request)
+      self->request(st.shards[i], step_timeout(st), step_atom::value, st.opts.term, f.step.request)
           .then([self, gen, id, i](step_output& out) { on_step_output(self, gen, id, i, out); },
                 [self, gen, i](caf::error& e) {
                   if (gen == self->state.generation)
@@ -247,7 +247,7 @@ void start_replay(replica_ptr self, uint64_t gen, std::set<int> stages, std::vec
     for (auto r : steps) {
       r.replay_stage = stage;
       for (size_t i = 0; i < st.shards.size(); ++i)
-        self->request(st.shards[i], step_timeout(st), step_atom::value, r)
+        self->request(st.shards[i], step_timeout(st), step_atom::value, st.opts.term, r)
             .then(
                 [self, gen, i, left, stages, tokens, relinked, t0](step_output& out) {
                   auto& st = self->state;
@@ -283,7 +283,7 @@ void connect_peers(replica_ptr self, uint64_t gen, const std::vector<shard_addre
       const size_t idx = static_cast<size_t>(s * tp + r);
       peers.kv_blocks = kv_blocks;
       peers.keep_kv = local && st.reused[idx];
-      self->request(st.shards[idx], caf::timespan{std::chrono::seconds(60)}, connect_atom::value, peers)
+      self->request(st.shards[idx], caf::timespan{std::chrono::seconds(60)}, connect_atom::value, st.opts.term, peers)
           .then(
               [self, gen, connected, local, relinked](caf::ok_atom) {
                 auto& st = self->state;
@@ -345,7 +345,8 @@ void connect_shards(replica_ptr self) {
         fail(self, "shard " + std::to_string(i) + " load: " + self->system().render(e), static_cast<int>(i));
     };
     if (st.reused[i])
-      self->request(st.shards[i], caf::timespan{std::chrono::seconds(60)}, relink_atom::value).then(on_address, on_error);
+      self->request(st.shards[i], caf::timespan{std::chrono::seconds(60)}, relink_atom::value, st.opts.term)
+          .then(on_address, on_error);
     else
       self->request(st.shards[i], load_timeout, addresses_atom::value).then(on_address, on_error);
   }

@@ -68,6 +68,9 @@ struct replica_options {
   cluster_config config;
   std::shared_ptr<const model> meta;  ///< tokenizer and config (no weights needed)
   std::vector<shard_actor> shards;    ///< index = stage * tensor + rank
+  /// The term of the head that runs this replica (0: a single head): every step, connect
+  /// and relink carries it, and a shard adopted by a newer head refuses them.
+  head_term term;
   /// Where to report sequences, KV usage, prefix hits, readiness (null = nowhere).
   std::shared_ptr<troupe_metrics> metrics;
   /// Told (on an actor thread) when the replica becomes ready (true) or fails (false).

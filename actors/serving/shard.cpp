@@ -368,6 +368,7 @@ struct shard_state {
   std::map<uint64_t, caf::typed_response_promise<step_output>> steps;
   std::map<uint64_t, caf::typed_response_promise<shard_addresses>> relinks;
   uint64_t next_job = 0;
+  uint64_t term = 0;  // the owner's term: steps, connects and relinks of an older one are refused
   // The stall watchdog (fault_tolerance.stall_timeout), armed while steps are pending:
   std::chrono::milliseconds stall_timeout{0};  // 0 = off
   bool watching = false;                       // a stall_check_atom timer is on its way
@@ -494,6 +495,16 @@ caf::behavior completion_behavior(shard_ptr self) {
   };
 }
 
+/// Term fencing: an error naming both terms when `t` is older than the owner's term
+/// (`what`: "step 7"), else none.
+caf::error refuse_older(shard_ptr self, head_term t, const std::string& what) {
+  const auto owner = self->state.term;
+  if (t.value >= owner) return {};
+  return caf::make_error(caf::sec::invalid_argument, self->state.label + ": refused " + what + " of term " +
+                                                         std::to_string(t.value) + ": its owner leads term " +
+                                                         std::to_string(owner) + " (a deposed leader's message)");
+}
+
 /// Queues a relink job (`drop_context`: for adoption by a new head) and promises its
 /// addresses.
 caf::typed_response_promise<shard_addresses> post_relink(shard_ptr self, bool drop_context) {
@@ -508,9 +519,10 @@ caf::typed_response_promise<shard_addresses> post_relink(shard_ptr self, bool dr
   return rp;
 }
 
-shard_actor::behavior_type shard_impl(shard_ptr self, shard_spec spec, progress_fn progress) {
+shard_actor::behavior_type shard_impl(shard_ptr self, shard_spec spec, progress_fn progress, head_term owner) {
   auto& st = self->state;
   st.label = shard_name(spec);
+  st.term = owner.value;
   st.completions = completion_behavior(self);
   st.stall_timeout = std::chrono::milliseconds(spec.stall_timeout_ms);
   self->set_default_handler([self](caf::scheduled_actor* ptr, caf::message_view& x) -> caf::result<caf::message> {
@@ -529,8 +541,9 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_spec spec, progress_
         st.waiting.push_back(rp);
         return rp;
       },
-      [self](connect_atom, shard_peers& peers) -> caf::result<caf::ok_atom> {
+      [self](connect_atom, head_term t, shard_peers& peers) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
+        if (auto refused = refuse_older(self, t, "a connect")) return refused;
         if (st.phase == load_phase::failed) return st.load_error;
         shard_job job;
         job.id = ++st.next_job;
@@ -540,8 +553,9 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_spec spec, progress_
         st.runner->post(std::move(job));
         return rp;
       },
-      [self](step_atom, step_request& r) -> caf::result<step_output> {
+      [self](step_atom, head_term t, step_request& r) -> caf::result<step_output> {
         auto& st = self->state;
+        if (t.value < st.term) return refuse_older(self, t, "step " + std::to_string(r.step_id));
         if (st.phase == load_phase::failed) return st.load_error;
         shard_job job;
         job.id = ++st.next_job;
@@ -553,14 +567,17 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_spec spec, progress_
         watch_steps(self);
         return rp;
       },
-      [self](relink_atom) -> caf::result<shard_addresses> {
+      [self](relink_atom, head_term t) -> caf::result<shard_addresses> {
         auto& st = self->state;
+        if (auto refused = refuse_older(self, t, "a relink")) return refused;
         if (st.phase == load_phase::failed) return st.load_error;
         return post_relink(self, false);
       },
-      [self](adopt_atom) -> caf::result<shard_addresses> {
+      [self](adopt_atom, head_term t) -> caf::result<shard_addresses> {
         auto& st = self->state;
+        if (auto refused = refuse_older(self, t, "an adoption")) return refused;
         if (st.phase != load_phase::loaded) return caf::make_error(caf::sec::runtime_error, st.label + " is not loaded");
+        st.term = t.value;  // the old owner's steps are refused from now on
         return post_relink(self, true);
       },
       [self](abort_atom) { self->state.runner->abort(); },
@@ -569,8 +586,8 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_spec spec, progress_
 
 }  // namespace
 
-shard_actor spawn_shard(caf::actor_system& sys, shard_spec spec, progress_fn progress) {
-  return sys.spawn(shard_impl, std::move(spec), std::move(progress));
+shard_actor spawn_shard(caf::actor_system& sys, shard_spec spec, progress_fn progress, head_term owner) {
+  return sys.spawn(shard_impl, std::move(spec), std::move(progress), owner);
 }
 
 }  // namespace troupe

@@ -98,7 +98,7 @@ TEST_CASE("an agent the head declared lost while still connected is fenced and r
   CHECK(state_of(sys, sup) == node_state::registered);
 
   // A fence answering a heartbeat of the earlier registration (sequence 1) changes nothing.
-  caf::scoped_actor{sys}->send(agent, fence_atom::value, uint64_t{1}, std::string("stale"));
+  caf::scoped_actor{sys}->send(agent, fence_atom::value, head_term{}, uint64_t{1}, std::string("stale"));
   CHECK(events.wait_for(4, 300ms).size() == 3);
 
   caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);

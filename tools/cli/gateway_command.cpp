@@ -56,14 +56,14 @@ std::chrono::milliseconds failover_window(const cluster_config& c) {
   return grace.count() > 0 ? grace : std::chrono::milliseconds(std::chrono::seconds(30));
 }
 
-/// Connects to the head, retrying until it serves or `stopping`; null when stopped.
-caf::actor wait_for_router(caf::actor_system& sys, client_options o, const std::atomic<bool>& stopping) {
+/// Connects to the head, retrying until it serves or `stopping`; a null router when stopped.
+leader_router wait_for_router(caf::actor_system& sys, client_options o, const std::atomic<bool>& stopping) {
   o.connect_timeout = std::chrono::seconds(2);
   o.serve_timeout = std::chrono::seconds(2);
   auto last_log = std::chrono::steady_clock::time_point{};
   while (!stopping) {
     try {
-      return connect_to_cluster(sys, o);
+      return connect_to_leader(sys, o);
     } catch (const std::exception& e) {
       if (std::chrono::steady_clock::now() - last_log > std::chrono::seconds(10)) {
         logger()->info("gateway: waiting for the head: {}", e.what());
@@ -71,7 +71,7 @@ caf::actor wait_for_router(caf::actor_system& sys, client_options o, const std::
       }
     }
   }
-  return nullptr;
+  return {};
 }
 
 /// SIGINT or SIGTERM (blocked in this thread and every thread started after the call).
@@ -143,9 +143,9 @@ int run_gateway(const std::vector<std::string>& args) {
   std::atomic<bool> stopping{false};
   client_actor client;
   std::thread connect([&] {
-    auto router = wait_for_router(sys, co, stopping);
-    if (!router) return;
-    client = spawn_client(sys, router, co);
+    auto found = wait_for_router(sys, co, stopping);
+    if (!found.router) return;
+    client = spawn_client(sys, found.router, co, found.term);
     gateway.set_client(client);
     logger()->info("gateway {}: serving through the head's router at {}", o.index, endpoint(co.host, co.port));
   });

@@ -304,7 +304,8 @@ int generate_on_head(const generate_options& o) {
   // Through a client actor that follows the head: when the head process dies, it reconnects
   // (a restarted or standby head) and resumes every unfinished request after the tokens
   // already received (client_options::failover).
-  auto client = caf::actor_cast<caf::actor>(spawn_client(sys, connect_to_cluster(sys, co), co));
+  const auto found = connect_to_leader(sys, co);
+  auto client = caf::actor_cast<caf::actor>(spawn_client(sys, found.router, co, found.term));
   struct stop_client {  // on every way out: the actor system waits for its actors
     caf::actor a;
     ~stop_client() { caf::anon_send_exit(a, caf::exit_reason::user_shutdown); }

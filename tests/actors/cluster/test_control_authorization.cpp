@@ -80,11 +80,11 @@ TEST_CASE("a certified peer that is not the head can neither stop, attach, fence
   auto agent = connect_link<node_agent_actor>(intruder.sys, "127.0.0.1", cluster.node_port());
   REQUIRE(agent);
 
-  CHECK_THAT(error_of(intruder, intruder.ask<caf::ok_atom>(*agent, stop_atom::value)),
+  CHECK_THAT(error_of(intruder, intruder.ask<caf::ok_atom>(*agent, stop_atom::value, head_term{})),
              Catch::Contains("not allowed") && Catch::Contains("stop this node"));
   shard_spec spec;
   spec.model_path = cluster.config().model.path;  // even the cluster's own model
-  CHECK_THAT(error_of(intruder, intruder.ask<shard_actor>(*agent, spawn_shard_atom::value, spec)),
+  CHECK_THAT(error_of(intruder, intruder.ask<shard_actor>(*agent, spawn_shard_atom::value, head_term{}, spec)),
              Catch::Contains("not allowed") && Catch::Contains("spawn a shard"));
   CHECK_THAT(error_of(intruder, intruder.ask<caf::ok_atom>(*agent, unregister_atom::value)),
              Catch::Contains("not allowed"));
@@ -98,7 +98,7 @@ TEST_CASE("a certified peer that is not the head can neither stop, attach, fence
   exit_at_scope_end cleanup{{caf::actor_cast<caf::actor>(fake_head)}};
   caf::scoped_actor self{intruder.sys};
   self->send(*agent, attach_atom::value, fake_head);
-  self->send(*agent, fence_atom::value, uint64_t{1} << 40, std::string("forged"));
+  self->send(*agent, fence_atom::value, head_term{}, uint64_t{1} << 40, std::string("forged"));
   std::this_thread::sleep_for(1s);
 
   const auto fake = intruder.ask<cluster_status>(fake_head, status_atom::value);
@@ -126,7 +126,7 @@ TEST_CASE("a node agent spawns shards only of the model its cluster file names",
   shard_spec spec;
   spec.model_path = "/models/other.gguf";
   std::string error;
-  self->request(agent, 10s, spawn_shard_atom::value, spec)
+  self->request(agent, 10s, spawn_shard_atom::value, head_term{}, spec)
       .receive(
           [&](shard_actor& s) {
             self->send_exit(s, caf::exit_reason::user_shutdown);

@@ -67,15 +67,15 @@ std::pair<int32_t, std::vector<char>> run_pipeline(process& hp, const shard_acto
   p0.next = a1->prev;
   p1.prev = a0->next;
   // Both connects (and both steps) in flight together: each stage waits for the other.
-  auto c0 = hp.self->request(s0, 20s, connect_atom::value, p0);
-  auto c1 = hp.self->request(s1, 20s, connect_atom::value, p1);
+  auto c0 = hp.self->request(s0, 20s, connect_atom::value, head_term{}, p0);
+  auto c1 = hp.self->request(s1, 20s, connect_atom::value, head_term{}, p1);
   int connected = 0;
   for (auto* h : {&c0, &c1})
     h->receive([&](caf::ok_atom) { ++connected; }, [&](caf::error& e) { FAIL("connect: " << hp.sys.render(e)); });
   REQUIRE(connected == 2);
   auto step = test::prefill_step(prompt, 1);
-  auto h0 = hp.self->request(s0, 20s, step_atom::value, step);
-  auto h1 = hp.self->request(s1, 20s, step_atom::value, step);
+  auto h0 = hp.self->request(s0, 20s, step_atom::value, head_term{}, step);
+  auto h1 = hp.self->request(s1, 20s, step_atom::value, head_term{}, step);
   h0.receive([](step_output&) {}, [&](caf::error& e) { FAIL("stage 0 step: " << hp.sys.render(e)); });
   int32_t token = -1;
   h1.receive(
@@ -133,7 +133,8 @@ std::pair<node_agent_actor, shard_actor> shard_of_dead_head(process& node, proce
   auto agent = start_agent(node, grace);
   auto h = start_head(head_a);
   attach(node, agent, head_a, h);
-  auto s0 = head_a.ask<shard_actor>(agent_from(node, agent, head_a), spawn_shard_atom::value, test::pipeline_spec(0));
+  auto s0 = head_a.ask<shard_actor>(agent_from(node, agent, head_a), spawn_shard_atom::value, head_term{},
+                                    test::pipeline_spec(0));
   REQUIRE(s0);
   head_a.own(*s0);
   REQUIRE(head_a.ask<shard_addresses>(*s0, addresses_atom::value));
@@ -153,8 +154,8 @@ TEST_CASE("with head_grace a new head process adopts the loaded shards of a node
   auto h_a = start_head(head_a);
   attach(node, agent, head_a, h_a);
   auto via_a = agent_from(node, agent, head_a);
-  auto s0 = head_a.ask<shard_actor>(via_a, spawn_shard_atom::value, test::pipeline_spec(0));
-  auto s1 = head_a.ask<shard_actor>(via_a, spawn_shard_atom::value, test::pipeline_spec(1));
+  auto s0 = head_a.ask<shard_actor>(via_a, spawn_shard_atom::value, head_term{}, test::pipeline_spec(0));
+  auto s1 = head_a.ask<shard_actor>(via_a, spawn_shard_atom::value, head_term{}, test::pipeline_spec(1));
   REQUIRE(s0);
   REQUIRE(s1);
   head_a.own(*s0);
@@ -170,8 +171,8 @@ TEST_CASE("with head_grace a new head process adopts the loaded shards of a node
   auto h_b = start_head(head_b);
   attach(node, agent, head_b, h_b);
   auto via_b = agent_from(node, agent, head_b);
-  auto t0 = head_b.ask<shard_actor>(via_b, spawn_shard_atom::value, test::pipeline_spec(0));
-  auto t1 = head_b.ask<shard_actor>(via_b, spawn_shard_atom::value, test::pipeline_spec(1));
+  auto t0 = head_b.ask<shard_actor>(via_b, spawn_shard_atom::value, head_term{}, test::pipeline_spec(0));
+  auto t1 = head_b.ask<shard_actor>(via_b, spawn_shard_atom::value, head_term{}, test::pipeline_spec(1));
   REQUIRE(t0);
   REQUIRE(t1);
   head_b.own(*t0);
@@ -183,7 +184,7 @@ TEST_CASE("with head_grace a new head process adopts the loaded shards of a node
   CHECK(link_b != link_a);  // fresh UCX endpoints: the old links were head A's
   CHECK(log.count("shard s0r0: loading") == 1);  // loaded once, in head A's time
   CHECK(log.count("adopted by the new head, weights kept") == 2);
-  REQUIRE(head_b.ask<caf::ok_atom>(via_b, stop_atom::value));
+  REQUIRE(head_b.ask<caf::ok_atom>(via_b, stop_atom::value, head_term{}));
   node.self->send_exit(agent, caf::exit_reason::user_shutdown);
   head_b.self->send_exit(h_b.sup, caf::exit_reason::user_shutdown);
 }

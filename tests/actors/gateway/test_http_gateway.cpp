@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "actors/actor_system_config.h"
+#include "actors/cluster/supervisor.h"
 #include "actors/gateway/http_gateway.h"
 #include "runtime/model/model.h"
 #include "test_support.h"
@@ -337,6 +338,37 @@ TEST_CASE("with admin keys /admin/* takes only an admin key and the inference AP
   CHECK(post(f.port(), "/admin/drain", drain, "adm").status == 503);
   CHECK(post(f.port(), "/v1/completions", completion_body({1}, 1), "adm").status == 401);
   CHECK(post(f.port(), "/v1/completions", completion_body({1}, 1), "k1").status == 200);
+}
+
+TEST_CASE("GET /admin/nodes lists the nodes, every head of the cluster file (the leader with its term) and the "
+          "gateways",
+          "[http][slow]") {
+  fixture f;
+  supervisor_options so;  // the head's supervisor in the gateway's process, as troupe serve runs it
+  so.config = default_cluster_config();
+  so.config.nodes.front().name = "n0";
+  so.config.heads = {{"127.0.0.1", 7100, 7101}, {"10.0.0.2", 7200, 7201}, {"10.0.0.3", 7300, 7301}};
+  so.config.head = so.config.heads.front();
+  so.config.gateways = {{"127.0.0.1", 8001}, {"0.0.0.0", 8002}};
+  so.launch_local_nodes = false;
+  so.term = 5;
+  so.head_index = 1;  // heads[1] leads term 5
+  auto sup = spawn_supervisor(f.sys, so);
+  reply r;
+  REQUIRE(fixture::wait_until([&] { return (r = call(f.port(), bhttp::verb::get, "/admin/nodes")).status == 200; }));
+  caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
+  INFO(r.body);
+  const auto j = r.j();
+  REQUIRE(j.at("nodes").size() == 1);
+  CHECK(j["nodes"][0].at("name") == "n0");
+  CHECK(j["nodes"][0].at("state") == "starting");
+  REQUIRE(j.at("heads").size() == 3);
+  CHECK(j["heads"][0] == json{{"host", "127.0.0.1"}, {"port", 7100}, {"leader", false}, {"term", nullptr}});
+  CHECK(j["heads"][1] == json{{"host", "10.0.0.2"}, {"port", 7200}, {"leader", true}, {"term", 5}});
+  CHECK(j["heads"][2] == json{{"host", "10.0.0.3"}, {"port", 7300}, {"leader", false}, {"term", nullptr}});
+  REQUIRE(j.at("gateways").size() == 2);
+  CHECK(j["gateways"][0] == json{{"host", "127.0.0.1"}, {"port", 8001}});
+  CHECK(j["gateways"][1] == json{{"host", "0.0.0.0"}, {"port", 8002}});
 }
 
 TEST_CASE("malformed HTTP gets a 400 and the connection closed", "[http][slow]") {

@@ -1,6 +1,6 @@
 // The shard actor in one process: a scoped_actor plays the replica, drives two pipeline
 // stages of the default model over real UCX links, aborts a blocked step, sees a load
-// failure, and spawns a shard through a node agent.
+// failure, spawns a shard through a node agent, and fences the steps of an older term.
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <spdlog/sinks/ringbuffer_sink.h>
@@ -74,8 +74,8 @@ void connect_pipeline(shard_fixture& f, const shard_actor& s0, const shard_actor
   p0.next = a1->prev;
   p1.prev = a0->next;
   // Both connects must be in flight together: each side waits for the other.
-  auto h0 = f.self->request(s0, 20s, connect_atom::value, p0);
-  auto h1 = f.self->request(s1, 20s, connect_atom::value, p1);
+  auto h0 = f.self->request(s0, 20s, connect_atom::value, head_term{}, p0);
+  auto h1 = f.self->request(s1, 20s, connect_atom::value, head_term{}, p1);
   bool ok0 = false, ok1 = false;
   h0.receive([&](caf::ok_atom) { ok0 = true; }, [&](caf::error& e) { FAIL("stage 0 connect: " << f.render(e)); });
   h1.receive([&](caf::ok_atom) { ok1 = true; }, [&](caf::error& e) { FAIL("stage 1 connect: " << f.render(e)); });
@@ -93,8 +93,8 @@ TEST_CASE("two pipeline shard actors sample the single engine's first greedy tok
   const auto prompt = prompt_tokens();
   REQUIRE(prompt.size() > 1);
   auto step = prefill_step(prompt);
-  auto h0 = f.self->request(s0, 20s, step_atom::value, step);
-  auto h1 = f.self->request(s1, 20s, step_atom::value, step);
+  auto h0 = f.self->request(s0, 20s, step_atom::value, head_term{}, step);
+  auto h1 = f.self->request(s1, 20s, step_atom::value, head_term{}, step);
   std::optional<step_output> o0, o1;
   h0.receive([&](step_output& o) { o0 = std::move(o); }, [&](caf::error& e) { FAIL("stage 0: " << f.render(e)); });
   h1.receive([&](step_output& o) { o1 = std::move(o); }, [&](caf::error& e) { FAIL("stage 1: " << f.render(e)); });
@@ -113,7 +113,7 @@ TEST_CASE("abort releases a shard waiting for activations that never come, and i
   auto s0 = f.spawn(pipeline_spec(0));
   auto s1 = f.spawn(pipeline_spec(1));
   connect_pipeline(f, s0, s1);
-  auto handle = f.self->request(s1, 20s, step_atom::value, prefill_step(prompt_tokens()));
+  auto handle = f.self->request(s1, 20s, step_atom::value, head_term{}, prefill_step(prompt_tokens()));
   std::this_thread::sleep_for(100ms);  // stage 1 is now blocked receiving from stage 0
   const auto t0 = clock_type::now();
   f.self->send(s1, abort_atom::value);
@@ -134,7 +134,7 @@ TEST_CASE("a shard stopped while its step waits for a peer terminates at once an
   auto s0 = f.spawn(pipeline_spec(0));
   auto s1 = f.spawn(pipeline_spec(1));
   connect_pipeline(f, s0, s1);
-  auto handle = f.self->request(s1, 20s, step_atom::value, prefill_step(prompt_tokens()));
+  auto handle = f.self->request(s1, 20s, step_atom::value, head_term{}, prefill_step(prompt_tokens()));
   std::this_thread::sleep_for(100ms);
   f.self->monitor(s1);
   const auto t0 = clock_type::now();
@@ -157,7 +157,7 @@ TEST_CASE("a shard with a bad model path answers every request with an error nam
   spec.model_path = "/nonexistent/troupe/missing-model.gguf";
   auto s = f.spawn(spec);
   // Asked while loading (pending) and after the failure (later): all get the error.
-  auto pending = f.self->request(s, 20s, connect_atom::value, shard_peers{});
+  auto pending = f.self->request(s, 20s, connect_atom::value, head_term{}, shard_peers{});
   auto addresses = f.ask<shard_addresses>(s, addresses_atom::value);
   REQUIRE(!addresses);
   const auto why = f.render(addresses.error());
@@ -168,7 +168,7 @@ TEST_CASE("a shard with a bad model path answers every request with an error nam
   pending.receive([](caf::ok_atom) { FAIL("connect succeeded without a model"); },
                   [&](caf::error& e) { pending_error = f.render(e); });
   CHECK(pending_error == why);
-  auto later = f.ask<step_output>(s, step_atom::value, step_request{});
+  auto later = f.ask<step_output>(s, step_atom::value, head_term{}, step_request{});
   REQUIRE(!later);
   CHECK(f.render(later.error()) == why);
 }
@@ -184,19 +184,19 @@ TEST_CASE("a node agent spawns a shard, logs its progress and stops it on stop",
   shard_spec spec = pipeline_spec(0);
   spec.n_stages = 1;
   spec.layers = {0, 30};
-  auto shard = f.ask<shard_actor>(agent, spawn_shard_atom::value, spec);
+  auto shard = f.ask<shard_actor>(agent, spawn_shard_atom::value, head_term{}, spec);
   REQUIRE(shard);
   auto addresses = f.ask<shard_addresses>(*shard, addresses_atom::value);
   REQUIRE(addresses);
-  REQUIRE(f.ask<caf::ok_atom>(*shard, connect_atom::value, shard_peers{}));
+  REQUIRE(f.ask<caf::ok_atom>(*shard, connect_atom::value, head_term{}, shard_peers{}));
   const auto prompt = prompt_tokens();
-  auto out = f.ask<step_output>(*shard, step_atom::value, prefill_step(prompt));
+  auto out = f.ask<step_output>(*shard, step_atom::value, head_term{}, prefill_step(prompt));
   REQUIRE(out);
   REQUIRE(out->samples.size() == 1);
   CHECK(out->samples[0].token == engine_first_token(prompt));
 
   f.self->monitor(*shard);
-  REQUIRE(f.ask<caf::ok_atom>(agent, stop_atom::value));
+  REQUIRE(f.ask<caf::ok_atom>(agent, stop_atom::value, head_term{}));
   caf::error reason = caf::sec::runtime_error;
   f.self->receive([&](caf::down_msg& dm) { reason = dm.reason; },
                   caf::after(5s) >> [] { FAIL("the shard did not stop"); });
@@ -225,10 +225,10 @@ TEST_CASE("a node agent logs a shard's load failure", "[actors][shard]") {
   node_agent_options opts;
   opts.model_path = spec.model_path;  // the cluster file names it; loading it fails
   auto agent = spawn_node_agent(f.sys, opts);
-  auto shard = f.ask<shard_actor>(agent, spawn_shard_atom::value, spec);
+  auto shard = f.ask<shard_actor>(agent, spawn_shard_atom::value, head_term{}, spec);
   REQUIRE(shard);
   REQUIRE(!f.ask<shard_addresses>(*shard, addresses_atom::value));
-  REQUIRE(f.ask<caf::ok_atom>(agent, stop_atom::value));
+  REQUIRE(f.ask<caf::ok_atom>(agent, stop_atom::value, head_term{}));
   f.self->send_exit(agent, caf::exit_reason::user_shutdown);
   auto lines = sink->last_formatted();
   CHECK(std::any_of(lines.begin(), lines.end(), [](const std::string& l) {
@@ -271,18 +271,59 @@ TEST_CASE("a shard spawned through a remote node agent is driven over the middle
   shard_spec spec = pipeline_spec(0);
   spec.n_stages = 1;
   spec.layers = {0, 30};
-  auto shard = client.ask<shard_actor>(*remote, spawn_shard_atom::value, spec);
+  auto shard = client.ask<shard_actor>(*remote, spawn_shard_atom::value, head_term{}, spec);
   REQUIRE(shard);
   CHECK(shard->node() == node.sys.node());
   REQUIRE(client.ask<shard_addresses>(*shard, addresses_atom::value));
-  REQUIRE(client.ask<caf::ok_atom>(*shard, connect_atom::value, shard_peers{}));
+  REQUIRE(client.ask<caf::ok_atom>(*shard, connect_atom::value, head_term{}, shard_peers{}));
   const auto prompt = prompt_tokens();
-  auto out = client.ask<step_output>(*shard, step_atom::value, prefill_step(prompt));
+  auto out = client.ask<step_output>(*shard, step_atom::value, head_term{}, prefill_step(prompt));
   REQUIRE(out);
   REQUIRE(out->samples.size() == 1);
   CHECK(out->samples[0].token == engine_first_token(prompt));
-  REQUIRE(client.ask<caf::ok_atom>(*remote, stop_atom::value));
+  REQUIRE(client.ask<caf::ok_atom>(*remote, stop_atom::value, head_term{}));
   node.self->send_exit(agent, caf::exit_reason::user_shutdown);
   client.sys.middleman().unpublish(sup, *sup_port);
   client.self->send_exit(sup, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("a shard adopted by a head of a newer term refuses the older term's steps, connects and adoptions, "
+          "naming both terms, and runs the newer term's steps",
+          "[actors][shard][term]") {
+  shard_fixture f;
+  shard_spec spec = pipeline_spec(0);
+  spec.n_stages = 1;
+  spec.layers = {0, 30};
+  f.spawned.push_back(spawn_shard(f.sys, spec, {}, head_term{1}));
+  const auto s = f.spawned.back();
+  REQUIRE(f.ask<shard_addresses>(s, addresses_atom::value));
+  REQUIRE(f.ask<caf::ok_atom>(s, connect_atom::value, head_term{1}, shard_peers{}));
+  const auto prompt = prompt_tokens();
+  auto before = f.ask<step_output>(s, step_atom::value, head_term{1}, prefill_step(prompt, 7));
+  REQUIRE(before);
+  REQUIRE(before->samples.size() == 1);
+  const auto refused = [&](const caf::error& e, const std::string& what) {
+    const auto why = f.render(e);
+    INFO(why);
+    return why.find("shard s0r0: refused " + what + " of term 1: its owner leads term 2") != std::string::npos;
+  };
+
+  // A head of term 2 adopts the shard: from now on the old leader's steps do nothing.
+  REQUIRE(f.ask<shard_addresses>(s, adopt_atom::value, head_term{2}));
+  auto stale_step = f.ask<step_output>(s, step_atom::value, head_term{1}, prefill_step(prompt, 8));
+  REQUIRE_FALSE(stale_step);
+  CHECK(refused(stale_step.error(), "step 8"));
+  auto stale_connect = f.ask<caf::ok_atom>(s, connect_atom::value, head_term{1}, shard_peers{});
+  REQUIRE_FALSE(stale_connect);
+  CHECK(refused(stale_connect.error(), "a connect"));
+  auto stale_adopt = f.ask<shard_addresses>(s, adopt_atom::value, head_term{1});
+  REQUIRE_FALSE(stale_adopt);
+  CHECK(refused(stale_adopt.error(), "an adoption"));
+
+  // The new owner's connect and step run, and sample what the old owner's did.
+  REQUIRE(f.ask<caf::ok_atom>(s, connect_atom::value, head_term{2}, shard_peers{}));
+  auto after = f.ask<step_output>(s, step_atom::value, head_term{2}, prefill_step(prompt, 9));
+  REQUIRE(after);
+  REQUIRE(after->samples.size() == 1);
+  CHECK(after->samples[0].token == before->samples[0].token);
 }

@@ -66,7 +66,7 @@ struct fault_fixture {
     bool ok = false;
     self->request(s, 20s, addresses_atom::value)
         .receive([](shard_addresses&) {}, [&](caf::error& e) { FAIL("load: " << sys.render(e)); });
-    self->request(s, 20s, connect_atom::value, shard_peers{})
+    self->request(s, 20s, connect_atom::value, head_term{}, shard_peers{})
         .receive([&](caf::ok_atom) { ok = true; }, [&](caf::error& e) { FAIL("connect: " << sys.render(e)); });
     REQUIRE(ok);
     return s;
@@ -108,7 +108,7 @@ TEST_CASE("a shard whose worker hangs in a step is stalled within stall_timeout:
   f.self->monitor(s);
   const auto t0 = clock_type::now();
   std::string error;
-  f.self->request(s, 20s, step_atom::value, prefill(8))
+  f.self->request(s, 20s, step_atom::value, head_term{}, prefill(8))
       .receive([](step_output&) { FAIL("the hung step succeeded"); }, [&](caf::error& e) { error = f.sys.render(e); });
   const auto failed_ms = ms_since(t0);
   INFO(error << " after " << failed_ms << " ms");
@@ -129,7 +129,7 @@ TEST_CASE("a long prefill that advances layer by layer is not a stall", "[actors
   // timeouts, each of its 30 layers (about T / 30, a cold one a few times that) well below one.
   const auto timed_prefill = [&](const shard_actor& s, bool& ok) {
     const auto t0 = clock_type::now();
-    f.self->request(s, 60s, step_atom::value, prefill(128))
+    f.self->request(s, 60s, step_atom::value, head_term{}, prefill(128))
         .receive([&](step_output& out) { ok = out.samples.size() == 1; },
                  [&](caf::error& e) { FAIL("the advancing prefill failed: " << f.sys.render(e)); });
     return ms_since(t0);
@@ -164,7 +164,7 @@ TEST_CASE("a shard stopped while its worker hangs terminates at once, and a new 
   auto spec = whole_model(32);
   auto s = f.spawn_connected(spec);
   const auto step_sent = clock_type::now();
-  auto step = f.self->request(s, 20s, step_atom::value, prefill(8));
+  auto step = f.self->request(s, 20s, step_atom::value, head_term{}, prefill(8));
   REQUIRE(hang.wait_until_hanging());
   f.self->monitor(s);
   const auto t0 = clock_type::now();
@@ -195,7 +195,7 @@ TEST_CASE("a new shard refuses to load when a stopped shard's worker holds its d
   fault_fixture f;
   auto spec = whole_model(32);
   auto s = f.spawn_connected(spec);
-  f.self->send(s, step_atom::value, prefill(8));
+  f.self->send(s, step_atom::value, head_term{}, prefill(8));
   REQUIRE(hang.wait_until_hanging());
   // A replacement is spawned once the stopped shard is down (as the supervisor does): only
   // then has it handed its busy worker's device to the release registry.
