@@ -4,9 +4,13 @@
 // model as tensor 2 x pipeline 2 (tests/chaos/head_cluster.h), 200 seeded streaming HTTP
 // requests spread over both gateways, and kill -9 of the leading head mid-stream. Asserts
 // 0 failed requests, every text identical to the single engine's for the same seed, no
-// shard loading weights again, the standby leading at most 1 s after the kill and tokens
-// flowing again at most 3 s after it. Real processes, real sockets, the real SmolLM2.
+// shard loading weights again, the gateways seeing the loss and the standby leading at most
+// 1 s after the kill, and tokens flowing again at most 3 s after it (docs/reliability.md has
+// the measured runs: on the shared 2-core VM the standby led 0.90 s and 1.34 s after it).
+// Real processes, real sockets, the real SmolLM2.
 #include <signal.h>
+
+#include <algorithm>
 
 #include "chaos/head_cluster.h"
 #include "chaos/http_completions.h"
@@ -51,9 +55,15 @@ TEST_CASE("acceptance with several heads: 200 streams over two gateways on tenso
   head_cluster c(spec, "heads-acceptance");
   stream_wave w(prompts, p, {c.http_port(0), c.http_port(1)});
   auto all = w.all();
-  REQUIRE(wait_streaming(all, seconds(180)));
+  const bool streaming = wait_streaming(all, seconds(180));
+  INFO(std::count_if(all.begin(), all.end(), [](in_flight* f) { return f->events == 0; })
+       << " stream(s) without an event; events so far: " << total_events(all));
+  REQUIRE(streaming);
   // Mid-stream: a quarter of the tokens delivered.
   REQUIRE(wait_events_beyond(all, static_cast<int>(n) * p.max_tokens / 4, seconds(120)));
+  // Head 0 still leads: a leader starved of CPU past the 1 s lease would have stepped down
+  // already (then the host is too loaded for this lease, and the run measures nothing).
+  REQUIRE(count_of(read_text(c.head_log(0)), "stepped down") == 0);
 
   const auto t0 = std::chrono::steady_clock::now();
   c.signal_head(0, SIGKILL);
@@ -75,7 +85,8 @@ TEST_CASE("acceptance with several heads: 200 streams over two gateways on tenso
     check_complete(r, expected[i]);
   }
   CHECK(failed == 0);
-  CHECK(*led - t0 <= milliseconds(1000));      // the loss detected: a standby leads
+  CHECK(*seen - t0 <= milliseconds(1000));     // the gateways saw the loss (a broken connection)
+  CHECK(*led - t0 <= milliseconds(1000));      // the loss detected by the election: a standby leads
   CHECK(*flowing - t0 <= milliseconds(3000));  // tokens flowing again
   check_loaded_once(c, 1);
 }
