@@ -78,16 +78,21 @@ inline std::string sampling_flags(const sampling_params& p) {
   return f.str();
 }
 
-/// The single engine's tokens for each prompt (the fault-free run).
-inline std::vector<std::vector<int32_t>> fault_free(const std::vector<std::string>& prompts, const sampling_params& p) {
+/// The single engine's results for each prompt with sampling `p` (the fault-free run).
+inline auto fault_free_results(const std::vector<std::string>& prompts, const sampling_params& p) {
   engine_config cfg;
   cfg.n_threads = 2;
   cfg.kv_tokens = 8192;
   engine eng(shared_default_model(), cfg);
   std::vector<std::vector<int32_t>> encoded;
   for (const auto& t : prompts) encoded.push_back(shared_default_model()->tokenizer().encode(t, true, true));
+  return eng.generate(encoded, p);
+}
+
+/// The single engine's tokens for each prompt (the fault-free run).
+inline std::vector<std::vector<int32_t>> fault_free(const std::vector<std::string>& prompts, const sampling_params& p) {
   std::vector<std::vector<int32_t>> out;
-  for (auto& r : eng.generate(encoded, p)) out.push_back(r.tokens);
+  for (auto& r : fault_free_results(prompts, p)) out.push_back(r.tokens);
   return out;
 }
 
@@ -157,9 +162,12 @@ inline size_t count_of(const std::string& log, const std::string& text) {
   return n;
 }
 
-/// Runs `troupe <args>` in the background with stdout to `out` and stderr to `err`.
-inline pid_t spawn_troupe(const std::string& args, const std::filesystem::path& out, const std::filesystem::path& err) {
-  return spawn_background({"/bin/sh", "-c", "exec " + troupe_exe() + " " + args + " >" + out.string() + " 2>" + err.string()},
+/// Runs `troupe <args>` in the background with stdout to `out` and stderr to `err`;
+/// `prefix` runs it through a command first (a network namespace's "ip netns exec NS").
+inline pid_t spawn_troupe(const std::string& args, const std::filesystem::path& out, const std::filesystem::path& err,
+                          const std::string& prefix = "") {
+  return spawn_background({"/bin/sh", "-c", "exec " + (prefix.empty() ? "" : prefix + " ") + troupe_exe() + " " +
+                                                args + " >" + out.string() + " 2>" + err.string()},
                           err.string() + ".sh");
 }
 

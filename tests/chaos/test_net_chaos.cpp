@@ -12,8 +12,7 @@
 #include <memory>
 
 #include "chaos/cluster_run.h"
-#include "chaos/netns.h"
-#include "skip.h"
+#include "chaos/lab_privilege.h"
 
 using namespace troupe;
 using namespace troupe::test;
@@ -88,9 +87,7 @@ class net_cluster {
  private:
   pid_t spawn_in(const std::string& host, const std::string& args, const std::filesystem::path& out,
                  const std::filesystem::path& err) {
-    return spawn_background({"/bin/sh", "-c", "exec " + lab_.shell_prefix(host) + " " + troupe_exe() + " " + args +
-                                                  " >" + out.string() + " 2>" + err.string()},
-                            err.string() + ".sh");
+    return spawn_troupe(args, out, err, lab_.shell_prefix(host));
   }
 
   net_lab& lab_;
@@ -197,22 +194,6 @@ net_outcome run_net_scenario(const net_scenario& s, const std::string& dir_name)
   std::printf("net chaos %s: detection %lld ms, serving again %lld ms\n", dir_name.c_str(),
               static_cast<long long>(o.detection.count()), static_cast<long long>(o.serving.count()));
   return o;
-}
-
-/// True when this process lacks the privilege a network lab needs (the case then skips,
-/// tests/skip.h). In CI (CI set and not "false"), which runs as root, a missing privilege
-/// fails the case instead: the CI scenario must run there. Any other error while building
-/// the lab is not a skip: net_lab's constructor throws and the case fails.
-bool lab_needs_privilege() {
-  const auto why = net_lab::missing_privilege();
-  if (why.empty()) return false;
-  const char* ci = std::getenv("CI");
-  if (ci && *ci && std::string(ci) != "false")
-    FAIL("CI is set, so the network-chaos scenarios must run, but this process cannot build network "
-         "namespaces: " << why);
-  skip_case("building network namespaces needs root with CAP_NET_ADMIN and CAP_SYS_ADMIN and the ip command: " +
-            why);
-  return true;
 }
 
 }  // namespace
