@@ -23,7 +23,8 @@ struct node_agent_state {
   /// Loaded shards kept after the head was lost (fault_tolerance.head_grace), until a new
   /// head adopts them (asks for the same spec) or the grace ends.
   std::vector<local_shard> orphans;
-  caf::node_id orphaned_by;     // the head process that lost them: it may not adopt them
+  caf::node_id orphaned_by;     // the head process that lost them: it may not adopt them...
+  uint64_t orphaned_term = 0;   // ...in the term it had then (a later term is a new leadership)
   uint64_t orphan_gen = 0;      // bumps when the orphans change; stale grace timers are ignored
   supervisor_actor supervisor;  // set while attached
   uint64_t generation = 0;      // bumps on attach/stop/loss; stale timers are ignored
@@ -135,6 +136,7 @@ void on_head_gone(agent_ptr self, const caf::node_id& head, const std::string& w
   st.orphans = std::move(st.shards);
   st.shards.clear();
   st.orphaned_by = head;
+  st.orphaned_term = st.term;
   const auto gen = ++st.orphan_gen;
   logger()->warn("{}: keeping {} loaded shard(s) for up to {} ms for a new head to adopt", why, st.orphans.size(),
                  grace.count());
@@ -250,7 +252,10 @@ void register_with(agent_ptr self, uint64_t gen, const supervisor_actor& sup, ui
             // The head that lost the node has failed and replaced its shards: it never adopts
             // them. Checked once it answered: right after a loss the middleman may still hand
             // out the dead head's proxy, whose registration never succeeds.
-            if (sup.node() == self->state.orphaned_by) fence_orphans(self, "the head that lost them is back");
+            // A head that stepped down execs itself in place (same pid, same node id): coming
+            // back with a later term it is a new leadership, which adopts them like any other.
+            if (sup.node() == self->state.orphaned_by && term <= self->state.orphaned_term)
+              fence_orphans(self, "the head that lost them is back");
             notify(self, node_event::registered, term > 0 ? "term " + std::to_string(term) : "");
             self->send(self, heartbeat_atom::value, gen);
           },

@@ -4,8 +4,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <random>
 #include <stdexcept>
 #include <vector>
 
@@ -24,6 +26,19 @@ struct head_leadership::shared {
   std::optional<std::string> fallen;  ///< why it stepped down after it led
 };
 
+namespace {
+
+/// 16 hex digits that differ for every process image (random, from the OS).
+std::string image_nonce() {
+  std::random_device rd;
+  const uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
 head_leadership::head_leadership(caf::actor_system& sys, const cluster_config& c, std::size_t index,
                                  troupe_metrics* metrics)
     : sys_(sys), shared_(std::make_shared<shared>()) {
@@ -36,7 +51,10 @@ head_leadership::head_leadership(caf::actor_system& sys, const cluster_config& c
                                "heads[" + std::to_string(index) + "].voter_port");
   voter_port_ = me.voter_port;
   head_election_options eo;
-  eo.id = "head-" + std::to_string(index);
+  // One id per process image: a head that stepped down and exec'd itself (same pid) must
+  // not renew its former image's lease in the same term; it waits for the lease to end and
+  // wins a later term, which nodes and clients tell apart from the one it lost.
+  eo.id = "head-" + std::to_string(index) + "@" + image_nonce();
   eo.voters = election_voters(c);
   eo.timing = timing;
   eo.metrics = metrics;

@@ -21,7 +21,8 @@ namespace troupe {
 /// This head's voter and election, and what the election reported.
 class head_leadership {
  public:
-  /// Publishes the voter of heads[index] and starts the election (id "head-<index>").
+  /// Publishes the voter of heads[index] and starts the election (id "head-<index>@<nonce>",
+  /// one per process image).
   /// Throws std::runtime_error naming the address when the voter's port cannot be bound,
   /// std::invalid_argument for an index outside `heads`. `metrics` (troupe_head_*) may be
   /// null and must outlive this object.
