@@ -34,6 +34,9 @@ state_replica_actor listen_standby(head_process& standby, const std::filesystem:
   return r;
 }
 
+/// (Checks between listen_standby and stop are CHECKs, never REQUIREs: a detached replica
+/// left running would hold up the end of its actor system, and the case would hang.)
+
 /// Polls the standby's replica until it holds `sequence` (or 10 s); what it holds then.
 std::tuple<uint64_t, uint64_t, std::string> wait_for_sequence(head_process& standby, const state_replica_actor& r,
                                                               uint64_t sequence) {
@@ -92,21 +95,21 @@ TEST_CASE("a change of placement gets the next sequence, is saved by the leader 
     CHECK(latest.sequence == 3);
     CHECK(latest.term == 2);
     CHECK(latest.replicas[0].shards[1].node == "n1");
-    REQUIRE(recorder.wait_saved(3, 5000ms));
+    CHECK(recorder.wait_saved(3, 5000ms));
     CHECK(m->head_state_sequence.value() == 3);
 
     const auto on_disk = head_state_store({dir / "leader"}).load();
-    REQUIRE(on_disk);
-    CHECK(on_disk->state == latest);
+    CHECK(on_disk);
+    if (on_disk) CHECK(on_disk->state == latest);
     const auto [term, sequence, bytes] = wait_for_sequence(standby, replica, 3);
     CHECK(term == 2);
-    REQUIRE(sequence == 3);
-    CHECK(decode(bytes, "the standby's replica") == latest);
+    CHECK(sequence == 3);
+    if (sequence == 3) CHECK(decode(bytes, "the standby's replica") == latest);
     CHECK(m->head_state_replication_errors.with({"heads[1]"}).value() == 0);
   }
   const auto on_standby_disk = head_state_store({dir / "standby"}).load();
-  REQUIRE(on_standby_disk);
-  CHECK(on_standby_disk->state.sequence == 3);
+  CHECK(on_standby_disk);
+  if (on_standby_disk) CHECK(on_standby_disk->state.sequence == 3);
   stop(standby, replica, port);
 }
 
@@ -134,8 +137,8 @@ TEST_CASE("a standby that does not listen never holds the leader up, and gets th
   auto replica = listen_standby(standby, dir / "standby", port);
   const auto [term, sequence, bytes] = wait_for_sequence(standby, replica, 4);
   CHECK(term == 5);
-  REQUIRE(sequence == 4);
-  CHECK(decode(bytes, "the standby's replica").autoscale.target == 3);
+  CHECK(sequence == 4);
+  if (sequence == 4) CHECK(decode(bytes, "the standby's replica").autoscale.target == 3);
   recorder.stop();
   stop(standby, replica, port);
 }
