@@ -118,6 +118,14 @@ troupe_metrics::troupe_metrics(metrics::registry& r)
                                                "Per takeover: from the end of the previous leader's lease to this "
                                                "head holding the lease.",
                                                metrics::latency_buckets())
-                                .with()) {}
+                                .with()),
+      head_state_sequence(r.gauge_family("troupe_head_state_sequence",
+                                         "Sequence of the latest head state this leader recorded (grows by one "
+                                         "with every change of membership, placement or targets).")
+                              .with()),
+      head_state_replication_errors(r.counter_family("troupe_head_state_replication_errors_total",
+                                                     "Failed saves of the leader's head state (target=\"disk\") "
+                                                     "and failed sends of it to a standby (target=\"heads[I]\").",
+                                                     {"target"})) {}
 
 }  // namespace troupe

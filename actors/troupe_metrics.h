@@ -99,6 +99,12 @@ struct troupe_metrics {
   /// troupe_head_takeover_seconds: per takeover, from the end of the previous leader's lease
   /// (as the voters last reported it, or this head's own stepping down) to holding the lease.
   metrics::histogram& head_takeover_seconds;
+  /// troupe_head_state_sequence: the sequence of the latest replicated head state this leader
+  /// recorded (actors/leadership/head_state_recorder.h); 0 before the first.
+  metrics::gauge& head_state_sequence;
+  /// troupe_head_state_replication_errors_total{target}: failed saves of the leader's state
+  /// ("disk") and failed sends to a standby's state replica (the standby's "heads[I]").
+  metrics::family<metrics::counter>& head_state_replication_errors;
 };
 
 }  // namespace troupe

@@ -44,6 +44,7 @@ void read_head(section s, head_section& h, bool in_list = false) {
   s.get("host", h.host);
   s.get_port("port", h.port);
   if (in_list) s.get_port("voter_port", h.voter_port, true);
+  if (in_list) s.get_port("state_port", h.state_port, true);
   s.finish();
 }
 
@@ -54,7 +55,7 @@ void read_heads(const reader& r, const YAML::Node& list, cluster_config& c, bool
   c.heads.clear();
   if (list.IsNull() || (list.IsSequence() && list.size() == 0)) return;  // no list: the single head
   if (!list.IsSequence())
-    r.fail(list, "heads", "expected a list of heads (host, port, voter_port), got " + describe(list));
+    r.fail(list, "heads", "expected a list of heads (host, port, voter_port, state_port), got " + describe(list));
   for (std::size_t i = 0; i < list.size(); ++i) {
     head_section h;
     read_head(section(r, list[i], indexed("heads", i)), h, true);
@@ -187,6 +188,7 @@ void read_leadership(section s, leadership_section& v) {
   s.get("lease_duration", v.lease_duration);
   s.get("drift_margin", v.drift_margin);
   s.get("state_dir", v.state_dir);
+  s.get("single_head_state", v.single_head_state);
   s.finish();
 }
 
@@ -332,7 +334,7 @@ std::string to_yaml(const cluster_config& c) {
     for (const auto& h : c.heads)
       out << YAML::BeginMap << YAML::Key << "host" << YAML::Value << YAML::DoubleQuoted << h.host << YAML::Key
           << "port" << YAML::Value << h.port << YAML::Key << "voter_port" << YAML::Value << h.voter_port
-          << YAML::EndMap;
+          << YAML::Key << "state_port" << YAML::Value << h.state_port << YAML::EndMap;
     out << YAML::EndSeq;
   }
   out << YAML::Key << "nodes" << YAML::Value << YAML::BeginSeq;
@@ -409,7 +411,8 @@ std::string to_yaml(const cluster_config& c) {
   const auto& le = c.leadership;
   out << YAML::Key << "leadership" << YAML::Value << YAML::BeginMap << YAML::Key << "lease_duration" << YAML::Value
       << ms(le.lease_duration) << YAML::Key << "drift_margin" << YAML::Value << ms(le.drift_margin) << YAML::Key
-      << "state_dir" << YAML::Value << YAML::DoubleQuoted << le.state_dir << YAML::EndMap;
+      << "state_dir" << YAML::Value << YAML::DoubleQuoted << le.state_dir << YAML::Key << "single_head_state"
+      << YAML::Value << le.single_head_state << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

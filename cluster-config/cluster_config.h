@@ -58,6 +58,10 @@ struct head_section {
   /// `heads:` entries only (required with more than one head): the port of this head's
   /// lease voter on its host (docs/reliability.md, "Leadership").
   uint16_t voter_port = 0;
+  /// `heads:` entries only, optional: the port on its host where this head, while it
+  /// stands by, takes the leader's replicated state (its state replica); 0 = the leader
+  /// sends it nothing, and when this head leads it places from the cluster file.
+  uint16_t state_port = 0;
 };
 
 /// One entry of `gateways:` — a `troupe gateway` process: an HTTP front door of its own,
@@ -221,8 +225,13 @@ struct leadership_section {
   /// lease. Below lease_duration / 3.
   std::chrono::milliseconds drift_margin{200};
   /// Directory of the head's replicated state (a path relative to the working directory, or
-  /// absolute); read and validated, not used yet.
+  /// absolute): with several heads, head I keeps it in `<state_dir>/head-I`; a single head
+  /// in `<state_dir>` itself, and only with single_head_state.
   std::string state_dir = "troupe-state";
+  /// A single head (no `heads:`) also saves its state in state_dir and starts from it, so a
+  /// cold restart keeps the placement. Off by default: a plain `troupe serve` writes nothing
+  /// into its working directory.
+  bool single_head_state = false;
 };
 
 /// Where a Redis cache lives, from redis://[:password@]host[:port][/db].

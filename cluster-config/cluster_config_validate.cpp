@@ -330,10 +330,13 @@ void check_heads(const checker& k, const cluster_config& c) {
     k.require(!h.host.empty(), join(path, "host"), "must not be empty");
     k.at_least(h.port, 1, join(path, "port"));
     claim(h.host, h.port, join(path, "port"));
+    k.require(several || h.state_port == 0, join(path, "state_port"),
+              "a head takes the leader's state only among several heads (heads:), and this file has one head");
     if (!several) continue;
     k.require(h.voter_port != 0, join(path, "voter_port"),
               "is required with more than one head: the port of this head's lease voter");
     claim(h.host, h.voter_port, join(path, "voter_port"));
+    if (h.state_port != 0) claim(h.host, h.state_port, join(path, "state_port"));
   }
   if (several)
     k.require(voters >= 3, "heads",

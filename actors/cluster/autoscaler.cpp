@@ -145,6 +145,11 @@ autoscaler_actor::behavior_type autoscaler_impl(autoscaler_ptr self, autoscaler_
   st.opts = std::move(opts);
   st.available = st.opts.config.parallel.replicas;
   st.policy.emplace(st.opts.config.autoscale, st.opts.config.parallel.replicas);
+  if (st.opts.initial_target > 0) {
+    st.policy->start_at(st.opts.initial_target);
+    logger()->info("autoscale: starting from the target of {} active replica(s) the head state holds",
+                   st.policy->wanted());
+  }
   const auto& a = st.opts.config.autoscale;
   logger()->info("autoscale: between {} and {} active replica(s), sampling every {} ms", std::max(1, a.min_replicas),
                  st.policy->max_replicas(), a.interval.count());

@@ -6,6 +6,7 @@
 /// and sends the replica manager `scale_atom, target`. The manager (actors/cluster/placement.cpp)
 /// parks the replicas above the target (drained, shards stopped, devices freed) and
 /// restores parked ones when the target rises.
+#include <algorithm>
 #include <caf/all.hpp>
 #include <chrono>
 #include <memory>
@@ -59,6 +60,9 @@ class autoscale_policy {
   scale_decision decide(const load_sample& s);
   /// The target before it is clamped to what is available.
   int wanted() const { return wanted_; }
+  /// Starts from `target` (within 1 and max_replicas) instead of the most allowed: a head
+  /// that took over keeps the target its predecessor reached.
+  void start_at(int target) { wanted_ = std::max(1, std::min(target, max_)); }
   /// The most active replicas (max_replicas, or the file's replicas).
   int max_replicas() const { return max_; }
 
@@ -81,6 +85,8 @@ struct autoscaler_options {
   /// Where the replicas publish their gauges (KV usage, queues) and where the target and
   /// decisions go; null: the router's numbers only, and no KV usage.
   std::shared_ptr<troupe_metrics> metrics;
+  /// The target to start from (the replicated head state's; -1: the most allowed).
+  int initial_target = -1;
 };
 
 /// Spawns the autoscaler; it runs until it is sent an exit message.

@@ -18,6 +18,7 @@
 #include "actors/cluster/node_agent.h"
 #include "actors/cluster/supervisor.h"
 #include "actors/leadership/head_leadership.h"
+#include "actors/leadership/head_state_setup.h"
 #include "actors/link_connect.h"
 #include "actors/link_security.h"
 
@@ -167,7 +168,12 @@ int run_head(const head_options& o) {
   caf::actor_system sys{cfg};
   std::unique_ptr<head_leadership> leadership;
   supervisor_options so;
+  const auto state_dir = head_state_directory(o.config, o.head_index);
+  state_replica_actor replica;  // a standby's copy of the leader's state
+  actor_guard replica_guard;    // stops it on every way out
   if (o.head_index) {
+    replica = publish_state_replica(sys, o.config, *o.head_index, *state_dir);
+    if (replica) replica_guard.actors.push_back(caf::actor_cast<caf::actor>(replica));
     leadership = std::make_unique<head_leadership>(sys, o.config, *o.head_index, o.metrics.get());
     int sig = 0;
     const auto term = leadership->wait_to_lead([&] { return (sig = sigs.wait(std::chrono::milliseconds{50})) != 0; });
@@ -179,6 +185,13 @@ int run_head(const head_options& o) {
     so.term = *term;
     so.head_index = *o.head_index;
   }
+  // A head with no state_port never hears of another leader's changes: its own store may be
+  // older than the cluster, so it places from the file (and still saves what it leads).
+  const bool replicated = !o.head_index || o.config.heads[*o.head_index].state_port != 0;
+  so.restored = state_to_lead_from(sys, o.config, replica, replicated ? state_dir : std::nullopt);
+  so.recorder = make_head_state_recorder(sys, o.config, o.head_index, so.term, state_dir, so.restored, o.metrics);
+  auto recorder = so.recorder;
+  auto restored = so.restored;
   so.config = o.config;
   so.config_path = o.config_path;
   so.overrides = o.overrides;
@@ -197,7 +210,7 @@ int run_head(const head_options& o) {
   log_links(sys, head.host);
   caf::scoped_actor{sys}->send(sup, start_atom::value);  // a sender of this process: the head's own
   std::atomic<bool> stopping{false};
-  head_context ctx{sys, caf::actor_cast<caf::actor>(sup), {}, stopping};
+  head_context ctx{sys, caf::actor_cast<caf::actor>(sup), {}, stopping, std::move(restored), recorder};
   std::atomic<bool> main_done{false};
   int exit_code = 0;
   std::thread main_thread;
@@ -234,6 +247,7 @@ int run_head(const head_options& o) {
                  [&](caf::error& e) { logger()->warn("stopping nodes: {}", sys.render(e)); });
   }
   caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
+  if (recorder) recorder->stop();  // the latest state saved; the senders stop
   for (const auto& ex : launcher->wait_all(std::chrono::milliseconds{1000}))
     logger()->info("node {} (pid {}) {}", ex.name, ex.pid, ex.description);
   for (const auto& ex : launcher->stop_all(std::chrono::milliseconds{2000}))

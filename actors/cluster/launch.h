@@ -15,6 +15,7 @@
 #include <atomic>
 #include <caf/all.hpp>
 
+#include "actors/leadership/head_state_recorder.h"
 #include "actors/troupe_metrics.h"
 #include "cluster-config/cluster_config.h"
 
@@ -140,6 +141,11 @@ struct head_context {
   caf::actor supervisor;                ///< the supervisor (actor_cast to supervisor_actor)
   std::vector<caf::actor> keep_alive;   ///< actors that must live until the head stops
   const std::atomic<bool>& stopping;    ///< set when a signal asks the head to stop
+  /// The replicated head state this head starts from (its store, or what it took as a
+  /// standby); nullopt: place from the cluster file.
+  std::optional<head_state> restored;
+  /// Where the data plane records placement changes (null: the head keeps no state).
+  std::shared_ptr<head_state_recorder> recorder;
 };
 
 /// `troupe serve`: the head process.

@@ -1,12 +1,14 @@
 #include "actors/cluster/placement.h"
 
 #include <map>
+#include <set>
 #include <mutex>
 #include <thread>
 
 #include "actors/actor_system_config.h"
 #include "actors/cluster/autoscaler.h"
 #include "actors/cluster/node_agent.h"
+#include "actors/cluster/replan.h"
 #include "actors/cluster/replica_manager.h"
 #include "actors/cluster/supervisor.h"
 
@@ -59,9 +61,10 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-/// Waits until every node of `c` is registered; returns name -> agent.
+/// Waits until every node of `c` named in `needed` is registered; returns name -> agent.
 std::map<std::string, node_agent_actor> wait_for_nodes(caf::scoped_actor& self, const caf::actor& sup,
-                                                       const cluster_config& c, clock_type::time_point deadline,
+                                                       const cluster_config& c, const std::set<std::string>& needed,
+                                                       clock_type::time_point deadline,
                                                        const std::atomic<bool>& stopping) {
   auto typed = caf::actor_cast<supervisor_actor>(sup);
   while (!stopping) {
@@ -73,13 +76,17 @@ std::map<std::string, node_agent_actor> wait_for_nodes(caf::scoped_actor& self, 
                 agents[names[i]] = caf::actor_cast<node_agent_actor>(handles[i]);
             },
             [](caf::error&) {});
-    if (agents.size() == c.nodes.size()) return agents;
+    bool all = true;
+    for (const auto& n : needed) all = all && agents.count(n);
+    if (all) return agents;
     if (clock_type::now() > deadline) {
       std::string missing;
       for (const auto& n : c.nodes)
-        if (!agents.count(n.name)) missing += (missing.empty() ? "" : ", ") + n.name + " (" + endpoint(n.host, n.port) + ")";
-      throw std::runtime_error("placement: only " + std::to_string(agents.size()) + " of " +
-                               std::to_string(c.nodes.size()) + " nodes registered in time; never registered: " +
+        if (needed.count(n.name) && !agents.count(n.name)) missing += (missing.empty() ? "" : ", ") + n.name + " (" + endpoint(n.host, n.port) + ")";
+      size_t registered = 0;
+      for (const auto& n : needed) registered += agents.count(n);
+      throw std::runtime_error("placement: only " + std::to_string(registered) + " of " +
+                               std::to_string(needed.size()) + " nodes registered in time; never registered: " +
                                missing);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -106,6 +113,7 @@ std::vector<std::vector<shard_actor>> spawn_all_shards(caf::actor_system& sys,
                                                        const std::map<std::string, node_agent_actor>& agents,
                                                        const cluster_config& c, const model_config& m,
                                                        const std::vector<shard_slot>& slots, head_term term,
+                                                       const std::vector<cluster_config>& plan_configs,
                                                        const std::atomic<bool>& stopping) {
   struct answers {
     std::mutex mutex;
@@ -121,7 +129,7 @@ std::vector<std::vector<shard_actor>> spawn_all_shards(caf::actor_system& sys,
     const auto& slot = slots[i];
     const std::string what = "placement: node " + slot.node + " could not spawn shard s" +
                              std::to_string(slot.stage) + "r" + std::to_string(slot.rank) + ": ";
-    askers.push_back(sys.spawn([a, i, what, term, agent = agents.at(slot.node), spec = make_shard_spec(c, m, slot)](
+    askers.push_back(sys.spawn([a, i, what, term, agent = agents.at(slot.node), spec = make_shard_spec(plan_configs[static_cast<size_t>(slot.replica)], m, slot)](
                   caf::event_based_actor* self) {
       self->request(agent, std::chrono::seconds(30), spawn_shard_atom::value, term, spec)
           .then(
@@ -165,16 +173,48 @@ std::vector<caf::actor> data_plane::actors() const {
 }
 
 
+namespace {
+
+/// The placement to bring up: the restored state's when it fits the file (else the file's,
+/// with a warning naming what does not fit), or the file's.
+restored_placement initial_placement(const cluster_config& c, const std::optional<head_state>& restored) {
+  if (restored) {
+    try {
+      auto p = placement_from_state(c, *restored);
+      logger()->info("placement: from the head state of term {} sequence {} ({} shard(s), {} parked replica(s))",
+                     restored->term, restored->sequence, p.slots.size(), p.parked.size());
+      return p;
+    } catch (const std::exception& e) {
+      logger()->warn("placement: {}; placing from the cluster file instead", e.what());
+    }
+  }
+  restored_placement p;
+  p.slots = plan_placement(c);
+  p.plans.assign(static_cast<size_t>(c.parallel.replicas), full_plan(c));
+  return p;
+}
+
+}  // namespace
+
 data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& supervisor,
                              const cluster_config& c, std::shared_ptr<const model> meta,
                              std::chrono::milliseconds timeout, const std::atomic<bool>& stopping,
-                             std::shared_ptr<troupe_metrics> metrics) {
+                             std::shared_ptr<troupe_metrics> metrics, const bring_up_state& from) {
   const auto deadline = clock_type::now() + timeout;
   caf::scoped_actor self{sys};
-  auto agents = wait_for_nodes(self, supervisor, c, deadline, stopping);
+  const auto placed = initial_placement(c, from.restored);
+  std::set<std::string> needed;
+  if (from.restored)
+    for (const auto& slot : placed.slots) needed.insert(slot.node);
+  else
+    for (const auto& n : c.nodes) needed.insert(n.name);
+  auto agents = wait_for_nodes(self, supervisor, c, needed, deadline, stopping);
   const auto term = head_term_of(self, supervisor);
-  const auto slots = plan_placement(c);
-  auto shards = spawn_all_shards(sys, agents, c, meta->config(), slots, term, stopping);
+  const auto& slots = placed.slots;
+  std::vector<cluster_config> plan_configs;
+  for (const auto& plan : placed.plans)
+    plan_configs.push_back(plan == full_plan(c) || plan.shards() == 0 ? c : config_for_plan(c, plan));
+  auto shards = spawn_all_shards(sys, agents, c, meta->config(), slots, term, plan_configs, stopping);
   // Replicas report state changes to the manager, which is spawned after them (a box
   // hands them its handle), and which forwards them to the router.
   struct manager_box {
@@ -188,7 +228,7 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
   for (int r = 0; r < c.parallel.replicas; ++r) {
     replica_options o;
     o.index = r;
-    o.config = c;
+    o.config = plan_configs[static_cast<size_t>(r)];  // a parked or retired one gets no shards
     o.meta = meta;
     o.shards = shards[static_cast<size_t>(r)];
     o.term = term;
@@ -213,6 +253,12 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
   mo.model = meta->config();
   mo.supervisor = caf::actor_cast<supervisor_actor>(supervisor);
   mo.slots = slots;
+  mo.original = plan_placement(c);
+  mo.plans = placed.plans;
+  mo.parked = placed.parked;
+  mo.rebuilds = placed.rebuilds;
+  mo.scale_target = placed.scale_target;
+  mo.recorder = from.recorder;
   mo.replicas = plane.replicas;
   mo.shards = shards;
   mo.router = caf::actor_cast<caf::actor>(plane.router);
@@ -231,7 +277,8 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
   }
   plane.ready = ready;
   if (c.autoscale.enabled)
-    plane.autoscaler = spawn_autoscaler(sys, autoscaler_options{c, plane.router, plane.manager, metrics});
+    plane.autoscaler =
+        spawn_autoscaler(sys, autoscaler_options{c, plane.router, plane.manager, metrics, placed.scale_target});
   return plane;
 }
 

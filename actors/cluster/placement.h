@@ -4,9 +4,12 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "actors/leadership/head_state_recorder.h"
 #include "actors/serving/replica.h"
 #include "actors/serving/router.h"
 #include "cluster-config/cluster_config.h"
@@ -42,14 +45,27 @@ struct data_plane {
   std::vector<caf::actor> actors() const;
 };
 
-/// Brings the data plane up from the head, blocking: waits until every node registered,
-/// asks each slot's node agent to spawn its shard, spawns the replicas and the router,
-/// and waits until at least one replica is ready. Throws std::runtime_error naming what
-/// did not come up in time.
+/// What the head starts its data plane from besides the cluster file.
+struct bring_up_state {
+  /// The replicated state this head starts from (a standby that took over, or a cold
+  /// restart): every replica is placed as it says (same node and device, same shape,
+  /// parked ones stay parked, the autoscaler's target kept), the head waits only for the
+  /// nodes it places shards on, and those nodes hand over the shards they kept (adoption).
+  /// nullopt: the cluster file's placement.
+  std::optional<head_state> restored;
+  /// Where the replica manager records placement changes (null = nowhere).
+  std::shared_ptr<head_state_recorder> recorder;
+};
+
+/// Brings the data plane up from the head, blocking: waits until every node registered
+/// (with a restored state: every node it places a shard on), asks each slot's node agent
+/// to spawn its shard, spawns the replicas and the router, and waits until at least one
+/// replica is ready. Throws std::runtime_error naming what did not come up in time.
 data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& supervisor,
                                              const cluster_config& c, std::shared_ptr<const model> meta,
                                              std::chrono::milliseconds timeout,
                                              const std::atomic<bool>& stopping,
-                                             std::shared_ptr<troupe_metrics> metrics = nullptr);
+                                             std::shared_ptr<troupe_metrics> metrics = nullptr,
+                                             const bring_up_state& from = {});
 
 }  // namespace troupe

@@ -95,3 +95,44 @@ std::vector<shard_slot> slots_for_plan(int replica, const replica_plan& p, const
 }
 
 }  // namespace troupe
+
+namespace troupe {
+
+restored_placement placement_from_state(const cluster_config& c, const head_state& s) {
+  const auto where = [&](const std::string& what) {
+    return std::runtime_error("head state of term " + std::to_string(s.term) + " sequence " +
+                              std::to_string(s.sequence) + ": " + what);
+  };
+  if (static_cast<int>(s.replicas.size()) != c.parallel.replicas)
+    throw where("it holds " + std::to_string(s.replicas.size()) + " replica(s), the cluster file " +
+                std::to_string(c.parallel.replicas) + " (parallel.replicas)");
+  restored_placement p;
+  std::map<node_device, int> free;  // units of each device of the file
+  for (const auto& n : c.nodes)
+    for (const auto& d : n.devices) ++free[{n.name, d}];
+  const auto full = full_plan(c);
+  for (const auto& r : s.replicas) {
+    const replica_plan plan{r.tensor, r.pipeline};
+    if (plan.tensor > full.tensor || plan.pipeline > full.pipeline)
+      throw where("replica " + std::to_string(r.index) + " is " + std::to_string(r.tensor) + " x " +
+                  std::to_string(r.pipeline) + ", larger than the file's plan");
+    p.plans.push_back(plan);
+    p.rebuilds.push_back(r.rebuilds);
+    if (r.parked) p.parked.insert(r.index);
+    if (static_cast<int>(r.shards.size()) != plan.shards())
+      throw where("replica " + std::to_string(r.index) + " has " + std::to_string(r.shards.size()) +
+                  " shard(s) for its shape " + std::to_string(r.tensor) + " x " + std::to_string(r.pipeline));
+    for (const auto& sh : r.shards) {
+      auto it = free.find({sh.node, sh.device});
+      if (it == free.end() || it->second == 0)
+        throw where("shard " + sh.name + " is on node " + sh.node + " device " + sh.device +
+                    (it == free.end() ? ", which the cluster file does not list" : ", which another shard holds"));
+      --it->second;
+      p.slots.push_back({r.index, sh.stage, sh.rank, sh.node, sh.device});
+    }
+  }
+  p.scale_target = s.autoscale.target;
+  return p;
+}
+
+}  // namespace troupe

@@ -3,11 +3,13 @@
 /// which tensor x pipeline shape fits a number of devices and the model's head counts,
 /// and which devices a replica may take. The replica manager (actors/cluster/placement.cpp) uses it.
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "actors/cluster/placement.h"
+#include "actors/leadership/head_state.h"
 #include "cluster-config/cluster_config.h"
 #include "runtime/model/model_config.h"
 
@@ -61,5 +63,19 @@ std::vector<node_device> devices_for_replica(const cluster_config& c, int replic
 /// Slots of `replica` for plan `p` on the first p.shards() entries of `devices` (stage,
 /// then rank). Throws std::invalid_argument when `devices` has fewer entries.
 std::vector<shard_slot> slots_for_plan(int replica, const replica_plan& p, const std::vector<node_device>& devices);
+
+/// Where the replicated head state puts the replicas (a new leader starts from it).
+struct restored_placement {
+  std::vector<shard_slot> slots;    ///< every shard of the replicas that run
+  std::vector<replica_plan> plans;  ///< per replica ({0, 0}: parked or retired)
+  std::set<int32_t> parked;         ///< parked by the autoscaler
+  std::vector<int32_t> rebuilds;    ///< per replica
+  int32_t scale_target = -1;        ///< the autoscaler's target (-1: none)
+};
+
+/// The placement `s` holds, checked against the cluster file `c` (as many replicas, each
+/// shard on a node of the file with that device, no device twice, each replica's shards
+/// filling its shape). Throws std::runtime_error naming what does not fit.
+restored_placement placement_from_state(const cluster_config& c, const head_state& s);
 
 }  // namespace troupe

@@ -54,10 +54,14 @@ struct manager_state {
   std::set<int32_t> local_handed;         ///< stage-local rebuilds handed to their replica, not yet ready
   std::set<caf::actor_addr> dead_shards;  ///< shards seen down (monitored since spawned)
   head_term term;                         ///< the head's term: every spawn request carries it
+  std::vector<int32_t> rebuilds;          ///< per replica: times its shards were spawned again
+  std::shared_ptr<head_state_recorder> recorder;  ///< the replicated head state (null = none)
   static inline const char* name = "troupe.replica_manager";
 };
 
 using manager_ptr = manager_actor::stateful_pointer<manager_state>;
+
+std::vector<shard_slot> slots_of(const manager_state& st, int32_t replica);
 
 /// Whether `replica` was retired (no plan fitted the devices left).
 bool retired(const manager_state& st, int32_t replica) { return st.plans[static_cast<size_t>(replica)].shards() == 0; }
@@ -69,8 +73,43 @@ bool degraded(const manager_state& st) {
   return false;
 }
 
+/// The placement as the replicated head state holds it: every replica's shape, whether it
+/// is parked, its rebuilds and its shards (stage, then rank) with their layers.
+std::vector<replica_state> replica_states(const manager_state& st) {
+  std::vector<replica_state> out;
+  for (size_t r = 0; r < st.plans.size(); ++r) {
+    replica_state rs;
+    rs.index = static_cast<int32_t>(r);
+    rs.tensor = st.plans[r].tensor;
+    rs.pipeline = st.plans[r].pipeline;
+    rs.parked = st.parked.count(rs.index) > 0;
+    rs.rebuilds = r < st.rebuilds.size() ? st.rebuilds[r] : 0;
+    if (st.plans[r].shards() > 0) {
+      auto mine = slots_of(st, rs.index);
+      std::sort(mine.begin(), mine.end(), [](const shard_slot& a, const shard_slot& b) {
+        return std::make_pair(a.stage, a.rank) < std::make_pair(b.stage, b.rank);
+      });
+      const auto plan_config = config_for_plan(st.config, st.plans[r]);
+      for (const auto& slot : mine) {
+        const auto layers = make_shard_spec(plan_config, st.model, slot).layers;
+        rs.shards.push_back({shard_name(rs.index, slot.stage, slot.rank), slot.node, slot.device, slot.stage,
+                             slot.rank, layers.begin, layers.end});
+      }
+    }
+    out.push_back(std::move(rs));
+  }
+  return out;
+}
+
+/// Hands the placement and the autoscaler's target to the recorder (a new sequence only
+/// when something changed).
+void record(const manager_state& st) {
+  if (st.recorder) st.recorder->set_replicas(replica_states(st), autoscale_state{st.scale_target, -1});
+}
+
 /// Publishes and logs the capacity: replicas ready (at the full plan) and devices in use.
 void publish_capacity(manager_state& st) {
+  record(st);
   const auto full = full_plan(st.config);
   int ready = 0, at_full = 0, in_use = 0;
   for (size_t r = 0; r < st.plans.size(); ++r) {
@@ -116,6 +155,7 @@ void rebuild(manager_ptr self, int32_t replica, const std::map<std::string, node
   st.slots.insert(st.slots.end(), slots.begin(), slots.end());
   st.plans[r] = plan;
   st.ready[r] = false;  // a serving replica goes down for the switch
+  if (r < st.rebuilds.size()) ++st.rebuilds[r];
   publish_capacity(st);
   struct spawning {
     std::vector<shard_actor> fresh;
@@ -447,6 +487,7 @@ void restore_parked(manager_ptr self, const std::map<std::string, node_agent_act
 int32_t on_scale(manager_ptr self, int32_t target) {
   auto& st = self->state;
   st.scale_target = std::max<int32_t>(1, target);
+  record(st);
   const auto active = active_replicas(st);
   auto excess = static_cast<int32_t>(active.size()) - st.scale_target;
   for (auto it = active.rbegin(); it != active.rend() && excess > 0; ++it)
@@ -478,6 +519,10 @@ manager_actor::behavior_type manager_impl(manager_ptr self, manager_state init) 
   for (const auto& group : self->state.shards)
     for (const auto& s : group) self->monitor(s);
   self->set_down_handler([self](caf::down_msg& dm) { self->state.dead_shards.insert(dm.source); });
+  if (degraded(self->state)) {  // started from a head state with a smaller or retired replica
+    self->state.sweeping = true;
+    self->send(self, sweep_atom::value);
+  }
   return {
       [self](ready_atom, int32_t replica, bool ok) { on_replica_state(self, replica, ok); },
       [self](hold_atom, int32_t replica) { on_replica_hold(self, replica); },
@@ -517,9 +562,14 @@ caf::actor spawn_replica_manager(caf::actor_system& sys, replica_manager_options
   ms.model = std::move(o.model);
   ms.supervisor = std::move(o.supervisor);
   ms.slots = o.slots;
-  ms.original = std::move(o.slots);
-  ms.plans.assign(static_cast<size_t>(ms.config.parallel.replicas), full_plan(ms.config));
-  ms.ready.assign(static_cast<size_t>(ms.config.parallel.replicas), false);
+  ms.original = o.original.empty() ? std::move(o.slots) : std::move(o.original);
+  const auto replicas = static_cast<size_t>(ms.config.parallel.replicas);
+  ms.plans = o.plans.size() == replicas ? std::move(o.plans) : std::vector<replica_plan>(replicas, full_plan(ms.config));
+  ms.ready.assign(replicas, false);
+  ms.parked = std::move(o.parked);
+  ms.rebuilds = o.rebuilds.size() == replicas ? std::move(o.rebuilds) : std::vector<int32_t>(replicas, 0);
+  ms.scale_target = o.scale_target;
+  ms.recorder = std::move(o.recorder);
   ms.metrics = std::move(o.metrics);
   ms.replicas = std::move(o.replicas);
   ms.shards = std::move(o.shards);

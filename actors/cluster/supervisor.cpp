@@ -36,9 +36,50 @@ cluster_status snapshot(const supervisor_state& st) {
   return s;
 }
 
+/// The membership as the replicated head state holds it.
+std::vector<member_state> member_states(const supervisor_state& st) {
+  std::vector<member_state> out;
+  for (const auto& m : st.members) {
+    member_state ms;
+    ms.name = m.spec.name;
+    ms.host = m.spec.host;
+    ms.port = m.spec.port;
+    ms.devices = m.spec.devices;
+    ms.incarnation = m.registrations;
+    ms.state = m.status.state;
+    ms.pid = m.status.pid;
+    ms.launched = m.status.launched;
+    ms.restarts = m.status.restarts;
+    ms.last_error = m.status.last_error;
+    if (auto d = st.drains.find(m.spec.name); d != st.drains.end())
+      ms.drain = drain_state{d->second.done, d->second.replace, d->second.replicas, d->second.migrated, d->second.detail};
+    out.push_back(std::move(ms));
+  }
+  return out;
+}
+
+/// Seeds the members from the state this head starts from: restart counts and registrations
+/// carry on, and a node drained before (done) stays drained (stopped, or lost with replace).
+void restore_members(supervisor_state& st, const head_state& from) {
+  for (const auto& ms : from.members) {
+    auto* m = find_member(st, ms.name);
+    if (!m) continue;
+    m->status.restarts = ms.restarts;
+    m->registrations = ms.incarnation;
+    if (!ms.drain || !ms.drain->done) continue;
+    const auto& d = *ms.drain;
+    st.drains[ms.name] = drain_record{d.done, d.replace, d.replicas, d.migrated, d.detail};
+    m->status.state = ms.state;
+    m->status.last_error = ms.last_error;
+    logger()->info("node {}: drained before this head led (replace {}): it stays {} until it registers again",
+                   ms.name, d.replace, to_string(ms.state));
+  }
+}
+
 void log_status(sup_ptr self) {
   logger()->info("status: {}", format_status_line(snapshot(self->state)));
   update_node_gauges(self->state);
+  if (self->state.opts.recorder) self->state.opts.recorder->set_members(member_states(self->state));
 }
 
 member* find_member(supervisor_state& st, const std::string& name) {
@@ -201,6 +242,7 @@ caf::result<caf::ok_atom> on_register(sup_ptr self, node_info& info) {
   m->agent = agent;
   m->status.pid = info.pid;
   m->status.state = node_state::registered;
+  ++m->registrations;
   if (st.drains.erase(info.name) > 0) logger()->info("drain: node {} is back: its replicas serve again", info.name);
   if (st.opts.metrics) st.opts.metrics->node_up.with({m->spec.name}).set(1);
   m->last_seen = now;
@@ -327,6 +369,8 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
     m.status.launched = m.local;
     st.members.push_back(std::move(m));
   }
+  if (st.opts.restored) restore_members(st, *st.opts.restored);
+  log_status(self);
   self->system().registry().put(supervisor_registry_name, self);
   self->set_down_handler([self](caf::down_msg& dm) {
     for (auto& m : self->state.members)
@@ -381,7 +425,7 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
         if (st.started) return;
         st.started = true;
         for (auto& m : st.members)
-          if (m.local) launch(self, m);
+          if (m.local && !(st.drains.count(m.spec.name) && st.drains[m.spec.name].done)) launch(self, m);
         logger()->info("waiting for {} node(s) to register", st.members.size());
         log_status(self);
         self->send(self, sweep_atom::value);

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "actors/cluster/launch.h"
+#include "actors/leadership/head_state_recorder.h"
 #include "actors/messages.h"
 #include "cluster-config/cluster_config.h"
 
@@ -83,6 +84,11 @@ struct supervisor_options {
   std::shared_ptr<troupe_metrics> metrics;    ///< node up/restarts go here (null = nowhere)
   uint64_t term = 0;                          ///< the elected head's term (0 = single head)
   size_t head_index = 0;                      ///< which entry of heads: this head is (0 = the single head)
+  /// Where membership changes go (the replicated head state; null = nowhere).
+  std::shared_ptr<head_state_recorder> recorder;
+  /// The state this head starts from: restart counts, and nodes drained (done) stay
+  /// drained; a drain still in progress is not continued.
+  std::optional<head_state> restored;
 };
 
 /// Spawns the supervisor. It launches nothing until it receives `start_atom`.

@@ -26,6 +26,7 @@ struct member {
   pid_t exiting = 0;           // a killed process of this node not reaped yet (sweeps reap it)
   steady::time_point exiting_since;
   bool exit_overdue = false;   // exiting for longer than node_exit_wait (logged once)
+  uint64_t registrations = 0;  // registrations accepted (head_state's incarnation)
 };
 
 /// A graceful drain of one node, kept until the node registers again.
@@ -53,7 +54,8 @@ struct supervisor_state {
 
 using sup_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
-/// Logs the cluster's status line and updates the node gauges.
+/// Logs the cluster's status line, updates the node gauges and hands the membership to the
+/// head state recorder (a new sequence only when it changed).
 void log_status(sup_ptr self);
 /// The member named `name`, or nullptr.
 member* find_member(supervisor_state& st, const std::string& name);

@@ -108,3 +108,28 @@ TEST_CASE("the heads list survives to_yaml, and --set can add a head", "[config]
     CHECK(e.path == "heads[1].voter_port");
   }
 }
+
+TEST_CASE("a head's state_port is optional, read, kept by to_yaml, and checked like the other ports",
+          "[config][heads]") {
+  const auto c = parse_cluster_config(
+      "heads:\n"
+      "  - {host: 127.0.0.1, port: 7100, voter_port: 7110, state_port: 7120}\n"
+      "  - {host: 127.0.0.1, port: 7200, voter_port: 7210}\n"
+      "nodes:\n  - {name: a, host: 127.0.0.1, port: 7101, voter_port: 7111}\n",
+      "test.yaml");
+  CHECK(c.heads[0].state_port == 7120);
+  CHECK(c.heads[1].state_port == 0);  // that head takes no state from the leader
+  CHECK(parse_cluster_config(to_yaml(c), "round-trip").heads[0].state_port == 7120);
+  auto e = test::parse_error("heads:\n  - {host: 127.0.0.1, port: 7100, voter_port: 7110, state_port: 7101}\n"
+                             "  - {host: 127.0.0.1, port: 7200, voter_port: 7210}\n"
+                             "nodes:\n  - {name: a, host: 127.0.0.1, port: 7101, voter_port: 7111}\n");
+  CHECK(e.path == "heads[0].state_port");
+  CHECK(mentions(e, "127.0.0.1:7101 is already used by nodes[0].port"));
+  e = test::parse_error("heads:\n  - {host: 127.0.0.1, port: 7100, state_port: 7120}\n");
+  CHECK(e.path == "heads[0].state_port");
+  CHECK(mentions(e, "only among several heads"));
+  e = test::parse_error("heads:\n  - {host: 127.0.0.1, port: 7100, voter_port: 7110, state_port: 70000}\n"
+                        "  - {host: 127.0.0.1, port: 7200, voter_port: 7210}\n"
+                        "nodes:\n  - {name: a, host: 127.0.0.1, port: 7101, voter_port: 7111}\n");
+  CHECK(e.path == "heads[0].state_port");
+}

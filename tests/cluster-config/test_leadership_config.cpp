@@ -22,6 +22,7 @@ TEST_CASE("leadership defaults to a 2 s lease, a 200 ms drift margin and troupe-
   CHECK(c.leadership.lease_duration == 2000ms);
   CHECK(c.leadership.drift_margin == 200ms);
   CHECK(c.leadership.state_dir == "troupe-state");
+  CHECK_FALSE(c.leadership.single_head_state);  // a plain troupe serve writes no state
 }
 
 TEST_CASE("every leadership key is read from the file", "[config][leadership]") {
@@ -30,6 +31,7 @@ TEST_CASE("every leadership key is read from the file", "[config][leadership]") 
   CHECK(c.leadership.lease_duration == 1500ms);
   CHECK(c.leadership.drift_margin == 100ms);
   CHECK(c.leadership.state_dir == "/var/lib/troupe");
+  CHECK(parse_cluster_config("leadership:\n  single_head_state: true\n", "test.yaml").leadership.single_head_state);
 }
 
 TEST_CASE("bad leadership values are rejected naming their key and the value", "[config][leadership]") {
@@ -64,6 +66,7 @@ TEST_CASE("the leadership section survives to_yaml and a --set override is valid
   CHECK(back.leadership.lease_duration == 900ms);
   CHECK(back.leadership.drift_margin == 200ms);
   CHECK(back.leadership.state_dir == "state: heads");
+  CHECK_FALSE(back.leadership.single_head_state);
   apply_overrides(c, {"leadership.lease_duration=3s", "leadership.drift_margin=500ms"});
   CHECK(c.leadership.lease_duration == 3000ms);
   CHECK(c.leadership.drift_margin == 500ms);

@@ -233,8 +233,8 @@ int generate_on_cluster(const generate_options& o) {
   auto prompts = encode_prompts(*meta, o);
   h.main = [&o, meta, prompts, cfg = h.config](head_context& ctx) -> std::optional<int> {
     wait_for_registration(ctx.system, ctx.supervisor, cfg, cfg.fault_tolerance.request_wait, ctx.stopping);
-    auto plane = bring_up_replicas(ctx.system, ctx.supervisor, cfg, meta, std::chrono::minutes(5),
-                                   ctx.stopping);
+    auto plane = bring_up_replicas(ctx.system, ctx.supervisor, cfg, meta, std::chrono::minutes(5), ctx.stopping,
+                                   nullptr, {ctx.restored, ctx.recorder});
     for (auto& a : plane.actors()) ctx.keep_alive.push_back(a);
     caf::scoped_actor self{ctx.system};
     send_prompts(self, caf::actor_cast<caf::actor>(plane.router), o, prompts);

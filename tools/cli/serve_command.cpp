@@ -163,7 +163,7 @@ int run_serve(const std::vector<std::string>& args) {
     http_gateway gateway(ctx.system, gateway_settings(cfg, meta, registry, metrics));
     gateway.start();
     auto plane = bring_up_replicas(ctx.system, ctx.supervisor, cfg, meta, std::chrono::minutes(10),
-                                   ctx.stopping, metrics);
+                                   ctx.stopping, metrics, {ctx.restored, ctx.recorder});
     for (auto& a : plane.actors()) ctx.keep_alive.push_back(a);
     // Clients (troupe generate --head) find the router through the published supervisor.
     // Sent by an actor of this process: the supervisor takes the router only from the head's own.
