@@ -10,6 +10,7 @@
 #include "actors/client.h"
 #include "actors/cluster/supervisor.h"
 #include "actors/serving/router.h"
+#include "actors/head_process.h"
 #include "actors/shard_steps.h"
 
 namespace {
@@ -18,24 +19,8 @@ using namespace troupe;
 using namespace std::chrono_literals;
 
 using process = test::actor_process;
-
-/// A head process: its supervisor of lease term `term`, published on a loopback port.
-struct head {
-  supervisor_actor sup;
-  uint16_t port = 0;
-};
-
-head start_head(process& p, uint64_t term) {
-  supervisor_options so;
-  so.config = default_cluster_config();
-  so.launch_local_nodes = false;
-  so.term = term;
-  head h{p.own(spawn_supervisor(p.sys, so)), 0};
-  auto port = p.sys.middleman().publish(h.sup, 0, "127.0.0.1");
-  REQUIRE(port);
-  h.port = *port;
-  return h;
-}
+using test::head;
+using test::start_head;
 
 /// A new router (no replicas: requests wait in it) that head `h` of process `p` serves with.
 router_actor serve_with_new_router(process& p, const head& h) {

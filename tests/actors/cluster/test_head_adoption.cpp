@@ -13,6 +13,7 @@
 #include "actors/cluster/node_agent.h"
 #include "actors/cluster/supervisor.h"
 #include "actors/serving/shard.h"
+#include "actors/head_process.h"
 #include "actors/shard_steps.h"
 #include "engine_fixture.h"
 
@@ -22,25 +23,9 @@ using namespace troupe;
 using namespace std::chrono_literals;
 
 using process = test::actor_process;
-
-/// A head process's supervisor of node n0, published on a loopback port.
-struct head {
-  supervisor_actor sup;
-  uint16_t port = 0;
-};
-
-head start_head(process& p) {
-  auto config = default_cluster_config();
-  config.nodes.front().name = "n0";
-  supervisor_options so;
-  so.config = config;
-  so.launch_local_nodes = false;
-  head h{p.own(spawn_supervisor(p.sys, so)), 0};
-  auto port = p.sys.middleman().publish(h.sup, 0, "127.0.0.1");
-  REQUIRE(port);
-  h.port = *port;
-  return h;
-}
+using test::agent_from;
+using test::head;
+using test::start_head;
 
 /// Attaches `agent` (in `node`) to `h` and waits until h counts n0 registered.
 void attach(process& node, const node_agent_actor& agent, process& hp, const head& h) {
@@ -108,15 +93,6 @@ node_agent_actor start_agent(process& node, std::chrono::milliseconds grace) {
   ao.model_path = test::default_model();
   ao.fault_tolerance.head_grace = grace;
   return node.own(spawn_node_agent(node.sys, ao));
-}
-
-/// The agent as `hp` reaches it (the head's replicas spawn shards through it).
-node_agent_actor agent_from(process& node, const node_agent_actor& agent, process& hp) {
-  auto port = node.sys.middleman().publish(agent, 0, "127.0.0.1");
-  REQUIRE(port);
-  auto remote = hp.sys.middleman().remote_actor<node_agent_actor>("127.0.0.1", *port);
-  REQUIRE(remote);
-  return *remote;
 }
 
 /// Waits up to `timeout` for a down message from `s` (monitored by `p`).

@@ -12,6 +12,7 @@
 #include "actors/cluster/node_agent.h"
 #include "actors/cluster/supervisor.h"
 #include "actors/serving/shard.h"
+#include "actors/head_process.h"
 #include "actors/shard_steps.h"
 
 namespace {
@@ -20,21 +21,13 @@ using namespace troupe;
 using namespace std::chrono_literals;
 
 using process = test::actor_process;
+using test::agent_from;
 
-/// A head process's supervisor of node n0 with lease term `term`, published on a loopback
-/// port; returns the port.
+/// Process `p`'s supervisor of node n0 with lease term `term`, in `sup`; returns its port.
 uint16_t start_head(process& p, uint64_t term, supervisor_actor& sup) {
-  auto config = default_cluster_config();
-  config.nodes.front().name = "n0";
-  supervisor_options so;
-  so.config = config;
-  so.launch_local_nodes = false;
-  so.term = term;
-  sup = spawn_supervisor(p.sys, so);
-  p.owned.push_back(caf::actor_cast<caf::actor>(sup));
-  auto port = p.sys.middleman().publish(sup, 0, "127.0.0.1");
-  REQUIRE(port);
-  return *port;
+  const auto h = test::start_head(p, term);
+  sup = h.sup;
+  return h.port;
 }
 
 /// The node agent's reports, as its process's main thread sees them.
@@ -55,15 +48,6 @@ struct events {
     return std::nullopt;
   }
 };
-
-/// The agent as `hp` reaches it over a loopback link (the head's messages come from its node).
-node_agent_actor agent_from(process& node, const node_agent_actor& agent, process& hp) {
-  auto port = node.sys.middleman().publish(agent, 0, "127.0.0.1");
-  REQUIRE(port);
-  auto remote = hp.sys.middleman().remote_actor<node_agent_actor>("127.0.0.1", *port);
-  REQUIRE(remote);
-  return *remote;
-}
 
 /// Whether `e` is a refusal of `what` for term 1 by a node that has seen term 2.
 bool refused_older(process& p, const caf::error& e, const std::string& what) {
