@@ -68,7 +68,7 @@ head_state_recorder_options options(uint64_t term, const std::filesystem::path& 
 
 }  // namespace
 
-TEST_CASE("a change of placement gets the next sequence, is saved by the leader and reaches a standby; an unchanged "
+TEST_CASE("a change of placement gets the next sequence, is saved by the leader and reaches a standby, and an unchanged "
           "state records nothing",
           "[actors][leadership]") {
   const auto dir = test::scratch_dir("leadership/recorder");
