@@ -105,6 +105,7 @@ const std::vector<std::string> documented_families = {
     "troupe_capacity_devices",           "troupe_capacity_replicas",
     "troupe_client_disconnects_total",   "troupe_e2e_request_latency_seconds",
     "troupe_generation_tokens_total",    "troupe_head_is_leader",
+    "troupe_head_state_replication_errors_total", "troupe_head_state_sequence",
     "troupe_head_takeover_seconds",      "troupe_head_takeovers_total",
     "troupe_head_term",                  "troupe_inter_token_latency_seconds",
     "troupe_kv_cache_usage_ratio",       "troupe_node_restarts_total",
