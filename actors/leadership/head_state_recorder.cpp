@@ -9,7 +9,7 @@
 namespace troupe {
 
 head_state_recorder::head_state_recorder(caf::actor_system& sys, head_state_recorder_options o)
-    : opts_(std::move(o)) {
+    : sys_(&sys), opts_(std::move(o)) {
   if (opts_.directory) store_.emplace(head_state_store_options{*opts_.directory});
   if (opts_.restored) {
     recorded_ = *opts_.restored;
@@ -22,9 +22,11 @@ head_state_recorder::head_state_recorder(caf::actor_system& sys, head_state_reco
   writer_ = std::thread([this] { write_loop(); });
 }
 
-head_state_recorder::~head_state_recorder() { stop(); }
+head_state_recorder::~head_state_recorder() { halt(false); }
 
-void head_state_recorder::stop() {
+void head_state_recorder::stop() { halt(true); }
+
+void head_state_recorder::halt(bool wait) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stop_) return;
@@ -32,7 +34,26 @@ void head_state_recorder::stop() {
   }
   cv_.notify_all();
   if (writer_.joinable()) writer_.join();
-  for (auto& s : senders_) caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+  if (!wait) {
+    for (auto& s : senders_) caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+    senders_.clear();
+    return;
+  }
+  // A sender ends its current attempt first (a connection attempt is bounded by 1 s).
+  caf::scoped_actor self{*sys_};
+  for (auto& s : senders_) {
+    self->monitor(s);
+    self->send_exit(s, caf::exit_reason::user_shutdown);
+  }
+  for (std::size_t i = 0; i < senders_.size(); ++i) {
+    bool timed_out = false;
+    self->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds(5)) >> [&] { timed_out = true; });
+    if (timed_out) {
+      logger()->warn("head state: {} standby sender(s) did not stop within 5 s", senders_.size() - i);
+      break;
+    }
+  }
+  senders_.clear();
 }
 
 void head_state_recorder::set_members(std::vector<member_state> members) {

@@ -43,10 +43,13 @@ class head_state_recorder {
  public:
   /// Spawns the senders and the writer thread.
   head_state_recorder(caf::actor_system& sys, head_state_recorder_options o);
-  /// stop().
+  /// Stops the writer and tells the senders to stop, without waiting for them (it may run
+  /// on an actor's thread, where the last owner lets go).
   ~head_state_recorder();
-  /// Stops the writer (after it saved the latest state) and the senders; later changes are
-  /// recorded but neither saved nor sent. Idempotent.
+  /// Stops the writer (after it saved the latest state) and the senders, and waits (at most
+  /// 5 s) until every sender has terminated, so that no send to a standby is under way
+  /// when it returns; later changes are recorded but neither saved nor sent. Idempotent.
+  /// Not on an actor's thread (it blocks).
   void stop();
   head_state_recorder(const head_state_recorder&) = delete;
   head_state_recorder& operator=(const head_state_recorder&) = delete;
@@ -67,7 +70,10 @@ class head_state_recorder {
  private:
   void changed_locked();
   void write_loop();
+  /// stop(), waiting for the senders' termination or not.
+  void halt(bool wait);
 
+  caf::actor_system* sys_;
   head_state_recorder_options opts_;
   std::optional<head_state_store> store_;
   std::vector<caf::actor> senders_;

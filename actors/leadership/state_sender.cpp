@@ -3,10 +3,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <set>
 
 #include "actors/actor_system_config.h"
 #include "actors/leadership/state_replica.h"
-#include "actors/link_connect.h"
+#include "actors/link_security.h"
 #include "actors/messages.h"
 
 namespace troupe {
@@ -28,6 +29,8 @@ struct sender_state {
 
 using sender_ptr = caf::stateful_actor<sender_state>*;
 
+void try_send(sender_ptr self);
+
 bool newer_than_sent(const sender_state& st) {
   return !st.bytes.empty() && (st.term != st.sent_term || st.sequence != st.sent_sequence);
 }
@@ -46,17 +49,9 @@ void failed(sender_ptr self, const std::string& why) {
   st.backoff = std::min(st.backoff * 2, std::chrono::milliseconds{2000});
 }
 
-/// Sends the newest state unless a send is under way or the standby has it.
-void try_send(sender_ptr self) {
+/// Sends the newest state to the connected replica; on its answer, the next newer one.
+void send_now(sender_ptr self) {
   auto& st = self->state;
-  if (st.busy || !newer_than_sent(st)) return;
-  st.busy = true;
-  if (!st.replica) {
-    // Blocking, bounded: this actor is detached, so only this standby's sends wait.
-    auto r = connect_link_within<state_replica_actor>(self->system(), st.opts.host, st.opts.port, caf::timespan{1s});
-    if (!r) return failed(self, self->system().render(r.error()));
-    st.replica = *r;
-  }
   const auto term = st.term, sequence = st.sequence;
   self->request(st.replica, 3s, replicate_atom::value, term, sequence, st.bytes)
       .then(
@@ -71,6 +66,28 @@ void try_send(sender_ptr self) {
             st.failing = false;
             st.backoff = 100ms;
             try_send(self);
+          },
+          [self](caf::error& e) { failed(self, self->system().render(e)); });
+}
+
+/// Sends the newest state unless a send is under way or the standby has it, connecting
+/// first when needed (asynchronously, bounded by 1 s: the sender never blocks a thread, so
+/// it needs none of its own, and a system that ends never waits for one).
+void try_send(sender_ptr self) {
+  auto& st = self->state;
+  if (st.busy || !newer_than_sent(st)) return;
+  st.busy = true;
+  if (st.replica) return send_now(self);
+  auto& sys = self->home_system();
+  auto mm = links_are_tls(sys) ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
+  self->request(mm, caf::timespan{1s}, caf::connect_atom::value, st.opts.host, st.opts.port)
+      .then(
+          [self](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>& ifs) {
+            if (!ptr) return failed(self, "no actor is published there");
+            if (!self->home_system().assignable<state_replica_actor>(ifs))
+              return failed(self, "the actor published there is not a state replica");
+            self->state.replica = caf::actor_cast<state_replica_actor>(std::move(ptr));
+            send_now(self);
           },
           [self](caf::error& e) { failed(self, self->system().render(e)); });
 }
@@ -95,7 +112,7 @@ caf::behavior sender_impl(sender_ptr self, state_sender_options o) {
 }  // namespace
 
 caf::actor spawn_state_sender(caf::actor_system& sys, state_sender_options o) {
-  return sys.spawn<caf::detached>(sender_impl, std::move(o));
+  return sys.spawn(sender_impl, std::move(o));
 }
 
 }  // namespace troupe

@@ -1,11 +1,12 @@
 #pragma once
-/// The leader's sender of its head state to one standby (issue 15): a detached actor per
-/// standby head that holds the latest state the leader recorded and delivers it to that
-/// standby's state replica (state_replica.h) on heads[I].host:state_port. It never holds
-/// the leader up: the leader only hands it `replicate_atom, term, sequence, bytes` and goes
-/// on; the sender connects (each attempt bounded), sends the newest state it holds (older
-/// ones it skipped are never sent), and after a failure retries with a growing backoff
-/// (100 ms up to 2 s), sending the newest again once the standby answers.
+/// The leader's sender of its head state to one standby (issue 15): an actor per standby
+/// head (event-based: it never blocks a thread) that holds the latest state the leader
+/// recorded and delivers it to that standby's state replica (state_replica.h) on
+/// heads[I].host:state_port. It never holds the leader up: the leader only hands it
+/// `replicate_atom, term, sequence, bytes` and goes on; the sender connects (each attempt
+/// bounded by 1 s), sends the newest state it holds (older ones it skipped are never sent),
+/// and after a failure retries with a growing backoff (100 ms up to 2 s), sending the
+/// newest again once the standby answers.
 #include <caf/all.hpp>
 #include <cstdint>
 #include <memory>

@@ -20,7 +20,11 @@ namespace {
 using namespace troupe;
 using namespace std::chrono_literals;
 
-/// One head's actor system, with troupe's configuration.
+/// One head's actor system, with troupe's configuration. A case declares the standby's
+/// before the leader's, so that the leader's ends first: CAF 0.17 could hang for good in
+/// the end of a standby's system while the leader's, in the same process, still held its
+/// connection to it (a terminated detached replica never destroyed; seen 2 in 25 runs under
+/// load, 0 in 25 with the leader's ending first).
 struct head_process {
   system_config cfg{fault_tolerance_section{}, 2};
   caf::actor_system sys{cfg};
@@ -68,16 +72,13 @@ head_state_recorder_options options(uint64_t term, const std::filesystem::path& 
 
 }  // namespace
 
-// Hidden ([.]) until a teardown hang is found: in a clean-clone CI run under ctest's
-// parallel load this case reached its end (the standby's store loaded) and then never
-// returned (ctest's 900 s timeout); run alone it passes. Run it by name.
 TEST_CASE("a change of placement gets the next sequence, is saved by the leader and reaches a standby, and an unchanged "
           "state records nothing",
-          "[.][actors][leadership][hang]") {
+          "[actors][leadership]") {
   const auto dir = test::scratch_dir("leadership/recorder");
   metrics::registry registry;
   auto m = std::make_shared<troupe_metrics>(registry);
-  head_process leader, standby;
+  head_process standby, leader;  // the leader ends first (see head_process)
   const auto port = static_cast<uint16_t>(test::reserve_ports(1));
   auto replica = listen_standby(standby, dir / "standby", port);
   const auto sample = test::sample_state();
@@ -109,6 +110,7 @@ TEST_CASE("a change of placement gets the next sequence, is saved by the leader 
     CHECK(sequence == 3);
     if (sequence == 3) CHECK(decode(bytes, "the standby's replica") == latest);
     CHECK(m->head_state_replication_errors.with({"heads[1]"}).value() == 0);
+    recorder.stop();
   }
   const auto on_standby_disk = head_state_store({dir / "standby"}).load();
   CHECK(on_standby_disk);
@@ -121,7 +123,7 @@ TEST_CASE("a standby that does not listen never holds the leader up, and gets th
   const auto dir = test::scratch_dir("leadership/recorder-late");
   metrics::registry registry;
   auto m = std::make_shared<troupe_metrics>(registry);
-  head_process leader, standby;
+  head_process standby, leader;  // the leader ends first (see head_process)
   const auto port = static_cast<uint16_t>(test::reserve_ports(1));  // nobody listens yet
   auto sample = test::sample_state();
   head_state_recorder recorder(leader.sys, options(5, dir / "leader", port, m));
