@@ -33,7 +33,11 @@ TEST_CASE("an idle replicas2 cluster parks a replica and a burst of requests bri
 
   // Idle: after scale_down_after the autoscaler wants one replica, and the manager parks
   // the highest one (drained, its shard stopped, its device free).
-  REQUIRE(wait_for_count(cluster.log(), "replica 1: autoscale: parked", 1, std::chrono::seconds(30)));
+  const auto parked = wait_for_count(cluster.log(), "replica 1: autoscale: parked", 1, std::chrono::seconds(30));
+  {
+    INFO("the head's log:\n" << read_text(cluster.log()));  // (a CI run once failed here, 30 s unparked)
+    REQUIRE(parked.has_value());
+  }
   const auto parked_at = std::chrono::steady_clock::now();
   // The replica reports its stopped shard a moment after the parking line.
   auto metrics = http_get(port, "/metrics");
