@@ -50,7 +50,10 @@ class head_cluster {
             " --set head.port=" + std::to_string(head_port(0)) + " --set server.port=0" +
             " --set server.model_name=smol --set fault_tolerance.head_grace=60s" +
             " --set leadership.lease_duration=" + spec_.lease_duration +
-            " --set fault_tolerance.connection_timeout=" + spec_.connection_timeout;
+            " --set fault_tolerance.connection_timeout=" + spec_.connection_timeout +
+            // The heads' replicated state in this run's scratch, never in the working
+            // directory, where another case's heads (same cluster file) would find it.
+            " --set leadership.state_dir=" + (dir_ / "state").string();
     for (int i = 0; i < spec_.heads; ++i) {
       // The whole entry at once: head: must equal heads[0] after every single --set.
       sets_ += " --set 'heads[" + std::to_string(i) + "]={host: " + host("head" + std::to_string(i)) +

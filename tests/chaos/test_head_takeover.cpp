@@ -28,7 +28,7 @@ class two_heads {
             " --set head.port=" + port(0) + " --set heads[0].port=" + port(0) + " --set heads[0].voter_port=" +
             port(1) + " --set heads[1].port=" + port(2) + " --set heads[1].voter_port=" + port(3) +
             " --set server.port=0 --set fault_tolerance.head_grace=60s --set leadership.lease_duration=1500ms" +
-            " --set fault_tolerance.connection_timeout=3s";
+            " --set fault_tolerance.connection_timeout=3s --set leadership.state_dir=" + (dir_ / "state").string();
     for (int i = 0; i < 2; ++i) {
       const auto at = " --set nodes[" + std::to_string(i) + "].";
       sets_ += at + "port=" + port(4 + 2 * i) + at + "voter_port=" + port(5 + 2 * i) + at + "launch=false";
