@@ -1,7 +1,8 @@
 // Issue 15's head faults beyond a single kill -9 (tests/chaos/head_cluster.h: two
 // `troupe serve --head-index I` heads, two `troupe node` stages that vote and keep their
 // shards): the leader cut off from the network (network namespaces, tests/chaos/netns.h)
-// mid-stream and healed, and every head killed and started again. The streams of
+// mid-stream and healed, every head killed and started again, and the leader paused
+// (SIGSTOP, 5 s and 2 s) just as two gateways' streams start. The streams of
 // `troupe generate` clients and of a `troupe gateway` end with the single engine's tokens,
 // a deposed leader never serves again, and no node loads its weights twice. Real
 // processes, real sockets, the real SmolLM2.
@@ -112,4 +113,56 @@ TEST_CASE("every head killed and started again: the nodes keep their shards, the
   const auto leads = count_of(read_text(c.head_log(0)), "leads with term") + count_of(read_text(c.head_log(1)), "leads with term");
   CHECK(leads == 1);  // one of the new heads leads
   check_loaded_once(c, 1);
+}
+
+namespace {
+
+/// Two gateways' streams start; at once the leading head is paused (SIGSTOP) for `pause`,
+/// past its 1.5 s lease, and continued. The standby leads, every stream of both gateways
+/// ends with the fault-free text, and the old leader starts again as a standby. (The
+/// 200-stream acceptance run once stalled for good after a starved leader stepped down just
+/// as its streams started.)
+void pause_leader_as_streams_start(std::chrono::milliseconds pause, const std::string& name, uint64_t seed) {
+  head_cluster_spec spec;
+  spec.gateways = 2;
+  head_cluster c(spec, name);
+  const auto prompts = varied_prompts(16);
+  const auto p = fault_sampling(0.8f, seed, 32);
+  const auto expected = fault_free_texts(prompts, p);
+  stream_wave w(prompts, p, {c.http_port(0), c.http_port(1)});
+  std::this_thread::sleep_for(milliseconds(50));  // the first requests reach the gateways
+  const auto t0 = std::chrono::steady_clock::now();
+  c.signal_head(0, SIGSTOP);
+  const auto led = wait_for_count(c.head_log(1), "head 1 leads with term", 1, seconds(30));
+  std::this_thread::sleep_until(t0 + pause);
+  c.signal_head(0, SIGCONT);
+  {
+    INFO(c.logs());
+    REQUIRE(led);
+  }
+  auto all = w.all();
+  const auto events_at_continue = total_events(all);
+  check_wave(w, expected, [&] { return c.logs(); });
+  std::printf("leader paused %lld ms as %zu streams started (%d events before it continued): head 1 led %lld ms "
+              "after the pause began\n",
+              static_cast<long long>(pause.count()), prompts.size(), events_at_continue, elapsed_ms(t0, *led));
+  const auto log0 = read_text(c.head_log(0));
+  CHECK(count_of(log0, "starts again as a standby") == 1);
+  CHECK(count_of(log0, "serving:") == 1);  // it never served again
+  CHECK(count_of(read_text(c.head_log(1)), "head 1 leads with term") == 1);
+  check_loaded_once(c, 1);
+}
+
+}  // namespace
+
+TEST_CASE("the leading head paused for 5 s as two gateways' streams start: the standby takes over, every stream "
+          "ends with the fault-free text, and the old leader starts again as a standby",
+          "[chaos][gateway][leadership][slow]") {
+  pause_leader_as_streams_start(milliseconds(5000), "heads-pause-5s-at-start", 61);
+}
+
+TEST_CASE("the leading head paused for 2 s (past its lease, within the links' 3 s timeout) as two gateways' "
+          "streams start: every stream ends with the fault-free text",
+          "[chaos][gateway][leadership][slow]") {
+  pause_leader_as_streams_start(milliseconds(2000), "heads-pause-2s-at-start", 67);
 }
