@@ -261,7 +261,7 @@ leader_router connect_to_any_head(caf::actor_system& sys, const client_options& 
         last = why;
         continue;
       }
-      return {router, *term};
+      return {router, *term, where};
     }
     if (clock_type::now() > deadline)
       throw std::runtime_error("no head of the " + std::to_string(heads.size()) + " gave a router within " +
@@ -294,7 +294,7 @@ leader_router connect_to_leader(caf::actor_system& sys, const client_options& o,
       auto term = term_of(self, sup, std::chrono::seconds(5));
       if (!term) err = term.error();
       else if ((refused = refusal(where, *term, at_least, logged)).empty())
-        return {router, *term};
+        return {router, *term, where};
     }
     const bool not_yet = err == caf::sec::unavailable_or_would_block || !refused.empty();
     if (!not_yet || clock_type::now() > deadline)

@@ -59,6 +59,7 @@ caf::actor connect_to_cluster(caf::actor_system& sys, const client_options& o);
 struct leader_router {
   caf::actor router;
   head_term term;
+  std::string head;  ///< "host:port" of the head that gave it (the leader)
 };
 
 /// connect_to_cluster that also asks each head its term (`lease_atom`) and refuses a head

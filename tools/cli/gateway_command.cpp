@@ -147,7 +147,8 @@ int run_gateway(const std::vector<std::string>& args) {
     if (!found.router) return;
     client = spawn_client(sys, found.router, co, found.term);
     gateway.set_client(client);
-    logger()->info("gateway {}: serving through the head's router at {}", o.index, endpoint(co.host, co.port));
+    logger()->info("gateway {}: serving through the head's router at {} (term {})", o.index, found.head,
+                   found.term.value);
   });
   int sig = 0;
   while ((sig = signals.wait(std::chrono::milliseconds(200))) == 0) {}

@@ -1,9 +1,12 @@
 // A running cluster answers `troupe generate --head`: under mpirun (rank 0 the head,
-// ranks 1 and 2 the two pipeline stages) and under a plain `troupe serve`; the tokens
-// are the single-process engine's, and SIGTERM ends every process the cluster started.
+// ranks 1 and 2 the two pipeline stages; or, with two heads and a gateway in the file,
+// ranks 0 and 1 the heads, rank 2 the gateway, ranks 3 and 4 the stages) and under a plain
+// `troupe serve`; the tokens are the single-process engine's, and SIGTERM ends every
+// process the cluster started.
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "chaos/http_completions.h"
 #include "engine_fixture.h"
 #include "tools/troupe_process.h"
 
@@ -110,6 +113,56 @@ TEST_CASE("mpirun -np 3 serves pipeline2 to generate --head and SIGTERM leaves n
   CHECK(ranks.size() == 3);
   CHECK(read_text(log).find("node stage1 registered") != std::string::npos);
   stop_and_check(cleanup.leader, ranks, "head.port=" + std::to_string(port), log);
+}
+
+TEST_CASE("mpirun -np 5 maps ranks to two heads, a gateway and two pipeline stages: generate --head and the "
+          "gateway's HTTP API answer alike, and SIGTERM leaves no process",
+          "[actors][mpirun][slow]") {
+  const int port = reserve_ports(9);
+  const auto p = [port](int i) { return std::to_string(port + i); };
+  const auto dir = scratch_dir("mpirun-heads");
+  const auto log = dir / "mpirun.log";
+  std::vector<std::string> argv{"/usr/bin/mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "5",
+                                troupe_exe(), "serve", "--config", pipeline2()};
+  // head: first, then each heads[] entry whole (head: must equal heads[0] after every --set).
+  for (const std::string& s : std::vector<std::string>{
+           "head.port=" + p(0), "heads[0]={host: 127.0.0.1, port: " + p(0) + ", voter_port: " + p(1) + "}",
+        "heads[1]={host: 127.0.0.1, port: " + p(2) + ", voter_port: " + p(3) + "}", "nodes[0].port=" + p(4),
+        "nodes[0].voter_port=" + p(5), "nodes[1].port=" + p(6), "nodes[1].voter_port=" + p(7),
+        "gateways[0]={host: 127.0.0.1, port: " + p(8) + "}", "server.port=0", "server.model_name=smol", "fault_tolerance.head_grace=60s",
+        "leadership.state_dir=" + (dir / "state").string()})
+    argv.insert(argv.end(), {"--set", s});
+  process_cleanup cleanup;
+  cleanup.leader = spawn_background(argv, log, {"OMPI_MCA_plm_rsh_agent=false"});
+  REQUIRE(wait_for_log(log, "serving through the head's router", cleanup.leader, std::chrono::seconds(120)));
+  const auto ranks = children_of(cleanup.leader);
+  cleanup.extra = ranks;
+  const auto text = read_text(log);
+  INFO("mpirun log:\n" << text);
+  CHECK(ranks.size() == 5);
+  CHECK(chaos::count_of(text, "leads with term") == 1);
+  CHECK(chaos::count_of(text, "node stage0 registered") >= 1);
+  CHECK(chaos::count_of(text, "node stage1 registered") >= 1);
+  const auto leader_port = chaos::count_of(text, "head 1 leads with term") == 1 ? p(2) : p(0);
+  CHECK(chaos::count_of(text, "serving through the head's router at 127.0.0.1:" + leader_port) == 1);
+
+  const auto prompt = shared_default_model()->tokenizer().encode(kPrompt, true, true);
+  const auto expected = engine_tokens(prompt);
+  auto r = run_troupe("generate --head 127.0.0.1:" + p(0) + ",127.0.0.1:" + p(2) + " --prompt '" + kPrompt +
+                          "' --temperature 0 --max-tokens 8 --output json",
+                      dir / "client.err");
+  INFO("client stderr:\n" << r.err);
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j.at("tokens").get<std::vector<int32_t>>() == expected);
+  auto sp = greedy(8);
+  sp.ignore_eos = false;
+  std::atomic<int> events{0};
+  const auto http = chaos::complete(static_cast<uint16_t>(port + 8), kPrompt, false, sp, events);
+  INFO("HTTP error: " << http.error);
+  CHECK(http.status == 200);
+  CHECK(http.text == j.at("text").get<std::string>());
+  stop_and_check(cleanup.leader, ranks, "head.port=" + p(0), log);
 }
 
 TEST_CASE("troupe serve answers generate --head started right after it, and SIGTERM stops its nodes",
