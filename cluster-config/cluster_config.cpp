@@ -144,6 +144,7 @@ void read_fault_tolerance(section s, fault_tolerance_section& v) {
   s.get("stage_recovery", v.stage_recovery);
   s.get("stage_recovery_timeout", v.stage_recovery_timeout);
   s.get("head_grace", v.head_grace);
+  s.get("compute_nice", v.compute_nice);
   s.finish();
 }
 
@@ -385,7 +386,7 @@ std::string to_yaml(const cluster_config& c) {
       << YAML::Key << "drain_timeout" << YAML::Value << ms(f.drain_timeout) << YAML::Key << "stage_recovery"
       << YAML::Value << f.stage_recovery << YAML::Key << "stage_recovery_timeout" << YAML::Value
       << ms(f.stage_recovery_timeout) << YAML::Key << "head_grace" << YAML::Value << ms(f.head_grace)
-      << YAML::EndMap;
+      << YAML::Key << "compute_nice" << YAML::Value << f.compute_nice << YAML::EndMap;
   const auto& a = c.autoscale;
   out << YAML::Key << "autoscale" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value
       << a.enabled << YAML::Key << "min_replicas" << YAML::Value << a.min_replicas << YAML::Key << "max_replicas"

@@ -155,6 +155,11 @@ struct fault_tolerance_section {
   /// head process, not the one that lost it) to adopt them without loading weights again.
   /// 0 = stop them at once (fencing, as before).
   std::chrono::milliseconds head_grace{0};
+  /// The nice value (0..19) of a node's compute threads on the CPU backend (a shard's worker
+  /// thread and the OpenMP threads it starts): on a host whose cores are all busy, the
+  /// control plane (leases, heartbeats, heads, gateways) then runs first and keeps its
+  /// deadlines. 0 = as started. GPU shards are never reniced.
+  int compute_nice = 0;
 };
 
 /// `autoscale:` — replicas scale up and down with load, within parallel.replicas.

@@ -157,6 +157,9 @@ void check_fault_tolerance(const checker& k, const fault_tolerance_section& f) {
   k.require(f.head_grace.count() >= 0, "fault_tolerance.head_grace",
             "must be 0 (stop a lost head's shards at once) or positive, got " + std::to_string(f.head_grace.count()) +
                 "ms");
+  k.require(f.compute_nice >= 0 && f.compute_nice <= 19, "fault_tolerance.compute_nice",
+            "must be a nice value from 0 (as started) to 19 (lowest priority), got " +
+                std::to_string(f.compute_nice));
 }
 
 void check_autoscale(const checker& k, const autoscale_section& a, const parallel_section& p) {

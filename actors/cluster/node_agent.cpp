@@ -386,6 +386,7 @@ node_agent_actor::behavior_type node_agent_impl(agent_ptr self, node_agent_optio
 }  // namespace
 
 node_agent_actor spawn_node_agent(caf::actor_system& sys, node_agent_options opts) {
+  set_compute_nice(opts.fault_tolerance.compute_nice);
   return sys.spawn(node_agent_impl, std::move(opts));
 }
 

@@ -6,7 +6,8 @@
 // 0 failed requests, every text identical to the single engine's for the same seed, no
 // shard loading weights again, the gateways seeing the loss and the standby leading at most
 // 1 s after the kill, and tokens flowing again at most 3 s after it (docs/reliability.md has
-// the measured runs: on the shared 2-core VM the standby led 0.90 s and 1.34 s after it).
+// the measured runs: with a 1 s lease the standby led 0.90, 1.34 and 1.05 s after it; with
+// the 800 ms lease of this case 0.80, 0.86 and 0.91 s).
 // Real processes, real sockets, the real SmolLM2.
 #include <signal.h>
 
@@ -45,13 +46,17 @@ TEST_CASE("acceptance with several heads: 200 streams over two gateways on tenso
   spec.config = "cluster-config/examples/tensor2_pipeline2.yaml";
   spec.nodes = tp2pp2_nodes;
   spec.gateways = 2;
-  // The standby leads about one lease after the leader's last renewal: 1 s bounds the
-  // detection. Nodes and gateways see a kill -9 through the broken connection; the 3 s
+  // The standby leads up to one lease after the leader's last renewal, plus a campaign
+  // round: an 800 ms lease keeps that under the 1 s bound (a 1 s lease did not, 1.05 s and
+  // 1.34 s). Nodes and gateways see a kill -9 through the broken connection; the 3 s
   // heartbeat deadline (and 5 s connection timeout) keep a CPU-starved head from dropping
-  // healthy nodes; max_seqs 200 decodes every stream at once (docs/reliability.md).
-  spec.lease_duration = "1s";
+  // healthy nodes; max_seqs 200 decodes every stream at once; the nodes' compute threads
+  // run at nice 10, so the heads' lease renewals and the voters' answers come first on the
+  // 2-core host (docs/reliability.md).
+  spec.lease_duration = "800ms";
   spec.connection_timeout = "5s";
-  spec.extra = " --set fault_tolerance.heartbeat_timeout=3s --set scheduler.max_seqs=200";
+  spec.extra = " --set fault_tolerance.heartbeat_timeout=3s --set scheduler.max_seqs=200"
+               " --set fault_tolerance.compute_nice=10";
   head_cluster c(spec, "heads-acceptance");
   stream_wave w(prompts, p, {c.http_port(0), c.http_port(1)});
   auto all = w.all();

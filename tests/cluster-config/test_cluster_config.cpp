@@ -537,6 +537,15 @@ TEST_CASE("fault_tolerance.head_grace is 0 (fence at once) unless set, and never
                     Catch::Contains("p.yaml: fault_tolerance.head_grace"));
 }
 
+TEST_CASE("fault_tolerance.compute_nice is 0 (as started) unless set, and a nice value from 0 to 19", "[config]") {
+  CHECK(default_cluster_config().fault_tolerance.compute_nice == 0);
+  CHECK(parse_cluster_config("fault_tolerance: {compute_nice: 10}\n", "p.yaml").fault_tolerance.compute_nice == 10);
+  for (const char* bad : {"-1", "20"})
+    CHECK_THROWS_WITH(parse_cluster_config(std::string("fault_tolerance: {compute_nice: ") + bad + "}\n", "p.yaml"),
+                      Catch::Contains("p.yaml: fault_tolerance.compute_nice: must be a nice value from 0") &&
+                          Catch::Contains(std::string("got ") + bad));
+}
+
 TEST_CASE("scheduler.prefill_per_decode is 0 (off) unless set, and never negative", "[config]") {
   CHECK(default_cluster_config().scheduler.prefill_per_decode == 0);
   CHECK(parse_cluster_config("scheduler: {prefill_per_decode: 2}\n", "p.yaml").scheduler.prefill_per_decode == 2);

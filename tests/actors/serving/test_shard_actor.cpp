@@ -3,7 +3,10 @@
 // failure, spawns a shard through a node agent, and fences the steps of an older term.
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
 #include <spdlog/sinks/ringbuffer_sink.h>
+#include <sstream>
 #include <thread>
 
 #include "actors/actor_system_config.h"
@@ -81,6 +84,22 @@ void connect_pipeline(shard_fixture& f, const shard_actor& s0, const shard_actor
   h1.receive([&](caf::ok_atom) { ok1 = true; }, [&](caf::error& e) { FAIL("stage 1 connect: " << f.render(e)); });
   REQUIRE(ok0);
   REQUIRE(ok1);
+}
+
+/// The threads of this process whose nice value is `nice` (/proc/self/task/T/stat, field 19).
+size_t threads_with_nice(int nice) {
+  size_t n = 0;
+  for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream in(t.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));  // from field 3 (state) on
+    std::string f;
+    for (int i = 3; i <= 19 && fields >> f; ++i)
+      if (i == 19 && std::stoi(f) == nice) ++n;
+  }
+  return n;
 }
 
 }  // namespace
@@ -180,6 +199,8 @@ TEST_CASE("a node agent spawns a shard, logs its progress and stops it on stop",
   node_agent_options opts;
   opts.info.name = "n0";
   opts.model_path = pipeline_spec(0).model_path;
+  opts.fault_tolerance.compute_nice = 7;  // the CPU shard's worker thread yields to the control plane
+  REQUIRE(threads_with_nice(7) == 0);
   auto agent = spawn_node_agent(f.sys, opts);
   shard_spec spec = pipeline_spec(0);
   spec.n_stages = 1;
@@ -188,6 +209,7 @@ TEST_CASE("a node agent spawns a shard, logs its progress and stops it on stop",
   REQUIRE(shard);
   auto addresses = f.ask<shard_addresses>(*shard, addresses_atom::value);
   REQUIRE(addresses);
+  CHECK(threads_with_nice(7) >= 1);  // the worker (and any OpenMP threads it started)
   REQUIRE(f.ask<caf::ok_atom>(*shard, connect_atom::value, head_term{}, shard_peers{}));
   const auto prompt = prompt_tokens();
   auto out = f.ask<step_output>(*shard, step_atom::value, head_term{}, prefill_step(prompt));
@@ -214,6 +236,7 @@ TEST_CASE("a node agent spawns a shard, logs its progress and stops it on stop",
   CHECK(!logged("shard s0r0: failed"));
   auto& sinks = logger()->sinks();
   sinks.erase(std::remove(sinks.begin(), sinks.end(), sink), sinks.end());
+  set_compute_nice(0);  // the shards of later cases in this process as started
 }
 
 TEST_CASE("a node agent logs a shard's load failure", "[actors][shard]") {
