@@ -5,6 +5,7 @@
 
 #include "actors/actor_system_config.h"
 #include "actors/link_security.h"
+#include "actors/serving/compute_priority.h"
 
 namespace troupe {
 

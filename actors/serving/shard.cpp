@@ -10,15 +10,7 @@
 // behavior (`completions`). Anything else still goes to `print_and_drop`.
 #include "actors/serving/shard.h"
 
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <atomic>
-#include <cerrno>
 #include <condition_variable>
-#include <cstring>
 #include <deque>
 #include <map>
 #include <memory>
@@ -29,13 +21,12 @@
 #include <utility>
 
 #include "actors/actor_system_config.h"
+#include "actors/serving/compute_priority.h"
 #include "kernels/base/progress.h"
 
 namespace troupe {
 
 namespace {
-
-std::atomic<int> compute_nice{0};  ///< set_compute_nice
 
 // Private completions, worker thread -> shard actor.
 using loaded_atom = caf::atom_constant<caf::atom("shloaded")>;     // shard_addresses
@@ -216,19 +207,8 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
   uint64_t running_step() const { return running_step_.load(); }
 
  private:
-  /// fault_tolerance.compute_nice for a CPU shard: this thread, and the OpenMP threads it
-  /// starts (they inherit it), yield to the control plane on a busy host.
-  void renice_if_cpu() {
-    const int nice = compute_nice.load();
-    if (nice <= 0 || spec_.device.rfind("cpu", 0) != 0) return;
-    const auto tid = static_cast<id_t>(::syscall(SYS_gettid));
-    if (::setpriority(PRIO_PROCESS, tid, nice) != 0)
-      logger()->warn("{}: cannot set the compute threads' nice value to {} (fault_tolerance.compute_nice): {}", name_,
-                     nice, std::strerror(errno));
-  }
-
   void main() {
-    renice_if_cpu();
+    renice_compute_thread(spec_.device, name_);
     progress_beats::attach(&beats_);
     busy_ = true;
     if (load()) {
@@ -607,8 +587,6 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_spec spec, progress_
 }
 
 }  // namespace
-
-void set_compute_nice(int nice) { compute_nice = std::max(0, std::min(19, nice)); }
 
 shard_actor spawn_shard(caf::actor_system& sys, shard_spec spec, progress_fn progress, head_term owner) {
   return sys.spawn(shard_impl, std::move(spec), std::move(progress), owner);

@@ -66,11 +66,6 @@ using shard_actor = caf::typed_actor<
 shard_actor spawn_shard(caf::actor_system& sys, shard_spec spec,
                         std::function<void(const std::string&)> progress = {}, head_term owner = {});
 
-/// The nice value (fault_tolerance.compute_nice, 0..19; 0 = as started) that the worker
-/// thread of every CPU shard spawned later in this process takes before it loads (the
-/// OpenMP threads it starts inherit it); GPU shards keep theirs. Any thread.
-void set_compute_nice(int nice);
-
 /// The shard's name in logs and errors: "shard s<stage>r<tensor rank>".
 inline std::string shard_name(const shard_spec& s) {
   return "shard s" + std::to_string(s.stage) + "r" + std::to_string(s.tp_rank);

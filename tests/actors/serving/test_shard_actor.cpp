@@ -12,6 +12,7 @@
 #include "actors/actor_system_config.h"
 #include "actors/cluster/node_agent.h"
 #include "actors/cluster/supervisor.h"
+#include "actors/serving/compute_priority.h"
 #include "actors/serving/shard.h"
 #include "actors/shard_steps.h"
 #include "engine_fixture.h"
