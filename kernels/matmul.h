@@ -19,13 +19,17 @@ void matmul(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w
 void matmul_cublas(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias);
 /// matmul through the skinny GEMV alone; false (nothing enqueued) where it does not apply:
 /// not f16/bf16, more than 8 rows, k not a multiple of 8, x or w not 16-byte aligned.
-/// `variant` picks a tiling (0 = the default; 1, 2: alternatives the benchmark times).
+/// `variant` picks a tiling (0 = the default; 1 to 7: alternatives the benchmark times, 3 to 7
+/// at one row only).
 bool gemv(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias, int variant = 0);
 /// out[m, f] = silu(x · w[:f]ᵀ) * (x · w[f:]ᵀ) in one skinny GEMV (w [2f, k]: gate rows then
 /// up rows), each product rounded to x's type first: bitwise what matmul's GEMV and swiglu
 /// give apart. False (nothing enqueued) where the GEMV does not apply, also in the
 /// batch-invariant mode and above the GEMV's row limit.
 bool gemv_swiglu(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w);
+/// Pins the GEMV tiling matmul takes for k below 8192 and from it (-1: the default choice;
+/// TROUPE_GEMV_VARIANT="a,b" sets the same at start): benchmarks compare them.
+void set_gemv_variants(int short_k, int long_k);
 /// How many cuBLASLt plans so far chose their algorithm by timing the heuristic's candidates
 /// (decode row counts; TROUPE_GEMM_TUNE=0 turns it off): tests and benchmarks read it.
 size_t tuned_plans();

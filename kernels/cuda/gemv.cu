@@ -11,6 +11,10 @@
 // the extra x rows are clamped to row m - 1 and never stored.
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <utility>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -31,13 +35,44 @@ int gemv_row_limit() {
   return limit;
 }
 
+namespace {
+std::atomic<int> short_k_variant{-1}, long_k_variant{-1};
+
+int parse_variant(const std::string& s) {
+  return s.empty() ? -1 : std::max(0, std::min(7, std::atoi(s.c_str())));
+}
+
+void read_variant_env() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* e = std::getenv("TROUPE_GEMV_VARIANT");
+    if (!e || !*e) return;
+    const std::string v = e;
+    const auto comma = v.find(',');
+    short_k_variant = parse_variant(v.substr(0, comma));
+    long_k_variant = comma == std::string::npos ? short_k_variant.load() : parse_variant(v.substr(comma + 1));
+  });
+}
+}  // namespace
+
+std::pair<int, int> gemv_variants() {
+  read_variant_env();
+  return {short_k_variant.load(), long_k_variant.load()};
+}
+
 }  // namespace matmul_detail
+
+void set_gemv_variants(int short_k, int long_k) {
+  matmul_detail::read_variant_env();
+  matmul_detail::short_k_variant = short_k < 0 ? -1 : std::min(7, short_k);
+  matmul_detail::long_k_variant = long_k < 0 ? -1 : std::min(7, long_k);
+}
 
 namespace {
 using namespace matmul_detail;
 
-constexpr int gemv_warps = 8;  // warps per block
-constexpr int gemv_rows = 2;   // output rows per warp (R)
+constexpr int gemv_warps = 8;  // warps per block (W) of the default tiling
+constexpr int gemv_rows = 2;   // output rows per warp (R) of the default tiling
 
 __device__ __forceinline__ uint4 load_stream(const uint4* p) { return __ldcs(p); }
 
@@ -67,13 +102,14 @@ __device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
 /// PAIR (the fused gate/up projection and SwiGLU): w is [2n, k], gate rows then up rows; a
 /// warp computes gate row j and up row n + j (R = 2) and stores out[i, j] = silu(g) * u
 /// with g and u first rounded to T, exactly what the GEMV and cuda::swiglu give apart.
-template <class T, class TO, int M, int R, int U, bool PAIR = false>
-__global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(TO* __restrict__ out, const T* __restrict__ x,
-                                                               const T* __restrict__ w, const void* bias,
-                                                               bool bias_f32, int m, int n, int k) {
+/// W warps a block; MINB blocks an SM asked of the register allocator.
+template <class T, class TO, int M, int R, int U, bool PAIR = false, int W = gemv_warps, int MINB = 0>
+__global__ void __launch_bounds__(W * 32, MINB) gemv_kernel(TO* __restrict__ out, const T* __restrict__ x,
+                                                            const T* __restrict__ w, const void* bias,
+                                                            bool bias_f32, int m, int n, int k) {
   static_assert(!PAIR || R == 2, "a paired GEMV computes one gate and one up row a warp");
   const int lane = threadIdx.x & 31;
-  const int warp_id = blockIdx.x * gemv_warps + (threadIdx.x >> 5);
+  const int warp_id = blockIdx.x * W + (threadIdx.x >> 5);
   const int row0 = PAIR ? warp_id : warp_id * R;
   if (row0 >= n) {
     pdl_wait();  // a finished grid implies the one before finished (see pdl_wait)
@@ -147,47 +183,58 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(TO* __restrict__ 
         const float g = to_f32(from_f32<T>(acc[i][0])), u = to_f32(from_f32<T>(acc[i][1]));
         out[static_cast<int64_t>(i) * n + row0] = from_f32<TO>(silu_times(g, u));
       }
-    return;
+  } else {
+    // Lane i * R + r stores (row i, column row0 + r).
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        if (lane == i * R + r && i < m && row0 + r < n) {
+          float v = acc[i][r];
+          if (bias)
+            v += bias_f32 ? static_cast<const float*>(bias)[row0 + r] : to_f32(static_cast<const TO*>(bias)[row0 + r]);
+          out[static_cast<int64_t>(i) * n + row0 + r] = from_f32<TO>(v);
+        }
   }
-  // Lane i * R + r stores (row i, column row0 + r).
-#pragma unroll
-  for (int i = 0; i < M; ++i)
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-      if (lane == i * R + r && i < m && row0 + r < n) {
-        float v = acc[i][r];
-        if (bias)
-          v += bias_f32 ? static_cast<const float*>(bias)[row0 + r] : to_f32(static_cast<const TO*>(bias)[row0 + r]);
-        out[static_cast<int64_t>(i) * n + row0 + r] = from_f32<TO>(v);
-      }
 }
 
-template <class T, class TO, int M, int R, int U>
+template <class T, class TO, int M, int R, int U, int W = gemv_warps, int MINB = 0>
 void launch_gemv_ru(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias, int m,
                     int n, int k) {
-  const int rows_per_block = gemv_warps * R;
+  const int rows_per_block = W * R;
   const unsigned grid = static_cast<unsigned>((n + rows_per_block - 1) / rows_per_block);
-  launch_pdl(gemv_kernel<T, TO, M, R, U>, dim3(grid), dim3(gemv_warps * 32), 0, stream_of(ctx),
+  launch_pdl(gemv_kernel<T, TO, M, R, U, false, W, MINB>, dim3(grid), dim3(W * 32), 0, stream_of(ctx),
              static_cast<TO*>(out.data), static_cast<const T*>(x.data), static_cast<const T*>(w.data),
              bias.empty() ? nullptr : bias.data, bias.type == dtype::f32, m, n, k);
 }
 
-template <class T, int M>
+template <class T, int M, int W = gemv_warps, int MINB = 0>
 void launch_gemv_pair(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, int m, int f, int k) {
-  const unsigned grid = static_cast<unsigned>((f + gemv_warps - 1) / gemv_warps);
-  launch_pdl(gemv_kernel<T, T, M, 2, (M <= 2 ? 8 : 4), true>, dim3(grid), dim3(gemv_warps * 32), 0, stream_of(ctx),
-             static_cast<T*>(out.data), static_cast<const T*>(x.data), static_cast<const T*>(w.data), nullptr, false,
-             m, f, k);
+  const unsigned grid = static_cast<unsigned>((f + W - 1) / W);
+  launch_pdl(gemv_kernel<T, T, M, 2, (M <= 2 ? 8 : 4), true, W, MINB>, dim3(grid), dim3(W * 32), 0,
+             stream_of(ctx), static_cast<T*>(out.data), static_cast<const T*>(x.data), static_cast<const T*>(w.data),
+             nullptr, false, m, f, k);
 }
 
-/// Variant 0: the default (R = 2 rows a warp, U = 8 chunks in flight for M <= 2, else 4);
-/// 1: R = 1, U = 8; 2: R = 4, U = 4 for M <= 2, else U = 2 (benchmarks compare them).
+/// Variant 0: the default (W = 8 warps a block, R = 2 rows a warp, U = 8 chunks in flight for
+/// M <= 2, else 4); 1: R = 1, U = 8; 2: R = 4, U = 4 for M <= 2, else U = 2. At one row
+/// only (else 0): 3: the default asked to fit 3 blocks an SM; 4: R = 1, U = 16 (a whole row of
+/// k = 4096 loaded before the wait); 5: W = 4 asked to fit 6 blocks an SM; 6: W = 4, R = 1, U = 8;
+/// 7: R = 1, U = 16 asked to fit 3 blocks an SM. Benchmarks compare them.
 template <class T, class TO, int M>
 void launch_gemv_m(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias, int m,
                    int n, int k, int variant) {
+  constexpr int UD = M <= 2 ? 8 : 4;
   if (variant == 1) return launch_gemv_ru<T, TO, M, 1, 8>(ctx, out, x, w, bias, m, n, k);
   if (variant == 2) return launch_gemv_ru<T, TO, M, 4, (M <= 2 ? 4 : 2)>(ctx, out, x, w, bias, m, n, k);
-  launch_gemv_ru<T, TO, M, gemv_rows, (M <= 2 ? 8 : 4)>(ctx, out, x, w, bias, m, n, k);
+  if constexpr (M == 1) {
+    if (variant == 3) return launch_gemv_ru<T, TO, M, gemv_rows, UD, 8, 3>(ctx, out, x, w, bias, m, n, k);
+    if (variant == 4) return launch_gemv_ru<T, TO, M, 1, 16>(ctx, out, x, w, bias, m, n, k);
+    if (variant == 5) return launch_gemv_ru<T, TO, M, gemv_rows, UD, 4, 6>(ctx, out, x, w, bias, m, n, k);
+    if (variant == 6) return launch_gemv_ru<T, TO, M, 1, 8, 4>(ctx, out, x, w, bias, m, n, k);
+    if (variant == 7) return launch_gemv_ru<T, TO, M, 1, 16, 8, 3>(ctx, out, x, w, bias, m, n, k);
+  }
+  launch_gemv_ru<T, TO, M, gemv_rows, UD>(ctx, out, x, w, bias, m, n, k);
 }
 
 template <class T, class TO>
@@ -197,6 +244,21 @@ void launch_gemv(const op_context& ctx, tensor_view out, tensor_view x, tensor_v
   if (m <= 2) return launch_gemv_m<T, TO, 2>(ctx, out, x, w, bias, m, n, k, variant);
   if (m <= 4) return launch_gemv_m<T, TO, 4>(ctx, out, x, w, bias, m, n, k, variant);
   return launch_gemv_m<T, TO, 8>(ctx, out, x, w, bias, m, n, k, variant);
+}
+
+/// The paired GEMV at one row takes variant 3 or 5 of the short-k variant when pinned, else
+/// the default tiling.
+template <class T>
+void launch_pair(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, int m, int f, int k) {
+  if (m <= 1) {
+    const int v = gemv_variants().first;
+    if (v == 3) return launch_gemv_pair<T, 1, 8, 3>(ctx, out, x, w, m, f, k);
+    if (v == 5) return launch_gemv_pair<T, 1, 4, 6>(ctx, out, x, w, m, f, k);
+    return launch_gemv_pair<T, 1>(ctx, out, x, w, m, f, k);
+  }
+  if (m <= 2) return launch_gemv_pair<T, 2>(ctx, out, x, w, m, f, k);
+  if (m <= 4) return launch_gemv_pair<T, 4>(ctx, out, x, w, m, f, k);
+  launch_gemv_pair<T, 8>(ctx, out, x, w, m, f, k);
 }
 
 bool gemv_fits(tensor_view out, tensor_view x, tensor_view w) {
@@ -237,12 +299,7 @@ bool gemv_swiglu(const op_context& ctx, tensor_view out, tensor_view x, tensor_v
   if (f == 0) return true;
   dispatch_float(x.type, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if constexpr (!std::is_same_v<T, float>) {
-      if (m <= 1) launch_gemv_pair<T, 1>(ctx, out, x, w, m, f, k);
-      else if (m <= 2) launch_gemv_pair<T, 2>(ctx, out, x, w, m, f, k);
-      else if (m <= 4) launch_gemv_pair<T, 4>(ctx, out, x, w, m, f, k);
-      else launch_gemv_pair<T, 8>(ctx, out, x, w, m, f, k);
-    }
+    if constexpr (!std::is_same_v<T, float>) launch_pair<T>(ctx, out, x, w, m, f, k);
   });
   check_launch(op, "gemv_kernel (paired)");
   return true;

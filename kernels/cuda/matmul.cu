@@ -372,9 +372,12 @@ size_t tuned_plans() {
 }
 
 void matmul(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias) {
-  if (!ctx.batch_invariant && x.shape.rank == 2 && x.shape[0] <= gemv_row_limit() && x.where == backend_kind::cuda &&
-      gemv(ctx, out, x, w, bias, x.shape[1] >= gemv_long_k ? 1 : 0))
-    return;
+  if (!ctx.batch_invariant && x.shape.rank == 2 && x.shape[0] <= gemv_row_limit() && x.where == backend_kind::cuda) {
+    const auto pinned = gemv_variants();
+    const bool long_k = x.shape[1] >= gemv_long_k;
+    const int variant = long_k ? (pinned.second < 0 ? 1 : pinned.second) : (pinned.first < 0 ? 0 : pinned.first);
+    if (gemv(ctx, out, x, w, bias, variant)) return;
+  }
   matmul_cublas(ctx, out, x, w, bias);
 }
 

@@ -2,6 +2,7 @@
 // What matmul.cu (cuBLASLt) and gemv.cu (the skinny GEMV) share: operand checks, the bias
 // epilogue, pointer alignment and the GEMV's reach. Private to kernels/cuda.
 #include <cstdint>
+#include <utility>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/op_context.h"
@@ -27,5 +28,8 @@ void check(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w,
 void add_bias(const op_context& ctx, tensor_view out, tensor_view bias, int64_t m, int64_t n);
 /// The GEMV's reach: TROUPE_GEMV_MAX_ROWS (0 turns it off), default gemv_default_rows.
 int gemv_row_limit();
+/// The GEMV tilings pinned for k below gemv_long_k and from it (-1: the default choice):
+/// TROUPE_GEMV_VARIANT="a" or "a,b", or cuda::set_gemv_variants.
+std::pair<int, int> gemv_variants();
 
 }  // namespace troupe::kernels::cuda::matmul_detail

@@ -27,6 +27,34 @@ double ms_since(clock_type::time_point t0) {
 
 }  // namespace
 
+decode_fixture::decode_fixture(const model_config& c, device_stream& s, int64_t m, int ctx_len)
+    : kv_shape{m * max_blocks(ctx_len), block, c.n_kv_heads, c.head_dim} {
+  const int mb = max_blocks(ctx_len);
+  std::vector<int32_t> p(static_cast<size_t>(m), ctx_len - 1), sl, qs, cl(static_cast<size_t>(m), ctx_len), bt;
+  for (int64_t r = 0; r <= m; ++r) qs.push_back(static_cast<int32_t>(r));
+  for (int64_t r = 0; r < m; ++r) {
+    sl.push_back(static_cast<int32_t>((r * mb) * block + ctx_len - 1));
+    for (int b = 0; b < mb; ++b) bt.push_back(static_cast<int32_t>(r * mb + b));
+  }
+  auto dev_i32 = [&](const std::vector<int32_t>& v, shape_t sh) {
+    tensor tt(sh, dtype::i32, backend_kind::cuda);
+    copy_bytes(tt.view().data, v.data(), v.size() * 4, backend_kind::cuda, s.get());
+    s.synchronize();
+    return tt;
+  };
+  pos = dev_i32(p, {m});
+  slots = dev_i32(sl, {m});
+  query_start = dev_i32(qs, {m + 1});
+  context_len = dev_i32(cl, {m});
+  block_tables = dev_i32(bt, {m, mb});
+  meta.n_seqs = static_cast<int>(m);
+  meta.max_blocks = mb;
+  meta.block_size = block;
+  meta.query_start = query_start.view();
+  meta.context_len = context_len.view();
+  meta.block_tables = block_tables.view();
+}
+
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -64,33 +92,6 @@ double gemm_rate(const device_ref& d) {
   return 2.0 * n * n * n * reps / (ms_since(t0) / 1e3);
 }
 
-
-/// Median time in microseconds of one call of `f`, replayed from a CUDA graph of `per_graph`
-/// calls (the way decode steps run), after one eager warm-up call.
-template <class F>
-double graph_us(device_stream& s, F f, int per_graph = 20, int reps = 7) {
-  f();
-  s.synchronize();
-  device_graph::begin_capture(s.get());
-  try {
-    for (int i = 0; i < per_graph; ++i) f();
-  } catch (...) {
-    device_graph::abandon_capture(s.get());
-    throw;
-  }
-  device_graph g = device_graph::end_capture(s.get());
-  g.launch(s.get());
-  s.synchronize();
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = clock_type::now();
-    g.launch(s.get());
-    s.synchronize();
-    t.push_back(ms_since(t0) * 1e3 / per_graph);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 /// Per-op decode timings at the model's shape (tensor 1): every projection through cuBLASLt
 /// and through the skinny GEMV at several row counts, and the other ops of a layer. Weights
@@ -153,36 +154,17 @@ void run_kernel_timings(const model_config& c, const device_ref& d, dtype t) {
   tensor norm_w({h}, t, backend_kind::cuda);
   kernels::fill_value(ctx, norm_w.view(), 1.0f);
   for (int64_t m : {1, 64, 256}) {
-    const int ctx_len = 192, bs = 16, mb = 16;
+    const int ctx_len = 192;
+    decode_fixture fx(c, s, m, ctx_len);
+    const kernels::attention_batch& meta = fx.meta;
     tensor resid({m, h}, t, backend_kind::cuda), normed({m, h}, t, backend_kind::cuda), delta({m, h}, t, backend_kind::cuda);
     kernels::fill_random(ctx, resid.view(), 1, 1.0f, 0, 0);
     kernels::fill_random(ctx, delta.view(), 2, 1.0f, 0, 0);
     tensor qkv({m, (nh + 2 * nkv) * hd}, t, backend_kind::cuda), q({m, nh, hd}, t, backend_kind::cuda);
     kernels::fill_random(ctx, qkv.view(), 3, 1.0f, 0, 0);
-    tensor kc({m * mb, bs, nkv, hd}, t, backend_kind::cuda), vc({m * mb, bs, nkv, hd}, t, backend_kind::cuda);
+    tensor kc(fx.kv_shape, t, backend_kind::cuda), vc(fx.kv_shape, t, backend_kind::cuda);
     kernels::fill_random(ctx, kc.view(), 4, 1.0f, 0, 0);
     kernels::fill_random(ctx, vc.view(), 5, 1.0f, 0, 0);
-    std::vector<int32_t> pos(static_cast<size_t>(m), ctx_len - 1), slots, qs, cl(static_cast<size_t>(m), ctx_len), bt;
-    for (int64_t r = 0; r <= m; ++r) qs.push_back(static_cast<int32_t>(r));
-    for (int64_t r = 0; r < m; ++r) {
-      slots.push_back(static_cast<int32_t>((r * mb) * bs + ctx_len - 1));
-      for (int b = 0; b < mb; ++b) bt.push_back(static_cast<int32_t>(r * mb + b));
-    }
-    auto dev_i32 = [&](const std::vector<int32_t>& v, shape_t sh) {
-      tensor tt(sh, dtype::i32, backend_kind::cuda);
-      copy_bytes(tt.view().data, v.data(), v.size() * 4, backend_kind::cuda, s.get());
-      s.synchronize();
-      return tt;
-    };
-    tensor pos_t = dev_i32(pos, {m}), slots_t = dev_i32(slots, {m}), qs_t = dev_i32(qs, {m + 1}),
-           cl_t = dev_i32(cl, {m}), bt_t = dev_i32(bt, {m, mb});
-    kernels::attention_batch meta;
-    meta.n_seqs = static_cast<int>(m);
-    meta.max_blocks = mb;
-    meta.block_size = bs;
-    meta.query_start = qs_t.view();
-    meta.context_len = cl_t.view();
-    meta.block_tables = bt_t.view();
     tensor attn({m, nh, hd}, t, backend_kind::cuda), gu({m, 2 * f}, t, backend_kind::cuda), g({m, f}, t, backend_kind::cuda);
     kernels::fill_random(ctx, gu.view(), 6, 1.0f, 0, 0);
     tensor logits({m, c.vocab}, dtype::f32, backend_kind::cuda), toks({m}, dtype::i32, backend_kind::cuda);
@@ -192,7 +174,7 @@ void run_kernel_timings(const model_config& c, const device_ref& d, dtype t) {
       kernels::add_rmsnorm(ctx, normed.view(), resid.view(), delta.view(), norm_w.view(), c.rms_eps);
     });
     row["rope_kv_write_us"] = graph_us(s, [&] {
-      kernels::rope_kv_write(ctx, q.view(), kc.view(), vc.view(), qkv.view(), pos_t.view(), inv_t.view(), slots_t.view());
+      kernels::rope_kv_write(ctx, q.view(), kc.view(), vc.view(), qkv.view(), fx.pos.view(), inv_t.view(), fx.slots.view());
     });
     row["paged_attention_us"] = graph_us(s, [&] {
       kernels::paged_attention(ctx, attn.view(), q.view(), kc.view(), vc.view(), meta, 0.088f);

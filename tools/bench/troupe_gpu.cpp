@@ -6,6 +6,7 @@
 ///   troupe_gpu generate --model DIR --tokens FILE --out FILE    greedy tokens
 ///   troupe_gpu bench    --model DIR [--random]                  decode / prefill table (JSON)
 ///   troupe_gpu kernels  --model DIR [--random]                  per-op decode timings (JSON lines)
+///   troupe_gpu chain    --model DIR [--random]                  one row's layers as a kernel chain (JSON lines)
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
@@ -32,6 +33,7 @@ using bench::copy_rate;
 using bench::gemm_rate;
 using bench::median;
 using bench::run_kernel_timings;
+using bench::run_layer_chain;
 
 namespace {
 
@@ -421,7 +423,7 @@ void run_bench(gpu_replica& r, const options& o) {
 
 int main(int argc, char** argv) {
   options o;
-  po::options_description desc("troupe_gpu MODE [options]; MODE = logits | generate | bench | kernels");
+  po::options_description desc("troupe_gpu MODE [options]; MODE = logits | generate | bench | kernels | chain");
   std::string batches, prompt_lens;
   desc.add_options()("help,h", "this help")("mode", po::value(&o.mode)->required(), "logits, generate or bench")(
       "model", po::value(&o.model)->required(), "Hugging Face model directory (config.json for --random)")(
@@ -458,8 +460,8 @@ int main(int argc, char** argv) {
     };
     if (!batches.empty()) o.batches = list(batches);
     if (!prompt_lens.empty()) o.prompt_lens = list(prompt_lens);
-    if (o.mode != "logits" && o.mode != "generate" && o.mode != "bench" && o.mode != "kernels")
-      throw std::invalid_argument("mode must be logits, generate, bench or kernels, not '" + o.mode + "'");
+    if (o.mode != "logits" && o.mode != "generate" && o.mode != "bench" && o.mode != "kernels" && o.mode != "chain")
+      throw std::invalid_argument("mode must be logits, generate, bench, kernels or chain, not '" + o.mode + "'");
     if ((o.mode == "logits" || o.mode == "generate") && (o.tokens.empty() || o.out.empty()))
       throw std::invalid_argument(o.mode + " needs --tokens and --out");
     if (cuda_device_count() < o.first_device + o.tp * o.pp)
@@ -474,6 +476,11 @@ int main(int argc, char** argv) {
     if (o.mode == "kernels") {
       run_kernel_timings(metadata_model(o)->config(), device_ref{backend_kind::cuda, o.first_device},
                          o.weight_type == "f16" ? dtype::f16 : dtype::bf16);
+      return 0;
+    }
+    if (o.mode == "chain") {
+      run_layer_chain(metadata_model(o)->config(), device_ref{backend_kind::cuda, o.first_device},
+                      o.weight_type == "f16" ? dtype::f16 : dtype::bf16);
       return 0;
     }
     gpu_replica r(o);

@@ -10,7 +10,10 @@
 # Options (environment): PERF_PARTS="tests kernels bench peer" (default all), GEN (64),
 # PEER_BATCHES (1,64,256), PEER_PREFILL (1024,2048,8192), PERF_ABLATION (1: the earlier
 # forwards too), PERF_ATTN_COMPARE (1: batch 64 and 256 with the CUDA-core decode attention),
-# PERF_TUNE_COMPARE (1: batch 16, 64 and 256 with cuBLASLt's candidates timed, TROUPE_GEMM_TUNE=1).
+# PERF_TUNE_COMPARE (1: batch 16, 64 and 256 with cuBLASLt's candidates timed, TROUPE_GEMM_TUNE=1),
+# PERF_GEMV_VARIANTS (e.g. "3 4,1": batch 1 again with each TROUPE_GEMV_VARIANT pinned).
+# The part "chain" (not in the default) times one row's 32 layers as a kernel chain in one
+# graph, with op groups left out and under each GEMV tiling (troupe_gpu chain).
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -34,6 +37,10 @@ if has kernels; then
   echo "== per-op timings" | tee -a "$log"
   timeout 120 "$bin/troupe_gpu" kernels --random --model /tmp/l8b > "$out/kernels.jsonl" 2>> "$log" || status=1
 fi
+if has chain; then
+  echo "== layer chain" | tee -a "$log"
+  timeout 240 "$bin/troupe_gpu" chain --random --model /tmp/l8b > "$out/chain.jsonl" 2>> "$log" || status=1
+fi
 if has bench; then
   echo "== troupe bench" | tee -a "$log"
   : > "$out/bench.jsonl"
@@ -50,6 +57,9 @@ if has bench; then
     run old TROUPE_FUSE=0 TROUPE_GEMV_MAX_ROWS=0 -- --batches 1,64 --prompt-lens 1024 --gen "$gen"
     run fused_cublas TROUPE_GEMV_MAX_ROWS=0 -- --batches 1,64 --prompt-lens 1024 --gen "$gen"
   fi
+  for v in ${PERF_GEMV_VARIANTS:-}; do
+    run "gemv_$v" TROUPE_GEMV_VARIANT="$v" -- --batches 1 --gen "$gen"
+  done
   run default -- --batches 1,16,64,256 --prompt-lens 1024,2048,8192 --max-batch-tokens 8192 --gen "$gen"
   # PERF_ATTN_COMPARE=1 adds batch 64 and 256 with the CUDA-core decode attention pinned
   # (TROUPE_ATTN_VARIANT=3: the kernel before the tensor-core one), to compare in one call.
@@ -85,6 +95,14 @@ if kern:
     for r in kern:
         if r.get("kind") == "ops":
             print("ops m=%d: " % r["m"] + ", ".join(f"{k[:-3]} {v:.1f}" for k, v in r.items() if k.endswith("_us")))
+chain = lines("chain.jsonl")
+if chain:
+    print("| chain | GEMV variant (short k, long k) | us a layer | weight GB/s | % copy |")
+    print("|---|---|---|---|---|")
+    for r in chain:
+        if r.get("kind") == "chain":
+            pct = f"{r['GBps']:.0f} | {r['pct_copy']:.1f}" if "GBps" in r else "- | -"
+            print(f"| {r['chain']} | {r['short_variant']}, {r['long_variant']} | {r['us_per_layer']:.2f} | {pct} |")
 bench = lines("bench.jsonl")
 peer = lines("peer.txt")
 print("\n| engine | batch | ms/step | tokens/s | % roofline | device ms | GPU idle ms |")
