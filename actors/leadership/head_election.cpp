@@ -8,7 +8,7 @@
 
 #include "actors/actor_system_config.h"
 #include "actors/leadership/lease_voter_actor.h"
-#include "actors/link_security.h"
+#include "actors/link_connect.h"
 
 namespace troupe {
 
@@ -128,30 +128,28 @@ void on_status(self_ptr self, std::size_t v, const lease_reply& r);
 void connect(self_ptr self, std::size_t v) {
   auto& link = self->state.voters[v];
   link.connecting = true;
-  auto& sys = self->home_system();
-  auto mm = links_are_tls(sys) ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
-  self->request(mm, self->state.opts.timing.lease_duration, caf::connect_atom::value, link.host, link.port)
-      .then(
-          [=](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>& ifs) {
-            auto& l = self->state.voters[v];
-            l.connecting = false;
-            if (!ptr || !self->home_system().assignable<lease_voter_actor>(ifs)) {
-              const std::string why = ptr ? "the actor there is not a lease voter" : "no actor is published there";
-              if (why != l.last_error) logger()->error("head election: voter {}: {}", l.address, why);
-              l.last_error = why;
-              return;
-            }
-            l.last_error.clear();
-            l.handle = caf::actor_cast<lease_voter_actor>(ptr);
-            self->monitor(l.handle);  // asked from the next round on
-          },
-          [=](caf::error& e) {
-            auto& l = self->state.voters[v];
-            l.connecting = false;
-            const std::string why = self->home_system().render(e);
-            if (why != l.last_error) logger()->warn("head election: voter {} unreachable: {}", l.address, why);
-            l.last_error = why;
-          });
+  connect_link_async<lease_voter_actor>(
+      self, link.host, link.port, self->state.opts.timing.lease_duration, [self, v](caf::expected<lease_voter_actor> r) {
+        auto& l = self->state.voters[v];
+        l.connecting = false;
+        if (!r) {
+          const auto& e = r.error();
+          const bool answered =
+              e == caf::sec::no_actor_published_at_port || e == caf::sec::unexpected_actor_messaging_interface;
+          const std::string why = connect_failure(self->home_system(), e, "lease voter");
+          if (why != l.last_error) {
+            if (answered)
+              logger()->error("head election: voter {}: {}", l.address, why);
+            else
+              logger()->warn("head election: voter {} unreachable: {}", l.address, why);
+          }
+          l.last_error = why;
+          return;
+        }
+        l.last_error.clear();
+        l.handle = std::move(*r);
+        self->monitor(l.handle);  // asked from the next round on
+      });
 }
 
 /// Asks voter `v` for the candidate's current term (connecting first when needed).

@@ -3,11 +3,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <set>
 
 #include "actors/actor_system_config.h"
 #include "actors/leadership/state_replica.h"
-#include "actors/link_security.h"
+#include "actors/link_connect.h"
 #include "actors/messages.h"
 
 namespace troupe {
@@ -78,18 +77,14 @@ void try_send(sender_ptr self) {
   if (st.busy || !newer_than_sent(st)) return;
   st.busy = true;
   if (st.replica) return send_now(self);
-  auto& sys = self->home_system();
-  auto mm = links_are_tls(sys) ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
-  self->request(mm, caf::timespan{1s}, caf::connect_atom::value, st.opts.host, st.opts.port)
-      .then(
-          [self](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>& ifs) {
-            if (!ptr) return failed(self, "no actor is published there");
-            if (!self->home_system().assignable<state_replica_actor>(ifs))
-              return failed(self, "the actor published there is not a state replica");
-            self->state.replica = caf::actor_cast<state_replica_actor>(std::move(ptr));
-            send_now(self);
-          },
-          [self](caf::error& e) { failed(self, self->system().render(e)); });
+  connect_link_async<state_replica_actor>(self, st.opts.host, st.opts.port, caf::timespan{1s},
+                                          [self](caf::expected<state_replica_actor> r) {
+                                            if (!r)
+                                              return failed(self, connect_failure(self->home_system(), r.error(),
+                                                                                  "state replica"));
+                                            self->state.replica = std::move(*r);
+                                            send_now(self);
+                                          });
 }
 
 caf::behavior sender_impl(sender_ptr self, state_sender_options o) {

@@ -203,6 +203,24 @@ inline void check_wave(stream_wave& w, const std::vector<std::string>& expected,
   }
 }
 
+/// Four seeded streams (temperature 0.8, `seed`, 64 tokens) open through the gateway at
+/// `port`, with their fault-free texts: REQUIREs that every one streams within 60 s.
+struct open_streams {
+  open_streams(uint16_t port, uint64_t seed)
+      : prompts(fault_prompts(4)),
+        sampling(fault_sampling(0.8f, seed, 64)),
+        expected(fault_free_texts(prompts, sampling)),
+        wave(prompts, sampling, {port}),
+        all(wave.all()) {
+    REQUIRE(wait_streaming(all, std::chrono::seconds(60)));
+  }
+  std::vector<std::string> prompts;
+  sampling_params sampling;
+  std::vector<std::string> expected;  ///< the single engine's text of each
+  stream_wave wave;
+  std::vector<in_flight*> all;
+};
+
 /// Kills `pids` (those still running) when the test ends.
 struct reaper {
   std::vector<pid_t> pids;

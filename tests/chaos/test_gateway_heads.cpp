@@ -22,12 +22,10 @@ TEST_CASE("kill -9 of the leading head under a gateway's open streams: the gatew
   head_cluster_spec spec;
   spec.gateways = 1;
   head_cluster c(spec, "gateway-heads-leader-kill");
-  const auto prompts = fault_prompts(4);
-  const auto p = fault_sampling(0.8f, 21, 64);
-  const auto expected = fault_free_texts(prompts, p);
-  stream_wave w(prompts, p, {c.http_port(0)});
-  auto all = w.all();
-  REQUIRE(wait_streaming(all, seconds(60)));
+  open_streams s(c.http_port(0), 21);
+  auto& w = s.wave;
+  auto& all = s.all;
+  const auto& expected = s.expected;
   const int events_at_kill = total_events(all);
   const auto t0 = std::chrono::steady_clock::now();
   c.signal_head(0, SIGKILL);

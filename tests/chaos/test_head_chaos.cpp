@@ -84,12 +84,10 @@ TEST_CASE("every head killed and started again: the nodes keep their shards, the
   head_cluster_spec spec;
   spec.gateways = 1;
   head_cluster c(spec, "heads-all-restart");
-  const auto prompts = fault_prompts(4);
-  const auto p = fault_sampling(0.8f, 41, 64);
-  const auto expected = fault_free_texts(prompts, p);
-  stream_wave w(prompts, p, {c.http_port(0)});
-  auto all = w.all();
-  REQUIRE(wait_streaming(all, seconds(60)));
+  open_streams s(c.http_port(0), 41);
+  auto& w = s.wave;
+  auto& all = s.all;
+  const auto& expected = s.expected;
   c.signal_head(1, SIGKILL);
   c.signal_head(0, SIGKILL);
   for (const auto& n : c.nodes())
