@@ -45,7 +45,8 @@ struct relay {
 };
 
 struct client_state {
-  caf::actor router;  ///< null while it follows the head to a new router
+  caf::actor router;      ///< null while it follows the head to a new router
+  caf::actor supervisor;  ///< the head that gave the router (supervisor_actor), told a gateway is alive
   head_term term;     ///< the highest term of the routers it used: an older head is refused
   uint64_t next = 1;
   std::unordered_map<uint64_t, relay> relays;  ///< by the id the router knows
@@ -106,17 +107,19 @@ void follow_head(client_ptr self, const std::string& why) {
     } catch (const std::exception& e) {
       error = e.what();
     }
-    helper->send(client, router_atom::value, found.router, found.term, error);
+    helper->send(client, router_atom::value, found.router, found.term, error, found.supervisor);
     helper->quit();
   });
 }
 
 client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std::optional<client_options> follow,
-                                        head_term term) {
+                                        head_term term, caf::actor supervisor) {
   self->state.router = router;
+  self->state.supervisor = std::move(supervisor);
   self->state.term = term;
   self->state.follow = std::move(follow);
   self->monitor(router);
+  if (self->state.follow && self->state.follow->gateway_index >= 0) self->send(self, sweep_atom::value);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if (st.router && dm.source == st.router.address()) {
@@ -165,7 +168,8 @@ client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std:
         caf::anon_send(receiver, token_atom::value, std::move(m));
         st.relays.erase(rid);
       },
-      [self](router_atom, const caf::actor& router, head_term term, const std::string& error) {
+      [self](router_atom, const caf::actor& router, head_term term, const std::string& error,
+             const caf::actor& supervisor) {
         auto& st = self->state;
         if (st.router) return;
         st.following = false;
@@ -180,9 +184,17 @@ client_actor::behavior_type client_impl(client_ptr self, caf::actor router, std:
         }
         st.term = term;
         st.router = router;
+        st.supervisor = supervisor;
         self->monitor(router);
         logger()->info("client: following the head: {} request(s) resumed on its router", st.relays.size());
         for (const auto& [rid, r] : st.relays) submit(self, rid, r);
+      },
+      [self](sweep_atom) {
+        auto& st = self->state;
+        if (st.router && st.supervisor)
+          caf::anon_send(caf::actor_cast<supervisor_actor>(st.supervisor), gateway_atom::value,
+                         st.follow->gateway_index);
+        self->delayed_send(self, std::chrono::seconds(1), sweep_atom::value);
       },
       [self](status_atom) {
         auto rp = self->make_response_promise<router_status>();
@@ -261,7 +273,7 @@ leader_router connect_to_any_head(caf::actor_system& sys, const client_options& 
         last = why;
         continue;
       }
-      return {router, *term, where};
+      return {router, *term, where, caf::actor_cast<caf::actor>(*sup)};
     }
     if (clock_type::now() > deadline)
       throw std::runtime_error("no head of the " + std::to_string(heads.size()) + " gave a router within " +
@@ -294,7 +306,7 @@ leader_router connect_to_leader(caf::actor_system& sys, const client_options& o,
       auto term = term_of(self, sup, std::chrono::seconds(5));
       if (!term) err = term.error();
       else if ((refused = refusal(where, *term, at_least, logged)).empty())
-        return {router, *term, where};
+        return {router, *term, where, caf::actor_cast<caf::actor>(sup)};
     }
     const bool not_yet = err == caf::sec::unavailable_or_would_block || !refused.empty();
     if (!not_yet || clock_type::now() > deadline)
@@ -308,8 +320,8 @@ leader_router connect_to_leader(caf::actor_system& sys, const client_options& o,
 }
 
 client_actor spawn_client(caf::actor_system& sys, caf::actor router, std::optional<client_options> follow,
-                          head_term term) {
-  return sys.spawn(client_impl, std::move(router), std::move(follow), term);
+                          head_term term, caf::actor supervisor) {
+  return sys.spawn(client_impl, std::move(router), std::move(follow), term, std::move(supervisor));
 }
 
 struct blocking_client::impl {

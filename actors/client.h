@@ -46,6 +46,10 @@ struct client_options {
   /// host:port and these in turn, each attempt bounded, until the head that leads gives a
   /// router. Empty: host:port only.
   std::vector<std::pair<std::string, uint16_t>> other_heads;
+  /// A `troupe gateway` (its index in the file's `gateways:`): a following client actor
+  /// tells the head it serves through every second (GET /admin/nodes shows when each
+  /// gateway was last heard). -1: not a gateway.
+  int32_t gateway_index = -1;
 };
 
 /// Connects to the head at `o.host:o.port` (retrying up to `o.connect_timeout`) and
@@ -59,7 +63,8 @@ caf::actor connect_to_cluster(caf::actor_system& sys, const client_options& o);
 struct leader_router {
   caf::actor router;
   head_term term;
-  std::string head;  ///< "host:port" of the head that gave it (the leader)
+  std::string head;       ///< "host:port" of the head that gave it (the leader)
+  caf::actor supervisor;  ///< that head's supervisor (supervisor_actor)
 };
 
 /// connect_to_cluster that also asks each head its term (`lease_atom`) and refuses a head
@@ -76,9 +81,12 @@ using client_actor = caf::typed_actor<
     caf::reacts_to<cancel_atom, uint64_t, caf::actor>,
     /// Events from the router (internal: relayed to the receivers).
     caf::reacts_to<token_atom, token_msg>,
-    /// Internal (failover): the new router and its head's term, or null and why no head
-    /// could be reached. A router of an older term than one the client used is refused.
-    caf::reacts_to<router_atom, caf::actor, head_term, std::string>,
+    /// Internal (failover): the new router, its head's term and supervisor, or null and why
+    /// no head could be reached. A router of an older term than one the client used is refused.
+    caf::reacts_to<router_atom, caf::actor, head_term, std::string, caf::actor>,
+    /// Internal timer of a gateway's client (client_options::gateway_index): tells the head
+    /// that gave the router that this gateway serves through it.
+    caf::reacts_to<sweep_atom>,
     /// The current router's readiness and load (an error while it follows the head to a
     /// new router): what an HTTP gateway apart from the head shows on /ready.
     caf::replies_to<status_atom>::with<router_status>>;
@@ -87,9 +95,11 @@ using client_actor = caf::typed_actor<
 /// connect_to_leader with its `term`); with `follow`, it follows the head across a loss of
 /// its router (client_options::failover). Term fencing: it keeps the highest term of the
 /// routers it used and never follows a head of an older term (a woken deposed leader
-/// cannot take its requests back); it waits for the current leader instead.
+/// cannot take its requests back); it waits for the current leader instead. `supervisor`:
+/// the head that gave the router, which a gateway's client tells it is alive.
 client_actor spawn_client(caf::actor_system& sys, caf::actor router,
-                          std::optional<client_options> follow = std::nullopt, head_term term = {});
+                          std::optional<client_options> follow = std::nullopt, head_term term = {},
+                          caf::actor supervisor = {});
 
 /// One finished request.
 struct client_result {

@@ -30,6 +30,7 @@ using start_atom = caf::atom_constant<caf::atom("start")>;
 using attach_atom = caf::atom_constant<caf::atom("attach")>;
 /// The supervisor's periodic timer: reap children, check heartbeat deadlines.
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+using gateway_atom = caf::atom_constant<caf::atom("gateway")>;
 /// Head -> supervisor: the registered node agents (for placing shards).
 using agents_atom = caf::atom_constant<caf::atom("agents")>;
 /// Head main -> supervisor: the router (once serving); client -> supervisor: ask for it.
@@ -433,12 +434,15 @@ typename Inspector::result_type inspect(Inspector& f, head_view& x) {
 struct gateway_view {
   std::string host;  ///< where its HTTP listener binds
   uint16_t port = 0;
+  /// Milliseconds since the answering head last heard from it (a `troupe gateway` that
+  /// serves through this head says so every second); -1: never, since this head leads.
+  int64_t last_seen_ms = -1;
 };
 
 /// `inspect` for gateway_view.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gateway_view& x) {
-  return f(caf::meta::type_name("troupe::gateway_view"), x.host, x.port);
+  return f(caf::meta::type_name("troupe::gateway_view"), x.host, x.port, x.last_seen_ms);
 }
 
 /// The supervisor's answer to `roles_atom`: the heads and gateways of the cluster file.

@@ -460,7 +460,11 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
         return on_drain(self, name, replace, admin_key);
       },
       [self](lease_atom) { return self->state.opts.term; },
-      [self](roles_atom) { return roles_of(self->state.opts); },
+      [self](roles_atom) { return roles_of(self->state.opts, self->state.gateway_seen); },
+      [self](gateway_atom, int32_t index) {
+        if (index >= 0 && static_cast<size_t>(index) < self->state.opts.config.gateways.size())
+          self->state.gateway_seen[index] = steady::now();
+      },
       [self](nodes_atom) {
         std::vector<node_view> out;
         for (const auto& m : self->state.members) out.push_back(view_of(self->state, m));
@@ -473,14 +477,22 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
 
 using supervisor_detail::supervisor_impl;
 
-cluster_roles roles_of(const supervisor_options& opts) {
+cluster_roles roles_of(const supervisor_options& opts,
+                       const std::map<int32_t, std::chrono::steady_clock::time_point>& gateway_seen) {
   cluster_roles out;
   const auto heads = head_list(opts.config);
   for (size_t i = 0; i < heads.size(); ++i) {
     const bool self = i == opts.head_index;
     out.heads.push_back(head_view{heads[i].host, heads[i].port, self, self ? opts.term : 0});
   }
-  for (const auto& g : opts.config.gateways) out.gateways.push_back(gateway_view{g.host, g.port});
+  const auto now = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < opts.config.gateways.size(); ++i) {
+    const auto& g = opts.config.gateways[i];
+    gateway_view v{g.host, g.port};
+    if (auto it = gateway_seen.find(static_cast<int32_t>(i)); it != gateway_seen.end())
+      v.last_seen_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - it->second).count();
+    out.gateways.push_back(std::move(v));
+  }
   return out;
 }
 

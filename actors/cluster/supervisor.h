@@ -15,6 +15,7 @@
 /// devices enter placement, and the down handler is where re-placement starts.
 #include <caf/all.hpp>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -65,7 +66,10 @@ using supervisor_actor = caf::typed_actor<
     caf::replies_to<lease_atom>::with<uint64_t>,
     /// The heads of the cluster file (this one leads, with its term) and its gateways, for
     /// GET /admin/nodes.
-    caf::replies_to<roles_atom>::with<cluster_roles>>;
+    caf::replies_to<roles_atom>::with<cluster_roles>,
+    /// Gateway `index` (of the file's `gateways:`) serves through this head: sent every
+    /// second by its client actor; roles_atom tells how long ago it was last heard.
+    caf::reacts_to<gateway_atom, int32_t>>;
 
 /// The name the supervisor registers itself under in its actor system's registry (the
 /// head's HTTP gateway finds it there for the admin endpoints).
@@ -96,7 +100,8 @@ supervisor_actor spawn_supervisor(caf::actor_system& sys, supervisor_options opt
 
 /// The heads of `opts.config` (entry `opts.head_index` leads with `opts.term`: a supervisor
 /// runs only in the leader) and its gateways.
-cluster_roles roles_of(const supervisor_options& opts);
+cluster_roles roles_of(const supervisor_options& opts,
+                       const std::map<int32_t, std::chrono::steady_clock::time_point>& gateway_seen = {});
 
 /// The command line that starts node `name` of `opts` (troupe node --config ... --name ...).
 std::vector<std::string> node_command_line(const supervisor_options& opts, const std::string& name);

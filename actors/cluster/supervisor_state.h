@@ -49,6 +49,7 @@ struct supervisor_state {
   /// Nodes asked to stop that have not answered: name -> completion ("stopped", ...).
   std::map<std::string, std::function<void(const std::string&)>> stop_waiters;
   steady::time_point last_sweep;  // when the previous sweep ran (head stalls, see on_sweep)
+  std::map<int32_t, steady::time_point> gateway_seen;  // gateway index -> when it last said it serves here
   static inline const char* name = "troupe.supervisor";
 };
 

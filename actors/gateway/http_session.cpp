@@ -37,6 +37,10 @@ bool is_disconnect(const beast::error_code& ec) {
 
 // -- admin endpoints (graceful drain) -----------------------------------------------------
 
+/// A gateway heard from by the leading head within this long counts as reachable (it says
+/// so every second).
+constexpr int64_t gateway_seen_within_ms = 3000;
+
 /// How long an admin request waits for the supervisor.
 constexpr auto admin_timeout = std::chrono::seconds(5);
 
@@ -47,7 +51,8 @@ nlohmann::json node_json(const node_view& v) {
 
 /// Adds the heads and gateways of GET /admin/nodes to `body`: "heads": [{"host", "port",
 /// "leader", "term"}] ("term" null for a head this one knows no term of) and "gateways":
-/// [{"host", "port"}].
+/// [{"host", "port", "last_seen_ms", "reachable"}] ("last_seen_ms": since the leading head
+/// last heard from it, null when never; "reachable": heard within the last 3 s).
 void roles_json(const cluster_roles& roles, nlohmann::json& body) {
   body["heads"] = nlohmann::json::array();
   for (const auto& h : roles.heads) {
@@ -56,7 +61,14 @@ void roles_json(const cluster_roles& roles, nlohmann::json& body) {
     body["heads"].push_back(std::move(j));
   }
   body["gateways"] = nlohmann::json::array();
-  for (const auto& g : roles.gateways) body["gateways"].push_back({{"host", g.host}, {"port", g.port}});
+  for (const auto& g : roles.gateways) {
+    nlohmann::json j = {{"host", g.host}, {"port", g.port}, {"last_seen_ms", nullptr}, {"reachable", false}};
+    if (g.last_seen_ms >= 0) {
+      j["last_seen_ms"] = g.last_seen_ms;
+      j["reachable"] = g.last_seen_ms <= gateway_seen_within_ms;
+    }
+    body["gateways"].push_back(std::move(j));
+  }
 }
 
 /// The body of POST /admin/drain: {"node": "<name>", "replace": false}; api_error 400

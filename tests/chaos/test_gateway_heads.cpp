@@ -7,6 +7,8 @@
 // gateway with the same seed. Real processes, real sockets, the real SmolLM2.
 #include <signal.h>
 
+#include <thread>
+
 #include "chaos/head_cluster.h"
 #include "chaos/http_completions.h"
 
@@ -45,6 +47,10 @@ TEST_CASE("kill -9 of the leading head under a gateway's open streams: the gatew
   check_loaded_once(c, 1);
 }
 
+/// GET /admin/nodes on the HTTP port at `port` (a head's: a gateway's own /admin/* has no
+/// supervisor to ask), parsed.
+nlohmann::json admin_nodes(uint16_t port) { return nlohmann::json::parse(http_get(port, "/admin/nodes")); }
+
 TEST_CASE("kill -9 of the standby head changes nothing for either gateway's streams, and kill -9 of one gateway "
           "costs only its own clients, whose retry with the same seed through the other gateway gets the same text",
           "[chaos][gateway][leadership][slow]") {
@@ -72,7 +78,17 @@ TEST_CASE("kill -9 of the standby head changes nothing for either gateway's stre
   INFO("gateway 1 killed");
   stream_wave w(prompts, p, ports);  // streams 0 and 2 through gateway 0, 1 and 3 through gateway 1
   REQUIRE(wait_streaming(w.all(), seconds(60)));
+  const uint16_t admin_port = gateway_port(read_text(c.head_log(0)));  // the leader's own HTTP listener
+  REQUIRE(admin_port != 0);
+  {
+    INFO("both gateways follow head 0 and tell it so every second");
+    const auto roles = admin_nodes(admin_port);
+    INFO(roles.dump());
+    CHECK(roles.at("gateways").at(0).at("reachable") == true);
+    CHECK(roles.at("gateways").at(1).at("reachable") == true);
+  }
   c.kill_gateway(1);
+  const auto killed = std::chrono::steady_clock::now();
   for (size_t i = 0; i < w.size(); ++i) {
     INFO("stream " << i << "\n" << c.logs());
     const auto r = w.answer(i, seconds(180));
@@ -90,6 +106,19 @@ TEST_CASE("kill -9 of the standby head changes nothing for either gateway's stre
   }
   INFO(c.logs());
   CHECK(wait_for_count(c.head_log(0), "router: a client went away", 1, seconds(10)));
+  // The head stops hearing from the killed gateway: /admin/nodes says so 3 to 4 s after
+  // (heard every second, reachable within 3 s), at the latest when every stream has ended.
+  nlohmann::json roles;
+  while (std::chrono::steady_clock::now() - killed < seconds(10)) {
+    roles = admin_nodes(admin_port);
+    if (roles.at("gateways").at(1).at("reachable") == false) break;
+    std::this_thread::sleep_for(milliseconds(200));
+  }
+  INFO(roles.dump());
+  CHECK(roles.at("gateways").at(1).at("reachable") == false);
+  CHECK(roles.at("gateways").at(1).at("last_seen_ms").get<int64_t>() > 3000);
+  CHECK(roles.at("gateways").at(0).at("reachable") == true);
+  CHECK(roles.at("gateways").at(0).at("last_seen_ms").get<int64_t>() < 3000);
   CHECK(count_of(read_text(c.gateway_log(0)), "lost the cluster's router") == 0);
   check_loaded_once(c, 0);
 }

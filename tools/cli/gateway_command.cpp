@@ -136,6 +136,7 @@ int run_gateway(const std::vector<std::string>& args) {
   for (std::size_t i = 1; i < heads.size(); ++i) co.other_heads.emplace_back(heads[i].host, heads[i].port);
   co.model = config.model.path;
   co.failover = failover_window(config);
+  co.gateway_index = o.index;  // tells the leading head it serves through it (GET /admin/nodes)
   logger()->info("gateway {}: head at {}{}; waits up to {} ms for a new head when it is lost", o.index,
                  endpoint(co.host, co.port),
                  heads.size() > 1 ? " and " + std::to_string(heads.size() - 1) + " other head(s)" : std::string(),
@@ -145,7 +146,7 @@ int run_gateway(const std::vector<std::string>& args) {
   std::thread connect([&] {
     auto found = wait_for_router(sys, co, stopping);
     if (!found.router) return;
-    client = spawn_client(sys, found.router, co, found.term);
+    client = spawn_client(sys, found.router, co, found.term, found.supervisor);
     gateway.set_client(client);
     logger()->info("gateway {}: serving through the head's router at {} (term {})", o.index, found.head,
                    found.term.value);

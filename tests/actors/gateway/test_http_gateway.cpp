@@ -341,7 +341,7 @@ TEST_CASE("with admin keys /admin/* takes only an admin key and the inference AP
 }
 
 TEST_CASE("GET /admin/nodes lists the nodes, every head of the cluster file (the leader with its term) and the "
-          "gateways",
+          "gateways, with when the head last heard from each",
           "[http][slow]") {
   fixture f;
   supervisor_options so;  // the head's supervisor in the gateway's process, as troupe serve runs it
@@ -354,6 +354,9 @@ TEST_CASE("GET /admin/nodes lists the nodes, every head of the cluster file (the
   so.term = 5;
   so.head_index = 1;  // heads[1] leads term 5
   auto sup = spawn_supervisor(f.sys, so);
+  caf::anon_send(sup, gateway_atom::value, int32_t{0});  // gateway 0 serves through this head
+  caf::anon_send(sup, gateway_atom::value, int32_t{7});  // no such gateway: ignored
+  caf::anon_send(sup, gateway_atom::value, int32_t{-1});
   reply r;
   REQUIRE(fixture::wait_until([&] { return (r = call(f.port(), bhttp::verb::get, "/admin/nodes")).status == 200; }));
   caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
@@ -367,8 +370,15 @@ TEST_CASE("GET /admin/nodes lists the nodes, every head of the cluster file (the
   CHECK(j["heads"][1] == json{{"host", "10.0.0.2"}, {"port", 7200}, {"leader", true}, {"term", 5}});
   CHECK(j["heads"][2] == json{{"host", "10.0.0.3"}, {"port", 7300}, {"leader", false}, {"term", nullptr}});
   REQUIRE(j.at("gateways").size() == 2);
-  CHECK(j["gateways"][0] == json{{"host", "127.0.0.1"}, {"port", 8001}});
-  CHECK(j["gateways"][1] == json{{"host", "0.0.0.0"}, {"port", 8002}});
+  const auto& g0 = j["gateways"][0];
+  CHECK(g0.at("host") == "127.0.0.1");
+  CHECK(g0.at("port") == 8001);
+  REQUIRE(g0.at("last_seen_ms").is_number_integer());
+  CHECK(g0["last_seen_ms"].get<int64_t>() >= 0);
+  CHECK(g0["last_seen_ms"].get<int64_t>() < 3000);  // heard just before the request
+  CHECK(g0.at("reachable") == true);
+  CHECK(j["gateways"][1] ==
+        json{{"host", "0.0.0.0"}, {"port", 8002}, {"last_seen_ms", nullptr}, {"reachable", false}});
 }
 
 TEST_CASE("malformed HTTP gets a 400 and the connection closed", "[http][slow]") {
