@@ -113,18 +113,25 @@ class event_queue {
 /// head, or (several heads) each in turn from `next` on, every attempt bounded (a paused head
 /// never answers), until one has a supervisor published (the one that leads). nullopt when
 /// a signal arrived meanwhile (stored in `signal_out`); `next` moves past the head found.
+/// Several heads: the backoff stops at 200 ms (a standby that takes over is found within
+/// that of its start; an attempt where nothing is published fails at once), and the
+/// attempts are logged once a head and then every 5 s.
 std::optional<supervisor_actor> connect_to_head(caf::actor_system& sys, const node_options& o,
                                                 signal_guard& sigs, int& signal_out, std::size_t& next) {
   const auto heads = head_list(o.config);
   const auto wait = o.config.fault_tolerance.request_wait;
   const auto attempt = caf::timespan{std::max(o.config.fault_tolerance.heartbeat_timeout, std::chrono::milliseconds{1000})};
   const auto begin = std::chrono::steady_clock::now();
+  const auto max_backoff = std::chrono::milliseconds{heads.size() > 1 ? 200 : 1000};
   auto backoff = std::chrono::milliseconds{50};
+  auto logged = begin - std::chrono::seconds{10};
   for (;;) {
+    const bool log = heads.size() == 1 || std::chrono::steady_clock::now() - logged >= std::chrono::seconds{5};
+    if (log) logged = std::chrono::steady_clock::now();
     for (std::size_t tried = 0; tried < heads.size(); ++tried) {
       const auto& head = heads[next % heads.size()];
       next = (next + 1) % heads.size();
-      logger()->info("connecting to head at {}", endpoint(head.host, head.port));
+      if (log) logger()->info("connecting to head at {}", endpoint(head.host, head.port));
       auto sup = heads.size() == 1 ? connect_link<supervisor_actor>(sys, head.host, head.port)
                                    : connect_link_within<supervisor_actor>(sys, head.host, head.port, attempt);
       if (sup) return *sup;
@@ -136,7 +143,7 @@ std::optional<supervisor_actor> connect_to_head(caf::actor_system& sys, const no
             " ms (fault_tolerance.request_wait): " + sys.render(sup.error()));
     }
     if ((signal_out = sigs.wait(backoff)) != 0) return std::nullopt;
-    backoff = std::min(backoff * 2, std::chrono::milliseconds{1000});
+    backoff = std::min(backoff * 2, max_backoff);
   }
 }
 
@@ -155,6 +162,15 @@ void unregister_node(caf::actor_system& sys, const node_agent_actor& agent) {
   caf::scoped_actor self{sys};
   self->request(agent, std::chrono::seconds{2}, unregister_atom::value)
       .receive([](caf::ok_atom) {}, [](caf::error&) {});
+}
+
+/// The head stops: its supervisor gives clients no router from now on (they try the other
+/// heads at once instead of resuming on a router that is about to end). Waits until the
+/// supervisor has taken it (the answer to a later request from the same sender), at most 1 s.
+void withdraw_router(caf::actor_system& sys, const supervisor_actor& sup) {
+  caf::scoped_actor self{sys};
+  self->send(sup, router_atom::value, caf::actor{});
+  self->request(sup, std::chrono::seconds{1}, lease_atom::value).receive([](uint64_t) {}, [](caf::error&) {});
 }
 
 }  // namespace
@@ -235,6 +251,7 @@ int run_head(const head_options& o) {
   if (sig != 0) logger()->info("received {}: shutting down", strsignal(sig));
   stopping = true;
   if (main_thread.joinable()) main_thread.join();
+  withdraw_router(sys, sup);
   for (auto& a : ctx.keep_alive) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   unpublish_link(sys, sup, *port);
   if (leadership)  // one of several heads: the nodes keep their shards for the next leader

@@ -443,7 +443,10 @@ supervisor_actor::behavior_type supervisor_impl(sup_ptr self, supervisor_options
           return;
         }
         self->state.router = std::move(router);
-        logger()->info("router set: the cluster is serving");
+        if (self->state.router)
+          logger()->info("router set: the cluster is serving");
+        else
+          logger()->info("router withdrawn: clients get none from this head");
       },
       [self](router_atom) -> caf::result<caf::actor> {
         if (self->state.stopping)

@@ -44,7 +44,8 @@ using supervisor_actor = caf::typed_actor<
     /// Stops accepting registrations, stops every registered node (reverse start order)
     /// and answers when all answered or the stop deadline passed.
     caf::replies_to<stop_atom>::with<caf::ok_atom>,
-    /// The head's main sets the router (caf::actor of router_actor) once the data plane is up.
+    /// The head's main sets the router (caf::actor of router_actor) once the data plane is up,
+    /// and a null one when the head stops (no client gets it then).
     caf::reacts_to<router_atom, caf::actor>,
     /// The router, for clients; fails with sec::unavailable_or_would_block ("the cluster is
     /// not serving yet") until it is set.

@@ -172,6 +172,27 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
     if (worker_) worker_->abort();
   }
 
+  /// A new head adopts the shard: the old owner's queued steps fail at once and its step in
+  /// flight at its next transfer (a peer it waits for may never send), so the relink
+  /// posted next runs now instead of after them. Any thread.
+  void cut_short_for_adoption(const std::string& why) {
+    std::vector<uint64_t> dropped;
+    {
+      std::lock_guard<std::mutex> lock(mx_);
+      for (auto it = jobs_.begin(); it != jobs_.end();) {
+        if (it->kind != job_kind::step) {
+          ++it;
+          continue;
+        }
+        dropped.push_back(it->id);
+        it = jobs_.erase(it);
+      }
+      if (worker_) worker_->abort();  // the relink replaces the aborted links
+    }
+    for (uint64_t id : dropped)
+      reply(job_failed_atom::value, id, caf::make_error(caf::sec::runtime_error, name_ + ": step dropped: " + why));
+  }
+
   /// Aborts and drops queued jobs without waiting: a thread that has finished is joined,
   /// one still busy (loading, or stuck in a step) is detached and holds its device in
   /// device_releases until it ends. Called once, from the actor; never blocks.
@@ -580,6 +601,7 @@ shard_actor::behavior_type shard_impl(shard_ptr self, shard_spec spec, progress_
         if (auto refused = refuse_older(self, t, "an adoption")) return refused;
         if (st.phase != load_phase::loaded) return caf::make_error(caf::sec::runtime_error, st.label + " is not loaded");
         st.term = t.value;  // the old owner's steps are refused from now on
+        st.runner->cut_short_for_adoption("the head of term " + std::to_string(t.value) + " adopted the shard");
         return post_relink(self, true);
       },
       [self](abort_atom) { self->state.runner->abort(); },
