@@ -22,6 +22,7 @@
 
 #include "actors/actor_system_config.h"
 #include "actors/serving/compute_priority.h"
+#include "actors/serving/device_releases.h"
 #include "kernels/base/progress.h"
 
 namespace troupe {
@@ -50,49 +51,6 @@ struct shard_job {
   bool drop_context = false;  // relink: for adoption by a new head
   shard_peers peers;   // connect
   step_request step;   // step
-};
-
-/// Workers of stopped shards that are still running, by device. A new shard on the same
-/// device waits for them before it loads: their memory is freed only when they end.
-class device_releases {
- public:
-  /// Never destroyed: detached workers may still release at process exit.
-  static device_releases& instance() {
-    static auto* r = new device_releases();
-    return *r;
-  }
-  /// A stopped shard's worker on `device` still runs.
-  void retire(const std::string& device) {
-    std::lock_guard<std::mutex> lock(mx_);
-    ++held_[device];
-  }
-  /// That worker ended and freed what it held.
-  void release(const std::string& device) {
-    {
-      std::lock_guard<std::mutex> lock(mx_);
-      auto it = held_.find(device);
-      if (it != held_.end() && --it->second == 0) held_.erase(it);
-    }
-    cv_.notify_all();
-  }
-  /// Waits (in slices, so that `cancelled` is seen) until no stopped worker holds `device`;
-  /// false when `bound` passed first or `cancelled` returned true.
-  template <class Cancelled>
-  bool wait(const std::string& device, std::chrono::milliseconds bound, Cancelled cancelled) {
-    const auto until = std::chrono::steady_clock::now() + bound;
-    std::unique_lock<std::mutex> lock(mx_);
-    while (held_.count(device)) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now >= until || cancelled()) return false;
-      cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(until - now, std::chrono::milliseconds(50)));
-    }
-    return true;
-  }
-
- private:
-  std::mutex mx_;
-  std::condition_variable cv_;
-  std::map<std::string, int> held_;
 };
 
 /// The hang fault (tests): TROUPE_FAULT_HANG="<shard>:<step>:<ms>" (e.g. "s1r0:2:4000")

@@ -64,8 +64,8 @@ int32_t engine_first_token(const std::vector<int32_t>& prompt) {
   return out[0].tokens[0];
 }
 
-/// Gets both stages' addresses and connects them to each other.
-void connect_pipeline(shard_fixture& f, const shard_actor& s0, const shard_actor& s1) {
+/// Gets both stages' addresses and connects them to each other (as the head of term `t`).
+void connect_pipeline(shard_fixture& f, const shard_actor& s0, const shard_actor& s1, head_term t = {}) {
   auto a0 = f.ask<shard_addresses>(s0, addresses_atom::value);
   auto a1 = f.ask<shard_addresses>(s1, addresses_atom::value);
   REQUIRE(a0);
@@ -78,8 +78,8 @@ void connect_pipeline(shard_fixture& f, const shard_actor& s0, const shard_actor
   p0.next = a1->prev;
   p1.prev = a0->next;
   // Both connects must be in flight together: each side waits for the other.
-  auto h0 = f.self->request(s0, 20s, connect_atom::value, head_term{}, p0);
-  auto h1 = f.self->request(s1, 20s, connect_atom::value, head_term{}, p1);
+  auto h0 = f.self->request(s0, 20s, connect_atom::value, t, p0);
+  auto h1 = f.self->request(s1, 20s, connect_atom::value, t, p1);
   bool ok0 = false, ok1 = false;
   h0.receive([&](caf::ok_atom) { ok0 = true; }, [&](caf::error& e) { FAIL("stage 0 connect: " << f.render(e)); });
   h1.receive([&](caf::ok_atom) { ok1 = true; }, [&](caf::error& e) { FAIL("stage 1 connect: " << f.render(e)); });
@@ -146,6 +146,44 @@ TEST_CASE("abort releases a shard waiting for activations that never come, and i
   // The shard is still there (the replica decides what to do with it).
   auto again = f.ask<shard_addresses>(s1, addresses_atom::value);
   CHECK(again);
+}
+
+TEST_CASE("a new head's adoption cuts short the old owner's step waiting for activations that never come and its "
+          "queued steps: the adoption answers at once and the shard runs the new owner's steps",
+          "[actors][shard][term][slow]") {
+  shard_fixture f;
+  auto s0 = f.spawn(pipeline_spec(0));
+  auto s1 = f.spawn(pipeline_spec(1));
+  connect_pipeline(f, s0, s1);
+  // Term 0's head sends stage 1 two steps and dies before stage 0 gets one: the first
+  // blocks receiving (up to the spec's 5 s timeout), the second waits behind it.
+  auto blocked = f.self->request(s1, 30s, step_atom::value, head_term{}, prefill_step(prompt_tokens(), 7));
+  auto queued = f.self->request(s1, 30s, step_atom::value, head_term{}, prefill_step(prompt_tokens(), 8));
+  std::this_thread::sleep_for(100ms);  // stage 1 is now blocked receiving from stage 0
+  const auto t0 = clock_type::now();
+  auto adopted = f.ask<shard_addresses>(s1, adopt_atom::value, head_term{1});
+  INFO((adopted ? std::string() : f.render(adopted.error())));
+  REQUIRE(adopted);
+  CHECK(clock_type::now() - t0 < 1s);  // not after the blocked step's timeout
+  for (auto* h : {&blocked, &queued}) {
+    std::string error;
+    h->receive([](step_output&) { FAIL("a step of the old owner succeeded without its activations"); },
+               [&](caf::error& e) { error = f.render(e); });
+    INFO(error);
+    CHECK(error.find("shard s1r0") != std::string::npos);
+  }
+  // The new owner connects the pipeline afresh (stage 0 adopted too) and steps run again.
+  REQUIRE(f.ask<shard_addresses>(s0, adopt_atom::value, head_term{1}));
+  connect_pipeline(f, s0, s1, head_term{1});
+  const auto step = prefill_step(prompt_tokens(), 9);
+  auto h0 = f.self->request(s0, 20s, step_atom::value, head_term{1}, step);
+  auto h1 = f.self->request(s1, 20s, step_atom::value, head_term{1}, step);
+  std::optional<step_output> o1;
+  h0.receive([](step_output&) {}, [&](caf::error& e) { FAIL("stage 0: " << f.render(e)); });
+  h1.receive([&](step_output& o) { o1 = std::move(o); }, [&](caf::error& e) { FAIL("stage 1: " << f.render(e)); });
+  REQUIRE(o1);
+  REQUIRE(o1->samples.size() == 1);
+  CHECK(o1->samples[0].token == engine_first_token(prompt_tokens()));
 }
 
 TEST_CASE("a shard stopped while its step waits for a peer terminates at once and answers the step",
