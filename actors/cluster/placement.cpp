@@ -108,7 +108,8 @@ head_term head_term_of(caf::scoped_actor& self, const caf::actor& sup) {
 /// Asks each slot's node agent for its shard and waits until every one answered, one
 /// failed, or `stopping` is set: the head's main thread stays interruptible even when a
 /// node dies meanwhile (a request to a dead node is only answered by its timeout).
-/// Returns the shards per replica, in slot order.
+/// Returns the shards per replica, in slot order. On a failure it stops the shards that
+/// were spawned (also those answered later) and throws.
 std::vector<std::vector<shard_actor>> spawn_all_shards(caf::actor_system& sys,
                                                        const std::map<std::string, node_agent_actor>& agents,
                                                        const cluster_config& c, const model_config& m,
@@ -145,8 +146,11 @@ std::vector<std::vector<shard_actor>> spawn_all_shards(caf::actor_system& sys,
               });
     }));
   }
-  const auto give_up = [&askers](const std::string& why) {
+  const auto give_up = [&askers, a](const std::string& why) {
     for (auto& asker : askers) caf::anon_send_exit(asker, caf::exit_reason::user_shutdown);
+    std::lock_guard<std::mutex> lock(a->mutex);
+    for (auto& s : a->shards)
+      if (s) caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
     return std::runtime_error(why);
   };
   for (;;) {
@@ -208,13 +212,28 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
     for (const auto& slot : placed.slots) needed.insert(slot.node);
   else
     for (const auto& n : c.nodes) needed.insert(n.name);
-  auto agents = wait_for_nodes(self, supervisor, c, needed, deadline, stopping);
   const auto term = head_term_of(self, supervisor);
   const auto& slots = placed.slots;
   std::vector<cluster_config> plan_configs;
   for (const auto& plan : placed.plans)
     plan_configs.push_back(plan == full_plan(c) || plan.shards() == 0 ? c : config_for_plan(c, plan));
-  auto shards = spawn_all_shards(sys, agents, c, meta->config(), slots, term, plan_configs, stopping);
+  // A node that leaves while its shards are placed (it refuses or never answers) does not
+  // end the head: the shards placed so far stop, and placement starts again once every
+  // needed node is registered, until the bring-up deadline.
+  std::vector<std::vector<shard_actor>> shards;
+  for (;;) {
+    auto agents = wait_for_nodes(self, supervisor, c, needed, deadline, stopping);
+    try {
+      shards = spawn_all_shards(sys, agents, c, meta->config(), slots, term, plan_configs, stopping);
+      break;
+    } catch (const std::exception& e) {
+      if (stopping || clock_type::now() >= deadline) throw;
+      logger()->warn("{}; the shards placed so far stop, and placement starts again once every node it needs is "
+                     "registered",
+                     e.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the supervisor sees the node go first
+    }
+  }
   // Replicas report state changes to the manager, which is spawned after them (a box
   // hands them its handle), and which forwards them to the router.
   struct manager_box {
