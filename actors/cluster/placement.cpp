@@ -154,11 +154,13 @@ std::vector<std::vector<shard_actor>> spawn_all_shards(caf::actor_system& sys,
     return std::runtime_error(why);
   };
   for (;;) {
+    std::string error;
     {
       std::lock_guard<std::mutex> lock(a->mutex);
-      if (!a->error.empty()) throw give_up(a->error);
-      if (a->left == 0) break;
+      if (a->left == 0 && a->error.empty()) break;
+      error = a->error;
     }
+    if (!error.empty()) throw give_up(error);  // give_up takes the lock itself
     if (stopping) throw give_up("placement: the head is stopping");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -221,6 +223,7 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
   // end the head: the shards placed so far stop, and placement starts again once every
   // needed node is registered, until the bring-up deadline.
   std::vector<std::vector<shard_actor>> shards;
+  auto backoff = std::chrono::milliseconds(200);  // the supervisor sees a leaving node go first
   for (;;) {
     auto agents = wait_for_nodes(self, supervisor, c, needed, deadline, stopping);
     try {
@@ -228,10 +231,11 @@ data_plane bring_up_replicas(caf::actor_system& sys, const caf::actor& superviso
       break;
     } catch (const std::exception& e) {
       if (stopping || clock_type::now() >= deadline) throw;
-      logger()->warn("{}; the shards placed so far stop, and placement starts again once every node it needs is "
-                     "registered",
-                     e.what());
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the supervisor sees the node go first
+      logger()->warn("{}; the shards placed so far stop, and placement starts again in {} ms once every node it "
+                     "needs is registered",
+                     e.what(), backoff.count());
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));  // a node that refuses again
     }
   }
   // Replicas report state changes to the manager, which is spawned after them (a box

@@ -504,3 +504,46 @@ TEST_CASE("starting a missing program names the program", "[actors]") {
                         Catch::Contains("No such file"));
   CHECK(procs.running().empty());
 }
+
+TEST_CASE("a node that refuses its shard during the bring-up does not end the head: placement starts again, and "
+          "the cluster serves once the node is back as it should be",
+          "[actors][slow]") {
+  const auto dir = troupe::test::scratch_dir("actors_placement_retry");
+  auto c = two_node_config(test_port(90));
+  for (auto& n : c.nodes) n.launch = false;  // the test starts them
+  const auto path = write_config(c, dir);
+  process_launcher procs;
+  auto start = [&](const std::string& name, std::vector<std::string> args) {
+    launch_options lo;
+    lo.log_path = (dir / (name + ".log")).string();
+    args.insert(args.begin(), troupe_binary());
+    return procs.start(name, args, lo);
+  };
+  const auto log_has = [&](const std::string& name, const std::string& text, std::chrono::seconds within) {
+    const auto until = std::chrono::steady_clock::now() + within;
+    while (read_text(dir / (name + ".log")).find(text) == std::string::npos)
+      if (std::chrono::steady_clock::now() > until) return false;
+      else std::this_thread::sleep_for(20ms);
+    return true;
+  };
+  const auto head = start("head", {"serve", "--config", path});
+  start("n1", {"node", "--name", "n1", "--config", path});
+  // n0 believes in another model: it registers, then refuses the shard the head asks of it.
+  const auto wrong = start("n0-wrong", {"node", "--name", "n0", "--config", path, "--set", "model.path=/elsewhere/other.gguf"});
+  INFO(read_text(dir / "head.log"));
+  REQUIRE(log_has("head", "placement starts again", 60s));
+  CHECK(log_has("n0-wrong", "refused to spawn", 5s));
+  std::this_thread::sleep_for(1s);
+  CHECK_FALSE(process_gone(head));  // before, the head's main ended here and the head with it
+  REQUIRE(::kill(wrong, SIGTERM) == 0);
+  REQUIRE(procs.wait(wrong, 10s));
+  start("n0", {"node", "--name", "n0", "--config", path});
+  REQUIRE(log_has("head", "serving: ", 90s));
+  head_client client(c);
+  const auto st = client.wait_until(all_registered, 10s);
+  CHECK(all_registered(st));
+  REQUIRE(::kill(head, SIGTERM) == 0);
+  const auto ex = procs.wait(head, 30s);
+  REQUIRE(ex);
+  CHECK(ex->description == "exited with status 0");
+}
