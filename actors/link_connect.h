@@ -13,14 +13,6 @@
 
 namespace troupe {
 
-/// Connects to the actor published at host:port (TLS when this system's links are), giving
-/// up after `timeout` with sec::request_timeout; sec::no_actor_published_at_port when
-/// nothing is published there, sec::unexpected_actor_messaging_interface when it is not a
-/// `Handle`.
-template <class Handle>
-caf::expected<Handle> connect_link_within(caf::actor_system& sys, const std::string& host, uint16_t port,
-                                          caf::timespan timeout);
-
 namespace link_connect_detail {
 
 /// The middleman that connects this system's links (the TLS one when they are TLS).
@@ -39,6 +31,10 @@ caf::expected<Handle> handle_from(caf::actor_system& sys, caf::strong_actor_ptr&
 
 }  // namespace link_connect_detail
 
+/// Connects to the actor published at host:port (TLS when this system's links are), giving
+/// up after `timeout` with sec::request_timeout; sec::no_actor_published_at_port when
+/// nothing is published there, sec::unexpected_actor_messaging_interface when it is not a
+/// `Handle`.
 template <class Handle>
 caf::expected<Handle> connect_link_within(caf::actor_system& sys, const std::string& host, uint16_t port,
                                           caf::timespan timeout) {

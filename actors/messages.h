@@ -30,6 +30,7 @@ using start_atom = caf::atom_constant<caf::atom("start")>;
 using attach_atom = caf::atom_constant<caf::atom("attach")>;
 /// The supervisor's periodic timer: reap children, check heartbeat deadlines.
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+/// A `troupe gateway`'s client -> the supervisor of its head: it serves through it.
 using gateway_atom = caf::atom_constant<caf::atom("gateway")>;
 /// Head -> supervisor: the registered node agents (for placing shards).
 using agents_atom = caf::atom_constant<caf::atom("agents")>;

@@ -100,7 +100,8 @@ struct supervisor_options {
 supervisor_actor spawn_supervisor(caf::actor_system& sys, supervisor_options opts);
 
 /// The heads of `opts.config` (entry `opts.head_index` leads with `opts.term`: a supervisor
-/// runs only in the leader) and its gateways.
+/// runs only in the leader) and its gateways, each with how long ago it was last heard
+/// (`gateway_seen`: gateway index -> when).
 cluster_roles roles_of(const supervisor_options& opts,
                        const std::map<int32_t, std::chrono::steady_clock::time_point>& gateway_seen = {});
 

@@ -12,12 +12,12 @@
 
 #include <algorithm>
 #include <atomic>
-#include <mutex>
-#include <string>
-#include <utility>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <string>
 #include <type_traits>
+#include <utility>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/matmul_common.cuh"

@@ -1,5 +1,6 @@
 // troupe_gpu chain (gpu_timing.h, run_layer_chain): one row's decode layers as a chain of
 // kernels in a CUDA graph, with op groups left out and under each GEMV tiling.
+#include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -55,7 +56,8 @@ struct chain {
       kernels::rope_kv_write(ctx, q.view(), w.k_cache.view(), w.v_cache.view(), qkv_out.view(), fx.pos.view(),
                              inv_freq.view(), fx.slots.view());
     if (mask & op_attention)
-      kernels::paged_attention(ctx, attn.view(), q.view(), w.k_cache.view(), w.v_cache.view(), fx.meta, 0.088f);
+      kernels::paged_attention(ctx, attn.view(), q.view(), w.k_cache.view(), w.v_cache.view(), fx.meta,
+                               1.0f / std::sqrt(static_cast<float>(c.head_dim)));
     tensor_view a2 = attn.view();
     a2.shape = shape_t{1, c.n_heads * c.head_dim};
     if (mask & op_o) kernels::matmul(ctx, delta.view(), a2, w.o.view(), {});
@@ -71,7 +73,7 @@ struct chain {
     const layer& w = layers.front();
     double b = 0;
     for (auto [bit, t] : {std::pair{op_qkv, &w.qkv}, {op_o, &w.o}, {op_gate_up, &w.gate_up}, {op_down, &w.down}})
-      if (mask & bit) b += static_cast<double>(t->numel()) * 2;
+      if (mask & bit) b += static_cast<double>(t->bytes());
     return b * static_cast<double>(layers.size());
   }
 

@@ -425,7 +425,7 @@ int main(int argc, char** argv) {
   options o;
   po::options_description desc("troupe_gpu MODE [options]; MODE = logits | generate | bench | kernels | chain");
   std::string batches, prompt_lens;
-  desc.add_options()("help,h", "this help")("mode", po::value(&o.mode)->required(), "logits, generate or bench")(
+  desc.add_options()("help,h", "this help")("mode", po::value(&o.mode)->required(), "logits, generate, bench, kernels or chain")(
       "model", po::value(&o.model)->required(), "Hugging Face model directory (config.json for --random)")(
       "random", po::bool_switch(&o.random), "the random load format: weights made on the GPUs")(
       "tp", po::value(&o.tp)->default_value(1), "tensor-parallel size")(

@@ -239,6 +239,9 @@ TEST_CASE("a node agent spawns a shard, logs its progress and stops it on stop",
   opts.info.name = "n0";
   opts.model_path = pipeline_spec(0).model_path;
   opts.fault_tolerance.compute_nice = 7;  // the CPU shard's worker thread yields to the control plane
+  struct nice_reset {
+    ~nice_reset() { set_compute_nice(0); }  // the shards of later cases in this process as started
+  } reset;
   REQUIRE(threads_with_nice(7) == 0);
   auto agent = spawn_node_agent(f.sys, opts);
   shard_spec spec = pipeline_spec(0);
@@ -275,7 +278,6 @@ TEST_CASE("a node agent spawns a shard, logs its progress and stops it on stop",
   CHECK(!logged("shard s0r0: failed"));
   auto& sinks = logger()->sinks();
   sinks.erase(std::remove(sinks.begin(), sinks.end(), sink), sinks.end());
-  set_compute_nice(0);  // the shards of later cases in this process as started
 }
 
 TEST_CASE("a node agent logs a shard's load failure", "[actors][shard]") {
