@@ -224,7 +224,8 @@ typename Inspector::result_type inspect(Inspector& f, sample_request& x) {
 /// `inspect` for step_request.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_request& x) {
-  return f(caf::meta::type_name("troupe::step_request"), x.step_id, x.batch, x.samples, x.replay_stage);
+  return f(caf::meta::type_name("troupe::step_request"), x.step_id, x.batch, x.samples, x.replay_stage,
+           x.ahead_of, x.ahead_rows, x.ahead_from);
 }
 
 /// `inspect` for token_logprob.

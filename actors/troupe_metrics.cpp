@@ -54,6 +54,10 @@ troupe_metrics::troupe_metrics(metrics::registry& r)
                                             "Prompt tokens looked up in the prefix cache.", {"replica"})),
       prefix_cache_hits(r.counter_family("troupe_prefix_cache_hits_total",
                                          "Prompt tokens found in the prefix cache.", {"replica"})),
+      ahead_decodes(r.counter_family("troupe_ahead_decodes_total",
+                                     "Decode rows sent to the shard before the token they decode was sampled "
+                                     "(scheduler.overlap).",
+                                     {"replica"})),
       router_routed(r.counter_family("troupe_router_routed_total",
                                      "Requests routed to a replica, by reason: cache (longest cached prefix), "
                                      "least_loaded (no prefix claim), balance (the claim lost to load).",

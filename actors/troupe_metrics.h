@@ -44,6 +44,9 @@ struct troupe_metrics {
   metrics::family<metrics::counter>& prefix_cache_queries;
   /// troupe_prefix_cache_hits_total{replica}: prompt tokens found cached; replica.
   metrics::family<metrics::counter>& prefix_cache_hits;
+  /// troupe_ahead_decodes_total{replica}: decode rows sent before the token they decode was
+  /// sampled (scheduler.overlap); replica.
+  metrics::family<metrics::counter>& ahead_decodes;
   /// troupe_router_routed_total{replica,reason}: requests the router sent to a replica, by
   /// why: "cache" (it held the longest prefix), "least_loaded" (no replica held a prefix, or
   /// the policy is least_loaded), "balance" (the replica with the longest prefix lost its

@@ -126,6 +126,7 @@ void read_scheduler(section s, scheduler_section& v) {
   s.get("micro_batches", v.micro_batches);
   s.get("batch_invariant", v.batch_invariant);
   s.get("graph_warmup_context", v.graph_warmup_context);
+  s.get("overlap", v.overlap);
   s.finish();
 }
 
@@ -373,7 +374,7 @@ std::string to_yaml(const cluster_config& c) {
       << YAML::Key << "max_context" << YAML::Value << q.max_context << YAML::Key << "prefix_caching"
       << YAML::Value << q.prefix_caching << YAML::Key << "micro_batches" << YAML::Value << q.micro_batches
       << YAML::Key << "batch_invariant" << YAML::Value << q.batch_invariant << YAML::Key << "graph_warmup_context"
-      << YAML::Value << q.graph_warmup_context << YAML::EndMap;
+      << YAML::Value << q.graph_warmup_context << YAML::Key << "overlap" << YAML::Value << q.overlap << YAML::EndMap;
   const auto& f = c.fault_tolerance;
   out << YAML::Key << "fault_tolerance" << YAML::Value << YAML::BeginMap << YAML::Key << "heartbeat_interval"
       << YAML::Value << ms(f.heartbeat_interval) << YAML::Key << "heartbeat_timeout" << YAML::Value

@@ -20,6 +20,7 @@ engine_config replica_engine_config(const scheduler_section& s) {
   e.prefill_per_decode = s.prefill_per_decode;
   e.max_context = s.max_context;
   e.prefix_caching = s.prefix_caching;
+  e.overlap = s.overlap;
   e.local_execution = false;
   return e;
 }
@@ -79,6 +80,13 @@ void on_step_output(replica_ptr self, uint64_t gen, uint64_t step_id, size_t sha
   if (gen != st.generation) return;
   auto it = st.flights.find(step_id);
   if (it == st.flights.end()) return;
+  if (st.opts.config.scheduler.overlap && it != st.flights.begin()) {
+    // An overlapped step lands after the one whose tokens it took; the one shard runs
+    // them in order, so this is a broken promise: recover as from a failed step.
+    fail(self, "step " + std::to_string(step_id) + " answered before step " + std::to_string(st.flights.begin()->first),
+         static_cast<int>(shard));
+    return;
+  }
   if (shard < st.kv_rows.size()) st.kv_rows[shard] = out.kv_rows;
   if (shard == sampling_shard(st)) it->second.samples = std::move(out.samples);
   it->second.outputs[shard] = std::move(out);
@@ -115,9 +123,12 @@ void kick(replica_ptr self) {
   auto& st = self->state;
   // Micro-batches overlap pipeline stages; with one stage a second flight only halves the
   // batch and runs after the first on the same devices (every token then took two steps).
-  const size_t max_flights = st.opts.config.parallel.pipeline > 1
-                                 ? static_cast<size_t>(std::max(1, st.opts.config.scheduler.micro_batches))
-                                 : 1;
+  // Overlapped steps (one shard): the second flight is the first one's next decodes, queued
+  // at the shard behind it.
+  const auto& sc = st.opts.config.scheduler;
+  const size_t max_flights = sc.overlap                          ? 2
+                             : st.opts.config.parallel.pipeline > 1 ? static_cast<size_t>(std::max(1, sc.micro_batches))
+                                                                    : 1;
   while (st.ready && st.flights.size() < max_flights) {
     auto p = st.eng->begin_step();
     if (!p) break;
@@ -127,6 +138,9 @@ void kick(replica_ptr self) {
     f.waiting = st.shards.size();
     f.outputs.resize(st.shards.size());
     f.sent = std::chrono::steady_clock::now();
+    if (st.opts.metrics && !f.step.request.ahead_rows.empty())
+      st.opts.metrics->ahead_decodes.with({std::to_string(st.opts.index)})
+          .inc(static_cast<double>(f.step.request.ahead_rows.size()));
     for (size_t i = 0; i < st.shards.size(); ++i)
       self->request(st.shards[i], step_timeout(st), step_atom::value, st.opts.term, f.step.request)
           .then([self, gen, id, i](step_output& out) { on_step_output(self, gen, id, i, out); },

@@ -10,7 +10,11 @@ namespace troupe::replica_detail {
 
 void account_step(replica_state& st, const flight& f) {
   const auto& b = f.step.request.batch;
-  const auto wall = std::chrono::steady_clock::now() - f.sent;
+  const auto now = std::chrono::steady_clock::now();
+  // Overlapped steps wait at the shard behind the step before them: that wait is not theirs.
+  const auto start = st.opts.config.scheduler.overlap ? std::max(f.sent, st.last_landed) : f.sent;
+  st.last_landed = now;
+  const auto wall = now - start;
   if (st.opts.metrics)
     st.opts.metrics->step_duration.with({std::to_string(st.opts.index), b.kind()})
         .observe(std::chrono::duration<double>(wall).count());

@@ -35,6 +35,7 @@ struct replica_state {
   bool ready = false;
   uint64_t generation = 0;               // bumps on every (re)connect and failure
   std::map<uint64_t, flight> flights;    // by step id
+  std::chrono::steady_clock::time_point last_landed;  // when the last step's answers were all in
   std::unordered_map<seq_id, client_ref> clients;
   std::unordered_map<uint64_t, seq_id> by_request;
   replica_status status;
@@ -54,7 +55,8 @@ struct replica_state {
 
 using replica_ptr = replica_actor::stateful_pointer<replica_state>;
 
-/// Observes a finished step's wall time (troupe_step_duration_seconds, by kind) and adds a
+/// Observes a finished step's wall time (troupe_step_duration_seconds, by kind; with
+/// overlapped steps from when it was sent or the step before it landed, whichever is later) and adds a
 /// decode step (every row one new token) to the overhead counters: the
 /// kernel time of a step is the sum over stages of the slowest rank's time outside the
 /// communicators; the rest of the replica's wall time is the runtime's: communicator

@@ -115,7 +115,8 @@ batch_input engine::build_batch(const step_plan& plan) const {
     const auto& table = blocks_.block_table(c.seq->id);
     for (int i = 0; i < c.len; ++i) {
       const int pos = c.start + i;
-      b.tokens.push_back(c.seq->tokens[static_cast<size_t>(pos)]);
+      // An ahead row's token is not known yet (0 here; the shard fills it in).
+      b.tokens.push_back(c.ahead ? 0 : c.seq->tokens[static_cast<size_t>(pos)]);
       b.positions.push_back(pos);
       b.slots.push_back(table[static_cast<size_t>(pos / bs)] * bs + pos % bs);
     }
@@ -197,26 +198,50 @@ void engine::emit(sequence& s, const sample_result& r, token_event& ev) {
 }
 
 std::optional<pending_step> engine::begin_step(int budget) {
-  step_plan plan = sched_.schedule(budget);
+  step_plan plan = sched_.schedule(budget, cfg_.overlap && steps_in_flight_ == 1);
   if (plan.empty()) return std::nullopt;
   pending_step p;
   p.request.step_id = next_step_++;
   p.request.batch = build_batch(plan);
+  link_ahead_rows(plan, p.request);
+  last_sample_rows_.clear();
   for (const auto& c : plan.chunks) {
     if (!c.wants_logits) continue;
     const sequence& s = *c.seq;
+    last_sample_rows_[s.id] = static_cast<int32_t>(p.request.samples.size());
     sample_request r;
     r.id = s.id;
     r.params = s.params;
-    r.token_index = static_cast<uint64_t>(s.n_generated());
+    // An ahead row samples the token after the one its sequence's step in flight samples.
+    r.token_index = static_cast<uint64_t>(s.n_generated() + (c.ahead ? 1 : 0));
     if (needs_history(s.params)) {
-      r.history = s.tokens;
+      r.history = s.tokens;  // an ahead row's shard appends the token it fills in
       r.n_prompt = s.n_prompt;
     }
     p.request.samples.push_back(std::move(r));
   }
+  last_step_ = p.request.step_id;
+  steps_in_flight_++;
   p.plan = std::move(plan);
   return p;
+}
+
+void engine::link_ahead_rows(const step_plan& plan, step_request& r) const {
+  for (size_t i = 0; i < plan.chunks.size(); ++i) {
+    const auto& c = plan.chunks[i];
+    if (!c.ahead) continue;
+    auto from = last_sample_rows_.find(c.seq->id);
+    if (from == last_sample_rows_.end())
+      throw std::logic_error("engine: sequence " + std::to_string(c.seq->id) + " was planned ahead of step " +
+                             std::to_string(last_step_) + ", which samples nothing for it");
+    r.ahead_of = last_step_;
+    r.ahead_rows.push_back(r.batch.query_start[i]);
+    r.ahead_from.push_back(from->second);
+  }
+}
+
+void engine::step_landed() {
+  if (steps_in_flight_ > 0) steps_in_flight_--;
 }
 
 std::vector<token_event> engine::end_step(pending_step& p, const std::vector<sample_result>& samples,
@@ -225,15 +250,21 @@ std::vector<token_event> engine::end_step(pending_step& p, const std::vector<sam
     throw std::logic_error("engine: step " + std::to_string(p.request.step_id) + " wants " +
                            std::to_string(p.request.samples.size()) + " samples, got " +
                            std::to_string(samples.size()));
+  step_landed();
   std::vector<int32_t> sampled;
   std::vector<sequence*> owners;
+  std::vector<bool> dropped;  // ended while the step ran (it was an ahead step): no event
   for (const auto& c : p.plan.chunks)
-    if (c.wants_logits) owners.push_back(c.seq);
+    if (c.wants_logits) {
+      owners.push_back(c.seq);
+      dropped.push_back(c.seq->finish != finish_reason::none);
+    }
   for (const auto& r : samples) sampled.push_back(r.token);
   sched_.complete(p.plan, sampled);
   std::vector<token_event> events;
   const size_t vocab = static_cast<size_t>(model_->config().vocab);
   for (size_t i = 0; i < owners.size(); ++i) {
+    if (dropped[i]) continue;
     token_event ev;
     if (cfg_.record_logits && logits) ev.logits.assign(logits + i * vocab, logits + (i + 1) * vocab);
     emit(*owners[i], samples[i], ev);
@@ -244,7 +275,10 @@ std::vector<token_event> engine::end_step(pending_step& p, const std::vector<sam
   return events;
 }
 
-void engine::abandon_step(pending_step& p) { sched_.abandon(p.plan); }
+void engine::abandon_step(pending_step& p) {
+  step_landed();
+  sched_.abandon(p.plan);
+}
 
 std::vector<token_event> engine::take_ended() {
   std::vector<token_event> events;

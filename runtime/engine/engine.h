@@ -35,6 +35,12 @@ struct engine_config {
   bool cuda_graphs = true;      ///< CUDA: replay decode steps from captured graphs
   bool batch_invariant = false; ///< see context_params::batch_invariant
   int graph_warmup_context = 0; ///< see context_params::graph_warmup_context (captured at construction)
+  /// Overlapped steps (begin_step/end_step only): while exactly one step is in flight,
+  /// begin_step also plans the next decode of its sampling sequences (scheduler::schedule's
+  /// `ahead`), whose tokens the shard that ran that step fills in (step_request::ahead_rows).
+  /// A replica of one shard then keeps two steps queued, so the device never waits for the
+  /// head between them.
+  bool overlap = false;
 };
 
 /// What one request produced in one step.
@@ -93,7 +99,8 @@ class engine {
   std::vector<token_event> step();
 
   /// Schedules a step from the sequences not in flight, within `budget` tokens (0 = the
-  /// configured budget); nullopt when none can run now. Several may be in flight.
+  /// configured budget); nullopt when none can run now. Several may be in flight. With
+  /// engine_config::overlap and one step in flight, the step may hold ahead rows.
   std::optional<pending_step> begin_step(int budget = 0);
   /// Completes a step with one sample per logit row (and, optionally, the logits
   /// [L, vocab] for recording) and returns its events.
@@ -104,7 +111,10 @@ class engine {
   /// Stage-local recovery: gives back an in-flight step whose shards failed while most
   /// stages keep their KV cache: its sequences keep their blocks and run the step's tokens
   /// again later (scheduler::rollback).
-  void hold_step(pending_step& s) { sched_.rollback(s.plan); }
+  void hold_step(pending_step& s) {
+    step_landed();
+    sched_.rollback(s.plan);
+  }
   /// Stage-local recovery: the steps that rebuild restarted stages' KV cache from every
   /// running sequence's computed tokens, in order, at most max_batch_tokens rows each
   /// (replay_stage still -1: the caller sets it). Forgets every cached prefix no running
@@ -145,6 +155,9 @@ class engine {
   };
   static std::string final_text(request_state& st);
   batch_input build_batch(const step_plan& plan) const;
+  /// Fills `r`'s ahead rows from the plan (the step before it is the last begun one).
+  void link_ahead_rows(const step_plan& plan, step_request& r) const;
+  void step_landed();
   void emit(sequence& s, const sample_result& r, token_event& ev);
   std::optional<finish_reason> check_stop(const sequence& s, int32_t tok, token_event& ev);
 
@@ -158,6 +171,9 @@ class engine {
   std::unordered_map<seq_id, request_state> states_;
   seq_id next_id_ = 1;
   uint64_t next_step_ = 1;
+  int steps_in_flight_ = 0;  ///< begun and not yet ended, abandoned or held
+  uint64_t last_step_ = 0;   ///< the last begun step's id
+  std::unordered_map<seq_id, int32_t> last_sample_rows_;  ///< the last begun step's sample index per sequence
 };
 
 }  // namespace troupe

@@ -63,6 +63,10 @@ void scheduler::release(sequence* s) {
 }
 
 void scheduler::finish(seq_id id, finish_reason why) {
+  if (sequence* s = find(id); s && s->in_flight > 0) {
+    if (s->finish == finish_reason::none) s->finish = why;  // ends when its step lands
+    return;
+  }
   auto take = [&](auto& list) -> bool {
     auto it = std::find_if(list.begin(), list.end(), [&](const auto& p) { return p->id == id; });
     if (it == list.end()) return false;
@@ -75,6 +79,24 @@ void scheduler::finish(seq_id id, finish_reason why) {
   if (!take(running_)) take(waiting_);
 }
 
+bool scheduler::retire_if_ended(sequence* s) {
+  if (s->in_flight > 0 || s->finish == finish_reason::none) return false;
+  finish(s->id, s->finish);
+  return true;
+}
+
+void scheduler::land(sequence* s, const scheduled_chunk& c) {
+  s->in_flight--;
+  if (c.wants_logits) s->pending_tokens--;
+}
+
+bool scheduler::may_go_ahead(const sequence& s) const {
+  if (s.in_flight != 1 || s.pending_tokens != 1 || s.finish != finish_reason::none) return false;
+  if (std::find(cancel_requests_.begin(), cancel_requests_.end(), s.id) != cancel_requests_.end()) return false;
+  // The token in flight and the one planned ahead must both be allowed.
+  return s.n_generated() + 2 <= s.params.max_tokens && static_cast<int>(s.tokens.size()) + 2 <= cfg_.max_context;
+}
+
 void scheduler::preempt(sequence* s, step_plan& plan) {
   auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == s; });
   release(s);
@@ -84,11 +106,29 @@ void scheduler::preempt(sequence* s, step_plan& plan) {
   running_.erase(it);
 }
 
-bool scheduler::schedule_running(step_plan& plan, int& budget, bool decodes) {
+bool scheduler::schedule_running(step_plan& plan, int& budget, bool decodes, bool ahead) {
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     sequence* s = running_[i].get();
+    if (s->in_flight > 0) {
+      if (decodes && ahead && may_go_ahead(*s)) {
+        // Its next decode, whose token its step in flight samples (position tokens.size()).
+        const int pos = static_cast<int>(s->tokens.size());
+        while (!blocks_.reserve(s->id, pos + 1)) {
+          sequence* victim = newest_idle();
+          if (victim == nullptr) return false;
+          preempt(victim, plan);
+        }
+        plan.chunks.push_back({s, pos, 1, true, true});
+        plan.n_tokens += 1;
+        budget -= 1;
+        s->in_flight++;
+        s->pending_tokens++;
+      }
+      ++i;
+      continue;
+    }
     const int remaining = static_cast<int>(s->tokens.size()) - s->n_computed;
-    if (s->in_flight || (remaining <= 1) != decodes) {
+    if ((remaining <= 1) != decodes) {
       ++i;
       continue;
     }
@@ -117,15 +157,17 @@ bool scheduler::schedule_running(step_plan& plan, int& budget, bool decodes) {
 
 sequence* scheduler::newest_idle() {
   for (auto it = running_.rbegin(); it != running_.rend(); ++it)
-    if (!(*it)->in_flight) return it->get();
+    if ((*it)->in_flight == 0) return it->get();
   return nullptr;
 }
 
 void scheduler::add_chunk(step_plan& plan, sequence* s, int len, int& budget) {
-  plan.chunks.push_back({s, s->n_computed, len, s->n_computed + len == static_cast<int>(s->tokens.size())});
+  const bool samples = s->n_computed + len == static_cast<int>(s->tokens.size());
+  plan.chunks.push_back({s, s->n_computed, len, samples, false});
   plan.n_tokens += len;
   budget -= len;
-  s->in_flight = true;
+  s->in_flight++;
+  s->pending_tokens += samples ? 1 : 0;
 }
 
 void scheduler::admit_waiting(step_plan& plan, int& budget) {
@@ -151,15 +193,15 @@ int scheduler::prefill_cap(const step_plan& plan) const {
                                             std::max<int64_t>(cfg_.max_prefill_tokens / 4, scaled)));
 }
 
-step_plan scheduler::schedule(int budget) {
+step_plan scheduler::schedule(int budget, bool ahead) {
   drop_cancelled();
   step_plan plan;
   if (budget <= 0 || budget > cfg_.max_batch_tokens) budget = cfg_.max_batch_tokens;
   // Decodes first: a prefill chunk never takes a decode's place in the step.
-  if (!schedule_running(plan, budget, true)) return plan;
+  if (!schedule_running(plan, budget, true, ahead)) return plan;
   int prefill_budget = budget;
   if (!plan.chunks.empty() && cfg_.max_prefill_tokens > 0) prefill_budget = std::min(budget, prefill_cap(plan));
-  if (!schedule_running(plan, prefill_budget, false)) return plan;
+  if (!schedule_running(plan, prefill_budget, false, false)) return plan;
   // Preempted sequences wait until the running ones have room again.
   if (plan.preempted.empty()) admit_waiting(plan, prefill_budget);
   return plan;
@@ -169,20 +211,27 @@ void scheduler::complete(const step_plan& plan, const std::vector<int32_t>& samp
   size_t j = 0;
   for (const auto& c : plan.chunks) {
     sequence* s = c.seq;
-    s->in_flight = false;
-    s->n_computed = c.start + c.len;
-    blocks_.commit(s->id, s->tokens, s->n_computed);
+    land(s, c);
+    int32_t token = -1;
     if (c.wants_logits) {
       if (j >= sampled.size()) throw std::logic_error("scheduler: fewer sampled tokens than chunks wanting logits");
-      s->tokens.push_back(sampled[j++]);
+      token = sampled[j++];
     }
+    if (retire_if_ended(s) || s->finish != finish_reason::none) continue;  // ended meanwhile: the sample is dropped
+    if (c.start + c.len > static_cast<int>(s->tokens.size()))
+      throw std::logic_error("scheduler: sequence " + std::to_string(s->id) +
+                             ": an ahead step completed before the step that samples its token");
+    s->n_computed = c.start + c.len;
+    blocks_.commit(s->id, s->tokens, s->n_computed);
+    if (c.wants_logits) s->tokens.push_back(token);
   }
 }
 
 void scheduler::abandon(const step_plan& plan) {
   for (const auto& c : plan.chunks) {
     sequence* s = c.seq;
-    s->in_flight = false;
+    land(s, c);
+    if (retire_if_ended(s)) continue;
     auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == s; });
     if (it == running_.end()) continue;
     release(s);
@@ -192,14 +241,19 @@ void scheduler::abandon(const step_plan& plan) {
 }
 
 void scheduler::rollback(const step_plan& plan) {
-  for (const auto& c : plan.chunks) c.seq->in_flight = false;  // n_computed moves only in complete()
+  for (const auto& c : plan.chunks) {  // n_computed moves only in complete()
+    land(c.seq, c);
+    retire_if_ended(c.seq);
+  }
 }
 
 void scheduler::reset() {
   while (!running_.empty()) {
     sequence* s = running_.back().get();
+    s->in_flight = 0;
+    s->pending_tokens = 0;
+    if (retire_if_ended(s)) continue;
     release(s);
-    s->in_flight = false;
     s->n_preemptions++;
     waiting_.push_front(std::move(running_.back()));
     running_.pop_back();

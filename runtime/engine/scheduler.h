@@ -28,7 +28,10 @@ struct sequence {
   sampling_params params;
   int n_computed = 0;           ///< tokens whose KV is in the cache
   int n_preemptions = 0;
-  bool in_flight = false;       ///< part of a step not completed yet (pipeline micro-batches)
+  int in_flight = 0;            ///< steps holding it not completed yet (micro-batches, or an ahead step)
+  int pending_tokens = 0;       ///< tokens those steps will append (one per chunk that samples)
+  /// Set while an ended sequence waits for a step still in flight (an ahead step):
+  /// it is released, and its step's sample dropped, when that step completes.
   finish_reason finish = finish_reason::none;
 
   int n_generated() const { return static_cast<int>(tokens.size()) - n_prompt; }
@@ -40,6 +43,9 @@ struct scheduled_chunk {
   int start = 0;
   int len = 0;
   bool wants_logits = false;  ///< the chunk ends at the last known token: sample after it
+  /// An ahead decode (overlapped steps): the row's token is the one the sequence's step in
+  /// flight samples, unknown when this step is planned; it is filled in where that step ran.
+  bool ahead = false;
 };
 
 /// What one engine step runs.
@@ -75,8 +81,11 @@ class scheduler {
   bool cancel(seq_id id);
   /// Builds the next step from the sequences not already in flight, within `budget`
   /// tokens (0 = max_batch_tokens). Several plans may be in flight at once (pipeline
-  /// micro-batches); each must be completed with complete().
-  step_plan schedule(int budget = 0);
+  /// micro-batches); each must be completed with complete(). `ahead` (overlapped steps,
+  /// with exactly one plan in flight): a running sequence whose step in flight samples its
+  /// next token also gets its following decode (a chunk marked `ahead`), unless that token
+  /// may be its last (max_tokens, max_context) or a cancel request waits for it.
+  step_plan schedule(int budget = 0, bool ahead = false);
   /// After a step: records the computed KV and appends each sampled token (one per chunk
   /// that wanted logits, in chunk order).
   void complete(const step_plan& plan, const std::vector<int32_t>& sampled);
@@ -91,7 +100,8 @@ class scheduler {
   /// queue (in admission order) to be recomputed from its tokens. Call after abandoning
   /// the plans in flight.
   void reset();
-  /// Ends a sequence (stop condition found by the caller) and frees its blocks.
+  /// Ends a sequence (stop condition found by the caller) and frees its blocks; one still
+  /// held by a step in flight (an ahead step) ends when that step completes or is abandoned.
   void finish(seq_id id, finish_reason why);
   /// Takes finished sequences out of the scheduler.
   std::vector<std::unique_ptr<sequence>> take_finished();
@@ -104,7 +114,13 @@ class scheduler {
   const scheduler_config& config() const { return cfg_; }
 
  private:
-  bool schedule_running(step_plan& plan, int& budget, bool decodes);
+  bool schedule_running(step_plan& plan, int& budget, bool decodes, bool ahead);
+  /// Whether `s`, held by the one step in flight, may get its next decode planned ahead.
+  bool may_go_ahead(const sequence& s) const;
+  /// A step holding `s` is over (completed, abandoned or rolled back).
+  void land(sequence* s, const scheduled_chunk& c);
+  /// Moves an ended sequence whose last step landed to the finished list.
+  bool retire_if_ended(sequence* s);
   void admit_waiting(step_plan& plan, int& budget);
   /// Prefill tokens a step may carry beside the decodes already in `plan`.
   int prefill_cap(const step_plan& plan) const;

@@ -141,6 +141,7 @@ void shard_worker::connect(const std::vector<std::vector<char>>& tensor_group, c
   }
   env.timeout = std::chrono::milliseconds(spec_.timeout_ms);
   env.stage_timeout = std::chrono::milliseconds(spec_.stage_timeout_ms);
+  last_step_ = 0;  // ahead rows never reach across a (re)connect
   if (keep_kv && ctx_) {
     ctx_->set_env(env);
   } else {
@@ -196,21 +197,65 @@ step_output shard_worker::run(const step_request& r) {
   step_output out;
   out.step_id = r.step_id;
   const auto deadline = t0 + std::chrono::milliseconds(spec_.stage_timeout_ms);
+  step_request filled;  // checked before anything runs: a refused step leaves last_step_
+  const bool ahead = r.replay_stage < 0 && !r.ahead_rows.empty();
+  if (ahead) filled = fill_ahead(r, last_step_);
+  last_step_ = 0;  // until this step has run to its end
   if (r.replay_stage >= 0) {
     replay(r);
     ctx_->finish(deadline);
   } else {
-    tensor_view logits = ctx_->forward(r.batch);
+    const step_request& q = ahead ? filled : r;
+    tensor_view logits = ctx_->forward(q.batch);
     if (samples())
-      out.samples = sampler_.run(*ctx_, logits, r.samples, deadline);
+      out.samples = sampler_.run(*ctx_, logits, q.samples, deadline);
     else
       ctx_->finish(deadline);
+    last_tokens_.clear();
+    for (const auto& s : out.samples) last_tokens_.push_back(s.token);
+    last_step_ = r.step_id;
   }
   out.kv_rows = ctx_->kv_rows_written();
   const auto us = [](auto d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); };
   out.busy_us = us(std::chrono::steady_clock::now() - t0);
   out.comm_us = us(comm_time() - comm0);
   return out;
+}
+
+step_request shard_worker::fill_ahead(const step_request& r, uint64_t last) const {
+  const std::string step = "shard: step " + std::to_string(r.step_id);
+  if (spec_.n_stages != 1 || spec_.tp_size != 1)
+    throw std::invalid_argument(step + " has ahead rows, which only a replica of one shard can fill (this one has " +
+                                std::to_string(spec_.n_stages) + " stage(s) of " + std::to_string(spec_.tp_size) +
+                                " tensor rank(s))");
+  if (r.ahead_rows.size() != r.ahead_from.size())
+    throw std::invalid_argument(step + ": " + std::to_string(r.ahead_rows.size()) + " ahead rows but " +
+                                std::to_string(r.ahead_from.size()) + " sample indices");
+  if (r.ahead_of == 0 || r.ahead_of != last)
+    throw std::runtime_error(step + " takes its ahead tokens from step " + std::to_string(r.ahead_of) +
+                             ", but the last step this shard ran to its end is " +
+                             (last ? std::to_string(last) : std::string("none")));
+  step_request f = r;
+  const int n = f.batch.n_tokens();
+  std::vector<int> sample_of(static_cast<size_t>(n), -1);  // row -> its sample request
+  for (size_t j = 0; j < f.batch.logit_rows.size() && j < f.samples.size(); ++j) {
+    const int row = f.batch.logit_rows[j];
+    if (row >= 0 && row < n) sample_of[static_cast<size_t>(row)] = static_cast<int>(j);
+  }
+  for (size_t i = 0; i < f.ahead_rows.size(); ++i) {
+    const int row = f.ahead_rows[i], from = f.ahead_from[i];
+    if (row < 0 || row >= n || from < 0 || from >= static_cast<int>(last_tokens_.size()))
+      throw std::invalid_argument(step + ": ahead row " + std::to_string(row) + " from sample " + std::to_string(from) +
+                                  " is outside the step's " + std::to_string(n) + " rows or step " +
+                                  std::to_string(last) + "'s " + std::to_string(last_tokens_.size()) +
+                                  " samples");
+    const int32_t token = last_tokens_[static_cast<size_t>(from)];
+    f.batch.tokens[static_cast<size_t>(row)] = token;
+    const int j = sample_of[static_cast<size_t>(row)];
+    if (j >= 0 && !f.samples[static_cast<size_t>(j)].history.empty())
+      f.samples[static_cast<size_t>(j)].history.push_back(token);
+  }
+  return f;
 }
 
 void shard_worker::replay(const step_request& r) {

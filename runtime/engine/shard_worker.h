@@ -96,7 +96,10 @@ class shard_worker {
   size_t weight_bytes() const;
   /// The shard context (after connect()).
   const shard_context* context() const { return ctx_.get(); }
-  /// Runs the forward for `r`; the last stage's TP rank 0 also samples.
+  /// Runs the forward for `r`; the last stage's TP rank 0 also samples. Ahead rows
+  /// (step_request::ahead_rows) take the tokens this shard sampled in step `r.ahead_of`,
+  /// which must be the last step it ran: only a replica of one shard (one stage, one
+  /// tensor rank) has them. Throws std::runtime_error naming the steps otherwise.
   step_output run(const step_request& r);
   /// Whether this shard answers with samples.
   bool samples() const;
@@ -113,6 +116,9 @@ class shard_worker {
   void make_endpoints();
   /// Runs a stage-local recovery replay step (see step_request::replay_stage).
   void replay(const step_request& r);
+  /// `r` with its ahead rows' tokens filled in from the samples of step `last`, the last
+  /// one run here to its end.
+  step_request fill_ahead(const step_request& r, uint64_t last) const;
 
   shard_spec spec_;
   device_ref device_;
@@ -130,6 +136,8 @@ class shard_worker {
   /// Communicators replaced by relink(), kept until connect() moves the context off them.
   std::vector<std::unique_ptr<parallel::communicator>> retired_;
   step_sampler sampler_;
+  uint64_t last_step_ = 0;             ///< the last step run to its end here (0: none, or it failed)
+  std::vector<int32_t> last_tokens_;   ///< [L] that step's sampled tokens
 };
 
 }  // namespace troupe

@@ -29,6 +29,12 @@ struct step_request {
   /// `replay_stage` only (the stage before sends the inputs it kept; no other stage works,
   /// nothing is sampled). -1: a normal step.
   int32_t replay_stage = -1;
+  /// Overlapped steps: rows whose token the step `ahead_of` (the one run just before this on
+  /// the same shard) sampled: batch.tokens[ahead_rows[i]] = that step's sample ahead_from[i]
+  /// (and it ends the row's sampling history). Filled in by the shard (shard_worker::run).
+  uint64_t ahead_of = 0;
+  std::vector<int32_t> ahead_rows;  ///< [A] rows of this step
+  std::vector<int32_t> ahead_from;  ///< [A] sample indices of step ahead_of
 };
 
 /// Samples one token per row of `logits` [L, vocab] (L == requests.size()).

@@ -78,6 +78,7 @@ void populate(troupe_metrics& m) {
     m.kv_cache_usage.with({r}).set(0.25);
     m.prefix_cache_queries.with({r}).inc(100);
     m.prefix_cache_hits.with({r}).inc(40);
+    m.ahead_decodes.with({r}).inc(9);
     m.replica_ready.with({r}).set(1);
     m.shard_up.with({r, "0", "0"}).set(1);
     m.shard_up.with({r, "0", "1"}).set(0);
@@ -101,7 +102,7 @@ void populate(troupe_metrics& m) {
 }
 
 const std::vector<std::string> documented_families = {
-    "troupe_autoscale_decisions_total", "troupe_autoscale_target_replicas",
+    "troupe_ahead_decodes_total",        "troupe_autoscale_decisions_total", "troupe_autoscale_target_replicas",
     "troupe_capacity_devices",           "troupe_capacity_replicas",
     "troupe_client_disconnects_total",   "troupe_e2e_request_latency_seconds",
     "troupe_generation_tokens_total",    "troupe_head_is_leader",

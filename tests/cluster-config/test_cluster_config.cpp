@@ -323,6 +323,17 @@ TEST_CASE("scheduler values out of range are rejected with their path", "[config
   CHECK_THAT(same.what(), Catch::Contains("must differ from every key in server.api_keys"));
 }
 
+TEST_CASE("overlapped steps are refused for a replica of several shards, naming both settings", "[config]") {
+  CHECK(parse_cluster_config("scheduler: {overlap: true}", "test.yaml").scheduler.overlap);
+  config_error e = test::parse_error("scheduler: {overlap: true}\nparallel: {tensor: 2}\n"
+                                     "nodes: [{name: a, port: 7101, devices: [cpu, cpu]}]");
+  CHECK(e.path == "scheduler.overlap");
+  CHECK_THAT(e.what(), Contains("parallel.tensor 1 and pipeline 1"));
+  CHECK(test::parse_error("scheduler: {overlap: true}\nparallel: {pipeline: 2}\n"
+                          "nodes: [{name: a, port: 7101, devices: [cpu, cpu]}]")
+            .path == "scheduler.overlap");
+}
+
 TEST_CASE("layers_per_stage needs one positive entry per stage", "[config]") {
   config_error n = test::parse_error("parallel: {tensor: 1, pipeline: 2, layers_per_stage: [30]}\n"
                                "nodes: [{name: a, port: 7101, devices: [cpu, cpu]}]");

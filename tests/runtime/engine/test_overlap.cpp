@@ -1,0 +1,197 @@
+// Overlapped steps on a replica's data path without actors: a scheduling-only engine keeps
+// two steps queued for one shard worker, the second holding decodes whose tokens the first
+// samples (the shard fills them in), and every request ends exactly as with one step at a time.
+#include <catch2/catch.hpp>
+#include <deque>
+#include <map>
+
+#include "engine_fixture.h"
+#include "runtime/engine/shard_worker.h"
+#include "tools/bench/replica_harness.h"
+
+using namespace troupe;
+using namespace troupe::test;
+
+namespace {
+
+struct driven {
+  std::vector<generation_result> out;
+  size_t ahead_rows = 0;  ///< rows sent before their token was sampled
+  size_t steps = 0;
+};
+
+/// Runs every prompt (with its own sampling) through `w`, keeping up to `depth` steps
+/// begun and not yet ended, as a replica with scheduler.overlap does.
+driven drive(engine& e, shard_worker& w, const std::vector<std::vector<int32_t>>& prompts,
+             const std::vector<sampling_params>& ps, size_t depth) {
+  driven d;
+  d.out.resize(prompts.size());
+  std::map<seq_id, size_t> index;
+  for (size_t i = 0; i < prompts.size(); ++i) index[e.submit(prompts[i], ps[i])] = i;
+  const auto take = [&](const std::vector<token_event>& events) {
+    for (const auto& ev : events) {
+      auto& r = d.out[index.at(ev.id)];
+      if (ev.token >= 0) {
+        r.tokens.push_back(ev.token);
+        r.logprobs.push_back(ev.logprob);
+      }
+      r.text += ev.text;
+      if (ev.finished) {
+        CHECK(r.reason == finish_reason::none);  // one end per request, no event after it
+        r.reason = ev.reason;
+      }
+    }
+  };
+  std::deque<pending_step> flight;
+  while (e.has_work() || !flight.empty()) {
+    while (flight.size() < depth) {
+      auto p = e.begin_step();
+      if (!p) break;
+      d.ahead_rows += p->request.ahead_rows.size();
+      flight.push_back(std::move(*p));
+    }
+    if (flight.empty()) {
+      take(e.take_ended());
+      REQUIRE_FALSE(e.has_work());  // work left that nothing schedules would loop forever
+      break;
+    }
+    const auto out = w.run(flight.front().request);
+    take(e.end_step(flight.front(), out.samples));
+    flight.pop_front();
+    d.steps++;
+  }
+  return d;
+}
+
+context_params shard_context_for(const engine_config& cfg) {
+  context_params ctx;
+  ctx.n_blocks = cfg.kv_tokens / cfg.block_size;
+  ctx.block_size = cfg.block_size;
+  ctx.max_batch_tokens = cfg.max_batch_tokens;
+  ctx.max_logit_rows = cfg.max_seqs;
+  return ctx;
+}
+
+/// Runs the prompts one step at a time and overlapped on the same shard; checks that both
+/// give the same requests' tokens, text, log-probabilities and finish reasons, and that
+/// the overlapped run did send decodes ahead. Returns the overlapped run.
+driven compare(engine_config cfg, const std::vector<std::vector<int32_t>>& prompts,
+               const std::vector<sampling_params>& ps) {
+  cfg.local_execution = false;
+  bench::local_replica rep(default_model(), 1, 1, shard_context_for(cfg), 2);
+  rep.connect();
+  cfg.overlap = false;
+  engine plain_engine(shared_default_model(), cfg);
+  const auto plain = drive(plain_engine, rep.shard(0, 0), prompts, ps, 1);
+  cfg.overlap = true;
+  engine overlap_engine(shared_default_model(), cfg);
+  auto overlapped = drive(overlap_engine, rep.shard(0, 0), prompts, ps, 2);
+  CHECK(plain.ahead_rows == 0);
+  CHECK(overlapped.ahead_rows > 0);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    INFO("prompt " << i);
+    CHECK(overlapped.out[i].tokens == plain.out[i].tokens);
+    CHECK(overlapped.out[i].text == plain.out[i].text);
+    CHECK(overlapped.out[i].logprobs == plain.out[i].logprobs);
+    CHECK(overlapped.out[i].reason == plain.out[i].reason);
+    CHECK(plain.out[i].reason != finish_reason::none);
+  }
+  return overlapped;
+}
+
+std::vector<std::vector<int32_t>> golden_prompts(size_t n) {
+  const auto goldens = read_goldens("smollm2_f32.json");
+  std::vector<std::vector<int32_t>> prompts;
+  for (size_t i = 0; i < n && i < goldens.size(); ++i) prompts.push_back(goldens[i].prompt_tokens);
+  return prompts;
+}
+
+}  // namespace
+
+TEST_CASE("overlapped steps give every request the tokens, text and log-probabilities of one step at a time",
+          "[engine][overlap][slow]") {
+  const auto prompts = golden_prompts(6);
+  // A stop string from the middle of prompt 2's plain greedy text.
+  auto local = make_engine();
+  const auto plain2 = local->generate({prompts[2]}, greedy(16));
+  REQUIRE(plain2[0].text.size() > 8);
+  std::vector<sampling_params> ps(prompts.size(), greedy(20));
+  ps[1].temperature = 0.8f;  // seeded sampling with penalties that read the history
+  ps[1].top_p = 0.9f;
+  ps[1].seed = 5;
+  ps[1].repetition_penalty = 1.3f;
+  ps[1].frequency_penalty = 0.5f;
+  ps[1].presence_penalty = 0.2f;
+  ps[1].logprobs = 3;
+  ps[2].stop = {plain2[0].text.substr(5, 3)};
+  ps[3].max_tokens = 1;
+  ps[4].max_tokens = 2;
+  ps[5].ignore_eos = false;
+  engine_config cfg;
+  cfg.kv_tokens = 2048;
+  cfg.max_seqs = 8;
+  const auto overlapped = compare(cfg, prompts, ps);
+  CHECK(overlapped.out[2].reason == finish_reason::stop);
+  CHECK(overlapped.out[2].tokens.size() < 20);
+  CHECK(overlapped.out[3].tokens.size() == 1);
+  CHECK(overlapped.out[4].tokens.size() == 2);
+}
+
+TEST_CASE("overlapped steps under KV-cache pressure preempt and recompute to the same tokens",
+          "[engine][overlap][slow]") {
+  const auto prompts = golden_prompts(8);
+  std::vector<sampling_params> ps(prompts.size(), greedy(40));
+  engine_config cfg;
+  cfg.kv_tokens = 256;  // 16 blocks of 16: the prompts and their outputs do not fit at once
+  cfg.max_seqs = 8;
+  cfg.prefix_caching = false;
+  compare(cfg, prompts, ps);
+}
+
+TEST_CASE("a shard refuses ahead rows whose step it did not run last, naming both steps", "[engine][overlap][slow]") {
+  context_params ctx;
+  ctx.n_blocks = 16;
+  ctx.max_batch_tokens = 64;
+  ctx.max_logit_rows = 4;
+  bench::local_replica rep(default_model(), 1, 1, ctx);
+  rep.connect();
+  step_request r;
+  r.step_id = 1;
+  r.batch.tokens = {1, 2, 3};
+  r.batch.positions = {0, 1, 2};
+  r.batch.slots = {0, 1, 2};
+  r.batch.query_start = {0, 3};
+  r.batch.context_len = {3};
+  r.batch.max_blocks = 1;
+  r.batch.block_tables = {0};
+  r.batch.logit_rows = {2};
+  r.samples.resize(1);
+  r.samples[0].params.temperature = 0.0f;
+  const auto first = rep.shard(0, 0).run(r);
+  REQUIRE(first.samples.size() == 1);
+  step_request next;
+  next.step_id = 2;
+  next.batch.tokens = {0};
+  next.batch.positions = {3};
+  next.batch.slots = {3};
+  next.batch.query_start = {0, 1};
+  next.batch.context_len = {4};
+  next.batch.max_blocks = 1;
+  next.batch.block_tables = {0};
+  next.batch.logit_rows = {0};
+  next.samples.resize(1);
+  next.samples[0].params.temperature = 0.0f;
+  next.ahead_rows = {0};
+  next.ahead_from = {0};
+  next.ahead_of = 7;
+  CHECK_THROWS_WITH(rep.shard(0, 0).run(next),
+                    Catch::Contains("step 2 takes its ahead tokens from step 7, but the last step this shard ran to "
+                                    "its end is 1"));
+  next.ahead_of = 1;
+  next.ahead_from = {3};
+  CHECK_THROWS_WITH(rep.shard(0, 0).run(next), Catch::Contains("outside"));
+  next.ahead_from = {0};
+  // The failed attempts ran nothing: the step after step 1 still takes step 1's token.
+  const auto second = rep.shard(0, 0).run(next);
+  REQUIRE(second.samples.size() == 1);
+}
