@@ -6,7 +6,8 @@
 # kernels (communicator transfers and waits, actor messages, scheduling) and, of that,
 # the wall time beyond the busiest shard's run() (messages and scheduling alone).
 # Markdown, for docs/benchmarks.md.
-#   tools/bench_overhead.sh [--gen-tokens G] [--runs R] [--max-overhead PCT] [topology.yaml ...]
+#   tools/bench_overhead.sh [--gen-tokens G] [--runs R] [--max-overhead PCT] [--set KEY=VALUE ...] [topology.yaml ...]
+# --set: cluster-file overrides for every run (e.g. scheduler.overlap=true); they label the rows.
 # --max-overhead PCT: exit 1 (after the table) when a topology's time not in kernels is
 # above PCT % of its step; the goal of docs/benchmarks.md is checked with
 #   tools/bench_overhead.sh --max-overhead 2 cluster-config/examples/{single,pipeline2}.yaml
@@ -15,13 +16,14 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${TROUPE_BUILD:-$root/build}"
 venv="${TROUPE_VENV:-$root/.venv}"
-gen=64 runs=3 max_overhead="" files=()
+gen=64 runs=3 max_overhead="" files=() sets=() label=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --gen-tokens) gen="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --max-overhead) max_overhead="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --set) sets+=(--set "$2"); label+=" $2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) echo "bench_overhead.sh: unknown option '$1'" >&2; exit 2 ;;
     *) files+=("$1"); shift ;;
   esac
@@ -36,9 +38,9 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for f in "${files[@]}"; do
   for _ in $(seq "$runs"); do
-    "$build/bin/troupe" generate --config "$f" --prompt "The capital of France is" \
+    "$build/bin/troupe" generate --config "$f" ${sets[@]+"${sets[@]}"} --prompt "The capital of France is" \
       --max-tokens "$gen" --ignore-eos --temperature 0 --output json 2>/dev/null |
-      tail -n 1 | sed "s|^|$(basename "$f" .yaml)\t|" >>"$out"
+      tail -n 1 | sed "s|^|$(basename "$f" .yaml)${label}\t|" >>"$out"
   done
 done
 

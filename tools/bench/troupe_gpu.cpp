@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <exception>
 #include <fstream>
 #include <iostream>
@@ -39,7 +40,7 @@ namespace {
 
 struct options {
   std::string mode, model, tokens, out, weight_type = "bf16";
-  bool random = false, graphs = true, batch_invariant = false;
+  bool random = false, graphs = true, batch_invariant = false, overlap = false;
   int tp = 1, pp = 1, first_device = 0, max_tokens = 64, max_batch_tokens = 2048, max_seqs = 256;
   double kv_fraction = 0.85;
   std::vector<int> batches{1, 16, 64, 256}, prompt_lens{1024, 2048};
@@ -179,14 +180,21 @@ class gpu_replica {
   /// Runs one step on every shard; returns the sampling shard's output.
   step_output run(const step_request& r) {
     if (threads_.size() == 1) return workers_[0]->run(r);
-    step_output out;
+    start(r);
+    return finish();
+  }
+  /// Starts `r` on every shard's thread (`r` must live until finish()).
+  void start(const step_request& r) {
     for (size_t i = 0; i < threads_.size(); ++i)
-      threads_[i]->post([&r, &out, i, this](shard_worker& w) {
+      threads_[i]->post([&r, i, this](shard_worker& w) {
         auto o = w.run(r);
-        if (i == sampler_) out = std::move(o);
+        if (i == sampler_) out_ = std::move(o);
       });
+  }
+  /// Waits for the started step; returns the sampling shard's output.
+  step_output finish() {
     for (auto& t : threads_) t->wait();
-    return out;
+    return std::move(out_);
   }
 
   const model& meta() const { return *meta_; }
@@ -222,6 +230,7 @@ class gpu_replica {
   std::vector<shard_spec> specs_;
   std::vector<std::unique_ptr<shard_worker>> workers_;
   std::vector<std::unique_ptr<shard_thread>> threads_;
+  step_output out_;  ///< the sampling shard's output of the started step
   size_t sampler_ = 0;
   int n_blocks_ = 0;
   double load_ms_ = 0;
@@ -305,6 +314,7 @@ run_times run_engine(gpu_replica& r, const options& o, const std::vector<std::ve
   ec.max_seqs = std::max<int>(static_cast<int>(prompts.size()), 1);
   ec.prefix_caching = false;
   ec.local_execution = false;
+  ec.overlap = o.overlap;
   engine e(std::shared_ptr<const model>(&r.meta(), [](const model*) {}), ec);
   sampling_params p;
   p.temperature = 0;
@@ -314,26 +324,41 @@ run_times run_engine(gpu_replica& r, const options& o, const std::vector<std::ve
   run_times out;
   out.tokens.resize(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) index[e.submit(prompts[i], p)] = i;
+  // A step's wall time runs from the end of the step before it to its events. With
+  // --overlap the next step is planned while this one runs and starts as soon as it ends
+  // (scheduler.overlap), so the GPU idles only for the hand-over between the threads.
+  std::deque<pending_step> flight;
   uint64_t step = 0;
-  auto t0 = clock_type::now();  // a step's wall time runs from its scheduling to its events
-  while (e.has_work()) {
-    auto ps = e.begin_step();
-    if (!ps) {
-      e.take_ended();
-      continue;
+  auto t0 = clock_type::now();
+  while (e.has_work() || !flight.empty()) {
+    if (flight.empty()) {
+      auto ps = e.begin_step();
+      if (!ps) {
+        e.take_ended();
+        continue;
+      }
+      flight.push_back(std::move(*ps));
+      r.start(flight.back().request);
     }
-    ps->request.step_id = ++step;
-    const bool decode = ps->plan.n_tokens == static_cast<int>(ps->plan.chunks.size());
-    auto so = r.run(ps->request);
-    auto events = e.end_step(*ps, so.samples);
+    auto next = o.overlap ? e.begin_step() : std::nullopt;
+    auto so = r.finish();
+    const auto* ctx = r.sampling_worker().context();
+    const double dev = ctx ? ctx->last_step_device_ms() : 0.0;  // before the next step may change it
+    if (next) {
+      flight.push_back(std::move(*next));
+      r.start(flight.back().request);
+    }
+    auto& done = flight.front();
+    const bool decode = done.plan.n_tokens == static_cast<int>(done.plan.chunks.size());
+    auto events = e.end_step(done, so.samples);
+    flight.pop_front();
     const double ms = ms_since(t0);
-    if (step == 1) out.first_step_ms = ms;
+    t0 = clock_type::now();
+    if (++step == 1) out.first_step_ms = ms;
     if (decode && step > 1) {
       out.decode_ms.push_back(ms);
-      const auto* ctx = r.sampling_worker().context();
-      out.decode_device_ms.push_back(ctx ? ctx->last_step_device_ms() : 0.0);
+      out.decode_device_ms.push_back(dev);
     }
-    t0 = clock_type::now();
     for (auto& ev : events)
       if (ev.token >= 0) out.tokens[index.at(ev.id)].push_back(ev.token);
   }
@@ -372,6 +397,7 @@ void run_bench(gpu_replica& r, const options& o) {
   j["kv_blocks"] = r.n_blocks();
   j["cuda_graphs"] = o.graphs;
   j["batch_invariant"] = o.batch_invariant;
+  j["overlap"] = o.overlap;
   const double bw = copy_rate(d), flops = gemm_rate(d);
   j["copy_rate_GBps"] = bw / 1e9;
   j["gemm_TFLOPs"] = flops / 1e12;
@@ -437,7 +463,8 @@ int main(int argc, char** argv) {
       "max-tokens", po::value(&o.max_tokens)->default_value(64), "tokens to generate (generate)")(
       "max-batch-tokens", po::value(&o.max_batch_tokens)->default_value(2048), "token budget per step")(
       "kv-fraction", po::value(&o.kv_fraction)->default_value(0.85), "share of free memory for the KV cache")(
-      "no-graphs", "replay no CUDA graphs")("batch-invariant", "batch-invariant kernels (scheduler.batch_invariant)")("batches", po::value(&batches), "decode batch sizes, e.g. 1,16,64,256")(
+      "no-graphs", "replay no CUDA graphs")("batch-invariant", "batch-invariant kernels (scheduler.batch_invariant)")(
+      "overlap", "plan each step while the one before it runs (scheduler.overlap; one shard)")("batches", po::value(&batches), "decode batch sizes, e.g. 1,16,64,256")(
       "prompt-lens", po::value(&prompt_lens), "prefill lengths, e.g. 1024,2048")(
       "gen", po::value(&o.gen)->default_value(64), "decode steps per batch (bench)");
   po::positional_options_description pos;
@@ -452,6 +479,8 @@ int main(int argc, char** argv) {
     po::notify(vm);
     o.graphs = !vm.count("no-graphs");
     o.batch_invariant = vm.count("batch-invariant") > 0;
+    o.overlap = vm.count("overlap") > 0;
+    if (o.overlap && o.tp * o.pp != 1) throw std::invalid_argument("--overlap needs one shard (--tp 1 --pp 1)");
     auto list = [](const std::string& s) {
       std::vector<int> v;
       std::stringstream ss(s);

@@ -11,7 +11,8 @@
 # PEER_BATCHES (1,64,256), PEER_PREFILL (1024,2048,8192), PERF_ABLATION (1: the earlier
 # forwards too), PERF_ATTN_COMPARE (1: batch 64 and 256 with the CUDA-core decode attention),
 # PERF_TUNE_COMPARE (1: batch 16, 64 and 256 with cuBLASLt's candidates timed, TROUPE_GEMM_TUNE=1),
-# PERF_GEMV_VARIANTS (e.g. "3 4,1": batch 1 again with each TROUPE_GEMV_VARIANT pinned).
+# PERF_GEMV_VARIANTS (e.g. "3 4,1": batch 1 again with each TROUPE_GEMV_VARIANT pinned),
+# PERF_OVERLAP (1: the decode batches again with overlapped steps, troupe_gpu bench --overlap).
 # The part "chain" (not in the default) times one row's 32 layers as a kernel chain in one
 # graph, with op groups left out and under each GEMV tiling (troupe_gpu chain).
 set -uo pipefail
@@ -70,6 +71,11 @@ if has bench; then
   # (TROUPE_GEMM_TUNE=1, off by default), to compare with the heuristic's pick in one call.
   if [ "${PERF_TUNE_COMPARE:-0}" = 1 ]; then
     run tuned TROUPE_GEMM_TUNE=1 -- --batches 16,64,256 --gen "$gen"
+  fi
+  # PERF_OVERLAP=1 adds the decode batches with each step planned while the one before it
+  # runs (scheduler.overlap): the GPU idle column shows what the host still costs.
+  if [ "${PERF_OVERLAP:-0}" = 1 ]; then
+    run overlap -- --overlap --batches 1,16,64,256 --gen "$gen"
   fi
 fi
 if has peer; then
