@@ -80,7 +80,7 @@ void on_step_output(replica_ptr self, uint64_t gen, uint64_t step_id, size_t sha
   if (gen != st.generation) return;
   auto it = st.flights.find(step_id);
   if (it == st.flights.end()) return;
-  if (st.opts.config.scheduler.overlap && it != st.flights.begin()) {
+  if (overlaps(st) && it != st.flights.begin()) {
     // An overlapped step lands after the one whose tokens it took; the one shard runs
     // them in order, so this is a broken promise: recover as from a failed step.
     fail(self, "step " + std::to_string(step_id) + " answered before step " + std::to_string(st.flights.begin()->first),
@@ -126,7 +126,7 @@ void kick(replica_ptr self) {
   // Overlapped steps (one shard): the second flight is the first one's next decodes, queued
   // at the shard behind it.
   const auto& sc = st.opts.config.scheduler;
-  const size_t max_flights = sc.overlap                          ? 2
+  const size_t max_flights = overlaps(st)                        ? 2
                              : st.opts.config.parallel.pipeline > 1 ? static_cast<size_t>(std::max(1, sc.micro_batches))
                                                                     : 1;
   while (st.ready && st.flights.size() < max_flights) {
@@ -402,7 +402,9 @@ replica_actor::behavior_type replica_impl(replica_ptr self, replica_options opts
   auto& st = self->state;
   st.opts = std::move(opts);
   st.status.index = st.opts.index;
-  st.eng = std::make_unique<engine>(st.opts.meta, replica_engine_config(st.opts.config.scheduler));
+  auto ec = replica_engine_config(st.opts.config.scheduler);
+  ec.overlap = overlaps(st);
+  st.eng = std::make_unique<engine>(st.opts.meta, ec);
   self->set_down_handler([self](caf::down_msg& dm) {
     for (size_t i = 0; i < self->state.shards.size(); ++i)
       if (self->state.shards[i].address() == dm.source) {

@@ -12,7 +12,7 @@ void account_step(replica_state& st, const flight& f) {
   const auto& b = f.step.request.batch;
   const auto now = std::chrono::steady_clock::now();
   // Overlapped steps wait at the shard behind the step before them: that wait is not theirs.
-  const auto start = st.opts.config.scheduler.overlap ? std::max(f.sent, st.last_landed) : f.sent;
+  const auto start = overlaps(st) ? std::max(f.sent, st.last_landed) : f.sent;
   st.last_landed = now;
   const auto wall = now - start;
   if (st.opts.metrics)

@@ -55,6 +55,10 @@ struct replica_state {
 
 using replica_ptr = replica_actor::stateful_pointer<replica_state>;
 
+/// Whether the replica overlaps its steps (scheduler.overlap; the cluster file allows it
+/// for replicas of one shard only).
+inline bool overlaps(const replica_state& st) { return st.opts.config.scheduler.overlap; }
+
 /// Observes a finished step's wall time (troupe_step_duration_seconds, by kind; with
 /// overlapped steps from when it was sent or the step before it landed, whichever is later) and adds a
 /// decode step (every row one new token) to the overhead counters: the

@@ -255,7 +255,7 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
   }
 
   /// A step: beats at its start, then the forward (which beats per layer and transfer).
-  step_output run_step(const step_request& r) {
+  step_output run_step(step_request& r) {  // fills its ahead rows in place (shard_worker::run)
     running_step_ = r.step_id + 1;
     progress_beats::beat();
     ++steps_run_;

@@ -190,6 +190,19 @@ size_t shard_worker::weight_bytes() const {
 bool shard_worker::samples() const { return spec_.stage == spec_.n_stages - 1 && spec_.tp_rank == 0; }
 
 step_output shard_worker::run(const step_request& r) {
+  if (r.replay_stage < 0 && !r.ahead_rows.empty()) {
+    step_request copy = r;
+    return run(copy);
+  }
+  return execute(r);
+}
+
+step_output shard_worker::run(step_request& r) {
+  if (r.replay_stage < 0 && !r.ahead_rows.empty()) fill_ahead(r, last_step_);
+  return execute(r);
+}
+
+step_output shard_worker::execute(const step_request& r) {
   if (!ctx_) throw std::logic_error("shard_worker: run() before connect()");
   use_device(device_);  // the thread that runs steps need not be the one that loaded
   const auto t0 = std::chrono::steady_clock::now();
@@ -197,18 +210,14 @@ step_output shard_worker::run(const step_request& r) {
   step_output out;
   out.step_id = r.step_id;
   const auto deadline = t0 + std::chrono::milliseconds(spec_.stage_timeout_ms);
-  step_request filled;  // checked before anything runs: a refused step leaves last_step_
-  const bool ahead = r.replay_stage < 0 && !r.ahead_rows.empty();
-  if (ahead) filled = fill_ahead(r, last_step_);
   last_step_ = 0;  // until this step has run to its end
   if (r.replay_stage >= 0) {
     replay(r);
     ctx_->finish(deadline);
   } else {
-    const step_request& q = ahead ? filled : r;
-    tensor_view logits = ctx_->forward(q.batch);
+    tensor_view logits = ctx_->forward(r.batch);
     if (samples())
-      out.samples = sampler_.run(*ctx_, logits, q.samples, deadline);
+      out.samples = sampler_.run(*ctx_, logits, r.samples, deadline);
     else
       ctx_->finish(deadline);
     last_tokens_.clear();
@@ -222,40 +231,42 @@ step_output shard_worker::run(const step_request& r) {
   return out;
 }
 
-step_request shard_worker::fill_ahead(const step_request& r, uint64_t last) const {
-  const std::string step = "shard: step " + std::to_string(r.step_id);
+void shard_worker::fill_ahead(step_request& f, uint64_t last) const {
+  const std::string step = "shard: step " + std::to_string(f.step_id);
   if (spec_.n_stages != 1 || spec_.tp_size != 1)
     throw std::invalid_argument(step + " has ahead rows, which only a replica of one shard can fill (this one has " +
                                 std::to_string(spec_.n_stages) + " stage(s) of " + std::to_string(spec_.tp_size) +
                                 " tensor rank(s))");
-  if (r.ahead_rows.size() != r.ahead_from.size())
-    throw std::invalid_argument(step + ": " + std::to_string(r.ahead_rows.size()) + " ahead rows but " +
-                                std::to_string(r.ahead_from.size()) + " sample indices");
-  if (r.ahead_of == 0 || r.ahead_of != last)
-    throw std::runtime_error(step + " takes its ahead tokens from step " + std::to_string(r.ahead_of) +
+  if (f.ahead_rows.size() != f.ahead_from.size())
+    throw std::invalid_argument(step + ": " + std::to_string(f.ahead_rows.size()) + " ahead rows but " +
+                                std::to_string(f.ahead_from.size()) + " sample indices");
+  if (f.ahead_of == 0 || f.ahead_of != last)
+    throw std::runtime_error(step + " takes its ahead tokens from step " + std::to_string(f.ahead_of) +
                              ", but the last step this shard ran to its end is " +
                              (last ? std::to_string(last) : std::string("none")));
-  step_request f = r;
   const int n = f.batch.n_tokens();
+  for (size_t i = 0; i < f.ahead_rows.size(); ++i) {  // checked whole before `f` changes
+    const int row = f.ahead_rows[i], from = f.ahead_from[i];
+    if (row < 0 || row >= n || from < 0 || from >= static_cast<int>(last_tokens_.size()))
+      throw std::invalid_argument(step + ": ahead row " + std::to_string(row) + " from sample " + std::to_string(from) +
+                                  " is outside the step's " + std::to_string(n) + " rows or step " +
+                                  std::to_string(last) + "'s " + std::to_string(last_tokens_.size()) + " samples");
+  }
   std::vector<int> sample_of(static_cast<size_t>(n), -1);  // row -> its sample request
   for (size_t j = 0; j < f.batch.logit_rows.size() && j < f.samples.size(); ++j) {
     const int row = f.batch.logit_rows[j];
     if (row >= 0 && row < n) sample_of[static_cast<size_t>(row)] = static_cast<int>(j);
   }
   for (size_t i = 0; i < f.ahead_rows.size(); ++i) {
-    const int row = f.ahead_rows[i], from = f.ahead_from[i];
-    if (row < 0 || row >= n || from < 0 || from >= static_cast<int>(last_tokens_.size()))
-      throw std::invalid_argument(step + ": ahead row " + std::to_string(row) + " from sample " + std::to_string(from) +
-                                  " is outside the step's " + std::to_string(n) + " rows or step " +
-                                  std::to_string(last) + "'s " + std::to_string(last_tokens_.size()) +
-                                  " samples");
-    const int32_t token = last_tokens_[static_cast<size_t>(from)];
-    f.batch.tokens[static_cast<size_t>(row)] = token;
-    const int j = sample_of[static_cast<size_t>(row)];
+    const auto row = static_cast<size_t>(f.ahead_rows[i]);
+    const int32_t token = last_tokens_[static_cast<size_t>(f.ahead_from[i])];
+    f.batch.tokens[row] = token;
+    const int j = sample_of[row];
     if (j >= 0 && !f.samples[static_cast<size_t>(j)].history.empty())
       f.samples[static_cast<size_t>(j)].history.push_back(token);
   }
-  return f;
+  f.ahead_rows.clear();  // filled: running `f` again must not fill (or append to a history) twice
+  f.ahead_from.clear();
 }
 
 void shard_worker::replay(const step_request& r) {

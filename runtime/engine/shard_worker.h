@@ -99,7 +99,11 @@ class shard_worker {
   /// Runs the forward for `r`; the last stage's TP rank 0 also samples. Ahead rows
   /// (step_request::ahead_rows) take the tokens this shard sampled in step `r.ahead_of`,
   /// which must be the last step it ran: only a replica of one shard (one stage, one
-  /// tensor rank) has them. Throws std::runtime_error naming the steps otherwise.
+  /// tensor rank) has them. They are filled in `r` in place (the row's token, and the end
+  /// of its sampling history) before anything runs; a step refused for them (a
+  /// std::runtime_error naming the steps) leaves the shard as it was.
+  step_output run(step_request& r);
+  /// run() on a copy of `r` when it has ahead rows.
   step_output run(const step_request& r);
   /// Whether this shard answers with samples.
   bool samples() const;
@@ -116,9 +120,11 @@ class shard_worker {
   void make_endpoints();
   /// Runs a stage-local recovery replay step (see step_request::replay_stage).
   void replay(const step_request& r);
-  /// `r` with its ahead rows' tokens filled in from the samples of step `last`, the last
-  /// one run here to its end.
-  step_request fill_ahead(const step_request& r, uint64_t last) const;
+  /// Fills `r`'s ahead rows in from the samples of step `last`, the last one run here to
+  /// its end.
+  void fill_ahead(step_request& r, uint64_t last) const;
+  /// Runs `r` (its ahead rows filled in).
+  step_output execute(const step_request& r);
 
   shard_spec spec_;
   device_ref device_;

@@ -178,13 +178,14 @@ class gpu_replica {
   }
 
   /// Runs one step on every shard; returns the sampling shard's output.
-  step_output run(const step_request& r) {
+  step_output run(step_request& r) {
     if (threads_.size() == 1) return workers_[0]->run(r);
     start(r);
     return finish();
   }
-  /// Starts `r` on every shard's thread (`r` must live until finish()).
-  void start(const step_request& r) {
+  /// Starts `r` on every shard's thread (`r` must live until finish(); a shard fills its
+  /// ahead rows in place).
+  void start(step_request& r) {
     for (size_t i = 0; i < threads_.size(); ++i)
       threads_[i]->post([&r, i, this](shard_worker& w) {
         auto o = w.run(r);
