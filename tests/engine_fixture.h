@@ -69,4 +69,39 @@ inline std::unique_ptr<engine> make_engine(engine_config cfg = {}) {
   return std::make_unique<engine>(shared_default_model(), cfg);
 }
 
+/// The shard context of a replica whose scheduling engine has `cfg` (its KV blocks,
+/// batch rows and logit rows).
+inline context_params shard_context_for(const engine_config& cfg) {
+  context_params ctx;
+  ctx.n_blocks = cfg.kv_tokens / cfg.block_size;
+  ctx.block_size = cfg.block_size;
+  ctx.max_batch_tokens = cfg.max_batch_tokens;
+  ctx.max_logit_rows = cfg.max_seqs;
+  return ctx;
+}
+
+/// Step `id` of one sequence whose rows are `tokens` at positions `start`.. (KV slots the
+/// same, all in block 0: at most one block of tokens), sampling greedily after the last
+/// row when `sample` is set.
+inline step_request one_sequence_step(uint64_t id, std::vector<int32_t> tokens, int start, bool sample) {
+  step_request r;
+  r.step_id = id;
+  const int n = static_cast<int>(tokens.size());
+  r.batch.tokens = std::move(tokens);
+  for (int i = 0; i < n; ++i) {
+    r.batch.positions.push_back(start + i);
+    r.batch.slots.push_back(start + i);
+  }
+  r.batch.query_start = {0, n};
+  r.batch.context_len = {start + n};
+  r.batch.max_blocks = 1;
+  r.batch.block_tables = {0};
+  if (sample) {
+    r.batch.logit_rows = {n - 1};
+    r.samples.resize(1);
+    r.samples[0].params.temperature = 0.0f;
+  }
+  return r;
+}
+
 }  // namespace troupe::test

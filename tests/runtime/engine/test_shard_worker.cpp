@@ -69,15 +69,7 @@ TEST_CASE("an aborted shard worker fails its transfers at once instead of hangin
   ctx.max_logit_rows = 4;
   bench::local_replica rep(default_model(), 1, 2, ctx);
   rep.connect();
-  step_request r;
-  r.step_id = 1;
-  r.batch.tokens = {1, 2, 3};
-  r.batch.positions = {0, 1, 2};
-  r.batch.slots = {0, 1, 2};
-  r.batch.query_start = {0, 3};
-  r.batch.context_len = {3};
-  r.batch.max_blocks = 1;
-  r.batch.block_tables = {0};
+  const step_request r = one_sequence_step(1, {1, 2, 3}, 0, false);
   // Stage 1 waits for stage 0's activations, which never come: abort releases it.
   auto waiting = std::async(std::launch::async, [&] { return rep.shard(1, 0).run(r); });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));

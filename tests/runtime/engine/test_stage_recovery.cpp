@@ -21,11 +21,7 @@ engine_config scheduling_config() {
 }
 
 context_params context_for(const engine_config& cfg) {
-  context_params ctx;
-  ctx.n_blocks = cfg.kv_tokens / cfg.block_size;
-  ctx.block_size = cfg.block_size;
-  ctx.max_batch_tokens = cfg.max_batch_tokens;
-  ctx.max_logit_rows = cfg.max_seqs;
+  context_params ctx = shard_context_for(cfg);
   ctx.keep_stage_inputs = true;
   return ctx;
 }
