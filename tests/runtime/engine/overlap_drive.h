@@ -1,0 +1,66 @@
+#pragma once
+/// The driver of the overlapped-steps tests (CPU and CUDA): a scheduling-only engine keeps
+/// up to `depth` steps begun for one shard worker, which runs them in order, as a replica
+/// with scheduler.overlap does.
+#include <catch2/catch.hpp>
+#include <deque>
+#include <map>
+#include <vector>
+
+#include "runtime/engine/engine.h"
+#include "runtime/engine/shard_worker.h"
+
+namespace troupe::test {
+
+struct driven {
+  std::vector<generation_result> out;
+  size_t ahead_rows = 0;   ///< rows sent before their token was sampled
+  size_t preemptions = 0;  ///< sequences that lost their KV to make room
+  size_t steps = 0;
+};
+
+/// Runs every prompt (with its own sampling) through `w`, keeping up to `depth` steps
+/// begun and not yet ended, as a replica with scheduler.overlap does.
+inline driven drive(engine& e, shard_worker& w, const std::vector<std::vector<int32_t>>& prompts,
+                    const std::vector<sampling_params>& ps, size_t depth) {
+  driven d;
+  d.out.resize(prompts.size());
+  std::map<seq_id, size_t> index;
+  for (size_t i = 0; i < prompts.size(); ++i) index[e.submit(prompts[i], ps[i])] = i;
+  const auto take = [&](const std::vector<token_event>& events) {
+    for (const auto& ev : events) {
+      auto& r = d.out[index.at(ev.id)];
+      if (ev.token >= 0) {
+        r.tokens.push_back(ev.token);
+        r.logprobs.push_back(ev.logprob);
+      }
+      r.text += ev.text;
+      if (ev.finished) {
+        CHECK(r.reason == finish_reason::none);  // one end per request, no event after it
+        r.reason = ev.reason;
+      }
+    }
+  };
+  std::deque<pending_step> flight;
+  while (e.has_work() || !flight.empty()) {
+    while (flight.size() < depth) {
+      auto p = e.begin_step();
+      if (!p) break;
+      d.ahead_rows += p->request.ahead_rows.size();
+      d.preemptions += p->plan.preempted.size();
+      flight.push_back(std::move(*p));
+    }
+    if (flight.empty()) {
+      take(e.take_ended());
+      REQUIRE_FALSE(e.has_work());  // work left that nothing schedules would loop forever
+      break;
+    }
+    const auto out = w.run(flight.front().request);
+    take(e.end_step(flight.front(), out.samples));
+    flight.pop_front();
+    d.steps++;
+  }
+  return d;
+}
+
+}  // namespace troupe::test
