@@ -93,6 +93,30 @@ double gemm_rate(const device_ref& d) {
 }
 
 
+/// A row count's first product against its second, eager and synchronized (us): the first
+/// makes the cuBLASLt plan (heuristic query, descriptors) and may load its kernel's module
+/// (CUDA's lazy loading): the cost a serving step pays for a row count it has not seen.
+/// Row counts no other timing here uses; one JSON line each.
+void print_cold_plans(const kernels::op_context& ctx, device_stream& s, const char* op, tensor_view x, tensor_view out,
+                      tensor_view w, dtype t) {
+  for (int64_t m : {97, 181, 253}) {
+    tensor_view xv = x;
+    xv.shape = shape_t{m, w.shape[1]};
+    tensor_view ov = out;
+    ov.type = op == std::string("lm_head") ? dtype::f32 : t;
+    ov.shape = shape_t{m, w.shape[0]};
+    double us[2];
+    for (double& u : us) {
+      const auto t0 = clock_type::now();
+      kernels::cuda::matmul_cublas(ctx, ov, xv, w, {});
+      s.synchronize();
+      u = ms_since(t0) * 1e3;
+    }
+    std::cout << json{{"kind", "cold_plan"}, {"op", op}, {"m", m}, {"first_us", us[0]}, {"second_us", us[1]}}.dump()
+              << std::endl;
+  }
+}
+
 /// Per-op decode timings at the model's shape (tensor 1): every projection through cuBLASLt
 /// and through the skinny GEMV at several row counts, and the other ops of a layer. Weights
 /// rotate over copies that together exceed the L2 several times. One JSON object per line.
@@ -146,6 +170,7 @@ void run_kernel_timings(const model_config& c, const device_ref& d, dtype t) {
       }
       std::cout << row.dump() << std::endl;
     }
+    print_cold_plans(ctx, s, p.name, x.view(), out.view(), ws.front().view(), t);
   }
   // The other ops of a layer, at decode shapes (context 192, block 16).
   const auto inv = kernels::rope_inv_freq(static_cast<int>(hd), c.rope_theta, c.scaling);

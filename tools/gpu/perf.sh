@@ -98,6 +98,10 @@ if kern:
             g = f"{r['gemv_us']:.1f} ({r['gemv_GBps']:.0f})" if "gemv_us" in r else "-"
             v = " ".join(f"v{i} {r[f'gemv_v{i}_GBps']:.0f}" for i in (1, 2) if f"gemv_v{i}_GBps" in r)
             print(f"| {r['op']} | {r['m']} | {r['cublas_us']:.1f} ({r['cublas_GBps']:.0f}) | {g} {v} |")
+    cold = [r for r in kern if r.get("kind") == "cold_plan"]
+    if cold:
+        print("first product at an unseen row count / second (us): " +
+              ", ".join(f"{r['op']} m={r['m']} {r['first_us']:.0f}/{r['second_us']:.0f}" for r in cold))
     for r in kern:
         if r.get("kind") == "ops":
             print("ops m=%d: " % r["m"] + ", ".join(f"{k[:-3]} {v:.1f}" for k, v in r.items() if k.endswith("_us")))
