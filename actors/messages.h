@@ -225,7 +225,7 @@ typename Inspector::result_type inspect(Inspector& f, sample_request& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_request& x) {
   return f(caf::meta::type_name("troupe::step_request"), x.step_id, x.batch, x.samples, x.replay_stage,
-           x.ahead_of, x.ahead_rows, x.ahead_from);
+           x.ahead_of, x.ahead_rows, x.ahead_from, x.keep_tokens);
 }
 
 /// `inspect` for token_logprob.

@@ -116,7 +116,7 @@ struct scheduler_section {
   /// batch-size bucket for contexts up to this many tokens at start, so no serving step
   /// runs eagerly or captures (0: capture each bucket on its second use instead).
   int graph_warmup_context = 8192;
-  /// Overlapped steps (replicas of one shard): the head plans and sends the next step
+  /// Overlapped steps (replicas of one stage): the head plans and sends the next step
   /// while the shard runs the current one, its decodes taking the tokens the shard samples,
   /// so the device does not wait for the head between steps (vLLM's async scheduling).
   bool overlap = false;

@@ -364,10 +364,10 @@ void validate(const cluster_config& c) {
   config_detail::check_gateways(k.source, c);
   check_heads(k, c);
   check_scheduler(k, c.scheduler);
-  k.require(!c.scheduler.overlap || c.parallel.tensor * c.parallel.pipeline == 1, "scheduler.overlap",
-            "needs a replica of one shard (parallel.tensor 1 and pipeline 1), got tensor " +
-                std::to_string(c.parallel.tensor) + " and pipeline " + std::to_string(c.parallel.pipeline) +
-                ": only the shard that samples can fill in the next step's tokens");
+  k.require(!c.scheduler.overlap || c.parallel.pipeline == 1, "scheduler.overlap",
+            "needs a replica of one stage (parallel.pipeline 1), got pipeline " +
+                std::to_string(c.parallel.pipeline) +
+                ": the next step's tokens are sampled by the last stage and needed by the first");
   check_fault_tolerance(k, c.fault_tolerance);
   check_autoscale(k, c.autoscale, c.parallel);
   check_cache(k, c.cache);

@@ -1,7 +1,9 @@
 #include "actors/serving/replica.h"
 
 #include <map>
+#include <optional>
 #include <set>
+#include <string>
 #include <unordered_map>
 
 #include "actors/serving/replica_state.h"
@@ -75,22 +77,49 @@ void dispatch(replica_ptr self, std::vector<token_event>& events) {
 
 void kick(replica_ptr self);
 
+/// Overlapped steps with several tensor ranks: each rank fills the next step's ahead rows
+/// with the tokens it sampled itself, so they must all have sampled rank 0's. Says where
+/// they differ (logits not bitwise equal across ranks), or nothing.
+std::optional<std::string> ranks_disagree(const replica_state& st, const flight& f) {
+  for (size_t i = 0; i < f.outputs.size(); ++i) {
+    if (i == sampling_shard(st)) continue;
+    const auto& mine = f.outputs[i].samples;
+    for (size_t j = 0; j < f.samples.size(); ++j)
+      if (j >= mine.size() || mine[j].token != f.samples[j].token)
+        return "overlapped steps: shard " + std::to_string(i) + " sampled " +
+               (j < mine.size() ? "token " + std::to_string(mine[j].token) : std::string("nothing")) + " at row " +
+               std::to_string(j) + " of step " + std::to_string(f.step.request.step_id) + " where shard " +
+               std::to_string(sampling_shard(st)) + " sampled " + std::to_string(f.samples[j].token) +
+               ": its ahead rows took other tokens; the steps are recomputed";
+  }
+  return std::nullopt;
+}
+
 void on_step_output(replica_ptr self, uint64_t gen, uint64_t step_id, size_t shard, step_output& out) {
   auto& st = self->state;
   if (gen != st.generation) return;
   auto it = st.flights.find(step_id);
   if (it == st.flights.end()) return;
-  if (overlaps(st) && it != st.flights.begin()) {
-    // An overlapped step lands after the one whose tokens it took; the one shard runs
-    // them in order, so this is a broken promise: recover as from a failed step.
-    fail(self, "step " + std::to_string(step_id) + " answered before step " + std::to_string(st.flights.begin()->first),
-         static_cast<int>(shard));
-    return;
-  }
+  if (overlaps(st))
+    for (auto older = st.flights.begin(); older != it; ++older)
+      if (older->second.outputs[shard].step_id == 0) {
+        // An overlapped step takes the tokens of the one before it; a shard runs its steps
+        // in order, so an answer out of order is a broken promise: recover as from a failed step.
+        fail(self, "shard " + std::to_string(shard) + " answered step " + std::to_string(step_id) + " before step " +
+                       std::to_string(older->first), static_cast<int>(shard));
+        return;
+      }
   if (shard < st.kv_rows.size()) st.kv_rows[shard] = out.kv_rows;
   if (shard == sampling_shard(st)) it->second.samples = std::move(out.samples);
   it->second.outputs[shard] = std::move(out);
   if (--it->second.waiting > 0) return;
+  if (overlaps(st))
+    if (auto why = ranks_disagree(st, it->second)) {
+      st.ranks_diverged = true;  // never again on this replica: its ranks' logits differ
+      st.eng->set_overlap(false);
+      fail(self, *why + "; this replica no longer overlaps its steps", -1);
+      return;
+    }
   account_step(st, it->second);
   auto events = st.eng->end_step(it->second.step, it->second.samples);
   st.flights.erase(it);

@@ -36,6 +36,7 @@ struct replica_state {
   uint64_t generation = 0;               // bumps on every (re)connect and failure
   std::map<uint64_t, flight> flights;    // by step id
   std::chrono::steady_clock::time_point last_landed;  // when the last step's answers were all in
+  bool ranks_diverged = false;           // overlapped steps: tensor ranks sampled different tokens
   std::unordered_map<seq_id, client_ref> clients;
   std::unordered_map<uint64_t, seq_id> by_request;
   replica_status status;
@@ -55,9 +56,9 @@ struct replica_state {
 
 using replica_ptr = replica_actor::stateful_pointer<replica_state>;
 
-/// Whether the replica overlaps its steps (scheduler.overlap; the cluster file allows it
-/// for replicas of one shard only).
-inline bool overlaps(const replica_state& st) { return st.opts.config.scheduler.overlap; }
+/// Whether the replica overlaps its steps (scheduler.overlap, for replicas of one stage;
+/// off for good once its tensor ranks sampled different tokens).
+inline bool overlaps(const replica_state& st) { return st.opts.config.scheduler.overlap && !st.ranks_diverged; }
 
 /// Observes a finished step's wall time (troupe_step_duration_seconds, by kind; with
 /// overlapped steps from when it was sent or the step before it landed, whichever is later) and adds a

@@ -16,13 +16,13 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <thread>
 #include <utility>
 
 #include "actors/actor_system_config.h"
 #include "actors/serving/compute_priority.h"
 #include "actors/serving/device_releases.h"
+#include "actors/serving/shard_faults.h"
 #include "kernels/base/progress.h"
 
 namespace troupe {
@@ -52,48 +52,6 @@ struct shard_job {
   shard_peers peers;   // connect
   step_request step;   // step
 };
-
-/// The hang fault (tests): TROUPE_FAULT_HANG="<shard>:<step>:<ms>" (e.g. "s1r0:2:4000")
-/// makes that shard's worker sleep <ms> in its <step>-th step, once per process, without a
-/// progress beat and deaf to abort: a worker stuck for real.
-struct hang_fault {
-  std::string text;   // the variable's value: the fault fires once per process and value
-  std::string shard;  // "s1r0"
-  uint64_t step = 0;  // 1-based count of this runner's steps
-  std::chrono::milliseconds sleep{0};
-};
-
-/// Reads TROUPE_FAULT_HANG; nullopt when unset. Throws naming the variable when malformed.
-std::optional<hang_fault> read_hang_fault() {
-  const char* v = std::getenv("TROUPE_FAULT_HANG");
-  if (!v || !*v) return std::nullopt;
-  const std::string text = v;
-  const auto a = text.find(':'), b = text.find(':', a == std::string::npos ? a : a + 1);
-  hang_fault f;
-  try {
-    if (a == std::string::npos || b == std::string::npos || a == 0) throw std::invalid_argument("fields");
-    size_t used = 0;
-    const std::string step = text.substr(a + 1, b - a - 1), ms = text.substr(b + 1);
-    f.step = std::stoull(step, &used);
-    if (used != step.size() || f.step == 0) throw std::invalid_argument("step");
-    f.sleep = std::chrono::milliseconds(std::stoll(ms, &used));
-    if (used != ms.size() || f.sleep.count() <= 0) throw std::invalid_argument("ms");
-  } catch (const std::exception&) {
-    throw std::runtime_error("TROUPE_FAULT_HANG: expected <shard>:<step>:<ms> with step >= 1 and ms > 0 "
-                             "(e.g. s1r0:2:4000), got '" + text + "'");
-  }
-  f.text = text;
-  f.shard = text.substr(0, a);
-  return f;
-}
-
-/// True the first time in this process that `f` fires.
-bool claim_hang(const hang_fault& f) {
-  static auto* mx = new std::mutex();  // never destroyed, like device_releases
-  static auto* fired = new std::set<std::string>();
-  std::lock_guard<std::mutex> lock(*mx);
-  return fired->insert(f.text).second;
-}
 
 /// The worker thread and its queue. Shared by the actor's state and the thread itself, so
 /// a thread still busy when its shard stops (detached then) owns everything it touches.
@@ -223,7 +181,8 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
 
   bool load() {
     try {
-      hang_ = read_hang_fault();
+      hang_ = shard_faults::read_hang_fault();
+      token_ = shard_faults::read_token_fault();
       wait_for_device();
       auto w = std::make_unique<shard_worker>(spec_, progress_);
       auto addresses = w->addresses();
@@ -259,7 +218,7 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
     running_step_ = r.step_id + 1;
     progress_beats::beat();
     ++steps_run_;
-    if (hang_ && name_ == "shard " + hang_->shard && steps_run_ == hang_->step && claim_hang(*hang_)) {
+    if (hang_ && name_ == "shard " + hang_->shard && steps_run_ == hang_->step && shard_faults::claim_fault(hang_->text)) {
       logger()->warn("{}: TROUPE_FAULT_HANG: the worker hangs for {} ms in step {}", name_, hang_->sleep.count(),
                      r.step_id);
       std::this_thread::sleep_for(hang_->sleep);
@@ -268,7 +227,14 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
       std::atomic<uint64_t>& v;
       ~clear() { v = 0; }
     } done{running_step_};
-    return worker_->run(r);
+    auto out = worker_->run(r);
+    if (token_ && name_ == "shard " + token_->shard && steps_run_ == token_->step && !out.samples.empty() &&
+        shard_faults::claim_fault(token_->text)) {
+      logger()->warn("{}: TROUPE_FAULT_TOKEN: step {} answers token {} for {}", name_, r.step_id,
+                     out.samples[0].token ^ 1, out.samples[0].token);
+      out.samples[0].token ^= 1;
+    }
+    return out;
   }
 
   void run(shard_job& job) {
@@ -318,7 +284,8 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
   const progress_fn progress_;
   const caf::actor_addr owner_;  // weak: the thread never keeps the actor alive
   std::thread thread_;
-  std::optional<hang_fault> hang_;  // worker thread only
+  std::optional<shard_faults::hang_fault> hang_;    // worker thread only
+  std::optional<shard_faults::token_fault> token_;  // worker thread only
   uint64_t steps_run_ = 0;          // worker thread only
   std::atomic<uint64_t> beats_{0};
   std::atomic<uint64_t> running_step_{0};

@@ -203,6 +203,7 @@ std::optional<pending_step> engine::begin_step(int budget) {
   pending_step p;
   p.request.step_id = next_step_++;
   p.request.batch = build_batch(plan);
+  p.request.keep_tokens = cfg_.overlap;
   link_ahead_rows(plan, p.request);
   last_sample_rows_.clear();
   for (const auto& c : plan.chunks) {

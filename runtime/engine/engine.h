@@ -136,6 +136,8 @@ class engine {
 
   const model& get_model() const { return *model_; }
   const engine_config& config() const { return cfg_; }
+  /// Turns overlapped steps on or off (engine_config::overlap) for the steps begun from now.
+  void set_overlap(bool on) { cfg_.overlap = on; }
   const block_manager& blocks() const { return blocks_; }
   /// Journals the prefix cache's changes (block_manager::track_prefix_changes).
   void track_prefix_changes(std::size_t max_changes) { blocks_.track_prefix_changes(max_changes); }

@@ -216,7 +216,9 @@ step_output shard_worker::execute(const step_request& r) {
     ctx_->finish(deadline);
   } else {
     tensor_view logits = ctx_->forward(r.batch);
-    if (samples())
+    // Overlapped steps: every rank of one stage has the same logits (its all-reduces give
+    // each rank the same sums), so each samples the same tokens for the next step's ahead rows.
+    if (samples() || (r.keep_tokens && spec_.n_stages == 1))
       out.samples = sampler_.run(*ctx_, logits, r.samples, deadline);
     else
       ctx_->finish(deadline);
@@ -233,10 +235,9 @@ step_output shard_worker::execute(const step_request& r) {
 
 void shard_worker::fill_ahead(step_request& f, uint64_t last) const {
   const std::string step = "shard: step " + std::to_string(f.step_id);
-  if (spec_.n_stages != 1 || spec_.tp_size != 1)
-    throw std::invalid_argument(step + " has ahead rows, which only a replica of one shard can fill (this one has " +
-                                std::to_string(spec_.n_stages) + " stage(s) of " + std::to_string(spec_.tp_size) +
-                                " tensor rank(s))");
+  if (spec_.n_stages != 1)
+    throw std::invalid_argument(step + " has ahead rows, which only a replica of one stage can fill (this one has " +
+                                std::to_string(spec_.n_stages) + " stages)");
   if (f.ahead_rows.size() != f.ahead_from.size())
     throw std::invalid_argument(step + ": " + std::to_string(f.ahead_rows.size()) + " ahead rows but " +
                                 std::to_string(f.ahead_from.size()) + " sample indices");

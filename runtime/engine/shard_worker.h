@@ -96,16 +96,16 @@ class shard_worker {
   size_t weight_bytes() const;
   /// The shard context (after connect()).
   const shard_context* context() const { return ctx_.get(); }
-  /// Runs the forward for `r`; the last stage's TP rank 0 also samples. Ahead rows
+  /// Runs the forward for `r`; the last stage's TP rank 0 also samples, and with
+  /// `r.keep_tokens` every rank of a one-stage replica does. Ahead rows
   /// (step_request::ahead_rows) take the tokens this shard sampled in step `r.ahead_of`,
-  /// which must be the last step it ran: only a replica of one shard (one stage, one
-  /// tensor rank) has them. They are filled in `r` in place (the row's token, and the end
+  /// which must be the last step it ran: only a replica of one stage has them. They are filled in `r` in place (the row's token, and the end
   /// of its sampling history) before anything runs; a step refused for them (a
   /// std::runtime_error naming the steps) leaves the shard as it was.
   step_output run(step_request& r);
   /// run() on a copy of `r` when it has ahead rows.
   step_output run(const step_request& r);
-  /// Whether this shard answers with samples.
+  /// Whether this shard answers every step with samples (the last stage's rank 0).
   bool samples() const;
   /// Makes blocked and later transfers fail at once (a peer is gone). Idempotent, any thread.
   void abort() noexcept;

@@ -35,6 +35,9 @@ struct step_request {
   uint64_t ahead_of = 0;
   std::vector<int32_t> ahead_rows;  ///< [A] rows of this step
   std::vector<int32_t> ahead_from;  ///< [A] sample indices of step ahead_of
+  /// Overlapped steps: the next step may take this one's tokens, so every tensor rank of a
+  /// one-stage replica samples (and answers with) them, not only rank 0.
+  bool keep_tokens = false;
 };
 
 /// Samples one token per row of `logits` [L, vocab] (L == requests.size()).

@@ -1,7 +1,8 @@
 // Overlapped steps (scheduler.overlap) as a serving cluster sees them: the head keeps two
-// steps queued at a one-shard replica, its decodes ahead of their tokens, and clients get
-// the single engine's tokens; kill -9 of a node mid-stream still moves its requests to the
-// other replica with exactly the fault-free tokens.
+// steps queued at a one-stage replica (one shard, or two tensor ranks in two processes), its
+// decodes ahead of their tokens, and clients get the single engine's tokens; kill -9 of a
+// node mid-stream still moves its requests to the other replica with exactly the fault-free
+// tokens.
 #include "chaos/cluster_run.h"
 #include "chaos/gateway_client.h"
 
@@ -79,4 +80,48 @@ TEST_CASE("with overlapped steps kill -9 of a replica's node moves its requests 
   CHECK(ahead_decodes(cluster, 1) > 0);
   CHECK(cluster.stop());
   CHECK(cluster.processes().empty());
+}
+
+TEST_CASE("with overlapped steps tensor 2 across two processes gives the single engine's greedy tokens",
+          "[overlap][actors][slow]") {
+  const auto prompts = fault_prompts(3);
+  const auto greedy_p = fault_sampling(0.0f, 0, 32);
+  const auto expected = fault_free(prompts, greedy_p);
+  serve_cluster cluster("cluster-config/examples/tensor2.yaml", {"tp0", "tp1"}, "overlap-tensor2", overlap_on);
+  const auto file = write_prompts(cluster.dir() / "prompts.jsonl", prompts);
+  const pid_t client = start_client(cluster, file, greedy_p, "greedy");
+  const auto status = wait_exit(client, std::chrono::seconds(180));
+  const auto log = read_text(cluster.log());
+  INFO(log << read_text(cluster.dir() / "greedy.log"));
+  REQUIRE(status);
+  CHECK(*status == 0);
+  check_answers(cluster.dir() / "greedy.json", expected, true);
+  CHECK(ahead_decodes(cluster, 0) >= 0.9 * 3 * 31);  // 3 x 31 decodes after the prefills' tokens
+  CHECK(log.find("sampled token") == std::string::npos);  // no rank disagreed
+  CHECK(cluster.stop());
+}
+
+TEST_CASE("with overlapped steps a tensor rank that samples another token is caught: the steps are recomputed "
+          "without overlap and the answers are the fault-free ones",
+          "[overlap][actors][slow]") {
+  const auto prompts = fault_prompts(2);
+  const auto greedy_p = fault_sampling(0.0f, 0, 24);
+  const auto expected = fault_free(prompts, greedy_p);
+  // Rank 1 answers its 3rd step with another first token (tests: shard_faults.h); the node
+  // processes inherit the variable from troupe serve.
+  setenv("TROUPE_FAULT_TOKEN", "s0r1:3", 1);
+  serve_cluster cluster("cluster-config/examples/tensor2.yaml", {"tp0", "tp1"}, "overlap-diverged", overlap_on);
+  unsetenv("TROUPE_FAULT_TOKEN");
+  const auto file = write_prompts(cluster.dir() / "prompts.jsonl", prompts);
+  const pid_t client = start_client(cluster, file, greedy_p, "greedy");
+  const auto status = wait_exit(client, std::chrono::seconds(180));
+  const auto log = read_text(cluster.log());
+  INFO(log << read_text(cluster.dir() / "greedy.log"));
+  REQUIRE(status);
+  CHECK(*status == 0);
+  check_answers(cluster.dir() / "greedy.json", expected, true);
+  CHECK(log.find("TROUPE_FAULT_TOKEN: step") != std::string::npos);
+  CHECK(log.find("where shard 0 sampled") != std::string::npos);
+  CHECK(log.find("this replica no longer overlaps its steps") != std::string::npos);
+  CHECK(cluster.stop());
 }

@@ -19,10 +19,12 @@ struct driven {
   size_t steps = 0;
 };
 
-/// Runs every prompt (with its own sampling) through `w`, keeping up to `depth` steps
-/// begun and not yet ended, as a replica with scheduler.overlap does.
-inline driven drive(engine& e, shard_worker& w, const std::vector<std::vector<int32_t>>& prompts,
-                    const std::vector<sampling_params>& ps, size_t depth) {
+/// Runs every prompt (with its own sampling) through `run` (step_request& -> the sampling
+/// shard's samples), keeping up to `depth` steps begun and not yet ended, as a replica with
+/// scheduler.overlap does.
+template <class Run>
+driven drive_with(engine& e, Run&& run, const std::vector<std::vector<int32_t>>& prompts,
+                  const std::vector<sampling_params>& ps, size_t depth) {
   driven d;
   d.out.resize(prompts.size());
   std::map<seq_id, size_t> index;
@@ -55,12 +57,18 @@ inline driven drive(engine& e, shard_worker& w, const std::vector<std::vector<in
       REQUIRE_FALSE(e.has_work());  // work left that nothing schedules would loop forever
       break;
     }
-    const auto out = w.run(flight.front().request);
-    take(e.end_step(flight.front(), out.samples));
+    const std::vector<sample_result> samples = run(flight.front().request);
+    take(e.end_step(flight.front(), samples));
     flight.pop_front();
     d.steps++;
   }
   return d;
+}
+
+/// drive_with one shard worker.
+inline driven drive(engine& e, shard_worker& w, const std::vector<std::vector<int32_t>>& prompts,
+                    const std::vector<sampling_params>& ps, size_t depth) {
+  return drive_with(e, [&w](step_request& r) { return w.run(r).samples; }, prompts, ps, depth);
 }
 
 }  // namespace troupe::test

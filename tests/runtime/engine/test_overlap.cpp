@@ -88,6 +88,46 @@ TEST_CASE("overlapped steps under KV-cache pressure preempt and recompute to the
   CHECK(compare(cfg, prompts, ps).preemptions > 0);
 }
 
+TEST_CASE("overlapped steps on tensor 2 give the tokens of one step at a time, each rank sampling rank 0's tokens",
+          "[engine][overlap][parallel][slow]") {
+  const auto prompts = golden_prompts(4);
+  std::vector<sampling_params> ps(prompts.size(), greedy(16));
+  ps[1].temperature = 0.8f;
+  ps[1].seed = 9;
+  ps[2].logprobs = 2;
+  engine_config cfg;
+  cfg.kv_tokens = 2048;
+  cfg.max_seqs = 8;
+  cfg.local_execution = false;
+  bench::local_replica rep(default_model(), 2, 1, shard_context_for(cfg));
+  rep.connect();
+  size_t rank1_samples = 0;
+  const auto run_ranks = [&](step_request& r) {
+    auto outs = rep.run(r);  // each rank fills its own copy's ahead rows
+    REQUIRE(outs.size() == 2);
+    if (!outs[1].samples.empty()) {
+      ++rank1_samples;
+      REQUIRE(outs[1].samples.size() == outs[0].samples.size());
+      for (size_t j = 0; j < outs[0].samples.size(); ++j) CHECK(outs[1].samples[j].token == outs[0].samples[j].token);
+    }
+    return outs[0].samples;
+  };
+  cfg.overlap = false;
+  engine plain_engine(shared_default_model(), cfg);
+  const auto plain = drive_with(plain_engine, run_ranks, prompts, ps, 1);
+  CHECK(rank1_samples == 0);  // without overlap only rank 0 samples
+  cfg.overlap = true;
+  engine overlap_engine(shared_default_model(), cfg);
+  const auto overlapped = drive_with(overlap_engine, run_ranks, prompts, ps, 2);
+  CHECK(rank1_samples == overlapped.steps);
+  CHECK(overlapped.ahead_rows > 0);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    INFO("prompt " << i);
+    CHECK(overlapped.out[i].tokens == plain.out[i].tokens);
+    CHECK(overlapped.out[i].logprobs == plain.out[i].logprobs);
+  }
+}
+
 TEST_CASE("a shard refuses ahead rows whose step it did not run last, naming both steps", "[engine][overlap][slow]") {
   context_params ctx;
   ctx.n_blocks = 16;
