@@ -22,6 +22,19 @@ pid_t start_client(const serve_cluster& cluster, const std::filesystem::path& fi
                       cluster.dir() / (name + ".json"), cluster.dir() / (name + ".log"));
 }
 
+/// Waits for the client `pid` started as `name` and checks that it exited 0 with the
+/// `expected` tokens (every answer at max_tokens); returns the head's log.
+std::string check_client(const serve_cluster& cluster, pid_t pid, const std::string& name,
+                         const std::vector<std::vector<int32_t>>& expected) {
+  const auto status = wait_exit(pid, std::chrono::seconds(180));
+  const auto log = read_text(cluster.log());
+  INFO(log << read_text(cluster.dir() / (name + ".log")));
+  REQUIRE(status);
+  CHECK(*status == 0);
+  check_answers(cluster.dir() / (name + ".json"), expected, true);
+  return log;
+}
+
 /// Decode rows replica `r` sent ahead of their tokens so far (troupe_ahead_decodes_total).
 double ahead_decodes(const serve_cluster& cluster, int r) {
   const auto port = gateway_port(read_text(cluster.log()));
@@ -40,15 +53,8 @@ TEST_CASE("with overlapped steps a one-node cluster gives the single engine's gr
   const auto file = write_prompts(cluster.dir() / "prompts.jsonl", prompts);
   const pid_t greedy_client = start_client(cluster, file, greedy_p, "greedy");
   const pid_t seeded_client = start_client(cluster, file, seeded_p, "seeded");
-  const auto greedy_status = wait_exit(greedy_client, std::chrono::seconds(180));
-  const auto seeded_status = wait_exit(seeded_client, std::chrono::seconds(180));
-  INFO(read_text(cluster.log()) << read_text(cluster.dir() / "greedy.log") << read_text(cluster.dir() / "seeded.log"));
-  REQUIRE(greedy_status);
-  REQUIRE(seeded_status);
-  CHECK(*greedy_status == 0);
-  CHECK(*seeded_status == 0);
-  check_answers(cluster.dir() / "greedy.json", greedy_expected, true);
-  check_answers(cluster.dir() / "seeded.json", seeded_expected, true);
+  check_client(cluster, greedy_client, "greedy", greedy_expected);
+  check_client(cluster, seeded_client, "seeded", seeded_expected);
   // 8 requests of 48 tokens: 8 x 47 decodes after the prefills' tokens (376 went ahead in
   // the runs seen; a decode begun with no step in flight goes the plain way: 10% margin).
   CHECK(ahead_decodes(cluster, 0) >= 0.9 * 8 * 47);
@@ -70,12 +76,7 @@ TEST_CASE("with overlapped steps kill -9 of a replica's node moves its requests 
   const pid_t victim = node_pid(read_text(cluster.log()), "replica0");
   REQUIRE(victim > 0);
   REQUIRE(kill(victim, SIGKILL) == 0);
-  const auto status = wait_exit(client, std::chrono::seconds(180));
-  const auto log = read_text(cluster.log());
-  INFO(log << read_text(cluster.dir() / "greedy.log"));
-  REQUIRE(status);
-  CHECK(*status == 0);
-  check_answers(cluster.dir() / "greedy.json", expected, true);
+  const auto log = check_client(cluster, client, "greedy", expected);
   CHECK(log.find("moves off failed replica 0") != std::string::npos);
   CHECK(ahead_decodes(cluster, 1) > 0);
   CHECK(cluster.stop());
@@ -90,12 +91,7 @@ TEST_CASE("with overlapped steps tensor 2 across two processes gives the single 
   serve_cluster cluster("cluster-config/examples/tensor2.yaml", {"tp0", "tp1"}, "overlap-tensor2", overlap_on);
   const auto file = write_prompts(cluster.dir() / "prompts.jsonl", prompts);
   const pid_t client = start_client(cluster, file, greedy_p, "greedy");
-  const auto status = wait_exit(client, std::chrono::seconds(180));
-  const auto log = read_text(cluster.log());
-  INFO(log << read_text(cluster.dir() / "greedy.log"));
-  REQUIRE(status);
-  CHECK(*status == 0);
-  check_answers(cluster.dir() / "greedy.json", expected, true);
+  const auto log = check_client(cluster, client, "greedy", expected);
   CHECK(ahead_decodes(cluster, 0) >= 0.9 * 3 * 31);  // 3 x 31 decodes after the prefills' tokens
   CHECK(log.find("sampled token") == std::string::npos);  // no rank disagreed
   CHECK(cluster.stop());
@@ -114,12 +110,7 @@ TEST_CASE("with overlapped steps a tensor rank that samples another token is cau
   unsetenv("TROUPE_FAULT_TOKEN");
   const auto file = write_prompts(cluster.dir() / "prompts.jsonl", prompts);
   const pid_t client = start_client(cluster, file, greedy_p, "greedy");
-  const auto status = wait_exit(client, std::chrono::seconds(180));
-  const auto log = read_text(cluster.log());
-  INFO(log << read_text(cluster.dir() / "greedy.log"));
-  REQUIRE(status);
-  CHECK(*status == 0);
-  check_answers(cluster.dir() / "greedy.json", expected, true);
+  const auto log = check_client(cluster, client, "greedy", expected);
   CHECK(log.find("TROUPE_FAULT_TOKEN: step") != std::string::npos);
   CHECK(log.find("where shard 0 sampled") != std::string::npos);
   CHECK(log.find("this replica no longer overlaps its steps") != std::string::npos);
