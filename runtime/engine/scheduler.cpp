@@ -90,6 +90,12 @@ void scheduler::land(sequence* s, const scheduled_chunk& c) {
   if (c.wants_logits) s->pending_tokens--;
 }
 
+bool scheduler::may_chunk_ahead(const sequence& s) const {
+  if (s.in_flight != 1 || s.pending_tokens != 0 || s.finish != finish_reason::none) return false;
+  if (std::find(cancel_requests_.begin(), cancel_requests_.end(), s.id) != cancel_requests_.end()) return false;
+  return s.flight_end < static_cast<int>(s.tokens.size());
+}
+
 bool scheduler::may_go_ahead(const sequence& s) const {
   if (s.in_flight != 1 || s.pending_tokens != 1 || s.finish != finish_reason::none) return false;
   if (std::find(cancel_requests_.begin(), cancel_requests_.end(), s.id) != cancel_requests_.end()) return false;
@@ -123,6 +129,23 @@ bool scheduler::schedule_running(step_plan& plan, int& budget, bool decodes, boo
         budget -= 1;
         s->in_flight++;
         s->pending_tokens++;
+        s->flight_end = pos + 1;
+      } else if (!decodes && ahead && may_chunk_ahead(*s)) {
+        // Its next prompt chunk, after the one in flight (known tokens: nothing to fill in).
+        const int start = s->flight_end;
+        const int len = std::min(static_cast<int>(s->tokens.size()) - start, budget);
+        while (!blocks_.reserve(s->id, start + len)) {
+          sequence* victim = newest_idle();
+          if (victim == nullptr) return false;
+          preempt(victim, plan);
+        }
+        const bool samples = start + len == static_cast<int>(s->tokens.size());
+        plan.chunks.push_back({s, start, len, samples, false});
+        plan.n_tokens += len;
+        budget -= len;
+        s->in_flight++;
+        s->pending_tokens += samples ? 1 : 0;
+        s->flight_end = start + len;
       }
       ++i;
       continue;
@@ -168,6 +191,7 @@ void scheduler::add_chunk(step_plan& plan, sequence* s, int len, int& budget) {
   budget -= len;
   s->in_flight++;
   s->pending_tokens += samples ? 1 : 0;
+  s->flight_end = s->n_computed + len;
 }
 
 void scheduler::admit_waiting(step_plan& plan, int& budget) {
@@ -201,7 +225,7 @@ step_plan scheduler::schedule(int budget, bool ahead) {
   if (!schedule_running(plan, budget, true, ahead)) return plan;
   int prefill_budget = budget;
   if (!plan.chunks.empty() && cfg_.max_prefill_tokens > 0) prefill_budget = std::min(budget, prefill_cap(plan));
-  if (!schedule_running(plan, prefill_budget, false, false)) return plan;
+  if (!schedule_running(plan, prefill_budget, false, ahead)) return plan;
   // Preempted sequences wait until the running ones have room again.
   if (plan.preempted.empty()) admit_waiting(plan, prefill_budget);
   return plan;

@@ -30,6 +30,7 @@ struct sequence {
   int n_preemptions = 0;
   int in_flight = 0;            ///< steps holding it not completed yet (micro-batches, or an ahead step)
   int pending_tokens = 0;       ///< tokens those steps will append (one per chunk that samples)
+  int flight_end = 0;           ///< tokens whose KV the steps in flight will have written (their last chunk's end)
   /// Set while an ended sequence waits for a step still in flight (an ahead step):
   /// it is released, and its step's sample dropped, when that step completes.
   finish_reason finish = finish_reason::none;
@@ -84,7 +85,8 @@ class scheduler {
   /// micro-batches); each must be completed with complete(). `ahead` (overlapped steps,
   /// with exactly one plan in flight): a running sequence whose step in flight samples its
   /// next token also gets its following decode (a chunk marked `ahead`), unless that token
-  /// may be its last (max_tokens, max_context) or a cancel request waits for it.
+  /// may be its last (max_tokens, max_context) or a cancel request waits for it; one whose
+  /// prompt chunk in flight samples nothing gets its next prompt chunk.
   step_plan schedule(int budget = 0, bool ahead = false);
   /// After a step: records the computed KV and appends each sampled token (one per chunk
   /// that wanted logits, in chunk order).
@@ -117,6 +119,9 @@ class scheduler {
   bool schedule_running(step_plan& plan, int& budget, bool decodes, bool ahead);
   /// Whether `s`, held by the one step in flight, may get its next decode planned ahead.
   bool may_go_ahead(const sequence& s) const;
+  /// Whether `s`, whose prompt chunk in flight samples nothing, may get its next chunk
+  /// planned ahead (its KV follows the chunk in flight, which the shard writes first).
+  bool may_chunk_ahead(const sequence& s) const;
   /// A step holding `s` is over (completed, abandoned or rolled back).
   void land(sequence* s, const scheduled_chunk& c);
   /// Moves an ended sequence whose last step landed to the finished list.

@@ -16,6 +16,7 @@ struct driven {
   std::vector<generation_result> out;
   size_t ahead_rows = 0;   ///< rows sent before their token was sampled
   size_t preemptions = 0;  ///< sequences that lost their KV to make room
+  size_t chunks_ahead = 0; ///< prompt chunks planned while the sequence's chunk before was in flight
   size_t steps = 0;
 };
 
@@ -50,6 +51,7 @@ driven drive_with(engine& e, Run&& run, const std::vector<std::vector<int32_t>>&
       if (!p) break;
       d.ahead_rows += p->request.ahead_rows.size();
       d.preemptions += p->plan.preempted.size();
+      for (const auto& c : p->plan.chunks) d.chunks_ahead += !c.ahead && c.seq->in_flight > 1 ? 1 : 0;
       flight.push_back(std::move(*p));
     }
     if (flight.empty()) {

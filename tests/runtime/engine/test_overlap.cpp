@@ -77,15 +77,18 @@ TEST_CASE("overlapped steps give every request the tokens, text and log-probabil
   CHECK(overlapped.out[4].tokens.size() == 2);
 }
 
-TEST_CASE("overlapped steps under KV-cache pressure preempt and recompute to the same tokens",
+TEST_CASE("overlapped steps with chunked prompts under KV-cache pressure preempt and recompute to the same tokens",
           "[engine][overlap][slow]") {
   const auto prompts = golden_prompts(8);
   std::vector<sampling_params> ps(prompts.size(), greedy(40));
   engine_config cfg;
   cfg.kv_tokens = 256;  // 16 blocks of 16: the prompts and their outputs do not fit at once
   cfg.max_seqs = 8;
+  cfg.max_batch_tokens = 16;  // prompts take several chunks, the next planned while one is in flight
   cfg.prefix_caching = false;
-  CHECK(compare(cfg, prompts, ps).preemptions > 0);
+  const auto overlapped = compare(cfg, prompts, ps);
+  CHECK(overlapped.preemptions > 0);
+  CHECK(overlapped.chunks_ahead > 0);
 }
 
 TEST_CASE("overlapped steps on tensor 2 give the tokens of one step at a time, each rank sampling rank 0's tokens",

@@ -269,15 +269,28 @@ TEST_CASE("without ahead planning a sequence in flight is left out of the next s
   run(s, first, 7);
 }
 
-TEST_CASE("a prefill chunk that samples nothing gets no decode ahead", "[scheduler][overlap]") {
+TEST_CASE("a prompt chunk that samples nothing gets the prompt's next chunk ahead, not a decode",
+          "[scheduler][overlap]") {
   block_manager blocks(128, 16);
   scheduler s(blocks, {512, 8, 2048});
   s.add(make_seq(1, 600));
   const auto first = s.schedule(0, true);
   REQUIRE(first.chunks.size() == 1);
   CHECK_FALSE(first.chunks[0].wants_logits);
-  CHECK(s.schedule(0, true).empty());
+  const auto second = s.schedule(0, true);
+  REQUIRE(second.chunks.size() == 1);
+  CHECK_FALSE(second.chunks[0].ahead);  // its tokens are known
+  CHECK(second.chunks[0].start == 512);
+  CHECK(second.chunks[0].len == 88);
+  CHECK(second.chunks[0].wants_logits);
+  CHECK(s.schedule(0, true).empty());  // two steps hold it
   run(s, first, 7);
+  const auto& seq = *s.running().front();
+  CHECK(seq.n_computed == 512);
+  CHECK(seq.tokens.size() == 600);
+  run(s, second, 8);
+  CHECK(seq.n_computed == 600);
+  CHECK(seq.tokens.back() == 8);
 }
 
 TEST_CASE("no decode is planned ahead for a token past max_tokens or the context", "[scheduler][overlap]") {
