@@ -431,9 +431,7 @@ replica_actor::behavior_type replica_impl(replica_ptr self, replica_options opts
   auto& st = self->state;
   st.opts = std::move(opts);
   st.status.index = st.opts.index;
-  auto ec = replica_engine_config(st.opts.config.scheduler);
-  ec.overlap = overlaps(st);
-  st.eng = std::make_unique<engine>(st.opts.meta, ec);
+  st.eng = std::make_unique<engine>(st.opts.meta, replica_engine_config(st.opts.config.scheduler));
   self->set_down_handler([self](caf::down_msg& dm) {
     for (size_t i = 0; i < self->state.shards.size(); ++i)
       if (self->state.shards[i].address() == dm.source) {

@@ -209,7 +209,7 @@ std::optional<pending_step> engine::begin_step(int budget) {
   for (const auto& c : plan.chunks) {
     if (!c.wants_logits) continue;
     const sequence& s = *c.seq;
-    last_sample_rows_[s.id] = static_cast<int32_t>(p.request.samples.size());
+    if (cfg_.overlap) last_sample_rows_[s.id] = static_cast<int32_t>(p.request.samples.size());
     sample_request r;
     r.id = s.id;
     r.params = s.params;

@@ -90,15 +90,17 @@ void scheduler::land(sequence* s, const scheduled_chunk& c) {
   if (c.wants_logits) s->pending_tokens--;
 }
 
+bool scheduler::one_step_holds(const sequence& s) const {
+  return s.in_flight == 1 && s.finish == finish_reason::none &&
+         std::find(cancel_requests_.begin(), cancel_requests_.end(), s.id) == cancel_requests_.end();
+}
+
 bool scheduler::may_chunk_ahead(const sequence& s) const {
-  if (s.in_flight != 1 || s.pending_tokens != 0 || s.finish != finish_reason::none) return false;
-  if (std::find(cancel_requests_.begin(), cancel_requests_.end(), s.id) != cancel_requests_.end()) return false;
-  return s.flight_end < static_cast<int>(s.tokens.size());
+  return one_step_holds(s) && s.pending_tokens == 0 && s.flight_end < static_cast<int>(s.tokens.size());
 }
 
 bool scheduler::may_go_ahead(const sequence& s) const {
-  if (s.in_flight != 1 || s.pending_tokens != 1 || s.finish != finish_reason::none) return false;
-  if (std::find(cancel_requests_.begin(), cancel_requests_.end(), s.id) != cancel_requests_.end()) return false;
+  if (!one_step_holds(s) || s.pending_tokens != 1) return false;
   // The token in flight and the one planned ahead must both be allowed.
   return s.n_generated() + 2 <= s.params.max_tokens && static_cast<int>(s.tokens.size()) + 2 <= cfg_.max_context;
 }
@@ -116,36 +118,18 @@ bool scheduler::schedule_running(step_plan& plan, int& budget, bool decodes, boo
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     sequence* s = running_[i].get();
     if (s->in_flight > 0) {
-      if (decodes && ahead && may_go_ahead(*s)) {
-        // Its next decode, whose token its step in flight samples (position tokens.size()).
-        const int pos = static_cast<int>(s->tokens.size());
-        while (!blocks_.reserve(s->id, pos + 1)) {
-          sequence* victim = newest_idle();
-          if (victim == nullptr) return false;
-          preempt(victim, plan);
-        }
-        plan.chunks.push_back({s, pos, 1, true, true});
-        plan.n_tokens += 1;
-        budget -= 1;
-        s->in_flight++;
-        s->pending_tokens++;
-        s->flight_end = pos + 1;
-      } else if (!decodes && ahead && may_chunk_ahead(*s)) {
-        // Its next prompt chunk, after the one in flight (known tokens: nothing to fill in).
+      // Overlapped steps: its next decode (whose token its step in flight samples) or its
+      // next prompt chunk, behind the one in flight.
+      const bool decode = decodes && may_go_ahead(*s), chunk = !decodes && may_chunk_ahead(*s);
+      if (ahead && (decode || chunk)) {
         const int start = s->flight_end;
-        const int len = std::min(static_cast<int>(s->tokens.size()) - start, budget);
+        const int len = decode ? 1 : std::min(static_cast<int>(s->tokens.size()) - start, budget);
         while (!blocks_.reserve(s->id, start + len)) {
           sequence* victim = newest_idle();
           if (victim == nullptr) return false;
           preempt(victim, plan);
         }
-        const bool samples = start + len == static_cast<int>(s->tokens.size());
-        plan.chunks.push_back({s, start, len, samples, false});
-        plan.n_tokens += len;
-        budget -= len;
-        s->in_flight++;
-        s->pending_tokens += samples ? 1 : 0;
-        s->flight_end = start + len;
+        add_chunk(plan, s, start, len, budget, decode);
       }
       ++i;
       continue;
@@ -172,7 +156,7 @@ bool scheduler::schedule_running(step_plan& plan, int& budget, bool decodes, boo
       }
     }
     if (self_preempted) continue;
-    add_chunk(plan, s, len, budget);
+    add_chunk(plan, s, s->n_computed, len, budget);
     ++i;
   }
   return true;
@@ -184,14 +168,14 @@ sequence* scheduler::newest_idle() {
   return nullptr;
 }
 
-void scheduler::add_chunk(step_plan& plan, sequence* s, int len, int& budget) {
-  const bool samples = s->n_computed + len == static_cast<int>(s->tokens.size());
-  plan.chunks.push_back({s, s->n_computed, len, samples, false});
+void scheduler::add_chunk(step_plan& plan, sequence* s, int start, int len, int& budget, bool ahead) {
+  const bool samples = ahead || start + len == static_cast<int>(s->tokens.size());
+  plan.chunks.push_back({s, start, len, samples, ahead});
   plan.n_tokens += len;
   budget -= len;
   s->in_flight++;
   s->pending_tokens += samples ? 1 : 0;
-  s->flight_end = s->n_computed + len;
+  s->flight_end = start + len;
 }
 
 void scheduler::admit_waiting(step_plan& plan, int& budget) {
@@ -204,7 +188,7 @@ void scheduler::admit_waiting(step_plan& plan, int& budget) {
       release(s);
       break;
     }
-    add_chunk(plan, s, len, budget);
+    add_chunk(plan, s, s->n_computed, len, budget);
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }

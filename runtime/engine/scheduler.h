@@ -117,6 +117,8 @@ class scheduler {
 
  private:
   bool schedule_running(step_plan& plan, int& budget, bool decodes, bool ahead);
+  /// Whether exactly one step in flight holds `s`, which has not ended and no cancel waits for.
+  bool one_step_holds(const sequence& s) const;
   /// Whether `s`, held by the one step in flight, may get its next decode planned ahead.
   bool may_go_ahead(const sequence& s) const;
   /// Whether `s`, whose prompt chunk in flight samples nothing, may get its next chunk
@@ -131,7 +133,8 @@ class scheduler {
   int prefill_cap(const step_plan& plan) const;
   void preempt(sequence* s, step_plan& plan);
   sequence* newest_idle();
-  void add_chunk(step_plan& plan, sequence* s, int len, int& budget);
+  /// Plans rows [start, start + len) of `s` (`ahead`: a decode whose token is in flight).
+  void add_chunk(step_plan& plan, sequence* s, int start, int len, int& budget, bool ahead = false);
   void release(sequence* s);
   void drop_cancelled();
   sequence* find(seq_id id);
