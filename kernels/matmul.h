@@ -30,11 +30,26 @@ bool gemv_swiglu(const op_context& ctx, tensor_view out, tensor_view x, tensor_v
 /// Pins the GEMV tiling matmul takes for k below 8192 and from it (-1: the default choice;
 /// TROUPE_GEMV_VARIANT="a,b" sets the same at start): benchmarks compare them.
 void set_gemv_variants(int short_k, int long_k);
+/// How many cuBLASLt heuristic queries the process made so far (each costs ~0.2 ms, and
+/// the first use of the kernel it picks may load a module, ~2 ms): tests read it.
+size_t heuristic_queries();
 /// How many cuBLASLt plans so far chose their algorithm by timing the heuristic's candidates
 /// (decode row counts; TROUPE_GEMM_TUNE=0 turns it off): tests and benchmarks read it.
 size_t tuned_plans();
 }  // namespace cuda
 #endif
+
+/// The row count whose algorithm a CUDA matmul of m rows takes: m itself up to 16, then the
+/// next of 8 counts a doubling (17-18 -> 18, 97-104 -> 104, 1025-1152 -> 1152). Every power of
+/// two and every decode-graph size is its own. One product at each of these counts (the
+/// shard context's warm-up) leaves no heuristic query and no kernel loading to a later step.
+inline int64_t matmul_plan_rows(int64_t m) {
+  if (m <= 16) return m;
+  int64_t octave = 16;  // m in (octave, 2 octave]
+  while (2 * octave < m) octave *= 2;
+  const int64_t step = octave / 8;
+  return (m + step - 1) / step * step;
+}
 
 /// out[m, n] = x[m, k] · w[n, k]ᵀ + bias[n] (bias may be empty).
 /// Batch-invariant: row i of `out` depends only on row i of `x`, bitwise.

@@ -11,7 +11,11 @@
 // alignment): the heuristic's first, or at decode row counts the fastest of its first eight,
 // timed once in a decode shape's first step (op_context::tune_gemms; gemm_tune.cuh;
 // opt-in: TROUPE_GEMM_TUNE=1). After the first call of a shape no allocation or heuristic query
-// happens, so a warmed-up step can be captured in a CUDA graph.
+// happens, so a warmed-up step can be captured in a CUDA graph. Outside tuning and the
+// batch-invariant mode, m rows take the algorithm chosen for matmul_plan_rows(m) rows
+// (checked to support m, else m's own): a row count first met while serving, as a mixed
+// step's, then costs a check of tens of microseconds instead of a heuristic query and,
+// often, the loading of a kernel module (~2.5 ms a projection measured on an H200).
 //
 // A shape cuBLASLt has no algorithm for falls back to a plain fp32-accumulating kernel.
 //
@@ -133,6 +137,15 @@ struct plan {
   bool fallback = false;  ///< no cuBLASLt algorithm: fallback_gemm_kernel computes it
   bool tuned = false;     ///< the algorithm is the fastest of several, timed
   bool tune_tried = false;  ///< timing was wanted when the plan was made (tuned or not)
+  plan() = default;
+  plan(const plan&) = delete;
+  plan& operator=(const plan&) = delete;
+  ~plan() {
+    if (d) cublasLtMatrixLayoutDestroy(d);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
 };
 
 using plan_key = std::tuple<int, int64_t, int64_t, int64_t, int, int, uint32_t, uint32_t, uint32_t, bool>;
@@ -146,7 +159,10 @@ struct blas_cache {
   std::map<std::pair<int, cudaStream_t>, void*> workspaces;  // (device, stream) -> 32 MiB
   std::map<plan_key, std::unique_ptr<plan>> plans;
   std::map<pinned_key, std::optional<cublasLtMatmulAlgo_t>> pinned;  // none: the fallback kernel
+  /// The heuristic's first algorithm at a matmul_plan_rows count (key's m), none: it has none.
+  std::map<plan_key, std::optional<cublasLtMatmulAlgo_t>> by_rows;
   size_t tuned = 0;  // plans whose algorithm was chosen by timing
+  size_t queries = 0;  // heuristic queries made
 };
 
 blas_cache& cache() {
@@ -205,6 +221,7 @@ std::vector<cublasLtMatmulHeuristicResult_t> heuristic(cublasLtHandle_t h, const
                                        sizeof align[2]);
   std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(want));
   int found = 0;
+  ++cache().queries;  // the caller holds the cache's mutex
   const cublasStatus_t st =
       cublasLtMatmulAlgoGetHeuristic(h, p.desc, p.a, p.b, p.d, p.d, pref, want, results.data(), &found);
   cublasLtMatmulPreferenceDestroy(pref);
@@ -228,14 +245,40 @@ std::optional<cublasLtMatmulAlgo_t> pick_pinned(cublasLtHandle_t h, int64_t n, i
   return std::nullopt;
 }
 
-/// Builds the descriptors of a shape and chooses its algorithm: (batch-invariant) the
-/// family's pinned one when it supports this m; for a decode row count (gemm_tune.cuh) the
-/// fastest of the heuristic's first tune_candidates, timed on `call`'s operands; else the
-/// heuristic's first.
-std::unique_ptr<plan> make_plan(cublasLtHandle_t h, int64_t m, int64_t n, int64_t k, dtype in,
-                                dtype out, const uint32_t align[3],
+/// Gives plan `p` of m rows the heuristic's first algorithm for matmul_plan_rows(m) rows
+/// (queried once per such count, `key` with m replaced) when that one supports m. False:
+/// the heuristic has none there, or it does not support m.
+bool take_rows_algo(blas_cache& c, cublasLtHandle_t h, plan& p, plan_key key, const uint32_t align[3]) {
+  const int64_t m = std::get<1>(key), n = std::get<2>(key), k = std::get<3>(key);
+  const int64_t rows = matmul_plan_rows(m);
+  std::get<1>(key) = rows;
+  auto it = c.by_rows.find(key);
+  if (it == c.by_rows.end()) {
+    const auto ref = rows == m ? nullptr
+                               : make_descriptors(rows, n, k, static_cast<dtype>(std::get<4>(key)),
+                                                  static_cast<dtype>(std::get<5>(key)));
+    const auto best = heuristic(h, ref ? *ref : p, align, 1);
+    it = c.by_rows.emplace(key, best.empty() ? std::nullopt : std::optional(best.front().algo)).first;
+  }
+  if (!it->second) return false;
+  if (rows != m) {
+    cublasLtMatmulHeuristicResult_t check{};
+    if (cublasLtMatmulAlgoCheck(h, p.desc, p.a, p.b, p.d, p.d, &*it->second, &check) != CUBLAS_STATUS_SUCCESS ||
+        check.workspaceSize > workspace_bytes)
+      return false;
+  }
+  p.algo = *it->second;
+  return true;
+}
+
+/// Builds the descriptors of a shape (`key`) and chooses its algorithm: (batch-invariant)
+/// the family's pinned one when it supports this m; for a decode row count (gemm_tune.cuh)
+/// with `call` the fastest of the heuristic's first tune_candidates, timed on its operands;
+/// else the one of matmul_plan_rows(m) rows (take_rows_algo), or the heuristic's first.
+std::unique_ptr<plan> make_plan(blas_cache& c, cublasLtHandle_t h, const plan_key& key, const uint32_t align[3],
                                 const std::optional<cublasLtMatmulAlgo_t>* pinned, const gemm_call* call) {
-  auto p = make_descriptors(m, n, k, in, out);
+  const int64_t m = std::get<1>(key), n = std::get<2>(key), k = std::get<3>(key);
+  auto p = make_descriptors(m, n, k, static_cast<dtype>(std::get<4>(key)), static_cast<dtype>(std::get<5>(key)));
   if (pinned) {
     cublasLtMatmulHeuristicResult_t check{};
     p->fallback = !pinned->has_value() ||
@@ -246,6 +289,11 @@ std::unique_ptr<plan> make_plan(cublasLtHandle_t h, int64_t m, int64_t n, int64_
     return p;
   }
   const bool tune = call && gemm_tuning_wanted(m, call->stream);
+  if (!tune) {
+    if (take_rows_algo(c, h, *p, key, align)) return p;
+    p->fallback = matmul_plan_rows(m) == m;  // the heuristic has none for m itself
+    if (p->fallback) return p;
+  }
   const auto best = heuristic(h, *p, align, tune ? tune_candidates : 1);
   p->fallback = best.empty();
   if (p->fallback) return p;
@@ -342,14 +390,13 @@ void matmul_cublas(const op_context& ctx, tensor_view out, tensor_view x, tensor
         call.workspace = ws;
         call.workspace_bytes = workspace_bytes;
         call.stream = stream;
-        it = c.plans.emplace(key, make_plan(h, m, n, k, x.type, out.type, align, pinned,
-                                            ctx.tune_gemms ? &call : nullptr)).first;
+        it = c.plans.emplace(key, make_plan(c, h, key, align, pinned, ctx.tune_gemms ? &call : nullptr)).first;
         c.tuned += it->second->tuned ? 1 : 0;
       } else if (ctx.tune_gemms && !inv && !it->second->tuned && !it->second->tune_tried &&
                  gemm_tuning_wanted(m, stream)) {
         // A decode shape first met in a prefill or mixed step (not tuned there): tune it now.
         gemm_call call{h, nullptr, nullptr, nullptr, nullptr, w.data, x.data, out.data, ws, workspace_bytes, stream};
-        it->second = make_plan(h, m, n, k, x.type, out.type, align, nullptr, &call);
+        it->second = make_plan(c, h, key, align, nullptr, &call);
         c.tuned += it->second->tuned ? 1 : 0;
       }
       p = it->second.get();
@@ -363,6 +410,12 @@ void matmul_cublas(const op_context& ctx, tensor_view out, tensor_view x, tensor
                  "cublasLtMatmul");
   }
   if (!bias.empty()) add_bias(ctx, out, bias, m, n);
+}
+
+size_t heuristic_queries() {
+  blas_cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return c.queries;
 }
 
 size_t tuned_plans() {

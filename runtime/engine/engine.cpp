@@ -51,7 +51,7 @@ engine::engine(std::shared_ptr<const model> m, engine_config cfg)
       blocks_(make_context_params(cfg_).n_blocks, cfg_.block_size, cfg_.prefix_caching),
       sched_(blocks_, scheduler_config{cfg_.max_batch_tokens, cfg_.max_seqs, max_context_, cfg_.max_prefill_tokens,
                                         cfg_.prefill_per_decode}) {
-  if (ctx_) ctx_->warm_up_graphs(std::chrono::steady_clock::now() + std::chrono::seconds(120));
+  if (ctx_) ctx_->warm_up(std::chrono::steady_clock::now() + std::chrono::seconds(120));
 }
 
 seq_id engine::submit(std::vector<int32_t> prompt, const sampling_params& p) {

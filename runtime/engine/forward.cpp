@@ -381,8 +381,42 @@ void shard_context::run_graph(std::pair<int, int> key, const batch_input& p) {
   }
 }
 
+void shard_context::warm_up(std::chrono::steady_clock::time_point d) {
+  if (!on_device_ || params_.graph_warmup_context <= 0) return;
+  warm_up_plans(d);
+  if (use_graphs_) warm_up_graphs(d);
+}
+
+void shard_context::warm_up_plans(std::chrono::steady_clock::time_point d) {
+  const int cap = std::min(params_.max_batch_tokens, params_.max_logit_rows);
+  std::set<int> graphed;  // warm_up_graphs runs these row counts
+  for (int r : graph_rows) {
+    if (!use_graphs_) break;
+    graphed.insert(std::min(r, cap));
+    if (r >= cap) break;
+  }
+  std::set<int> counts;
+  for (int m = 1; m <= params_.max_batch_tokens; ++m) {
+    const int r = static_cast<int>(std::min<int64_t>(k::matmul_plan_rows(m), params_.max_batch_tokens));
+    if (!graphed.count(r)) counts.insert(r);
+  }
+  // The largest first: its metadata sizes the upload buffer.
+  for (auto it = counts.rbegin(); it != counts.rend(); ++it) {
+    batch_input empty;
+    empty.query_start = {0};
+    batch_input p = padded(empty, *it, 8);
+    const int l_rows = is_last_stage() ? std::min(*it, params_.max_logit_rows) : 0;
+    for (int i = 0; i < l_rows; ++i) p.logit_rows.push_back(i);
+    step_views v = upload(p);
+    v.meta.n_seqs = p.n_seqs();
+    v.meta.max_blocks = p.max_blocks;
+    v.meta.decode_rows = p.leading_singles();
+    compute(v, p.n_tokens(), l_rows);
+    wait(d);
+  }
+}
+
 void shard_context::warm_up_graphs(std::chrono::steady_clock::time_point d) {
-  if (!use_graphs_ || params_.graph_warmup_context <= 0) return;
   const int bs = params_.block_size;
   const int cap = std::min(params_.max_batch_tokens, params_.max_logit_rows);
   std::set<std::pair<int, int>> keys;  // what graph_key gives for every eligible batch

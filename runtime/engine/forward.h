@@ -54,8 +54,9 @@ struct context_params {
   /// CUDA: replay decode steps (one token per sequence) from CUDA graphs captured per
   /// padded batch size and context bucket.
   bool cuda_graphs = true;
-  /// CUDA with graphs: warm_up_graphs() captures every decode batch bucket for contexts up
-  /// to this many tokens, so no serving step pays an eager run or a capture (0: none).
+  /// CUDA: warm_up() runs a step at every matmul algorithm's row count and (with graphs)
+  /// captures every decode batch bucket for contexts up to this many tokens, so no serving
+  /// step pays a heuristic query, a kernel's loading, an eager run or a capture (0: none).
   int graph_warmup_context = 0;
   /// Stage-local recovery: a stage with a next stage keeps every residual row it sends,
   /// by KV slot, so a restarted next stage can rebuild its KV cache (replay_send).
@@ -113,11 +114,13 @@ class shard_context {
   bool is_last_stage() const;
   /// Decode steps replayed from a captured graph so far.
   int64_t graph_replays() const { return graph_replays_; }
-  /// Captures the decode graph of every padded batch size and context bucket up to
-  /// context_params.graph_warmup_context (a step of padding rows each, run eagerly once and
-  /// then captured), largest first; waits for the device by `d`. Nothing without graphs or
-  /// warm-up. Decode steps afterwards only replay.
-  void warm_up_graphs(std::chrono::steady_clock::time_point d);
+  /// On CUDA with context_params.graph_warmup_context > 0: runs one step of padding rows at
+  /// every kernels::matmul_plan_rows count up to max_batch_tokens that no decode graph has
+  /// (so a mixed step's row count costs no cuBLASLt heuristic query nor a kernel module's
+  /// loading), then with graphs captures the decode graph of every padded batch size and
+  /// context bucket up to graph_warmup_context (each run eagerly once, then captured),
+  /// largest first; waits for the device by `d`. Decode steps afterwards only replay.
+  void warm_up(std::chrono::steady_clock::time_point d);
   /// Decode graphs captured so far.
   size_t graph_count() const { return graphs_.size(); }
   /// With context_params.time_steps: the device time from the start of the last forward()
@@ -158,6 +161,9 @@ class shard_context {
   /// Runs padded batch `p` of graph `key`: replays it, captures it (second sight) or runs
   /// it eagerly (first sight).
   void run_graph(std::pair<int, int> key, const batch_input& p);
+  /// warm_up's two parts: the matmul row counts no graph has, eagerly; the decode graphs.
+  void warm_up_plans(std::chrono::steady_clock::time_point d);
+  void warm_up_graphs(std::chrono::steady_clock::time_point d);
   bool graph_eligible(const batch_input& b) const;
   batch_input padded(const batch_input& b, int rows, int max_blocks) const;
   void run_layer(int layer, int n_tokens, const kernels::attention_batch& meta,

@@ -150,7 +150,7 @@ void shard_worker::connect(const std::vector<std::vector<char>>& tensor_group, c
                                            kernels::op_context{device_.backend, spec_.threads, stream_.get()}, env);
     // Its own deadline: capturing every bucket takes seconds, the connect deadline is one
     // collective's.
-    ctx_->warm_up_graphs(std::chrono::steady_clock::now() + std::chrono::seconds(120));
+    ctx_->warm_up(std::chrono::steady_clock::now() + std::chrono::seconds(120));
   }
   retired_.clear();
 }

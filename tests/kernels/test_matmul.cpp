@@ -90,6 +90,29 @@ TEST_CASE("a matmul row is bitwise the same alone or inside any batch, on any th
   }
 }
 
+TEST_CASE("matmul's plan row counts are every count up to 16, then 8 a doubling, each at most 1/8 above m",
+          "[kernels]") {
+  for (int64_t m = 1; m <= 16; ++m) CHECK(kernels::matmul_plan_rows(m) == m);
+  CHECK(kernels::matmul_plan_rows(17) == 18);
+  CHECK(kernels::matmul_plan_rows(97) == 104);
+  CHECK(kernels::matmul_plan_rows(1025) == 1152);
+  CHECK(kernels::matmul_plan_rows(8192) == 8192);
+  for (int64_t r : {1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512})  // the decode graphs' sizes
+    CHECK(kernels::matmul_plan_rows(r) == r);
+  int64_t distinct = 0, last = 0;
+  for (int64_t m = 1; m <= 8192; ++m) {
+    const int64_t r = kernels::matmul_plan_rows(m);
+    CAPTURE(m, r);
+    REQUIRE(r >= m);
+    REQUIRE(8 * (r - m) < m);
+    REQUIRE(kernels::matmul_plan_rows(r) == r);
+    REQUIRE(r >= last);
+    distinct += r != last;
+    last = r;
+  }
+  CHECK(distinct == 16 + 8 * 9);  // 1-16, then (16, 8192]: nine doublings
+}
+
 TEST_CASE("matmul over an empty k gives the bias", "[kernels]") {
   tensor x({2, 0}, dtype::f32, backend_kind::cpu), w({3, 0}, dtype::f32, backend_kind::cpu);
   tensor b = f32_tensor({3}, {1.0f, -2.0f, 0.5f});

@@ -96,10 +96,12 @@ double gemm_rate(const device_ref& d) {
 /// A row count's first product against its second, eager and synchronized (us): the first
 /// makes the cuBLASLt plan (heuristic query, descriptors) and may load its kernel's module
 /// (CUDA's lazy loading): the cost a serving step pays for a row count it has not seen.
-/// Row counts no other timing here uses; one JSON line each.
+/// Row counts no other timing here uses (97, 181, 253), then one more below each of their
+/// plan row counts (kernels::matmul_plan_rows: 98, 182, 254 take the algorithms the first
+/// three chose): what a serving step pays after the warm-up. One JSON line each.
 void print_cold_plans(const kernels::op_context& ctx, device_stream& s, const char* op, tensor_view x, tensor_view out,
                       tensor_view w, dtype t) {
-  for (int64_t m : {97, 181, 253}) {
+  for (int64_t m : {97, 181, 253, 98, 182, 254}) {
     tensor_view xv = x;
     xv.shape = shape_t{m, w.shape[1]};
     tensor_view ov = out;
@@ -112,7 +114,8 @@ void print_cold_plans(const kernels::op_context& ctx, device_stream& s, const ch
       s.synchronize();
       u = ms_since(t0) * 1e3;
     }
-    std::cout << json{{"kind", "cold_plan"}, {"op", op}, {"m", m}, {"first_us", us[0]}, {"second_us", us[1]}}.dump()
+    std::cout << json{{"kind", "cold_plan"}, {"op", op}, {"m", m}, {"plan_rows_warm", m % 2 == 0},
+                      {"first_us", us[0]}, {"second_us", us[1]}}.dump()
               << std::endl;
   }
 }

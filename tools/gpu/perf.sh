@@ -30,20 +30,20 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,clocks.mem --fo
 python3 tools/gpu/make_model.py --shape llama3-8b --out /tmp/l8b >> "$log" 2>&1
 status=0
 if has tests; then
-  echo "== CUDA tests" | tee -a "$log"
+  echo "== CUDA tests ($(date +%T))" | tee -a "$log"
   timeout 300 "$bin/troupe_cuda_tests" "${PERF_TESTS:-[cuda]}" > "$out/tests.txt" 2>&1 || status=1
   tail -4 "$out/tests.txt"
 fi
 if has kernels; then
-  echo "== per-op timings" | tee -a "$log"
+  echo "== per-op timings ($(date +%T))" | tee -a "$log"
   timeout 120 "$bin/troupe_gpu" kernels --random --model /tmp/l8b > "$out/kernels.jsonl" 2>> "$log" || status=1
 fi
 if has chain; then
-  echo "== layer chain" | tee -a "$log"
+  echo "== layer chain ($(date +%T))" | tee -a "$log"
   timeout 240 "$bin/troupe_gpu" chain --random --model /tmp/l8b > "$out/chain.jsonl" 2>> "$log" || status=1
 fi
 if has bench; then
-  echo "== troupe bench" | tee -a "$log"
+  echo "== troupe bench ($(date +%T))" | tee -a "$log"
   : > "$out/bench.jsonl"
   run() {  # label, env..., then bench args after --
     local label=$1; shift
@@ -79,7 +79,7 @@ if has bench; then
   fi
 fi
 if has peer; then
-  echo "== PyTorch peer" | tee -a "$log"
+  echo "== PyTorch peer ($(date +%T))" | tee -a "$log"
   timeout 420 python3 tools/gpu/peer_bench.py --config /tmp/l8b --batches "${PEER_BATCHES:-1,64,256}" \
     --prefill "${PEER_PREFILL:-1024,2048,8192}" --gen "$gen" 2>> "$log" | tee "$out/peer.txt" | grep -v '^{' || status=1
 fi
@@ -99,9 +99,11 @@ if kern:
             v = " ".join(f"v{i} {r[f'gemv_v{i}_GBps']:.0f}" for i in (1, 2) if f"gemv_v{i}_GBps" in r)
             print(f"| {r['op']} | {r['m']} | {r['cublas_us']:.1f} ({r['cublas_GBps']:.0f}) | {g} {v} |")
     cold = [r for r in kern if r.get("kind") == "cold_plan"]
-    if cold:
-        print("first product at an unseen row count / second (us): " +
-              ", ".join(f"{r['op']} m={r['m']} {r['first_us']:.0f}/{r['second_us']:.0f}" for r in cold))
+    for warm in (False, True):
+        c = [r for r in cold if r.get("plan_rows_warm", False) == warm]
+        if c:
+            print(("after its plan row count ran" if warm else "first product at an unseen row count") +
+                  " / second (us): " + ", ".join(f"{r['op']} m={r['m']} {r['first_us']:.0f}/{r['second_us']:.0f}" for r in c))
     for r in kern:
         if r.get("kind") == "ops":
             print("ops m=%d: " % r["m"] + ", ".join(f"{k[:-3]} {v:.1f}" for k, v in r.items() if k.endswith("_us")))

@@ -87,6 +87,27 @@ TEST_CASE("CUDA matmul at decode row counts times cuBLASLt's candidates once whe
   CHECK(kernels::cuda::tuned_plans() == before);
 }
 
+TEST_CASE("CUDA matmul takes the algorithm of the next plan row count, so a row count met after it costs no "
+          "heuristic query, and still matches the CPU",
+          "[cuda]") {
+  if (!cuda_device_or_skip()) return;
+  std::mt19937 rng(29);
+  for (dtype t : float_types()) {
+    CAPTURE(dtype_name(t));
+    const int64_t k = 264, n = 200 + 8 * static_cast<int64_t>(t);  // a shape no other case uses
+    const size_t q0 = kernels::cuda::heuristic_queries();
+    CHECK(gemm_error(rng, {104, k, n}, t, t, false) <= tolerance(t));
+    CHECK(kernels::cuda::heuristic_queries() == q0 + 1);  // 104 is a plan row count: its own query
+    for (int64_t m : {97, 101, 103}) {
+      CAPTURE(m);
+      CHECK(gemm_error(rng, {m, k, n}, t, t, true) <= tolerance(t));
+      CHECK(kernels::cuda::heuristic_queries() == q0 + 1);  // 104's algorithm, checked for m
+    }
+    CHECK(gemm_error(rng, {105, k, n}, t, t, false) <= tolerance(t));
+    CHECK(kernels::cuda::heuristic_queries() == q0 + 2);  // 105 takes 112's: a new query
+  }
+}
+
 TEST_CASE("CUDA skinny GEMV (decode rows) matches the CPU at awkward sizes, both paths compared", "[cuda]") {
   if (!cuda_device_or_skip()) return;
   std::mt19937 rng(23);

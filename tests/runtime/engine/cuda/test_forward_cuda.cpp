@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "kernels/cuda/cuda_test_util.h"
+#include "kernels/matmul.h"
 #include "runtime/engine/engine.h"
 #include "test_support.h"
 
@@ -103,7 +104,8 @@ TEST_CASE("decode steps replayed from CUDA graphs give the eager steps' tokens",
   for (size_t i = 0; i < eager.size(); ++i) CHECK(graphed[i].tokens == eager[i].tokens);
 }
 
-TEST_CASE("graphs captured at start for every batch and context bucket serve every decode step with no capture",
+TEST_CASE("the warm-up captures a graph for every batch and context bucket and runs every matmul plan row count, "
+          "so serving captures nothing and queries no matmul heuristic",
           "[cuda]") {
   if (!test::cuda_device_or_skip()) return;
   const auto m = random_model("cuda:0", dtype::bf16);
@@ -121,8 +123,11 @@ TEST_CASE("graphs captured at start for every batch and context bucket serve eve
   p.ignore_eos = true;
   const std::vector<std::vector<int32_t>> prompts{{5, 17, 300, 2, 999, 41, 8}, {7}, std::vector<int32_t>(70, 3),
                                                   std::vector<int32_t>(300, 9), {1, 2}};
+  const size_t queries = kernels::cuda::heuristic_queries();
   const auto warm = e.generate(prompts, p);
   CHECK(e.context()->graph_count() == 4 * 4);  // nothing captured while serving
+  // Prefill and mixed steps at row counts not seen before take warmed matmul algorithms.
+  CHECK(kernels::cuda::heuristic_queries() == queries);
   CHECK(e.context()->graph_replays() >= 23);
   engine_config lazy = ec;
   lazy.graph_warmup_context = 0;
