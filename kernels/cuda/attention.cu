@@ -84,9 +84,9 @@ __global__ void decode_kernel(T* out, float* part_o, float* part_ml, const T* q,
       for (int d = threadIdx.x; d < hd; d += blockDim.x) out[row_off + d] = from_f32<T>(0.0f);
     return;
   }
-  const int n_splits = pos / split_len + 1;
+  const int n_splits = pos / a.split + 1;
   if (z >= n_splits) return;
-  const int start = z * split_len, len = min(split_len, pos + 1 - start);
+  const int start = z * a.split, len = min(a.split, pos + 1 - start);
   const int g = kv_head_of(a, h);
   for (int d = threadIdx.x; d < hd; d += blockDim.x) q_s[d] = to_f32(q[row_off + d]);
   __syncthreads();

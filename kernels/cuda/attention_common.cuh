@@ -10,6 +10,8 @@
 
 namespace troupe::kernels::cuda {
 
+constexpr int split_len = 256;  ///< kv positions per decode split at most (cut at fixed positions; contexts up to it need no combine)
+
 /// Everything the attention kernels read besides q, out and the caches.
 struct attn_args {
   const int32_t* query_start;   // [n_seqs + 1]
@@ -20,6 +22,9 @@ struct attn_args {
   int m;
   int q_head_offset, kv_group, kv_head_offset;
   float scale;
+  /// kv positions per decode split: split_len, or a smaller multiple of 64 where the grid
+  /// would not fill the multiprocessors (decode_grouped, chosen per launch on the host).
+  int split = split_len;
 };
 
 /// The sequence owning query row r (the last s with query_start[s] <= r), or -1. Tries
@@ -73,7 +78,6 @@ __device__ inline bool find_tile(const attn_args& a, int tile_rows, int b, int& 
   return false;
 }
 
-constexpr int split_len = 256;  ///< kv positions per decode split (cut at fixed positions; contexts up to it need no combine)
 
 /// One decode block's share of the batch (block (g, r, z) = kv head, row, split): the local
 /// query heads [h_lo, h_lo + group) that read kv head g, the row's sequence, the split's
@@ -100,10 +104,10 @@ __device__ inline bool decode_split_of(const attn_args& a, int g, int r, int z, 
       for (int e = threadIdx.x; e < d.group * hd; e += threads) out[d.row_off + e] = from_f32<T>(0.0f);
     return false;
   }
-  d.n_splits = pos / split_len + 1;
+  d.n_splits = pos / a.split + 1;
   if (z >= d.n_splits) return false;
-  d.start = z * split_len;
-  d.len = min(split_len, pos + 1 - d.start);
+  d.start = z * a.split;
+  d.len = min(a.split, pos + 1 - d.start);
   return true;
 }
 
@@ -117,7 +121,7 @@ __global__ void combine_kernel(T* out, const float* part_o, const float* part_ml
   const int s = find_seq(a, r);
   const int pos = s < 0 ? -1 : row_position(a, s, r);
   if (pos < 0) return;
-  const int n_splits = pos / split_len + 1;
+  const int n_splits = pos / a.split + 1;
   if (n_splits == 1) return;
   const int64_t base = (static_cast<int64_t>(r) * a.n_heads + h) * max_splits;
   float mx = -INFINITY;
@@ -144,7 +148,7 @@ __global__ void combine_kernel(T* out, const float* part_o, const float* part_ml
 /// splits (max_splits 1); then a decode kernel writes its rows directly.
 struct decode_partials {
   decode_partials(cudaStream_t st, const attn_args& a) : st_(st) {
-    max_splits = (a.max_blocks * a.block_size + split_len - 1) / split_len;
+    max_splits = (a.max_blocks * a.block_size + a.split - 1) / a.split;
     if (max_splits < 1) max_splits = 1;
     n_parts_ = max_splits > 1 ? static_cast<size_t>(a.m) * a.n_heads * max_splits : 0;
     if (n_parts_ == 0) return;

@@ -8,8 +8,10 @@
 // at batch 1 under Nsight Compute, tools/gpu/profile.sh). Scores, softmax and the weighted sum are in
 // float; the sum over a split's positions runs in a fixed order (per slot, then slots in
 // order), and splits are cut at fixed positions and merged in split order, so a row's
-// result depends on the rest of the batch only through the block size the grid picks
-// (launch_g): the batch-invariant mode does not use this kernel (attention.cu).
+// result depends on the rest of the batch only through the block size and split length
+// the grid picks (launch_g: a grid that would not fill the multiprocessors takes shorter
+// splits): the batch-invariant mode does not use this kernel (attention.cu).
+#include <algorithm>
 #include <cstdlib>
 #include <type_traits>
 
@@ -217,32 +219,54 @@ int sm_count() {
   return n;
 }
 
+/// The split of a grid that would not fill the multiprocessors at split_len positions a
+/// split: halved (down to 64) while the grid stays within the SM count, so a small batch's
+/// positions are read by more blocks at once (their partials merged by combine_kernel).
+int small_grid_split(const attn_args& a) {
+  const int64_t context = static_cast<int64_t>(a.max_blocks) * a.block_size;
+  int split = split_len;
+  while (split > 64 && a.n_kv_heads * static_cast<int64_t>(a.m) * ((context + split / 2 - 1) / (split / 2)) <= sm_count())
+    split /= 2;
+  return split;
+}
+
+/// Runs the grouped kernel of NT threads (UN rows each in flight) over `a`, then merges
+/// its splits.
+template <class T, int CH, int G, int NT, int UN>
+void launch_split(cudaStream_t st, T* out, const T* q, const T* kc, const T* vc, const attn_args& a) {
+  decode_partials p(st, a);
+  launch_v<T, CH, G, NT, UN>(st, p, out, q, kc, vc, a);
+  p.combine(out, a);
+}
+
 /// 256 threads a block where the grid would not fill the multiprocessors once (a small
 /// batch: each block then brings twice the rows in flight; measured on one H200 at batch 1,
-/// Llama-3.1-8B shape: 4.43 against 4.59 ms a step), else the tensor-core kernel where it
-/// applies, else 128 threads (more blocks resident: 6.0 against 6.1 ms at batch 64, 10.4
-/// against 11.0 at 256). TROUPE_ATTN_VARIANT pins one.
+/// Llama-3.1-8B shape: 4.43 against 4.59 ms a step), with splits shortened until the grid
+/// nearly fills them (small_grid_split); else the tensor-core kernel where it applies, else
+/// 128 threads (more blocks resident: 6.0 against 6.1 ms at batch 64, 10.4 against 11.0 at
+/// 256). TROUPE_ATTN_VARIANT pins one (pinned, splits keep split_len positions).
 template <class T, int CH, int G>
 void launch_g(cudaStream_t st, T* out, const T* q, const T* kc, const T* vc, const attn_args& a) {
-  decode_partials p(st, a);
-  [&] {
-    if constexpr (sizeof(T) == 2) {
-      const int variant = attn_variant();
-      const bool small = static_cast<int64_t>(a.n_kv_heads) * a.m * p.max_splits <= sm_count();
-      const dtype type = std::is_same_v<T, __half> ? dtype::f16 : dtype::bf16;
-      if ((variant == 4 || (variant == 0 && !small)) &&
-          decode_mma(st, out, p.part_o, p.part_ml, p.max_splits, q, kc, vc, type, a))
-        return;
-      if constexpr (CH == 16) {
-        if (variant == 1) return launch_v<T, CH, G, 128, 16>(st, p, out, q, kc, vc, a);
-        if constexpr (G <= 4) {  // 256 threads' partial sums fit the 48 KB of static shared memory
-          if (variant == 2 || (variant == 0 && small)) return launch_v<T, CH, G, 256, 8>(st, p, out, q, kc, vc, a);
-        }
+  const int variant = attn_variant();
+  const int64_t splits = (static_cast<int64_t>(a.max_blocks) * a.block_size + split_len - 1) / split_len;
+  const bool small = a.n_kv_heads * static_cast<int64_t>(a.m) * std::max<int64_t>(splits, 1) <= sm_count();
+  attn_args shorter = a;
+  if (variant == 0 && small) shorter.split = small_grid_split(a);
+  if constexpr (sizeof(T) == 2) {
+    const dtype type = std::is_same_v<T, __half> ? dtype::f16 : dtype::bf16;
+    if (variant == 4 || (variant == 0 && !small)) {
+      decode_partials p(st, a);
+      if (decode_mma(st, out, p.part_o, p.part_ml, p.max_splits, q, kc, vc, type, a)) return p.combine(out, a);
+    }
+    if constexpr (CH == 16) {
+      if (variant == 1) return launch_split<T, CH, G, 128, 16>(st, out, q, kc, vc, a);
+      if constexpr (G <= 4) {  // 256 threads' partial sums fit the 48 KB of static shared memory
+        if (variant == 2) return launch_split<T, CH, G, 256, 8>(st, out, q, kc, vc, a);
+        if (variant == 0 && small) return launch_split<T, CH, G, 256, 8>(st, out, q, kc, vc, shorter);
       }
     }
-    launch_v<T, CH, G, 128, 8>(st, p, out, q, kc, vc, a);
-  }();
-  p.combine(out, a);
+  }
+  launch_split<T, CH, G, 128, 8>(st, out, q, kc, vc, shorter);
 }
 
 /// The kernel for the group size rounded up to a power of two (registers and shared
