@@ -80,7 +80,7 @@ float cold_median_ms(const gemm_call& c, const cublasLtMatmulAlgo_t& algo, void*
 
 bool gemm_tuning_wanted(int64_t m, cudaStream_t stream) {
   const char* e = std::getenv("TROUPE_GEMM_TUNE");
-  if (!e || std::strcmp(e, "1") != 0) return false;  // opt-in: see gemm_tune.cuh
+  if (!e || (std::strcmp(e, "1") != 0 && std::strcmp(e, "2") != 0)) return false;  // opt-in: see gemm_tune.cuh
   if (!is_bucket(m)) return false;
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(stream, &status) != cudaSuccess) {
@@ -90,14 +90,26 @@ bool gemm_tuning_wanted(int64_t m, cudaStream_t stream) {
   return status == cudaStreamCaptureStatusNone;
 }
 
+bool gemm_tune_whole_k() {
+  const char* e = std::getenv("TROUPE_GEMM_TUNE");
+  return e && std::strcmp(e, "2") == 0;
+}
+
 size_t fastest_algo(const gemm_call& call, const std::vector<cublasLtMatmulHeuristicResult_t>& candidates,
                     int reps) {
   if (candidates.size() < 2) return 0;
   scratch flush(flush_bytes);
   if (!flush.p) return 0;
+  const bool whole_k = gemm_tune_whole_k();
   size_t best = 0;
   float best_ms = std::numeric_limits<float>::infinity();
   for (size_t i = 0; i < candidates.size(); ++i) {
+    int32_t split = 1;
+    size_t written = 0;
+    if (whole_k && (cublasLtMatmulAlgoConfigGetAttribute(&candidates[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &split,
+                                                         sizeof split, &written) != CUBLAS_STATUS_SUCCESS ||
+                    split > 1))
+      continue;
     const float t = cold_median_ms(call, candidates[i].algo, flush.p, reps);
     if (t < best_ms) {
       best_ms = t;

@@ -39,11 +39,16 @@ struct gemm_call {
 /// timed then). Other row counts (prefill chunks of any length) keep the heuristic's first.
 bool gemm_tuning_wanted(int64_t m, cudaStream_t stream);
 
+/// TROUPE_GEMM_TUNE is "2": tuning times only the candidates that do not split k (an
+/// experiment on the serving outliers of tuned plans, docs/gpu-notes.md).
+bool gemm_tune_whole_k();
+
 /// The index in `candidates` of the fastest algorithm for `call`: each runs once to warm
 /// up, then `reps` times with the L2 cache flushed before every run (weights stream from
-/// memory in a real step), and the one with the lowest median wins. Returns 0 (the
-/// heuristic's first) when there is one candidate, or when a flush buffer cannot be had.
-/// Synchronizes the stream.
+/// memory in a real step), and the one with the lowest median wins (with
+/// gemm_tune_whole_k, among those with a split-K count of 1). Returns 0 (the heuristic's
+/// first) when there is one candidate, when none is timed, or when a flush buffer cannot be
+/// had. Synchronizes the stream.
 size_t fastest_algo(const gemm_call& call, const std::vector<cublasLtMatmulHeuristicResult_t>& candidates,
                     int reps = 5);
 

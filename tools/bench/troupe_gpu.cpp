@@ -416,6 +416,10 @@ void run_bench(gpu_replica& r, const options& o) {
     // events) less the device time from the forward's start to the sampling's end.
     json row{{"batch", b},           {"ms_per_step", ms}, {"tokens_per_s", ms > 0 ? b * 1e3 / ms : 0.0},
              {"device_ms", dev},     {"gpu_idle_ms", ms - dev}};
+    // The slowest step: outliers the median hides.
+    if (!t.decode_ms.empty()) row["max_step_ms"] = *std::max_element(t.decode_ms.begin(), t.decode_ms.end());
+    if (!t.decode_device_ms.empty())
+      row["max_device_ms"] = *std::max_element(t.decode_device_ms.begin(), t.decode_device_ms.end());
     if (b == 1) row["roofline_fraction"] = ms > 0 ? (bytes / bw * 1e3) / ms : 0.0;
     decode.push_back(row);
     std::fprintf(stderr, "decode batch %d: %.3f ms/step\n", b, ms);
