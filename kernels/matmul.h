@@ -34,7 +34,8 @@ void set_gemv_variants(int short_k, int long_k);
 /// the first use of the kernel it picks may load a module, ~2 ms): tests read it.
 size_t heuristic_queries();
 /// How many cuBLASLt plans so far chose their algorithm by timing the heuristic's candidates
-/// (decode row counts; TROUPE_GEMM_TUNE=0 turns it off): tests and benchmarks read it.
+/// (decode row counts; opt-in: TROUPE_GEMM_TUNE=1, or 2 for the candidates that do not
+/// split k): tests and benchmarks read it.
 size_t tuned_plans();
 }  // namespace cuda
 #endif

@@ -10,7 +10,7 @@
 // and one plan (descriptors and the algorithm) per (device, shape, types, pointer
 // alignment): the heuristic's first, or at decode row counts the fastest of its first eight,
 // timed once in a decode shape's first step (op_context::tune_gemms; gemm_tune.cuh;
-// opt-in: TROUPE_GEMM_TUNE=1). After the first call of a shape no allocation or heuristic query
+// opt-in: TROUPE_GEMM_TUNE=1, or 2 among candidates that do not split k). After the first call of a shape no allocation or heuristic query
 // happens, so a warmed-up step can be captured in a CUDA graph. Outside tuning and the
 // batch-invariant mode, m rows take the algorithm chosen for matmul_plan_rows(m) rows
 // (checked to support m, else m's own): a row count first met while serving, as a mixed
