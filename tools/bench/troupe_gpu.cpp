@@ -45,6 +45,7 @@ struct options {
   double kv_fraction = 0.85;
   std::vector<int> batches{1, 16, 64, 256}, prompt_lens{1024, 2048};
   int gen = 64, decode_prompt = 128;
+  int graph_warmup_context = 8192;  ///< as scheduler.graph_warmup_context: what a server warms at start
 };
 
 double ms_since(clock_type::time_point t0) {
@@ -143,6 +144,7 @@ class gpu_replica {
         sp.context.max_batch_tokens = o.max_batch_tokens;
         sp.context.max_logit_rows = std::max(o.max_seqs, 512);
         sp.context.cuda_graphs = o.graphs;
+        sp.context.graph_warmup_context = o.graph_warmup_context;
         sp.context.time_steps = true;
         sp.context.batch_invariant = o.batch_invariant;
         sp.timeout_ms = 60000;
@@ -471,7 +473,10 @@ int main(int argc, char** argv) {
       "no-graphs", "replay no CUDA graphs")("batch-invariant", "batch-invariant kernels (scheduler.batch_invariant)")(
       "overlap", "plan each step while the one before it runs (scheduler.overlap; one shard)")("batches", po::value(&batches), "decode batch sizes, e.g. 1,16,64,256")(
       "prompt-lens", po::value(&prompt_lens), "prefill lengths, e.g. 1024,2048")(
-      "gen", po::value(&o.gen)->default_value(64), "decode steps per batch (bench)");
+      "gen", po::value(&o.gen)->default_value(64), "decode steps per batch (bench)")(
+      "graph-warmup-context", po::value(&o.graph_warmup_context)->default_value(8192),
+      "plan row counts and decode graphs warmed at start for contexts up to this many tokens, as a server "
+      "does (scheduler.graph_warmup_context); 0: graphs captured on their second use");
   po::positional_options_description pos;
   pos.add("mode", 1);
   po::variables_map vm;
