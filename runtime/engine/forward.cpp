@@ -383,6 +383,9 @@ void shard_context::run_graph(std::pair<int, int> key, const batch_input& p) {
 
 void shard_context::warm_up(std::chrono::steady_clock::time_point d) {
   if (!on_device_ || params_.graph_warmup_context <= 0) return;
+  // A shard with tensor or pipeline peers warms nothing: its steps are collectives, and a
+  // shard restarted alone (stage-local recovery) has peers that do not run them with it.
+  if (env_.tensor_group || env_.prev_stage || env_.next_stage) return;
   warm_up_plans(d);
   if (use_graphs_) warm_up_graphs(d);
 }

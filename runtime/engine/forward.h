@@ -114,12 +114,14 @@ class shard_context {
   bool is_last_stage() const;
   /// Decode steps replayed from a captured graph so far.
   int64_t graph_replays() const { return graph_replays_; }
-  /// On CUDA with context_params.graph_warmup_context > 0: runs one step of padding rows at
-  /// every kernels::matmul_plan_rows count up to max_batch_tokens that no decode graph has
-  /// (so a mixed step's row count costs no cuBLASLt heuristic query nor a kernel module's
-  /// loading), then with graphs captures the decode graph of every padded batch size and
-  /// context bucket up to graph_warmup_context (each run eagerly once, then captured),
-  /// largest first; waits for the device by `d`. Decode steps afterwards only replay.
+  /// On CUDA with context_params.graph_warmup_context > 0, for a shard without tensor or
+  /// pipeline peers (their steps are collectives that a restarted shard's peers would not
+  /// join): runs one step of padding rows at every kernels::matmul_plan_rows count up to
+  /// max_batch_tokens that no decode graph has (so a mixed step's row count costs no
+  /// cuBLASLt heuristic query nor a kernel module's loading), then with graphs captures the
+  /// decode graph of every padded batch size and context bucket up to graph_warmup_context
+  /// (each run eagerly once, then captured), largest first; waits for the device by `d`.
+  /// Decode steps afterwards only replay.
   void warm_up(std::chrono::steady_clock::time_point d);
   /// Decode graphs captured so far.
   size_t graph_count() const { return graphs_.size(); }
