@@ -219,14 +219,18 @@ int sm_count() {
   return n;
 }
 
+/// Blocks of a decode grid over `a` at `split` positions a split (kv heads x rows x splits).
+int64_t grid_blocks(const attn_args& a, int split) {
+  const int64_t context = static_cast<int64_t>(a.max_blocks) * a.block_size;
+  return a.n_kv_heads * static_cast<int64_t>(a.m) * std::max<int64_t>((context + split - 1) / split, 1);
+}
+
 /// The split of a grid that would not fill the multiprocessors at split_len positions a
 /// split: halved (down to 64) while the grid stays within the SM count, so a small batch's
 /// positions are read by more blocks at once (their partials merged by combine_kernel).
 int small_grid_split(const attn_args& a) {
-  const int64_t context = static_cast<int64_t>(a.max_blocks) * a.block_size;
   int split = split_len;
-  while (split > 64 && a.n_kv_heads * static_cast<int64_t>(a.m) * ((context + split / 2 - 1) / (split / 2)) <= sm_count())
-    split /= 2;
+  while (split > 64 && grid_blocks(a, split / 2) <= sm_count()) split /= 2;
   return split;
 }
 
@@ -248,8 +252,7 @@ void launch_split(cudaStream_t st, T* out, const T* q, const T* kc, const T* vc,
 template <class T, int CH, int G>
 void launch_g(cudaStream_t st, T* out, const T* q, const T* kc, const T* vc, const attn_args& a) {
   const int variant = attn_variant();
-  const int64_t splits = (static_cast<int64_t>(a.max_blocks) * a.block_size + split_len - 1) / split_len;
-  const bool small = a.n_kv_heads * static_cast<int64_t>(a.m) * std::max<int64_t>(splits, 1) <= sm_count();
+  const bool small = grid_blocks(a, split_len) <= sm_count();
   attn_args shorter = a;
   if (variant == 0 && small) shorter.split = small_grid_split(a);
   if constexpr (sizeof(T) == 2) {

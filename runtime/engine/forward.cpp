@@ -279,13 +279,27 @@ tensor_view shard_context::forward(const batch_input& b) {
   const int l_rows = static_cast<int>(b.logit_rows.size());
   kv_rows_ += b.n_tokens();
   if (use_graphs_ && graph_eligible(b)) return forward_graph(b);
+  run_eager(b);
+  if (!is_last_stage()) return {};
+  return rows(logits_, l_rows);
+}
+
+void shard_context::run_eager(const batch_input& b) {
   step_views v = on_device_ ? upload(b) : host_views(b);
   v.meta.n_seqs = b.n_seqs();
   v.meta.max_blocks = b.max_blocks;
   v.meta.decode_rows = b.leading_singles();
-  compute(v, b.n_tokens(), l_rows);
-  if (!is_last_stage()) return {};
-  return rows(logits_, l_rows);
+  compute(v, b.n_tokens(), static_cast<int>(b.logit_rows.size()));
+}
+
+std::vector<int> shard_context::graph_batch_rows() const {
+  const int cap = std::min(params_.max_batch_tokens, params_.max_logit_rows);
+  std::vector<int> out;
+  for (int r : graph_rows) {
+    out.push_back(std::min(r, cap));
+    if (r >= cap) break;
+  }
+  return out;
 }
 
 bool shard_context::graph_eligible(const batch_input& b) const {
@@ -391,13 +405,9 @@ void shard_context::warm_up(std::chrono::steady_clock::time_point d) {
 }
 
 void shard_context::warm_up_plans(std::chrono::steady_clock::time_point d) {
-  const int cap = std::min(params_.max_batch_tokens, params_.max_logit_rows);
   std::set<int> graphed;  // warm_up_graphs runs these row counts
-  for (int r : graph_rows) {
-    if (!use_graphs_) break;
-    graphed.insert(std::min(r, cap));
-    if (r >= cap) break;
-  }
+  if (use_graphs_)
+    for (int r : graph_batch_rows()) graphed.insert(r);
   std::set<int> counts;
   for (int m = 1; m <= params_.max_batch_tokens; ++m) {
     const int r = static_cast<int>(std::min<int64_t>(k::matmul_plan_rows(m), params_.max_batch_tokens));
@@ -410,26 +420,19 @@ void shard_context::warm_up_plans(std::chrono::steady_clock::time_point d) {
     batch_input p = padded(empty, *it, 8);
     const int l_rows = is_last_stage() ? std::min(*it, params_.max_logit_rows) : 0;
     for (int i = 0; i < l_rows; ++i) p.logit_rows.push_back(i);
-    step_views v = upload(p);
-    v.meta.n_seqs = p.n_seqs();
-    v.meta.max_blocks = p.max_blocks;
-    v.meta.decode_rows = p.leading_singles();
-    compute(v, p.n_tokens(), l_rows);
+    run_eager(p);
     wait(d);
   }
 }
 
 void shard_context::warm_up_graphs(std::chrono::steady_clock::time_point d) {
   const int bs = params_.block_size;
-  const int cap = std::min(params_.max_batch_tokens, params_.max_logit_rows);
   std::set<std::pair<int, int>> keys;  // what graph_key gives for every eligible batch
-  for (int r : graph_rows) {
+  for (int r : graph_batch_rows())
     for (int mb = 8;; mb *= 2) {
-      keys.insert({std::min(r, cap), mb});
+      keys.insert({r, mb});
       if (static_cast<int64_t>(mb) * bs >= params_.graph_warmup_context) break;
     }
-    if (r >= cap) break;
-  }
   // The largest step first: its metadata sizes the upload buffer once (growing it would
   // drop the graphs captured before).
   for (auto it = keys.rbegin(); it != keys.rend(); ++it) {

@@ -156,6 +156,10 @@ class shard_context {
   step_views host_views(const batch_input& b) const;
   step_views upload(const batch_input& b);
   void compute(const step_views& v, int n_tokens, int n_logits, bool send = true);
+  /// Uploads `b` (or views it on the host) and computes it, with no graph.
+  void run_eager(const batch_input& b);
+  /// The padded row counts decode graphs are captured at (graph_rows up to the step's cap).
+  std::vector<int> graph_batch_rows() const;
   void make_linears();
   tensor_view forward_graph(const batch_input& b);
   /// (padded rows, padded max_blocks) of a decode batch of `s` sequences.

@@ -35,6 +35,16 @@ std::string check_client(const serve_cluster& cluster, pid_t pid, const std::str
   return log;
 }
 
+/// Sends `n_prompts` fault prompts for `tokens` greedy tokens each through `cluster` and
+/// checks that the client gets the single engine's tokens; returns the head's log.
+std::string serve_greedy(const serve_cluster& cluster, int n_prompts, int tokens) {
+  const auto prompts = fault_prompts(n_prompts);
+  const auto greedy_p = fault_sampling(0.0f, 0, tokens);
+  const auto expected = fault_free(prompts, greedy_p);
+  const auto file = write_prompts(cluster.dir() / "prompts.jsonl", prompts);
+  return check_client(cluster, start_client(cluster, file, greedy_p, "greedy"), "greedy", expected);
+}
+
 /// Decode rows replica `r` sent ahead of their tokens so far (troupe_ahead_decodes_total).
 double ahead_decodes(const serve_cluster& cluster, int r) {
   const auto port = gateway_port(read_text(cluster.log()));
@@ -85,13 +95,8 @@ TEST_CASE("with overlapped steps kill -9 of a replica's node moves its requests 
 
 TEST_CASE("with overlapped steps tensor 2 across two processes gives the single engine's greedy tokens",
           "[overlap][actors][slow]") {
-  const auto prompts = fault_prompts(3);
-  const auto greedy_p = fault_sampling(0.0f, 0, 32);
-  const auto expected = fault_free(prompts, greedy_p);
   serve_cluster cluster("cluster-config/examples/tensor2.yaml", {"tp0", "tp1"}, "overlap-tensor2", overlap_on);
-  const auto file = write_prompts(cluster.dir() / "prompts.jsonl", prompts);
-  const pid_t client = start_client(cluster, file, greedy_p, "greedy");
-  const auto log = check_client(cluster, client, "greedy", expected);
+  const auto log = serve_greedy(cluster, 3, 32);
   CHECK(ahead_decodes(cluster, 0) >= 0.9 * 3 * 31);  // 3 x 31 decodes after the prefills' tokens
   CHECK(log.find("sampled token") == std::string::npos);  // no rank disagreed
   CHECK(cluster.stop());
@@ -100,17 +105,12 @@ TEST_CASE("with overlapped steps tensor 2 across two processes gives the single 
 TEST_CASE("with overlapped steps a tensor rank that samples another token is caught: the steps are recomputed "
           "without overlap and the answers are the fault-free ones",
           "[overlap][actors][slow]") {
-  const auto prompts = fault_prompts(2);
-  const auto greedy_p = fault_sampling(0.0f, 0, 24);
-  const auto expected = fault_free(prompts, greedy_p);
   // Rank 1 answers its 3rd step with another first token (tests: shard_faults.h); the node
   // processes inherit the variable from troupe serve.
   setenv("TROUPE_FAULT_TOKEN", "s0r1:3", 1);
   serve_cluster cluster("cluster-config/examples/tensor2.yaml", {"tp0", "tp1"}, "overlap-diverged", overlap_on);
   unsetenv("TROUPE_FAULT_TOKEN");
-  const auto file = write_prompts(cluster.dir() / "prompts.jsonl", prompts);
-  const pid_t client = start_client(cluster, file, greedy_p, "greedy");
-  const auto log = check_client(cluster, client, "greedy", expected);
+  const auto log = serve_greedy(cluster, 2, 24);
   CHECK(log.find("TROUPE_FAULT_TOKEN: step") != std::string::npos);
   CHECK(log.find("where shard 0 sampled") != std::string::npos);
   CHECK(log.find("this replica no longer overlaps its steps") != std::string::npos);
