@@ -28,6 +28,11 @@ struct attention_batch {
   /// each (row i is sequence i's), so CUDA runs them through the decode kernels and only the
   /// rest through prefill. 0 = unknown; must be in [0, n_seqs] and true when set.
   int decode_rows = 0;
+  /// f32 [n], optional (CUDA): where the decode kernels keep the split partials of rows
+  /// longer than one split, when n reaches decode_workspace_floats of the step's shape, instead
+  /// of allocating them on the stream; a captured graph then holds no memory nodes, which
+  /// would cut the programmatic dependent launches before and after attention.
+  tensor_view workspace;
 };
 
 namespace cpu {
@@ -47,8 +52,28 @@ void kv_write(const op_context& ctx, tensor_view k_cache, tensor_view v_cache, t
 /// CUDA implementation of kernels::paged_attention.
 void paged_attention(const op_context& ctx, tensor_view out, tensor_view q, tensor_view k_cache,
     tensor_view v_cache, const attention_batch& batch, float scale);
+/// CUDA implementation of kernels::decode_workspace_floats.
+int64_t decode_workspace_floats(int rows, int n_heads, int n_kv_heads, int head_dim, int context);
 }  // namespace cuda
 #endif
+
+/// Floats of attention_batch::workspace that hold the split partials of any decode step of
+/// up to `rows` rows (one a sequence) whose block tables span up to `context` positions
+/// (0: the backend keeps none; CUDA with TROUPE_ATTN_WORKSPACE=0 too).
+inline int64_t decode_workspace_floats(const op_context& ctx, int rows, int n_heads, int n_kv_heads, int head_dim,
+                                       int context) {
+  switch (ctx.backend) {
+    case backend_kind::cpu:
+      return 0;
+    case backend_kind::cuda:
+#ifdef TROUPE_HAVE_CUDA_KERNELS
+      return cuda::decode_workspace_floats(rows, n_heads, n_kv_heads, head_dim, context);
+#else
+      return 0;
+#endif
+  }
+  return 0;
+}
 
 /// Writes k, v [m, n_kv_heads, head_dim] into the caches
 /// [n_blocks, block_size, n_kv_heads, head_dim] at slots[r] = block * block_size + offset

@@ -22,6 +22,17 @@ class column_parallel_linear {
   /// rows, then its up rows; no bias); `scratch` [m, n_local] may receive the projection
   /// (kernels::gate_up_swiglu).
   void forward_swiglu(const kernels::op_context& ctx, tensor_view out, tensor_view x, tensor_view scratch) const;
+  /// For a fused q/k/v weight: q and the KV caches at `slots` get rope_kv_write of
+  /// rmsnorm(x, norm, eps) · weightᵀ + bias, in the projection's kernel where
+  /// kernels::norm_fusion_applies (kernels::norm_qkv_rope); `normed` [m, k] and `qkv`
+  /// [m, n_local] may receive the intermediates.
+  void forward_qkv_rope(const kernels::op_context& ctx, tensor_view q, tensor_view k_cache, tensor_view v_cache,
+                        tensor_view x, tensor_view norm, float eps, tensor_view positions, tensor_view inv_freq,
+                        tensor_view slots, tensor_view normed, tensor_view qkv) const;
+  /// forward_swiglu of rmsnorm(x, norm, eps) (kernels::norm_gate_up_swiglu); `normed` [m, k]
+  /// and `scratch` [m, n_local] may receive the intermediates.
+  void forward_swiglu_normed(const kernels::op_context& ctx, tensor_view out, tensor_view x, tensor_view norm,
+                             float eps, tensor_view normed, tensor_view scratch) const;
 
  private:
   const tensor& weight_;  // [n_local, k]
@@ -37,6 +48,12 @@ class row_parallel_linear {
   row_parallel_linear(const tensor& weight, communicator* group, std::chrono::milliseconds timeout);
   /// out[m, n] = Σ_ranks x_rank[m, k_local] · weight_rankᵀ.
   void forward(const kernels::op_context& ctx, tensor_view out, tensor_view x) const;
+  /// residual[m, n] += forward(x), the product rounded to residual's type first: in the
+  /// projection's store where there is no all-reduce (kernels::matmul_add), else through
+  /// `scratch` [m, n] and add_inplace.
+  void forward_add(const kernels::op_context& ctx, tensor_view residual, tensor_view x, tensor_view scratch) const;
+  /// Whether forward_add runs as one kernel: no all-reduce between the product and the add.
+  bool adds_in_store() const;
 
  private:
   const tensor& weight_;  // [n, k_local]

@@ -287,6 +287,11 @@ attn_args check_attention(tensor_view out, tensor_view q, tensor_view k_cache, t
   a.kv_group = static_cast<int>(group);
   a.kv_head_offset = b.kv_head_offset;
   a.scale = scale;
+  if (!b.workspace.empty()) {
+    require_device(op, "workspace", b.workspace, dtype::f32);
+    a.workspace = b.workspace.f32();
+    a.workspace_floats = b.workspace.numel();
+  }
   return a;
 }
 

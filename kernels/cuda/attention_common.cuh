@@ -3,6 +3,7 @@
 // flash_prefill.cu): the kernels' arguments, the batch lookups every kernel shares, and
 // the entry points of the specialised kernels. A lookup never reads outside the batch
 // arrays; an inconsistent row is reported as position -1 and written as zeros.
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/attention.h"
@@ -22,6 +23,8 @@ struct attn_args {
   int m;
   int q_head_offset, kv_group, kv_head_offset;
   float scale;
+  float* workspace;          // [workspace_floats] or null (attention_batch::workspace)
+  int64_t workspace_floats;
   /// kv positions per decode split: split_len, or a smaller multiple of 64 where the grid
   /// would not fill the multiprocessors (decode_grouped, chosen per launch on the host).
   int split = split_len;
@@ -82,17 +85,19 @@ __device__ inline bool find_tile(const attn_args& a, int tile_rows, int b, int& 
 /// One decode block's share of the batch (block (g, r, z) = kv head, row, split): the local
 /// query heads [h_lo, h_lo + group) that read kv head g, the row's sequence, the split's
 /// first position and length, its split count and the element offset of the row's first head.
+/// `zero`: the block has nothing to compute but must write the row's heads as zeros (an
+/// inconsistent row, split 0).
 struct decode_split {
   int h_lo = 0, group = 0, seq = -1, start = 0, len = 0, n_splits = 0;
   int64_t row_off = 0;
+  bool zero = false;
 };
 
 /// Fills d for block (g, r, z); false when the block has nothing to compute: no query head
-/// reads g, a split past the row's last, or an inconsistent row (its heads then written as
-/// zeros by split 0, with every thread of the block, `threads` of them).
-template <class T>
-__device__ inline bool decode_split_of(const attn_args& a, int g, int r, int z, int hd, int threads, T* out,
-                                       decode_split& d) {
+/// reads g, a split past the row's last, or an inconsistent row. Reads only the step's
+/// metadata, which is uploaded before the step's first kernel and written by none: a decode
+/// kernel calls it before pdl_wait.
+__device__ inline bool decode_split_of(const attn_args& a, int g, int r, int z, int hd, decode_split& d) {
   d.h_lo = max(0, (g + a.kv_head_offset) * a.kv_group - a.q_head_offset);
   d.group = min(a.n_heads, (g + a.kv_head_offset + 1) * a.kv_group - a.q_head_offset) - d.h_lo;
   if (d.group <= 0) return false;
@@ -100,8 +105,7 @@ __device__ inline bool decode_split_of(const attn_args& a, int g, int r, int z, 
   const int pos = d.seq < 0 ? -1 : row_position(a, d.seq, r);
   d.row_off = (static_cast<int64_t>(r) * a.n_heads + d.h_lo) * hd;
   if (pos < 0) {
-    if (z == 0)
-      for (int e = threadIdx.x; e < d.group * hd; e += threads) out[d.row_off + e] = from_f32<T>(0.0f);
+    d.zero = z == 0;
     return false;
   }
   d.n_splits = pos / a.split + 1;
@@ -111,15 +115,25 @@ __device__ inline bool decode_split_of(const attn_args& a, int g, int r, int z, 
   return true;
 }
 
+/// Writes the zeros of a block decode_split_of found inconsistent (after pdl_wait), with
+/// every thread of the block, `threads` of them.
+template <class T>
+__device__ inline void decode_zero_rows(const decode_split& d, int hd, int threads, T* out) {
+  if (!d.zero) return;
+  for (int e = threadIdx.x; e < d.group * hd; e += threads) out[d.row_off + e] = from_f32<T>(0.0f);
+}
+
 /// Merges the splits of rows longer than one split, in split order.
 template <class T>
 __global__ void combine_kernel(T* out, const float* part_o, const float* part_ml, attn_args a,
                                int max_splits) {
-  pdl_wait();  // launched with launch_pdl: nothing before this reads or writes
-  pdl_trigger();
+  // The row's place is metadata (uploaded before the step, written by no kernel): read
+  // before waiting; the partials after.
   const int h = blockIdx.x, r = blockIdx.y, hd = a.head_dim;
   const int s = find_seq(a, r);
   const int pos = s < 0 ? -1 : row_position(a, s, r);
+  pdl_wait();
+  pdl_trigger();
   if (pos < 0) return;
   const int n_splits = pos / a.split + 1;
   if (n_splits == 1) return;
@@ -142,33 +156,43 @@ __global__ void combine_kernel(T* out, const float* part_o, const float* part_ml
   }
 }
 
-/// The split-K partials of one decode launch, allocated on the stream (stream-ordered, so
-/// a captured graph owns them): part_o [m, n_heads, max_splits, head_dim] unnormalized
-/// outputs, part_ml [m, n_heads, max_splits, 2] (max, sum). None when no row can need two
-/// splits (max_splits 1); then a decode kernel writes its rows directly.
+/// The split-K partials of one decode launch: in attn_args::workspace where it holds them,
+/// else allocated on the stream (stream-ordered, so a captured graph owns them): part_o [m,
+/// n_heads, max_splits, head_dim] unnormalized outputs, part_ml [m, n_heads, max_splits, 2]
+/// (max, sum). None when no row can need two splits (max_splits 1); then a decode kernel
+/// writes its rows directly.
 struct decode_partials {
   decode_partials(cudaStream_t st, const attn_args& a) : st_(st) {
-    max_splits = (a.max_blocks * a.block_size + a.split - 1) / a.split;
-    if (max_splits < 1) max_splits = 1;
+    max_splits = splits_of(a);
     n_parts_ = max_splits > 1 ? static_cast<size_t>(a.m) * a.n_heads * max_splits : 0;
     if (n_parts_ == 0) return;
-    check_cuda(cudaMallocAsync(reinterpret_cast<void**>(&part_o),
-                               n_parts_ * (a.head_dim + 2) * sizeof(float), st),
-               "paged_attention", "allocating split-K partials");
+    const size_t floats = n_parts_ * (a.head_dim + 2);
+    if (a.workspace && static_cast<int64_t>(floats) <= a.workspace_floats) {
+      part_o = a.workspace;
+    } else {
+      check_cuda(cudaMallocAsync(reinterpret_cast<void**>(&part_o), floats * sizeof(float), st),
+                 "paged_attention", "allocating split-K partials");
+      owned_ = true;
+    }
     part_ml = part_o + n_parts_ * a.head_dim;
   }
   ~decode_partials() {
-    if (n_parts_ > 0) cudaFreeAsync(part_o, st_);  // only after an error between the two
+    if (owned_) cudaFreeAsync(part_o, st_);  // only after an error between the two
   }
   decode_partials(const decode_partials&) = delete;
   decode_partials& operator=(const decode_partials&) = delete;
+  /// Splits a row of `a` may have: its block tables' span over a.split.
+  static int splits_of(const attn_args& a) {
+    return std::max((a.max_blocks * a.block_size + a.split - 1) / a.split, 1);
+  }
   /// Merges the partials into out (when there are any) and frees them.
   template <class T>
   void combine(T* out, const attn_args& a) {
     if (n_parts_ == 0) return;
     launch_pdl(combine_kernel<T>, dim3(a.n_heads, a.m), dim3(128), 0, st_, out, part_o, part_ml, a, max_splits);
     check_launch("paged_attention", "combine_kernel");
-    check_cuda(cudaFreeAsync(part_o, st_), "paged_attention", "freeing split-K partials");
+    if (owned_) check_cuda(cudaFreeAsync(part_o, st_), "paged_attention", "freeing split-K partials");
+    owned_ = false;
     n_parts_ = 0;
   }
 
@@ -179,6 +203,7 @@ struct decode_partials {
  private:
   cudaStream_t st_;
   size_t n_parts_ = 0;
+  bool owned_ = false;  ///< part_o was allocated on the stream (not the workspace)
 };
 
 /// Decode attention (m <= n_seqs) with one block per (row, kv head, split of kv positions)

@@ -144,16 +144,20 @@ __global__ void __launch_bounds__(NT) grouped_kernel(T* out, float* part_o, floa
                                                           int max_splits) {
   constexpr int EPC = 16 / sizeof(T), HD = CH * EPC, R = NT / CH;
   __shared__ decode_smem<G, EPC, NT> s;
-  pdl_wait();  // launched with launch_pdl: nothing before this reads or writes
-  pdl_trigger();
   const int g = blockIdx.x, r = blockIdx.y, z = blockIdx.z;
+  // The block's share and every position's row offset (one block-table read each, all in
+  // flight) come from the step's metadata, which no kernel writes: read while the kernel
+  // before (the KV write) runs. q, the caches and `out` after pdl_wait.
   decode_split d;
-  if (!decode_split_of(a, g, r, z, HD, NT, out, d)) return;
+  const bool work = decode_split_of(a, g, r, z, HD, d);
   const int h_lo = d.h_lo, group = d.group, seq = d.seq, start = d.start, len = d.len, n_splits = d.n_splits;
   const int64_t row_off = d.row_off;
   const int c = threadIdx.x % CH, slot = threadIdx.x / CH;
-  // Every position's row offset at once (one block-table read each, all in flight), and q.
-  for (int i = threadIdx.x; i < len; i += NT) s.off[i] = kv_offset(a, seq, start + i, g);
+  if (work)
+    for (int i = threadIdx.x; i < len; i += NT) s.off[i] = kv_offset(a, seq, start + i, g);
+  pdl_wait();
+  pdl_trigger();
+  if (!work) return decode_zero_rows(d, HD, NT, out);
   float qf[G][EPC];
 #pragma unroll
   for (int h = 0; h < G; ++h) {
@@ -285,6 +289,29 @@ void launch(cudaStream_t st, T* out, const T* q, const T* kc, const T* vc, const
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
+
+int64_t decode_workspace_floats(int rows, int n_heads, int n_kv_heads, int head_dim, int context) {
+  static const bool off = [] {  // TROUPE_ATTN_WORKSPACE=0: none (benchmarks compare the two)
+    const char* e = std::getenv("TROUPE_ATTN_WORKSPACE");
+    return e && e[0] == '0';
+  }();
+  if (off) return 0;
+  // Every decode step within the bounds: each row count, each span in 64-position steps (a
+  // split is a multiple of 64, so a span between two takes the larger one's splits).
+  int64_t most = 0;
+  attn_args a{};
+  a.n_kv_heads = n_kv_heads;
+  a.block_size = 64;
+  for (int m = 1; m <= rows; ++m)
+    for (int blocks = 1; (blocks - 1) * 64 < context; ++blocks) {
+      a.m = m;
+      a.max_blocks = blocks;
+      a.split = grid_blocks(a, split_len) <= sm_count() ? small_grid_split(a) : split_len;
+      const int splits = decode_partials::splits_of(a);
+      if (splits > 1) most = std::max(most, static_cast<int64_t>(m) * n_heads * splits * (head_dim + 2));
+    }
+  return most;
+}
 
 bool decode_grouped(const op_context& ctx, void* out, const void* q, const void* k_cache,
                     const void* v_cache, dtype type, const attn_args& a) {

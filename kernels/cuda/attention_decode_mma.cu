@@ -173,15 +173,19 @@ __global__ void __launch_bounds__(dm_threads) decode_mma_kernel(T* out, float* p
   T* q_s = reinterpret_cast<T*>(off_s + split_len);    // [16, HD + 8]
   T* k_s = q_s + 16 * ld;                              // [2, 64, HD + 8]
   T* v_s = k_s + 2 * tile_elems;                       // [2, 64, HD + 8]
-  pdl_wait();  // launched with launch_pdl: nothing before this reads or writes
-  pdl_trigger();
   const int g = blockIdx.x, r = blockIdx.y, z = blockIdx.z;
+  // The block's share and its positions' row offsets come from the step's metadata, which no
+  // kernel writes: read while the kernel before runs; q, the caches and `out` after pdl_wait.
   decode_split d;
-  if (!decode_split_of(a, g, r, z, HD, dm_threads, out, d)) return;
+  const bool work = decode_split_of(a, g, r, z, HD, d);
   const int h_lo = d.h_lo, group = d.group, seq = d.seq, start = d.start, len = d.len, n_splits = d.n_splits;
   const int64_t row_off = d.row_off;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  for (int i = tid; i < len; i += dm_threads) off_s[i] = kv_offset(a, seq, start + i, g);
+  if (work)
+    for (int i = tid; i < len; i += dm_threads) off_s[i] = kv_offset(a, seq, start + i, g);
+  pdl_wait();
+  pdl_trigger();
+  if (!work) return decode_zero_rows(d, HD, dm_threads, out);
   for (int e = tid; e < 16 * (HD / 8); e += dm_threads) {
     const int row = e / (HD / 8), c = e % (HD / 8);
     const bool ok = row < group;

@@ -99,18 +99,121 @@ __device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
   return acc;
 }
 
+/// x · g for the 8 elements of a 16-byte chunk of x and of the norm weight g, in float;
+/// ss += Σ x² (the norm's sum, beside the products).
+template <class T>
+__device__ __forceinline__ void scaled8(uint4 xv, uint4 gv, float (&xs)[8], float& ss) {
+  const uint32_t xa[4] = {xv.x, xv.y, xv.z, xv.w}, ga[4] = {gv.x, gv.y, gv.z, gv.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 fx = pair_f32(xa[i], static_cast<T*>(nullptr));
+    const float2 fg = pair_f32(ga[i], static_cast<T*>(nullptr));
+    ss = fmaf(fx.x, fx.x, ss);
+    ss = fmaf(fx.y, fx.y, ss);
+    xs[2 * i] = fx.x * fg.x;
+    xs[2 * i + 1] = fx.y * fg.y;
+  }
+}
+
+/// acc += Σ of the 8 products of a 16-byte weight chunk and 8 floats.
+template <class T>
+__device__ __forceinline__ float dotf8(uint4 a, const float (&xs)[8], float acc) {
+  const uint32_t av[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 fa = pair_f32(av[i], static_cast<T*>(nullptr));
+    acc = fmaf(fa.x, xs[2 * i], acc);
+    acc = fmaf(fa.y, xs[2 * i + 1], acc);
+  }
+  return acc;
+}
+
+/// What the fused forms add to a GEMV (kernels/norm_matmul.h), bits of its F:
+/// - fuse_norm multiplies x by the norm weight as it streams it, sums x² beside the dots and
+///   scales each row's dots by 1 / sqrt(mean(x²) + eps) before the store;
+/// - fuse_add adds the product, rounded to T, to out's value (the residual) as add_inplace;
+/// - fuse_rope (the fused q/k/v weight, one row): a warp computes rows d and d + head_dim / 2
+///   of a head and stores them as rope_kv_write does (rotated into q or the k cache at the
+///   row's slot, copied into the v cache), never into out.
+enum gemv_fuse : unsigned { fuse_norm = 1, fuse_add = 2, fuse_rope = 4 };
+
+struct gemv_fusion {
+  const void* norm = nullptr;  // [k] in T, with fuse_norm
+  float eps = 0.0f;
+  void* q = nullptr;           // fuse_rope: [n_heads, head_dim]
+  void* k_cache = nullptr;     // fuse_rope: [n_slots, n_kv, head_dim]
+  void* v_cache = nullptr;
+  const int32_t* position = nullptr;  // fuse_rope: [1]
+  const int32_t* slot = nullptr;      // fuse_rope: [1]
+  const float* inv_freq = nullptr;    // fuse_rope: [head_dim / 2]
+  int n_heads = 0, n_kv = 0, head_dim = 0;
+  int64_t n_slots = 0;
+};
+
+/// fuse_rope's store of rows (d, d + half) of head h, a and b already rounded to T.
+template <class T>
+__device__ __forceinline__ void rope_store(const gemv_fusion& fu, int h, int d, T a, T b, int pos, int64_t slot) {
+  const int hd = fu.head_dim, half = hd / 2;
+  T* dst = nullptr;
+  if (h < fu.n_heads) {
+    dst = static_cast<T*>(fu.q) + static_cast<int64_t>(h) * hd;
+  } else {
+    if (slot < 0 || slot >= fu.n_slots) return;  // no KV write, as rope_kv_write
+    const bool is_k = h < fu.n_heads + fu.n_kv;
+    dst = static_cast<T*>(is_k ? fu.k_cache : fu.v_cache) + slot * fu.n_kv * hd +
+          static_cast<int64_t>(h - fu.n_heads - (is_k ? 0 : fu.n_kv)) * hd;
+  }
+  if (h >= fu.n_heads + fu.n_kv) {  // v: copied
+    dst[d] = a;
+    dst[d + half] = b;
+    return;
+  }
+  const float2 y = rope_rotate(to_f32(a), to_f32(b), static_cast<float>(pos) * fu.inv_freq[d]);
+  dst[d] = from_f32<T>(y.x);
+  dst[d + half] = from_f32<T>(y.y);
+}
+
+/// Adds chunk `at` of every x row (times the norm weight, with NORM) into acc.
+template <class T, int M, int R, bool NORM>
+__device__ __forceinline__ void gemv_chunk(const uint4 (&wv)[R], const uint4* const (&xr)[M], const uint4* g, int at,
+                                           float (&acc)[M][R], float (&ss)[M]) {
+  if constexpr (NORM) {
+    const uint4 gv = __ldg(g + at);
+#pragma unroll
+    for (int i = 0; i < M; ++i) {
+      float xs[8];
+      scaled8<T>(__ldg(xr[i] + at), gv, xs, ss[i]);
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[i][r] = dotf8<T>(wv[r], xs, acc[i][r]);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < M; ++i) {
+      const uint4 xv = __ldg(xr[i] + at);
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[i][r] = dot8<T>(wv[r], xv, acc[i][r]);
+    }
+  }
+}
+
 /// PAIR (the fused gate/up projection and SwiGLU): w is [2n, k], gate rows then up rows; a
 /// warp computes gate row j and up row n + j (R = 2) and stores out[i, j] = silu(g) * u
 /// with g and u first rounded to T, exactly what the GEMV and cuda::swiglu give apart.
-/// W warps a block; MINB blocks an SM asked of the register allocator.
-template <class T, class TO, int M, int R, int U, bool PAIR = false, int W = gemv_warps, int MINB = 0>
+/// W warps a block; MINB blocks an SM asked of the register allocator. F: the fusions of
+/// gemv_fuse.
+template <class T, class TO, int M, int R, int U, bool PAIR = false, int W = gemv_warps, int MINB = 0, unsigned F = 0>
 __global__ void __launch_bounds__(W * 32, MINB) gemv_kernel(TO* __restrict__ out, const T* __restrict__ x,
                                                             const T* __restrict__ w, const void* bias,
-                                                            bool bias_f32, int m, int n, int k) {
+                                                            bool bias_f32, gemv_fusion fu, int m, int n, int k) {
+  constexpr bool NORM = F & fuse_norm, ADD = F & fuse_add, ROPE = F & fuse_rope;
   static_assert(!PAIR || R == 2, "a paired GEMV computes one gate and one up row a warp");
+  static_assert(!ADD || (std::is_same_v<T, TO> && !PAIR), "the residual add stores in x's type, unpaired");
+  static_assert(!ROPE || (R == 2 && M == 1 && !PAIR && !ADD), "RoPE pairs two rows of a head, at one row");
   const int lane = threadIdx.x & 31;
   const int warp_id = blockIdx.x * W + (threadIdx.x >> 5);
-  const int row0 = PAIR ? warp_id : warp_id * R;
+  // ROPE: warp j computes rows d and d + half of head j / half, d = j % half.
+  const int half = ROPE ? fu.head_dim / 2 : 1;
+  const int row0 = PAIR ? warp_id : ROPE ? (warp_id / half) * fu.head_dim + warp_id % half : warp_id * R;
   if (row0 >= n) {
     pdl_wait();  // a finished grid implies the one before finished (see pdl_wait)
     return;
@@ -119,7 +222,7 @@ __global__ void __launch_bounds__(W * 32, MINB) gemv_kernel(TO* __restrict__ out
   const uint4* wr[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    const int64_t row = PAIR ? row0 + static_cast<int64_t>(r) * n : min(row0 + r, n - 1);
+    const int64_t row = PAIR ? row0 + static_cast<int64_t>(r) * n : ROPE ? row0 + r * half : min(row0 + r, n - 1);
     wr[r] = reinterpret_cast<const uint4*>(w + row * k);
   }
   const uint4* xr[M];
@@ -143,31 +246,37 @@ __global__ void __launch_bounds__(W * 32, MINB) gemv_kernel(TO* __restrict__ out
   if (c + 32 * (U - 1) < k8) load_pass(c);
   pdl_wait();
   pdl_trigger();
+  // ADD: lane i * R + r reads the value it adds to now, its latency under the loop's.
+  float old = 0.0f;
+  if constexpr (ADD) {
+    const int i = lane / R, r = lane % R;
+    if (i < m && i < M && row0 + r < n) old = to_f32(out[static_cast<int64_t>(i) * n + row0 + r]);
+  }
+  int rope_pos = 0;  // ROPE: lane 0's position and slot (metadata), read under the loop
+  int64_t rope_slot = -1;
+  if constexpr (ROPE)
+    if (lane == 0) {
+      rope_pos = *fu.position;
+      rope_slot = *fu.slot;
+    }
+  const uint4* g = static_cast<const uint4*>(fu.norm);
+  float ss[M];
+#pragma unroll
+  for (int i = 0; i < M; ++i) ss[i] = 0.0f;
   for (; c + 32 * (U - 1) < k8;) {
 #pragma unroll
-    for (int u = 0; u < U; ++u)
-#pragma unroll
-      for (int i = 0; i < M; ++i) {
-        const uint4 xv = __ldg(xr[i] + c + 32 * u);
-#pragma unroll
-        for (int r = 0; r < R; ++r) acc[i][r] = dot8<T>(wv[u][r], xv, acc[i][r]);
-      }
+    for (int u = 0; u < U; ++u) gemv_chunk<T, M, R, NORM>(wv[u], xr, g, c + 32 * u, acc, ss);
     c += 32 * U;
     if (c + 32 * (U - 1) < k8) load_pass(c);
   }
   for (; c < k8; c += 32) {
-    uint4 wv[R];
+    uint4 wt[R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) wv[r] = load_stream(wr[r] + c);
-#pragma unroll
-    for (int i = 0; i < M; ++i) {
-      const uint4 xv = __ldg(xr[i] + c);
-#pragma unroll
-      for (int r = 0; r < R; ++r) acc[i][r] = dot8<T>(wv[r], xv, acc[i][r]);
-    }
+    for (int r = 0; r < R; ++r) wt[r] = load_stream(wr[r] + c);
+    gemv_chunk<T, M, R, NORM>(wt, xr, g, c, acc, ss);
   }
 #pragma unroll
-  for (int i = 0; i < M; ++i)
+  for (int i = 0; i < M; ++i) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       float v = acc[i][r];
@@ -175,7 +284,25 @@ __global__ void __launch_bounds__(W * 32, MINB) gemv_kernel(TO* __restrict__ out
       for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
       acc[i][r] = v;
     }
-  if constexpr (PAIR) {
+    if constexpr (NORM) {
+      float v = ss[i];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      const float scale = rsqrtf(v / static_cast<float>(k) + fu.eps);
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[i][r] *= scale;
+    }
+  }
+  if constexpr (ROPE) {
+    if (lane == 0) {
+      float a = acc[0][0], b = acc[0][1];
+      if (bias) {
+        a += bias_f32 ? static_cast<const float*>(bias)[row0] : to_f32(static_cast<const T*>(bias)[row0]);
+        b += bias_f32 ? static_cast<const float*>(bias)[row0 + half] : to_f32(static_cast<const T*>(bias)[row0 + half]);
+      }
+      rope_store<T>(fu, row0 / fu.head_dim, row0 % fu.head_dim, from_f32<T>(a), from_f32<T>(b), rope_pos, rope_slot);
+    }
+  } else if constexpr (PAIR) {
     // Lane 2 * i stores (row i, column row0).
 #pragma unroll
     for (int i = 0; i < M; ++i)
@@ -193,6 +320,7 @@ __global__ void __launch_bounds__(W * 32, MINB) gemv_kernel(TO* __restrict__ out
           float v = acc[i][r];
           if (bias)
             v += bias_f32 ? static_cast<const float*>(bias)[row0 + r] : to_f32(static_cast<const TO*>(bias)[row0 + r]);
+          if constexpr (ADD) v = old + to_f32(from_f32<TO>(v));
           out[static_cast<int64_t>(i) * n + row0 + r] = from_f32<TO>(v);
         }
   }
@@ -205,15 +333,16 @@ void launch_gemv_ru(const op_context& ctx, tensor_view out, tensor_view x, tenso
   const unsigned grid = static_cast<unsigned>((n + rows_per_block - 1) / rows_per_block);
   launch_pdl(gemv_kernel<T, TO, M, R, U, false, W, MINB>, dim3(grid), dim3(W * 32), 0, stream_of(ctx),
              static_cast<TO*>(out.data), static_cast<const T*>(x.data), static_cast<const T*>(w.data),
-             bias.empty() ? nullptr : bias.data, bias.type == dtype::f32, m, n, k);
+             bias.empty() ? nullptr : bias.data, bias.type == dtype::f32, gemv_fusion{}, m, n, k);
 }
 
-template <class T, int M, int W = gemv_warps, int MINB = 0>
-void launch_gemv_pair(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, int m, int f, int k) {
+template <class T, int M, int W = gemv_warps, int MINB = 0, unsigned F = 0>
+void launch_gemv_pair(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, int m, int f, int k,
+                      gemv_fusion fu = {}) {
   const unsigned grid = static_cast<unsigned>((f + W - 1) / W);
-  launch_pdl(gemv_kernel<T, T, M, 2, (M <= 2 ? 8 : 4), true, W, MINB>, dim3(grid), dim3(W * 32), 0,
+  launch_pdl(gemv_kernel<T, T, M, 2, (M <= 2 ? 8 : 4), true, W, MINB, F>, dim3(grid), dim3(W * 32), 0,
              stream_of(ctx), static_cast<T*>(out.data), static_cast<const T*>(x.data), static_cast<const T*>(w.data),
-             nullptr, false, m, f, k);
+             nullptr, false, fu, m, f, k);
 }
 
 /// Variant 0: the default (W = 8 warps a block, R = 2 rows a warp, U = 8 chunks in flight for
@@ -302,6 +431,129 @@ bool gemv_swiglu(const op_context& ctx, tensor_view out, tensor_view x, tensor_v
     if constexpr (!std::is_same_v<T, float>) launch_pair<T>(ctx, out, x, w, m, f, k);
   });
   check_launch(op, "gemv_kernel (paired)");
+  return true;
+}
+
+}  // namespace troupe::kernels::cuda
+
+namespace troupe::kernels::cuda {
+namespace {
+using namespace matmul_detail;
+
+/// The fused GEMV at one row with matmul's tiling for this k (default below gemv_long_k,
+/// one row a warp from it).
+template <class T, class TO, unsigned F>
+void launch_fused(const op_context& ctx, tensor_view out, tensor_view x, tensor_view w, tensor_view bias,
+                  gemv_fusion fu) {
+  const int k = static_cast<int>(x.shape[1]), n = static_cast<int>(w.shape[0]);
+  auto go = [&](auto kernel, int rows_per_warp) {
+    const int per_block = gemv_warps * rows_per_warp;
+    launch_pdl(kernel, dim3(static_cast<unsigned>((n + per_block - 1) / per_block)), dim3(gemv_warps * 32), 0,
+               stream_of(ctx), static_cast<TO*>(out.data), static_cast<const T*>(x.data),
+               static_cast<const T*>(w.data), bias.empty() ? nullptr : bias.data, bias.type == dtype::f32, fu, 1, n,
+               k);
+  };
+  if (k >= gemv_long_k)
+    go(gemv_kernel<T, TO, 1, 1, 8, false, gemv_warps, 0, F>, 1);
+  else
+    go(gemv_kernel<T, TO, 1, gemv_rows, 8, false, gemv_warps, 0, F>, gemv_rows);
+}
+
+bool one_row_fits(tensor_view out, tensor_view x, tensor_view w) {
+  return x.shape.rank == 2 && x.shape[0] == 1 && gemv_fits(out, x, w) && alignment_of(out.data) >= 4;
+}
+
+bool norm_fits(tensor_view norm, tensor_view x) {
+  return norm.where == backend_kind::cuda && norm.type == x.type && norm.shape.rank == 1 &&
+         norm.shape[0] == x.shape[1] && alignment_of(norm.data) >= 16;
+}
+
+}  // namespace
+
+bool gemv_norm(const op_context& ctx, tensor_view out, tensor_view x, tensor_view norm, float eps, tensor_view w,
+               tensor_view bias) {
+  if (!one_row_fits(out, x, w) || !norm_fits(norm, x) || (!bias.empty() && alignment_of(bias.data) < 4)) return false;
+  if (w.shape[0] == 0) return true;
+  gemv_fusion fu;
+  fu.norm = norm.data;
+  fu.eps = eps;
+  dispatch_float(x.type, "norm_matmul", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (!std::is_same_v<T, float>) {
+      if (out.type == dtype::f32)
+        launch_fused<T, float, fuse_norm>(ctx, out, x, w, bias, fu);
+      else
+        launch_fused<T, T, fuse_norm>(ctx, out, x, w, bias, fu);
+    }
+  });
+  check_launch("norm_matmul", "gemv_kernel (normalizing)");
+  return true;
+}
+
+bool gemv_norm_swiglu(const op_context& ctx, tensor_view out, tensor_view x, tensor_view norm, float eps,
+                      tensor_view w) {
+  if (!one_row_fits(out, x, w) || !norm_fits(norm, x) || out.type != x.type || w.shape[0] % 2 != 0) return false;
+  const int f = static_cast<int>(w.shape[0] / 2), k = static_cast<int>(x.shape[1]);
+  if (f == 0) return true;
+  gemv_fusion fu;
+  fu.norm = norm.data;
+  fu.eps = eps;
+  dispatch_float(x.type, "norm_gate_up_swiglu", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (!std::is_same_v<T, float>) launch_gemv_pair<T, 1, gemv_warps, 0, fuse_norm>(ctx, out, x, w, 1, f, k, fu);
+  });
+  check_launch("norm_gate_up_swiglu", "gemv_kernel (paired, normalizing)");
+  return true;
+}
+
+bool gemv_norm_qkv_rope(const op_context& ctx, tensor_view q, tensor_view k_cache, tensor_view v_cache, tensor_view x,
+                        tensor_view norm, float eps, tensor_view w, tensor_view bias, tensor_view positions,
+                        tensor_view inv_freq, tensor_view slots) {
+  if (q.shape.rank != 3 || k_cache.shape.rank != 4) return false;
+  const int64_t nh = q.shape[1], hd = q.shape[2], nkv = k_cache.shape[2];
+  tensor_view out = q;  // only its type and device are checked: the rows go to q and the caches
+  out.shape = shape_t{1, w.shape[0]};
+  const bool fits = one_row_fits(out, x, w) && norm_fits(norm, x) && q.shape[0] == 1 && hd % 2 == 0 &&
+                    k_cache.shape[3] == hd && w.shape[0] == (nh + 2 * nkv) * hd && k_cache.type == x.type &&
+                    v_cache.type == x.type && positions.type == dtype::i32 && slots.type == dtype::i32 &&
+                    inv_freq.type == dtype::f32 && inv_freq.numel() >= hd / 2 && positions.numel() >= 1 &&
+                    slots.numel() >= 1 && (bias.empty() || alignment_of(bias.data) >= 4);
+  if (!fits) return false;
+  gemv_fusion fu;
+  fu.norm = norm.data;
+  fu.eps = eps;
+  fu.q = q.data;
+  fu.k_cache = k_cache.data;
+  fu.v_cache = v_cache.data;
+  fu.position = positions.i32();
+  fu.slot = slots.i32();
+  fu.inv_freq = inv_freq.f32();
+  fu.n_heads = static_cast<int>(nh);
+  fu.n_kv = static_cast<int>(nkv);
+  fu.head_dim = static_cast<int>(hd);
+  fu.n_slots = k_cache.shape[0] * k_cache.shape[1];
+  const int n = static_cast<int>(w.shape[0]), k = static_cast<int>(x.shape[1]);
+  const unsigned grid = static_cast<unsigned>((n / 2 + gemv_warps - 1) / gemv_warps);
+  dispatch_float(x.type, "norm_qkv_rope", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (!std::is_same_v<T, float>)
+      launch_pdl(gemv_kernel<T, T, 1, 2, 8, false, gemv_warps, 0, fuse_norm | fuse_rope>, dim3(grid),
+                 dim3(gemv_warps * 32), 0, stream_of(ctx), static_cast<T*>(q.data), static_cast<const T*>(x.data),
+                 static_cast<const T*>(w.data), bias.empty() ? nullptr : bias.data, bias.type == dtype::f32, fu, 1, n,
+                 k);
+  });
+  check_launch("norm_qkv_rope", "gemv_kernel (normalizing, RoPE)");
+  return true;
+}
+
+bool gemv_add(const op_context& ctx, tensor_view acc, tensor_view x, tensor_view w) {
+  if (!one_row_fits(acc, x, w) || acc.type != x.type) return false;
+  if (w.shape[0] == 0) return true;
+  dispatch_float(x.type, "matmul_add", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (!std::is_same_v<T, float>) launch_fused<T, T, fuse_add>(ctx, acc, x, w, {}, gemv_fusion{});
+  });
+  check_launch("matmul_add", "gemv_kernel (adding)");
   return true;
 }
 

@@ -12,6 +12,7 @@
 #include "kernels/base/progress.h"
 #include "kernels/embedding.h"
 #include "kernels/matmul.h"
+#include "kernels/norm_matmul.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/rope_kv_write.h"
@@ -120,6 +121,8 @@ shard_context::shard_context(const model& m, const context_params& p, k::op_cont
         if (!comm->set_deferred(true))
           throw std::invalid_argument("shard context: a CUDA shard needs device communicators (NCCL)");
       }
+  const int64_t ws = attention_workspace_floats(ops_, p, n_heads_, n_kv_heads_, c.head_dim);
+  if (ws > 0) attn_workspace_ = tensor({ws}, dtype::f32, be);
   // Decode steps that all-reduce or send over NCCL run eagerly: capturing them into graphs
   // hung on the GPU machine (non-blocking NCCL communicators), see docs/benchmarks.md.
   use_graphs_ = on_device_ && p.cuda_graphs && !linked;
@@ -127,6 +130,7 @@ shard_context::shard_context(const model& m, const context_params& p, k::op_cont
 
 void shard_context::make_linears() {
   linears_.clear();
+  norms_fusable_ = true;
   for (int l = model_.layer_begin(); l < model_.layer_end(); ++l) {
     const auto& lw = model_.weights().layers[static_cast<size_t>(l)];
     linears_.push_back(layer_linears{
@@ -134,6 +138,9 @@ void shard_context::make_linears() {
         {lw.wqkv, lw.bqkv}, {lw.w_gate_up, empty_},
         {lw.wo, env_.tensor_group, env_.timeout}, {lw.w_down, env_.tensor_group, env_.timeout},
         !lw.wqkv.empty(), !lw.w_gate_up.empty()});
+    const auto& made = linears_.back();
+    norms_fusable_ = norms_fusable_ && made.fused_qkv && made.fused_gate_up && made.o.adds_in_store() &&
+                     made.down.adds_in_store();
   }
 }
 
@@ -290,6 +297,14 @@ void shard_context::run_eager(const batch_input& b) {
   v.meta.max_blocks = b.max_blocks;
   v.meta.decode_rows = b.leading_singles();
   compute(v, b.n_tokens(), static_cast<int>(b.logit_rows.size()));
+}
+
+int64_t attention_workspace_floats(const k::op_context& ops, const context_params& p, int n_heads, int n_kv_heads,
+                                   int head_dim) {
+  const int cap = std::min({p.max_batch_tokens, p.max_logit_rows, graph_rows[sizeof graph_rows / sizeof graph_rows[0] - 1]});
+  const int64_t span = std::min<int64_t>(int64_t{p.n_blocks} * p.block_size,
+                                         p.graph_warmup_context > 0 ? p.graph_warmup_context : 8192);
+  return k::decode_workspace_floats(ops, std::max(cap, 1), n_heads, n_kv_heads, head_dim, static_cast<int>(span));
 }
 
 std::vector<int> shard_context::graph_batch_rows() const {
@@ -457,19 +472,26 @@ void shard_context::compute(const step_views& v, int t, int l_rows, bool send) {
   meta.q_head_offset = slice.head_begin;
   meta.kv_group = c.n_heads / c.n_kv_heads;
   meta.kv_head_offset = slice.kv_head_begin;
+  meta.workspace = attn_workspace_.view();
 
   if (is_first_stage()) {
     k::embedding(ops_, rows(residual_, t), w.tok_embd.view(), v.tokens);
   } else {
     env_.prev_stage->recv(rows(residual_, t), 1 - env_.prev_stage->rank(), stage_deadline());
   }
-  k::rmsnorm(ops_, rows(normed_, t), rows(residual_, t),
-             w.layers[static_cast<size_t>(model_.layer_begin())].attn_norm.view(), c.rms_eps);
+  // At one row the norms and residual adds ride in the projections' kernels (run_layer_fused).
+  const bool fuse = norms_fusable_ && k::norm_fusion_applies(ops_, t, c.hidden, act_);
+  if (!fuse)
+    k::rmsnorm(ops_, rows(normed_, t), rows(residual_, t),
+               w.layers[static_cast<size_t>(model_.layer_begin())].attn_norm.view(), c.rms_eps);
   for (int l = model_.layer_begin(); l < model_.layer_end(); ++l) {
-    run_layer(l, t, meta, v.positions, v.slots);
+    if (fuse)
+      run_layer_fused(l, t, meta, v.positions, v.slots);
+    else
+      run_layer(l, t, meta, v.positions, v.slots);
     progress_beats::beat();  // a long prefill advances layer by layer (the shard's stall watchdog)
   }
-  k::add_inplace(ops_, rows(residual_, t), rows(delta_, t));
+  if (!fuse) k::add_inplace(ops_, rows(residual_, t), rows(delta_, t));
   if (!is_last_stage()) {
     if (!sent_.empty()) k::scatter_rows(ops_, sent_.view(), rows(residual_, t), v.slots);
     if (send) env_.next_stage->send(rows(residual_, t), 1 - env_.next_stage->rank(), stage_deadline());
@@ -478,8 +500,9 @@ void shard_context::compute(const step_views& v, int t, int l_rows, bool send) {
   if (!send) return;
   if (l_rows == 0) return;
   k::embedding(ops_, rows(last_, l_rows), rows(residual_, t), v.logit_rows);
-  k::rmsnorm(ops_, rows(last_normed_, l_rows), rows(last_, l_rows), w.out_norm.view(), c.rms_eps);
-  k::matmul(ops_, rows(logits_, l_rows), rows(last_normed_, l_rows), model_.output_weight().view(), {});
+  // The final norm inside the output projection where one row's norm fuses (else the two ops).
+  k::norm_matmul(ops_, rows(logits_, l_rows), rows(last_, l_rows), w.out_norm.view(), c.rms_eps,
+                 model_.output_weight().view(), {}, rows(last_normed_, l_rows));
 }
 
 void shard_context::finish(std::chrono::steady_clock::time_point d) {
@@ -546,6 +569,23 @@ void shard_context::run_layer(int l, int t, const k::attention_batch& meta, tens
   if (l + 1 < model_.layer_end())
     k::add_rmsnorm(ops_, rows(normed_, t), rows(residual_, t), rows(delta_, t),
                    model_.weights().layers[li + 1].attn_norm.view(), c.rms_eps);
+}
+
+void shard_context::run_layer_fused(int l, int t, const k::attention_batch& meta, tensor_view positions,
+                                    tensor_view slots) {
+  const auto& c = model_.config();
+  const size_t li = static_cast<size_t>(l);
+  const auto& lin = linears_[static_cast<size_t>(l - model_.layer_begin())];
+  const auto& lw = model_.weights().layers[li];
+  tensor_view q = rows(q_, t), attn = rows(attn_, t), residual = rows(residual_, t);
+  lin.qkv.forward_qkv_rope(ops_, q, k_cache_[li].view(), v_cache_[li].view(), residual, lw.attn_norm.view(), c.rms_eps,
+                           positions, model_.rope_inv_freq().view(), slots, rows(normed_, t), rows(qkv_, t));
+  k::paged_attention(ops_, attn, q, k_cache_[li].view(), v_cache_[li].view(), meta,
+                     1.0f / std::sqrt(static_cast<float>(c.head_dim)));
+  lin.o.forward_add(ops_, residual, as_2d(attn, t, n_heads_ * c.head_dim), rows(delta_, t));
+  lin.gate_up.forward_swiglu_normed(ops_, rows(gate_, t), residual, lw.ffn_norm.view(), c.rms_eps, rows(normed_, t),
+                                    rows(gate_up_, t));
+  lin.down.forward_add(ops_, residual, rows(gate_, t), rows(delta_, t));
 }
 
 }  // namespace troupe

@@ -70,6 +70,13 @@ struct context_params {
   bool batch_invariant = false;
 };
 
+/// Floats of the decode attention workspace (kernels::attention_batch::workspace) a shard
+/// context of `p` keeps on `ops`' backend for n_heads query and n_kv_heads kv heads of
+/// head_dim: decode steps up to its largest graph's rows over contexts up to
+/// graph_warmup_context (8192 when 0) and the cache's span. Larger steps allocate their own.
+int64_t attention_workspace_floats(const kernels::op_context& ops, const context_params& p, int n_heads, int n_kv_heads,
+                                   int head_dim);
+
 /// How a shard talks to the rest of its replica. All null: the whole model is here.
 struct parallel_env {
   parallel::communicator* tensor_group = nullptr;  ///< the tensor-parallel ranks of this stage
@@ -114,6 +121,8 @@ class shard_context {
   bool is_last_stage() const;
   /// Decode steps replayed from a captured graph so far.
   int64_t graph_replays() const { return graph_replays_; }
+  /// Whether one-row steps run their norms and residual adds inside the projections.
+  bool fuses_norms() const { return norms_fusable_; }
   /// On CUDA with context_params.graph_warmup_context > 0, for a shard without tensor or
   /// pipeline peers (their steps are collectives that a restarted shard's peers would not
   /// join): runs one step of padding rows at every kernels::matmul_plan_rows count up to
@@ -174,6 +183,11 @@ class shard_context {
   batch_input padded(const batch_input& b, int rows, int max_blocks) const;
   void run_layer(int layer, int n_tokens, const kernels::attention_batch& meta,
                  tensor_view positions, tensor_view slots);
+  /// run_layer with each norm in the projection after it, RoPE and the KV write in the q/k/v
+  /// projection's store and each residual add in the store of the projection before it
+  /// (kernels/norm_matmul.h): one row, every layer's q/k/v and gate/up fused, no all-reduce in
+  /// the row-parallel projections. Leaves residual_ complete (no delta_ pending).
+  void run_layer_fused(int l, int t, const kernels::attention_batch& meta, tensor_view positions, tensor_view slots);
   tensor_view rows(const tensor& t, int n) const;
   /// finish()'s wait: the communicators' synchronize, or polling the stream, until `d`.
   void wait(std::chrono::steady_clock::time_point d);
@@ -194,6 +208,7 @@ class shard_context {
   parallel_env env_;
   bool on_device_ = false;  ///< CUDA backend: metadata uploaded, work enqueued
   bool use_graphs_ = false;  ///< decode steps replay CUDA graphs
+  bool norms_fusable_ = false;  ///< run_layer_fused can serve one-row steps (make_linears)
   dtype act_ = dtype::f32;  ///< activation and KV type (the weights')
   int n_heads_ = 0;     ///< query heads on this shard
   int n_kv_heads_ = 0;  ///< kv heads on this shard
@@ -217,6 +232,7 @@ class shard_context {
   tensor last_;                  // [max_logit_rows, hidden]
   tensor last_normed_;           // [max_logit_rows, hidden]
   tensor logits_;                // [max_logit_rows, vocab] f32
+  tensor attn_workspace_;        // [attention_workspace_floats] f32 (CUDA): decode split partials
   tensor sent_;                  // [kv slots (n_blocks (+1 pad on CUDA) * block_size), hidden]: rows sent on, by slot
   tensor meta_;                  // [meta capacity] i32 on the device: one step's index arrays
   pinned_buffer meta_host_;      // staging of meta_ (same size)

@@ -1,5 +1,7 @@
 #include "runtime/engine/shard_worker.h"
 
+#include <algorithm>
+#include <climits>
 #include <stdexcept>
 
 #include "parallel/ucx_communicator.h"
@@ -169,8 +171,14 @@ int shard_worker::kv_capacity_blocks(double fraction) const {
   const size_t scratch = t * (3 * static_cast<size_t>(c.hidden) + 2 * q + 2 * kv + 2 * sl.ffn_size) * el +
                          static_cast<size_t>(spec_.context.max_logit_rows) * (2 * c.hidden * el + 4 * c.vocab) +
                          (size_t{256} << 20);  // cuBLASLt workspaces, graphs, sampling buffers
+  context_params unbounded = spec_.context;  // the cache's span is what this sizes
+  unbounded.n_blocks = INT32_MAX / std::max(unbounded.block_size, 1);
+  const size_t attention = static_cast<size_t>(attention_workspace_floats(
+                               kernels::op_context{backend_kind::cuda}, unbounded, sl.n_heads, sl.n_kv_heads, c.head_dim)) *
+                           sizeof(float);
   use_device(device_);
-  const double usable = static_cast<double>(free_device_memory(device_)) * fraction - static_cast<double>(scratch);
+  const double usable =
+      static_cast<double>(free_device_memory(device_)) * fraction - static_cast<double>(scratch + attention);
   if (usable < static_cast<double>(block_bytes))
     throw std::runtime_error("shard on " + device_.str() + ": no device memory left for the KV cache after the weights");
   return static_cast<int>(usable / static_cast<double>(block_bytes));

@@ -53,6 +53,11 @@ decode_fixture::decode_fixture(const model_config& c, device_stream& s, int64_t 
   meta.query_start = query_start.view();
   meta.context_len = context_len.view();
   meta.block_tables = block_tables.view();
+  kernels::op_context ctx{backend_kind::cuda};
+  const int64_t ws = kernels::decode_workspace_floats(ctx, static_cast<int>(m), c.n_heads, c.n_kv_heads, c.head_dim,
+                                                      mb * block);
+  if (ws > 0) workspace = tensor({ws}, dtype::f32, backend_kind::cuda);
+  meta.workspace = workspace.view();
 }
 
 double median(std::vector<double> v) {

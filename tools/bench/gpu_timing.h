@@ -24,6 +24,7 @@ struct decode_fixture {
   tensor query_start;                  // [m + 1] i32
   tensor context_len;                  // [m] i32
   tensor block_tables;                 // [m, max_blocks] i32
+  tensor workspace;                    // [kernels::decode_workspace_floats] f32: split partials, as a shard context keeps
   kernels::attention_batch meta;       // views of the above
 };
 

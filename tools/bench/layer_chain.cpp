@@ -1,6 +1,7 @@
 // troupe_gpu chain (gpu_timing.h, run_layer_chain): one row's decode layers as a chain of
 // kernels in a CUDA graph, with op groups left out and under each GEMV tiling.
 #include <cmath>
+#include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -10,6 +11,7 @@
 #include "kernels/convert.h"
 #include "kernels/gate_up_swiglu.h"
 #include "kernels/matmul.h"
+#include "kernels/norm_matmul.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/rope_kv_write.h"
@@ -29,7 +31,8 @@ enum op_bit : unsigned {
   op_norms = 16,
   op_gate_up = 32,
   op_down = 64,
-  op_all = 127
+  op_all = 127,
+  op_fused = 128  ///< the norms and residual adds inside the projections (run_layer_fused)
 };
 
 struct layer {
@@ -51,6 +54,7 @@ struct chain {
 
   /// One layer's ops of `mask`, in the forward's order (runtime/engine/forward.cpp).
   void run_layer(const layer& w, unsigned mask) {
+    if (mask & op_fused) return run_fused(w, mask);
     if (mask & op_qkv) kernels::matmul(ctx, qkv_out.view(), normed.view(), w.qkv.view(), {});
     if (mask & op_rope)
       kernels::rope_kv_write(ctx, q.view(), w.k_cache.view(), w.v_cache.view(), qkv_out.view(), fx.pos.view(),
@@ -67,6 +71,32 @@ struct chain {
     if (mask & op_down) kernels::matmul(ctx, delta.view(), gate.view(), w.down.view(), {});
     if (mask & op_norms)
       kernels::add_rmsnorm(ctx, normed.view(), residual.view(), delta.view(), norm_w.view(), c.rms_eps);
+  }
+
+  /// The same with the norms inside the projections after them, RoPE and the KV write in the
+  /// q/k/v projection's store and the residual adds in the stores of the projections before
+  /// them (shard_context::run_layer_fused); op_norms has no kernel of its own.
+  void run_fused(const layer& w, unsigned mask) {
+    tensor_view a2 = attn.view();
+    a2.shape = shape_t{1, c.n_heads * c.head_dim};
+    if ((mask & op_qkv) && (mask & op_rope))
+      kernels::norm_qkv_rope(ctx, q.view(), w.k_cache.view(), w.v_cache.view(), residual.view(), norm_w.view(),
+                             c.rms_eps, w.qkv.view(), {}, fx.pos.view(), inv_freq.view(), fx.slots.view(),
+                             normed.view(), qkv_out.view());
+    else if (mask & op_qkv)
+      kernels::norm_matmul(ctx, qkv_out.view(), residual.view(), norm_w.view(), c.rms_eps, w.qkv.view(), {},
+                           normed.view());
+    else if (mask & op_rope)
+      kernels::rope_kv_write(ctx, q.view(), w.k_cache.view(), w.v_cache.view(), qkv_out.view(), fx.pos.view(),
+                             inv_freq.view(), fx.slots.view());
+    if (mask & op_attention)
+      kernels::paged_attention(ctx, attn.view(), q.view(), w.k_cache.view(), w.v_cache.view(), fx.meta,
+                               1.0f / std::sqrt(static_cast<float>(c.head_dim)));
+    if (mask & op_o) kernels::matmul_add(ctx, residual.view(), a2, w.o.view(), delta.view());
+    if (mask & op_gate_up)
+      kernels::norm_gate_up_swiglu(ctx, gate.view(), residual.view(), norm_w.view(), c.rms_eps, w.gate_up.view(),
+                                   normed.view(), gate_up_out.view());
+    if (mask & op_down) kernels::matmul_add(ctx, residual.view(), gate.view(), w.down.view(), delta.view());
   }
 
   double weight_bytes(unsigned mask) const {
@@ -134,7 +164,10 @@ void run_layer_chain(const model_config& c, const device_ref& d, dtype t) {
       {"projections", op_qkv | op_o | op_gate_up | op_down},
       {"qkv_o", op_qkv | op_o},
       {"gate_up_down", op_gate_up | op_down},
-      {"small_ops", op_rope | op_attention | op_norms}};
+      {"small_ops", op_rope | op_attention | op_norms},
+      {"fused", op_all | op_fused},
+      {"fused_no_attention", (op_all & ~op_attention) | op_fused},
+      {"fused_no_rope", (op_all & ~op_rope) | op_fused}};
   auto report = [&](const char* name, unsigned mask, int short_v, int long_v) {
     kernels::cuda::set_gemv_variants(short_v, long_v);
     const double us = ch.time(s, mask);
@@ -149,13 +182,17 @@ void run_layer_chain(const model_config& c, const device_ref& d, dtype t) {
     std::cout << row.dump() << std::endl;
   };
   for (const auto& [name, mask] : chains) report(name, mask, -1, -1);
-  for (int v : {0, 3, 4, 5, 6, 7, 1, 2}) {
-    report("full", op_all, v, -1);
-    report("projections", op_qkv | op_o | op_gate_up | op_down, v, -1);
-  }
-  for (int v : {0, 3, 5, 6, 2}) {
-    report("full", op_all, -1, v);
-    report("gate_up_down", op_gate_up | op_down, -1, v);
+  // CHAIN_TILINGS=1: each GEMV tiling pinned (docs/gpu-notes.md, measured 2026-12-05).
+  const char* tilings = std::getenv("CHAIN_TILINGS");
+  if (tilings && tilings[0] == '1') {
+    for (int v : {0, 3, 4, 5, 6, 7, 1, 2}) {
+      report("full", op_all, v, -1);
+      report("projections", op_qkv | op_o | op_gate_up | op_down, v, -1);
+    }
+    for (int v : {0, 3, 5, 6, 2}) {
+      report("full", op_all, -1, v);
+      report("gate_up_down", op_gate_up | op_down, -1, v);
+    }
   }
   kernels::cuda::set_gemv_variants(-1, -1);
 }

@@ -12,7 +12,9 @@
 # forwards too), PERF_ATTN_COMPARE (1: batch 64 and 256 with the CUDA-core decode attention),
 # PERF_TUNE_COMPARE (1: batch 16, 64 and 256 with cuBLASLt's candidates timed, TROUPE_GEMM_TUNE=1),
 # PERF_GEMV_VARIANTS (e.g. "3 4,1": batch 1 again with each TROUPE_GEMV_VARIANT pinned),
-# PERF_OVERLAP (1: the decode batches again with overlapped steps, troupe_gpu bench --overlap).
+# PERF_OVERLAP (1: the decode batches again with overlapped steps, troupe_gpu bench --overlap),
+# PERF_FUSION_COMPARE (1: batch 1 without the norm fusion, TROUPE_FUSE_NORM=0, and batch 1, 64
+# and 256 without the decode attention workspace, TROUPE_ATTN_WORKSPACE=0, then without both).
 # The part "chain" (not in the default) times one row's 32 layers as a kernel chain in one
 # graph, with op groups left out and under each GEMV tiling (troupe_gpu chain).
 set -uo pipefail
@@ -71,6 +73,13 @@ if has bench; then
   # (TROUPE_GEMM_TUNE=1, off by default), to compare with the heuristic's pick in one call.
   if [ "${PERF_TUNE_COMPARE:-0}" = 1 ]; then
     run tuned TROUPE_GEMM_TUNE=1 -- --batches 16,64,256 --gen "$gen"
+  fi
+  # PERF_FUSION_COMPARE=1: the same binary without each of the 2026-12-05 batch-1 changes.
+  if [ "${PERF_FUSION_COMPARE:-0}" = 1 ]; then
+    run unfused_norm TROUPE_FUSE_NORM=0 -- --batches 1 --gen "$gen"
+    run no_workspace TROUPE_ATTN_WORKSPACE=0 -- --batches 1,64,256 --gen "$gen"
+    run neither TROUPE_FUSE_NORM=0 TROUPE_ATTN_WORKSPACE=0 -- --batches 1 --gen "$gen"
+    run default_again -- --batches 1,64,256 --gen "$gen"
   fi
   # PERF_OVERLAP=1 adds the decode batches with each step planned while the one before it
   # runs (scheduler.overlap): the GPU idle column shows what the host still costs.

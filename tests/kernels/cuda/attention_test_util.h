@@ -36,9 +36,11 @@ struct attention_outputs {
 /// Block ids are shuffled with `rng`; the data too, unless `data_seed` is set: then each
 /// sequence's k, v and q come from a generator seeded by the seed and its spec, so a
 /// sequence gets the same data in any batch. `batch_invariant` sets the CUDA op context's
-/// batch-invariant mode.
+/// batch-invariant mode; `workspace` gives the CUDA run a decode workspace of
+/// kernels::decode_workspace_floats for the batch.
 inline attention_outputs attention_run(std::mt19937& rng, const std::vector<seq_spec>& seqs, head_spec h,
-                                       dtype t, uint32_t data_seed = 0, bool batch_invariant = false) {
+                                       dtype t, uint32_t data_seed = 0, bool batch_invariant = false,
+                                       bool workspace = false) {
   const int bs = 16;
   int n_blocks = 3, max_blocks = 1, rows = 0, total_ctx = 0;
   for (const auto& s : seqs) {
@@ -114,7 +116,14 @@ inline attention_outputs attention_run(std::mt19937& rng, const std::vector<seq_
   tensor dbt = to_device_i32(bt, {n_seqs, max_blocks});
   kernels::op_context ctx = cuda_ctx();
   ctx.batch_invariant = batch_invariant;
-  kernels::paged_attention(ctx, d_out.view(), dq.view(), dkc.view(), dvc.view(), batch_of(dqs, dcl, dbt), scale);
+  kernels::attention_batch db = batch_of(dqs, dcl, dbt);
+  tensor dws;
+  if (workspace) {
+    const int64_t n = kernels::decode_workspace_floats(ctx, rows, h.n_heads, h.n_kv, h.head_dim, max_blocks * bs);
+    if (n > 0) dws = tensor({n}, dtype::f32, backend_kind::cuda);
+    db.workspace = dws.view();
+  }
+  kernels::paged_attention(ctx, d_out.view(), dq.view(), dkc.view(), dvc.view(), db, scale);
   return {values(ho), to_host(d_out)};
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "attention_test_util.h"
+#include "kernels/matmul.h"
 
 using namespace troupe;
 using namespace troupe::test;
@@ -148,5 +149,121 @@ TEST_CASE("CUDA paged_attention rejects a head mapping outside the cache's kv he
   CHECK_THROWS_WITH(kernels::paged_attention(cuda_ctx(), d_out.view(), dq.view(), dkc.view(),
                                              dvc.view(), b, 1.0f),
                     Catch::Contains("map outside the 1 kv heads"));
+}
+
+TEST_CASE("CUDA decode attention keeps its split partials in a workspace with the bits of allocating them",
+          "[cuda]") {
+  if (!cuda_device_or_skip()) return;
+  // One row (a small grid: shortened splits), 40 rows (the tensor-core kernel) and 5 rows.
+  std::vector<seq_spec> many;
+  for (int i = 0; i < 40; ++i) many.push_back({257 + 61 * i, 1});
+  for (const auto& seqs : {std::vector<seq_spec>{{192, 1}}, many, std::vector<seq_spec>{{1, 1}, {769, 1}, {5125, 1},
+                                                                                        {64, 1}, {300, 1}}})
+    for (dtype t : {dtype::bf16, dtype::f16}) {
+      CAPTURE(seqs.size(), dtype_name(t));
+      std::mt19937 a(41), b(41);
+      const auto allocated = attention_run(a, seqs, {32, 8, 128}, t);
+      const auto kept = attention_run(b, seqs, {32, 8, 128}, t, 0, false, true);
+      CHECK(kept.cuda == allocated.cuda);
+      CHECK(max_rel_error(kept.cuda, kept.cpu) <= tolerance(t));
+    }
+}
+
+TEST_CASE("the decode workspace covers every row count and span up to its bounds and grows with them", "[cuda]") {
+  if (!cuda_device_or_skip()) return;
+  const auto ctx = cuda_ctx();
+  const int64_t one = kernels::decode_workspace_floats(ctx, 1, 32, 8, 128, 192);
+  const int64_t big = kernels::decode_workspace_floats(ctx, 256, 32, 8, 128, 8192);
+  CHECK(one > 0);  // 192 positions in splits of 64 at one row: 3 splits
+  CHECK(one <= 32 * 8 * 130);
+  CHECK(big >= int64_t{256} * 32 * 32 * 130);  // 256 rows, 32 splits of 256 positions
+  CHECK(big >= kernels::decode_workspace_floats(ctx, 64, 32, 8, 128, 8192));
+  CHECK(kernels::decode_workspace_floats(ctx, 1, 32, 8, 128, 64) == 0);  // one split: no partials
+  CHECK(kernels::decode_workspace_floats(kernels::op_context{}, 256, 32, 8, 128, 8192) == 0);  // the CPU
+}
+
+namespace {
+
+/// Edges of a captured graph that let the next kernel start before the one before it ends
+/// (programmatic dependent launch), and its memory nodes.
+struct captured_shape {
+  size_t programmatic = 0, memory_nodes = 0, kernels = 0;
+};
+
+captured_shape capture_decode_layer(bool workspace) {
+  std::mt19937 rng(43);
+  const int64_t k = 4096, n = 4096;
+  tensor x = to_device(round_to(random_floats(rng, k), dtype::bf16), {1, k}, dtype::bf16);
+  tensor w = to_device(round_to(random_floats(rng, n * k), dtype::bf16), {n, k}, dtype::bf16);
+  tensor q_in({1, n}, dtype::bf16, backend_kind::cuda), out({1, n}, dtype::bf16, backend_kind::cuda);
+  const int bs = 16, blocks = 16;  // 256 positions of context: 4 splits at one row
+  tensor kc({blocks, bs, 8, 128}, dtype::bf16, backend_kind::cuda), vc({blocks, bs, 8, 128}, dtype::bf16, backend_kind::cuda);
+  cuda_ok(cudaMemset(kc.view().data, 0, kc.bytes()), "zero k");
+  cuda_ok(cudaMemset(vc.view().data, 0, vc.bytes()), "zero v");
+  std::vector<int32_t> table(blocks);
+  std::iota(table.begin(), table.end(), 0);
+  tensor qs = to_device_i32({0, 1}, {2}), cl = to_device_i32({blocks * bs}, {1}), bt = to_device_i32(table, {1, blocks});
+  tensor attn({1, 32, 128}, dtype::bf16, backend_kind::cuda), ws;
+  kernels::attention_batch b;
+  b.n_seqs = 1;
+  b.max_blocks = blocks;
+  b.block_size = bs;
+  b.query_start = qs.view();
+  b.context_len = cl.view();
+  b.block_tables = bt.view();
+  auto ctx = cuda_ctx();
+  if (workspace) {
+    ws = tensor({kernels::decode_workspace_floats(ctx, 1, 32, 8, 128, blocks * bs)}, dtype::f32, backend_kind::cuda);
+    b.workspace = ws.view();
+  }
+  cudaStream_t st = nullptr;
+  cuda_ok(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "stream");
+  ctx.stream = st;
+  tensor_view q3{q_in.view().data, dtype::bf16, backend_kind::cuda, shape_t{1, 32, 128}};
+  tensor_view a2{attn.view().data, dtype::bf16, backend_kind::cuda, shape_t{1, n}};
+  cudaGraph_t g = nullptr;
+  cuda_ok(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "begin capture");
+  kernels::matmul(ctx, q_in.view(), x.view(), w.view(), {});  // the projection before (q)
+  kernels::paged_attention(ctx, attn.view(), q3, kc.view(), vc.view(), b, 0.088f);
+  kernels::matmul(ctx, out.view(), a2, w.view(), {});  // the projection after (o)
+  cuda_ok(cudaStreamEndCapture(st, &g), "end capture");
+  captured_shape shape;
+  size_t n_nodes = 0, n_edges = 0;
+  cuda_ok(cudaGraphGetNodes(g, nullptr, &n_nodes), "nodes");
+  std::vector<cudaGraphNode_t> nodes(n_nodes);
+  cuda_ok(cudaGraphGetNodes(g, nodes.data(), &n_nodes), "nodes");
+  for (auto node : nodes) {
+    cudaGraphNodeType type{};
+    cuda_ok(cudaGraphNodeGetType(node, &type), "node type");
+    if (type == cudaGraphNodeTypeMemAlloc || type == cudaGraphNodeTypeMemFree) ++shape.memory_nodes;
+    if (type == cudaGraphNodeTypeKernel) ++shape.kernels;
+  }
+  cuda_ok(cudaGraphGetEdges(g, nullptr, nullptr, nullptr, &n_edges), "edges");
+  std::vector<cudaGraphNode_t> from(n_edges), to(n_edges);
+  std::vector<cudaGraphEdgeData> data(n_edges);
+  cuda_ok(cudaGraphGetEdges(g, from.data(), to.data(), data.data(), &n_edges), "edges");
+  for (const auto& e : data)
+    if (e.type == cudaGraphDependencyTypeProgrammatic || e.from_port != cudaGraphKernelNodePortDefault)
+      ++shape.programmatic;
+  cudaGraphDestroy(g);
+  cudaStreamDestroy(st);
+  return shape;
+}
+
+}  // namespace
+
+TEST_CASE("a captured one-row decode attention with a workspace chains programmatically to the projections "
+          "around it, with no memory nodes",
+          "[cuda]") {
+  if (!cuda_device_or_skip()) return;
+  const auto kept = capture_decode_layer(true);
+  const auto allocated = capture_decode_layer(false);
+  // GEMV, the split kernel, combine, GEMV: each after the one before, programmatically.
+  CHECK(kept.kernels == 4);
+  CHECK(kept.memory_nodes == 0);
+  CHECK(kept.programmatic == 3);
+  // Allocating on the stream puts memory nodes between them, which cut two of the three.
+  CHECK(allocated.memory_nodes == 2);
+  CHECK(allocated.programmatic == 1);
 }
 #endif

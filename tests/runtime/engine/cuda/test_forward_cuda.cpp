@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "kernels/cuda/cuda_test_util.h"
+#include "kernels/norm_matmul.h"
 #include "kernels/matmul.h"
 #include "runtime/engine/engine.h"
 #include "test_support.h"
@@ -92,6 +93,33 @@ TEST_CASE("in bf16 the GPU logits stay within bf16 rounding of the f32 CPU logit
     REQUIRE(gpu[i].logits.size() == cpu[i].logits.size());
     CHECK(relative_error(gpu[i], cpu[i]) < 3e-2);
   }
+}
+
+TEST_CASE("a lone bf16 sequence, its norms and residual adds inside the projections, stays near the f32 CPU logits",
+          "[cuda]") {
+  if (!test::cuda_device_or_skip()) return;
+  // One sequence: every decode step has one row, which takes run_layer_fused on the GPU.
+  auto lone = [](std::shared_ptr<const model> m, bool* fused) {
+    engine_config ec;
+    ec.kv_tokens = 4096;
+    ec.record_logits = true;
+    ec.cuda_graphs = false;
+    engine e(std::move(m), ec);
+    if (fused) *fused = e.context() && e.context()->fuses_norms();
+    sampling_params p;
+    p.temperature = 0;
+    p.max_tokens = 24;
+    p.ignore_eos = true;
+    return e.generate({{5, 17, 300, 2, 999, 41, 8}}, p);
+  };
+  bool fused = false;
+  const auto cpu = lone(random_model("cpu", dtype::f32), nullptr);
+  const auto gpu = lone(random_model("cuda:0", dtype::bf16), &fused);
+  CHECK(fused);
+  CHECK(kernels::norm_fusion_applies(test::cuda_ctx(), 1, 256, dtype::bf16));
+  REQUIRE(gpu.size() == 1);
+  REQUIRE(gpu[0].logits.size() == cpu[0].logits.size());
+  CHECK(relative_error(gpu[0], cpu[0]) < 3e-2);  // the batched bf16 run's bound above
 }
 
 TEST_CASE("decode steps replayed from CUDA graphs give the eager steps' tokens", "[cuda]") {
