@@ -237,7 +237,61 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
     return out;
   }
 
+  /// Overlapped steps on a device shard: begins the next queued step while this one runs
+  /// (shard_worker::begin), so the device finds it queued; returns with none in flight.
+  /// Steps with injected faults (chaos tests) take run_step instead.
+  void run_pipelined(shard_job first) {
+    std::deque<shard_job> flight;
+    auto fail = [this](const shard_job& j, const std::string& why) {
+      reply(job_failed_atom::value, j.id,
+            caf::make_error(caf::sec::runtime_error,
+                            name_ + ": step " + std::to_string(j.step.step_id) + " failed: " + why));
+    };
+    auto begin = [&](shard_job j) {
+      try {
+        running_step_ = j.step.step_id + 1;
+        progress_beats::beat();
+        ++steps_run_;
+        worker_->begin(j.step);
+        flight.push_back(std::move(j));
+      } catch (const std::exception& e) {
+        fail(j, e.what());
+      }
+    };
+    begin(std::move(first));
+    while (!flight.empty()) {
+      if (flight.size() == 1)
+        if (auto next = next_pipelined()) begin(std::move(*next));
+      if (flight.size() == 1 && !worker_->front_done()) {
+        std::this_thread::yield();
+        continue;
+      }
+      try {
+        auto out = worker_->complete();
+        reply(step_done_atom::value, flight.front().id, std::move(out));
+        flight.pop_front();
+      } catch (const std::exception& e) {
+        for (const auto& j : flight) fail(j, e.what());
+        flight.clear();
+      }
+    }
+    running_step_ = 0;
+  }
+
+  /// The next queued job when it is a step the worker can begin now (left queued otherwise).
+  std::optional<shard_job> next_pipelined() {
+    std::lock_guard<std::mutex> lock(mx_);
+    if (closing_ || aborted_ || jobs_.empty() || jobs_.front().kind != job_kind::step ||
+        !worker_->can_begin(jobs_.front().step))
+      return std::nullopt;
+    auto job = std::move(jobs_.front());
+    jobs_.pop_front();
+    return job;
+  }
+
   void run(shard_job& job) {
+    if (job.kind == job_kind::step && job.step.keep_tokens && !hang_ && !token_ && worker_->can_begin(job.step))
+      return run_pipelined(std::move(job));
     const std::string what = job.kind == job_kind::step      ? "step " + std::to_string(job.step.step_id)
                              : job.kind == job_kind::relink ? std::string("relink")
                                                             : std::string("connect");

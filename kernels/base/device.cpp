@@ -237,6 +237,13 @@ double device_timer::elapsed_ms() {
   return 0.0;
 }
 
+bool device_timer::stop_done() const {
+#ifdef TROUPE_HAVE_CUDA
+  if (end_ && stopped_) return cuda::event_done(end_);
+#endif
+  return true;
+}
+
 device_graph::device_graph(device_graph&& o) noexcept : exec_(std::exchange(o.exec_, nullptr)) {}
 
 device_graph& device_graph::operator=(device_graph&& o) noexcept {

@@ -100,6 +100,9 @@ class device_timer {
   /// Milliseconds between the last start and stop marks, waiting for the stop; 0 when
   /// either is missing.
   double elapsed_ms();
+  /// Whether the work before the last stop mark has finished (true without one or on the
+  /// CPU); throws on a stream error.
+  bool stop_done() const;
 
  private:
   void* begin_ = nullptr;

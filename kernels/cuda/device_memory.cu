@@ -136,4 +136,11 @@ float event_elapsed_ms(void* from, void* to) {
   return ms;
 }
 
+bool event_done(void* event) {
+  const cudaError_t e = cudaEventQuery(static_cast<cudaEvent_t>(event));
+  if (e == cudaErrorNotReady) return false;
+  check(e, "cudaEventQuery");
+  return true;
+}
+
 }  // namespace troupe::cuda

@@ -49,5 +49,8 @@ void event_destroy(void* event) noexcept;
 void event_record(void* event, void* stream);
 /// Milliseconds between two recorded events, waiting for the later one.
 float event_elapsed_ms(void* from, void* to);
+/// Whether the work before `event`'s last record has finished (true when never recorded);
+/// throws on a stream error.
+bool event_done(void* event);
 
 }  // namespace troupe::cuda

@@ -66,7 +66,8 @@ shard_context::shard_context(const model& m, const context_params& p, k::op_cont
       own_stream_ = device_stream(m.device());
       ops_.stream = own_stream_.get();
     }
-    if (p.time_steps) step_timer_ = device_timer(backend_kind::cuda);
+    for (auto& m : marks_) m = device_timer(backend_kind::cuda);
+    upload_mark_ = device_timer(backend_kind::cuda);
   }
   act_ = on_device_ ? m.weight_type() : dtype::f32;
   // This shard's share of heads and MLP columns, read off the (possibly sliced) weights.
@@ -255,6 +256,9 @@ shard_context::step_views shard_context::upload(const batch_input& b) {
     meta_ = tensor({static_cast<int64_t>(cap)}, dtype::i32, backend_kind::cuda);
     meta_host_ = pinned_buffer(cap * sizeof(int32_t), backend_kind::cuda);
   }
+  // The copy out of the staging buffer enqueued by the step before may not have run yet
+  // (a pipelined step is enqueued while the one before it is in flight).
+  while (!upload_mark_.stop_done()) std::this_thread::yield();
   auto* host = static_cast<int32_t*>(meta_host_.data());
   tensor_view views[7];
   size_t off = 0;
@@ -267,7 +271,13 @@ shard_context::step_views shard_context::upload(const batch_input& b) {
     views[i].shape = shape_t{static_cast<int64_t>(src.size())};
     off += (src.size() + 15) / 16 * 16;
   }
+  upload_mark_.start(ops_.stream);
   copy_bytes(meta_.view().data, host, off * sizeof(int32_t), backend_kind::cuda, ops_.stream);
+  upload_mark_.stop(ops_.stream);
+  if (feed_)
+    for (const auto& r : feed_->runs)
+      copy_bytes(views[0].i32() + r.dst, feed_->source.i32() + r.src, static_cast<size_t>(r.count) * sizeof(int32_t),
+                 backend_kind::cuda, ops_.stream);
   step_views v;
   v.tokens = views[0];
   v.positions = views[1];
@@ -280,9 +290,41 @@ shard_context::step_views shard_context::upload(const batch_input& b) {
   return v;
 }
 
+tensor_view shard_context::forward(const batch_input& b, const token_feed& feed) {
+  if (!on_device_) throw std::logic_error("shard context: a token feed needs a CUDA context");
+  for (const auto& r : feed.runs)
+    if (r.count < 0 || r.dst < 0 || r.dst + r.count > b.n_tokens() || r.src < 0 || r.src + r.count > feed.source.numel())
+      throw std::invalid_argument("forward: a token feed run outside the step's rows or its source");
+  feed_ = &feed;
+  struct clear {
+    const token_feed*& f;
+    ~clear() { f = nullptr; }
+  } done{feed_};
+  return forward(b);
+}
+
+int shard_context::mark_step() {
+  marks_[mark_].stop(ops_.stream);
+  const int m = mark_;
+  mark_ ^= 1;
+  return m;
+}
+
+bool shard_context::mark_done(int mark) const { return marks_[mark & 1].stop_done(); }
+
+void shard_context::finish_mark(int mark, std::chrono::steady_clock::time_point d) {
+  auto& m = marks_[mark & 1];
+  while (!m.stop_done()) {
+    if (std::chrono::steady_clock::now() >= d)
+      throw parallel::comm_error(parallel::comm_errc::timeout, "finish", -1, "the step did not finish by its deadline");
+    std::this_thread::yield();
+  }
+  if (params_.time_steps) last_step_device_ms_ = m.elapsed_ms();
+}
+
 tensor_view shard_context::forward(const batch_input& b) {
   check(b);
-  step_timer_.start(ops_.stream);
+  marks_[mark_].start(ops_.stream);
   const int l_rows = static_cast<int>(b.logit_rows.size());
   kv_rows_ += b.n_tokens();
   if (use_graphs_ && graph_eligible(b)) return forward_graph(b);
@@ -507,9 +549,9 @@ void shard_context::compute(const step_views& v, int t, int l_rows, bool send) {
 
 void shard_context::finish(std::chrono::steady_clock::time_point d) {
   if (!on_device_) return;
-  step_timer_.stop(ops_.stream);
+  marks_[mark_].stop(ops_.stream);
   wait(d);
-  if (params_.time_steps) last_step_device_ms_ = step_timer_.elapsed_ms();
+  if (params_.time_steps) last_step_device_ms_ = marks_[mark_].elapsed_ms();
 }
 
 void shard_context::wait(std::chrono::steady_clock::time_point d) {

@@ -114,9 +114,30 @@ class shard_context {
   /// std::invalid_argument when `b` exceeds the context's sizes, parallel::comm_error when a
   /// peer fails. On CUDA the work is only enqueued: call finish() before reading the logits.
   tensor_view forward(const batch_input& b);
+  /// Rows [dst, dst + count) of a step's tokens taken from a device array (token_feed).
+  struct token_run {
+    int dst = 0, src = 0, count = 0;
+  };
+  /// Token ids a CUDA step copies on the device, after its upload, from `source` (i32, e.g.
+  /// the step before it's samples) into its rows: a pipelined step needs no host copy of them.
+  struct token_feed {
+    tensor_view source;
+    std::vector<token_run> runs;
+  };
+  /// forward() with `feed`'s token ids in place of b.tokens at its rows (CUDA).
+  tensor_view forward(const batch_input& b, const token_feed& feed);
   /// Waits until the enqueued work is done (no-op on the CPU). Throws parallel::comm_error
   /// (the communicators are aborted) when it is not done by `d` or a peer failed.
   void finish(std::chrono::steady_clock::time_point d);
+  /// Pipelined steps (CUDA, no peers): marks the end of the work enqueued so far as the end
+  /// of the last forward()'s step, without waiting; returns the mark for finish_mark. Two
+  /// marks alternate: at most two steps may be in flight.
+  int mark_step();
+  /// Whether the step of `mark` has finished on the device.
+  bool mark_done(int mark) const;
+  /// Waits for the step of `mark` (polling, until `d`: else parallel::comm_error, timeout);
+  /// sets last_step_device_ms with params.time_steps.
+  void finish_mark(int mark, std::chrono::steady_clock::time_point d);
   bool is_first_stage() const;
   bool is_last_stage() const;
   /// Decode steps replayed from a captured graph so far.
@@ -236,11 +257,14 @@ class shard_context {
   tensor sent_;                  // [kv slots (n_blocks (+1 pad on CUDA) * block_size), hidden]: rows sent on, by slot
   tensor meta_;                  // [meta capacity] i32 on the device: one step's index arrays
   pinned_buffer meta_host_;      // staging of meta_ (same size)
+  device_timer upload_mark_;     ///< CUDA: around the last upload's copy (meta_host_ is rewritten after it)
+  const token_feed* feed_ = nullptr;  ///< during forward(b, feed): applied by upload()
   std::map<std::pair<int, int>, device_graph> graphs_;  ///< (rows, max_blocks) -> decode graph
   std::set<std::pair<int, int>> warmed_;                ///< shapes run once eagerly (then captured)
   int64_t graph_replays_ = 0;
   int64_t kv_rows_ = 0;
-  device_timer step_timer_;          ///< with params_.time_steps on CUDA
+  device_timer marks_[2];            ///< CUDA: each from a forward() to its step's end (mark_step or finish)
+  int mark_ = 0;                     ///< the mark the next forward() starts
   double last_step_device_ms_ = 0;
 };
 

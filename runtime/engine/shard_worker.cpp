@@ -144,6 +144,7 @@ void shard_worker::connect(const std::vector<std::vector<char>>& tensor_group, c
   env.timeout = std::chrono::milliseconds(spec_.timeout_ms);
   env.stage_timeout = std::chrono::milliseconds(spec_.stage_timeout_ms);
   last_step_ = 0;  // ahead rows never reach across a (re)connect
+  flight_.clear();
   if (keep_kv && ctx_) {
     ctx_->set_env(env);
   } else {
@@ -206,8 +207,93 @@ step_output shard_worker::run(const step_request& r) {
 }
 
 step_output shard_worker::run(step_request& r) {
+  if (!flight_.empty()) throw std::logic_error("shard_worker: run() with begun steps not completed");
   if (r.replay_stage < 0 && !r.ahead_rows.empty()) fill_ahead(r, last_step_);
   return execute(r);
+}
+
+std::vector<shard_context::token_run> shard_worker::ahead_runs(const step_request& r) const {
+  std::vector<shard_context::token_run> runs;
+  const int n = r.batch.n_tokens(), from_n = static_cast<int>(flight_.back().n_samples);
+  if (r.ahead_rows.size() != r.ahead_from.size()) return {};
+  for (size_t i = 0; i < r.ahead_rows.size(); ++i) {
+    const int row = r.ahead_rows[i], from = r.ahead_from[i];
+    if (row < 0 || row >= n || from < 0 || from >= from_n) return {};
+    if (!runs.empty() && runs.back().dst + runs.back().count == row && runs.back().src + runs.back().count == from)
+      ++runs.back().count;
+    else
+      runs.push_back({row, from, 1});
+  }
+  if (runs.size() > 16) return {};
+  return runs;
+}
+
+bool shard_worker::can_begin(const step_request& r) const {
+  if (device_.backend != backend_kind::cuda || spec_.n_stages != 1 || spec_.tp_size != 1 || !ctx_) return false;
+  if (r.replay_stage >= 0 || flight_.size() >= 2 || !sampler_.device_can_sample(r.samples)) return false;
+  if (r.ahead_rows.empty()) return true;
+  if (flight_.empty()) return r.ahead_of != 0 && r.ahead_of == last_step_;
+  if (flight_.size() != 1 || r.ahead_of != flight_.back().step_id || ahead_runs(r).empty()) return false;
+  // An ahead row whose sampling reads a history would need its token on the host.
+  for (size_t j = 0; j < r.batch.logit_rows.size() && j < r.samples.size(); ++j)
+    if (!r.samples[j].history.empty() &&
+        std::find(r.ahead_rows.begin(), r.ahead_rows.end(), r.batch.logit_rows[j]) != r.ahead_rows.end())
+      return false;
+  return true;
+}
+
+void shard_worker::begin(step_request& r) {
+  if (!can_begin(r)) throw std::logic_error("shard_worker: begin() of step " + std::to_string(r.step_id) +
+                                            ", which cannot be pipelined now (can_begin)");
+  use_device(device_);
+  begun_step b;
+  b.t0 = std::chrono::steady_clock::now();
+  b.step_id = r.step_id;
+  b.n_samples = r.samples.size();
+  shard_context::token_feed feed;
+  if (!r.ahead_rows.empty()) {
+    if (flight_.empty()) {
+      fill_ahead(r, last_step_);
+    } else {
+      feed.source = sampler_.device_tokens();
+      feed.runs = ahead_runs(r);
+      for (int32_t row : r.ahead_rows) r.batch.tokens[static_cast<size_t>(row)] = 0;  // the feed's rows
+      r.ahead_rows.clear();
+      r.ahead_from.clear();
+    }
+  }
+  tensor_view logits = feed.runs.empty() ? ctx_->forward(r.batch) : ctx_->forward(r.batch, feed);
+  b.slot = next_slot_;
+  if (!r.samples.empty()) sampler_.launch(*ctx_, logits, r.samples, b.slot);
+  next_slot_ ^= 1;
+  b.mark = ctx_->mark_step();
+  b.kv_rows = ctx_->kv_rows_written();
+  last_step_ = 0;  // until a step completes
+  flight_.push_back(b);
+}
+
+bool shard_worker::front_done() const { return !flight_.empty() && ctx_->mark_done(flight_.front().mark); }
+
+step_output shard_worker::complete() {
+  if (flight_.empty()) throw std::logic_error("shard_worker: complete() without a begun step");
+  const begun_step b = flight_.front();
+  try {
+    ctx_->finish_mark(b.mark, std::chrono::steady_clock::now() + std::chrono::milliseconds(spec_.stage_timeout_ms));
+  } catch (...) {
+    flight_.clear();
+    last_step_ = 0;
+    throw;
+  }
+  flight_.erase(flight_.begin());
+  step_output out;
+  out.step_id = b.step_id;
+  out.samples = sampler_.collect(b.slot, b.n_samples);
+  last_tokens_.clear();
+  for (const auto& s : out.samples) last_tokens_.push_back(s.token);
+  last_step_ = b.step_id;
+  out.kv_rows = b.kv_rows;
+  out.busy_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - b.t0).count();
+  return out;
 }
 
 step_output shard_worker::execute(const step_request& r) {

@@ -105,6 +105,24 @@ class shard_worker {
   step_output run(step_request& r);
   /// run() on a copy of `r` when it has ahead rows.
   step_output run(const step_request& r);
+
+  // -- pipelined steps (a replica of one shard on a device) ------------------------------
+  /// Whether begin(r) may enqueue `r` now: one stage and one tensor rank on CUDA, `r` a
+  /// normal step whose samples are drawn on the device, fewer than two steps in flight, and,
+  /// with one in flight, `r`'s ahead rows all taking that step's tokens (at most 16 runs of
+  /// consecutive rows) with no penalty history to append them to.
+  bool can_begin(const step_request& r) const;
+  /// Enqueues `r`'s forward and sampling without waiting (can_begin(r) must hold): its
+  /// ahead rows take the tokens of the step in flight on the device (or, with none in
+  /// flight, those of the last step run here, as run() does). `r` is changed as run() does.
+  void begin(step_request& r);
+  /// Waits for the oldest begun step and returns its output. A failure (a deadline, a device
+  /// error) drops every step in flight and rethrows.
+  step_output complete();
+  /// Steps begun and not yet completed.
+  size_t in_flight() const { return flight_.size(); }
+  /// Whether the oldest begun step has finished on the device (complete() will not wait).
+  bool front_done() const;
   /// Whether this shard answers every step with samples (the last stage's rank 0).
   bool samples() const;
   /// Makes blocked and later transfers fail at once (a peer is gone). Idempotent, any thread.
@@ -144,6 +162,20 @@ class shard_worker {
   step_sampler sampler_;
   uint64_t last_step_ = 0;             ///< the last step run to its end here (0: none, or it failed)
   std::vector<int32_t> last_tokens_;   ///< [L] that step's sampled tokens
+  /// A begun step (pipelined): what complete() needs.
+  struct begun_step {
+    uint64_t step_id = 0;
+    size_t n_samples = 0;
+    int mark = 0;          ///< shard_context::mark_step's
+    int slot = 0;          ///< step_sampler's host token slot
+    int64_t kv_rows = 0;   ///< the context's KV rows after it was enqueued
+    std::chrono::steady_clock::time_point t0;
+  };
+  std::vector<begun_step> flight_;  ///< oldest first, at most two
+  int next_slot_ = 0;
+  /// The device token runs of `r`'s ahead rows from the step in flight; empty when more
+  /// than 16 or invalid.
+  std::vector<shard_context::token_run> ahead_runs(const step_request& r) const;
 };
 
 }  // namespace troupe

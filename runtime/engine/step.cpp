@@ -48,28 +48,9 @@ std::vector<sample_result> step_sampler::run(shard_context& ctx, tensor_view log
     throw std::invalid_argument("step_sampler: logits " + logits.shape.str() + " for " + std::to_string(l) +
                                 " requests");
   if (!keep_logits && device_can_sample(requests)) {
-    if (tokens_.empty() || tokens_.numel() < static_cast<int64_t>(l)) {
-      tokens_ = tensor({static_cast<int64_t>(std::max<size_t>(l, 64))}, dtype::i32, logits.where);
-      tokens_host_ = pinned_buffer(static_cast<size_t>(tokens_.numel()) * sizeof(int32_t), logits.where);
-    }
-    tensor_view toks = tokens_.view().rows(0, static_cast<int64_t>(l));
-    bool greedy = true;
-    std::vector<kernels::sample_row> rows(l);
-    for (size_t i = 0; i < l; ++i) {
-      const auto& p = requests[i].params;
-      greedy = greedy && p.temperature < greedy_temperature;
-      rows[i] = kernels::sample_row{p.temperature, p.top_p, p.top_k, p.min_p, p.seed, requests[i].token_index};
-    }
-    if (greedy)
-      kernels::argmax(ops, toks, logits);
-    else
-      kernels::sample(ops, toks, logits, rows);
-    copy_bytes(tokens_host_.data(), toks.data, l * sizeof(int32_t), logits.where, ops.stream);
+    launch(ctx, logits, requests, 0);
     ctx.finish(d);
-    std::vector<sample_result> out(l);
-    const auto* ids = static_cast<const int32_t*>(tokens_host_.data());
-    for (size_t i = 0; i < l; ++i) out[i] = sample_result{ids[i], 0.0f, {}};
-    return out;
+    return collect(0, l);
   }
   const size_t bytes = static_cast<size_t>(logits.numel()) * sizeof(float);
   if (logits_host_.bytes() < bytes) logits_host_ = pinned_buffer(bytes, logits.where);
@@ -80,6 +61,40 @@ std::vector<sample_result> step_sampler::run(shard_context& ctx, tensor_view log
   host.where = backend_kind::cpu;
   host_logits_ = host.f32();
   return sample_rows(host, requests, scratch_);
+}
+
+void step_sampler::launch(shard_context& ctx, tensor_view logits, const std::vector<sample_request>& requests,
+                          int slot) {
+  const kernels::op_context& ops = ctx.ops();
+  const size_t l = requests.size();
+  if (logits.where != backend_kind::cuda || logits.shape.rank != 2 || logits.shape[0] != static_cast<int64_t>(l))
+    throw std::invalid_argument("step_sampler: device sampling of logits " + logits.shape.str() + " for " +
+                                std::to_string(l) + " requests");
+  host_logits_ = nullptr;
+  if (tokens_.empty() || tokens_.numel() < static_cast<int64_t>(l)) {
+    tokens_ = tensor({static_cast<int64_t>(std::max<size_t>(l, 64))}, dtype::i32, logits.where);
+    for (auto& h : tokens_host_) h = pinned_buffer(static_cast<size_t>(tokens_.numel()) * sizeof(int32_t), logits.where);
+  }
+  last_tokens_ = tokens_.view().rows(0, static_cast<int64_t>(l));
+  bool greedy = true;
+  std::vector<kernels::sample_row> rows(l);
+  for (size_t i = 0; i < l; ++i) {
+    const auto& p = requests[i].params;
+    greedy = greedy && p.temperature < greedy_temperature;
+    rows[i] = kernels::sample_row{p.temperature, p.top_p, p.top_k, p.min_p, p.seed, requests[i].token_index};
+  }
+  if (greedy)
+    kernels::argmax(ops, last_tokens_, logits);
+  else
+    kernels::sample(ops, last_tokens_, logits, rows);
+  copy_bytes(tokens_host_[slot & 1].data(), last_tokens_.data, l * sizeof(int32_t), logits.where, ops.stream);
+}
+
+std::vector<sample_result> step_sampler::collect(int slot, size_t n) const {
+  std::vector<sample_result> out(n);
+  const auto* ids = static_cast<const int32_t*>(tokens_host_[slot & 1].data());
+  for (size_t i = 0; i < n; ++i) out[i] = sample_result{ids[i], 0.0f, {}};
+  return out;
 }
 
 }  // namespace troupe

@@ -60,13 +60,23 @@ class step_sampler {
                                  std::chrono::steady_clock::time_point d, bool keep_logits = false);
   /// The last run's logits [L, vocab] on the host, when it brought them there; else null.
   const float* host_logits() const { return host_logits_; }
+  /// Whether `requests` are sampled on the device (no penalty history, no logprobs).
+  bool device_can_sample(const std::vector<sample_request>& requests) const;
+  /// Pipelined steps: enqueues the device sampling of `logits` [L, vocab] (CUDA;
+  /// device_can_sample must hold) and the copy of its tokens to a host buffer of slot `slot`
+  /// (0 or 1: one per step in flight), without waiting; device_tokens() holds them until the
+  /// next launch.
+  void launch(shard_context& ctx, tensor_view logits, const std::vector<sample_request>& requests, int slot);
+  /// The tokens launch() copied into slot `slot`, once the step has finished (`n` of them).
+  std::vector<sample_result> collect(int slot, size_t n) const;
+  /// The last launch's tokens on the device ([L] i32).
+  tensor_view device_tokens() const { return last_tokens_; }
 
  private:
-  bool device_can_sample(const std::vector<sample_request>& requests) const;
-
   sampler_scratch scratch_;
-  tensor tokens_;              // [rows] i32 on the device
-  pinned_buffer tokens_host_;  // [rows] i32
+  tensor tokens_;                 // [rows] i32 on the device
+  tensor_view last_tokens_;       // [L] of tokens_: the last launch's
+  pinned_buffer tokens_host_[2];  // [rows] i32, by slot
   pinned_buffer logits_host_;  // [L, vocab] f32
   const float* host_logits_ = nullptr;
 };

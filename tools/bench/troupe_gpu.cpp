@@ -40,7 +40,7 @@ namespace {
 
 struct options {
   std::string mode, model, tokens, out, weight_type = "bf16";
-  bool random = false, graphs = true, batch_invariant = false, overlap = false;
+  bool random = false, graphs = true, batch_invariant = false, overlap = false, pipeline = false;
   int tp = 1, pp = 1, first_device = 0, max_tokens = 64, max_batch_tokens = 2048, max_seqs = 256;
   double kv_fraction = 0.85;
   std::vector<int> batches{1, 16, 64, 256}, prompt_lens{1024, 2048};
@@ -202,6 +202,8 @@ class gpu_replica {
 
   const model& meta() const { return *meta_; }
   const shard_worker& sampling_worker() const { return *workers_[sampler_]; }
+  /// The replica's only shard (null with several): pipelined steps run on it directly.
+  shard_worker* sole_worker() { return workers_.size() == 1 ? workers_[0].get() : nullptr; }
   int n_blocks() const { return n_blocks_; }
   double load_ms() const { return load_ms_; }
   /// Bytes of weights on the most loaded GPU.
@@ -308,6 +310,67 @@ struct run_times {
   double first_step_ms = 0;
 };
 
+/// A step of the pipelined loop: planned, and begun on the shard or not yet.
+struct planned_step {
+  pending_step step;
+  bool begun = false;
+};
+
+/// run_engine's loop with --pipeline: while the shard runs step N, the next is planned and
+/// begun (enqueued on the device, its tokens fed from N's samples there), so the GPU finds
+/// it queued when N ends; steps that cannot be pipelined run one at a time.
+void pipelined_steps(engine& e, shard_worker& w, run_times& out, const std::map<seq_id, size_t>& index) {
+  std::deque<planned_step> flight;
+  uint64_t step = 0;
+  auto t0 = clock_type::now();
+  auto landed = [&](pending_step& done, const step_output& so) {
+    const bool decode = done.plan.n_tokens == static_cast<int>(done.plan.chunks.size());
+    const double dev = w.context() ? w.context()->last_step_device_ms() : 0.0;
+    auto events = e.end_step(done, so.samples);
+    const double ms = ms_since(t0);
+    t0 = clock_type::now();
+    if (++step == 1) out.first_step_ms = ms;
+    if (decode && step > 1) {
+      out.decode_ms.push_back(ms);
+      out.decode_device_ms.push_back(dev);
+    }
+    for (auto& ev : events)
+      if (ev.token >= 0) out.tokens[index.at(ev.id)].push_back(ev.token);
+  };
+  while (e.has_work() || !flight.empty()) {
+    if (flight.empty()) {
+      auto ps = e.begin_step();
+      if (!ps) {
+        e.take_ended();
+        continue;
+      }
+      flight.push_back({std::move(*ps), false});
+    }
+    auto& front = flight.front();
+    if (!front.begun) {
+      if (!w.can_begin(front.step.request)) {
+        const auto so = w.run(front.step.request);
+        landed(front.step, so);
+        flight.pop_front();
+        continue;
+      }
+      w.begin(front.step.request);
+      front.begun = true;
+    }
+    if (flight.size() == 1)
+      if (auto next = e.begin_step()) {
+        flight.push_back({std::move(*next), false});
+        if (w.can_begin(flight.back().step.request)) {
+          w.begin(flight.back().step.request);
+          flight.back().begun = true;
+        }
+      }
+    const auto so = w.complete();
+    landed(flight.front().step, so);
+    flight.pop_front();
+  }
+}
+
 run_times run_engine(gpu_replica& r, const options& o, const std::vector<std::vector<int32_t>>& prompts,
                      int max_tokens) {
   engine_config ec;
@@ -317,7 +380,7 @@ run_times run_engine(gpu_replica& r, const options& o, const std::vector<std::ve
   ec.max_seqs = std::max<int>(static_cast<int>(prompts.size()), 1);
   ec.prefix_caching = false;
   ec.local_execution = false;
-  ec.overlap = o.overlap;
+  ec.overlap = o.overlap || o.pipeline;
   engine e(std::shared_ptr<const model>(&r.meta(), [](const model*) {}), ec);
   sampling_params p;
   p.temperature = 0;
@@ -327,6 +390,10 @@ run_times run_engine(gpu_replica& r, const options& o, const std::vector<std::ve
   run_times out;
   out.tokens.resize(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) index[e.submit(prompts[i], p)] = i;
+  if (o.pipeline) {
+    pipelined_steps(e, *r.sole_worker(), out, index);
+    return out;
+  }
   // A step's wall time runs from the end of the step before it to its events. With
   // --overlap the next step is planned while this one runs and starts as soon as it ends
   // (scheduler.overlap), so the GPU idles only for the hand-over between the threads.
@@ -401,6 +468,7 @@ void run_bench(gpu_replica& r, const options& o) {
   j["cuda_graphs"] = o.graphs;
   j["batch_invariant"] = o.batch_invariant;
   j["overlap"] = o.overlap;
+  j["pipeline"] = o.pipeline;
   const double bw = copy_rate(d), flops = gemm_rate(d);
   j["copy_rate_GBps"] = bw / 1e9;
   j["gemm_TFLOPs"] = flops / 1e12;
@@ -471,7 +539,8 @@ int main(int argc, char** argv) {
       "max-batch-tokens", po::value(&o.max_batch_tokens)->default_value(2048), "token budget per step")(
       "kv-fraction", po::value(&o.kv_fraction)->default_value(0.85), "share of free memory for the KV cache")(
       "no-graphs", "replay no CUDA graphs")("batch-invariant", "batch-invariant kernels (scheduler.batch_invariant)")(
-      "overlap", "plan each step while the one before it runs (scheduler.overlap; one shard)")("batches", po::value(&batches), "decode batch sizes, e.g. 1,16,64,256")(
+      "overlap", "plan each step while the one before it runs (scheduler.overlap; one shard)")(
+      "pipeline", "with --overlap's planning, enqueue each step on the device before the one before it ends (one shard)")("batches", po::value(&batches), "decode batch sizes, e.g. 1,16,64,256")(
       "prompt-lens", po::value(&prompt_lens), "prefill lengths, e.g. 1024,2048")(
       "gen", po::value(&o.gen)->default_value(64), "decode steps per batch (bench)")(
       "graph-warmup-context", po::value(&o.graph_warmup_context)->default_value(8192),
@@ -491,6 +560,8 @@ int main(int argc, char** argv) {
     o.batch_invariant = vm.count("batch-invariant") > 0;
     o.overlap = vm.count("overlap") > 0;
     if (o.overlap && o.tp * o.pp != 1) throw std::invalid_argument("--overlap needs one shard (--tp 1 --pp 1)");
+    o.pipeline = vm.count("pipeline") > 0;
+    if (o.pipeline && o.tp * o.pp != 1) throw std::invalid_argument("--pipeline needs one shard (--tp 1 --pp 1)");
     auto list = [](const std::string& s) {
       std::vector<int> v;
       std::stringstream ss(s);

@@ -13,6 +13,7 @@
 # PERF_TUNE_COMPARE (1: batch 16, 64 and 256 with cuBLASLt's candidates timed, TROUPE_GEMM_TUNE=1),
 # PERF_GEMV_VARIANTS (e.g. "3 4,1": batch 1 again with each TROUPE_GEMV_VARIANT pinned),
 # PERF_OVERLAP (1: the decode batches again with overlapped steps, troupe_gpu bench --overlap),
+# PERF_PIPELINE (1: the decode batches again with pipelined steps, troupe_gpu bench --pipeline),
 # PERF_FUSION_COMPARE (1: batch 1 without the norm fusion, TROUPE_FUSE_NORM=0, and batch 1, 64
 # and 256 without the decode attention workspace, TROUPE_ATTN_WORKSPACE=0, then without both).
 # The part "chain" (not in the default) times one row's 32 layers as a kernel chain in one
@@ -80,6 +81,11 @@ if has bench; then
     run no_workspace TROUPE_ATTN_WORKSPACE=0 -- --batches 1,64,256 --gen "$gen"
     run neither TROUPE_FUSE_NORM=0 TROUPE_ATTN_WORKSPACE=0 -- --batches 1 --gen "$gen"
     run default_again -- --batches 1,64,256 --gen "$gen"
+  fi
+  # PERF_PIPELINE=1 adds the decode batches with each step enqueued on the device before the
+  # one before it ends (troupe_gpu bench --pipeline: its tokens fed on the device).
+  if [ "${PERF_PIPELINE:-0}" = 1 ]; then
+    run pipeline -- --pipeline --batches 1,16,64,256 --gen "$gen"
   fi
   # PERF_OVERLAP=1 adds the decode batches with each step planned while the one before it
   # runs (scheduler.overlap): the GPU idle column shows what the host still costs.

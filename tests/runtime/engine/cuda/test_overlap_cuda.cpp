@@ -6,7 +6,9 @@
 // bf16 random model. Needs a GPU (and NCCL, as every GPU shard).
 #if defined(TROUPE_HAVE_CUDA_KERNELS) && defined(TROUPE_HAVE_NCCL)
 #include <catch2/catch.hpp>
+#include <deque>
 #include <fstream>
+#include <map>
 
 #include "engine_fixture.h"
 #include "kernels/cuda/cuda_test_util.h"
@@ -45,9 +47,71 @@ std::vector<int32_t> prompt_of(int len, int salt) {
   return p;
 }
 
+/// Steps of `prompts` through the shard worker pipelined (shard_worker::begin/complete):
+/// while the oldest step runs, the next is planned and begun when the worker can take it.
+struct pipelined_run {
+  driven d;
+  size_t begun_behind = 0;  ///< steps begun while another was in flight
+  size_t one_at_a_time = 0; ///< steps the worker could not pipeline (run())
+};
+
+pipelined_run drive_pipelined(engine& e, shard_worker& w, const std::vector<std::vector<int32_t>>& prompts,
+                              const std::vector<sampling_params>& ps) {
+  pipelined_run out;
+  out.d.out.resize(prompts.size());
+  std::map<seq_id, size_t> index;
+  for (size_t i = 0; i < prompts.size(); ++i) index[e.submit(prompts[i], ps[i])] = i;
+  auto take = [&](pending_step& s, const std::vector<sample_result>& samples) {
+    for (const auto& ev : e.end_step(s, samples)) {
+      auto& r = out.d.out[index.at(ev.id)];
+      if (ev.token >= 0) {
+        r.tokens.push_back(ev.token);
+        r.logprobs.push_back(ev.logprob);
+      }
+    }
+  };
+  std::deque<std::pair<pending_step, bool>> flight;  // (step, begun)
+  while (e.has_work() || !flight.empty()) {
+    if (flight.empty()) {
+      auto p = e.begin_step();
+      if (!p) {
+        e.take_ended();
+        REQUIRE_FALSE(e.has_work());
+        break;
+      }
+      flight.emplace_back(std::move(*p), false);
+    }
+    if (!flight.front().second) {
+      if (!w.can_begin(flight.front().first.request)) {
+        ++out.one_at_a_time;
+        take(flight.front().first, w.run(flight.front().first.request).samples);
+        flight.pop_front();
+        continue;
+      }
+      w.begin(flight.front().first.request);
+      flight.front().second = true;
+    }
+    if (flight.size() == 1)
+      if (auto next = e.begin_step()) {
+        out.d.ahead_rows += next->request.ahead_rows.size();
+        flight.emplace_back(std::move(*next), false);
+        if (w.can_begin(flight.back().first.request)) {
+          w.begin(flight.back().first.request);
+          flight.back().second = true;
+          ++out.begun_behind;
+        }
+      }
+    take(flight.front().first, w.complete().samples);
+    flight.pop_front();
+  }
+  CHECK(w.in_flight() == 0);
+  return out;
+}
+
 }  // namespace
 
-TEST_CASE("overlapped steps on a GPU shard give the tokens and log-probabilities of one step at a time", "[cuda]") {
+TEST_CASE("overlapped and pipelined steps on a GPU shard give the tokens and log-probabilities of one step at a time",
+          "[cuda]") {
   if (!cuda_device_or_skip()) return;
   engine_config cfg;
   cfg.kv_tokens = 4096;
@@ -94,6 +158,31 @@ TEST_CASE("overlapped steps on a GPU shard give the tokens and log-probabilities
     CHECK(plain.out[i].tokens.size() == static_cast<size_t>(ps[i].max_tokens));
     CHECK(overlapped.out[i].tokens == plain.out[i].tokens);
     CHECK(overlapped.out[i].logprobs == plain.out[i].logprobs);
+  }
+  // Pipelined: the next step enqueued before the one before it ends, its tokens fed on the
+  // device; the logprobs and penalty rows' steps run one at a time.
+  engine pipelined_engine(meta, cfg);
+  const auto pipelined = drive_pipelined(pipelined_engine, w, prompts, ps);
+  CHECK(pipelined.begun_behind > 5);
+  CHECK(pipelined.one_at_a_time > 0);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    INFO("prompt " << i << ", pipelined");
+    CHECK(pipelined.d.out[i].tokens == plain.out[i].tokens);
+    CHECK(pipelined.d.out[i].logprobs == plain.out[i].logprobs);
+  }
+  // Greedy rows only: every step after the first pipelines.
+  std::vector<sampling_params> greedy(ps.size(), ps[0]);
+  for (size_t i = 0; i < greedy.size(); ++i) greedy[i].max_tokens = ps[i].max_tokens;
+  engine greedy_plain_engine(meta, cfg), greedy_pipelined_engine(meta, cfg);
+  cfg.overlap = false;
+  engine greedy_one_engine(meta, cfg);
+  const auto one = drive(greedy_one_engine, w, prompts, greedy, 1);
+  const auto fed = drive_pipelined(greedy_pipelined_engine, w, prompts, greedy);
+  CHECK(fed.one_at_a_time == 0);
+  CHECK(fed.d.ahead_rows > 0);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    INFO("prompt " << i << ", greedy pipelined");
+    CHECK(fed.d.out[i].tokens == one.out[i].tokens);
   }
 }
 
