@@ -24,6 +24,7 @@
 
 #include "runtime/engine/engine.h"
 #include "runtime/engine/shard_worker.h"
+#include "tools/bench/engine_loop.h"
 #include "tools/bench/gpu_timing.h"
 
 namespace po = boost::program_options;
@@ -35,6 +36,8 @@ using bench::gemm_rate;
 using bench::median;
 using bench::run_kernel_timings;
 using bench::run_layer_chain;
+using bench::run_times;
+using bench::step_recorder;
 
 namespace {
 
@@ -302,75 +305,6 @@ void run_logits(gpu_replica& r, const options& o) {
   std::ofstream(o.out + "/argmax.json") << json{{"argmax", argmax}, {"vocab", vocab}}.dump() << "\n";
 }
 
-/// Per-step wall times of one engine run.
-struct run_times {
-  std::vector<std::vector<int32_t>> tokens;  ///< generated, per prompt
-  std::vector<double> decode_ms;             ///< steps where every sequence decodes one token (wall, from scheduling to events)
-  std::vector<double> decode_device_ms;      ///< the same steps' device time (the sampling shard's stream)
-  double first_step_ms = 0;
-};
-
-/// A step of the pipelined loop: planned, and begun on the shard or not yet.
-struct planned_step {
-  pending_step step;
-  bool begun = false;
-};
-
-/// run_engine's loop with --pipeline: while the shard runs step N, the next is planned and
-/// begun (enqueued on the device, its tokens fed from N's samples there), so the GPU finds
-/// it queued when N ends; steps that cannot be pipelined run one at a time.
-void pipelined_steps(engine& e, shard_worker& w, run_times& out, const std::map<seq_id, size_t>& index) {
-  std::deque<planned_step> flight;
-  uint64_t step = 0;
-  auto t0 = clock_type::now();
-  auto landed = [&](pending_step& done, const step_output& so) {
-    const bool decode = done.plan.n_tokens == static_cast<int>(done.plan.chunks.size());
-    const double dev = w.context() ? w.context()->last_step_device_ms() : 0.0;
-    auto events = e.end_step(done, so.samples);
-    const double ms = ms_since(t0);
-    t0 = clock_type::now();
-    if (++step == 1) out.first_step_ms = ms;
-    if (decode && step > 1) {
-      out.decode_ms.push_back(ms);
-      out.decode_device_ms.push_back(dev);
-    }
-    for (auto& ev : events)
-      if (ev.token >= 0) out.tokens[index.at(ev.id)].push_back(ev.token);
-  };
-  while (e.has_work() || !flight.empty()) {
-    if (flight.empty()) {
-      auto ps = e.begin_step();
-      if (!ps) {
-        e.take_ended();
-        continue;
-      }
-      flight.push_back({std::move(*ps), false});
-    }
-    auto& front = flight.front();
-    if (!front.begun) {
-      if (!w.can_begin(front.step.request)) {
-        const auto so = w.run(front.step.request);
-        landed(front.step, so);
-        flight.pop_front();
-        continue;
-      }
-      w.begin(front.step.request);
-      front.begun = true;
-    }
-    if (flight.size() == 1)
-      if (auto next = e.begin_step()) {
-        flight.push_back({std::move(*next), false});
-        if (w.can_begin(flight.back().step.request)) {
-          w.begin(flight.back().step.request);
-          flight.back().begun = true;
-        }
-      }
-    const auto so = w.complete();
-    landed(flight.front().step, so);
-    flight.pop_front();
-  }
-}
-
 run_times run_engine(gpu_replica& r, const options& o, const std::vector<std::vector<int32_t>>& prompts,
                      int max_tokens) {
   engine_config ec;
@@ -391,15 +325,14 @@ run_times run_engine(gpu_replica& r, const options& o, const std::vector<std::ve
   out.tokens.resize(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) index[e.submit(prompts[i], p)] = i;
   if (o.pipeline) {
-    pipelined_steps(e, *r.sole_worker(), out, index);
+    bench::pipelined_steps(e, *r.sole_worker(), out, index);
     return out;
   }
   // A step's wall time runs from the end of the step before it to its events. With
   // --overlap the next step is planned while this one runs and starts as soon as it ends
   // (scheduler.overlap), so the GPU idles only for the hand-over between the threads.
   std::deque<pending_step> flight;
-  uint64_t step = 0;
-  auto t0 = clock_type::now();
+  step_recorder rec(e, out, index);
   while (e.has_work() || !flight.empty()) {
     if (flight.empty()) {
       auto ps = e.begin_step();
@@ -418,19 +351,8 @@ run_times run_engine(gpu_replica& r, const options& o, const std::vector<std::ve
       flight.push_back(std::move(*next));
       r.start(flight.back().request);
     }
-    auto& done = flight.front();
-    const bool decode = done.plan.n_tokens == static_cast<int>(done.plan.chunks.size());
-    auto events = e.end_step(done, so.samples);
+    rec.landed(flight.front(), so.samples, dev);
     flight.pop_front();
-    const double ms = ms_since(t0);
-    t0 = clock_type::now();
-    if (++step == 1) out.first_step_ms = ms;
-    if (decode && step > 1) {
-      out.decode_ms.push_back(ms);
-      out.decode_device_ms.push_back(dev);
-    }
-    for (auto& ev : events)
-      if (ev.token >= 0) out.tokens[index.at(ev.id)].push_back(ev.token);
   }
   return out;
 }
