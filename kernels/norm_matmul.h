@@ -26,9 +26,14 @@ void norm_qkv_rope(const op_context& ctx, tensor_view q, tensor_view k_cache, te
 
 #ifdef TROUPE_HAVE_CUDA_KERNELS
 namespace cuda {
+/// Whether the one-row fusions are on: off by default until measured on a GPU;
+/// TROUPE_FUSE_NORM=1 at start, or set_norm_fusion, turns them on.
+bool norm_fusion_enabled();
+/// Turns the one-row fusions on or off for the process (benchmarks and tests).
+void set_norm_fusion(bool on);
 /// Whether the fused kernels apply to `rows` rows of width `k` in type `t`: one row, f16 or
 /// bf16, k a multiple of 8, outside the batch-invariant mode, with the GEMV on
-/// (TROUPE_GEMV_MAX_ROWS) and TROUPE_FUSE_NORM not 0.
+/// (TROUPE_GEMV_MAX_ROWS) and the fusions on (norm_fusion_enabled).
 bool norm_fusion_applies(const op_context& ctx, int64_t rows, int64_t k, dtype t);
 /// CUDA implementation of kernels::norm_matmul: one GEMV that sums x² beside its dot products
 /// and scales them by 1 / rms(x) (x · norm streamed, never stored) where norm_fusion_applies

@@ -11,6 +11,7 @@
 #include "actors/serving/shard.h"
 
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <memory>
@@ -237,6 +238,16 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
     return out;
   }
 
+  /// TROUPE_PIPELINE=1: overlapped steps are pipelined (run_pipelined). Off by default until
+  /// measured on a GPU.
+  static bool pipelining() {
+    static const bool on = [] {
+      const char* e = std::getenv("TROUPE_PIPELINE");
+      return e && e[0] == '1';
+    }();
+    return on;
+  }
+
   /// Overlapped steps on a device shard: begins the next queued step while this one runs
   /// (shard_worker::begin), so the device finds it queued; returns with none in flight.
   /// Steps with injected faults (chaos tests) take run_step instead.
@@ -290,7 +301,8 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
   }
 
   void run(shard_job& job) {
-    if (job.kind == job_kind::step && job.step.keep_tokens && !hang_ && !token_ && worker_->can_begin(job.step))
+    if (job.kind == job_kind::step && job.step.keep_tokens && pipelining() && !hang_ && !token_ &&
+        worker_->can_begin(job.step))
       return run_pipelined(std::move(job));
     const std::string what = job.kind == job_kind::step      ? "step " + std::to_string(job.step.step_id)
                              : job.kind == job_kind::relink ? std::string("relink")

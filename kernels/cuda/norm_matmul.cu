@@ -1,6 +1,7 @@
 // CUDA norm fusions (kernels/norm_matmul.h): the one-row GEMV normalizing x as it streams it
 // or adding its product to the residual as it stores (kernels/cuda/gemv.cu), else the plain
 // ops in turn.
+#include <atomic>
 #include <cstdlib>
 
 #include "kernels/add.h"
@@ -15,14 +16,25 @@
 namespace troupe::kernels::cuda {
 namespace {
 
-/// TROUPE_FUSE_NORM=0 turns the fused kernels off (benchmarks compare the two).
-bool fusion_enabled() {
-  static const bool on = [] {
+/// -1 until read from TROUPE_FUSE_NORM (on only when "1"), then 0 or 1 (set_norm_fusion).
+std::atomic<int> fusion_state{-1};
+
+}  // namespace
+
+bool norm_fusion_enabled() {
+  int s = fusion_state.load();
+  if (s < 0) {
     const char* e = std::getenv("TROUPE_FUSE_NORM");
-    return !(e && e[0] == '0');
-  }();
-  return on;
+    int expected = -1;
+    fusion_state.compare_exchange_strong(expected, e && e[0] == '1' ? 1 : 0);
+    s = fusion_state.load();
+  }
+  return s == 1;
 }
+
+void set_norm_fusion(bool on) { fusion_state = on ? 1 : 0; }
+
+namespace {
 
 bool on_device(std::initializer_list<tensor_view> ts) {
   for (const auto& t : ts)
@@ -33,7 +45,7 @@ bool on_device(std::initializer_list<tensor_view> ts) {
 }  // namespace
 
 bool norm_fusion_applies(const op_context& ctx, int64_t rows, int64_t k, dtype t) {
-  return ctx.backend == backend_kind::cuda && !ctx.batch_invariant && fusion_enabled() &&
+  return ctx.backend == backend_kind::cuda && !ctx.batch_invariant && norm_fusion_enabled() &&
          matmul_detail::gemv_row_limit() >= 1 && rows == 1 && (t == dtype::bf16 || t == dtype::f16) && k > 0 &&
          k % 8 == 0;
 }

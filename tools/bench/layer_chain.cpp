@@ -181,6 +181,7 @@ void run_layer_chain(const model_config& c, const device_ref& d, dtype t) {
     }
     std::cout << row.dump() << std::endl;
   };
+  kernels::cuda::set_norm_fusion(true);  // the fused chains (off by default until measured)
   for (const auto& [name, mask] : chains) report(name, mask, -1, -1);
   // CHAIN_TILINGS=1: each GEMV tiling pinned (docs/gpu-notes.md, measured 2026-12-05).
   const char* tilings = std::getenv("CHAIN_TILINGS");

@@ -14,8 +14,8 @@
 # PERF_GEMV_VARIANTS (e.g. "3 4,1": batch 1 again with each TROUPE_GEMV_VARIANT pinned),
 # PERF_OVERLAP (1: the decode batches again with overlapped steps, troupe_gpu bench --overlap),
 # PERF_PIPELINE (1: the decode batches again with pipelined steps, troupe_gpu bench --pipeline),
-# PERF_FUSION_COMPARE (1: batch 1 without the norm fusion, TROUPE_FUSE_NORM=0, and batch 1, 64
-# and 256 without the decode attention workspace, TROUPE_ATTN_WORKSPACE=0, then without both).
+# PERF_FUSION_COMPARE (1: batch 1 with the one-row fusions, TROUPE_FUSE_NORM=1, alone and pipelined,
+# and batch 1, 64 and 256 without the decode attention workspace, TROUPE_ATTN_WORKSPACE=0).
 # The part "chain" (not in the default) times one row's 32 layers as a kernel chain in one
 # graph, with op groups left out and under each GEMV tiling (troupe_gpu chain).
 set -uo pipefail
@@ -75,11 +75,12 @@ if has bench; then
   if [ "${PERF_TUNE_COMPARE:-0}" = 1 ]; then
     run tuned TROUPE_GEMM_TUNE=1 -- --batches 16,64,256 --gen "$gen"
   fi
-  # PERF_FUSION_COMPARE=1: the same binary without each of the 2026-12-05 batch-1 changes.
+  # PERF_FUSION_COMPARE=1: the same binary with and without each of the changes written on
+  # 2026-12-05 without a GPU (docs/gpu-notes.md, "Next device calls").
   if [ "${PERF_FUSION_COMPARE:-0}" = 1 ]; then
-    run unfused_norm TROUPE_FUSE_NORM=0 -- --batches 1 --gen "$gen"
+    run fused_norm TROUPE_FUSE_NORM=1 -- --batches 1 --gen "$gen"
+    run fused_pipelined TROUPE_FUSE_NORM=1 -- --pipeline --batches 1,64,256 --gen "$gen"
     run no_workspace TROUPE_ATTN_WORKSPACE=0 -- --batches 1,64,256 --gen "$gen"
-    run neither TROUPE_FUSE_NORM=0 TROUPE_ATTN_WORKSPACE=0 -- --batches 1 --gen "$gen"
     run default_again -- --batches 1,64,256 --gen "$gen"
   fi
   # PERF_PIPELINE=1 adds the decode batches with each step enqueued on the device before the

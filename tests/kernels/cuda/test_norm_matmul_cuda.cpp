@@ -25,11 +25,19 @@ namespace {
 /// to write shows.
 void poison(tensor& t) { cuda_ok(cudaMemset(t.view().data, 0xff, t.bytes()), "poison"); }
 
+/// The fusions on (off by default until measured) for one test case, then as they were.
+struct fusion_on {
+  const bool was = kernels::cuda::norm_fusion_enabled();
+  fusion_on() { kernels::cuda::set_norm_fusion(true); }
+  ~fusion_on() { kernels::cuda::set_norm_fusion(was); }
+};
+
 }  // namespace
 
-TEST_CASE("CUDA fuses the norm into one-row bf16 and f16 projections only, outside the batch-invariant mode",
+TEST_CASE("CUDA fuses the norm into one-row bf16 and f16 projections only, outside the batch-invariant mode, when on",
           "[cuda]") {
   if (!cuda_device_or_skip()) return;
+  const fusion_on fused;
   CHECK(kernels::norm_fusion_applies(cuda_ctx(), 1, 4096, dtype::bf16));
   CHECK(kernels::norm_fusion_applies(cuda_ctx(), 1, 8, dtype::f16));
   CHECK_FALSE(kernels::norm_fusion_applies(cuda_ctx(), 2, 4096, dtype::bf16));
@@ -40,10 +48,13 @@ TEST_CASE("CUDA fuses the norm into one-row bf16 and f16 projections only, outsi
   invariant.batch_invariant = true;
   CHECK_FALSE(kernels::norm_fusion_applies(invariant, 1, 4096, dtype::bf16));
   CHECK_FALSE(kernels::norm_fusion_applies(cpu_ctx(), 1, 4096, dtype::f32));
+  kernels::cuda::set_norm_fusion(false);  // the default until measured on a GPU
+  CHECK_FALSE(kernels::norm_fusion_applies(cuda_ctx(), 1, 4096, dtype::bf16));
 }
 
 TEST_CASE("CUDA norm_matmul matches the CPU, and rmsnorm then matmul (bitwise where it does not fuse)", "[cuda]") {
   if (!cuda_device_or_skip()) return;
+  const fusion_on fused;
   std::mt19937 rng(71);
   for (dtype t : float_types())
     for (int64_t n : {1, 769, 5125})
@@ -78,6 +89,7 @@ TEST_CASE("CUDA norm_matmul matches the CPU, and rmsnorm then matmul (bitwise wh
 
 TEST_CASE("CUDA norm_gate_up_swiglu matches the CPU, and rmsnorm then gate_up_swiglu (bitwise unfused)", "[cuda]") {
   if (!cuda_device_or_skip()) return;
+  const fusion_on fused;
   std::mt19937 rng(72);
   for (dtype t : float_types())
     for (int64_t f : {1, 769, 5125})
@@ -113,6 +125,7 @@ TEST_CASE("CUDA norm_gate_up_swiglu matches the CPU, and rmsnorm then gate_up_sw
 TEST_CASE("CUDA matmul_add adds the rounded product to the residual as matmul then add_inplace do, bitwise",
           "[cuda]") {
   if (!cuda_device_or_skip()) return;
+  const fusion_on fused;
   std::mt19937 rng(73);
   for (dtype t : float_types())
     for (int64_t n : {1, 769, 5125})
@@ -138,6 +151,7 @@ TEST_CASE("CUDA matmul_add adds the rounded product to the residual as matmul th
 
 TEST_CASE("CUDA norm_matmul names a norm weight of the wrong width instead of fusing it", "[cuda]") {
   if (!cuda_device_or_skip()) return;
+  const fusion_on fused;
   tensor x = to_device(std::vector<float>(64, 1.0f), {1, 64}, dtype::bf16);
   tensor g = to_device(std::vector<float>(32, 1.0f), {32}, dtype::bf16);
   tensor w = to_device(std::vector<float>(8 * 64, 0.5f), {8, 64}, dtype::bf16);
@@ -148,6 +162,7 @@ TEST_CASE("CUDA norm_matmul names a norm weight of the wrong width instead of fu
 TEST_CASE("CUDA norm_qkv_rope writes q and the caches bitwise as norm_matmul then rope_kv_write, near the CPU",
           "[cuda]") {
   if (!cuda_device_or_skip()) return;
+  const fusion_on fused;
   std::mt19937 rng(74);
   struct heads { int64_t nh, nkv, hd; };
   for (dtype t : {dtype::bf16, dtype::f16})

@@ -95,7 +95,7 @@ TEST_CASE("in bf16 the GPU logits stay within bf16 rounding of the f32 CPU logit
   }
 }
 
-TEST_CASE("a lone bf16 sequence, its norms and residual adds inside the projections, stays near the f32 CPU logits",
+TEST_CASE("a lone bf16 sequence, its norms, RoPE and residual adds inside the projections, stays near the f32 CPU logits",
           "[cuda]") {
   if (!test::cuda_device_or_skip()) return;
   // One sequence: every decode step has one row, which takes run_layer_fused on the GPU.
@@ -113,6 +113,12 @@ TEST_CASE("a lone bf16 sequence, its norms and residual adds inside the projecti
     return e.generate({{5, 17, 300, 2, 999, 41, 8}}, p);
   };
   bool fused = false;
+  const bool was = kernels::cuda::norm_fusion_enabled();
+  kernels::cuda::set_norm_fusion(true);  // off by default until measured on a GPU
+  struct restore {
+    bool was;
+    ~restore() { kernels::cuda::set_norm_fusion(was); }
+  } restored{was};
   const auto cpu = lone(random_model("cpu", dtype::f32), nullptr);
   const auto gpu = lone(random_model("cuda:0", dtype::bf16), &fused);
   CHECK(fused);
