@@ -158,3 +158,22 @@ TEST_CASE("a shard refuses ahead rows whose step it did not run last, naming bot
   CHECK(next.batch.tokens[0] == first.samples[0].token);  // filled in place
   CHECK(next.ahead_rows.empty());                        // and not to be filled again
 }
+
+TEST_CASE("a CPU shard never pipelines, so it cannot begin a step, refuses begin and complete, and runs it",
+          "[engine][overlap][slow]") {
+  context_params ctx;
+  ctx.n_blocks = 16;
+  ctx.max_batch_tokens = 64;
+  ctx.max_logit_rows = 4;
+  bench::local_replica rep(default_model(), 1, 1, ctx);
+  rep.connect();
+  auto& w = rep.shard(0, 0);
+  step_request r = one_sequence_step(1, {1, 2, 3}, 0, true);
+  CHECK_FALSE(w.can_begin(r));  // pipelined steps need a CUDA shard: the CPU runs synchronously
+  CHECK_THROWS_WITH(w.begin(r), Catch::Contains("cannot be pipelined"));
+  CHECK_THROWS_WITH(w.complete(), Catch::Contains("without a begun step"));
+  CHECK(w.in_flight() == 0);
+  CHECK_FALSE(w.front_done());
+  const auto out = w.run(r);  // the refusals left nothing behind
+  CHECK(out.samples.size() == 1);
+}
