@@ -273,7 +273,12 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
     while (!flight.empty()) {
       if (flight.size() == 1)
         if (auto next = next_pipelined()) begin(std::move(*next));
-      if (flight.size() == 1 && !worker_->front_done()) {
+      bool done = true;  // a device error shows in complete(), which fails the steps in flight
+      try {
+        done = flight.size() > 1 || worker_->front_done();
+      } catch (const std::exception&) {
+      }
+      if (!done) {
         std::this_thread::yield();
         continue;
       }

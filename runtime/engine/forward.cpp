@@ -258,7 +258,13 @@ shard_context::step_views shard_context::upload(const batch_input& b) {
   }
   // The copy out of the staging buffer enqueued by the step before may not have run yet
   // (a pipelined step is enqueued while the one before it is in flight).
-  while (!upload_mark_.stop_done()) std::this_thread::yield();
+  const auto staged_by = std::chrono::steady_clock::now() + env_.stage_timeout;
+  while (!upload_mark_.stop_done()) {
+    if (std::chrono::steady_clock::now() >= staged_by)
+      throw parallel::comm_error(parallel::comm_errc::timeout, "upload", -1,
+                                 "the step before did not copy its metadata out by the deadline");
+    std::this_thread::yield();
+  }
   auto* host = static_cast<int32_t*>(meta_host_.data());
   tensor_view views[7];
   size_t off = 0;

@@ -231,8 +231,10 @@ std::vector<shard_context::token_run> shard_worker::ahead_runs(const step_reques
 bool shard_worker::can_begin(const step_request& r) const {
   if (device_.backend != backend_kind::cuda || spec_.n_stages != 1 || spec_.tp_size != 1 || !ctx_) return false;
   if (r.replay_stage >= 0 || flight_.size() >= 2 || !sampler_.device_can_sample(r.samples)) return false;
+  if (flight_.empty()) return r.ahead_rows.empty() || (r.ahead_of != 0 && r.ahead_of == last_step_);
+  // The sampler's buffers must not grow under the step in flight (its host slot would go).
+  if (static_cast<int64_t>(r.samples.size()) > sampler_.capacity()) return false;
   if (r.ahead_rows.empty()) return true;
-  if (flight_.empty()) return r.ahead_of != 0 && r.ahead_of == last_step_;
   if (flight_.size() != 1 || r.ahead_of != flight_.back().step_id || ahead_runs(r).empty()) return false;
   // An ahead row whose sampling reads a history would need its token on the host.
   for (size_t j = 0; j < r.batch.logit_rows.size() && j < r.samples.size(); ++j)

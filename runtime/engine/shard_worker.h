@@ -109,8 +109,9 @@ class shard_worker {
   // -- pipelined steps (a replica of one shard on a device) ------------------------------
   /// Whether begin(r) may enqueue `r` now: one stage and one tensor rank on CUDA, `r` a
   /// normal step whose samples are drawn on the device, fewer than two steps in flight, and,
-  /// with one in flight, `r`'s ahead rows all taking that step's tokens (at most 16 runs of
-  /// consecutive rows) with no penalty history to append them to.
+  /// with one in flight, no more samples than the sampler holds now and `r`'s ahead rows all
+  /// taking that step's tokens (at most 16 runs of consecutive rows) with no penalty history
+  /// to append them to.
   bool can_begin(const step_request& r) const;
   /// Enqueues `r`'s forward and sampling without waiting (can_begin(r) must hold): its
   /// ahead rows take the tokens of the step in flight on the device (or, with none in

@@ -71,6 +71,9 @@ class step_sampler {
   std::vector<sample_result> collect(int slot, size_t n) const;
   /// The last launch's tokens on the device ([L] i32).
   tensor_view device_tokens() const { return last_tokens_; }
+  /// Rows a launch takes without growing its buffers (growing drops the host slots, so a
+  /// step in flight must not see it).
+  int64_t capacity() const { return tokens_.numel(); }
 
  private:
   sampler_scratch scratch_;
