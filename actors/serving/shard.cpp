@@ -24,6 +24,7 @@
 #include "actors/serving/compute_priority.h"
 #include "actors/serving/device_releases.h"
 #include "actors/serving/shard_faults.h"
+#include "actors/serving/shard_job.h"
 #include "kernels/base/progress.h"
 
 namespace troupe {
@@ -41,18 +42,6 @@ using progress_fn = std::function<void(const std::string&)>;
 
 using relinked_atom = caf::atom_constant<caf::atom("shrelinked")>;  // uint64_t job, bool adopted, shard_addresses
 using stall_check_atom = caf::atom_constant<caf::atom("shstallchk")>;  // the stall watchdog's timer
-
-/// What a queued job does.
-enum class job_kind { connect, step, relink };
-
-/// One queued job: a connect, a step or a relink.
-struct shard_job {
-  uint64_t id = 0;
-  job_kind kind = job_kind::connect;
-  bool drop_context = false;  // relink: for adoption by a new head
-  shard_peers peers;   // connect
-  step_request step;   // step
-};
 
 /// The worker thread and its queue. Shared by the actor's state and the thread itself, so
 /// a thread still busy when its shard stops (detached then) owns everything it touches.
