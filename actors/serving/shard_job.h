@@ -1,5 +1,5 @@
 #pragma once
-/// What the shard actor's worker thread queues (actors/serving/shard.cpp, shard_runner): a
+/// What the shard actor's worker thread queues (actors/serving/shard_runner.h): a
 /// connect, a step or a relink, each answered by its id.
 #include <cstdint>
 

@@ -68,6 +68,7 @@ void shard_worker::make_endpoints() {
 
 shard_addresses shard_worker::relink(bool drop_context) {
   abort();  // nothing may still wait on the old links
+  abandon();  // a step begun on them is not completed
   if (drop_context) ctx_.reset();  // before the communicators it points at are retired
   for (auto* c : {&tensor_dev_, &prev_dev_, &next_dev_})
     if (*c) retired_.push_back(std::move(*c));
@@ -172,12 +173,12 @@ int shard_worker::kv_capacity_blocks(double fraction) const {
   const size_t scratch = t * (3 * static_cast<size_t>(c.hidden) + 2 * q + 2 * kv + 2 * sl.ffn_size) * el +
                          static_cast<size_t>(spec_.context.max_logit_rows) * (2 * c.hidden * el + 4 * c.vocab) +
                          (size_t{256} << 20);  // cuBLASLt workspaces, graphs, sampling buffers
+  use_device(device_);  // the workspace's split choice reads this device's multiprocessor count
   context_params unbounded = spec_.context;  // the cache's span is what this sizes
   unbounded.n_blocks = INT32_MAX / std::max(unbounded.block_size, 1);
   const size_t attention = static_cast<size_t>(attention_workspace_floats(
                                kernels::op_context{backend_kind::cuda}, unbounded, sl.n_heads, sl.n_kv_heads, c.head_dim)) *
                            sizeof(float);
-  use_device(device_);
   const double usable =
       static_cast<double>(free_device_memory(device_)) * fraction - static_cast<double>(scratch + attention);
   if (usable < static_cast<double>(block_bytes))
@@ -270,32 +271,42 @@ void shard_worker::begin(step_request& r) {
   next_slot_ ^= 1;
   b.mark = ctx_->mark_step();
   b.kv_rows = ctx_->kv_rows_written();
+  b.deadline = b.t0 + std::chrono::milliseconds(spec_.stage_timeout_ms);  // reset when it becomes the oldest
   last_step_ = 0;  // until a step completes
   flight_.push_back(b);
 }
 
-bool shard_worker::front_done() const { return !flight_.empty() && ctx_->mark_done(flight_.front().mark); }
+bool shard_worker::front_done() const {
+  if (flight_.empty()) return false;
+  return ctx_->mark_done(flight_.front().mark) || std::chrono::steady_clock::now() >= flight_.front().deadline;
+}
+
+void shard_worker::abandon() noexcept {
+  flight_.clear();
+  last_step_ = 0;
+}
 
 step_output shard_worker::complete() {
   if (flight_.empty()) throw std::logic_error("shard_worker: complete() without a begun step");
-  const begun_step b = flight_.front();
   try {
-    ctx_->finish_mark(b.mark, std::chrono::steady_clock::now() + std::chrono::milliseconds(spec_.stage_timeout_ms));
+    const begun_step b = flight_.front();
+    ctx_->finish_mark(b.mark, b.deadline);
+    step_output out;
+    out.step_id = b.step_id;
+    out.samples = sampler_.collect(b.slot, b.n_samples);
+    last_tokens_.clear();
+    for (const auto& s : out.samples) last_tokens_.push_back(s.token);
+    flight_.erase(flight_.begin());
+    const auto now = std::chrono::steady_clock::now();
+    if (!flight_.empty()) flight_.front().deadline = now + std::chrono::milliseconds(spec_.stage_timeout_ms);
+    last_step_ = b.step_id;
+    out.kv_rows = b.kv_rows;
+    out.busy_us = std::chrono::duration_cast<std::chrono::microseconds>(now - b.t0).count();
+    return out;
   } catch (...) {
-    flight_.clear();
-    last_step_ = 0;
+    abandon();
     throw;
   }
-  flight_.erase(flight_.begin());
-  step_output out;
-  out.step_id = b.step_id;
-  out.samples = sampler_.collect(b.slot, b.n_samples);
-  last_tokens_.clear();
-  for (const auto& s : out.samples) last_tokens_.push_back(s.token);
-  last_step_ = b.step_id;
-  out.kv_rows = b.kv_rows;
-  out.busy_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - b.t0).count();
-  return out;
 }
 
 step_output shard_worker::execute(const step_request& r) {

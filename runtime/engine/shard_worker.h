@@ -117,13 +117,19 @@ class shard_worker {
   /// ahead rows take the tokens of the step in flight on the device (or, with none in
   /// flight, those of the last step run here, as run() does). `r` is changed as run() does.
   void begin(step_request& r);
-  /// Waits for the oldest begun step and returns its output. A failure (a deadline, a device
-  /// error) drops every step in flight and rethrows.
+  /// Waits for the oldest begun step (until the stage timeout after it became the oldest) and
+  /// returns its output. A failure (the deadline, a device error) drops every step in flight
+  /// and rethrows.
   step_output complete();
   /// Steps begun and not yet completed.
   size_t in_flight() const { return flight_.size(); }
-  /// Whether the oldest begun step has finished on the device (complete() will not wait).
+  /// Whether complete() will not wait: the oldest begun step has finished on the device, or
+  /// its deadline has passed (complete() then throws the timeout).
   bool front_done() const;
+  /// Forgets the steps in flight (their device work still runs, its results unread): the
+  /// next step with ahead rows is refused, as after a failed step. For a caller that could not
+  /// complete them (an error of its own). Idempotent.
+  void abandon() noexcept;
   /// Whether this shard answers every step with samples (the last stage's rank 0).
   bool samples() const;
   /// Makes blocked and later transfers fail at once (a peer is gone). Idempotent, any thread.
@@ -171,6 +177,7 @@ class shard_worker {
     int slot = 0;          ///< step_sampler's host token slot
     int64_t kv_rows = 0;   ///< the context's KV rows after it was enqueued
     std::chrono::steady_clock::time_point t0;
+    std::chrono::steady_clock::time_point deadline;  ///< the stage timeout after it became the oldest
   };
   std::vector<begun_step> flight_;  ///< oldest first, at most two
   int next_slot_ = 0;
