@@ -5,6 +5,8 @@
 /// plain ops. matmul_add equals it bitwise on every backend; the CUDA norm fusions scale the
 /// projection by 1 / rms(x) after the dot instead of rounding the normalized x to its type
 /// before it, so they stay within that rounding of the composition (closer to the f32 value).
+#include <cstdint>
+
 #include "kernels/op_context.h"
 
 namespace troupe::kernels {
@@ -31,6 +33,9 @@ namespace cuda {
 bool norm_fusion_enabled();
 /// Turns the one-row fusions on or off for the process (benchmarks and tests).
 void set_norm_fusion(bool on);
+/// Fused kernels launched so far in this process (each op below that did not fall back to
+/// the composition counts one): tests tell a fused path from its fallback by it.
+uint64_t norm_fusion_launches();
 /// Whether the fused kernels apply to `rows` rows of width `k` in type `t`: one row, f16 or
 /// bf16, k a multiple of 8, outside the batch-invariant mode, with the GEMV on
 /// (TROUPE_GEMV_MAX_ROWS) and the fusions on (norm_fusion_enabled).

@@ -288,7 +288,7 @@ __global__ void __launch_bounds__(W * 32, MINB) gemv_kernel(TO* __restrict__ out
       float v = ss[i];
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      const float scale = rsqrtf(v / static_cast<float>(k) + fu.eps);
+      const float scale = 1.0f / sqrtf(v / static_cast<float>(k) + fu.eps);  // as rmsnorm scales
 #pragma unroll
       for (int r = 0; r < R; ++r) acc[i][r] *= scale;
     }
@@ -307,8 +307,8 @@ __global__ void __launch_bounds__(W * 32, MINB) gemv_kernel(TO* __restrict__ out
 #pragma unroll
     for (int i = 0; i < M; ++i)
       if (lane == 2 * i && i < m) {
-        const float g = to_f32(from_f32<T>(acc[i][0])), u = to_f32(from_f32<T>(acc[i][1]));
-        out[static_cast<int64_t>(i) * n + row0] = from_f32<TO>(silu_times(g, u));
+        const float gate = to_f32(from_f32<T>(acc[i][0])), u = to_f32(from_f32<T>(acc[i][1]));
+        out[static_cast<int64_t>(i) * n + row0] = from_f32<TO>(silu_times(gate, u));
       }
   } else {
     // Lane i * R + r stores (row i, column row0 + r).
@@ -513,12 +513,18 @@ bool gemv_norm_qkv_rope(const op_context& ctx, tensor_view q, tensor_view k_cach
   const int64_t nh = q.shape[1], hd = q.shape[2], nkv = k_cache.shape[2];
   tensor_view out = q;  // only its type and device are checked: the rows go to q and the caches
   out.shape = shape_t{1, w.shape[0]};
-  const bool fits = one_row_fits(out, x, w) && norm_fits(norm, x) && q.shape[0] == 1 && hd % 2 == 0 &&
-                    k_cache.shape[3] == hd && w.shape[0] == (nh + 2 * nkv) * hd && k_cache.type == x.type &&
-                    v_cache.type == x.type && positions.type == dtype::i32 && slots.type == dtype::i32 &&
-                    inv_freq.type == dtype::f32 && inv_freq.numel() >= hd / 2 && positions.numel() >= 1 &&
-                    slots.numel() >= 1 && (bias.empty() || alignment_of(bias.data) >= 4);
+  // Anything else takes the composition (norm_matmul, rope_kv_write), whose checks name it.
+  const bool bias_fits = bias.empty() || (bias.where == backend_kind::cuda && bias.shape == shape_t{w.shape[0]} &&
+                                          (bias.type == dtype::f32 || bias.type == x.type) &&
+                                          alignment_of(bias.data) >= 4);
+  const bool fits = one_row_fits(out, x, w) && norm_fits(norm, x) && q.shape[0] == 1 && q.type == x.type &&
+                    hd > 0 && hd % 2 == 0 && w.type == x.type && w.shape.rank == 2 && w.shape[1] == x.shape[1] &&
+                    k_cache.shape[3] == hd && v_cache.shape == k_cache.shape && w.shape[0] == (nh + 2 * nkv) * hd &&
+                    k_cache.type == x.type && v_cache.type == x.type && positions.type == dtype::i32 &&
+                    slots.type == dtype::i32 && inv_freq.type == dtype::f32 && inv_freq.numel() >= hd / 2 &&
+                    positions.numel() >= 1 && slots.numel() >= 1 && bias_fits;
   if (!fits) return false;
+  if (w.shape[0] == 0) return true;
   gemv_fusion fu;
   fu.norm = norm.data;
   fu.eps = eps;

@@ -18,6 +18,13 @@ namespace {
 
 /// -1 until read from TROUPE_FUSE_NORM (on only when "1"), then 0 or 1 (set_norm_fusion).
 std::atomic<int> fusion_state{-1};
+std::atomic<uint64_t> fused_launches{0};  ///< norm_fusion_launches
+
+/// Counts a fused launch; returns `launched` (the fused GEMV's answer).
+bool counted(bool launched) {
+  if (launched) fused_launches.fetch_add(1, std::memory_order_relaxed);
+  return launched;
+}
 
 }  // namespace
 
@@ -33,6 +40,8 @@ bool norm_fusion_enabled() {
 }
 
 void set_norm_fusion(bool on) { fusion_state = on ? 1 : 0; }
+
+uint64_t norm_fusion_launches() { return fused_launches.load(std::memory_order_relaxed); }
 
 namespace {
 
@@ -54,7 +63,7 @@ void norm_matmul(const op_context& ctx, tensor_view out, tensor_view x, tensor_v
                  tensor_view bias, tensor_view scratch) {
   if (x.shape.rank == 2 && cuda::norm_fusion_applies(ctx, x.shape[0], x.shape[1], x.type) && on_device({out, x, norm, w})) {
     matmul_detail::check(ctx, out, x, w, bias);
-    if (gemv_norm(ctx, out, x, norm, eps, w, bias)) return;
+    if (counted(gemv_norm(ctx, out, x, norm, eps, w, bias))) return;
   }
   cuda::rmsnorm(ctx, scratch, x, norm, eps);
   cuda::matmul(ctx, out, scratch, w, bias);
@@ -67,7 +76,7 @@ void norm_gate_up_swiglu(const op_context& ctx, tensor_view out, tensor_view x, 
     matmul_detail::check_operands(op, ctx, out, x, w);
     require(w.shape[0] % 2 == 0, op, "w " + w.shape.str() + " needs an even row count (gate rows, then up rows)");
     require_shape(op, "out", out, shape_t{x.shape[0], w.shape[0] / 2});
-    if (gemv_norm_swiglu(ctx, out, x, norm, eps, w)) return;
+    if (counted(gemv_norm_swiglu(ctx, out, x, norm, eps, w))) return;
   }
   cuda::rmsnorm(ctx, scratch, x, norm, eps);
   cuda::gate_up_swiglu(ctx, out, scratch, w, scratch_proj);
@@ -76,7 +85,7 @@ void norm_gate_up_swiglu(const op_context& ctx, tensor_view out, tensor_view x, 
 void matmul_add(const op_context& ctx, tensor_view acc, tensor_view x, tensor_view w, tensor_view scratch) {
   if (x.shape.rank == 2 && cuda::norm_fusion_applies(ctx, x.shape[0], x.shape[1], x.type) && on_device({acc, x, w})) {
     matmul_detail::check(ctx, acc, x, w, {});
-    if (gemv_add(ctx, acc, x, w)) return;
+    if (counted(gemv_add(ctx, acc, x, w))) return;
   }
   cuda::matmul(ctx, scratch, x, w, {});
   cuda::add_inplace(ctx, acc, scratch);
@@ -87,7 +96,7 @@ void norm_qkv_rope(const op_context& ctx, tensor_view q, tensor_view k_cache, te
                    tensor_view inv_freq, tensor_view slots, tensor_view scratch, tensor_view scratch_qkv) {
   if (x.shape.rank == 2 && cuda::norm_fusion_applies(ctx, x.shape[0], x.shape[1], x.type) &&
       on_device({q, k_cache, v_cache, x, norm, w, positions, inv_freq, slots}) &&
-      gemv_norm_qkv_rope(ctx, q, k_cache, v_cache, x, norm, eps, w, bias, positions, inv_freq, slots))
+      counted(gemv_norm_qkv_rope(ctx, q, k_cache, v_cache, x, norm, eps, w, bias, positions, inv_freq, slots)))
     return;
   cuda::norm_matmul(ctx, scratch_qkv, x, norm, eps, w, bias, scratch);
   cuda::rope_kv_write(ctx, q, k_cache, v_cache, scratch_qkv, positions, inv_freq, slots);

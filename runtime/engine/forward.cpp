@@ -245,6 +245,8 @@ shard_context::step_views shard_context::upload(const batch_input& b) {
     // Twice what this step needs: every growth drops the captured graphs (they point into
     // the old buffer), so it must happen a few times at most.
     const size_t cap = std::max<size_t>(2 * n, 4096);
+    // A pipelined step before this one may still read the old buffers (or copy into them).
+    wait(stage_deadline());
     graphs_.clear();
     warmed_.clear();
     meta_ = tensor({static_cast<int64_t>(cap)}, dtype::i32, backend_kind::cuda);
@@ -312,9 +314,14 @@ void shard_context::run_eager(const batch_input& b) {
 int64_t attention_workspace_floats(const k::op_context& ops, const context_params& p, int n_heads, int n_kv_heads,
                                    int head_dim) {
   const int cap = std::min({p.max_batch_tokens, p.max_logit_rows, graph_rows[sizeof graph_rows / sizeof graph_rows[0] - 1]});
-  const int64_t span = std::min<int64_t>(int64_t{p.n_blocks} * p.block_size,
+  // The widest block table a captured graph gives these contexts: graph_key rounds a step's
+  // block count up to a power of two (at least 8), so size for that rounded width.
+  const int64_t bs = std::max(p.block_size, 1);
+  const int64_t span = std::min<int64_t>(int64_t{p.n_blocks} * bs,
                                          p.graph_warmup_context > 0 ? p.graph_warmup_context : 8192);
-  return k::decode_workspace_floats(ops, std::max(cap, 1), n_heads, n_kv_heads, head_dim, static_cast<int>(span));
+  int64_t mb = 8;
+  while (mb * bs < span) mb *= 2;
+  return k::decode_workspace_floats(ops, std::max(cap, 1), n_heads, n_kv_heads, head_dim, static_cast<int>(mb * bs));
 }
 
 std::vector<int> shard_context::graph_batch_rows() const {

@@ -73,7 +73,8 @@ struct context_params {
 /// Floats of the decode attention workspace (kernels::attention_batch::workspace) a shard
 /// context of `p` keeps on `ops`' backend for n_heads query and n_kv_heads kv heads of
 /// head_dim: decode steps up to its largest graph's rows over contexts up to
-/// graph_warmup_context (8192 when 0) and the cache's span. Larger steps allocate their own.
+/// graph_warmup_context (8192 when 0) and the cache's span, each rounded up as a graph's
+/// block table is (a power of two, at least 8 blocks). Larger steps allocate their own.
 int64_t attention_workspace_floats(const kernels::op_context& ops, const context_params& p, int n_heads, int n_kv_heads,
                                    int head_dim);
 

@@ -87,6 +87,30 @@ TEST_CASE("CUDA norm_matmul matches the CPU, and rmsnorm then matmul (bitwise wh
           }
 }
 
+TEST_CASE("CUDA norm_matmul at one row matches the CPU at a long k and into f32 logits, as the output projection runs",
+          "[cuda]") {
+  if (!cuda_device_or_skip()) return;
+  const fusion_on fused;
+  std::mt19937 rng(75);
+  for (dtype t : float_types())
+    for (int64_t n : {1, 769, 5125})
+      for (int64_t k : {776, 8192})  // 8192: the one-row-a-warp tiling of long rows
+        for (dtype ot : {dtype::f32, t}) {
+          CAPTURE(dtype_name(t), n, k, dtype_name(ot));
+          const auto x = round_to(random_floats(rng, k, -3, 3), t);
+          const auto g = round_to(random_floats(rng, k, 0.5f, 1.5f), t);
+          const auto w = round_to(random_floats(rng, n * k, -0.5f, 0.5f), t);
+          tensor hx = f32_tensor({1, k}, x), hg = f32_tensor({k}, g), hw = f32_tensor({n, k}, w);
+          tensor hs({1, k}, dtype::f32, backend_kind::cpu), ho({1, n}, dtype::f32, backend_kind::cpu);
+          kernels::norm_matmul(cpu_ctx(), ho.view(), hx.view(), hg.view(), 1e-5f, hw.view(), {}, hs.view());
+          tensor dx = to_device(x, {1, k}, t), dg = to_device(g, {k}, t), dw = to_device(w, {n, k}, t);
+          tensor ds({1, k}, t, backend_kind::cuda), dout({1, n}, ot, backend_kind::cuda);
+          poison(dout);
+          kernels::norm_matmul(cuda_ctx(), dout.view(), dx.view(), dg.view(), 1e-5f, dw.view(), {}, ds.view());
+          CHECK(max_rel_error(to_host(dout), values(ho), std::max(1.0, std::sqrt(double(k)))) <= 2 * tolerance(t));
+        }
+}
+
 TEST_CASE("CUDA norm_gate_up_swiglu matches the CPU, and rmsnorm then gate_up_swiglu (bitwise unfused)", "[cuda]") {
   if (!cuda_device_or_skip()) return;
   const fusion_on fused;
@@ -167,42 +191,46 @@ TEST_CASE("CUDA norm_qkv_rope writes q and the caches bitwise as norm_matmul the
   struct heads { int64_t nh, nkv, hd; };
   for (dtype t : {dtype::bf16, dtype::f16})
     for (heads h : {heads{4, 2, 128}, heads{3, 1, 64}, heads{2, 2, 8}})
-      for (int32_t slot : {45, -1, 64}) {  // a slot in the cache, none, one past its end: no KV write
-        CAPTURE(dtype_name(t), h.nh, h.nkv, h.hd, slot);
-        const int64_t k = 776, n = (h.nh + 2 * h.nkv) * h.hd;
-        const shape_t cache{4, 16, h.nkv, h.hd};
-        const auto x = round_to(random_floats(rng, k, -3, 3), t);
-        const auto g = round_to(random_floats(rng, k, 0.5f, 1.5f), t);
-        const auto w = round_to(random_floats(rng, n * k, -0.5f, 0.5f), t);
-        const auto kv0 = round_to(random_floats(rng, cache.numel()), t);
-        std::vector<float> inv(static_cast<size_t>(h.hd / 2));
-        for (size_t i = 0; i < inv.size(); ++i) inv[i] = std::pow(10000.0f, -2.0f * float(i) / float(h.hd));
-        tensor dx = to_device(x, {1, k}, t), dg = to_device(g, {k}, t), dw = to_device(w, {n, k}, t);
-        tensor dpos = to_device_i32({37}, {1}), dslot = to_device_i32({slot}, {1}), dinv = to_device(inv, {h.hd / 2}, dtype::f32);
-        tensor ds({1, k}, t, backend_kind::cuda), dqkv({1, n}, t, backend_kind::cuda);
-        // Fused, then the two ops, each into its own q and caches.
-        tensor fq({1, h.nh, h.hd}, t, backend_kind::cuda), fk = to_device(kv0, cache, t), fv = to_device(kv0, cache, t);
-        tensor sq({1, h.nh, h.hd}, t, backend_kind::cuda), sk = to_device(kv0, cache, t), sv = to_device(kv0, cache, t);
-        poison(fq);
-        kernels::norm_qkv_rope(cuda_ctx(), fq.view(), fk.view(), fv.view(), dx.view(), dg.view(), 1e-5f, dw.view(), {},
-                               dpos.view(), dinv.view(), dslot.view(), ds.view(), dqkv.view());
-        kernels::norm_matmul(cuda_ctx(), dqkv.view(), dx.view(), dg.view(), 1e-5f, dw.view(), {}, ds.view());
-        kernels::rope_kv_write(cuda_ctx(), sq.view(), sk.view(), sv.view(), dqkv.view(), dpos.view(), dinv.view(),
-                               dslot.view());
-        CHECK(to_host(fq) == to_host(sq));
-        CHECK(to_host(fk) == to_host(sk));
-        CHECK(to_host(fv) == to_host(sv));
-        if (slot < 0 || slot >= 64) CHECK(to_host(fk) == round_to(kv0, t));  // untouched
-        // The CPU: rmsnorm, matmul and rope_kv_write in f32.
-        tensor hx = f32_tensor({1, k}, x), hg = f32_tensor({k}, g), hw = f32_tensor({n, k}, w);
-        tensor hq({1, h.nh, h.hd}, dtype::f32, backend_kind::cpu), hk = f32_tensor(cache, kv0), hv = f32_tensor(cache, kv0);
-        tensor hs({1, k}, dtype::f32, backend_kind::cpu), hqkv({1, n}, dtype::f32, backend_kind::cpu);
-        tensor hpos = i32_tensor({1}, {37}), hslot = i32_tensor({1}, {slot}), hinv = f32_tensor({h.hd / 2}, inv);
-        kernels::norm_qkv_rope(cpu_ctx(), hq.view(), hk.view(), hv.view(), hx.view(), hg.view(), 1e-5f, hw.view(), {},
-                               hpos.view(), hinv.view(), hslot.view(), hs.view(), hqkv.view());
-        CHECK(max_rel_error(to_host(fq), values(hq), std::sqrt(double(k))) <= 2 * tolerance(t));
-        CHECK(max_rel_error(to_host(fk), values(hk), std::sqrt(double(k))) <= 2 * tolerance(t));
-        CHECK(max_rel_error(to_host(fv), values(hv), std::sqrt(double(k))) <= 2 * tolerance(t));
-      }
+      for (int32_t slot : {45, -1, 64})  // a slot in the cache, none, one past its end: no KV write
+        for (int bias_kind : {0, 1, 2}) {  // no bias (Llama), an f32 one, one of the weights' type (Qwen2)
+          CAPTURE(dtype_name(t), h.nh, h.nkv, h.hd, slot, bias_kind);
+          const int64_t k = 776, n = (h.nh + 2 * h.nkv) * h.hd;
+          const shape_t cache{4, 16, h.nkv, h.hd};
+          const auto x = round_to(random_floats(rng, k, -3, 3), t);
+          const auto g = round_to(random_floats(rng, k, 0.5f, 1.5f), t);
+          const auto w = round_to(random_floats(rng, n * k, -0.5f, 0.5f), t);
+          const auto kv0 = round_to(random_floats(rng, cache.numel()), t);
+          const auto bias = round_to(random_floats(rng, n, -1, 1), bias_kind == 2 ? t : dtype::f32);
+          tensor db = bias_kind == 0 ? tensor{} : to_device(bias, {n}, bias_kind == 2 ? t : dtype::f32);
+          tensor hb = bias_kind == 0 ? tensor{} : f32_tensor({n}, bias);
+          std::vector<float> inv(static_cast<size_t>(h.hd / 2));
+          for (size_t i = 0; i < inv.size(); ++i) inv[i] = std::pow(10000.0f, -2.0f * float(i) / float(h.hd));
+          tensor dx = to_device(x, {1, k}, t), dg = to_device(g, {k}, t), dw = to_device(w, {n, k}, t);
+          tensor dpos = to_device_i32({37}, {1}), dslot = to_device_i32({slot}, {1}), dinv = to_device(inv, {h.hd / 2}, dtype::f32);
+          tensor ds({1, k}, t, backend_kind::cuda), dqkv({1, n}, t, backend_kind::cuda);
+          // Fused, then the two ops, each into its own q and caches.
+          tensor fq({1, h.nh, h.hd}, t, backend_kind::cuda), fk = to_device(kv0, cache, t), fv = to_device(kv0, cache, t);
+          tensor sq({1, h.nh, h.hd}, t, backend_kind::cuda), sk = to_device(kv0, cache, t), sv = to_device(kv0, cache, t);
+          poison(fq);
+          kernels::norm_qkv_rope(cuda_ctx(), fq.view(), fk.view(), fv.view(), dx.view(), dg.view(), 1e-5f, dw.view(),
+                                 db.view(), dpos.view(), dinv.view(), dslot.view(), ds.view(), dqkv.view());
+          kernels::norm_matmul(cuda_ctx(), dqkv.view(), dx.view(), dg.view(), 1e-5f, dw.view(), db.view(), ds.view());
+          kernels::rope_kv_write(cuda_ctx(), sq.view(), sk.view(), sv.view(), dqkv.view(), dpos.view(), dinv.view(),
+                                 dslot.view());
+          CHECK(to_host(fq) == to_host(sq));
+          CHECK(to_host(fk) == to_host(sk));
+          CHECK(to_host(fv) == to_host(sv));
+          if (slot < 0 || slot >= 64) CHECK(to_host(fk) == round_to(kv0, t));  // untouched
+          // The CPU: rmsnorm, matmul and rope_kv_write in f32.
+          tensor hx = f32_tensor({1, k}, x), hg = f32_tensor({k}, g), hw = f32_tensor({n, k}, w);
+          tensor hq({1, h.nh, h.hd}, dtype::f32, backend_kind::cpu), hk = f32_tensor(cache, kv0), hv = f32_tensor(cache, kv0);
+          tensor hs({1, k}, dtype::f32, backend_kind::cpu), hqkv({1, n}, dtype::f32, backend_kind::cpu);
+          tensor hpos = i32_tensor({1}, {37}), hslot = i32_tensor({1}, {slot}), hinv = f32_tensor({h.hd / 2}, inv);
+          kernels::norm_qkv_rope(cpu_ctx(), hq.view(), hk.view(), hv.view(), hx.view(), hg.view(), 1e-5f, hw.view(),
+                                 hb.view(), hpos.view(), hinv.view(), hslot.view(), hs.view(), hqkv.view());
+          CHECK(max_rel_error(to_host(fq), values(hq), std::sqrt(double(k))) <= 2 * tolerance(t));
+          CHECK(max_rel_error(to_host(fk), values(hk), std::sqrt(double(k))) <= 2 * tolerance(t));
+          CHECK(max_rel_error(to_host(fv), values(hv), std::sqrt(double(k))) <= 2 * tolerance(t));
+        }
 }
 #endif

@@ -99,7 +99,7 @@ TEST_CASE("a lone bf16 sequence, its norms, RoPE and residual adds inside the pr
           "[cuda]") {
   if (!test::cuda_device_or_skip()) return;
   // One sequence: every decode step has one row, which takes run_layer_fused on the GPU.
-  auto lone = [](std::shared_ptr<const model> m, bool* fused) {
+  auto lone = [](std::shared_ptr<const model> m, bool* fused, uint64_t* launched = nullptr) {
     engine_config ec;
     ec.kv_tokens = 4096;
     ec.record_logits = true;
@@ -110,7 +110,10 @@ TEST_CASE("a lone bf16 sequence, its norms, RoPE and residual adds inside the pr
     p.temperature = 0;
     p.max_tokens = 24;
     p.ignore_eos = true;
-    return e.generate({{5, 17, 300, 2, 999, 41, 8}}, p);
+    const uint64_t before = kernels::cuda::norm_fusion_launches();
+    auto out = e.generate({{5, 17, 300, 2, 999, 41, 8}}, p);
+    if (launched) *launched = kernels::cuda::norm_fusion_launches() - before;
+    return out;
   };
   bool fused = false;
   const bool was = kernels::cuda::norm_fusion_enabled();
@@ -120,12 +123,36 @@ TEST_CASE("a lone bf16 sequence, its norms, RoPE and residual adds inside the pr
     ~restore() { kernels::cuda::set_norm_fusion(was); }
   } restored{was};
   const auto cpu = lone(random_model("cpu", dtype::f32), nullptr);
-  const auto gpu = lone(random_model("cuda:0", dtype::bf16), &fused);
+  const auto gm = random_model("cuda:0", dtype::bf16);
+  uint64_t launched = 0;
+  const auto gpu = lone(gm, &fused, &launched);
   CHECK(fused);
+  // 23 one-row decode steps (the 7-token prompt's step is not one row): four fused kernels a
+  // layer and the output projection, none of them falling back to the plain ops.
+  CHECK(launched == 23 * (4 * static_cast<uint64_t>(gm->config().n_layers) + 1));
   CHECK(kernels::norm_fusion_applies(test::cuda_ctx(), 1, 256, dtype::bf16));
   REQUIRE(gpu.size() == 1);
   REQUIRE(gpu[0].logits.size() == cpu[0].logits.size());
   CHECK(relative_error(gpu[0], cpu[0]) < 3e-2);  // the batched bf16 run's bound above
+}
+
+TEST_CASE("the decode attention workspace covers the widest block table a warmed graph has, not only the context",
+          "[cuda]") {
+  if (!test::cuda_device_or_skip()) return;
+  context_params p;
+  p.n_blocks = 100000;
+  p.block_size = 16;
+  p.max_batch_tokens = 512;
+  p.max_logit_rows = 512;
+  p.graph_warmup_context = 6000;  // its widest graph has 512 blocks: 8192 positions
+  const auto ops = test::cuda_ctx();
+  const int64_t rows = 512;  // the largest graph's rows
+  CHECK(attention_workspace_floats(ops, p, 32, 8, 128) ==
+        kernels::decode_workspace_floats(ops, rows, 32, 8, 128, 8192));
+  CHECK(attention_workspace_floats(ops, p, 32, 8, 128) > kernels::decode_workspace_floats(ops, rows, 32, 8, 128, 6000));
+  p.n_blocks = 300;  // a cache of 4800 positions: its widest graph has 512 blocks too
+  CHECK(attention_workspace_floats(ops, p, 32, 8, 128) ==
+        kernels::decode_workspace_floats(ops, rows, 32, 8, 128, 8192));
 }
 
 TEST_CASE("decode steps replayed from CUDA graphs give the eager steps' tokens", "[cuda]") {
