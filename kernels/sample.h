@@ -58,7 +58,7 @@ namespace cuda {
 void argmax(const op_context& ctx, tensor_view tokens, tensor_view logits);
 /// CUDA implementation of kernels::sample.
 void sample(const op_context& ctx, tensor_view tokens, tensor_view logits,
-            const std::vector<sample_row>& rows);
+            const std::vector<sample_row>& rows, void* staging);
 }  // namespace cuda
 #endif
 
@@ -82,17 +82,20 @@ inline void argmax(const op_context& ctx, tensor_view tokens, tensor_view logits
 /// logits[r, :] (f32 [m, vocab]) with rows[r]'s parameters and no penalties: the draw is
 /// uniform01(seed, token_index) over the kept candidates in descending-logit order. Logits
 /// must be finite or -inf with at least one finite per row (the CPU checks; the device
-/// does not). rows is host memory; the CUDA path copies it to the device on the stream.
+/// does not). rows is host memory; the CUDA path copies it to the device on the stream:
+/// through `staging` when given (page-locked host memory of rows.size() sample_rows at
+/// least, left untouched until the stream has run the copy), so the call never waits for
+/// the stream; else from rows itself, pageable, which CUDA may make wait for the stream.
 /// On the GPU the candidate masses are summed in another order than on the CPU, so the two
 /// can differ only when a cutoff falls within float rounding of a boundary.
 inline void sample(const op_context& ctx, tensor_view tokens, tensor_view logits,
-                   const std::vector<sample_row>& rows) {
+                   const std::vector<sample_row>& rows, void* staging = nullptr) {
   switch (ctx.backend) {
     case backend_kind::cpu:
       return cpu::sample(ctx, tokens, logits, rows);
     case backend_kind::cuda:
 #ifdef TROUPE_HAVE_CUDA_KERNELS
-      return cuda::sample(ctx, tokens, logits, rows);
+      return cuda::sample(ctx, tokens, logits, rows, staging);
 #else
       throw backend_unavailable("sample: this build has no CUDA kernels");
 #endif

@@ -14,6 +14,7 @@
 // Masses are summed in double with shared-memory atomics, in no fixed order: a cut can
 // move only when its target lies within rounding of a candidate boundary.
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/sample.h"
@@ -373,7 +374,7 @@ void argmax(const op_context& ctx, tensor_view tokens, tensor_view logits) {
 }
 
 void sample(const op_context& ctx, tensor_view tokens, tensor_view logits,
-            const std::vector<sample_row>& rows) {
+            const std::vector<sample_row>& rows, void* staging) {
   const char* op = "sample";
   check(op, ctx, tokens, logits);
   require(static_cast<int64_t>(rows.size()) == logits.shape[0], op,
@@ -395,8 +396,12 @@ void sample(const op_context& ctx, tensor_view tokens, tensor_view logits,
   const size_t bytes = rows.size() * sizeof(sample_row);
   check_cuda(cudaMallocAsync(reinterpret_cast<void**>(&dev_rows), bytes, st), op,
              "allocating the parameter rows");
-  check_cuda(cudaMemcpyAsync(dev_rows, rows.data(), bytes, cudaMemcpyHostToDevice, st), op,
-             "copying the parameter rows");
+  const void* src = rows.data();
+  if (staging) {  // page-locked: the copy does not wait for the stream
+    std::memcpy(staging, rows.data(), bytes);
+    src = staging;
+  }
+  check_cuda(cudaMemcpyAsync(dev_rows, src, bytes, cudaMemcpyHostToDevice, st), op, "copying the parameter rows");
   sample_kernel<<<static_cast<unsigned>(rows.size()), threads, 0, st>>>(
       tokens.i32(), logits.f32(), static_cast<int>(logits.shape[1]), dev_rows);
   check_launch(op, "sample_kernel");

@@ -73,7 +73,9 @@ void step_sampler::launch(shard_context& ctx, tensor_view logits, const std::vec
   host_logits_ = nullptr;
   if (tokens_.empty() || tokens_.numel() < static_cast<int64_t>(l)) {
     tokens_ = tensor({static_cast<int64_t>(std::max<size_t>(l, 64))}, dtype::i32, logits.where);
-    for (auto& h : tokens_host_) h = pinned_buffer(static_cast<size_t>(tokens_.numel()) * sizeof(int32_t), logits.where);
+    const auto n = static_cast<size_t>(tokens_.numel());
+    for (auto& h : tokens_host_) h = pinned_buffer(n * sizeof(int32_t), logits.where);
+    for (auto& h : rows_host_) h = pinned_buffer(n * sizeof(kernels::sample_row), logits.where);
   }
   last_tokens_ = tokens_.view().rows(0, static_cast<int64_t>(l));
   bool greedy = true;
@@ -86,7 +88,7 @@ void step_sampler::launch(shard_context& ctx, tensor_view logits, const std::vec
   if (greedy)
     kernels::argmax(ops, last_tokens_, logits);
   else
-    kernels::sample(ops, last_tokens_, logits, rows);
+    kernels::sample(ops, last_tokens_, logits, rows, rows_host_[slot & 1].data());
   copy_bytes(tokens_host_[slot & 1].data(), last_tokens_.data, l * sizeof(int32_t), logits.where, ops.stream);
 }
 

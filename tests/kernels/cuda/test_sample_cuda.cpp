@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cuda_test_util.h"
+#include "kernels/base/device.h"
 #include "kernels/kernel_test_util.h"
 #include "kernels/sample.h"
 #include "runtime/engine/sampler.h"
@@ -104,7 +105,7 @@ TEST_CASE("CUDA argmax picks the CPU's token, lowest id on ties, at vocab 1, 769
   }
 }
 
-TEST_CASE("CUDA sample draws the CPU sampler's token for the same seed and token index",
+TEST_CASE("CUDA sample draws the CPU sampler's token for the same seed and token index, staged or not",
           "[cuda]") {
   if (!cuda_device_or_skip()) return;
   std::mt19937 rng(25);
@@ -120,6 +121,11 @@ TEST_CASE("CUDA sample draws the CPU sampler's token for the same seed and token
       tensor dx = to_device(x, {m, vocab}, dtype::f32), dt({m}, dtype::i32, backend_kind::cuda);
       kernels::sample(cuda_ctx(), dt.view(), dx.view(), rows);
       const auto got = to_host_i32(dt);
+      // Through page-locked staging (as the pipelined step sampler copies): the same draws.
+      pinned_buffer staging(rows.size() * sizeof(kernels::sample_row), backend_kind::cuda);
+      tensor ds({m}, dtype::i32, backend_kind::cuda);
+      kernels::sample(cuda_ctx(), ds.view(), dx.view(), rows, staging.data());
+      CHECK(to_host_i32(ds) == got);
       for (int64_t r = 0; r < m; ++r) {
         CAPTURE(r, rows[r].temperature, rows[r].top_p, rows[r].top_k, rows[r].min_p);
         CHECK(got[static_cast<size_t>(r)] == ht.view().i32()[r]);
