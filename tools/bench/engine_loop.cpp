@@ -1,7 +1,6 @@
 #include "tools/bench/engine_loop.h"
 
-#include <deque>
-#include <utility>
+#include "runtime/engine/pipelined_loop.h"
 
 namespace troupe::bench {
 
@@ -24,41 +23,10 @@ void step_recorder::landed(pending_step& done, const std::vector<sample_result>&
 }
 
 void pipelined_steps(engine& e, shard_worker& w, run_times& out, const std::map<seq_id, size_t>& index) {
-  std::deque<std::pair<pending_step, bool>> flight;  // (step, begun on the shard)
   step_recorder rec(e, out, index);
-  auto device_ms = [&w] { return w.context() ? w.context()->last_step_device_ms() : 0.0; };
-  while (e.has_work() || !flight.empty()) {
-    if (flight.empty()) {
-      auto ps = e.begin_step();
-      if (!ps) {
-        e.take_ended();
-        continue;
-      }
-      flight.emplace_back(std::move(*ps), false);
-    }
-    auto& front = flight.front();
-    if (!front.second) {
-      if (!w.can_begin(front.first.request)) {
-        const auto so = w.run(front.first.request);
-        rec.landed(front.first, so.samples, device_ms());
-        flight.pop_front();
-        continue;
-      }
-      w.begin(front.first.request);
-      front.second = true;
-    }
-    if (flight.size() == 1)
-      if (auto next = e.begin_step()) {
-        flight.emplace_back(std::move(*next), false);
-        if (w.can_begin(flight.back().first.request)) {
-          w.begin(flight.back().first.request);
-          flight.back().second = true;
-        }
-      }
-    const auto so = w.complete();
-    rec.landed(flight.front().first, so.samples, device_ms());
-    flight.pop_front();
-  }
+  run_pipelined(e, w, [&](pending_step& s, const std::vector<sample_result>& samples) {
+    rec.landed(s, samples, w.context() ? w.context()->last_step_device_ms() : 0.0);
+  });
 }
 
 }  // namespace troupe::bench

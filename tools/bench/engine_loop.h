@@ -1,6 +1,6 @@
 #pragma once
 /// troupe_gpu's offline engine loops: what a run records of its steps, and the pipelined
-/// loop (--pipeline) that drives one shard worker directly.
+/// loop (--pipeline: runtime/engine/pipelined_loop.h) that drives one shard worker directly.
 #include <chrono>
 #include <cstdint>
 #include <map>

@@ -177,3 +177,35 @@ TEST_CASE("a CPU shard never pipelines, so it cannot begin a step, refuses begin
   const auto out = w.run(r);  // the refusals left nothing behind
   CHECK(out.samples.size() == 1);
 }
+
+TEST_CASE("the pipelined loop on a CPU shard runs every step one at a time and ends each request as they do",
+          "[engine][overlap][slow]") {
+  const auto prompts = golden_prompts(3);
+  std::vector<sampling_params> ps(prompts.size(), greedy(8));
+  ps[1].max_tokens = 1;
+  ps[2].logprobs = 2;
+  engine_config cfg;
+  cfg.kv_tokens = 2048;
+  cfg.max_seqs = 8;
+  cfg.local_execution = false;
+  bench::local_replica rep(default_model(), 1, 1, shard_context_for(cfg), 2);
+  rep.connect();
+  cfg.overlap = false;
+  engine plain_engine(shared_default_model(), cfg);
+  const auto plain = drive(plain_engine, rep.shard(0, 0), prompts, ps, 1);
+  cfg.overlap = true;
+  engine piped_engine(shared_default_model(), cfg);
+  const auto piped = drive_pipelined(piped_engine, rep.shard(0, 0), prompts, ps);
+  CHECK(piped.counts.steps == plain.steps);
+  CHECK(piped.counts.one_at_a_time == piped.counts.steps);  // a CPU shard never begins a step
+  CHECK(piped.counts.begun_behind == 0);
+  CHECK(piped.counts.ahead_rows == 0);  // nothing is in flight when the next step is planned
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    INFO("prompt " << i);
+    CHECK(piped.d.out[i].tokens == plain.out[i].tokens);
+    CHECK(piped.d.out[i].logprobs == plain.out[i].logprobs);
+    CHECK(piped.d.out[i].reason == plain.out[i].reason);
+    CHECK(plain.out[i].reason != finish_reason::none);
+  }
+  CHECK(piped.d.out[1].tokens.size() == 1);
+}

@@ -47,67 +47,6 @@ std::vector<int32_t> prompt_of(int len, int salt) {
   return p;
 }
 
-/// Steps of `prompts` through the shard worker pipelined (shard_worker::begin/complete):
-/// while the oldest step runs, the next is planned and begun when the worker can take it.
-struct pipelined_run {
-  driven d;
-  size_t begun_behind = 0;  ///< steps begun while another was in flight
-  size_t one_at_a_time = 0; ///< steps the worker could not pipeline (run())
-};
-
-pipelined_run drive_pipelined(engine& e, shard_worker& w, const std::vector<std::vector<int32_t>>& prompts,
-                              const std::vector<sampling_params>& ps) {
-  pipelined_run out;
-  out.d.out.resize(prompts.size());
-  std::map<seq_id, size_t> index;
-  for (size_t i = 0; i < prompts.size(); ++i) index[e.submit(prompts[i], ps[i])] = i;
-  auto take = [&](pending_step& s, const std::vector<sample_result>& samples) {
-    for (const auto& ev : e.end_step(s, samples)) {
-      auto& r = out.d.out[index.at(ev.id)];
-      if (ev.token >= 0) {
-        r.tokens.push_back(ev.token);
-        r.logprobs.push_back(ev.logprob);
-      }
-    }
-  };
-  std::deque<std::pair<pending_step, bool>> flight;  // (step, begun)
-  while (e.has_work() || !flight.empty()) {
-    if (flight.empty()) {
-      auto p = e.begin_step();
-      if (!p) {
-        e.take_ended();
-        REQUIRE_FALSE(e.has_work());
-        break;
-      }
-      flight.emplace_back(std::move(*p), false);
-    }
-    if (!flight.front().second) {
-      if (!w.can_begin(flight.front().first.request)) {
-        ++out.one_at_a_time;
-        take(flight.front().first, w.run(flight.front().first.request).samples);
-        flight.pop_front();
-        continue;
-      }
-      w.begin(flight.front().first.request);
-      flight.front().second = true;
-    }
-    if (flight.size() == 1)
-      if (auto next = e.begin_step()) {
-        out.d.ahead_rows += next->request.ahead_rows.size();
-        flight.emplace_back(std::move(*next), false);
-        if (w.can_begin(flight.back().first.request)) {
-          w.begin(flight.back().first.request);
-          flight.back().second = true;
-          ++out.begun_behind;
-        }
-      }
-    take(flight.front().first, w.complete().samples);
-    flight.pop_front();
-  }
-  CHECK(w.in_flight() == 0);
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("overlapped and pipelined steps on a GPU shard give the tokens and log-probabilities of one step at a time",
@@ -163,8 +102,8 @@ TEST_CASE("overlapped and pipelined steps on a GPU shard give the tokens and log
   // device; the logprobs and penalty rows' steps run one at a time.
   engine pipelined_engine(meta, cfg);
   const auto pipelined = drive_pipelined(pipelined_engine, w, prompts, ps);
-  CHECK(pipelined.begun_behind > 5);
-  CHECK(pipelined.one_at_a_time > 0);
+  CHECK(pipelined.counts.begun_behind > 5);
+  CHECK(pipelined.counts.one_at_a_time > 0);
   for (size_t i = 0; i < prompts.size(); ++i) {
     INFO("prompt " << i << ", pipelined");
     CHECK(pipelined.d.out[i].tokens == plain.out[i].tokens);
@@ -178,7 +117,7 @@ TEST_CASE("overlapped and pipelined steps on a GPU shard give the tokens and log
   engine greedy_one_engine(meta, cfg);
   const auto one = drive(greedy_one_engine, w, prompts, greedy, 1);
   const auto fed = drive_pipelined(greedy_pipelined_engine, w, prompts, greedy);
-  CHECK(fed.one_at_a_time == 0);
+  CHECK(fed.counts.one_at_a_time == 0);
   CHECK(fed.d.ahead_rows > 0);
   for (size_t i = 0; i < prompts.size(); ++i) {
     INFO("prompt " << i << ", greedy pipelined");
