@@ -207,6 +207,7 @@ void shard_runner::run_pipelined(shard_job first) {
         auto out = worker_->complete();
         auto j = std::move(flight.front());
         flight.pop_front();
+        note_step(j.step, out);
         reply(step_done_atom::value, j.id, std::move(out));
       } catch (const std::exception& e) {
         fail_all(e.what());
@@ -261,6 +262,7 @@ void shard_runner::run(shard_job& job) {
   try {
     if (job.kind == job_kind::step) {
       auto out = run_step(job.step);
+      note_step(job.step, out);
       reply(step_done_atom::value, job.id, std::move(out));
     } else if (job.kind == job_kind::relink) {
       shard_addresses a;
@@ -285,6 +287,40 @@ void shard_runner::run(shard_job& job) {
     reply(job_failed_atom::value, job.id,
           caf::make_error(caf::sec::runtime_error, name_ + ": " + what + " failed: " + e.what()));
   }
+}
+
+namespace {
+
+/// TROUPE_SLOW_STEP_MS=<ms>: steps that take longer are logged with their shape; unset: none.
+int64_t slow_step_us() {
+  static const int64_t us = [] {
+    const char* e = std::getenv("TROUPE_SLOW_STEP_MS");
+    if (!e || !*e) return int64_t{0};
+    char* end = nullptr;
+    const long v = std::strtol(e, &end, 10);
+    if (end == e || *end != '\0' || v <= 0) {
+      logger()->warn("TROUPE_SLOW_STEP_MS='{}' is not a positive whole number of milliseconds: slow steps are "
+                     "not logged", e);
+      return int64_t{0};
+    }
+    return static_cast<int64_t>(v) * 1000;
+  }();
+  return us;
+}
+
+}  // namespace
+
+void shard_runner::note_step(const step_request& r, const step_output& out) {
+  const shard_context* ctx = worker_->context();
+  const int64_t replays = ctx ? ctx->graph_replays() : 0;
+  const int64_t since = replays - replays_seen_;
+  replays_seen_ = replays;
+  const int64_t limit = slow_step_us();
+  if (limit == 0 || out.busy_us < limit) return;
+  logger()->warn("{}: slow step {}: {:.1f} ms, {} tokens of {} sequences ({} decoding), {} logit rows, {} KV blocks "
+                 "a row, {} decode graph replay(s) since the step before",
+                 name_, r.step_id, static_cast<double>(out.busy_us) / 1000.0, r.batch.n_tokens(), r.batch.n_seqs(),
+                 r.batch.leading_singles(), r.batch.logit_rows.size(), r.batch.max_blocks, since);
 }
 
 void shard_runner::report(const std::string& what) {

@@ -105,6 +105,10 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
 
   void run(shard_job& job);
 
+  /// Logs `r` when it took longer than TROUPE_SLOW_STEP_MS (with its shape and the decode
+  /// graph replays since the step before); a diagnostic, off when unset.
+  void note_step(const step_request& r, const step_output& out);
+
   void report(const std::string& what);
 
   /// Sends a completion to the actor if it is still alive.
@@ -121,6 +125,7 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
   std::optional<shard_faults::hang_fault> hang_;    // worker thread only
   std::optional<shard_faults::token_fault> token_;  // worker thread only
   uint64_t steps_run_ = 0;          // worker thread only
+  int64_t replays_seen_ = 0;        // worker thread only: the context's graph replays at the last note_step
   std::atomic<uint64_t> beats_{0};
   std::atomic<uint64_t> running_step_{0};
   std::atomic<bool> busy_{false};  // loading or running a job (for the stop's log line)
