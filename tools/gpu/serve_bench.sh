@@ -13,11 +13,14 @@
 # key=value, e.g. "scheduler.graph_warmup_context=0").
 # The table's last column is the server's own steps over each pass (troupe_step_duration_seconds:
 # decode / mixed / prefill steps, count x mean ms, and the bucket bound of their p99).
+# TROUPE_SLOW_STEP_MS (50): the node logs every step slower than that (slow_steps.txt).
 # Exit status: 0 every request succeeded, 1 otherwise (or the server did not start).
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
+# The node logs each step slower than this with its shape (the served outliers: gpu-notes.md).
+export TROUPE_SLOW_STEP_MS="${TROUPE_SLOW_STEP_MS:-50}"
 out="${OUT:-/tmp/troupe-serve}"; mkdir -p "$out"
 dir=/tmp/servebench; rm -rf "$dir"; mkdir -p "$dir"
 conc="${SERVE_CONCURRENCY:-1,16,64,256}"
@@ -70,6 +73,10 @@ timeout 400 python3 tools/loadgen.py --base-url $base --concurrency "${MIXED_CON
 fi
 kill -INT $serve 2>/dev/null; timeout 60 tail --pid=$serve -f /dev/null
 grep -E "error|fail" -i "$dir/serve.log" | head -5
+slow=$(grep -c "slow step" "$dir/serve.log")
+echo "steps slower than ${TROUPE_SLOW_STEP_MS} ms: $slow (the slowest five below; all in $out/slow_steps.txt)"
+grep "slow step" "$dir/serve.log" > "$out/slow_steps.txt"
+grep -oP "slow step \d+: [0-9.]+ ms.*" "$out/slow_steps.txt" | sort -t: -k2 -g -r | head -5
 python3 - "$out" <<'PY' | tee "$out/serve.md"
 import json, os, sys
 out = sys.argv[1]
