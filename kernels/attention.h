@@ -33,6 +33,11 @@ struct attention_batch {
   /// of allocating them on the stream; a captured graph then holds no memory nodes, which
   /// would cut the programmatic dependent launches before and after attention.
   tensor_view workspace;
+  /// i32 [>= rows x n_kv_heads], all zero, optional (CUDA): with the fused split merge on
+  /// (cuda::set_fused_merge, TROUPE_ATTN_FUSED_MERGE=1), the decode split of a row that ends
+  /// last merges the row's splits itself, in split order (no merge kernel), counting the
+  /// row's finished splits here; every count is zero again when the op has run.
+  tensor_view split_counts;
 };
 
 namespace cpu {
@@ -54,6 +59,12 @@ void paged_attention(const op_context& ctx, tensor_view out, tensor_view q, tens
     tensor_view v_cache, const attention_batch& batch, float scale);
 /// CUDA implementation of kernels::decode_workspace_floats.
 int64_t decode_workspace_floats(int rows, int n_heads, int n_kv_heads, int head_dim, int context);
+/// Whether the CUDA-core decode kernel merges a row's splits in its last split (with
+/// attention_batch::split_counts) instead of a merge kernel after it: off by default until
+/// measured on a GPU; TROUPE_ATTN_FUSED_MERGE=1 at start, or set_fused_merge, turns it on.
+bool fused_merge_enabled();
+/// Turns the fused split merge on or off for the process (benchmarks and tests).
+void set_fused_merge(bool on);
 }  // namespace cuda
 #endif
 

@@ -292,6 +292,11 @@ attn_args check_attention(tensor_view out, tensor_view q, tensor_view k_cache, t
     a.workspace = b.workspace.f32();
     a.workspace_floats = b.workspace.numel();
   }
+  if (!b.split_counts.empty()) {
+    require_device(op, "split_counts", b.split_counts, dtype::i32);
+    a.split_counts = b.split_counts.i32();
+    a.n_split_counts = b.split_counts.numel();
+  }
   return a;
 }
 

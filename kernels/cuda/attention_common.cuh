@@ -25,6 +25,8 @@ struct attn_args {
   float scale;
   float* workspace;          // [workspace_floats] or null (attention_batch::workspace)
   int64_t workspace_floats;
+  int* split_counts;         // [n_split_counts] or null (attention_batch::split_counts)
+  int64_t n_split_counts;
   /// kv positions per decode split: split_len, or a smaller multiple of 64 where the grid
   /// would not fill the multiprocessors (decode_grouped, chosen per launch on the host).
   int split = split_len;
@@ -123,6 +125,24 @@ __device__ inline void decode_zero_rows(const decode_split& d, int hd, int threa
   for (int e = threadIdx.x; e < d.group * hd; e += threads) out[d.row_off + e] = from_f32<T>(0.0f);
 }
 
+/// Element d of one query head merged from its n_splits split partials (part_o and part_ml
+/// from `base`, see decode_partials), in split order: what combine_kernel writes, and the
+/// fused merge of a row's last split. Reads through L2 (another block wrote them).
+__device__ inline float merged_element(const float* part_o, const float* part_ml, int64_t base, int n_splits, int hd,
+                                       int d) {
+  float mx = -INFINITY;
+  for (int z = 0; z < n_splits; ++z) mx = fmaxf(mx, __ldcg(part_ml + (base + z) * 2));
+  float total = 0.0f, acc = 0.0f;
+  for (int z = 0; z < n_splits; ++z) {
+    const float m_z = __ldcg(part_ml + (base + z) * 2);
+    if (m_z == -INFINITY) continue;
+    const float w = expf(m_z - mx);
+    total += __ldcg(part_ml + (base + z) * 2 + 1) * w;
+    acc += __ldcg(part_o + (base + z) * hd + d) * w;
+  }
+  return total > 0.0f ? acc / total : 0.0f;
+}
+
 /// Merges the splits of rows longer than one split, in split order.
 template <class T>
 __global__ void combine_kernel(T* out, const float* part_o, const float* part_ml, attn_args a,
@@ -138,22 +158,9 @@ __global__ void combine_kernel(T* out, const float* part_o, const float* part_ml
   const int n_splits = pos / a.split + 1;
   if (n_splits == 1) return;
   const int64_t base = (static_cast<int64_t>(r) * a.n_heads + h) * max_splits;
-  float mx = -INFINITY;
-  for (int z = 0; z < n_splits; ++z) mx = fmaxf(mx, part_ml[(base + z) * 2]);
-  float total = 0.0f;
-  for (int z = 0; z < n_splits; ++z) {
-    const float m_z = part_ml[(base + z) * 2];
-    if (m_z != -INFINITY) total += part_ml[(base + z) * 2 + 1] * expf(m_z - mx);
-  }
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float acc = 0.0f;
-    for (int z = 0; z < n_splits; ++z) {
-      const float m_z = part_ml[(base + z) * 2];
-      if (m_z != -INFINITY) acc += part_o[(base + z) * hd + d] * expf(m_z - mx);
-    }
+  for (int d = threadIdx.x; d < hd; d += blockDim.x)
     out[(static_cast<int64_t>(r) * a.n_heads + h) * hd + d] =
-        from_f32<T>(total > 0.0f ? acc / total : 0.0f);
-  }
+        from_f32<T>(merged_element(part_o, part_ml, base, n_splits, hd, d));
 }
 
 /// The split-K partials of one decode launch: in attn_args::workspace where it holds them,
@@ -185,12 +192,25 @@ struct decode_partials {
   static int splits_of(const attn_args& a) {
     return std::max((a.max_blocks * a.block_size + a.split - 1) / a.split, 1);
   }
-  /// Merges the partials into out (when there are any) and frees them.
+  /// Counts the finished splits of each (row, kv head) in a.split_counts, so that the
+  /// decode kernel merges a row's splits in its last one (combine then launches nothing),
+  /// when the fused merge is on and the counts fit; returns whether it does.
+  bool fuse_merge(const attn_args& a) {
+    if (n_parts_ == 0 || !fused_merge_enabled() || !a.split_counts ||
+        a.n_split_counts < static_cast<int64_t>(a.m) * a.n_kv_heads)
+      return false;
+    counts = a.split_counts;
+    return true;
+  }
+  /// Merges the partials into out (when there are any and the decode kernel did not) and
+  /// frees them.
   template <class T>
   void combine(T* out, const attn_args& a) {
     if (n_parts_ == 0) return;
-    launch_pdl(combine_kernel<T>, dim3(a.n_heads, a.m), dim3(128), 0, st_, out, part_o, part_ml, a, max_splits);
-    check_launch("paged_attention", "combine_kernel");
+    if (!counts) {
+      launch_pdl(combine_kernel<T>, dim3(a.n_heads, a.m), dim3(128), 0, st_, out, part_o, part_ml, a, max_splits);
+      check_launch("paged_attention", "combine_kernel");
+    }
     if (owned_) check_cuda(cudaFreeAsync(part_o, st_), "paged_attention", "freeing split-K partials");
     owned_ = false;
     n_parts_ = 0;
@@ -199,6 +219,7 @@ struct decode_partials {
   int max_splits = 1;
   float* part_o = nullptr;   // [m, n_heads, max_splits, head_dim]
   float* part_ml = nullptr;  // [m, n_heads, max_splits, 2]
+  int* counts = nullptr;     // [m, n_kv_heads] finished splits (fuse_merge), or null: combine_kernel merges
 
  private:
   cudaStream_t st_;

@@ -138,8 +138,34 @@ __device__ void value_pass(decode_smem<G, EPC, NT>& s, float (&acc)[G][EPC], con
   }
 }
 
+/// The fused merge (decode_partials::fuse_merge): after its partials, a split counts itself
+/// in counts[r, g]; the split that finds every other one done merges the group's heads of
+/// row r (merged_element, in split order: combine_kernel's bits) and sets the count back to
+/// zero for the next launch.
+template <class T, int G, int NT>
+__device__ void merge_if_last(T* out, const float* part_o, const float* part_ml, int* counts, const attn_args& a,
+                              const decode_split& d, int r, int g, int max_splits) {
+  __shared__ bool last;
+  __threadfence();  // this block's partials before its count
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int* c = counts + static_cast<int64_t>(r) * a.n_kv_heads + g;
+    last = atomicAdd(c, 1) == d.n_splits - 1;
+    if (last) *c = 0;  // every split of (r, g) has counted: none reads it again in this launch
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();  // the other splits' partials after their counts
+  const int hd = a.head_dim;
+  for (int e = threadIdx.x; e < d.group * hd; e += NT) {
+    const int h = e / hd, dim = e % hd;
+    const int64_t base = (static_cast<int64_t>(r) * a.n_heads + d.h_lo + h) * max_splits;
+    out[d.row_off + e] = from_f32<T>(merged_element(part_o, part_ml, base, d.n_splits, hd, dim));
+  }
+}
+
 template <class T, int CH, int G, int NT, int UN>
-__global__ void __launch_bounds__(NT) grouped_kernel(T* out, float* part_o, float* part_ml, const T* q,
+__global__ void __launch_bounds__(NT) grouped_kernel(T* out, float* part_o, float* part_ml, int* counts, const T* q,
                                                           const T* k_cache, const T* v_cache, attn_args a,
                                                           int max_splits) {
   constexpr int EPC = 16 / sizeof(T), HD = CH * EPC, R = NT / CH;
@@ -191,6 +217,7 @@ __global__ void __launch_bounds__(NT) grouped_kernel(T* out, float* part_o, floa
       }
     }
   }
+  if (n_splits > 1 && counts) merge_if_last<T, G, NT>(out, part_o, part_ml, counts, a, d, r, g, max_splits);
 }
 
 /// TROUPE_ATTN_VARIANT (0 by default: chosen by the grid; see NT and UN above).
@@ -206,8 +233,8 @@ template <class T, int CH, int G, int NT, int UN>
 void launch_v(cudaStream_t st, const decode_partials& p, T* out, const T* q, const T* kc, const T* vc,
               const attn_args& a) {
   const dim3 grid(a.n_kv_heads, a.m, p.max_splits);
-  launch_pdl(grouped_kernel<T, CH, G, NT, UN>, grid, dim3(NT), 0, st, out, p.part_o, p.part_ml, q, kc, vc, a,
-             p.max_splits);
+  launch_pdl(grouped_kernel<T, CH, G, NT, UN>, grid, dim3(NT), 0, st, out, p.part_o, p.part_ml, p.counts, q, kc, vc,
+             a, p.max_splits);
   check_launch("paged_attention", "grouped decode kernel");
 }
 
@@ -243,6 +270,7 @@ int small_grid_split(const attn_args& a) {
 template <class T, int CH, int G, int NT, int UN>
 void launch_split(cudaStream_t st, T* out, const T* q, const T* kc, const T* vc, const attn_args& a) {
   decode_partials p(st, a);
+  p.fuse_merge(a);
   launch_v<T, CH, G, NT, UN>(st, p, out, q, kc, vc, a);
   p.combine(out, a);
 }
@@ -288,7 +316,13 @@ void launch(cudaStream_t st, T* out, const T* q, const T* kc, const T* vc, const
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+env_switch fused_merge_switch{"TROUPE_ATTN_FUSED_MERGE"};
+
 }  // namespace
+
+bool fused_merge_enabled() { return fused_merge_switch.enabled(); }
+
+void set_fused_merge(bool on) { fused_merge_switch.set(on); }
 
 int64_t decode_workspace_floats(int rows, int n_heads, int n_kv_heads, int head_dim, int context) {
   static const bool off = [] {  // TROUPE_ATTN_WORKSPACE=0: none (benchmarks compare the two)

@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
@@ -121,6 +122,28 @@ inline void check_launch(const char* op, const char* kernel) {
 inline cudaStream_t stream_of(const op_context& ctx) {
   return static_cast<cudaStream_t>(ctx.stream);
 }
+
+/// A process-wide on/off switch of a kernel path not yet on by default: read once from an
+/// environment variable (on only when it is "1"), set by tests and benchmarks.
+class env_switch {
+ public:
+  explicit constexpr env_switch(const char* var) : var_(var) {}
+  bool enabled() {
+    int s = state_.load();
+    if (s < 0) {
+      const char* e = std::getenv(var_);
+      int expected = -1;
+      state_.compare_exchange_strong(expected, e && e[0] == '1' ? 1 : 0);
+      s = state_.load();
+    }
+    return s == 1;
+  }
+  void set(bool on) { state_ = on ? 1 : 0; }
+
+ private:
+  const char* var_;
+  std::atomic<int> state_{-1};  ///< -1 until read, then 0 or 1
+};
 
 /// Checks that `ctx` runs on the CUDA backend.
 inline void require_cuda_ctx(const char* op, const op_context& ctx) {

@@ -16,8 +16,7 @@
 namespace troupe::kernels::cuda {
 namespace {
 
-/// -1 until read from TROUPE_FUSE_NORM (on only when "1"), then 0 or 1 (set_norm_fusion).
-std::atomic<int> fusion_state{-1};
+env_switch norm_fusion_switch{"TROUPE_FUSE_NORM"};
 std::atomic<uint64_t> fused_launches{0};  ///< norm_fusion_launches
 
 /// Counts a fused launch; returns `launched` (the fused GEMV's answer).
@@ -28,18 +27,9 @@ bool counted(bool launched) {
 
 }  // namespace
 
-bool norm_fusion_enabled() {
-  int s = fusion_state.load();
-  if (s < 0) {
-    const char* e = std::getenv("TROUPE_FUSE_NORM");
-    int expected = -1;
-    fusion_state.compare_exchange_strong(expected, e && e[0] == '1' ? 1 : 0);
-    s = fusion_state.load();
-  }
-  return s == 1;
-}
+bool norm_fusion_enabled() { return norm_fusion_switch.enabled(); }
 
-void set_norm_fusion(bool on) { fusion_state = on ? 1 : 0; }
+void set_norm_fusion(bool on) { norm_fusion_switch.set(on); }
 
 uint64_t norm_fusion_launches() { return fused_launches.load(std::memory_order_relaxed); }
 

@@ -117,7 +117,15 @@ shard_context::shard_context(const model& m, const context_params& p, k::op_cont
           throw std::invalid_argument("shard context: a CUDA shard needs device communicators (NCCL)");
       }
   const int64_t ws = attention_workspace_floats(ops_, p, n_heads_, n_kv_heads_, c.head_dim);
-  if (ws > 0) attn_workspace_ = tensor({ws}, dtype::f32, be);
+  if (ws > 0) {
+    attn_workspace_ = tensor({ws}, dtype::f32, be);
+    // The fused split merge's counts (kernels::attention_batch::split_counts), all zero: one
+    // a (row, kv head) of the largest step.
+    const std::vector<int32_t> zeros(static_cast<size_t>(std::max(p.max_batch_tokens, 1)) * n_kv_heads_, 0);
+    split_counts_ = tensor({static_cast<int64_t>(zeros.size())}, dtype::i32, be);
+    copy_bytes(split_counts_.view().data, zeros.data(), zeros.size() * sizeof(int32_t), be, ops_.stream);
+    while (!stream_done(ops_.stream)) std::this_thread::yield();  // `zeros` is read until then
+  }
   // Decode steps that all-reduce or send over NCCL run eagerly: capturing them into graphs
   // hung on the GPU machine (non-blocking NCCL communicators), see docs/benchmarks.md.
   use_graphs_ = on_device_ && p.cuda_graphs && !linked;
@@ -490,6 +498,7 @@ void shard_context::compute(const step_views& v, int t, int l_rows, bool send) {
   meta.kv_group = c.n_heads / c.n_kv_heads;
   meta.kv_head_offset = slice.kv_head_begin;
   meta.workspace = attn_workspace_.view();
+  meta.split_counts = split_counts_.view();
 
   if (is_first_stage()) {
     k::embedding(ops_, rows(residual_, t), w.tok_embd.view(), v.tokens);

@@ -255,6 +255,7 @@ class shard_context {
   tensor last_normed_;           // [max_logit_rows, hidden]
   tensor logits_;                // [max_logit_rows, vocab] f32
   tensor attn_workspace_;        // [attention_workspace_floats] f32 (CUDA): decode split partials
+  tensor split_counts_;          // [max_batch_tokens * n_kv_heads] i32 (CUDA), zero between ops: the fused split merge's
   tensor sent_;                  // [kv slots (n_blocks (+1 pad on CUDA) * block_size), hidden]: rows sent on, by slot
   tensor meta_;                  // [meta capacity] i32 on the device: one step's index arrays
   pinned_buffer meta_host_;      // staging of meta_ (same size)

@@ -58,6 +58,8 @@ decode_fixture::decode_fixture(const model_config& c, device_stream& s, int64_t 
                                                       mb * block);
   if (ws > 0) workspace = tensor({ws}, dtype::f32, backend_kind::cuda);
   meta.workspace = workspace.view();
+  split_counts = dev_i32(std::vector<int32_t>(static_cast<size_t>(m) * c.n_kv_heads, 0), {m * c.n_kv_heads});
+  meta.split_counts = split_counts.view();
 }
 
 double median(std::vector<double> v) {

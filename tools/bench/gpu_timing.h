@@ -25,6 +25,7 @@ struct decode_fixture {
   tensor context_len;                  // [m] i32
   tensor block_tables;                 // [m, max_blocks] i32
   tensor workspace;                    // [kernels::decode_workspace_floats] f32: split partials, as a shard context keeps
+  tensor split_counts;                 // [m * n_kv_heads] i32, zero: the fused split merge's (attention_batch::split_counts)
   kernels::attention_batch meta;       // views of the above
 };
 

@@ -183,6 +183,10 @@ void run_layer_chain(const model_config& c, const device_ref& d, dtype t) {
   };
   kernels::cuda::set_norm_fusion(true);  // the fused chains (off by default until measured)
   for (const auto& [name, mask] : chains) report(name, mask, -1, -1);
+  kernels::cuda::set_fused_merge(true);  // attention's splits merged in their last split (off by default)
+  report("full_merged_in_split", op_all, -1, -1);
+  report("fused_merged_in_split", op_all | op_fused, -1, -1);
+  kernels::cuda::set_fused_merge(false);
   // CHAIN_TILINGS=1: each GEMV tiling pinned (docs/gpu-notes.md, measured 2026-12-05).
   const char* tilings = std::getenv("CHAIN_TILINGS");
   if (tilings && tilings[0] == '1') {

@@ -15,7 +15,8 @@
 # PERF_OVERLAP (1: the decode batches again with overlapped steps, troupe_gpu bench --overlap),
 # PERF_PIPELINE (1: the decode batches again with pipelined steps, troupe_gpu bench --pipeline),
 # PERF_FUSION_COMPARE (1: batch 1 with the one-row fusions, TROUPE_FUSE_NORM=1, alone and pipelined,
-# and batch 1, 64 and 256 without the decode attention workspace, TROUPE_ATTN_WORKSPACE=0).
+# and batch 1, 64 and 256 without the decode attention workspace, TROUPE_ATTN_WORKSPACE=0;
+# and all of them with the attention splits merged in their last split, TROUPE_ATTN_FUSED_MERGE=1).
 # The part "chain" (not in the default) times one row's 32 layers as a kernel chain in one
 # graph, with op groups left out and under each GEMV tiling (troupe_gpu chain).
 set -uo pipefail
@@ -80,6 +81,7 @@ if has bench; then
   if [ "${PERF_FUSION_COMPARE:-0}" = 1 ]; then
     run fused_norm TROUPE_FUSE_NORM=1 -- --batches 1 --gen "$gen"
     run fused_pipelined TROUPE_FUSE_NORM=1 -- --pipeline --batches 1,64,256 --gen "$gen"
+    run fused_all TROUPE_FUSE_NORM=1 TROUPE_ATTN_FUSED_MERGE=1 -- --pipeline --batches 1,4,64 --gen "$gen"
     run no_workspace TROUPE_ATTN_WORKSPACE=0 -- --batches 1,64,256 --gen "$gen"
     run default_again -- --batches 1,64,256 --gen "$gen"
   fi

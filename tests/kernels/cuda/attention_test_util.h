@@ -30,6 +30,8 @@ struct head_spec {
 /// floats), both [rows, n_heads, head_dim] flattened.
 struct attention_outputs {
   std::vector<float> cpu, cuda;
+  std::vector<int32_t> counts;  ///< the split counts after the CUDA runs (with split_counts)
+  bool repeats_equal = true;    ///< with split_counts: two more runs on the same counts gave the same bits
 };
 
 /// Fills both caches through kv_write on each backend and runs paged_attention on each.
@@ -37,10 +39,11 @@ struct attention_outputs {
 /// sequence's k, v and q come from a generator seeded by the seed and its spec, so a
 /// sequence gets the same data in any batch. `batch_invariant` sets the CUDA op context's
 /// batch-invariant mode; `workspace` gives the CUDA run a decode workspace of
-/// kernels::decode_workspace_floats for the batch.
+/// kernels::decode_workspace_floats for the batch; `split_counts` zeroed split counts too
+/// (attention_batch::split_counts), and then runs the op twice more on them.
 inline attention_outputs attention_run(std::mt19937& rng, const std::vector<seq_spec>& seqs, head_spec h,
                                        dtype t, uint32_t data_seed = 0, bool batch_invariant = false,
-                                       bool workspace = false) {
+                                       bool workspace = false, bool split_counts = false) {
   const int bs = 16;
   int n_blocks = 3, max_blocks = 1, rows = 0, total_ctx = 0;
   for (const auto& s : seqs) {
@@ -123,8 +126,21 @@ inline attention_outputs attention_run(std::mt19937& rng, const std::vector<seq_
     if (n > 0) dws = tensor({n}, dtype::f32, backend_kind::cuda);
     db.workspace = dws.view();
   }
+  tensor dcounts;
+  if (split_counts) {
+    dcounts = to_device_i32(std::vector<int32_t>(static_cast<size_t>(rows) * h.n_kv, 0), {int64_t{rows} * h.n_kv});
+    db.split_counts = dcounts.view();
+  }
   kernels::paged_attention(ctx, d_out.view(), dq.view(), dkc.view(), dvc.view(), db, scale);
-  return {values(ho), to_host(d_out)};
+  attention_outputs o{values(ho), to_host(d_out), {}, true};
+  if (split_counts) {
+    for (int again = 0; again < 2; ++again) {  // the counts must be back at zero for the next launch
+      kernels::paged_attention(ctx, d_out.view(), dq.view(), dkc.view(), dvc.view(), db, scale);
+      o.repeats_equal = o.repeats_equal && to_host(d_out) == o.cuda;
+    }
+    o.counts = to_host_i32(dcounts);
+  }
+  return o;
 }
 
 /// The largest relative difference of the CUDA output from the CPU reference.

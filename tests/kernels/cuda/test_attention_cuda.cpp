@@ -169,6 +169,36 @@ TEST_CASE("CUDA decode attention keeps its split partials in a workspace with th
     }
 }
 
+TEST_CASE("CUDA decode attention merging a row's splits in its last split gives the merge kernel's bits and leaves "
+          "every count at zero",
+          "[cuda]") {
+  if (!cuda_device_or_skip()) return;
+  const bool was = kernels::cuda::fused_merge_enabled();
+  struct restore {
+    bool was;
+    ~restore() { kernels::cuda::set_fused_merge(was); }
+  } restored{was};
+  // One row (shortened splits, 256 threads), 5 rows up to 5125 positions, groups of 4 and 8
+  // (128 threads), and 40 rows (the tensor-core kernel, which keeps the merge kernel).
+  std::vector<seq_spec> many;
+  for (int i = 0; i < 40; ++i) many.push_back({257 + 61 * i, 1});
+  const std::vector<seq_spec> five{{1, 1}, {769, 1}, {5125, 1}, {64, 1}, {300, 1}};
+  for (const auto& seqs : {std::vector<seq_spec>{{192, 1}}, five, many})
+    for (head_spec h : {head_spec{32, 8, 128}, head_spec{32, 4, 128}, head_spec{8, 1, 64}})
+      for (dtype t : {dtype::bf16, dtype::f16}) {
+        CAPTURE(seqs.size(), h.n_heads, h.n_kv, h.head_dim, dtype_name(t));
+        std::mt19937 a(47), b(47);
+        kernels::cuda::set_fused_merge(false);
+        const auto merged_by_kernel = attention_run(a, seqs, h, t, 0, false, true, true);
+        kernels::cuda::set_fused_merge(true);
+        const auto merged_in_split = attention_run(b, seqs, h, t, 0, false, true, true);
+        CHECK(merged_in_split.cuda == merged_by_kernel.cuda);
+        CHECK(merged_in_split.repeats_equal);
+        CHECK(merged_in_split.counts == std::vector<int32_t>(merged_in_split.counts.size(), 0));
+        CHECK(max_rel_error(merged_in_split.cuda, merged_in_split.cpu) <= tolerance(t));
+      }
+}
+
 TEST_CASE("the decode workspace covers every row count and span up to its bounds and grows with them", "[cuda]") {
   if (!cuda_device_or_skip()) return;
   const auto ctx = cuda_ctx();
@@ -190,7 +220,7 @@ struct captured_shape {
   size_t programmatic = 0, memory_nodes = 0, kernels = 0;
 };
 
-captured_shape capture_decode_layer(bool workspace) {
+captured_shape capture_decode_layer(bool workspace, bool fused_merge = false) {
   std::mt19937 rng(43);
   const int64_t k = 4096, n = 4096;
   tensor x = to_device(round_to(random_floats(rng, k), dtype::bf16), {1, k}, dtype::bf16);
@@ -216,6 +246,10 @@ captured_shape capture_decode_layer(bool workspace) {
     ws = tensor({kernels::decode_workspace_floats(ctx, 1, 32, 8, 128, blocks * bs)}, dtype::f32, backend_kind::cuda);
     b.workspace = ws.view();
   }
+  tensor counts = to_device_i32(std::vector<int32_t>(8, 0), {8});
+  if (fused_merge) b.split_counts = counts.view();
+  const bool was = kernels::cuda::fused_merge_enabled();
+  kernels::cuda::set_fused_merge(fused_merge);
   cudaStream_t st = nullptr;
   cuda_ok(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "stream");
   ctx.stream = st;
@@ -227,6 +261,7 @@ captured_shape capture_decode_layer(bool workspace) {
   kernels::paged_attention(ctx, attn.view(), q3, kc.view(), vc.view(), b, 0.088f);
   kernels::matmul(ctx, out.view(), a2, w.view(), {});  // the projection after (o)
   cuda_ok(cudaStreamEndCapture(st, &g), "end capture");
+  kernels::cuda::set_fused_merge(was);
   captured_shape shape;
   size_t n_nodes = 0, n_edges = 0;
   cuda_ok(cudaGraphGetNodes(g, nullptr, &n_nodes), "nodes");
@@ -265,5 +300,10 @@ TEST_CASE("a captured one-row decode attention with a workspace chains programma
   // Allocating on the stream puts memory nodes between them, which cut two of the three.
   CHECK(allocated.memory_nodes == 2);
   CHECK(allocated.programmatic == 1);
+  // The fused split merge: GEMV, the split kernel (its last split merging), GEMV.
+  const auto fused = capture_decode_layer(true, true);
+  CHECK(fused.kernels == 3);
+  CHECK(fused.memory_nodes == 0);
+  CHECK(fused.programmatic == 2);
 }
 #endif

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "kernels/cuda/cuda_test_util.h"
+#include "kernels/attention.h"
 #include "kernels/norm_matmul.h"
 #include "kernels/matmul.h"
 #include "runtime/engine/engine.h"
@@ -153,6 +154,30 @@ TEST_CASE("the decode attention workspace covers the widest block table a warmed
   p.n_blocks = 300;  // a cache of 4800 positions: its widest graph has 512 blocks too
   CHECK(attention_workspace_floats(ops, p, 32, 8, 128) ==
         kernels::decode_workspace_floats(ops, rows, 32, 8, 128, 8192));
+}
+
+TEST_CASE("decode steps that merge each row's attention splits in its last split give the merge kernel's logits, "
+          "bitwise",
+          "[cuda]") {
+  if (!test::cuda_device_or_skip()) return;
+  const auto m = random_model("cuda:0", dtype::bf16);
+  const bool was = kernels::cuda::fused_merge_enabled();
+  struct restore {
+    bool was;
+    ~restore() { kernels::cuda::set_fused_merge(was); }
+  } restored{was};
+  kernels::cuda::set_fused_merge(false);
+  const auto by_kernel = run(m, false);
+  kernels::cuda::set_fused_merge(true);  // read as the steps are enqueued (and graphs captured)
+  const auto in_split = run(m, false);
+  const auto in_split_graphs = run(m, true);
+  REQUIRE(in_split.size() == by_kernel.size());
+  for (size_t i = 0; i < by_kernel.size(); ++i) {
+    CAPTURE(i);
+    CHECK(in_split[i].tokens == by_kernel[i].tokens);
+    CHECK(in_split[i].logits == by_kernel[i].logits);
+    CHECK(in_split_graphs[i].tokens == by_kernel[i].tokens);
+  }
 }
 
 TEST_CASE("decode steps replayed from CUDA graphs give the eager steps' tokens", "[cuda]") {
