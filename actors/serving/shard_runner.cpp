@@ -298,9 +298,9 @@ int64_t slow_step_us() {
     if (!e || !*e) return int64_t{0};
     char* end = nullptr;
     const long v = std::strtol(e, &end, 10);
-    if (end == e || *end != '\0' || v <= 0) {
-      logger()->warn("TROUPE_SLOW_STEP_MS='{}' is not a positive whole number of milliseconds: slow steps are "
-                     "not logged", e);
+    if (end == e || *end != '\0' || v <= 0 || v > 86400000) {
+      logger()->warn("TROUPE_SLOW_STEP_MS='{}' is not a whole number of milliseconds from 1 to 86400000: slow "
+                     "steps are not logged", e);
       return int64_t{0};
     }
     return static_cast<int64_t>(v) * 1000;
@@ -310,17 +310,20 @@ int64_t slow_step_us() {
 
 }  // namespace
 
-void shard_runner::note_step(const step_request& r, const step_output& out) {
-  const shard_context* ctx = worker_->context();
-  const int64_t replays = ctx ? ctx->graph_replays() : 0;
-  const int64_t since = replays - replays_seen_;
-  replays_seen_ = replays;
-  const int64_t limit = slow_step_us();
-  if (limit == 0 || out.busy_us < limit) return;
-  logger()->warn("{}: slow step {}: {:.1f} ms, {} tokens of {} sequences ({} decoding), {} logit rows, {} KV blocks "
-                 "a row, {} decode graph replay(s) since the step before",
-                 name_, r.step_id, static_cast<double>(out.busy_us) / 1000.0, r.batch.n_tokens(), r.batch.n_seqs(),
-                 r.batch.leading_singles(), r.batch.logit_rows.size(), r.batch.max_blocks, since);
+void shard_runner::note_step(const step_request& r, const step_output& out) noexcept {
+  try {
+    const shard_context* ctx = worker_->context();
+    const int64_t replays = ctx ? ctx->graph_replays() : 0;
+    const int64_t since = replays >= replays_seen_ ? replays - replays_seen_ : replays;  // a new context counts from 0
+    replays_seen_ = replays;
+    const int64_t limit = slow_step_us();
+    if (limit == 0 || out.busy_us < limit) return;
+    logger()->warn("{}: slow step {}: {:.1f} ms, {} tokens of {} sequences ({} decoding), {} logit rows, {} KV "
+                   "blocks a row, {} decode graph replay(s) enqueued since the step before",
+                   name_, r.step_id, static_cast<double>(out.busy_us) / 1000.0, r.batch.n_tokens(), r.batch.n_seqs(),
+                   r.batch.leading_singles(), r.batch.logit_rows.size(), r.batch.max_blocks, since);
+  } catch (...) {  // a diagnostic: never in the way of the step's answer
+  }
 }
 
 void shard_runner::report(const std::string& what) {

@@ -106,8 +106,9 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
   void run(shard_job& job);
 
   /// Logs `r` when it took longer than TROUPE_SLOW_STEP_MS (with its shape and the decode
-  /// graph replays since the step before); a diagnostic, off when unset.
-  void note_step(const step_request& r, const step_output& out);
+  /// graph replays enqueued since the step before: with pipelined steps, the next step's
+  /// too); a diagnostic, off when unset.
+  void note_step(const step_request& r, const step_output& out) noexcept;
 
   void report(const std::string& what);
 

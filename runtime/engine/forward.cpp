@@ -117,8 +117,8 @@ shard_context::shard_context(const model& m, const context_params& p, k::op_cont
           throw std::invalid_argument("shard context: a CUDA shard needs device communicators (NCCL)");
       }
   const int64_t ws = attention_workspace_floats(ops_, p, n_heads_, n_kv_heads_, c.head_dim);
-  if (ws > 0) {
-    attn_workspace_ = tensor({ws}, dtype::f32, be);
+  if (ws > 0) attn_workspace_ = tensor({ws}, dtype::f32, be);
+  if (on_device_) {
     // The fused split merge's counts (kernels::attention_batch::split_counts), all zero: one
     // a (row, kv head) of the largest step.
     const std::vector<int32_t> zeros(static_cast<size_t>(std::max(p.max_batch_tokens, 1)) * n_kv_heads_, 0);

@@ -7,6 +7,9 @@
 namespace troupe {
 namespace {
 
+/// Empty plans in a row after which run_pipelined gives up on the engine.
+constexpr int max_empty_plans = 10000;
+
 /// The loop of run_pipelined; `flight` holds (step, begun on the worker), oldest first.
 void pipeline(engine& e, shard_worker& w, const step_landed& landed, const events_ended& ended, pipeline_counts& n,
               std::deque<std::pair<pending_step, bool>>& flight) {
@@ -15,15 +18,19 @@ void pipeline(engine& e, shard_worker& w, const step_landed& landed, const event
     flight.pop_front();
     ++n.steps;
   };
+  int empty_plans = 0;  // in a row, with nothing in flight
   while (e.has_work() || !flight.empty()) {
     if (flight.empty()) {
       auto p = e.begin_step();
       if (!p) {
+        // A plan of ends and preemptions only (a full cache ends a sequence, say): the next
+        // plan has room. The same empty plan over and over would be a scheduler that is stuck.
         auto events = e.take_ended();
         if (ended) ended(std::move(events));
-        if (e.has_work()) throw std::logic_error("run_pipelined: the engine has work but plans no step");
-        return;
+        if (++empty_plans > max_empty_plans) throw std::logic_error("run_pipelined: the engine has work but plans no step");
+        continue;
       }
+      empty_plans = 0;
       flight.emplace_back(std::move(*p), false);
     }
     if (!flight.front().second) {

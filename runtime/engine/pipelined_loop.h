@@ -30,7 +30,7 @@ using events_ended = std::function<void(std::vector<token_event>)>;
 
 /// Runs `e`'s work to its end on `w` (`e` schedules only: engine_config::local_execution
 /// off, with scheduler overlap for ahead rows). Throws std::logic_error when the engine has
-/// work but plans no step (it would loop forever); an error of the worker or of a callback
+/// work but plans no step 10000 times in a row (it would loop forever); an error of the worker or of a callback
 /// propagates, and the worker then keeps no step in flight (shard_worker::abandon).
 pipeline_counts run_pipelined(engine& e, shard_worker& w, const step_landed& landed, const events_ended& ended = {});
 

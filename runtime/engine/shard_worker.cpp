@@ -298,7 +298,10 @@ step_output shard_worker::complete() {
     for (const auto& s : out.samples) last_tokens_.push_back(s.token);
     flight_.erase(flight_.begin());
     const auto now = std::chrono::steady_clock::now();
-    if (!flight_.empty()) flight_.front().deadline = now + std::chrono::milliseconds(spec_.stage_timeout_ms);
+    if (!flight_.empty()) {  // the next one runs from now on (it was queued behind this one)
+      flight_.front().t0 = now;
+      flight_.front().deadline = now + std::chrono::milliseconds(spec_.stage_timeout_ms);
+    }
     last_step_ = b.step_id;
     out.kv_rows = b.kv_rows;
     out.busy_us = std::chrono::duration_cast<std::chrono::microseconds>(now - b.t0).count();

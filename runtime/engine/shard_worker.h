@@ -176,7 +176,7 @@ class shard_worker {
     int mark = 0;          ///< shard_context::mark_step's
     int slot = 0;          ///< step_sampler's host token slot
     int64_t kv_rows = 0;   ///< the context's KV rows after it was enqueued
-    std::chrono::steady_clock::time_point t0;
+    std::chrono::steady_clock::time_point t0;        ///< begun, or when it became the oldest (busy_us from it)
     std::chrono::steady_clock::time_point deadline;  ///< the stage timeout after it became the oldest
   };
   std::vector<begun_step> flight_;  ///< oldest first, at most two

@@ -80,7 +80,8 @@ class step_sampler {
   tensor tokens_;                 // [rows] i32 on the device
   tensor_view last_tokens_;       // [L] of tokens_: the last launch's
   pinned_buffer tokens_host_[2];  // [rows] i32, by slot
-  pinned_buffer rows_host_[2];    // [rows] kernels::sample_row, by slot: sample()'s staging
+  pinned_buffer rows_host_[2];    // [rows] kernels::sample_row, by slot: sample()'s staging (an abandoned
+                                  // step's copy out of its slot may still be queued: it samples nothing read)
   pinned_buffer logits_host_;  // [L, vocab] f32
   const float* host_logits_ = nullptr;
 };

@@ -178,12 +178,15 @@ TEST_CASE("CUDA decode attention merging a row's splits in its last split gives 
     bool was;
     ~restore() { kernels::cuda::set_fused_merge(was); }
   } restored{was};
-  // One row (shortened splits, 256 threads), 5 rows up to 5125 positions, groups of 4 and 8
-  // (128 threads), and 40 rows (the tensor-core kernel, which keeps the merge kernel).
+  // Grids within the SM count take the CUDA-core kernel and merge in the last split: one row
+  // and two rows of ~600 positions (shortened splits; 256 threads for groups up to 4, 128 for
+  // 8), five rows up to 5125 positions at head_dim 64. Larger grids (the five rows at head_dim
+  // 128, 40 rows) take the tensor-core kernel, which keeps the merge kernel.
   std::vector<seq_spec> many;
   for (int i = 0; i < 40; ++i) many.push_back({257 + 61 * i, 1});
   const std::vector<seq_spec> five{{1, 1}, {769, 1}, {5125, 1}, {64, 1}, {300, 1}};
-  for (const auto& seqs : {std::vector<seq_spec>{{192, 1}}, five, many})
+  const std::vector<seq_spec> two{{600, 1}, {577, 1}};
+  for (const auto& seqs : {std::vector<seq_spec>{{192, 1}}, two, five, many})
     for (head_spec h : {head_spec{32, 8, 128}, head_spec{32, 4, 128}, head_spec{8, 1, 64}})
       for (dtype t : {dtype::bf16, dtype::f16}) {
         CAPTURE(seqs.size(), h.n_heads, h.n_kv, h.head_dim, dtype_name(t));
