@@ -194,13 +194,11 @@ struct decode_partials {
   }
   /// Counts the finished splits of each (row, kv head) in a.split_counts, so that the
   /// decode kernel merges a row's splits in its last one (combine then launches nothing),
-  /// when the fused merge is on and the counts fit; returns whether it does.
-  bool fuse_merge(const attn_args& a) {
-    if (n_parts_ == 0 || !fused_merge_enabled() || !a.split_counts ||
-        a.n_split_counts < static_cast<int64_t>(a.m) * a.n_kv_heads)
-      return false;
-    counts = a.split_counts;
-    return true;
+  /// when the fused merge is on and the counts fit.
+  void fuse_merge(const attn_args& a) {
+    if (n_parts_ > 0 && fused_merge_enabled() && a.split_counts &&
+        a.n_split_counts >= static_cast<int64_t>(a.m) * a.n_kv_heads)
+      counts = a.split_counts;
   }
   /// Merges the partials into out (when there are any and the decode kernel did not) and
   /// frees them.

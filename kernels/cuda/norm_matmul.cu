@@ -2,7 +2,6 @@
 // or adding its product to the residual as it stores (kernels/cuda/gemv.cu), else the plain
 // ops in turn.
 #include <atomic>
-#include <cstdlib>
 
 #include "kernels/add.h"
 #include "kernels/cuda/common.cuh"

@@ -124,7 +124,8 @@ shard_context::shard_context(const model& m, const context_params& p, k::op_cont
     const std::vector<int32_t> zeros(static_cast<size_t>(std::max(p.max_batch_tokens, 1)) * n_kv_heads_, 0);
     split_counts_ = tensor({static_cast<int64_t>(zeros.size())}, dtype::i32, be);
     copy_bytes(split_counts_.view().data, zeros.data(), zeros.size() * sizeof(int32_t), be, ops_.stream);
-    while (!stream_done(ops_.stream)) std::this_thread::yield();  // `zeros` is read until then
+    poll_until([this] { return stream_done(ops_.stream); }, stage_deadline(), "shard context",
+               "zeroing the split counts did not finish by the deadline");  // `zeros` is read until then
   }
   // Decode steps that all-reduce or send over NCCL run eagerly: capturing them into graphs
   // hung on the GPU machine (non-blocking NCCL communicators), see docs/benchmarks.md.
@@ -262,13 +263,8 @@ shard_context::step_views shard_context::upload(const batch_input& b) {
   }
   // The copy out of the staging buffer enqueued by the step before may not have run yet
   // (a pipelined step is enqueued while the one before it is in flight).
-  const auto staged_by = std::chrono::steady_clock::now() + env_.stage_timeout;
-  while (!upload_mark_.stop_done()) {
-    if (std::chrono::steady_clock::now() >= staged_by)
-      throw parallel::comm_error(parallel::comm_errc::timeout, "upload", -1,
-                                 "the step before did not copy its metadata out by the deadline");
-    std::this_thread::yield();
-  }
+  poll_until([this] { return upload_mark_.stop_done(); }, stage_deadline(), "upload",
+             "the step before did not copy its metadata out by the deadline");
   auto* host = static_cast<int32_t*>(meta_host_.data());
   tensor_view views[7];
   size_t off = 0;
@@ -546,9 +542,13 @@ void shard_context::wait(std::chrono::steady_clock::time_point d) {
       synced = true;
     }
   if (synced) return;
-  while (!stream_done(ops_.stream)) {
-    if (std::chrono::steady_clock::now() >= d)
-      throw parallel::comm_error(parallel::comm_errc::timeout, "finish", -1, "the step did not finish by its deadline");
+  poll_until([this] { return stream_done(ops_.stream); }, d, "finish", "the step did not finish by its deadline");
+}
+
+void shard_context::poll_until(const std::function<bool()>& done, std::chrono::steady_clock::time_point d,
+                               const char* op, const char* what) {
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= d) throw parallel::comm_error(parallel::comm_errc::timeout, op, -1, what);
     std::this_thread::yield();
   }
 }

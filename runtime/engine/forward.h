@@ -4,6 +4,7 @@
 /// activations, the op context (threads or stream).
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <utility>
@@ -213,6 +214,10 @@ class shard_context {
   tensor_view rows(const tensor& t, int n) const;
   /// finish()'s wait: the communicators' synchronize, or polling the stream, until `d`.
   void wait(std::chrono::steady_clock::time_point d);
+  /// Polls `done` (yielding between polls) until it holds; past `d` throws a timeout of `op`
+  /// that says `what`.
+  static void poll_until(const std::function<bool()>& done, std::chrono::steady_clock::time_point d, const char* op,
+                         const char* what);
   std::chrono::steady_clock::time_point stage_deadline() const;
 
   /// One transformer block's projections, split as this shard's tensor slice says.

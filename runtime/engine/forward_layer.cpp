@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <stdexcept>
-#include <thread>
 
 #include "kernels/attention.h"
 #include "kernels/gate_up_swiglu.h"
@@ -53,11 +52,7 @@ bool shard_context::mark_done(int mark) const { return marks_[mark & 1].stop_don
 
 void shard_context::finish_mark(int mark, std::chrono::steady_clock::time_point d) {
   auto& m = marks_[mark & 1];
-  while (!m.stop_done()) {
-    if (std::chrono::steady_clock::now() >= d)
-      throw parallel::comm_error(parallel::comm_errc::timeout, "finish", -1, "the step did not finish by its deadline");
-    std::this_thread::yield();
-  }
+  poll_until([&m] { return m.stop_done(); }, d, "finish", "the step did not finish by its deadline");
   if (params_.time_steps) last_step_device_ms_ = m.elapsed_ms();
 }
 

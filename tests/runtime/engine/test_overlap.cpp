@@ -12,6 +12,30 @@ using namespace troupe::test;
 
 namespace {
 
+/// The prompts one step at a time on `w` (without overlap): what the other runs must give.
+driven one_at_a_time(engine_config cfg, shard_worker& w, const std::vector<std::vector<int32_t>>& prompts,
+                     const std::vector<sampling_params>& ps) {
+  cfg.overlap = false;
+  engine plain_engine(shared_default_model(), cfg);
+  const auto plain = drive(plain_engine, w, prompts, ps, 1);
+  CHECK(plain.ahead_rows == 0);
+  return plain;
+}
+
+/// Checks that `got` ended every request as `plain` did: tokens, text, log-probabilities
+/// and finish reasons (each request ended).
+void check_same_requests(const driven& got, const driven& plain) {
+  REQUIRE(got.out.size() == plain.out.size());
+  for (size_t i = 0; i < plain.out.size(); ++i) {
+    INFO("prompt " << i);
+    CHECK(got.out[i].tokens == plain.out[i].tokens);
+    CHECK(got.out[i].text == plain.out[i].text);
+    CHECK(got.out[i].logprobs == plain.out[i].logprobs);
+    CHECK(got.out[i].reason == plain.out[i].reason);
+    CHECK(plain.out[i].reason != finish_reason::none);
+  }
+}
+
 /// Runs the prompts one step at a time and overlapped on the same shard; checks that both
 /// give the same requests' tokens, text, log-probabilities and finish reasons, and that
 /// the overlapped run did send decodes ahead. Returns the overlapped run.
@@ -20,22 +44,12 @@ driven compare(engine_config cfg, const std::vector<std::vector<int32_t>>& promp
   cfg.local_execution = false;
   bench::local_replica rep(default_model(), 1, 1, shard_context_for(cfg), 2);
   rep.connect();
-  cfg.overlap = false;
-  engine plain_engine(shared_default_model(), cfg);
-  const auto plain = drive(plain_engine, rep.shard(0, 0), prompts, ps, 1);
+  const auto plain = one_at_a_time(cfg, rep.shard(0, 0), prompts, ps);
   cfg.overlap = true;
   engine overlap_engine(shared_default_model(), cfg);
   auto overlapped = drive(overlap_engine, rep.shard(0, 0), prompts, ps, 2);
-  CHECK(plain.ahead_rows == 0);
   CHECK(overlapped.ahead_rows > 0);
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    INFO("prompt " << i);
-    CHECK(overlapped.out[i].tokens == plain.out[i].tokens);
-    CHECK(overlapped.out[i].text == plain.out[i].text);
-    CHECK(overlapped.out[i].logprobs == plain.out[i].logprobs);
-    CHECK(overlapped.out[i].reason == plain.out[i].reason);
-    CHECK(plain.out[i].reason != finish_reason::none);
-  }
+  check_same_requests(overlapped, plain);
   return overlapped;
 }
 
@@ -124,11 +138,7 @@ TEST_CASE("overlapped steps on tensor 2 give the tokens of one step at a time, e
   const auto overlapped = drive_with(overlap_engine, run_ranks, prompts, ps, 2);
   CHECK(rank1_samples == overlapped.steps);
   CHECK(overlapped.ahead_rows > 0);
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    INFO("prompt " << i);
-    CHECK(overlapped.out[i].tokens == plain.out[i].tokens);
-    CHECK(overlapped.out[i].logprobs == plain.out[i].logprobs);
-  }
+  check_same_requests(overlapped, plain);
 }
 
 TEST_CASE("a shard refuses ahead rows whose step it did not run last, naming both steps", "[engine][overlap][slow]") {
@@ -190,9 +200,7 @@ TEST_CASE("the pipelined loop on a CPU shard runs every step one at a time and e
   cfg.local_execution = false;
   bench::local_replica rep(default_model(), 1, 1, shard_context_for(cfg), 2);
   rep.connect();
-  cfg.overlap = false;
-  engine plain_engine(shared_default_model(), cfg);
-  const auto plain = drive(plain_engine, rep.shard(0, 0), prompts, ps, 1);
+  const auto plain = one_at_a_time(cfg, rep.shard(0, 0), prompts, ps);
   cfg.overlap = true;
   engine piped_engine(shared_default_model(), cfg);
   const auto piped = drive_pipelined(piped_engine, rep.shard(0, 0), prompts, ps);
@@ -200,12 +208,6 @@ TEST_CASE("the pipelined loop on a CPU shard runs every step one at a time and e
   CHECK(piped.counts.one_at_a_time == piped.counts.steps);  // a CPU shard never begins a step
   CHECK(piped.counts.begun_behind == 0);
   CHECK(piped.counts.ahead_rows == 0);  // nothing is in flight when the next step is planned
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    INFO("prompt " << i);
-    CHECK(piped.d.out[i].tokens == plain.out[i].tokens);
-    CHECK(piped.d.out[i].logprobs == plain.out[i].logprobs);
-    CHECK(piped.d.out[i].reason == plain.out[i].reason);
-    CHECK(plain.out[i].reason != finish_reason::none);
-  }
+  check_same_requests(piped.d, plain);
   CHECK(piped.d.out[1].tokens.size() == 1);
 }
