@@ -21,6 +21,7 @@
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+source tools/gpu/unpack.sh
 out="${OUT:-/tmp/troupe-gpu}"
 mkdir -p "$out"
 parts="${CHECK_PARTS:-tests agreement bench hf smollm}"

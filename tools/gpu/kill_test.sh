@@ -20,6 +20,7 @@ config="${1:-cluster-config/examples/gpu-tensor2.yaml}"
 name=$(basename "$config" .yaml)
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+source tools/gpu/unpack.sh
 out="${OUT:-/tmp/troupe-gpu}"; mkdir -p "$out"
 dir=/tmp/killtest; rm -rf "$dir"; mkdir -p "$dir"
 troupe=.gpu/bin/troupe

@@ -18,6 +18,7 @@
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+source tools/gpu/unpack.sh
 export PYTHONUNBUFFERED=1
 # The node logs each step slower than this with its shape (the served outliers: gpu-notes.md).
 export TROUPE_SLOW_STEP_MS="${TROUPE_SLOW_STEP_MS:-50}"
