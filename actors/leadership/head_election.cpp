@@ -411,10 +411,7 @@ head_election_actor::behavior_type election(self_ptr self, head_election_options
 
 head_election_actor spawn_head_election(caf::actor_system& sys, head_election_options opts) {
   check_election_options(opts);
-  // Its own thread: renewals are due every lease_duration / 3, and a scheduler kept busy by
-  // the supervisor's adoptions or the router must not let the lease lapse (on two busy
-  // cores the CI once saw a leader change right after both heads restarted).
-  return sys.spawn<caf::detached>(election, std::move(opts));
+  return sys.spawn(election, std::move(opts));
 }
 
 }  // namespace troupe

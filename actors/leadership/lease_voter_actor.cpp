@@ -36,8 +36,7 @@ lease_voter_actor::behavior_type voter_behavior(lease_voter_actor::stateful_poin
 }  // namespace
 
 lease_voter_actor spawn_lease_voter(caf::actor_system& sys, leadership::lease_timing timing) {
-  // Its own thread, like the election's: a grant or renewal answered late is a lease lost.
-  return sys.spawn<caf::detached>(voter_behavior, timing);
+  return sys.spawn(voter_behavior, timing);
 }
 
 }  // namespace troupe
