@@ -173,7 +173,7 @@ step_output shard_runner::run_step(step_request& r) {  // fills its ahead rows i
 bool shard_runner::pipelining() {
   static const bool on = [] {
     const char* e = std::getenv("TROUPE_PIPELINE");
-    return e && e[0] == '1';
+    return !(e && e[0] == '0');
   }();
   return on;
 }

@@ -139,7 +139,7 @@ print_plan() {
 
 case "${1:-}" in
   "")
-    [ -x "$gpu/bin/troupe_gpu" ] || die "$gpu/bin/troupe_gpu is missing: run tools/gpu/bundle.sh first"
+    [ -f "$gpu/bin.tar.gz" ] || [ -x "$gpu/bin/troupe_gpu" ] || die "$gpu/bin.tar.gz is missing: run tools/gpu/bundle.sh first"
     stage_gguf_package
     rm -rf "$gpu/model"
     split_model

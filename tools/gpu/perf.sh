@@ -13,7 +13,8 @@
 # PERF_TUNE_COMPARE (1: batch 16, 64 and 256 with cuBLASLt's candidates timed, TROUPE_GEMM_TUNE=1),
 # PERF_GEMV_VARIANTS (e.g. "3 4,1": batch 1 again with each TROUPE_GEMV_VARIANT pinned),
 # PERF_OVERLAP (1: the decode batches again with overlapped steps, troupe_gpu bench --overlap),
-# PERF_PIPELINE (1: the decode batches again with pipelined steps, troupe_gpu bench --pipeline),
+# PERF_PIPELINE (1, the default: the decode batches again with pipelined steps, troupe_gpu bench
+# --pipeline, as troupe serve runs them; 0 leaves them out),
 # PERF_FUSION_COMPARE (1: batch 1 with the one-row fusions, TROUPE_FUSE_NORM=1, alone and pipelined,
 # and batch 1, 64 and 256 without the decode attention workspace, TROUPE_ATTN_WORKSPACE=0;
 # and all of them with the attention splits merged in their last split, TROUPE_ATTN_FUSED_MERGE=1).
@@ -86,9 +87,10 @@ if has bench; then
     run no_workspace TROUPE_ATTN_WORKSPACE=0 -- --batches 1,64,256 --gen "$gen"
     run default_again -- --batches 1,64,256 --gen "$gen"
   fi
-  # PERF_PIPELINE=1 adds the decode batches with each step enqueued on the device before the
-  # one before it ends (troupe_gpu bench --pipeline: its tokens fed on the device).
-  if [ "${PERF_PIPELINE:-0}" = 1 ]; then
+  # The decode batches with each step enqueued on the device before the one before it ends
+  # (troupe_gpu bench --pipeline: its tokens fed on the device), as `troupe serve` runs them
+  # by default; PERF_PIPELINE=0 leaves them out.
+  if [ "${PERF_PIPELINE:-1}" = 1 ]; then
     run pipeline -- --pipeline --batches 1,16,64,256 --gen "$gen"
   fi
   # PERF_OVERLAP=1 adds the decode batches with each step planned while the one before it

@@ -129,8 +129,9 @@ TEST_CASE("a lone bf16 sequence, its norms, RoPE and residual adds inside the pr
   const auto gpu = lone(gm, &fused, &launched);
   CHECK(fused);
   // 23 one-row decode steps (the 7-token prompt's step is not one row): four fused kernels a
-  // layer and the output projection, none of them falling back to the plain ops.
-  CHECK(launched == 23 * (4 * static_cast<uint64_t>(gm->config().n_layers) + 1));
+  // layer and the output projection, none of them falling back to the plain ops; and the
+  // prompt step's output projection, which has one row (its last).
+  CHECK(launched == 23 * (4 * static_cast<uint64_t>(gm->config().n_layers) + 1) + 1);
   CHECK(kernels::norm_fusion_applies(test::cuda_ctx(), 1, 256, dtype::bf16));
   REQUIRE(gpu.size() == 1);
   REQUIRE(gpu[0].logits.size() == cpu[0].logits.size());
