@@ -70,6 +70,7 @@ struct voter_link {
   lease_voter_actor handle;  ///< null until connected (and again once it is down)
   bool connecting = false;
   std::string last_error;  ///< the last connection error logged ("" = none)
+  uint64_t higher_term_logged = 0;  ///< the higher term this voter named that was last logged
 };
 
 struct election_state {
@@ -374,9 +375,16 @@ void on_reply(self_ptr self, std::size_t v, uint64_t term, const lease_reply& r,
     return;
   }
   if (st.opts.metrics && r.term > 0) st.opts.metrics->head_term.set(static_cast<double>(c.highest_seen()));
-  if (st.leading && r.term > term && term == c.term())
-    st.step_down_detail = "voter " + st.voters[v].address + " has seen term " + std::to_string(r.term) +
-                          " (held by " + r.holder + "): another head won a later term";
+  if (st.leading && r.term > term && term == c.term()) {
+    const std::string seen = "voter " + st.voters[v].address + " has seen term " + std::to_string(r.term) +
+                             " (held by " + r.holder + ")";
+    if (c.hopeless())
+      st.step_down_detail = seen + ": another head won a later term";
+    else if (st.voters[v].higher_term_logged != r.term) {
+      st.voters[v].higher_term_logged = r.term;
+      logger()->warn("head election: {}; this head leads on the other voters' grants", seen);
+    }
+  }
   learn_holder(self, v, r, now);
   evaluate(self, now);
 }

@@ -7,7 +7,8 @@
 ///   asks again the voters whose lease is still held once it is due to end;
 /// - leading (a majority granted its term), it renews every lease_duration / 3 and steps
 ///   down at the end of its own view of the lease when the renewals no longer reach a
-///   majority, or at once when a voter names a higher term;
+///   majority, or at once when a voter names a higher term and the other voters' grants no
+///   longer make a majority;
 /// - a campaign that cannot win (a majority refused its term for good, or its grants make
 ///   no majority half a lease_duration after the first: a split vote) gives its grants back and starts
 ///   again with a higher term.

@@ -125,7 +125,12 @@ void lease_candidate::on_reply(std::size_t voter, uint64_t term, const lease_rep
     case lease_verdict::term_taken:
       s.refused_for_good = true;
       s.valid_until.reset();
-      if (reply.term > term_) {  // another candidate won a higher term: step down for good
+      // Another candidate won a higher term at this voter. While the other voters' grants
+      // still make a majority, no candidate can win one before they end: a leader loses
+      // only this voter (two heads restarted together once deposed the winner this way,
+      // through a voter the loser took just as its quiet period ended). Without such a
+      // majority the candidate adopts the term and gives up for good.
+      if (reply.term > term_ && lease_end() <= sent) {
         deposed_ = true;
         for (auto& other : standings_) other.valid_until.reset();
       }

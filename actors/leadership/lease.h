@@ -110,8 +110,9 @@ class lease_candidate {
   uint64_t campaign(lease_time now);
 
   /// Records voter `voter`'s reply to the request for `term` sent at `sent`; replies of
-  /// another term are ignored. A refusal that names a higher term makes the candidate
-  /// adopt it and step down (it then needs a new campaign).
+  /// another term are ignored. A refusal that names a higher term costs a candidate whose
+  /// other grants still make a majority (valid at `sent`) only that voter; any other
+  /// candidate adopts the term and is deposed (it then needs a new campaign).
   void on_reply(std::size_t voter, uint64_t term, const lease_reply& reply, lease_time sent);
 
   /// A term seen elsewhere (a voter's status): the next campaign goes above it.

@@ -213,7 +213,9 @@ TEST_CASE("a leader's view of its lease ends drift_margin before the voters free
   CHECK(granting(renew + 2005ms) == 2);
 }
 
-TEST_CASE("a refusal that names a higher term makes the leader adopt it and step down", "[leadership]") {
+TEST_CASE("a refusal that names a higher term costs a leader only that voter while the others' grants make a "
+          "majority, and it steps down when they end",
+          "[leadership]") {
   lease_candidate c("head-a", 3, timing);
   std::vector<lease_voter> voters(3, settled_voter());
   const uint64_t term = c.campaign(t0);
@@ -228,13 +230,40 @@ TEST_CASE("a refusal that names a higher term makes the leader adopt it and step
   const auto refusal = voters[2].on_request("head-a", term, late);
   REQUIRE(refusal.verdict == lease_verdict::stale_term);
   c.on_reply(2, term, refusal, late);
-  CHECK_FALSE(c.leads(late));
-  CHECK(c.hopeless());
+  CHECK(c.leads(late));  // voters 0 and 1 hold its grants: head-b cannot win them first
+  CHECK_FALSE(c.hopeless());
+  CHECK(c.granted_voters() == std::vector<std::size_t>{0, 1});
   CHECK(c.highest_seen() == term + 1);
-  // Grants of the deposed term that arrive late change nothing.
-  c.on_reply(0, term, voters[0].on_request("head-a", term, late), late);
-  CHECK_FALSE(c.leads(late));
-  CHECK(c.campaign(late) == term + 2);
+  // head-b's request for term + 1 at the voters head-a holds: refused while they hold it.
+  CHECK(voters[0].on_request("head-b", term + 1, late).verdict == lease_verdict::held);
+  // Renewals keep it leading on two voters; without them its view ends first, before any voter frees it.
+  const lease_time renew2 = t0 + 3000ms;
+  for (std::size_t v = 0; v < 2; ++v) c.on_reply(v, term, voters[v].on_request("head-a", term, renew2), renew2);
+  CHECK(c.leads(renew2 + 1799ms));
+  CHECK_FALSE(c.leads(renew2 + 1800ms));
+  CHECK(voters[0].expiry() > renew2 + 1800ms);
+  CHECK(c.campaign(renew2 + 1800ms) == term + 2);
+}
+
+TEST_CASE("a refusal that names a higher term deposes a candidate whose grants make no majority", "[leadership]") {
+  lease_candidate c("head-a", 3, timing);
+  std::vector<lease_voter> voters(3, settled_voter());
+  REQUIRE(voters[2].on_request("head-b", 5, t0).verdict == lease_verdict::granted);
+  REQUIRE(voters[2].on_release("head-b", 5, t0 + 1ms));
+  c.saw_term(3);
+  const uint64_t term = c.campaign(t0 + 10ms);  // term 4: below what voter 2 has seen
+  c.on_reply(0, term, voters[0].on_request("head-a", term, t0 + 10ms), t0 + 10ms);
+  REQUIRE(c.granted_voters() == std::vector<std::size_t>{0});
+  const auto refusal = voters[2].on_request("head-a", term, t0 + 20ms);
+  REQUIRE(refusal.verdict == lease_verdict::stale_term);
+  c.on_reply(2, term, refusal, t0 + 20ms);
+  CHECK(c.hopeless());
+  CHECK(c.granted_voters().empty());
+  CHECK(c.highest_seen() == 5);
+  // A grant of the deposed term that arrives late changes nothing.
+  c.on_reply(1, term, voters[1].on_request("head-a", term, t0 + 30ms), t0 + 30ms);
+  CHECK_FALSE(c.leads(t0 + 30ms));
+  CHECK(c.campaign(t0 + 40ms) == 6);
 }
 
 TEST_CASE("a campaign is hopeless once a majority refused its term to give it to another", "[leadership]") {
