@@ -374,11 +374,12 @@ void on_reply(self_ptr self, std::size_t v, uint64_t term, const lease_reply& r,
     yield_split(self, r.holder, now);
     return;
   }
-  if (st.opts.metrics && r.term > 0) st.opts.metrics->head_term.set(static_cast<double>(c.highest_seen()));
+  if (st.opts.metrics && r.term > 0)  // its own term while it leads, even past a voter that saw a later one
+    st.opts.metrics->head_term.set(static_cast<double>(st.leading && c.leads(now) ? c.term() : c.highest_seen()));
   if (st.leading && r.term > term && term == c.term()) {
     const std::string seen = "voter " + st.voters[v].address + " has seen term " + std::to_string(r.term) +
                              " (held by " + r.holder + ")";
-    if (c.hopeless())
+    if (!c.leads(now))
       st.step_down_detail = seen + ": another head won a later term";
     else if (st.voters[v].higher_term_logged != r.term) {
       st.voters[v].higher_term_logged = r.term;
