@@ -130,10 +130,9 @@ void lease_candidate::on_reply(std::size_t voter, uint64_t term, const lease_rep
       // only this voter (two heads restarted together once deposed the winner this way,
       // through a voter the loser took just as its quiet period ended). Without such a
       // majority the candidate adopts the term and gives up for good.
-      if (reply.term > term_ && lease_end() <= sent) {
-        deposed_ = true;
-        for (auto& other : standings_) other.valid_until.reset();
-      }
+      // Its other grants stay listed (granted_voters) so that the next campaign gives them
+      // back at once instead of leaving those voters held for a term nobody can win.
+      if (reply.term > term_ && lease_end() <= sent) deposed_ = true;
       return;
     case lease_verdict::held:
     case lease_verdict::restarting:
@@ -167,7 +166,7 @@ std::vector<std::size_t> lease_candidate::granted_voters() const {
 }
 
 bool lease_candidate::holds_grant(std::size_t v, lease_time now) const {
-  return v < standings_.size() && standings_[v].valid_until && *standings_[v].valid_until > now;
+  return !deposed_ && v < standings_.size() && standings_[v].valid_until && *standings_[v].valid_until > now;
 }
 
 }  // namespace troupe::leadership

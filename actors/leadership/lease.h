@@ -127,9 +127,10 @@ class lease_candidate {
   /// Whether the current campaign can no longer win: too many voters refused its term for
   /// good (a higher term, or the term given to another), or it was deposed.
   bool hopeless() const;
-  /// Voters that granted the current term (their grants may have expired since).
+  /// Voters that granted the current term (their grants may have expired since, or the
+  /// candidate was deposed: then they are only to be given back).
   std::vector<std::size_t> granted_voters() const;
-  /// Whether voter `v` has a grant of the current term still valid at `now`.
+  /// Whether voter `v` has a grant of the current term still valid at `now` (none once deposed).
   bool holds_grant(std::size_t v, lease_time now) const;
 
   /// The term campaigned for or held.

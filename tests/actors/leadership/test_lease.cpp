@@ -258,12 +258,17 @@ TEST_CASE("a refusal that names a higher term deposes a candidate whose grants m
   REQUIRE(refusal.verdict == lease_verdict::stale_term);
   c.on_reply(2, term, refusal, t0 + 20ms);
   CHECK(c.hopeless());
-  CHECK(c.granted_voters().empty());
+  CHECK_FALSE(c.holds_grant(0, t0 + 20ms));
+  CHECK(c.granted_voters() == std::vector<std::size_t>{0});  // to give back: voter 0 holds term 4 for it
+  CHECK(voters[0].on_release("head-a", term, t0 + 25ms));
+  CHECK(voters[0].on_request("head-b", 6, t0 + 25ms).verdict == lease_verdict::granted);
   CHECK(c.highest_seen() == 5);
   // A grant of the deposed term that arrives late changes nothing.
   c.on_reply(1, term, voters[1].on_request("head-a", term, t0 + 30ms), t0 + 30ms);
   CHECK_FALSE(c.leads(t0 + 30ms));
+  CHECK(c.granted_voters() == std::vector<std::size_t>{0});
   CHECK(c.campaign(t0 + 40ms) == 6);
+  CHECK(c.granted_voters().empty());
 }
 
 TEST_CASE("a campaign is hopeless once a majority refused its term to give it to another", "[leadership]") {
