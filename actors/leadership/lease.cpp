@@ -127,11 +127,8 @@ void lease_candidate::on_reply(std::size_t voter, uint64_t term, const lease_rep
       s.valid_until.reset();
       // Another candidate won a higher term at this voter. While the other voters' grants
       // still make a majority, no candidate can win one before they end: a leader loses
-      // only this voter (two heads restarted together once deposed the winner this way,
-      // through a voter the loser took just as its quiet period ended). Without such a
-      // majority the candidate adopts the term and gives up for good.
-      // Its other grants stay listed (granted_voters) so that the next campaign gives them
-      // back at once instead of leaving those voters held for a term nobody can win.
+      // only this voter. Without such a majority the candidate adopts the term and gives up
+      // for good; its grants stay listed (granted_voters) for the next campaign to give back.
       if (reply.term > term_ && lease_end() <= sent) deposed_ = true;
       return;
     case lease_verdict::held:

@@ -84,7 +84,7 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
   step_output run_step(step_request& r);
 
   /// Overlapped steps are pipelined (run_pipelined) unless TROUPE_PIPELINE=0. On one H100 it
-  /// took 4-7% off the decode step at batch 1-256 (docs/gpu-notes.md, 2026-12-05).
+  /// took 2-7% off the decode step at batch 1-256 over two calls (docs/benchmarks.md, 2026-12-05).
   static bool pipelining();
 
   /// Overlapped steps on a device shard: begins the next queued step while this one runs
