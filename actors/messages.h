@@ -160,12 +160,13 @@ typename Inspector::result_type inspect(Inspector& f, layer_range& x) {
 
 namespace troupe {
 
-/// `inspect` for context_params.
+/// `inspect` for context_params: every field (a field left out reaches a node process at
+/// its default; tests/actors/test_messages.cpp round-trips each).
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, context_params& x) {
   return f(caf::meta::type_name("troupe::context_params"), x.n_blocks, x.block_size,
-           x.max_batch_tokens, x.max_logit_rows, x.cuda_graphs, x.keep_stage_inputs,
-           x.batch_invariant);
+           x.max_batch_tokens, x.max_logit_rows, x.cuda_graphs, x.graph_warmup_context,
+           x.keep_stage_inputs, x.time_steps, x.batch_invariant);
 }
 
 /// `inspect` for shard_spec.
