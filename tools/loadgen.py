@@ -392,6 +392,9 @@ def summarize(results: List[Result], duration: float, load: dict) -> dict:
         "request_throughput": len(ok) / duration if duration > 0 else 0.0,
         "output_throughput": out_tokens / duration if duration > 0 else 0.0,
         "total_input_tokens": sum(r.input_tokens for r in ok), "total_output_tokens": out_tokens,
+        # Text chunks the streams carried: fewer than the tokens when a chunk held several
+        # (or a token had no text yet), each such ITL then spans more than one step.
+        "output_chunks": sum(len(r.itl) + 1 for r in ok if r.ttft > 0),
         "ttft_ms": percentiles([r.ttft for r in ok]),
         "itl_ms": percentiles([x for r in ok for x in r.itl]),
         "e2e_ms": percentiles([r.e2e for r in ok]),

@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <utility>
 
+#include <spdlog/fmt/fmt.h>
+
 #include "actors/actor_system_config.h"
 #include "actors/serving/compute_priority.h"
 #include "actors/serving/device_releases.h"
@@ -11,6 +13,27 @@
 namespace troupe {
 
 using namespace shard_completion;
+
+namespace {
+
+/// TROUPE_SLOW_STEP_MS=<ms>: steps that take longer are logged with their shape; unset: none.
+int64_t slow_step_us() {
+  static const int64_t us = [] {
+    const char* e = std::getenv("TROUPE_SLOW_STEP_MS");
+    if (!e || !*e) return int64_t{0};
+    char* end = nullptr;
+    const long v = std::strtol(e, &end, 10);
+    if (end == e || *end != '\0' || v <= 0 || v > 86400000) {
+      logger()->warn("TROUPE_SLOW_STEP_MS='{}' is not a whole number of milliseconds from 1 to 86400000: slow "
+                     "steps are not logged", e);
+      return int64_t{0};
+    }
+    return static_cast<int64_t>(v) * 1000;
+  }();
+  return us;
+}
+
+}  // namespace
 
 shard_runner::~shard_runner() {
   if (thread_.joinable()) thread_.detach();  // only when stop() was never called
@@ -118,7 +141,9 @@ bool shard_runner::load() {
     hang_ = shard_faults::read_hang_fault();
     token_ = shard_faults::read_token_fault();
     wait_for_device();
-    auto w = std::make_unique<shard_worker>(spec_, progress_);
+    shard_spec spec = spec_;
+    if (slow_step_us() > 0) spec.context.time_steps = true;  // note_step logs a slow step's device time
+    auto w = std::make_unique<shard_worker>(spec, progress_);
     auto addresses = w->addresses();
     {
       std::lock_guard<std::mutex> lock(mx_);
@@ -207,6 +232,7 @@ void shard_runner::run_pipelined(shard_job first) {
         auto out = worker_->complete();
         auto j = std::move(flight.front());
         flight.pop_front();
+        last_end_ = std::chrono::steady_clock::now();
         note_step(j.step, out);
         reply(step_done_atom::value, j.id, std::move(out));
       } catch (const std::exception& e) {
@@ -252,7 +278,20 @@ std::optional<shard_job> shard_runner::next_pipelined() {
   return job;
 }
 
+void shard_runner::note_gap(uint64_t step_id) noexcept {
+  try {
+    const int64_t limit = slow_step_us();
+    if (limit == 0 || last_end_ == std::chrono::steady_clock::time_point{}) return;
+    const auto gap = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - last_end_);
+    if (gap.count() < limit || gap >= std::chrono::seconds(1)) return;  // a second or more: a quiet period
+    logger()->warn("{}: idle gap of {:.1f} ms before step {}: no step was queued when the one before ended", name_,
+                   static_cast<double>(gap.count()) / 1000.0, step_id);
+  } catch (...) {  // a diagnostic: never in the way of the step
+  }
+}
+
 void shard_runner::run(shard_job& job) {
+  if (job.kind == job_kind::step) note_gap(job.step.step_id);
   if (job.kind == job_kind::step && job.step.keep_tokens && pipelining() && !hang_ && !token_ &&
       worker_->can_begin(job.step))
     return run_pipelined(std::move(job));
@@ -262,6 +301,7 @@ void shard_runner::run(shard_job& job) {
   try {
     if (job.kind == job_kind::step) {
       auto out = run_step(job.step);
+      last_end_ = std::chrono::steady_clock::now();
       note_step(job.step, out);
       reply(step_done_atom::value, job.id, std::move(out));
     } else if (job.kind == job_kind::relink) {
@@ -289,26 +329,6 @@ void shard_runner::run(shard_job& job) {
   }
 }
 
-namespace {
-
-/// TROUPE_SLOW_STEP_MS=<ms>: steps that take longer are logged with their shape; unset: none.
-int64_t slow_step_us() {
-  static const int64_t us = [] {
-    const char* e = std::getenv("TROUPE_SLOW_STEP_MS");
-    if (!e || !*e) return int64_t{0};
-    char* end = nullptr;
-    const long v = std::strtol(e, &end, 10);
-    if (end == e || *end != '\0' || v <= 0 || v > 86400000) {
-      logger()->warn("TROUPE_SLOW_STEP_MS='{}' is not a whole number of milliseconds from 1 to 86400000: slow "
-                     "steps are not logged", e);
-      return int64_t{0};
-    }
-    return static_cast<int64_t>(v) * 1000;
-  }();
-  return us;
-}
-
-}  // namespace
 
 void shard_runner::note_step(const step_request& r, const step_output& out) noexcept {
   try {
@@ -318,10 +338,12 @@ void shard_runner::note_step(const step_request& r, const step_output& out) noex
     replays_seen_ = replays;
     const int64_t limit = slow_step_us();
     if (limit == 0 || out.busy_us < limit) return;
-    logger()->warn("{}: slow step {}: {:.1f} ms, {} tokens of {} sequences ({} decoding), {} logit rows, {} KV "
+    const double device_ms = ctx ? ctx->last_step_device_ms() : 0.0;  // 0 off the GPU
+    const std::string on_device = device_ms > 0 ? fmt::format(" ({:.1f} on the device)", device_ms) : std::string();
+    logger()->warn("{}: slow step {}: {:.1f} ms{}, {} tokens of {} sequences ({} decoding), {} logit rows, {} KV "
                    "blocks a row, {} decode graph replay(s) enqueued since the step before",
-                   name_, r.step_id, static_cast<double>(out.busy_us) / 1000.0, r.batch.n_tokens(), r.batch.n_seqs(),
-                   r.batch.leading_singles(), r.batch.logit_rows.size(), r.batch.max_blocks, since);
+                   name_, r.step_id, static_cast<double>(out.busy_us) / 1000.0, on_device, r.batch.n_tokens(),
+                   r.batch.n_seqs(), r.batch.leading_singles(), r.batch.logit_rows.size(), r.batch.max_blocks, since);
   } catch (...) {  // a diagnostic: never in the way of the step's answer
   }
 }

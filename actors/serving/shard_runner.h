@@ -3,6 +3,7 @@
 /// steps run here, fed by a FIFO job queue, and each completion goes back to the actor as a
 /// private message (through a weak address: the thread never keeps the actor alive).
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -110,6 +111,10 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
   /// too); a diagnostic, off when unset.
   void note_step(const step_request& r, const step_output& out) noexcept;
 
+  /// Logs the time the worker had no step before step `step_id` when it is at least
+  /// TROUPE_SLOW_STEP_MS and under a second (the device idled for want of a step).
+  void note_gap(uint64_t step_id) noexcept;
+
   void report(const std::string& what);
 
   /// Sends a completion to the actor if it is still alive.
@@ -127,6 +132,7 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
   std::optional<shard_faults::token_fault> token_;  // worker thread only
   uint64_t steps_run_ = 0;          // worker thread only
   int64_t replays_seen_ = 0;        // worker thread only: the context's graph replays at the last note_step
+  std::chrono::steady_clock::time_point last_end_{};  // worker thread only: when the last step ended
   std::atomic<uint64_t> beats_{0};
   std::atomic<uint64_t> running_step_{0};
   std::atomic<bool> busy_{false};  // loading or running a job (for the stop's log line)

@@ -138,6 +138,9 @@ TEST_CASE("a small loadgen sweep against troupe serve writes the JSON report and
     CHECK(run.at("failed") == 0);
     CHECK(run.at("errors").empty());
     CHECK(run.at("total_output_tokens") == 4 * 8);  // ignore_eos: the output length is exact
+    // Text chunks: one per request at least, never more than its tokens.
+    CHECK(run.at("output_chunks").get<int>() >= 4);
+    CHECK(run.at("output_chunks").get<int>() <= 4 * 8);
     CHECK(run.at("request_throughput").get<double>() > 0.0);
     CHECK(run.at("output_throughput").get<double>() > 0.0);
     for (const char* metric : {"ttft_ms", "itl_ms", "e2e_ms"}) {

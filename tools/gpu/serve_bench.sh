@@ -76,7 +76,8 @@ kill -INT $serve 2>/dev/null; timeout 60 tail --pid=$serve -f /dev/null
 grep -E "error|fail" -i "$dir/serve.log" | head -5
 slow=$(grep -c "slow step" "$dir/serve.log")
 echo "steps slower than ${TROUPE_SLOW_STEP_MS} ms: $slow (the slowest five below; all in $out/slow_steps.txt)"
-grep "slow step" "$dir/serve.log" > "$out/slow_steps.txt"
+grep -e "slow step" -e "idle gap" "$dir/serve.log" > "$out/slow_steps.txt"
+echo "idle gaps of ${TROUPE_SLOW_STEP_MS} ms to 1 s between steps: $(grep -c "idle gap" "$dir/serve.log")"
 grep -oP "slow step \d+: [0-9.]+ ms.*" "$out/slow_steps.txt" | sort -t: -k2 -g -r | head -5
 python3 - "$out" <<'PY' | tee "$out/serve.md"
 import json, os, sys
