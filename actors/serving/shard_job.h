@@ -18,6 +18,7 @@ struct shard_job {
   bool drop_context = false;  // relink: for adoption by a new head
   shard_peers peers;   // connect
   step_request step;   // step
+  bool replayed = false;  // worker thread: the step ran as a decode graph replay (the slow-step log)
 };
 
 }  // namespace troupe

@@ -233,7 +233,7 @@ void shard_runner::run_pipelined(shard_job first) {
         auto j = std::move(flight.front());
         flight.pop_front();
         last_end_ = std::chrono::steady_clock::now();
-        note_step(j.step, out);
+        note_step(j.step, out, j.replayed);
         reply(step_done_atom::value, j.id, std::move(out));
       } catch (const std::exception& e) {
         fail_all(e.what());
@@ -252,7 +252,9 @@ void shard_runner::begin_pipelined(std::deque<shard_job>& flight) {
     running_step_ = flight.back().step.step_id + 1;
     progress_beats::beat();
     ++steps_run_;
+    const int64_t before = graph_replays();
     worker_->begin(flight.back().step);
+    flight.back().replayed = graph_replays() > before;
   } catch (const std::exception& e) {
     fail_job(flight.back(), e.what());
     flight.pop_back();
@@ -300,9 +302,10 @@ void shard_runner::run(shard_job& job) {
                                                           : std::string("connect");
   try {
     if (job.kind == job_kind::step) {
+      const int64_t before = graph_replays();
       auto out = run_step(job.step);
       last_end_ = std::chrono::steady_clock::now();
-      note_step(job.step, out);
+      note_step(job.step, out, graph_replays() > before);
       reply(step_done_atom::value, job.id, std::move(out));
     } else if (job.kind == job_kind::relink) {
       shard_addresses a;
@@ -330,20 +333,23 @@ void shard_runner::run(shard_job& job) {
 }
 
 
-void shard_runner::note_step(const step_request& r, const step_output& out) noexcept {
+int64_t shard_runner::graph_replays() const {
+  const shard_context* ctx = worker_ ? worker_->context() : nullptr;
+  return ctx ? ctx->graph_replays() : 0;
+}
+
+void shard_runner::note_step(const step_request& r, const step_output& out, bool replayed) noexcept {
   try {
     const shard_context* ctx = worker_->context();
-    const int64_t replays = ctx ? ctx->graph_replays() : 0;
-    const int64_t since = replays >= replays_seen_ ? replays - replays_seen_ : replays;  // a new context counts from 0
-    replays_seen_ = replays;
     const int64_t limit = slow_step_us();
     if (limit == 0 || out.busy_us < limit) return;
     const double device_ms = ctx ? ctx->last_step_device_ms() : 0.0;  // 0 off the GPU
     const std::string on_device = device_ms > 0 ? fmt::format(" ({:.1f} on the device)", device_ms) : std::string();
     logger()->warn("{}: slow step {}: {:.1f} ms{}, {} tokens of {} sequences ({} decoding), {} logit rows, {} KV "
-                   "blocks a row, {} decode graph replay(s) enqueued since the step before",
+                   "blocks a row, {}",
                    name_, r.step_id, static_cast<double>(out.busy_us) / 1000.0, on_device, r.batch.n_tokens(),
-                   r.batch.n_seqs(), r.batch.leading_singles(), r.batch.logit_rows.size(), r.batch.max_blocks, since);
+                   r.batch.n_seqs(), r.batch.leading_singles(), r.batch.logit_rows.size(), r.batch.max_blocks,
+                   replayed ? "a decode graph replay" : "run eagerly");
   } catch (...) {  // a diagnostic: never in the way of the step's answer
   }
 }

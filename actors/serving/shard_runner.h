@@ -106,10 +106,13 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
 
   void run(shard_job& job);
 
-  /// Logs `r` when it took longer than TROUPE_SLOW_STEP_MS (with its shape and the decode
-  /// graph replays enqueued since the step before: with pipelined steps, the next step's
-  /// too); a diagnostic, off when unset.
-  void note_step(const step_request& r, const step_output& out) noexcept;
+  /// Logs `r` when it took longer than TROUPE_SLOW_STEP_MS: host and device time, its shape,
+  /// and whether it ran as a decode graph replay (`replayed`) or eagerly; a diagnostic, off
+  /// when unset.
+  void note_step(const step_request& r, const step_output& out, bool replayed) noexcept;
+
+  /// The worker's context's decode graph replays so far (0 before one exists).
+  int64_t graph_replays() const;
 
   /// Logs the time the worker had no step before step `step_id` when it is at least
   /// TROUPE_SLOW_STEP_MS and under a second (the device idled for want of a step).
@@ -131,7 +134,6 @@ class shard_runner : public std::enable_shared_from_this<shard_runner> {
   std::optional<shard_faults::hang_fault> hang_;    // worker thread only
   std::optional<shard_faults::token_fault> token_;  // worker thread only
   uint64_t steps_run_ = 0;          // worker thread only
-  int64_t replays_seen_ = 0;        // worker thread only: the context's graph replays at the last note_step
   std::chrono::steady_clock::time_point last_end_{};  // worker thread only: when the last step ended
   std::atomic<uint64_t> beats_{0};
   std::atomic<uint64_t> running_step_{0};
