@@ -30,7 +30,7 @@ def headers(root):
 
 
 def find_struct(root, name, texts):
-    """(path, first line number, body lines) of `struct name { ... };`, or None."""
+    """(path, body lines) of `struct name { ... };`, or None."""
     pattern = re.compile(r"^(struct|class) " + re.escape(name) + r"\b[^;]*\{\s*$", re.M)
     for path in headers(root):
         text = texts.setdefault(path, open(path, encoding="utf-8").read())
@@ -43,7 +43,7 @@ def find_struct(root, name, texts):
         for i in range(start, len(lines)):
             line = lines[i]
             if depth == 1 and re.match(r"^\};", line):
-                return path, start + 1, body
+                return path, body
             body.append((i + 1, line, depth))
             depth += line.count("{") - line.count("}")
         return None
@@ -92,7 +92,7 @@ def main():
                   f"{', '.join(SEARCH_DIRS)} defines `struct {name} {{`", file=sys.stderr)
             status = 2
             continue
-        path, _, body = found
+        path, body = found
         named = set(re.findall(r"x\.(\w+)", args))
         checked += 1
         for lineno, member in members(body):

@@ -332,7 +332,6 @@ void shard_runner::run(shard_job& job) {
   }
 }
 
-
 int64_t shard_runner::graph_replays() const {
   const shard_context* ctx = worker_ ? worker_->context() : nullptr;
   return ctx ? ctx->graph_replays() : 0;
